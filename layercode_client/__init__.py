@@ -1,0 +1,9 @@
+"""A Python LayercodeClient for the browser (PyScript / Pyodide).
+
+`LayercodeClient` authorizes a session through the app's backend, streams the microphone to a
+Layercode-compatible voice pipeline over a WebSocket, plays the agent's voice, and reports
+status, amplitudes, transcripts and data messages through callbacks. Only `browser/` touches
+the browser; the rest runs (and is tested) in plain CPython.
+"""
+
+__version__ = "0.1.0"

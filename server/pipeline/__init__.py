@@ -1,0 +1,1 @@
+"""The embedded, Layercode-compatible voice pipeline: turn detection, STT, agent webhook, TTS."""

@@ -1,0 +1,197 @@
+"""Vendor the browser runtime (PyScript, Pyodide, micropip) into `.vendor/`, offline-safe.
+
+The page must never load anything from a CDN, so setup fetches the pinned npm tarballs from the
+npm registry, checks each against the integrity the registry published (pinned below), and
+unpacks it into a versioned folder that the server serves with long-lived cache headers. The npm
+`pyodide` package lacks micropip's wheel: it comes from PyPI (hash pinned) and its real sha256
+is written into Pyodide's lock file, or the page would hang on an SRI failure.
+
+Run as `python -m server.vendor`; a second run on a ready machine does nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENDOR_DIR = ROOT / ".vendor"
+
+
+@dataclass(frozen=True)
+class NpmPackage:
+    name: str
+    version: str
+    integrity: str  # the registry's published `dist.integrity`
+    subdir: str  # the folder of the tarball to serve ("package/dist" for PyScript)
+    folder: str  # where it lands under .vendor/
+
+    @property
+    def target(self) -> Path:
+        return VENDOR_DIR / self.folder / self.version
+
+
+PYSCRIPT = NpmPackage(
+    name="@pyscript/core",
+    version="0.7.31",
+    integrity="sha512-GqM1aonc1N4RTkNZ1zJ8jJk8+i2cqeztZslPsAiQtn+wHHkUX9Z1FgIg4HjCvhBylB68UKmbTVTzOobpgPIMVQ==",
+    subdir="package/dist",
+    folder="pyscript",
+)
+PYODIDE = NpmPackage(
+    name="pyodide",
+    version="314.0.7",
+    integrity="sha512-0YvXxEhfEdpLfb/XkM2BFAeMROq0iMUX2bzzH9pOttyMcWkwq+HbE5uyuGD82LN7y2q+SNvi/6V5JEsOlD2R1A==",
+    subdir="package",
+    folder="pyodide",
+)
+MICROPIP_VERSION = "0.11.1"
+MICROPIP_SHA256 = "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3"  # PyPI's
+MICROPIP_PYTHON = "3.14"  # the Python of the pinned Pyodide
+
+# Files worth precompressing: text and wasm compress 3-5x; zips and wheels do not.
+COMPRESSIBLE = {".js", ".mjs", ".wasm", ".json", ".css", ".html", ".zip"}
+MIN_GZIP_SAVING = 0.10
+DONE_MARKER = ".complete"
+
+
+def pyscript_url() -> str:
+    return f"/runtime/{PYSCRIPT.folder}/{PYSCRIPT.version}"
+
+
+def pyodide_url() -> str:
+    return f"/runtime/{PYODIDE.folder}/{PYODIDE.version}"
+
+
+def log(message: str) -> None:
+    print(f"[vendor] {message}", file=sys.stderr, flush=True)
+
+
+def sri(data: bytes) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def is_done(target: Path, stamp: str) -> bool:
+    marker = target / DONE_MARKER
+    return marker.is_file() and marker.read_text() == stamp
+
+
+def npm_pack(package: NpmPackage, workdir: Path) -> Path:
+    """Download the tarball through npm (its registry and proxy settings apply)."""
+    result = subprocess.run(
+        ["npm", "pack", f"{package.name}@{package.version}", "--json", "--silent"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise SystemExit(
+            f"npm could not fetch {package.name}@{package.version}: {result.stderr.strip()}"
+        )
+    filename = json.loads(result.stdout)[0]["filename"]
+    return workdir / filename
+
+
+def vendor_npm(package: NpmPackage) -> None:
+    """Fetch, verify and unpack one package into its versioned folder."""
+    log(f"fetching {package.name}@{package.version} from the npm registry")
+    with tempfile.TemporaryDirectory() as tmp:
+        tarball = npm_pack(package, Path(tmp))
+        actual = sri(tarball.read_bytes())
+        if actual != package.integrity:
+            raise SystemExit(
+                f"{package.name}@{package.version}: tarball integrity {actual} does not match "
+                f"the registry's {package.integrity}; refusing to use it"
+            )
+        unpacked = Path(tmp) / "unpacked"
+        with tarfile.open(tarball) as tar:
+            tar.extractall(unpacked, filter="data")
+        staging = package.target.with_name(package.target.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(unpacked / package.subdir, staging)
+        shutil.rmtree(package.target, ignore_errors=True)
+        staging.rename(package.target)
+
+
+def fetch_micropip(target: Path) -> Path:
+    """Download micropip's wheel from PyPI, pinned by hash."""
+    wheel = target / f"micropip-{MICROPIP_VERSION}-py3-none-any.whl"
+    if wheel.is_file() and hashlib.sha256(wheel.read_bytes()).hexdigest() == MICROPIP_SHA256:
+        return wheel
+    log(f"fetching micropip {MICROPIP_VERSION} from PyPI")
+    with tempfile.TemporaryDirectory() as tmp:
+        requirement = Path(tmp) / "requirements.txt"
+        requirement.write_text(f"micropip=={MICROPIP_VERSION} --hash=sha256:{MICROPIP_SHA256}\n")
+        subprocess.run(
+            [
+                sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
+                "--only-binary=:all:", "--python-version", MICROPIP_PYTHON,
+                "--require-hashes", "-r", str(requirement), "-d", tmp,
+            ],
+            check=True,
+        )  # fmt: skip
+        shutil.copy(Path(tmp) / wheel.name, wheel)
+    return wheel
+
+
+def fix_micropip_hash(pyodide_dir: Path, wheel: Path) -> None:
+    """Point Pyodide's lock file at the wheel we serve (its own hash differs from PyPI's)."""
+    lock_path = pyodide_dir / "pyodide-lock.json"
+    lock = json.loads(lock_path.read_text())
+    entry = lock["packages"]["micropip"]
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if entry["file_name"] != wheel.name:
+        raise SystemExit(
+            f"Pyodide {PYODIDE.version} expects {entry['file_name']}, not {wheel.name}: "
+            "update MICROPIP_VERSION in server/vendor.py"
+        )
+    if entry["sha256"] != digest:
+        entry["sha256"] = digest
+        lock_path.write_text(json.dumps(lock, separators=(",", ":")))
+
+
+def precompress(folder: Path) -> None:
+    """Write `.gz` beside each file where gzip pays, so serving costs no CPU per request."""
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix not in COMPRESSIBLE:
+            continue
+        data = path.read_bytes()
+        packed = gzip.compress(data, compresslevel=9, mtime=0)
+        if len(packed) <= len(data) * (1 - MIN_GZIP_SAVING):
+            path.with_name(path.name + ".gz").write_bytes(packed)
+
+
+def main() -> None:
+    VENDOR_DIR.mkdir(exist_ok=True)
+    changed = False
+    for package in (PYSCRIPT, PYODIDE):
+        stamp = package.integrity
+        if package is PYODIDE:
+            stamp += f"+micropip-{MICROPIP_SHA256}"
+        if is_done(package.target, stamp):
+            continue
+        vendor_npm(package)
+        if package is PYODIDE:
+            wheel = fetch_micropip(package.target)
+            fix_micropip_hash(package.target, wheel)
+        # Source maps would only waste disk and bandwidth: nothing here debugs minified JS.
+        for source_map in package.target.rglob("*.map"):
+            source_map.unlink()
+        precompress(package.target)
+        (package.target / DONE_MARKER).write_text(stamp)
+        changed = True
+    log("runtime vendored" if changed else "runtime already in place")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Run a real ASGI app on a free loopback port, in a background thread, for the length of a test.
+
+Tests talk to it over real sockets (HTTP, SSE, WebSocket), so what they exercise is what a
+browser or Layercode's cloud would meet, not an in-process shortcut.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import uvicorn
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(app, *, port: int | None = None, ws_ping: bool = False) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 and yield its base URL (http://127.0.0.1:PORT)."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws_ping_interval=20.0 if ws_ping else None,
+        timeout_graceful_shutdown=2,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"test-server-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"the test server on port {port} failed to start")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test server on port {port} did not start in 30 s")
+        time.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
