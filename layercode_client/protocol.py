@@ -400,9 +400,11 @@ class SessionConfig:
         if not isinstance(can_interrupt, bool):
             raise ProtocolError("'config.transcription.can_interrupt' must be true or false")
         audio = config.get("audio") or {}
-        rate = audio.get("input_sample_rate", DEFAULT_INPUT_SAMPLE_RATE) if isinstance(
-            audio, dict
-        ) else DEFAULT_INPUT_SAMPLE_RATE
+        rate = (
+            audio.get("input_sample_rate", DEFAULT_INPUT_SAMPLE_RATE)
+            if isinstance(audio, dict)
+            else DEFAULT_INPUT_SAMPLE_RATE
+        )
         if rate not in SUPPORTED_INPUT_SAMPLE_RATES:
             raise ProtocolError(
                 f"unsupported 'config.audio.input_sample_rate' {rate!r}: "

@@ -80,6 +80,11 @@ def sri(data: bytes) -> str:
     return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
 
 
+def is_vendored() -> bool:
+    """True when setup has put both runtimes in place."""
+    return all((p.target / DONE_MARKER).is_file() for p in (PYSCRIPT, PYODIDE))
+
+
 def is_done(target: Path, stamp: str) -> bool:
     marker = target / DONE_MARKER
     return marker.is_file() and marker.read_text() == stamp

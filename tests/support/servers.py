@@ -22,15 +22,20 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app, *, port: int | None = None, ws_ping: bool = False) -> Iterator[str]:
-    """Serve `app` on 127.0.0.1 and yield its base URL (http://127.0.0.1:PORT)."""
+def serve(
+    app, *, port: int | None = None, ws_ping: bool = False, lifespan: str = "on"
+) -> Iterator[str]:
+    """Serve `app` on 127.0.0.1 and yield its base URL (http://127.0.0.1:PORT).
+
+    `lifespan="off"` for bare ASGI apps without one (StaticFiles).
+    """
     port = port or free_port()
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=port,
         log_level="warning",
-        lifespan="on",
+        lifespan=lifespan,
         ws_ping_interval=20.0 if ws_ping else None,
         timeout_graceful_shutdown=2,
     )

@@ -1,0 +1,107 @@
+"""Startup benchmark: page load → Python ready, cold (fresh profile) and warm (reload).
+
+Side by side in the same run with the reference: a bare PyScript page that only prints, on the
+same server and runtime, which is the floor any PyScript page pays. Each figure is the median
+of N runs (default 5), read inside the page (`performance.now()` when Python marks the page
+ready), so it excludes Playwright's own overhead.
+
+    ./dev bench startup [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from common import chromium_launch_args, median, print_table, save, serve
+from playwright.sync_api import sync_playwright
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+
+from server import vendor
+from server.app import create_app
+from server.config import Settings
+
+PYODIDE_MJS = f"../runtime/pyodide/{vendor.PYODIDE.version}/pyodide.mjs"
+REFERENCE_PAGE = f"""<!doctype html>
+<html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<script type="module" src="../runtime/pyscript/{vendor.PYSCRIPT.version}/core.js"></script>
+</head><body data-state="loading">
+<script type="py" config='{{"interpreter": "{PYODIDE_MJS}"}}'>
+import js
+js.document.body.dataset.readyMs = str(round(js.performance.now()))
+js.document.body.dataset.state = "ready"
+</script></body></html>
+"""
+
+
+def bench_app(reference_dir: Path):
+    app = create_app(Settings())
+    return Starlette(
+        routes=[
+            Mount("/reference", StaticFiles(directory=reference_dir, html=True)),
+            Mount("/", app),
+        ],
+        lifespan=lambda _: app.router.lifespan_context(app),
+    )
+
+
+def ready_ms(page) -> float:
+    page.wait_for_selector("body[data-state=ready]", state="attached", timeout=120_000)
+    return float(page.get_attribute("body", "data-ready-ms"))
+
+
+def measure(browser, url: str, runs: int) -> dict[str, list[float]]:
+    cold, warm = [], []
+    for _ in range(runs):
+        context = browser.new_context()  # a fresh profile: empty HTTP and code caches
+        page = context.new_page()
+        page.goto(url)
+        cold.append(ready_ms(page))
+        page.reload()
+        warm.append(ready_ms(page))
+        context.close()
+    return {"cold_ms": cold, "warm_ms": warm}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "index.html").write_text(REFERENCE_PAGE)
+        with serve(bench_app(Path(tmp))) as base, sync_playwright() as playwright:
+            browser = playwright.chromium.launch(**chromium_launch_args())
+            results = {}
+            for name, path in (("our page", "/"), ("bare PyScript page", "/reference/")):
+                measure(browser, base + path, 1)  # warm the server and the OS page cache
+                results[name] = measure(browser, base + path, args.runs)
+            browser.close()
+    ours, ref = results["our page"], results["bare PyScript page"]
+    rows = []
+    for kind in ("cold_ms", "warm_ms"):
+        rows.append(
+            [kind.replace("_ms", ""), median(ours[kind]), median(ref[kind]),
+             f"{median(ours[kind]) / median(ref[kind]):.2f}"]
+        )  # fmt: skip
+    print_table(
+        f"Page load → Python ready, median of {args.runs} runs (ms)",
+        ["", "our page", "bare PyScript", "ours/bare"],
+        rows,
+    )
+    save(
+        "startup",
+        {
+            "runs": args.runs,
+            "medians_ms": {
+                name: {k: median(v) for k, v in r.items()} for name, r in results.items()
+            },
+            "samples_ms": results,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Command line: `python -m server` runs the app; `python -m server export DIR` exports the page.
+
+python -m server [--host HOST] [--port PORT]
+python -m server export DIR --authorize-url URL [--pipeline-id ID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import Settings, SettingsError
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m server", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command")
+    serve = commands.add_parser("serve", help="run the app (the default)")
+    for p in (parser, serve):
+        p.add_argument("--host", help="interface to listen on (env HOST, default 127.0.0.1)")
+        p.add_argument("--port", type=int, help="port to listen on (env PORT, default 8000)")
+    export = commands.add_parser("export", help="export the page as a static folder")
+    export.add_argument("directory", type=Path)
+    export.add_argument(
+        "--authorize-url",
+        required=True,
+        help="where the exported page POSTs to authorize (e.g. https://api.example.com/api/authorize)",
+    )
+    export.add_argument("--pipeline-id", default="demo", help="pipeline id the page asks for")
+    return parser.parse_args(argv)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import uvicorn
+
+    from . import logs
+    from .app import create_app
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as error:
+        sys.exit(f"configuration error: {error}")
+    settings = dataclasses.replace(
+        settings, host=args.host or settings.host, port=args.port or settings.port
+    )
+    logs.configure(settings.log_level, settings.secrets)
+    app = create_app(settings)
+    shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    pipeline = "Layercode's cloud" if settings.uses_cloud else "the embedded pipeline"
+    print(
+        f"\n  Open http://{shown_host}:{settings.port}/ in your browser "
+        f"(voice pipeline: {pipeline}).\n",
+        flush=True,
+    )
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        ws_max_size=1024 * 1024,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.command == "export":
+        from .export import export_site
+
+        target = export_site(args.directory, args.authorize_url, args.pipeline_id)
+        print(f"exported to {target}")
+        return
+    serve(args)
+
+
+if __name__ == "__main__":
+    main()

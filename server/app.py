@@ -1,0 +1,107 @@
+"""The Starlette application: one routing table, one place that wires the parts together.
+
+`create_app(settings)` builds the app; the lifespan owns the long-lived resources (the HTTP
+client for Layercode's cloud, the client wheel, the embedded pipeline) and closes them. Errors
+that escape a handler become a JSON 500 that says nothing of the internals; the traceback goes
+to the log (secrets redacted), never to the client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import static, vendor
+from .authorize import CloudAuthorizer, NoPipeline, authorize
+from .config import Settings
+
+log = logging.getLogger("server")
+
+
+async def health(request: Request) -> JSONResponse:
+    state = request.app.state
+    return JSONResponse(
+        {
+            "status": "ok",
+            "pipeline": state.pipeline_kind,
+            "runtime": {
+                "pyscript": vendor.PYSCRIPT.version,
+                "pyodide": vendor.PYODIDE.version,
+                "vendored": vendor.is_vendored(),
+            },
+            "client_wheel": state.client_wheel.filename,
+        }
+    )
+
+
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def server_error(request: Request, exc: Exception) -> JSONResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse(
+        {"error": "the server failed to handle this request; its log has the details"},
+        status_code=500,
+    )
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette):
+        async with httpx.AsyncClient(follow_redirects=False) as http:
+            app.state.http = http
+            if settings.uses_cloud:
+                app.state.authorizer = CloudAuthorizer(
+                    settings.layercode_authorize_url,
+                    settings.layercode_api_key,
+                    settings.layercode_timeout,
+                    http,
+                )
+                app.state.pipeline_kind = "layercode-cloud"
+            else:
+                app.state.authorizer = NoPipeline()
+                app.state.pipeline_kind = "none"
+            if not vendor.is_vendored():
+                log.warning("the browser runtime is not vendored: run ./dev setup")
+            yield
+
+    middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
+    if settings.cors_allow_origins:
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_allow_origins),
+                allow_methods=["POST"],
+                allow_headers=["content-type"],
+                max_age=600,
+            ),
+        )
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/api/authorize", authorize, methods=["POST"]),
+        *static.routes,
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: http_error, 500: server_error},
+    )
+    app.state.settings = settings
+    app.state.client_wheel = static.load_client_wheel()
+    return app

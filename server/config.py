@@ -1,0 +1,167 @@
+"""Server settings, read once from the environment and validated at start.
+
+A wrong value stops the server before it listens, with a message naming the variable, rather
+than failing later in a request. The README's configuration table mirrors `ENVIRONMENT`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from layercode_client.protocol import CLOUD_PIPELINE_AUTHORIZE_URL, TRIGGERS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# name → (default, what it does); the README's table is generated from the same words.
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "HOST": ("127.0.0.1", "Interface to listen on (`--host` overrides)."),
+    "PORT": ("8000", "Port to listen on (`--port` overrides)."),
+    "LAYERCODE_API_KEY": (
+        "",
+        "Set it to proxy `/api/authorize` to Layercode's cloud; unset, the embedded pipeline "
+        "answers. Never sent to the browser, never logged.",
+    ),
+    "LAYERCODE_AUTHORIZE_URL": (
+        CLOUD_PIPELINE_AUTHORIZE_URL,
+        "Layercode's authorize URL (the agents generation: "
+        "`https://api.layercode.com/v1/agents/web/authorize_session`).",
+    ),
+    "LAYERCODE_TIMEOUT": ("10", "Seconds to wait for Layercode's cloud before answering 504."),
+    "CORS_ALLOW_ORIGINS": (
+        "",
+        "Comma-separated origins (e.g. `https://app.example.com`) whose pages may call "
+        "`/api/authorize`; empty means same origin only.",
+    ),
+    "PIPELINE_ID": ("demo", "Pipeline id the demo page asks for (embedded pipeline accepts any)."),
+    "TRANSCRIPTION_TRIGGER": (
+        "automatic",
+        "Embedded pipeline turn-taking: `automatic` (voice activity) or `push_to_talk`.",
+    ),
+    "CAN_INTERRUPT": ("true", "Embedded pipeline: may the user interrupt the agent (barge-in)."),
+    "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
+    "AGENT_WEBHOOK_URL": (
+        "",
+        "A Layercode-style agent webhook (Webhook SSE API); empty means the built-in demo "
+        "agent at `/api/agent`.",
+    ),
+    "AGENT_WEBHOOK_SECRET": (
+        "",
+        "Secret that signs webhook calls (`layercode-signature`); generated per run when empty "
+        "and the demo agent is used.",
+    ),
+    "DATA_DIR": (".data", "Where the embedded pipeline keeps session history (SQLite)."),
+    "LOG_LEVEL": ("info", "debug, info, warning or error."),
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value the server cannot use; the message names the variable."""
+
+
+def _env(name: str, environ: dict[str, str]) -> str:
+    return environ.get(name, ENVIRONMENT[name][0]).strip()
+
+
+def _positive_float(name: str, environ: dict[str, str]) -> float:
+    raw = _env(name, environ)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, not {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than zero")
+    return value
+
+
+def _port(raw: str, name: str = "PORT") -> int:
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise SettingsError(f"{name} must be a port number (1-65535), not {raw!r}")
+    return int(raw)
+
+
+def _bool(name: str, environ: dict[str, str]) -> bool:
+    raw = _env(name, environ).lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, not {raw!r}")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"CORS_ALLOW_ORIGINS entries must look like https://host[:port], not {origin!r}"
+            )
+    return origins
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    layercode_api_key: str = field(default="", repr=False)
+    layercode_authorize_url: str = CLOUD_PIPELINE_AUTHORIZE_URL
+    layercode_timeout: float = 10.0
+    cors_allow_origins: tuple[str, ...] = ()
+    pipeline_id: str = "demo"
+    transcription_trigger: str = "automatic"
+    can_interrupt: bool = True
+    tts_engine: str = "piper"
+    agent_webhook_url: str = ""
+    agent_webhook_secret: str = field(default="", repr=False)
+    data_dir: Path = ROOT / ".data"
+    log_level: str = "info"
+
+    @property
+    def uses_cloud(self) -> bool:
+        return bool(self.layercode_api_key)
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Values that must never appear in a response or a log line."""
+        return tuple(s for s in (self.layercode_api_key, self.agent_webhook_secret) if s)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        trigger = _env("TRANSCRIPTION_TRIGGER", env)
+        if trigger not in TRIGGERS:
+            raise SettingsError(f"TRANSCRIPTION_TRIGGER must be one of {', '.join(TRIGGERS)}")
+        tts_engine = _env("TTS_ENGINE", env)
+        if tts_engine not in ("piper", "espeak"):
+            raise SettingsError("TTS_ENGINE must be piper or espeak")
+        log_level = _env("LOG_LEVEL", env).lower()
+        if log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError("LOG_LEVEL must be debug, info, warning or error")
+        authorize_url = _env("LAYERCODE_AUTHORIZE_URL", env)
+        if not authorize_url.startswith(("http://", "https://")):
+            raise SettingsError("LAYERCODE_AUTHORIZE_URL must be an http(s) URL")
+        webhook_url = _env("AGENT_WEBHOOK_URL", env)
+        if webhook_url and not webhook_url.startswith(("http://", "https://")):
+            raise SettingsError("AGENT_WEBHOOK_URL must be an http(s) URL")
+        webhook_secret = _env("AGENT_WEBHOOK_SECRET", env)
+        if webhook_url and not webhook_secret:
+            raise SettingsError("AGENT_WEBHOOK_SECRET is required with AGENT_WEBHOOK_URL")
+        data_dir = Path(_env("DATA_DIR", env))
+        return cls(
+            host=_env("HOST", env),
+            port=_port(_env("PORT", env)),
+            layercode_api_key=_env("LAYERCODE_API_KEY", env),
+            layercode_authorize_url=authorize_url,
+            layercode_timeout=_positive_float("LAYERCODE_TIMEOUT", env),
+            cors_allow_origins=_origins(_env("CORS_ALLOW_ORIGINS", env)),
+            pipeline_id=_env("PIPELINE_ID", env) or "demo",
+            transcription_trigger=trigger,
+            can_interrupt=_bool("CAN_INTERRUPT", env),
+            tts_engine=tts_engine,
+            agent_webhook_url=webhook_url,
+            agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
+            data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
+            log_level=log_level,
+        )

@@ -1,0 +1,45 @@
+"""Export the page and its runtime as a self-contained static folder.
+
+The folder can be hosted anywhere (a CDN of your own, object storage, GitHub Pages): every path
+in it is relative, the runtime is inside it, and the authorize endpoint's URL is written into
+the page at export. That endpoint stays on a server (this one, with CORS_ALLOW_ORIGINS naming
+the static site's origin), because the Layercode API key must never reach a browser.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from . import vendor
+from .static import ASSETS_DIR, ROOT, render_index
+from .wheel import build_wheel
+
+SKIPPED_RUNTIME_FILES = ("*.gz", vendor.DONE_MARKER)
+
+
+def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> Path:
+    if not vendor.is_vendored():
+        raise SystemExit("the runtime is not vendored yet: run ./dev setup first")
+    if not authorize_url.startswith(("http://", "https://", "/")):
+        raise SystemExit("--authorize-url must be an absolute URL (https://...) or a path (/...)")
+    target = target.resolve()
+    if target.exists() and any(target.iterdir()):
+        if not (target / "index.html").is_file():
+            raise SystemExit(f"{target} is not empty and is not an earlier export; choose another")
+        shutil.rmtree(target)
+    target.mkdir(parents=True, exist_ok=True)
+
+    (target / "index.html").write_bytes(render_index(authorize_url, pipeline_id))
+    for name in ("main.py", "pyscript.toml"):
+        shutil.copy(ROOT / name, target / name)
+    shutil.copytree(ASSETS_DIR, target / "assets")
+    built = build_wheel()
+    (target / "client").mkdir()
+    (target / "client" / built.filename).write_bytes(built.data)
+    for package in (vendor.PYSCRIPT, vendor.PYODIDE):
+        destination = target / "runtime" / package.folder / package.version
+        shutil.copytree(
+            package.target, destination, ignore=shutil.ignore_patterns(*SKIPPED_RUNTIME_FILES)
+        )
+    return target

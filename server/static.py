@@ -1,0 +1,141 @@
+"""Serving the page, its assets, the client wheel and the vendored runtime.
+
+Only named files are served from the repository (never the folder itself: it holds the server's
+code and maybe a `.env`). The vendored runtime lives under versioned paths, so it is cached for
+a year as immutable, and sent precompressed (the `.gz` files setup wrote) when the browser
+accepts gzip. The page and the wheel change between releases under the same names, so they are
+revalidated on every load (cheap: an ETag answered with 304).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import mimetypes
+import re
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from . import wheel as client_wheel
+from .vendor import VENDOR_DIR
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE_FILES = {"index.html", "main.py", "pyscript.toml"}
+ASSETS_DIR = ROOT / "assets"
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+REVALIDATE = "no-cache"
+
+mimetypes.add_type("application/wasm", ".wasm")
+mimetypes.add_type("text/javascript", ".mjs")
+mimetypes.add_type("text/javascript", ".js")
+mimetypes.add_type("text/x-python", ".py")
+mimetypes.add_type("application/toml", ".toml")
+mimetypes.add_type("image/svg+xml", ".svg")
+
+
+def content_type(name: str) -> str:
+    kind = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if kind.startswith("text/") or kind in ("application/json", "application/toml"):
+        kind += "; charset=utf-8"
+    return kind
+
+
+def not_found(what: str) -> JSONResponse:
+    return JSONResponse({"error": f"{what} not found"}, status_code=404)
+
+
+def _inside(base: Path, relative: str) -> Path | None:
+    """The file `relative` names under `base`, or None if it escapes `base` or is missing."""
+    candidate = (base / relative).resolve()
+    if not candidate.is_relative_to(base.resolve()) or not candidate.is_file():
+        return None
+    return candidate
+
+
+def _etag_for(path: Path) -> str:
+    stat = path.stat()
+    return '"' + hashlib.md5(f"{stat.st_mtime_ns}-{stat.st_size}".encode()).hexdigest() + '"'
+
+
+def _revalidated_file(request: Request, path: Path) -> Response:
+    etag = _etag_for(path)
+    headers = {"Cache-Control": REVALIDATE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return FileResponse(path, media_type=content_type(path.name), headers=headers)
+
+
+def render_index(authorize_url: str, pipeline_id: str) -> bytes:
+    """index.html with the page's settings filled into its `<meta name="layercode:...">` tags."""
+    page = (ROOT / "index.html").read_text()
+    for name, value in (("authorize-url", authorize_url), ("pipeline-id", pipeline_id)):
+        page = re.sub(
+            rf'(<meta name="layercode:{name}" content=")[^"]*(")',
+            lambda m, v=value: m.group(1) + html.escape(v, quote=True) + m.group(2),
+            page,
+        )
+    return page.encode()
+
+
+async def index(request: Request) -> Response:
+    settings = request.app.state.settings
+    body = render_index("/api/authorize", settings.pipeline_id)
+    etag = '"' + hashlib.md5(body).hexdigest() + '"'
+    headers = {"Cache-Control": REVALIDATE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="text/html; charset=utf-8", headers=headers)
+
+
+async def page_file(request: Request) -> Response:
+    name = request.path_params["name"]
+    if name not in PAGE_FILES:
+        return not_found(name)
+    return _revalidated_file(request, ROOT / name)
+
+
+async def asset(request: Request) -> Response:
+    path = _inside(ASSETS_DIR, request.path_params["path"])
+    if path is None:
+        return not_found("asset")
+    return _revalidated_file(request, path)
+
+
+async def wheel(request: Request) -> Response:
+    built = request.app.state.client_wheel
+    if request.path_params["filename"] != built.filename:
+        return not_found(f"client wheel {request.path_params['filename']!r}")
+    headers = {"Cache-Control": REVALIDATE, "ETag": built.etag}
+    if request.headers.get("if-none-match") == built.etag:
+        return Response(status_code=304, headers=headers)
+    return Response(built.data, media_type="application/zip", headers=headers)
+
+
+async def runtime(request: Request) -> Response:
+    relative = request.path_params["path"]
+    path = _inside(VENDOR_DIR, relative)
+    if path is None or path.name.startswith("."):
+        return not_found("runtime file")
+    headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
+    gzipped = path.with_name(path.name + ".gz")
+    if "gzip" in request.headers.get("accept-encoding", "") and gzipped.is_file():
+        headers["Content-Encoding"] = "gzip"
+        return FileResponse(gzipped, media_type=content_type(path.name), headers=headers)
+    return FileResponse(path, media_type=content_type(path.name), headers=headers)
+
+
+def load_client_wheel() -> client_wheel.Wheel:
+    return client_wheel.build_wheel()
+
+
+routes = [
+    Route("/", index, methods=["GET", "HEAD"]),
+    Route("/runtime/{path:path}", runtime, methods=["GET", "HEAD"]),
+    Route("/client/{filename}", wheel, methods=["GET", "HEAD"]),
+    Route("/assets/{path:path}", asset, methods=["GET", "HEAD"]),
+    Route("/{name}", page_file, methods=["GET", "HEAD"]),
+]

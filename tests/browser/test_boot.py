@@ -1,0 +1,55 @@
+"""The page boots Python from our own server, offline, showing progress until it is ready."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.browser.conftest import RequestLog, running_app, wait_ready
+
+pytestmark = pytest.mark.browser
+
+
+def test_page_boots_offline_shows_progress_then_ready(page, cloud_settings, artifacts):
+    requests = RequestLog(page)
+    console_errors = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    with running_app(**cloud_settings) as url:
+        page.goto(url, wait_until="domcontentloaded")
+        # Progress is on screen from the first paint, moving, before any Python runs.
+        assert page.get_attribute("body", "data-state") == "loading"
+        assert page.is_visible("#loader")
+        assert "Starting Python" in page.inner_text("#loader-text")
+        box = page.locator(".bar").bounding_box()
+        first = page.screenshot(clip=box, animations="allow")
+        page.wait_for_timeout(100)
+        second = page.screenshot(clip=box, animations="allow")
+        assert first != second, "the progress bar did not move within 100 ms"
+        page.screenshot(path=artifacts / "boot-progress.png")
+        first_paint = page.evaluate(
+            "performance.getEntriesByName('first-contentful-paint')[0]?.startTime ?? null"
+        )
+        assert first_paint is not None and first_paint < 2000
+
+        wait_ready(page)
+        assert page.is_hidden("#loader")
+        assert page.inner_text("#status") == "Ready"
+        page.screenshot(path=artifacts / "boot-ready.png")
+
+        # Python in the page reaches /api/authorize (here proxied to the stand-in cloud).
+        page.click("#connect")
+        page.wait_for_selector("#status[data-status=connected]", timeout=10_000)
+        assert "sess_standin_1" in page.inner_text("#log")
+
+    assert requests.outside() == [], "the page asked for something off this machine"
+    assert any(u.endswith("pyodide.asm.wasm") for u in requests.urls)
+    assert console_errors == []
+
+
+def test_authorize_error_is_shown_in_words(page):
+    with running_app() as url:  # no key, no embedded pipeline yet: 503
+        page.goto(url)
+        wait_ready(page)
+        page.click("#connect")
+        page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+        assert "LAYERCODE_API_KEY" in page.inner_text("#error")
+        assert page.get_attribute("#status", "data-status") == "error"

@@ -1,0 +1,74 @@
+"""The exported static folder boots from another origin and authorizes cross-origin."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.staticfiles import StaticFiles
+
+from server.app import create_app
+from server.config import Settings
+from server.export import export_site
+from tests.browser.conftest import RequestLog, wait_ready
+from tests.support.servers import free_port, serve
+
+pytestmark = pytest.mark.browser
+
+
+def auth_server(port, settings, origins):
+    """The auth server alone on `port`, allowing `origins` to call it."""
+    return serve(create_app(Settings(**settings, cors_allow_origins=origins)), port=port)
+
+
+def static_server(folder, port):
+    """Any static host will do; Starlette's StaticFiles stands in for one."""
+    return serve(StaticFiles(directory=folder, html=True), port=port, lifespan="off")
+
+
+def test_export_contents(tmp_path):
+    target = export_site(tmp_path / "out", "https://auth.example/api/authorize", "pl_9")
+    page = (target / "index.html").read_text()
+    assert 'content="https://auth.example/api/authorize"' in page
+    assert 'content="pl_9"' in page
+    assert (target / "runtime/pyodide").is_dir() and (target / "runtime/pyscript").is_dir()
+    assert not list(target.rglob("*.gz")) and not list(target.rglob(".complete"))
+    assert len(list((target / "client").glob("*.whl"))) == 1
+    # Exporting again over an earlier export replaces it; a foreign folder is refused.
+    export_site(tmp_path / "out", "https://auth.example/api/authorize")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not empty"):
+        export_site(tmp_path / "foreign", "https://auth.example/api/authorize")
+
+
+def test_exported_page_authorizes_cross_origin(page, cloud, cloud_settings, tmp_path):
+    site_port, auth_port = free_port(), free_port()
+    site_origin = f"http://127.0.0.1:{site_port}"
+    auth_url = f"http://127.0.0.1:{auth_port}/api/authorize"
+    folder = export_site(tmp_path / "site", auth_url)
+    requests = RequestLog(page)
+    with auth_server(auth_port, cloud_settings, (site_origin,)), static_server(folder, site_port):
+        page.goto(site_origin + "/")
+        wait_ready(page)
+        page.click("#connect")
+        page.wait_for_selector("#status[data-status=connected]", timeout=10_000)
+    assert len(cloud.received) == 1
+    assert requests.outside() == []
+
+
+def test_exported_page_from_an_origin_not_allowlisted_is_refused(
+    page, cloud, cloud_settings, tmp_path
+):
+    site_port, auth_port = free_port(), free_port()
+    auth_url = f"http://127.0.0.1:{auth_port}/api/authorize"
+    folder = export_site(tmp_path / "site", auth_url)
+    with (
+        auth_server(auth_port, cloud_settings, ("https://only-this.example",)),
+        static_server(folder, site_port),
+    ):
+        page.goto(f"http://127.0.0.1:{site_port}/")
+        wait_ready(page)
+        page.click("#connect")
+        page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+        assert "Could not reach the authorize endpoint" in page.inner_text("#error")
+        assert page.get_attribute("#status", "data-status") == "error"
+    assert cloud.received == []
