@@ -47,7 +47,7 @@ class ApiError(Exception):
 
 
 class Authorizer(Protocol):
-    async def authorize(self, request: AuthorizeRequest) -> Response: ...
+    async def authorize(self, request: AuthorizeRequest, http: Request) -> Response: ...
 
 
 async def read_json_body(request: Request, limit: int = MAX_BODY_BYTES) -> Any:
@@ -110,7 +110,7 @@ class CloudAuthorizer:
             return CLOUD_AGENT_AUTHORIZE_URL
         return self.url
 
-    async def authorize(self, request: AuthorizeRequest) -> Response:
+    async def authorize(self, request: AuthorizeRequest, http: Request) -> Response:
         url = self.url_for(request)
         started = time.monotonic()
         try:
@@ -155,7 +155,7 @@ class CloudAuthorizer:
 class NoPipeline:
     """Stands in when nothing can answer: says what to configure."""
 
-    async def authorize(self, request: AuthorizeRequest) -> Response:
+    async def authorize(self, request: AuthorizeRequest, http: Request) -> Response:
         raise ApiError(
             503,
             "no voice pipeline is configured: set LAYERCODE_API_KEY to use Layercode's cloud",
@@ -176,6 +176,6 @@ async def authorize(request: Request) -> Response:
             auth_request = AuthorizeRequest.from_json(body)
         except ProtocolError as error:
             raise ApiError(400, error.message) from None
-        return await request.app.state.authorizer.authorize(auth_request)
+        return await request.app.state.authorizer.authorize(auth_request, request)
     except ApiError as error:
         return error.response()
