@@ -9,7 +9,9 @@ to the log (secrets redacted), never to the client.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import secrets
 
 import httpx
 from starlette.applications import Starlette
@@ -22,8 +24,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from . import static, vendor
-from .authorize import CloudAuthorizer, NoPipeline, authorize
+from .agent.app import agent_routes
+from .authorize import CloudAuthorizer, authorize
 from .config import Settings
+from .pipeline.embedded import EmbeddedPipeline, websocket_routes
 
 log = logging.getLogger("server")
 
@@ -58,6 +62,10 @@ async def server_error(request: Request, exc: Exception) -> JSONResponse:
 
 def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
+    if not settings.agent_webhook_secret:
+        # The pipeline signs its webhook calls and the demo agent checks them: they need a
+        # shared secret even when none is configured, so this run makes one.
+        settings = dataclasses.replace(settings, agent_webhook_secret=secrets.token_urlsafe(32))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette):
@@ -70,13 +78,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     settings.layercode_timeout,
                     http,
                 )
+                app.state.pipeline = None
                 app.state.pipeline_kind = "layercode-cloud"
             else:
-                app.state.authorizer = NoPipeline()
-                app.state.pipeline_kind = "none"
+                pipeline = EmbeddedPipeline(settings, http)
+                await pipeline.start()
+                app.state.pipeline = pipeline
+                app.state.authorizer = pipeline.authorizer
+                app.state.pipeline_kind = "embedded"
             if not vendor.is_vendored():
                 log.warning("the browser runtime is not vendored: run ./dev setup")
-            yield
+            try:
+                yield
+            finally:
+                if app.state.pipeline is not None:
+                    app.state.pipeline.close()
 
     middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
     if settings.cors_allow_origins:
@@ -94,8 +110,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/api/authorize", authorize, methods=["POST"]),
-        *static.routes,
     ]
+    if not settings.uses_cloud:
+        routes += [*websocket_routes(), *agent_routes(settings.agent_webhook_secret)]
+    routes += static.routes
     app = Starlette(
         routes=routes,
         middleware=middleware,

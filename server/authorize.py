@@ -152,16 +152,6 @@ class CloudAuthorizer:
         return Response(answer.content, media_type="application/json")
 
 
-class NoPipeline:
-    """Stands in when nothing can answer: says what to configure."""
-
-    async def authorize(self, request: AuthorizeRequest, http: Request) -> Response:
-        raise ApiError(
-            503,
-            "no voice pipeline is configured: set LAYERCODE_API_KEY to use Layercode's cloud",
-        )
-
-
 async def authorize(request: Request) -> Response:
     settings = request.app.state.settings
     try:

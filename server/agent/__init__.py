@@ -1,1 +1,1 @@
-"""The built-in demo agent: a Layercode-style webhook (Webhook SSE API) served at /api/agent."""
+"""The built-in demo agent: a Layercode-style webhook served by this same server."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 
@@ -16,10 +17,22 @@ pytestmark = pytest.mark.browser
 
 
 @contextlib.contextmanager
-def running_app(**settings) -> Iterator[str]:
-    """The full app on a free port; yields its base URL."""
-    with serve(create_app(Settings(**settings))) as url:
+def running_app(*, wrap=None, **settings) -> Iterator[str]:
+    """The full app on a free port; yields its base URL. `wrap` may wrap it in ASGI middleware."""
+    app = create_app(Settings(**settings))
+    with serve(wrap(app) if wrap else app) as url:
         yield url
+
+
+def slow_wasm(app, seconds: float = 1.5):
+    """Delay the Pyodide wasm download, as a slow network would: the page stays loading."""
+
+    async def delayed(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].endswith(".wasm"):
+            await asyncio.sleep(seconds)
+        await app(scope, receive, send)
+
+    return delayed
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser.conftest import RequestLog, running_app, wait_ready
+from tests.browser.conftest import RequestLog, running_app, slow_wasm, wait_ready
 
 pytestmark = pytest.mark.browser
 
@@ -13,16 +13,21 @@ def test_page_boots_offline_shows_progress_then_ready(page, cloud_settings, arti
     requests = RequestLog(page)
     console_errors = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    with running_app(**cloud_settings) as url:
+    with running_app(wrap=slow_wasm, **cloud_settings) as url:
         page.goto(url, wait_until="domcontentloaded")
         # Progress is on screen from the first paint, moving, before any Python runs.
         assert page.get_attribute("body", "data-state") == "loading"
         assert page.is_visible("#loader")
         assert "Starting Python" in page.inner_text("#loader-text")
+        # The runtime's download is held back 1.5 s (as on a slow network), so the bar must
+        # be seen moving while the page waits: two frames 100 ms apart differ.
+        started = page.evaluate("document.getAnimations()[0].startTime")
+        assert started is not None and started < 1000, "the bar did not start at first paint"
         box = page.locator(".bar").bounding_box()
         first = page.screenshot(clip=box, animations="allow")
         page.wait_for_timeout(100)
         second = page.screenshot(clip=box, animations="allow")
+        assert page.get_attribute("body", "data-state") == "loading"
         assert first != second, "the progress bar did not move within 100 ms"
         page.screenshot(path=artifacts / "boot-progress.png")
         first_paint = page.evaluate(
@@ -45,11 +50,13 @@ def test_page_boots_offline_shows_progress_then_ready(page, cloud_settings, arti
     assert console_errors == []
 
 
-def test_authorize_error_is_shown_in_words(page):
-    with running_app() as url:  # no key, no embedded pipeline yet: 503
+def test_authorize_error_is_shown_in_words(page, cloud, cloud_settings):
+    cloud.mode = "4xx"  # Layercode refuses the session: its reason reaches the page
+    with running_app(**cloud_settings) as url:
         page.goto(url)
         wait_ready(page)
         page.click("#connect")
         page.wait_for_selector("#error:not([hidden])", timeout=10_000)
-        assert "LAYERCODE_API_KEY" in page.inner_text("#error")
+        assert "invalid pipeline id" in page.inner_text("#error")
+        assert "lc_browser_test_key" not in page.inner_text("#error")
         assert page.get_attribute("#status", "data-status") == "error"

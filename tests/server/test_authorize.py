@@ -215,13 +215,6 @@ def test_body_too_large_without_content_length_gets_413(client, cloud):
     assert response.status_code == 413
 
 
-def test_no_pipeline_configured_gets_503_saying_what_to_set():
-    with make_client() as client:
-        response = post(client, {"pipeline_id": "p"})
-    assert response.status_code == 503
-    assert "LAYERCODE_API_KEY" in response.json()["error"]
-
-
 def test_get_is_not_allowed(client):
     response = client.get("/api/authorize")
     assert response.status_code == 405

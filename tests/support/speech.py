@@ -1,0 +1,48 @@
+"""Real speech for tests, made at test time with the pipeline's own Piper voice.
+
+Piper speech is what pocketsphinx recognises well (RUNTIME.md), so the stage tests and the
+end-to-end tests speak to the app with it: no recorded files in the repository.
+"""
+
+from __future__ import annotations
+
+import functools
+import wave
+from pathlib import Path
+
+from server.pipeline.audio import resample
+
+
+@functools.cache
+def _voice():
+    from piper import PiperVoice
+
+    from server.pipeline.tts import PiperTTS
+
+    return PiperVoice.load(str(PiperTTS.bundled_voice()))
+
+
+@functools.lru_cache(maxsize=64)
+def speak(text: str, rate: int = 16000) -> bytes:
+    """`text` spoken by Piper as PCM16 mono at `rate`."""
+    voice = _voice()
+    pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(text))
+    return resample(pcm, voice.config.sample_rate, rate)
+
+
+def silence(seconds: float, rate: int = 16000) -> bytes:
+    return bytes(int(seconds * rate) * 2)
+
+
+def write_wav(path: Path, pcm: bytes, rate: int) -> Path:
+    with wave.open(str(path), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(pcm)
+    return path
+
+
+def read_wav(path: Path) -> tuple[bytes, int]:
+    with wave.open(str(path), "rb") as wav:
+        return wav.readframes(wav.getnframes()), wav.getframerate()
