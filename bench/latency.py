@@ -19,10 +19,10 @@ import tempfile
 from pathlib import Path
 
 from common import median, p95, print_table, save, serve
-from tests.support.speech import silence, speak
 
 from server.app import create_app
 from server.config import Settings
+from tests.support.speech import silence, speak, voiced_span
 from tests.support.voice_client import VoiceClient
 
 QUESTIONS = [
@@ -42,7 +42,7 @@ async def one_turn(client: VoiceClient, question: str) -> dict:
     pcm = silence(LEAD_S) + speech + silence(TAIL_S)
     mark = len(client.received)
     started = await client.stream(pcm)
-    speech_end = started + LEAD_S + len(speech) / 2 / 16000
+    speech_end = started + LEAD_S + voiced_span(speech)[1]  # the last voiced 10 ms
     end = await client.wait_for("response.end", lambda m: m.get("timings"), after=mark)
     turn_id = end.message["turn_id"]
     first_audio = next(

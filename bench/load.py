@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 from common import ROOT, p95, print_table, save
-from tests.support.speech import silence, speak
 
 from tests.support.servers import free_port
+from tests.support.speech import silence, speak, voiced_span
 from tests.support.voice_client import VoiceClient
 
 QUESTIONS = ["What time is it?", "Hello, how are you?", "Can you help me?", "Thank you."]
@@ -94,7 +94,7 @@ async def converse(url: str, turns: int, start_delay: float) -> list[float]:
             speech = speak(QUESTIONS[n % len(QUESTIONS)])
             mark = len(client.received)
             started = await client.stream(silence(0.3) + speech + silence(1.2))
-            speech_end = started + 0.3 + len(speech) / 32000
+            speech_end = started + 0.3 + voiced_span(speech)[1]
             first = await client.wait_for("response.audio", after=mark, timeout=60)
             latencies.append((first.at - speech_end) * 1000)
             end = await client.wait_for("response.end", after=mark, timeout=60)

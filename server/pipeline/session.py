@@ -78,9 +78,9 @@ class PipelineServices:
 class Utterance:
     """One user utterance being recognised; audio is queued so the socket never waits on STT."""
 
-    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None]):
+    def __init__(self, pool: RecognizerPool, speaker: dict, on_interim: Callable[[str], None]):
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
+        self._task = asyncio.create_task(self._recognise(pool, speaker, on_interim), name="stt")
 
     def feed(self, pcm: bytes) -> None:
         if pcm:
@@ -95,8 +95,10 @@ class Utterance:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
-    async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
-        async with pool.utterance() as recognizer:
+    async def _recognise(
+        self, pool: RecognizerPool, speaker: dict, on_interim: Callable[[str], None]
+    ) -> str:
+        async with pool.utterance(speaker) as recognizer:
             while (pcm := await self._queue.get()) is not None:
                 interim = await recognizer.feed(pcm)
                 if interim:
@@ -141,6 +143,7 @@ class PipelineSession:
         )
         self.detector = TurnDetector(services.turn_settings)
         self.utterance: Utterance | None = None
+        self.speaker: dict = {}  # what the recogniser learnt of this speaker's voice
         self.user_turn_id: str | None = None
         self.user_timings: TurnTimings | None = None
         self.interim_counter = 0
@@ -182,6 +185,7 @@ class PipelineSession:
         if self.utterance:
             await self.utterance.cancel()
             self.utterance = None
+        self.services.recognizers.release(self.speaker)
         await self._cancel_agent_turn()
         for task in list(self._tasks):
             task.cancel()
@@ -315,7 +319,7 @@ class PipelineSession:
         self.user_timings = TurnTimings()
         self.interim_counter = 0
         self.outbox.put_urgent(p.TurnStart(role="user", turn_id=self.user_turn_id))
-        self.utterance = Utterance(self.services.recognizers, self._send_interim)
+        self.utterance = Utterance(self.services.recognizers, self.speaker, self._send_interim)
         self.utterance.feed(preroll)
 
     def _send_interim(self, text: str) -> None:

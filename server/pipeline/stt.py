@@ -31,12 +31,19 @@ def new_decoder():
 
 
 class Recognizer:
-    """One utterance on one pooled decoder. Calls must not overlap (the session awaits each)."""
+    """One utterance on one pooled decoder. Calls must not overlap (the session awaits each).
 
-    def __init__(self, decoder, executor: ThreadPoolExecutor):
+    pocketsphinx adapts to the voice and microphone as it listens (its cepstral mean and noise
+    estimates carry over from one utterance to the next), so a decoder belongs to one speaker —
+    one session — while it lasts, and is reset (`reinit_feat`, a fraction of a millisecond)
+    before it goes back to the pool: results depend on the speaker's own earlier words, never
+    on who used the decoder before.
+    """
+
+    def __init__(self, decoder, executor: ThreadPoolExecutor, lock: threading.Lock):
         self._decoder = decoder
         self._executor = executor
-        self._lock = threading.Lock()  # a cancelled call may still run: the next one waits
+        self._lock = lock  # shared by the speaker's utterances: a cancelled call may still run
         self._started = False
         self._ended = False
         self._since_interim = 0
@@ -84,16 +91,20 @@ class Recognizer:
         """The final transcript of everything fed."""
         return (await self._run(self._end)).strip()
 
-    def release_in_thread(self, on_free) -> None:
-        """End any open utterance after in-flight work, then hand the decoder back."""
+    def close_in_thread(self, then=None) -> None:
+        """End an open utterance once in-flight work is done; with `then`, also forget the
+        speaker and hand the decoder to `then(decoder)`."""
 
-        def release():
+        def close():
             with self._lock, contextlib.suppress(Exception):
                 self._end()
+                if then is not None:
+                    self._decoder.reinit_feat()
             return self._decoder
 
-        future = self._executor.submit(release)
-        future.add_done_callback(lambda f: on_free(f.result()))
+        future = self._executor.submit(close)
+        if then is not None:
+            future.add_done_callback(lambda f: then(f.result()))
 
 
 class RecognizerPool:
@@ -122,12 +133,25 @@ class RecognizerPool:
         return await asyncio.get_running_loop().run_in_executor(self._executor, new_decoder)
 
     @contextlib.asynccontextmanager
-    async def utterance(self) -> AsyncIterator[Recognizer]:
-        recognizer = Recognizer(await self._take(), self._executor)
+    async def utterance(self, speaker: dict | None = None) -> AsyncIterator[Recognizer]:
+        """One utterance of `speaker` (a dict the session keeps): on the speaker's own decoder,
+        taken from the pool at their first utterance and kept until `release(speaker)`."""
+        speaker = {} if speaker is None else speaker
+        if "decoder" not in speaker:
+            speaker["decoder"], speaker["lock"] = await self._take(), threading.Lock()
+        recognizer = Recognizer(speaker["decoder"], self._executor, speaker["lock"])
+        speaker["last"] = recognizer
         try:
             yield recognizer
         finally:
-            recognizer.release_in_thread(self._give_back)
+            recognizer.close_in_thread()
+
+    def release(self, speaker: dict) -> None:
+        """The speaker is gone: their decoder returns to the pool after any work in flight."""
+        recognizer = speaker.pop("last", None)
+        speaker.pop("decoder", None)
+        if recognizer is not None:
+            recognizer.close_in_thread(self._give_back)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

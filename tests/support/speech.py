@@ -46,3 +46,14 @@ def write_wav(path: Path, pcm: bytes, rate: int) -> Path:
 def read_wav(path: Path) -> tuple[bytes, int]:
     with wave.open(str(path), "rb") as wav:
         return wav.readframes(wav.getnframes()), wav.getframerate()
+
+
+def voiced_span(pcm: bytes, rate: int = 16000, level: int = 300) -> tuple[float, float]:
+    """Seconds where the voice starts and stops: the first and last 10 ms above `level`."""
+    import numpy as np
+
+    block = rate // 100
+    samples = np.frombuffer(pcm, "<i2").astype(float)
+    blocks = samples[: samples.size // block * block].reshape(-1, block)
+    loud = np.flatnonzero(np.sqrt((blocks**2).mean(axis=1)) > level)
+    return loud[0] * 0.01, (loud[-1] + 1) * 0.01

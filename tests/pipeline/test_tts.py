@@ -1,0 +1,80 @@
+"""Text-to-speech: both engines give 16 kHz speech of plausible length, streamed, stoppable."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from server.pipeline.audio import rms
+from server.pipeline.tts import SentenceSplitter, make_tts
+from tests.support.aio import run
+
+
+@pytest.fixture(scope="module", params=["piper", "espeak"])
+def tts(request):
+    engine = make_tts(request.param)
+    engine.warm()
+    return engine
+
+
+async def collect(tts, text: str) -> tuple[list[bytes], float]:
+    chunks, first = [], None
+    started = time.perf_counter()
+    async for pcm in tts.synthesize(text):
+        first = first or time.perf_counter() - started
+        chunks.append(pcm)
+    return chunks, first
+
+
+def test_speech_is_16khz_audible_and_of_plausible_length(tts):
+    text = "The quick brown fox jumps over the lazy dog."
+    chunks, _ = run(collect(tts, text))
+    pcm = b"".join(chunks)
+    seconds = len(pcm) / 2 / 16000
+    words = len(text.split())
+    assert tts.sample_rate == 16000
+    assert 0.25 * words <= seconds <= 0.6 * words + 0.5, seconds
+    assert rms(pcm) > 0.02
+    assert all(len(c) % 2 == 0 and len(c) <= 8000 for c in chunks)  # ≤ 250 ms per chunk
+    spectrum = np.abs(np.fft.rfft(np.frombuffer(pcm, "<i2").astype(float)))
+    freqs = np.fft.rfftfreq(len(pcm) // 2, 1 / 16000)
+    assert spectrum[(freqs > 100) & (freqs < 4000)].sum() > spectrum[freqs > 7500].sum() * 5
+
+
+def test_first_audio_arrives_before_the_whole_answer_is_made(tts):
+    text = " ".join(["This is one sentence of a long answer."] * 6)
+    chunks, first = run(collect(tts, text))
+    assert len(chunks) > 10
+    started = time.perf_counter()
+    run(collect(tts, text))
+    whole = time.perf_counter() - started
+    assert first < whole / 2
+
+
+def test_closing_early_stops_synthesis(tts):
+    async def scenario():
+        generator = tts.synthesize(" ".join(["Another long sentence to be interrupted."] * 20))
+        async for _ in generator:
+            break
+        started = time.perf_counter()
+        await generator.aclose()
+        return time.perf_counter() - started
+
+    assert run(scenario()) < 0.5
+
+
+def test_unknown_engine_names_the_choices():
+    with pytest.raises(ValueError, match="piper or espeak"):
+        make_tts("festival")
+
+
+def test_sentence_splitter_cuts_streamed_text_at_sentence_ends():
+    splitter = SentenceSplitter()
+    assert splitter.feed("Hello Mr. Smith. It is 3.5 degr") == ["Hello Mr. Smith."]
+    assert splitter.feed("ees at 10.30 today! Is it") == ["It is 3.5 degrees at 10.30 today!"]
+    assert splitter.feed(" cold? e.g. very") == ["Is it cold?"]
+    assert splitter.feed(" cold.") == []  # no space after the stop yet: it may continue
+    assert splitter.flush() == "e.g. very cold."
+    assert splitter.flush() == ""
