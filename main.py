@@ -1,13 +1,34 @@
-"""The demo page's Python: proves the runtime is up and the authorize endpoint is reachable.
+"""The demo page's Python: UI wiring for `LayercodeClient`, nothing more.
 
-Runs on the page's main thread under PyScript. Kept to UI wiring only.
+Runs on the page's main thread under PyScript (getUserMedia and AudioContext live there).
+Connect/disconnect, hold-to-talk (button or Space) for push-to-talk sessions, status, level
+meters, a log of what was said and sent, and errors in plain words.
 """
 
+import asyncio
+import contextlib
 import json
 
 import js
-from pyodide.ffi import create_proxy
-from pyodide.http import pyfetch
+from pyodide.ffi import create_proxy, jsnull
+
+from layercode_client import LayercodeClient
+
+ERROR_WORDS = {
+    "authorization_failed": "The server would not start a session",
+    "microphone_permission_denied": "Microphone access is blocked. "
+    "Allow it in the address bar, then connect again",
+    "microphone_not_found": "No microphone was found. Connect one, then connect again",
+    "websocket_failed": "Could not reach the voice service. Check your connection and retry",
+    "websocket_closed": "The voice connection dropped",
+    "audio_error": "Your browser's audio could not start",
+}
+STATUS_WORDS = {
+    "disconnected": "Ready",
+    "connecting": "Connecting…",
+    "connected": "Connected",
+    "error": "Error",
+}
 
 
 def element(element_id):
@@ -19,55 +40,139 @@ def page_setting(name):
     return meta.content if meta else ""
 
 
-def set_status(kind, text):
-    pill = element("status")
-    pill.dataset.status = kind
-    pill.textContent = text
-
-
 def show_error(text):
     banner = element("error")
     banner.textContent = text
     banner.hidden = not text
 
 
-def log_line(kind, who, text):
-    item = js.document.createElement("li")
-    item.className = kind
-    label = js.document.createElement("span")
-    label.className = "who"
-    label.textContent = who
-    item.append(label, text)
-    element("log").append(item)
+def log_line(kind, who, text, key=None):
+    """Append a line to the conversation log, or update the line with this `key`."""
+    item = js.document.querySelector(f'#log li[data-key="{key}"]') if key else None
+    if item is None or item is jsnull:
+        item = js.document.createElement("li")
+        item.className = kind
+        if key:
+            item.dataset.key = key
+        label = js.document.createElement("span")
+        label.className = "who"
+        label.textContent = who
+        body = js.document.createElement("span")
+        body.className = "text"
+        item.append(label, body)
+        element("log").append(item)
+    item.querySelector(".text").textContent = text
+    item.scrollIntoView(js.Object.fromEntries([["block", "nearest"]]))
 
 
-async def check_authorize(event=None):
+def set_meter(meter_id, level):
+    bar = element(meter_id)
+    percent = round(max(0.0, min(1.0, level)) * 100)
+    bar.style.width = f"{percent}%"
+    bar.parentElement.setAttribute("aria-valuenow", str(percent))
+
+
+agent_text = {}  # turn_id → what the agent has said so far in that turn
+
+
+def on_status_change(status):
+    pill = element("status")
+    pill.dataset.status = status
+    pill.textContent = STATUS_WORDS.get(status, status)
+    live = status in ("connecting", "connected")
+    button = element("connect")
+    button.textContent = "Disconnect" if live else "Connect"
+    button.setAttribute("aria-pressed", "true" if live else "false")
+    element("talk").hidden = not (status == "connected" and client.push_to_talk)
+
+
+def on_connect(info):
     show_error("")
-    set_status("connecting", "Authorizing")
-    body = json.dumps({"pipeline_id": page_setting("pipeline-id"), "metadata": {}})
-    try:
-        response = await pyfetch(
-            page_setting("authorize-url"),
-            method="POST",
-            headers={"Content-Type": "application/json"},
-            body=body,
-        )
-        answer = await response.json()
-    except Exception as error:  # a network failure reaches us as a JS TypeError
-        set_status("error", "Error")
-        show_error(f"Could not reach the authorize endpoint: {error}")
+    log_line("system", "session", f"connected ({info['session_id']})")
+
+
+def on_disconnect():
+    log_line("system", "session", "disconnected")
+
+
+def on_error(error):
+    words = ERROR_WORDS.get(error.code)
+    show_error(f"{words}: {error.message}" if words else error.message)
+
+
+def on_message(message):
+    kind, turn = message.get("type"), message.get("turn_id")
+    if kind == "user.transcript.interim_delta":
+        log_line("user interim", "you", message["content"] + "…", key=f"user-{turn}")
+    elif kind == "user.transcript":
+        log_line("user", "you", message["content"], key=f"user-{turn}")
+    elif kind == "response.text":
+        agent_text[turn] = (agent_text.get(turn, "") + " " + message["content"]).strip()
+        log_line("agent", "agent", agent_text[turn], key=f"agent-{turn}")
+
+
+def on_data_message(message):
+    log_line("data", "data", json.dumps(message["content"]))
+
+
+client = LayercodeClient(
+    pipeline_id=page_setting("pipeline-id"),
+    authorize_session_endpoint=page_setting("authorize-url"),
+    metadata={"page": "demo"},
+    on_status_change=on_status_change,
+    on_connect=on_connect,
+    on_disconnect=on_disconnect,
+    on_error=on_error,
+    on_message=on_message,
+    on_data_message=on_data_message,
+    on_user_amplitude_change=lambda level: set_meter("user-level", level),
+    on_agent_amplitude_change=lambda level: set_meter("agent-level", level),
+)
+
+
+async def toggle_connection(event=None):
+    if client.status in ("connecting", "connected"):
+        await client.disconnect()
         return
-    if response.ok:
-        set_status("connected", "Authorized")
-        log_line("system", "server", f"session {answer.get('session_id', '?')} authorized")
+    show_error("")
+    with contextlib.suppress(Exception):  # already reported through on_error
+        await client.connect()
+
+
+def talk(pressed):
+    if client.status != "connected" or not client.push_to_talk:
+        return
+    element("talk").setAttribute("aria-pressed", "true" if pressed else "false")
+    if pressed:
+        client.trigger_user_turn_started()
     else:
-        set_status("error", "Error")
-        show_error(answer.get("error", f"HTTP {response.status}"))
+        client.trigger_user_turn_finished()
 
 
-connect_handler = create_proxy(check_authorize)
-element("connect").addEventListener("click", connect_handler)
+def on_key(event):
+    if event.code != "Space" or event.repeat or event.target.tagName in ("INPUT", "TEXTAREA"):
+        return
+    if client.status == "connected" and client.push_to_talk:
+        event.preventDefault()
+        talk(event.type == "keydown")
+
+
+handlers = [
+    ("connect", "click", lambda e: asyncio.ensure_future(toggle_connection(e))),
+    ("talk", "pointerdown", lambda e: talk(True)),
+    ("talk", "pointerup", lambda e: talk(False)),
+    ("talk", "pointerleave", lambda e: talk(False)),
+]
+proxies = []
+for target, kind, handler in handlers:
+    proxies.append(create_proxy(handler))
+    element(target).addEventListener(kind, proxies[-1])
+for kind in ("keydown", "keyup"):
+    proxies.append(create_proxy(on_key))
+    js.document.addEventListener(kind, proxies[-1])
+
+js.window.layercodeClient = client  # for the console (and tests)
 element("connect").disabled = False
-set_status("ready", "Ready")
+on_status_change(client.status)
 js.document.body.dataset.readyMs = str(round(js.performance.now()))
 js.document.body.dataset.state = "ready"

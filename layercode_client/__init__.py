@@ -2,8 +2,36 @@
 
 `LayercodeClient` authorizes a session through the app's backend, streams the microphone to a
 Layercode-compatible voice pipeline over a WebSocket, plays the agent's voice, and reports
-status, amplitudes, transcripts and data messages through callbacks. Only `browser/` touches
+status, amplitudes, transcripts and data messages through callbacks. Only `browser.py` touches
 the browser; the rest runs (and is tested) in plain CPython.
 """
 
+from .client import LayercodeClient, ServerError
+from .errors import (
+    AudioError,
+    AuthorizationError,
+    ConfigurationError,
+    ConnectionClosed,
+    ConnectionFailed,
+    InvalidStateError,
+    LayercodeError,
+    MicrophoneNotFound,
+    MicrophonePermissionDenied,
+    ProtocolError,
+)
+
 __version__ = "0.1.0"
+__all__ = [
+    "AudioError",
+    "AuthorizationError",
+    "ConfigurationError",
+    "ConnectionClosed",
+    "ConnectionFailed",
+    "InvalidStateError",
+    "LayercodeClient",
+    "LayercodeError",
+    "MicrophoneNotFound",
+    "MicrophonePermissionDenied",
+    "ProtocolError",
+    "ServerError",
+]

@@ -9,11 +9,11 @@ from tests.browser.conftest import RequestLog, running_app, slow_wasm, wait_read
 pytestmark = pytest.mark.browser
 
 
-def test_page_boots_offline_shows_progress_then_ready(page, cloud_settings, artifacts):
+def test_page_boots_offline_shows_progress_then_ready(page, artifacts, tmp_path):
     requests = RequestLog(page)
     console_errors = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
-    with running_app(wrap=slow_wasm, **cloud_settings) as url:
+    with running_app(wrap=slow_wasm, data_dir=tmp_path) as url:
         page.goto(url, wait_until="domcontentloaded")
         # Progress is on screen from the first paint, moving, before any Python runs.
         assert page.get_attribute("body", "data-state") == "loading"
@@ -38,16 +38,17 @@ def test_page_boots_offline_shows_progress_then_ready(page, cloud_settings, arti
         wait_ready(page)
         assert page.is_hidden("#loader")
         assert page.inner_text("#status") == "Ready"
+        assert page.get_attribute("#status", "data-status") == "disconnected"
         page.screenshot(path=artifacts / "boot-ready.png")
 
-        # Python in the page reaches /api/authorize (here proxied to the stand-in cloud).
+        # Python in the page authorizes and connects to the embedded pipeline.
         page.click("#connect")
-        page.wait_for_selector("#status[data-status=connected]", timeout=10_000)
-        assert "sess_standin_1" in page.inner_text("#log")
+        page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
+        assert "connected (sess_" in page.inner_text("#log")
 
     assert requests.outside() == [], "the page asked for something off this machine"
     assert any(u.endswith("pyodide.asm.wasm") for u in requests.urls)
-    assert console_errors == []
+    assert console_errors == [], "\n".join(console_errors)
 
 
 def test_authorize_error_is_shown_in_words(page, cloud, cloud_settings):

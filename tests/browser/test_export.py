@@ -40,18 +40,23 @@ def test_export_contents(tmp_path):
         export_site(tmp_path / "foreign", "https://auth.example/api/authorize")
 
 
-def test_exported_page_authorizes_cross_origin(page, cloud, cloud_settings, tmp_path):
+def test_exported_page_authorizes_cross_origin(page, tmp_path):
+    """The static site on one origin, the auth server (embedded pipeline) on another."""
     site_port, auth_port = free_port(), free_port()
     site_origin = f"http://127.0.0.1:{site_port}"
     auth_url = f"http://127.0.0.1:{auth_port}/api/authorize"
     folder = export_site(tmp_path / "site", auth_url)
     requests = RequestLog(page)
-    with auth_server(auth_port, cloud_settings, (site_origin,)), static_server(folder, site_port):
+    settings = {"data_dir": tmp_path / "data"}
+    with auth_server(auth_port, settings, (site_origin,)), static_server(folder, site_port):
         page.goto(site_origin + "/")
         wait_ready(page)
         page.click("#connect")
-        page.wait_for_selector("#status[data-status=connected]", timeout=10_000)
-    assert len(cloud.received) == 1
+        page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
+        assert "connected (sess_" in page.inner_text("#log")
+        page.click("#connect")  # disconnect
+        page.wait_for_selector("#status[data-status=disconnected]", timeout=10_000)
+    assert f"{auth_url}" in requests.urls
     assert requests.outside() == []
 
 
@@ -69,6 +74,6 @@ def test_exported_page_from_an_origin_not_allowlisted_is_refused(
         wait_ready(page)
         page.click("#connect")
         page.wait_for_selector("#error:not([hidden])", timeout=10_000)
-        assert "Could not reach the authorize endpoint" in page.inner_text("#error")
+        assert "could not reach the authorize endpoint" in page.inner_text("#error")
         assert page.get_attribute("#status", "data-status") == "error"
     assert cloud.received == []

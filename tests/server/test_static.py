@@ -160,3 +160,13 @@ def test_small_responses_are_not_compressed_and_large_page_files_are(client):
     response = client.get("/assets/style.css", headers={"accept-encoding": "gzip"})
     assert response.status_code == 200
     assert response.headers.get("content-encoding") == "gzip"
+
+
+def test_the_page_unpacks_the_wheel_the_server_builds():
+    """pyscript.toml names the wheel file; it must be the one /client/ serves."""
+    import tomllib
+
+    from server.wheel import wheel_filename
+
+    config = tomllib.loads((ROOT / "pyscript.toml").read_text())
+    assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
