@@ -1,0 +1,254 @@
+"""The Python client in real Chromium, against a scripted pipeline on a real WebSocket.
+
+The microphone is Chromium's fake device playing a WAV made at test time (Piper speech), so
+what the server receives can be compared with what was "said". The page is the demo page.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+
+import numpy as np
+import pytest
+
+from server.pipeline.audio import resample
+from tests.conftest import CHROMIUM_ARGS, chromium_launch_args
+from tests.support.scripted_pipeline import ScriptedPipeline
+from tests.support.servers import serve
+from tests.support.speech import silence, speak, write_wav
+
+pytestmark = pytest.mark.browser
+
+SPOKEN = "The quick brown fox jumps over the lazy dog."
+
+# Records what the page opened, and when the player was told to stop.
+MEDIA_PROBE = """
+window.__media = {streams: [], contexts: []};
+const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = async (c) => {
+  const s = await gum(c); window.__media.streams.push(s); return s;
+};
+const Base = window.AudioContext;
+window.AudioContext = class extends Base {
+  constructor(...a) { super(...a); window.__media.contexts.push(this); }
+};
+const post = MessagePort.prototype.postMessage;
+MessagePort.prototype.postMessage = function (data, ...rest) {
+  if (data && data.type === "interrupt") window.__interruptAt = Date.now();
+  return post.call(this, data, ...rest);
+};
+"""
+LIVE_MEDIA = """() => ({
+  tracks: window.__media.streams.flatMap(s => s.getTracks())
+    .filter(t => t.readyState === "live").length,
+  contexts: window.__media.contexts.filter(c => c.state !== "closed").length,
+})"""
+
+
+@pytest.fixture(scope="module")
+def spoken_wav(tmp_path_factory) -> tuple[bytes, object]:
+    pcm = speak(SPOKEN) + silence(0.5)
+    return pcm, write_wav(tmp_path_factory.mktemp("mic") / "spoken.wav", pcm, 16000)
+
+
+@pytest.fixture(scope="module")
+def mic_browser(playwright, spoken_wav):
+    browser = playwright.chromium.launch(**chromium_launch_args(wav=spoken_wav[1]))
+    yield browser
+    browser.close()
+
+
+@pytest.fixture
+def pipeline():
+    scripted = ScriptedPipeline()
+    with serve(scripted.app()) as url:
+        scripted.url = url
+        yield scripted
+
+
+@pytest.fixture
+def page(mic_browser):
+    context = mic_browser.new_context()
+    context.add_init_script(MEDIA_PROBE)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def open_and_connect(page, pipeline) -> None:
+    page.goto(pipeline.url + "/")
+    page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
+
+
+def tone(seconds: float, freq: float = 440.0, rate: int = 16000) -> bytes:
+    t = np.arange(int(seconds * rate)) / rate
+    return (np.sin(2 * np.pi * freq * t) * 12000).astype("<i2").tobytes()
+
+
+def send_audio(pipeline, pcm: bytes, turn_id: str, chunk_s: float = 0.25) -> float:
+    step = int(16000 * chunk_s) * 2
+    for n, offset in enumerate(range(0, len(pcm), step)):
+        content = base64.b64encode(pcm[offset : offset + step]).decode()
+        sent = pipeline.send(
+            {
+                "type": "response.audio",
+                "content": content,
+                "turn_id": turn_id,
+                "delta_id": f"{turn_id}-{n}",
+            }
+        )
+    return sent
+
+
+def agent_level(page) -> int:
+    return int(page.get_attribute("#agent-level", "style").split(":")[1].strip(" %;") or 0)
+
+
+def best_correlation(received: bytes, template: bytes) -> float:
+    """Normalised cross-correlation peak of `template` inside `received` (both PCM16)."""
+    x = np.frombuffer(received, "<i2").astype(float)
+    y = np.frombuffer(template, "<i2").astype(float)
+    y = y[: min(len(y), len(x) // 2)]
+    n = 1 << int(np.ceil(np.log2(len(x) + len(y))))
+    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(y, n)), n)[: len(x) - len(y)]
+    window = np.sqrt(np.convolve(x**2, np.ones(len(y)), "valid")[: len(corr)])
+    return float(np.max(corr / (window * np.linalg.norm(y) + 1e-9)))
+
+
+@pytest.mark.parametrize("rate", [16000, 8000])
+def test_the_microphone_streams_at_the_configured_rate_and_matches_the_wav(
+    page, pipeline, spoken_wav, rate
+):
+    pipeline.input_sample_rate = rate
+    open_and_connect(page, pipeline)
+    chunks = pipeline.wait_for(page, "client.audio", count=40, timeout_s=20)
+    assert pipeline.received[0].type == "client.ready"
+    assert pipeline.authorizations[0]["audio"]["input_sample_rates"] == [16000, 8000]
+    sizes = [len(base64.b64decode(c.message["content"])) for c in chunks]
+    assert set(sizes) == {rate // 10 * 2}  # 100 ms of PCM16 each
+    heard = pipeline.audio()
+    template = resample(spoken_wav[0], 16000, rate)
+    assert best_correlation(heard, template[: rate * 2 * 2]) > 0.6
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=disconnected]")
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+def test_agent_audio_plays_then_replay_finished(page, pipeline):
+    open_and_connect(page, pipeline)
+    started = time.monotonic()
+    send_audio(pipeline, tone(1.2), "turn_a")
+    levels = []
+    while time.monotonic() - started < 0.9:
+        levels.append(agent_level(page))
+        page.wait_for_timeout(50)
+    assert max(levels) > 10, levels
+    (finished,) = pipeline.wait_for(page, "trigger.response.audio.replay_finished", timeout_s=5)
+    assert finished.at - started >= 1.1  # not before the 1.2 s of audio could have played
+    assert finished.message["last_delta_id_played"] == "turn_a-4"
+    page.wait_for_timeout(300)
+    assert agent_level(page) == 0
+    # More audio later: played and reported again.
+    send_audio(pipeline, tone(0.3), "turn_b")
+    pipeline.wait_for(page, "trigger.response.audio.replay_finished", count=2, timeout_s=5)
+
+
+def test_barge_in_stops_playback_at_once(page, pipeline):
+    open_and_connect(page, pipeline)
+    send_audio(pipeline, tone(4.0), "turn_long")
+    page.wait_for_timeout(600)
+    assert agent_level(page) > 10
+    sent_ms = time.time() * 1000
+    pipeline.send({"type": "turn.start", "role": "user", "turn_id": "turn_user"})
+    page.wait_for_function("window.__interruptAt !== undefined", timeout=5000)
+    assert page.evaluate("window.__interruptAt") - sent_ms < 100
+    send_audio(pipeline, tone(0.5), "turn_long")  # late audio of the interrupted turn
+    page.wait_for_timeout(400)
+    assert agent_level(page) == 0
+    assert pipeline.messages("trigger.response.audio.replay_finished") == []
+
+
+def test_push_to_talk_gates_audio_and_sends_turn_triggers(page, pipeline):
+    pipeline.trigger = "push_to_talk"
+    open_and_connect(page, pipeline)
+    assert page.is_visible("#talk")
+    page.wait_for_timeout(1000)
+    assert pipeline.messages("client.audio") == []
+    page.keyboard.down("Space")
+    start = pipeline.wait_for(page, "trigger.turn.start")[0]
+    page.wait_for_timeout(1000)
+    page.keyboard.up("Space")
+    end = pipeline.wait_for(page, "trigger.turn.end")[0]
+    held = [r for r in pipeline.messages("client.audio") if start.at <= r.at <= end.at]
+    assert len(held) >= 10  # a second of audio, with the pre-roll sent at the press
+    assert start.message["role"] == end.message["role"] == "user"
+    page.wait_for_timeout(600)
+    after = [r for r in pipeline.messages("client.audio") if r.at > end.at + 0.05]
+    assert after == []
+
+
+def test_data_messages_and_transcripts_show_on_the_page(page, pipeline):
+    open_and_connect(page, pipeline)
+    pipeline.send({"type": "user.transcript.interim_delta", "content": "what ti", "turn_id": "u1"})
+    pipeline.send({"type": "user.transcript", "content": "what time is it", "turn_id": "u1"})
+    pipeline.send({"type": "response.text", "content": "It's noon.", "turn_id": "a1"})
+    pipeline.send({"type": "response.data", "content": {"heard": "hello"}, "turn_id": "a1"})
+    page.wait_for_selector("#log li.data", timeout=5000)
+    log = page.inner_text("#log")
+    assert "what time is it" in log and "what ti…" not in log  # the final replaced the interim
+    assert "It's noon." in log and '"heard": "hello"' in log
+
+
+def test_reconnect_resumes_the_session(page, pipeline):
+    open_and_connect(page, pipeline)
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=disconnected]")
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
+    assert "session_id" not in pipeline.authorizations[0]
+    assert pipeline.authorizations[1]["session_id"] == "sess_scripted_1"
+
+
+@pytest.mark.parametrize(
+    "failure,words",
+    [
+        ((401, '{"error": "invalid pipeline id"}'), "invalid pipeline id"),
+        ((500, "upstream exploded"), "HTTP 500"),
+    ],
+)
+def test_authorization_errors_are_shown_in_words(page, pipeline, failure, words):
+    pipeline.authorize_failure = failure
+    page.goto(pipeline.url + "/")
+    page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=error]", timeout=10_000)
+    banner = page.inner_text("#error")
+    assert "would not start a session" in banner and words in banner
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+def test_an_abrupt_server_close_is_an_error(page, pipeline):
+    open_and_connect(page, pipeline)
+    pipeline.close(1011, "the pipeline failed")
+    page.wait_for_selector("#status[data-status=error]", timeout=10_000)
+    assert "the pipeline failed" in page.inner_text("#error")
+    assert "1011" in page.inner_text("#error")
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+def test_a_denied_microphone_is_an_error(playwright, pipeline):
+    args = [a for a in CHROMIUM_ARGS if a != "--use-fake-ui-for-media-stream"]
+    browser = playwright.chromium.launch(**{**chromium_launch_args(), "args": args})
+    try:
+        page = browser.new_page()  # no permission granted: getUserMedia is refused
+        page.goto(pipeline.url + "/")
+        page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+        page.click("#connect")
+        page.wait_for_selector("#status[data-status=error]", timeout=10_000)
+        assert "Microphone access is blocked" in page.inner_text("#error")
+    finally:
+        browser.close()
