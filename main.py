@@ -51,7 +51,6 @@ def log_line(kind, who, text, key=None):
     item = js.document.querySelector(f'#log li[data-key="{key}"]') if key else None
     if item is None or item is jsnull:
         item = js.document.createElement("li")
-        item.className = kind
         if key:
             item.dataset.key = key
         label = js.document.createElement("span")
@@ -61,6 +60,7 @@ def log_line(kind, who, text, key=None):
         body.className = "text"
         item.append(label, body)
         element("log").append(item)
+    item.className = kind  # an interim line becomes final in place
     item.querySelector(".text").textContent = text
     item.scrollIntoView(js.Object.fromEntries([["block", "nearest"]]))
 
