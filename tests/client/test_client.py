@@ -19,6 +19,7 @@ from layercode_client import (
 )
 from layercode_client.protocol import CLOUD_PIPELINE_WEBSOCKET_URL
 from tests.client.fakes import AUTHORIZED, FakeBrowser
+from tests.support.aio import run
 
 PCM = bytes(range(256)) * 12  # 3072 bytes
 
@@ -59,10 +60,6 @@ def authorized(**changes) -> dict:
         else:
             answer[key] = value
     return answer
-
-
-def run(coro):
-    return asyncio.run(coro)
 
 
 def test_connect_authorizes_opens_socket_player_microphone_then_reports_connected():
@@ -334,10 +331,11 @@ def test_amplitudes_are_reported_steadily_and_zero_when_idle():
 def test_disconnect_releases_everything_once():
     async def scenario():
         client, browser, calls = make()
+        before = asyncio.all_tasks()
         await client.connect()
         await client.disconnect()
         await client.disconnect()
-        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        pending = asyncio.all_tasks() - before
         return client, browser, calls, pending
 
     client, browser, calls, pending = run(scenario())
@@ -345,7 +343,7 @@ def test_disconnect_releases_everything_once():
     assert browser.socket.closed == (1000, "client disconnected")
     assert calls.of("on_disconnect") == [()]
     assert client.status == "disconnected"
-    assert pending == []
+    assert pending == set()
 
 
 def test_a_server_close_cleans_up_and_an_abnormal_one_is_an_error():
