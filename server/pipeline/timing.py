@@ -53,8 +53,13 @@ class TurnTimings:
             ("after_endpoint_ms", self.endpoint, self.first_audio),
             ("voice_to_voice_ms", self.speech_end, self.first_audio),
         ]
-        return {
+        report = {
             name: round((end - start) * 1000, 1)
             for name, start, end in stages
             if start is not None and end is not None
         }
+        if self.speech_end is not None:
+            # On the wall clock, so a client on this machine can time its own playback from it.
+            since = time.monotonic() - self.speech_end
+            report["speech_end_epoch_ms"] = round((time.time() - since) * 1000, 1)
+        return report
