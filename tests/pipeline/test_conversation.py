@@ -296,3 +296,23 @@ def test_resuming_an_unknown_session_is_a_404(tmp_path):
 
     with pipeline_server(tmp_path) as url:
         run(scenario(url))
+
+
+def test_the_agents_generation_names_are_answered_too(tmp_path):
+    """The newer SDK sends agent_id / conversation_id and dials the agents WebSocket path."""
+
+    async def scenario(url):
+        async with VoiceClient(url) as client:
+            auth = await client.authorize(pipeline_id=None, agent_id="ag_1")
+            assert auth["websocket_url"].endswith("/v1/agents/web/websocket")
+            assert auth["conversation_id"] == auth["session_id"]
+            await client.connect()
+            await hear_welcome(client)
+            again = VoiceClient(url, session_id=None)
+            resumed = await again.authorize(
+                pipeline_id=None, agent_id="ag_1", conversation_id=auth["conversation_id"]
+            )
+            assert resumed["session_id"] == auth["session_id"]
+
+    with pipeline_server(tmp_path) as url:
+        run(scenario(url))

@@ -56,4 +56,4 @@ def voiced_span(pcm: bytes, rate: int = 16000, level: int = 300) -> tuple[float,
     samples = np.frombuffer(pcm, "<i2").astype(float)
     blocks = samples[: samples.size // block * block].reshape(-1, block)
     loud = np.flatnonzero(np.sqrt((blocks**2).mean(axis=1)) > level)
-    return loud[0] * 0.01, (loud[-1] + 1) * 0.01
+    return float(loud[0]) * 0.01, float(loud[-1] + 1) * 0.01

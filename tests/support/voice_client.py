@@ -47,6 +47,7 @@ class VoiceClient:
 
     async def authorize(self, **extra) -> dict:
         body: dict[str, Any] = {"pipeline_id": "test", "metadata": {"from": "tests"}, **extra}
+        body = {name: value for name, value in body.items() if value is not None}
         if self.session_id:
             body["session_id"] = self.session_id
         if self.input_sample_rates is not None:
