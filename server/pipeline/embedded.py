@@ -56,7 +56,7 @@ class EmbeddedPipeline:
         """Load the models now (in threads), so the first session starts at full speed."""
         started = time.perf_counter()
         await asyncio.gather(
-            asyncio.to_thread(self.recognizers.warm, 2), asyncio.to_thread(self.tts.warm)
+            asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)
         )
         log.info(
             "embedded pipeline ready",
@@ -65,6 +65,7 @@ class EmbeddedPipeline:
         )  # fmt: skip
 
     def close(self) -> None:
+        self.recognizers.close()
         self.store.close()
 
     def agent_url(self, scope: Scope) -> str:

@@ -1,23 +1,26 @@
 """Speech-to-text with pocketsphinx: offline, its en-US model shipped inside the package.
 
-Audio is decoded as it arrives (`feed`), so when the turn ends only the last chunk is left
-to decode and the final transcript is ready within tens of milliseconds. Decoding runs in worker
-threads, never on the event loop. Loading a decoder takes ~0.3 s, so decoders are pooled and
-reused across utterances and sessions.
+pocketsphinx holds the GIL while it decodes (two decoders in two threads take as long as one
+after the other) and while it loads a model (~0.3 s). In the server's process that would stall
+every session's audio, so decoders live in worker processes: the event loop only sends audio
+down a pipe and awaits answers, and decoding uses the machine's other cores.
 
-pocketsphinx holds the GIL while it decodes (measured: two decoders in two threads take as long
-as one after the other), so decoding shares one core among all sessions; its real-time factor
-with the settings below is about 0.11 on this machine (0.14 with the defaults, same words on the
-test phrases), which is what bounds concurrent talkers.
+Audio is decoded as it arrives (`feed`), so when the turn ends only the tail is left and the
+final transcript is ready in tens of milliseconds. A decoder adapts to a voice as it listens
+(its cepstral mean and noise estimates carry over), so each speaker — a session — keeps one
+decoder in one worker while it lasts; `release` resets it (`reinit_feat`) for the next speaker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
+import multiprocessing
+import os
 import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError
 
 RATE = 16000
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
@@ -30,128 +33,208 @@ def new_decoder():
     return Decoder(**DECODER_CONFIG)
 
 
+# -- the worker process -------------------------------------------------------------------------
+
+
+def _hypothesis(decoder) -> str:
+    found = decoder.hyp()
+    return found.hypstr if found else ""
+
+
+def serve_decoders(connection, spares: int) -> None:
+    """A worker's loop: requests `(id, op, speaker, payload)` in, `(id, result, error)` out."""
+    idle = [new_decoder() for _ in range(spares)]
+    speakers: dict[str, dict] = {}
+    connection.send(("ready", None, None))
+    while True:
+        try:
+            request_id, op, speaker, payload = connection.recv()
+        except EOFError:
+            return
+        try:
+            result = None
+            if op == "feed":
+                state = speakers.get(speaker)
+                if state is None:
+                    state = speakers[speaker] = {
+                        "decoder": idle.pop() if idle else new_decoder(), "open": False,
+                        "since": 0,
+                    }  # fmt: skip
+                if not state["open"]:
+                    state["decoder"].start_utt()
+                    state["open"], state["since"] = True, 0
+                state["decoder"].process_raw(payload, False, False)
+                state["since"] += len(payload)
+                if state["since"] >= INTERIM_EVERY_BYTES:
+                    state["since"] = 0
+                    result = _hypothesis(state["decoder"])
+            elif op == "finish":
+                state = speakers.get(speaker)
+                if state is not None and state["open"]:
+                    state["decoder"].end_utt()
+                    state["open"] = False
+                    result = _hypothesis(state["decoder"])
+                else:
+                    result = ""
+            elif op == "release":
+                state = speakers.pop(speaker, None)
+                if state is not None:
+                    if state["open"]:
+                        state["decoder"].end_utt()
+                    state["decoder"].reinit_feat()
+                    idle.append(state["decoder"])
+            elif op == "stop":
+                connection.send((request_id, None, None))
+                return
+            connection.send((request_id, result, None))
+        except Exception as error:  # reported to the caller, the worker goes on
+            connection.send((request_id, None, f"{type(error).__name__}: {error}"))
+
+
+# -- the server's side --------------------------------------------------------------------------
+
+
+class SpeechWorker:
+    """One decoder process: requests are pipelined; a reader thread resolves their futures."""
+
+    def __init__(self, spares: int):
+        context = multiprocessing.get_context("spawn")  # no copy of the server's threads
+        self._connection, child = context.Pipe()
+        self.process = context.Process(
+            target=serve_decoders, args=(child, spares), name="stt-worker", daemon=True
+        )
+        self.process.start()
+        child.close()
+        self.speakers = 0
+        self._ids = itertools.count()
+        self._pending: dict[int, Future] = {}
+        self._send_lock = threading.Lock()
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, name="stt-reader", daemon=True)
+        self._reader.start()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the speech recogniser did not start")
+
+    def _read(self) -> None:
+        while True:
+            try:
+                request_id, result, error = self._connection.recv()
+            except (EOFError, OSError):
+                break
+            if request_id == "ready":
+                self._ready.set()
+                continue
+            future = self._pending.pop(request_id, None)
+            if future is None:
+                continue
+            with contextlib.suppress(InvalidStateError):  # the caller gave up (cancelled)
+                if error:
+                    future.set_exception(RuntimeError(f"the speech recogniser failed: {error}"))
+                else:
+                    future.set_result(result)
+        for future in self._pending.values():
+            with contextlib.suppress(InvalidStateError):
+                future.set_exception(RuntimeError("the speech recogniser stopped"))
+        self._pending.clear()
+
+    def call(self, op: str, speaker: str, payload=None) -> Future:
+        future: Future = Future()
+        with self._send_lock:
+            request_id = next(self._ids)
+            self._pending[request_id] = future
+            self._connection.send((request_id, op, speaker, payload))
+        return future
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.call("stop", "").result(2)
+        self._connection.close()
+        self.process.join(2)
+        if self.process.is_alive():
+            self.process.kill()
+
+
 class Recognizer:
-    """One utterance on one pooled decoder. Calls must not overlap (the session awaits each).
+    """One utterance of one speaker. Calls must not overlap (the session awaits each)."""
 
-    pocketsphinx adapts to the voice and microphone as it listens (its cepstral mean and noise
-    estimates carry over from one utterance to the next), so a decoder belongs to one speaker —
-    one session — while it lasts, and is reset (`reinit_feat`, a fraction of a millisecond)
-    before it goes back to the pool: results depend on the speaker's own earlier words, never
-    on who used the decoder before.
-    """
-
-    def __init__(self, decoder, executor: ThreadPoolExecutor, lock: threading.Lock):
-        self._decoder = decoder
-        self._executor = executor
-        self._lock = lock  # shared by the speaker's utterances: a cancelled call may still run
-        self._started = False
-        self._ended = False
-        self._since_interim = 0
+    def __init__(self, worker: SpeechWorker, speaker: str):
+        self._worker = worker
+        self._speaker = speaker
         self._last_interim = ""
-
-    def _run(self, work):
-        def locked():
-            with self._lock:
-                return work()
-
-        return asyncio.get_running_loop().run_in_executor(self._executor, locked)
-
-    def _process(self, pcm: bytes) -> str | None:
-        if not self._started:
-            self._decoder.start_utt()
-            self._started = True
-        self._decoder.process_raw(pcm, False, False)
-        self._since_interim += len(pcm)
-        if self._since_interim < INTERIM_EVERY_BYTES:
-            return None
-        self._since_interim = 0
-        hypothesis = self._decoder.hyp()
-        return hypothesis.hypstr if hypothesis else ""
+        self._finished = False
 
     async def feed(self, pcm: bytes) -> str | None:
         """Decode more audio; a new interim hypothesis when it changed, else None."""
         usable = pcm[: len(pcm) - len(pcm) % 2]
         if not usable:
             return None
-        interim = await self._run(lambda: self._process(usable))
+        interim = await asyncio.wrap_future(self._worker.call("feed", self._speaker, usable))
         if interim and interim != self._last_interim:
             self._last_interim = interim
             return interim
         return None
 
-    def _end(self) -> str:
-        if not self._started or self._ended:
-            return ""
-        self._ended = True
-        self._decoder.end_utt()
-        hypothesis = self._decoder.hyp()
-        return hypothesis.hypstr if hypothesis else ""
-
     async def finish(self) -> str:
         """The final transcript of everything fed."""
-        return (await self._run(self._end)).strip()
+        self._finished = True
+        return (await asyncio.wrap_future(self._worker.call("finish", self._speaker))).strip()
 
-    def close_in_thread(self, then=None) -> None:
-        """End an open utterance once in-flight work is done; with `then`, also forget the
-        speaker and hand the decoder to `then(decoder)`."""
-
-        def close():
-            with self._lock, contextlib.suppress(Exception):
-                self._end()
-                if then is not None:
-                    self._decoder.reinit_feat()
-            return self._decoder
-
-        future = self._executor.submit(close)
-        if then is not None:
-            future.add_done_callback(lambda f: then(f.result()))
+    def abandon(self) -> None:
+        if not self._finished:
+            self._worker.call("finish", self._speaker)  # close the utterance, answer unused
 
 
 class RecognizerPool:
-    """Decoders shared by every session: taken per utterance, returned when it ends."""
+    """Decoders in worker processes, shared by every session; each speaker sticks to one."""
 
-    def __init__(self, max_workers: int = 2):
-        self._idle: list = []
-        self._idle_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="stt")
+    def __init__(self, workers: int | None = None, spares: int = 2):
+        self._count = workers or max(1, min(4, (os.cpu_count() or 2)))
+        self._spares = spares
+        self._workers: list[SpeechWorker] = []
+        self._lock = threading.Lock()
+        self._speakers = itertools.count(1)
 
-    def warm(self, count: int = 1) -> None:
-        """Load decoders ahead of the first utterance (blocking: call it in a thread)."""
-        for _ in range(count - len(self._idle)):
-            decoder = new_decoder()
-            with self._idle_lock:
-                self._idle.append(decoder)
+    def warm(self, count: int | None = None) -> None:
+        """Start the workers and load their first decoders (blocking: call it in a thread)."""
+        with self._lock:
+            if not self._workers:
+                spares = count if count is not None else self._spares
+                self._workers = [SpeechWorker(spares) for _ in range(self._count)]
+        for worker in self._workers:
+            worker.wait_ready()
 
-    def _give_back(self, decoder) -> None:
-        with self._idle_lock:
-            self._idle.append(decoder)
-
-    async def _take(self):
-        with self._idle_lock:
-            if self._idle:
-                return self._idle.pop()
-        return await asyncio.get_running_loop().run_in_executor(self._executor, new_decoder)
+    def _assign(self, speaker: dict) -> SpeechWorker:
+        if "worker" not in speaker:
+            if not self._workers:
+                self.warm()
+            worker = min(self._workers, key=lambda w: w.speakers)
+            worker.speakers += 1
+            speaker["worker"], speaker["id"] = worker, f"speaker-{next(self._speakers)}"
+        return speaker["worker"]
 
     @contextlib.asynccontextmanager
     async def utterance(self, speaker: dict | None = None) -> AsyncIterator[Recognizer]:
-        """One utterance of `speaker` (a dict the session keeps): on the speaker's own decoder,
-        taken from the pool at their first utterance and kept until `release(speaker)`."""
+        """One utterance of `speaker` (a dict the session keeps for its lifetime)."""
         speaker = {} if speaker is None else speaker
-        if "decoder" not in speaker:
-            speaker["decoder"], speaker["lock"] = await self._take(), threading.Lock()
-        recognizer = Recognizer(speaker["decoder"], self._executor, speaker["lock"])
-        speaker["last"] = recognizer
+        if "worker" not in speaker and not self._workers:
+            await asyncio.to_thread(self.warm)
+        worker = self._assign(speaker)
+        recognizer = Recognizer(worker, speaker["id"])
         try:
             yield recognizer
         finally:
-            recognizer.close_in_thread()
+            recognizer.abandon()
 
     def release(self, speaker: dict) -> None:
-        """The speaker is gone: their decoder returns to the pool after any work in flight."""
-        recognizer = speaker.pop("last", None)
-        speaker.pop("decoder", None)
-        if recognizer is not None:
-            recognizer.close_in_thread(self._give_back)
+        """The speaker is gone: their decoder is reset and kept for the next one."""
+        worker = speaker.pop("worker", None)
+        if worker is not None:
+            worker.speakers -= 1
+            worker.call("release", speaker.pop("id"))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        for worker in self._workers:
+            worker.stop()
+        self._workers = []
