@@ -95,10 +95,8 @@ class Utterance:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
-    async def _recognise(
-        self, pool: RecognizerPool, speaker: dict, on_interim: Callable[[str], None]
-    ) -> str:
-        async with pool.utterance(speaker) as recognizer:
+    async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
+        async with pool.utterance() as recognizer:
             while (pcm := await self._queue.get()) is not None:
                 interim = await recognizer.feed(pcm)
                 if interim:
@@ -143,7 +141,6 @@ class PipelineSession:
         )
         self.detector = TurnDetector(services.turn_settings)
         self.utterance: Utterance | None = None
-        self.speaker: dict = {}  # what the recogniser learnt of this speaker's voice
         self.user_turn_id: str | None = None
         self.user_timings: TurnTimings | None = None
         self.interim_counter = 0
@@ -185,7 +182,6 @@ class PipelineSession:
         if self.utterance:
             await self.utterance.cancel()
             self.utterance = None
-        self.services.recognizers.release(self.speaker)
         await self._cancel_agent_turn()
         for task in list(self._tasks):
             task.cancel()
@@ -319,7 +315,7 @@ class PipelineSession:
         self.user_timings = TurnTimings()
         self.interim_counter = 0
         self.outbox.put_urgent(p.TurnStart(role="user", turn_id=self.user_turn_id))
-        self.utterance = Utterance(self.services.recognizers, self.speaker, self._send_interim)
+        self.utterance = Utterance(self.services.recognizers, self._send_interim)
         self.utterance.feed(preroll)
 
     def _send_interim(self, text: str) -> None:

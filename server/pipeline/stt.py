@@ -6,9 +6,10 @@ every session's audio, so decoders live in worker processes: the event loop only
 down a pipe and awaits answers, and decoding uses the machine's other cores.
 
 Audio is decoded as it arrives (`feed`), so when the turn ends only the tail is left and the
-final transcript is ready in tens of milliseconds. A decoder adapts to a voice as it listens
-(its cepstral mean and noise estimates carry over), so each speaker — a session — keeps one
-decoder in one worker while it lasts; `release` resets it (`reinit_feat`) for the next speaker.
+final transcript is ready in tens of milliseconds. A decoder adapts to the voice as it listens
+(its cepstral mean and noise estimates); each utterance starts from a reset decoder
+(`reinit_feat`, a fraction of a millisecond), so results never depend on who spoke before, and a
+worker needs only as many decoders (~90 MB each) as utterances in progress at once.
 """
 
 from __future__ import annotations
@@ -42,47 +43,37 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(connection, spares: int) -> None:
-    """A worker's loop: requests `(id, op, speaker, payload)` in, `(id, result, error)` out."""
+    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error)` out."""
     idle = [new_decoder() for _ in range(spares)]
-    speakers: dict[str, dict] = {}
+    active: dict[str, dict] = {}
     connection.send(("ready", None, None))
     while True:
         try:
-            request_id, op, speaker, payload = connection.recv()
+            request_id, op, utterance, payload = connection.recv()
         except EOFError:
             return
         try:
             result = None
             if op == "feed":
-                state = speakers.get(speaker)
+                state = active.get(utterance)
                 if state is None:
-                    state = speakers[speaker] = {
-                        "decoder": idle.pop() if idle else new_decoder(), "open": False,
-                        "since": 0,
-                    }  # fmt: skip
-                if not state["open"]:
-                    state["decoder"].start_utt()
-                    state["open"], state["since"] = True, 0
+                    decoder = idle.pop() if idle else new_decoder()
+                    decoder.start_utt()
+                    state = active[utterance] = {"decoder": decoder, "since": 0}
                 state["decoder"].process_raw(payload, False, False)
                 state["since"] += len(payload)
                 if state["since"] >= INTERIM_EVERY_BYTES:
                     state["since"] = 0
                     result = _hypothesis(state["decoder"])
             elif op == "finish":
-                state = speakers.get(speaker)
-                if state is not None and state["open"]:
-                    state["decoder"].end_utt()
-                    state["open"] = False
-                    result = _hypothesis(state["decoder"])
-                else:
-                    result = ""
-            elif op == "release":
-                state = speakers.pop(speaker, None)
+                state = active.pop(utterance, None)
+                result = ""
                 if state is not None:
-                    if state["open"]:
-                        state["decoder"].end_utt()
-                    state["decoder"].reinit_feat()
-                    idle.append(state["decoder"])
+                    decoder = state["decoder"]
+                    decoder.end_utt()
+                    result = _hypothesis(decoder)
+                    decoder.reinit_feat()  # the next utterance starts fresh
+                    idle.append(decoder)
             elif op == "stop":
                 connection.send((request_id, None, None))
                 return
@@ -105,7 +96,7 @@ class SpeechWorker:
         )
         self.process.start()
         child.close()
-        self.speakers = 0
+        self.utterances = 0  # in progress, for choosing the least busy worker
         self._ids = itertools.count()
         self._pending: dict[int, Future] = {}
         self._send_lock = threading.Lock()
@@ -139,12 +130,12 @@ class SpeechWorker:
                 future.set_exception(RuntimeError("the speech recogniser stopped"))
         self._pending.clear()
 
-    def call(self, op: str, speaker: str, payload=None) -> Future:
+    def call(self, op: str, utterance: str, payload=None) -> Future:
         future: Future = Future()
         with self._send_lock:
             request_id = next(self._ids)
             self._pending[request_id] = future
-            self._connection.send((request_id, op, speaker, payload))
+            self._connection.send((request_id, op, utterance, payload))
         return future
 
     def stop(self) -> None:
@@ -157,11 +148,11 @@ class SpeechWorker:
 
 
 class Recognizer:
-    """One utterance of one speaker. Calls must not overlap (the session awaits each)."""
+    """One utterance, on one worker. Calls must not overlap (the session awaits each)."""
 
-    def __init__(self, worker: SpeechWorker, speaker: str):
+    def __init__(self, worker: SpeechWorker, utterance: str):
         self._worker = worker
-        self._speaker = speaker
+        self._utterance = utterance
         self._last_interim = ""
         self._finished = False
 
@@ -170,7 +161,8 @@ class Recognizer:
         usable = pcm[: len(pcm) - len(pcm) % 2]
         if not usable:
             return None
-        interim = await asyncio.wrap_future(self._worker.call("feed", self._speaker, usable))
+        future = self._worker.call("feed", self._utterance, usable)
+        interim = await asyncio.wrap_future(future)
         if interim and interim != self._last_interim:
             self._last_interim = interim
             return interim
@@ -179,60 +171,47 @@ class Recognizer:
     async def finish(self) -> str:
         """The final transcript of everything fed."""
         self._finished = True
-        return (await asyncio.wrap_future(self._worker.call("finish", self._speaker))).strip()
+        future = self._worker.call("finish", self._utterance)
+        return (await asyncio.wrap_future(future)).strip()
 
-    def abandon(self) -> None:
+    def close(self) -> None:
+        """Hand the decoder back, whether or not the utterance was finished."""
         if not self._finished:
-            self._worker.call("finish", self._speaker)  # close the utterance, answer unused
+            self._finished = True
+            self._worker.call("finish", self._utterance)  # the answer is not needed
+        self._worker.utterances -= 1
 
 
 class RecognizerPool:
-    """Decoders in worker processes, shared by every session; each speaker sticks to one."""
+    """Decoders in worker processes, shared by every session."""
 
-    def __init__(self, workers: int | None = None, spares: int = 2):
-        self._count = workers or max(1, min(4, (os.cpu_count() or 2)))
+    def __init__(self, workers: int | None = None, spares: int = 3):
+        self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._spares = spares
         self._workers: list[SpeechWorker] = []
         self._lock = threading.Lock()
-        self._speakers = itertools.count(1)
+        self._ids = itertools.count(1)
 
-    def warm(self, count: int | None = None) -> None:
+    def warm(self) -> None:
         """Start the workers and load their first decoders (blocking: call it in a thread)."""
         with self._lock:
             if not self._workers:
-                spares = count if count is not None else self._spares
-                self._workers = [SpeechWorker(spares) for _ in range(self._count)]
+                self._workers = [SpeechWorker(self._spares) for _ in range(self._count)]
         for worker in self._workers:
             worker.wait_ready()
 
-    def _assign(self, speaker: dict) -> SpeechWorker:
-        if "worker" not in speaker:
-            if not self._workers:
-                self.warm()
-            worker = min(self._workers, key=lambda w: w.speakers)
-            worker.speakers += 1
-            speaker["worker"], speaker["id"] = worker, f"speaker-{next(self._speakers)}"
-        return speaker["worker"]
-
     @contextlib.asynccontextmanager
-    async def utterance(self, speaker: dict | None = None) -> AsyncIterator[Recognizer]:
-        """One utterance of `speaker` (a dict the session keeps for its lifetime)."""
-        speaker = {} if speaker is None else speaker
-        if "worker" not in speaker and not self._workers:
+    async def utterance(self) -> AsyncIterator[Recognizer]:
+        """One utterance on the least busy worker."""
+        if not self._workers:
             await asyncio.to_thread(self.warm)
-        worker = self._assign(speaker)
-        recognizer = Recognizer(worker, speaker["id"])
+        worker = min(self._workers, key=lambda w: w.utterances)
+        worker.utterances += 1
+        recognizer = Recognizer(worker, f"utt-{next(self._ids)}")
         try:
             yield recognizer
         finally:
-            recognizer.abandon()
-
-    def release(self, speaker: dict) -> None:
-        """The speaker is gone: their decoder is reset and kept for the next one."""
-        worker = speaker.pop("worker", None)
-        if worker is not None:
-            worker.speakers -= 1
-            worker.call("release", speaker.pop("id"))
+            recognizer.close()
 
     def close(self) -> None:
         for worker in self._workers:

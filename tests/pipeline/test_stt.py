@@ -21,12 +21,9 @@ def pool():
     recognizers.close()
 
 
-async def transcribe(pool: RecognizerPool, pcm: bytes, chunk: int = 3200, speaker=None):
-    """One utterance; by default of a new speaker, whose decoder is handed back after."""
+async def transcribe(pool: RecognizerPool, pcm: bytes, chunk: int = 3200):
     interims = []
-    fresh = speaker is None
-    speaker = {} if fresh else speaker
-    async with pool.utterance(speaker) as recognizer:
+    async with pool.utterance() as recognizer:
         for offset in range(0, len(pcm), chunk):
             interim = await recognizer.feed(pcm[offset : offset + chunk])
             if interim:
@@ -34,8 +31,6 @@ async def transcribe(pool: RecognizerPool, pcm: bytes, chunk: int = 3200, speake
         started = time.perf_counter()
         final = await recognizer.finish()
         elapsed = time.perf_counter() - started
-    if fresh:
-        pool.release(speaker)
     return final, interims, elapsed
 
 
@@ -91,31 +86,28 @@ def test_decoding_never_blocks_the_event_loop(pool):
     assert worst_gap < 0.05
 
 
-def test_a_speaker_keeps_a_decoder_across_utterances_and_abandoned_ones(pool):
+def test_an_abandoned_utterance_hands_its_decoder_back(pool):
     async def scenario():
-        speaker: dict = {}
-
         async def abandoned():
-            async with pool.utterance(speaker) as recognizer:
+            async with pool.utterance() as recognizer:
                 await recognizer.feed(speak("What time is it?"))
                 await asyncio.sleep(10)
 
-        task = asyncio.create_task(abandoned())
-        await asyncio.sleep(0.3)
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        worker = speaker["worker"]
-        result = await transcribe(pool, speak("Thank you very much."), speaker=speaker)
-        assert speaker["worker"] is worker
-        pool.release(speaker)
-        return result
+        tasks = [asyncio.create_task(abandoned()) for _ in range(5)]  # more than the spares
+        await asyncio.sleep(1.0)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        busy = sum(worker.utterances for worker in pool._workers)
+        return busy, await transcribe(pool, speak("Thank you very much."))
 
-    final, _, _ = run(scenario())
+    busy, (final, _, _) = run(scenario())
+    assert busy == 0
     assert "thank" in final
 
 
-def test_a_reused_decoder_forgets_its_last_speaker(pool):
-    """A decoder adapts to a voice; the next speaker on it hears as on a fresh one."""
+def test_a_reused_decoder_forgets_the_last_utterance(pool):
+    """A decoder adapts to a voice; the next utterance on it hears as on a fresh one."""
     phrase = silence(0.2) + speak("Can you help me book a table for two tonight?")
     other = resample(resample(silence(0.5) + speak("Thank you very much.") * 3, 16000, 8000),
                      8000, 16000)  # fmt: skip
