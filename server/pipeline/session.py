@@ -78,9 +78,9 @@ class PipelineServices:
 class Utterance:
     """One user utterance being recognised; audio is queued so the socket never waits on STT."""
 
-    def __init__(self, pool: RecognizerPool, speaker: dict, on_interim: Callable[[str], None]):
+    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None]):
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._task = asyncio.create_task(self._recognise(pool, speaker, on_interim), name="stt")
+        self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
 
     def feed(self, pcm: bytes) -> None:
         if pcm:
