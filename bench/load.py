@@ -36,6 +36,8 @@ from tests.support.voice_client import VoiceClient
 
 QUESTIONS = ["What time is it?", "Hello, how are you?", "Can you help me?", "Thank you."]
 TOLERANCE = 1.5
+SPLITS: list[dict] = []  # the server's per-turn split, for the level being measured
+SPLIT_NAMES = ("endpointing_ms", "transcript_ms", "webhook_ms", "tts_first_audio_ms")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -98,6 +100,7 @@ async def converse(url: str, turns: int, start_delay: float) -> list[float]:
             first = await client.wait_for("response.audio", after=mark, timeout=60)
             latencies.append((first.at - speech_end) * 1000)
             end = await client.wait_for("response.end", after=mark, timeout=60)
+            SPLITS.append(end.message.get("timings") or {})
             played = len(client.audio_of_turn(end.message["turn_id"])) / 32000
             await asyncio.sleep(max(0.0, played - (time.monotonic() - first.at)))
             await client.send({"type": "trigger.response.audio.replay_finished"})
@@ -157,14 +160,18 @@ def main() -> None:
             rows, talk_runs = [], {}
             lone = None
             for n in [int(x) for x in args.talkers.split(",")]:
+                SPLITS.clear()
                 latencies, cpu, rss = measured(server, talking(server.url, n, args.turns))
                 figure = p95(latencies)
+                split = {k: p95([t[k] for t in SPLITS if k in t]) for k in SPLIT_NAMES}
                 lone = lone or figure
                 ok = figure <= TOLERANCE * lone
-                talk_runs[n] = {"p95_ms": figure, "cpu_percent": cpu, "rss_mib": rss, "ok": ok}
+                talk_runs[n] = {"p95_ms": figure, "cpu_percent": cpu, "rss_mib": rss, "ok": ok,
+                                "p95_split_ms": split}  # fmt: skip
                 verdict = "yes" if ok else "no"
                 rows.append([f"{n} talking", figure, figure / lone, cpu, rss, verdict])
-                print(f"  {n:3d} talking: p95 {figure:.0f} ms, server CPU {cpu:.0f}%")
+                parts = ", ".join(f"{k[:-3]} {v:.0f}" for k, v in split.items())
+                print(f"  {n:3d} talking: p95 {figure:.0f} ms, server CPU {cpu:.0f}% ({parts})")
 
             m = args.connected
             (latencies, opened), cpu, rss = measured(server, connected(server.url, m, args.turns))

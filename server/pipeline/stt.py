@@ -25,7 +25,16 @@ from concurrent.futures import Future, InvalidStateError
 
 RATE = 16000
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
-DECODER_CONFIG = {"samprate": RATE, "maxhmmpf": 3000, "loglevel": "FATAL"}
+# The first (forward tree) pass only: on 12 test phrases it makes fewer word errors (17.9% vs
+# 26.9% with the default second and lattice passes), decodes faster (0.072 vs 0.088 of real
+# time) and leaves ~3 ms instead of ~40 ms of work when the turn ends.
+DECODER_CONFIG = {
+    "samprate": RATE,
+    "maxhmmpf": 3000,
+    "fwdflat": False,
+    "bestpath": False,
+    "loglevel": "FATAL",
+}
 
 
 def new_decoder():
