@@ -97,9 +97,15 @@ class Utterance:
 
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
         async with pool.utterance() as recognizer:
-            while (pcm := await self._queue.get()) is not None:
-                interim = await recognizer.feed(pcm)
-                if interim:
+            done = False
+            while not done:
+                # Whatever queued up while the recogniser was busy goes in one request.
+                pieces = [await self._queue.get()]
+                while not self._queue.empty():
+                    pieces.append(self._queue.get_nowait())
+                done = pieces[-1] is None
+                pcm = b"".join(p for p in pieces if p is not None)
+                if pcm and (interim := await recognizer.feed(pcm)):
                     on_interim(interim)
             return (await recognizer.finish()).strip()
 
