@@ -10,7 +10,8 @@ Two figures per client, medians over several runs, each in a fresh browser profi
 
 Both talk to the same local server, the embedded pipeline, with the same fake microphone (quiet
 room noise, so no turn starts and the window measures streaming alone). The official SDK comes
-from the npm registry (pinned, integrity-checked) and is pointed at the local WebSocket; it
+from the npm registry (pinned, integrity-checked, by setup) and is pointed at the local
+WebSocket (tests/support/official_sdk.py); it
 offers no sample rate, so it streams at 8000 Hz while ours streams at 16000 Hz.
 
     python bench/client.py [--runs 5] [--window 8]
@@ -28,41 +29,12 @@ import numpy as np
 from common import chromium_launch_args, median, print_table, save, serve
 from playwright.sync_api import sync_playwright
 from starlette.applications import Starlette
-from starlette.responses import HTMLResponse
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
 
 from server.app import create_app
 from server.config import Settings
-from server.vendor import NpmPackage, is_done, vendor_npm
+from server.vendor import OFFICIAL_SDK
+from tests.support.official_sdk import with_official_sdk
 from tests.support.speech import write_wav
-
-JS_SDK = NpmPackage(
-    name="@layercode/js-sdk",
-    version="2.8.10",
-    integrity="sha512-wq0AOi1xtcp78Le7t4V2oi+9e17vscfN+AoJqEv6PJ9JcLHziUt6aujoauf6/2sZIdHCfQRabO79Zxli1gZiGg==",
-    subdir="package/dist",
-    folder="bench/js-sdk",
-)
-
-OFFICIAL_PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>official js-sdk</title>
-<script src="/official/layercode-js-sdk.min.js"></script></head>
-<body data-status="loading">
-<script>
-  const client = new LayercodeClient.default({
-    agentId: "demo",
-    authorizeSessionEndpoint: "/api/authorize",
-    onStatusChange: (status) => {
-      document.body.dataset.status = status;
-      if (status === "connected") document.body.dataset.connectedMs = performance.now();
-    },
-    onError: (error) => { document.body.dataset.error = String(error); },
-  });
-  // The SDK always dials Layercode's cloud; point it at the local pipeline instead.
-  client._websocketUrl = `ws://${location.host}/v1/agents/web/websocket`;
-  client.connect();
-</script></body></html>"""
 
 # Our page: record the moment the status pill says connected, without changing the page.
 OUR_CONNECTED_PROBE = """
@@ -74,28 +46,9 @@ new MutationObserver(() => {
 """
 
 
-def vendor_official_sdk() -> Path:
-    if not is_done(JS_SDK.target, JS_SDK.integrity):
-        vendor_npm(JS_SDK)
-        (JS_SDK.target / ".complete").write_text(JS_SDK.integrity)
-    return JS_SDK.target
-
-
-def bench_app(settings: Settings, sdk_dir: Path) -> Starlette:
+def bench_app(settings: Settings) -> Starlette:
     """Our app, plus a page that runs the official SDK, on one origin."""
-    ours = create_app(settings)
-
-    async def official(request):
-        return HTMLResponse(OFFICIAL_PAGE)
-
-    return Starlette(
-        routes=[
-            Route("/official.html", official),
-            Mount("/official", StaticFiles(directory=sdk_dir)),
-            Mount("/", ours),
-        ],
-        lifespan=lambda app: ours.router.lifespan_context(ours),
-    )
+    return with_official_sdk(create_app(settings))
 
 
 def room_noise_wav(path: Path, seconds: float = 30) -> Path:
@@ -139,13 +92,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--window", type=float, default=8.0)
     args = parser.parse_args()
-    sdk_dir = vendor_official_sdk()
 
     results: dict[str, list[dict]] = {"ours": [], "official": []}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         wav = room_noise_wav(tmp / "room.wav")
-        app = bench_app(Settings(data_dir=tmp / "data"), sdk_dir)
+        app = bench_app(Settings(data_dir=tmp / "data"))
         url = stack.enter_context(serve(app))
         with sync_playwright() as playwright:
             for n in range(args.runs):
@@ -170,7 +122,7 @@ def main() -> None:
         ours, theirs = figures["ours"][name], figures["official"][name]
         rows.append([label, ours, theirs, f"{ours / theirs:.2f}"])
     print_table(
-        f"Python client vs @layercode/js-sdk {JS_SDK.version} (median of {args.runs})",
+        f"Python client vs @layercode/js-sdk {OFFICIAL_SDK.version} (median of {args.runs})",
         ["figure", "ours", "official", "ours/official"],
         rows,
     )

@@ -54,6 +54,14 @@ PYODIDE = NpmPackage(
     subdir="package",
     folder="pyodide",
 )
+# The official JS SDK: not used by our page; the compatibility test and bench/client.py run it.
+OFFICIAL_SDK = NpmPackage(
+    name="@layercode/js-sdk",
+    version="2.8.10",
+    integrity="sha512-wq0AOi1xtcp78Le7t4V2oi+9e17vscfN+AoJqEv6PJ9JcLHziUt6aujoauf6/2sZIdHCfQRabO79Zxli1gZiGg==",
+    subdir="package/dist",
+    folder="official-sdk",
+)
 MICROPIP_VERSION = "0.11.1"
 MICROPIP_SHA256 = "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3"  # PyPI's
 MICROPIP_PYTHON = "3.14"  # the Python of the pinned Pyodide
@@ -179,7 +187,7 @@ def precompress(folder: Path) -> None:
 def main() -> None:
     VENDOR_DIR.mkdir(exist_ok=True)
     changed = False
-    for package in (PYSCRIPT, PYODIDE):
+    for package in (PYSCRIPT, PYODIDE, OFFICIAL_SDK):
         stamp = package.integrity
         if package is PYODIDE:
             stamp += f"+micropip-{MICROPIP_SHA256}"
@@ -192,7 +200,8 @@ def main() -> None:
         # Source maps would only waste disk and bandwidth: nothing here debugs minified JS.
         for source_map in package.target.rglob("*.map"):
             source_map.unlink()
-        precompress(package.target)
+        if package is not OFFICIAL_SDK:
+            precompress(package.target)
         (package.target / DONE_MARKER).write_text(stamp)
         changed = True
     log("runtime vendored" if changed else "runtime already in place")
