@@ -165,7 +165,7 @@ def test_push_to_talk_turn(tmp_path):
             await client.stream(speak("Can you help me?"), speed=SPEED)
             await client.send({"type": "trigger.turn.end", "role": "user"})
             transcript = await client.wait_for("user.transcript", after=mark)
-            assert "help me" in transcript.message["content"]
+            assert "help" in transcript.message["content"]
             await client.wait_for("response.end", after=mark)
 
     with pipeline_server(tmp_path, transcription_trigger="push_to_talk") as url:

@@ -38,7 +38,7 @@ async def transcribe(pool: RecognizerPool, pcm: bytes, chunk: int = 3200):
     "text,words",
     [
         ("What time is it?", ["what", "time"]),
-        ("Can you help me?", ["help", "me"]),
+        ("Can you help me?", ["can", "help"]),
         ("Thank you very much.", ["thank", "you"]),
         ("Can you help me book a table for two tonight?", ["book", "table", "tonight"]),
     ],
