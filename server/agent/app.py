@@ -1,58 +1,102 @@
 """`POST /api/agent`: the demo agent as a Layercode-style webhook (PROTOCOL §3).
 
 It checks `layercode-signature` with the configured secret, then answers `text/event-stream`:
-one `response.tts` per sentence, a `response.data`, and `response.end`. Any agent written for
-Layercode's Webhook SSE API can take its place (`AGENT_WEBHOOK_URL`).
+one `response.tts` per sentence (so the pipeline can speak the first while the rest is still
+on its way), a `response.data`, and `response.end`. Any agent written for Layercode's Webhook
+SSE API can take its place (`AGENT_WEBHOOK_URL`). Errors are JSON `{"error": ...}` with a 4xx
+status, never a traceback.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..pipeline.signature import HEADER, verify
-from .brain import reply
+from .brain import Answer, Clock, reply
 
+log = logging.getLogger("server.agent")
+
+PATH = "/api/agent"
 MAX_BODY_BYTES = 256 * 1024
 
 
-def sse(payload: dict) -> bytes:
+class BodyTooLarge(Exception):
+    pass
+
+
+def sse(payload: dict[str, Any]) -> bytes:
     return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
-def agent_routes(secret: str | None, path: str = "/api/agent") -> list[Route]:
-    async def webhook(request: Request) -> Response:
-        body = await request.body()
+def error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+async def read_body(request: Request) -> bytes:
+    """The body, refused past MAX_BODY_BYTES before it is all in memory."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
         if len(body) > MAX_BODY_BYTES:
-            return JSONResponse({"error": "the event is too large"}, status_code=413)
+            raise BodyTooLarge
+    return bytes(body)
+
+
+def answer_stream(answer: Answer, turn_id: Any) -> AsyncIterator[bytes]:
+    async def events() -> AsyncIterator[bytes]:
+        for sentence in answer.sentences:
+            yield sse({"type": "response.tts", "content": sentence, "turn_id": turn_id})
+        if answer.data is not None:
+            yield sse({"type": "response.data", "content": answer.data, "turn_id": turn_id})
+        yield sse({"type": "response.end", "turn_id": turn_id})
+
+    return events()
+
+
+def agent_routes(
+    secret: str | None, path: str = PATH, *, clock: Clock = dt.datetime.now
+) -> list[Route]:
+    """The webhook route, to add to a Starlette routing table; `clock` is for tests.
+
+    With a secret every call must carry a valid `layercode-signature`; without one (None or
+    empty) the signature is not checked, as for a Layercode agent with verification off.
+    """
+
+    async def webhook(request: Request) -> Response:
+        try:
+            body = await read_body(request)
+        except BodyTooLarge:
+            return error(f"the event is larger than {MAX_BODY_BYTES} bytes", 413)
+        except ClientDisconnect:
+            return Response(status_code=400)
         if secret and not verify(request.headers.get(HEADER), body, secret):
-            return JSONResponse({"error": f"missing or invalid {HEADER} header"}, status_code=401)
+            return error(f"missing, stale or invalid {HEADER} header", 401)
         try:
             event = json.loads(body)
         except ValueError:
-            return JSONResponse({"error": "the body is not JSON"}, status_code=400)
+            return error("the body is not JSON", 400)
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
-            return JSONResponse(
-                {"error": "the body must be an object with a string `type`"}, status_code=400
-            )
-        turn_id = event.get("turn_id")
+            return error("the body must be a JSON object with a string `type`", 400)
         if event["type"] == "session.end":
-            return Response(status_code=204)
-        answer = reply(event)
-
-        async def stream() -> AsyncIterator[bytes]:
-            for sentence in answer.sentences:
-                yield sse({"type": "response.tts", "content": sentence, "turn_id": turn_id})
-            if answer.data is not None:
-                yield sse({"type": "response.data", "content": answer.data, "turn_id": turn_id})
-            yield sse({"type": "response.end", "turn_id": turn_id})
-
+            return Response(status_code=200)  # nobody will hear an answer
+        try:
+            answer = reply(event, clock)
+        except Exception:  # a bug here must not become a traceback on the wire
+            log.exception("the demo agent failed on a %s event", event["type"])
+            return error("the demo agent failed; see the server log", 500)
         return StreamingResponse(
-            stream(),
+            answer_stream(answer, event.get("turn_id")),
             media_type="text/event-stream",
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )

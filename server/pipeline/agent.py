@@ -1,10 +1,21 @@
 """The agent, reached over Layercode's Webhook SSE API (PROTOCOL §3).
 
 For each event the pipeline POSTs JSON, signed with `layercode-signature`, and reads the
-`text/event-stream` answer as it streams: each `response.tts` becomes speech the moment it
-arrives, so the agent's first words are synthesised while it is still writing the rest. Every
-way the call can go wrong ends the turn with an `AgentError` whose code is stable and whose
-message a person can act on — never a hang: the first event and each later one have deadlines.
+`text/event-stream` answer as it streams: each `response.tts` becomes speech the moment its
+bytes arrive, so the agent's first words are synthesised while it is still writing the rest.
+Every way the call can go wrong ends the turn with an `AgentError` whose code is stable and
+whose message a person can act on — never a hang: the first event and each later one have
+deadlines, and the consumer cancelling (barge-in) closes the HTTP stream at once.
+
+Two decisions the protocol leaves open:
+
+- A stream that ends cleanly (the final chunk arrives) without `response.end` counts as the end
+  of the answer: `AgentEnd` is yielded. Agents written against Layercode's cloud often just
+  return; the words they sent are good. A connection that drops mid-stream is different:
+  `agent_stream_broken`, because the answer may have been cut in the middle of a sentence.
+- Before the first event only real events count, so keep-alives cannot hold a turn hostage
+  past `first_event_timeout_s`. After it, any bytes (a keep-alive too) prove the stream alive
+  and restart the `idle_timeout_s` clock, so a slow tool call can keep its stream open.
 """
 
 from __future__ import annotations
@@ -23,10 +34,14 @@ from .sse import SSEParser
 
 log = logging.getLogger("server.pipeline.agent")
 
+EVENT_TYPES = ("session.start", "message", "data", "session.update", "session.end")
+
 
 @dataclass
 class WebhookEvent:
-    type: str  # session.start | message | data | session.update | session.end
+    """One webhook call's payload; `extra` holds this project's additions (history, resumed)."""
+
+    type: str  # one of EVENT_TYPES
     session_id: str
     conversation_id: str
     connection_id: str
@@ -34,9 +49,14 @@ class WebhookEvent:
     turn_id: str | None = None
     text: str | None = None
     data: Any = None
-    extra: dict = field(default_factory=dict)  # this project's additions: history, resumed
+    extra: dict = field(default_factory=dict)
 
     def to_body(self) -> dict:
+        """The request JSON: PROTOCOL §3's field names, None fields left out.
+
+        `custom_metadata` repeats `metadata` because agents of both Layercode generations read
+        one or the other. `extra` is merged last (documented in docs/protocol-additions.md).
+        """
         body: dict[str, Any] = {
             "type": self.type,
             "session_id": self.session_id,
@@ -48,52 +68,76 @@ class WebhookEvent:
         for name in ("turn_id", "text", "data"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
-        return {**body, **self.extra}
+        body.update({k: v for k, v in self.extra.items() if v is not None})
+        return body
 
 
 @dataclass
 class AgentSpeech:
+    """`response.tts`: words to speak."""
+
     text: str
 
 
 @dataclass
 class AgentData:
+    """`response.data`: handed to the browser as it is."""
+
     content: Any
 
 
 @dataclass
 class AgentEnd:
-    pass
+    """`response.end`, or a stream that ended cleanly: the answer is complete."""
 
 
 @dataclass
 class AgentHangup:
-    pass
+    """`response.hangup`: the agent ends the session after its last words."""
 
 
 AgentReply = AgentSpeech | AgentData | AgentEnd | AgentHangup
 
 
 class AgentError(Exception):
-    """The agent could not answer this turn. `code` is stable; `message` says what to fix."""
+    """The agent could not answer this turn.
 
-    def __init__(self, code: str, message: str):
+    `code` is stable (`agent_unreachable`, `agent_http_error`, `agent_unauthorized`,
+    `agent_bad_response`, `agent_timeout`, `agent_stream_broken`); `message` is a sentence that
+    says what to check and never contains the webhook secret; `retryable` says whether the same
+    call could succeed later; `status` is the HTTP status when there was one.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, retryable: bool = False, status: int | None = None
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.retryable = retryable
+        self.status = status
+
+    def __repr__(self) -> str:
+        return f"AgentError({self.code!r}, {self.message!r})"
 
 
 def parse_reply(data: str) -> AgentReply | None:
+    """One SSE event's data as a reply; None for events the pipeline has no use for."""
     try:
         payload = json.loads(data)
     except ValueError:
-        raise AgentError("agent_bad_response", "the agent sent an event that is not JSON") from None
+        raise AgentError(
+            "agent_bad_response", "The agent sent an event whose data is not JSON."
+        ) from None
     if not isinstance(payload, dict):
-        raise AgentError("agent_bad_response", "the agent sent an event that is not an object")
+        raise AgentError("agent_bad_response", "The agent sent an event that is not a JSON object.")
     kind = payload.get("type")
     if kind == "response.tts":
         content = payload.get("content")
-        return AgentSpeech(content) if isinstance(content, str) and content.strip() else None
+        if isinstance(content, str) and content.strip():
+            return AgentSpeech(content)
+        log.debug("ignored a response.tts without words: %r", content)
+        return None
     if kind == "response.data":
         return AgentData(payload.get("content"))
     if kind == "response.end":
@@ -105,6 +149,8 @@ def parse_reply(data: str) -> AgentReply | None:
 
 
 class WebhookAgent:
+    """Calls one agent webhook; one instance serves every session (it holds no per-call state)."""
+
     def __init__(
         self,
         url: str,
@@ -121,49 +167,44 @@ class WebhookAgent:
         self.idle_timeout_s = idle_timeout_s
 
     async def respond(self, event: WebhookEvent) -> AsyncIterator[AgentReply]:
-        """The agent's replies to `event`, as they stream; ends after `response.end`."""
-        body = json.dumps(event.to_body(), separators=(",", ":")).encode()
-        headers = {"content-type": "application/json", "accept": "text/event-stream"}
-        if self.secret:
-            headers[HEADER] = sign(body, self.secret)
-        request = self.http.build_request("POST", self.url, content=body, headers=headers)
+        """The agent's replies to `event`, each yielded as soon as it arrives.
+
+        Ends after `AgentEnd`. Raises `AgentError`. Closing the generator or cancelling its
+        task closes the HTTP stream. For `session.end` a 2xx answer that is not an event
+        stream (an empty 200 or 204) yields nothing.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_event_timeout_s
-        try:
-            response = await asyncio.wait_for(
-                self.http.send(request, stream=True), self._left(deadline)
-            )
-        except TimeoutError:
-            raise self._timeout(first=True) from None
-        except httpx.TransportError as error:
-            raise AgentError(
-                "agent_unreachable", f"could not reach the agent webhook at {self.url} ({error})"
-            ) from None
+        response = await self._post(event, deadline)
         try:
             self._check(response, event)
             if event.type == "session.end" and not self._is_sse(response):
                 return
             parser = SSEParser()
-            chunks = response.aiter_raw()
+            chunks = response.aiter_bytes()
             answered = False
             while True:
                 try:
-                    chunk = await asyncio.wait_for(anext(chunks), self._left(deadline))
+                    async with asyncio.timeout_at(deadline):
+                        chunk = await anext(chunks)
                 except StopAsyncIteration:
-                    yield AgentEnd()  # a clean end of stream counts as the end of the answer
+                    yield AgentEnd()  # a clean end of stream ends the answer (module docstring)
                     return
                 except TimeoutError:
                     raise self._timeout(first=not answered) from None
                 except httpx.TransportError as error:
                     raise AgentError(
                         "agent_stream_broken",
-                        "the agent's answer broke off before response.end "
-                        f"({type(error).__name__})",
-                    ) from None
+                        "The agent's answer broke off before response.end "
+                        f"({type(error).__name__}).",
+                        retryable=True,
+                    ) from error
+                if answered:
+                    deadline = loop.time() + self.idle_timeout_s
                 for sse in parser.feed(chunk):
-                    reply = parse_reply(sse.data)
                     answered = True
                     deadline = loop.time() + self.idle_timeout_s
+                    reply = parse_reply(sse.data)
                     if reply is None:
                         continue
                     yield reply
@@ -172,36 +213,65 @@ class WebhookAgent:
         finally:
             await response.aclose()
 
-    @staticmethod
-    def _left(deadline: float) -> float:
-        return max(0.001, deadline - asyncio.get_running_loop().time())
+    async def _post(self, event: WebhookEvent, deadline: float) -> httpx.Response:
+        body = json.dumps(event.to_body(), separators=(",", ":")).encode()
+        headers = {
+            "content-type": "application/json",
+            "accept": "text/event-stream",
+            "accept-encoding": "identity",  # a compressor may hold back the first words
+        }
+        if self.secret:
+            headers[HEADER] = sign(body, self.secret)
+        # timeout=None: this class's own deadlines bound every wait, and the client's default
+        # (5 s read) would otherwise cut a slow stream with the wrong error.
+        request = self.http.build_request(
+            "POST", self.url, content=body, headers=headers, timeout=None
+        )
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self.http.send(request, stream=True)
+        except TimeoutError:
+            raise self._timeout(first=True) from None
+        except httpx.TransportError as error:
+            raise AgentError(
+                "agent_unreachable",
+                f"Could not reach the agent webhook at {self.url} ({type(error).__name__}: "
+                f"{error or 'no details'}); is it running?",
+                retryable=True,
+            ) from error
 
     def _timeout(self, first: bool) -> AgentError:
         if first:
-            return AgentError(
-                "agent_timeout",
-                f"the agent did not answer within {self.first_event_timeout_s:g} s",
-            )
-        return AgentError(
-            "agent_timeout", f"the agent's answer stalled for {self.idle_timeout_s:g} s"
-        )
+            message = f"The agent did not answer within {self.first_event_timeout_s:g} s."
+        else:
+            message = f"The agent's answer stalled for more than {self.idle_timeout_s:g} s."
+        return AgentError("agent_timeout", message, retryable=True)
 
     @staticmethod
     def _is_sse(response: httpx.Response) -> bool:
-        return response.headers.get("content-type", "").startswith("text/event-stream")
+        kind = response.headers.get("content-type", "")
+        return kind.split(";")[0].strip().lower() == "text/event-stream"
 
     def _check(self, response: httpx.Response, event: WebhookEvent) -> None:
         status = response.status_code
         if status in (401, 403):
             raise AgentError(
                 "agent_unauthorized",
-                f"the agent webhook refused the call ({status}): check AGENT_WEBHOOK_SECRET",
+                f"The agent webhook refused the call (HTTP {status}); check that it uses the "
+                "same AGENT_WEBHOOK_SECRET as the pipeline.",
+                status=status,
             )
         if not 200 <= status < 300:
-            raise AgentError("agent_http_error", f"the agent webhook answered HTTP {status}")
+            raise AgentError(
+                "agent_http_error",
+                f"The agent webhook answered HTTP {status} at {self.url}.",
+                retryable=status >= 500 or status == 429,
+                status=status,
+            )
         if event.type != "session.end" and not self._is_sse(response):
-            kind = response.headers.get("content-type", "no content type")
+            kind = response.headers.get("content-type") or "no content type"
             raise AgentError(
                 "agent_bad_response",
-                f"the agent webhook answered {kind}, not text/event-stream",
+                f"The agent webhook answered {kind}, not text/event-stream.",
+                status=status,
             )

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from server.pipeline.agent import (
@@ -44,8 +44,10 @@ class Webhook:
     def app(self) -> Starlette:
         async def handle(request: Request):
             body = await request.body()
+            signature = request.headers.get(HEADER)
             self.received.append(
-                {"signed": verify(request.headers.get(HEADER), body, SECRET), **json.loads(body)}
+                {"signed": verify(signature, body, SECRET), "signature": signature}
+                | json.loads(body)
             )
             return await getattr(self, request.path_params["mode"].replace("-", "_"))()
 
@@ -80,6 +82,34 @@ class Webhook:
                 yield sse({"type": "response.end"})
             finally:
                 self.stream_closed.set()
+
+        return self.stream(chunks())
+
+    async def kept_alive(self):
+        async def chunks():
+            yield sse({"type": "response.tts", "content": "Let me look."})
+            for _ in range(6):  # 0.6 s of keep-alives, each well inside the idle timeout
+                await asyncio.sleep(0.1)
+                yield b": keep-alive\n\n"
+            yield sse({"type": "response.tts", "content": "Found it."})
+            yield sse({"type": "response.end"})
+
+        return self.stream(chunks())
+
+    async def keep_alive_only(self):
+        async def chunks():
+            for _ in range(50):
+                await asyncio.sleep(0.05)
+                yield b": keep-alive\n\n"
+            yield sse({"type": "response.end"})
+
+        return self.stream(chunks())
+
+    async def pause(self):
+        async def chunks():
+            yield sse({"type": "response.tts", "content": "Thinking."})
+            await asyncio.sleep(0.6)
+            yield sse({"type": "response.end"})
 
         return self.stream(chunks())
 
@@ -123,6 +153,15 @@ class Webhook:
     async def denied(self):
         return JSONResponse({"error": "bad signature"}, status_code=401)
 
+    async def forbidden(self):
+        return JSONResponse({"error": "forbidden"}, status_code=403)
+
+    async def empty(self):
+        return Response(status_code=200)
+
+    async def no_content(self):
+        return Response(status_code=204)
+
 
 @pytest.fixture(scope="module")
 def webhook():
@@ -145,9 +184,9 @@ def event(kind: str = "message") -> WebhookEvent:
     )
 
 
-def replies(url: str, kind: str = "message", **timeouts) -> list:
+def replies(url: str, kind: str = "message", client_timeout: float = 5.0, **timeouts) -> list:
     async def collect():
-        async with httpx.AsyncClient() as http:
+        async with httpx.AsyncClient(timeout=client_timeout) as http:
             agent = WebhookAgent(url, SECRET, http, **timeouts)
             return [reply async for reply in agent.respond(event(kind))]
 
@@ -176,19 +215,56 @@ def test_a_normal_stream_signed_and_parsed_across_chunks(webhook):
     assert sent["metadata"] == {"user": "ada"} and sent["history"] == []
 
 
-def test_the_first_reply_arrives_while_the_stream_is_still_open_and_cancel_closes_it(webhook):
+def test_the_first_reply_arrives_while_the_stream_is_still_open(webhook):
+    webhook.release.clear()
+
+    async def scenario():
+        async with httpx.AsyncClient() as http:
+            agent = WebhookAgent(f"{webhook.url}/held", SECRET, http)
+            stream = agent.respond(event())
+            # The server sends the rest only after the test has the first reply in hand.
+            first = await asyncio.wait_for(anext(stream), 5)
+            webhook.release.set()
+            return [first, *[reply async for reply in stream]]
+
+    assert run(scenario()) == [AgentSpeech("First."), AgentEnd()]
+
+
+def test_closing_the_generator_closes_the_server_side_stream(webhook):
+    webhook.release.clear()
+    webhook.stream_closed.clear()
+
+    async def scenario():
+        async with httpx.AsyncClient() as http:
+            stream = WebhookAgent(f"{webhook.url}/held", SECRET, http).respond(event())
+            first = await asyncio.wait_for(anext(stream), 5)
+            await stream.aclose()  # barge-in: the consumer stops listening
+            return first
+
+    assert run(scenario()) == AgentSpeech("First.")
+    assert webhook.stream_closed.wait(5), "the server-side stream was left open"
+
+
+def test_cancelling_the_consuming_task_closes_the_server_side_stream(webhook):
     webhook.release.clear()
     webhook.stream_closed.clear()
 
     async def scenario():
         async with httpx.AsyncClient() as http:
             agent = WebhookAgent(f"{webhook.url}/held", SECRET, http)
-            stream = agent.respond(event())
-            first = await asyncio.wait_for(anext(stream), 5)  # before the server may finish
-            await stream.aclose()  # barge-in: the consumer stops listening
-            return first
+            got_first = asyncio.Event()
 
-    assert run(scenario()) == AgentSpeech("First.")
+            async def consume():
+                async for _ in agent.respond(event()):
+                    got_first.set()
+
+            task = asyncio.create_task(consume())
+            await asyncio.wait_for(got_first.wait(), 5)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    run(scenario())
     assert webhook.stream_closed.wait(5), "the server-side stream was left open"
 
 
@@ -206,6 +282,25 @@ def test_no_first_event_times_out(webhook):
     assert error.code == "agent_timeout" and "did not answer" in error.message
 
 
+def test_keep_alives_after_the_first_event_keep_the_stream_alive(webhook):
+    assert replies(f"{webhook.url}/kept-alive", idle_timeout_s=0.4) == [
+        AgentSpeech("Let me look."),
+        AgentSpeech("Found it."),
+        AgentEnd(),
+    ]
+
+
+def test_keep_alives_alone_do_not_count_as_a_first_answer(webhook):
+    error = failure(f"{webhook.url}/keep-alive-only", first_event_timeout_s=0.4)
+    assert error.code == "agent_timeout" and "did not answer" in error.message
+
+
+def test_the_http_clients_own_timeout_does_not_cut_a_pause_the_agent_allows(webhook):
+    # An httpx client built with a short read timeout: the agent's deadlines govern instead.
+    got = replies(f"{webhook.url}/pause", client_timeout=0.2, idle_timeout_s=2)
+    assert got == [AgentSpeech("Thinking."), AgentEnd()]
+
+
 def test_a_stream_that_just_ends_ends_the_turn(webhook):
     assert replies(f"{webhook.url}/ends-without-end") == [AgentSpeech("Bye."), AgentEnd()]
 
@@ -215,7 +310,10 @@ def test_answers_that_are_not_sse(webhook):
     assert failure(f"{webhook.url}/bad-json").code == "agent_bad_response"
     error = failure(f"{webhook.url}/error")
     assert error.code == "agent_http_error" and "500" in error.message
-    assert failure(f"{webhook.url}/denied").code == "agent_unauthorized"
+    assert error.status == 500 and error.retryable
+    for path in ("denied", "forbidden"):
+        error = failure(f"{webhook.url}/{path}")
+        assert error.code == "agent_unauthorized" and "AGENT_WEBHOOK_SECRET" in error.message
 
 
 def test_an_unreachable_agent():
@@ -224,4 +322,39 @@ def test_an_unreachable_agent():
 
 
 def test_session_end_accepts_an_empty_answer(webhook):
-    assert replies(f"{webhook.url}/html", kind="session.end") == []
+    for path in ("empty", "no-content", "html"):
+        assert replies(f"{webhook.url}/{path}", kind="session.end") == [], path
+    assert replies(f"{webhook.url}/ok", kind="session.end")[-1] == AgentEnd()
+    with pytest.raises(AgentError):
+        replies(f"{webhook.url}/error", kind="session.end")
+
+
+def test_an_unsigned_agent_sends_no_signature(webhook):
+    async def collect():
+        async with httpx.AsyncClient() as http:
+            agent = WebhookAgent(f"{webhook.url}/ok", None, http)
+            return [reply async for reply in agent.respond(event())]
+
+    assert run(collect())[-1] == AgentEnd()
+    assert webhook.received[-1]["signature"] is None
+
+
+def test_the_request_body_follows_protocol_section_3():
+    body = WebhookEvent(
+        type="data",
+        session_id="s",
+        conversation_id="s",
+        connection_id="c",
+        data={"clicked": True},
+        extra={"history": [], "resumed": None},
+    ).to_body()
+    assert body == {
+        "type": "data",
+        "session_id": "s",
+        "conversation_id": "s",
+        "connection_id": "c",
+        "metadata": {},
+        "custom_metadata": {},
+        "data": {"clicked": True},
+        "history": [],
+    }
