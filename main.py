@@ -83,7 +83,10 @@ def on_status_change(status):
     button = element("connect")
     button.textContent = "Disconnect" if live else "Connect"
     button.setAttribute("aria-pressed", "true" if live else "false")
-    element("talk").hidden = not (status == "connected" and client.push_to_talk)
+    talk_button = element("talk")
+    talk_button.hidden = not (status == "connected" and client.push_to_talk)
+    if status != "connected":
+        talk_button.setAttribute("aria-pressed", "false")
 
 
 def on_connect(info):
@@ -162,11 +165,14 @@ handlers = [
     ("talk", "pointerdown", lambda e: talk(True)),
     ("talk", "pointerup", lambda e: talk(False)),
     ("talk", "pointerleave", lambda e: talk(False)),
+    ("talk", "pointercancel", lambda e: talk(False)),
 ]
 proxies = []
 for target, kind, handler in handlers:
     proxies.append(create_proxy(handler))
     element(target).addEventListener(kind, proxies[-1])
+proxies.append(create_proxy(lambda e: talk(False)))  # Space held while the window lost focus
+js.window.addEventListener("blur", proxies[-1])
 for kind in ("keydown", "keyup"):
     proxies.append(create_proxy(on_key))
     js.document.addEventListener(kind, proxies[-1])

@@ -60,6 +60,20 @@ class Proxies:
         self._proxies.clear()
 
 
+def stop_when_granted(request) -> None:
+    """Stop the tracks of a getUserMedia request nobody awaits any more, if it is granted."""
+    loop = asyncio.get_event_loop()
+    proxies = Proxies()
+
+    def settled(stream=None) -> None:
+        if stream is not None and hasattr(stream, "getTracks"):
+            for track in stream.getTracks():
+                track.stop()
+        loop.call_soon(proxies.destroy)  # not while JS is still inside these proxies
+
+    request.then(proxies(settled), proxies(settled))
+
+
 class BrowserSocket:
     def __init__(self, ws, proxies: Proxies):
         self._ws = ws
@@ -130,10 +144,14 @@ class BrowserMicrophone:
     async def start(
         self, sample_rate: int, chunk_ms: int, on_chunk: Callable[[bytes, float], None]
     ) -> None:
+        request = js.navigator.mediaDevices.getUserMedia(
+            js_object({"audio": MICROPHONE_CONSTRAINTS})
+        )
         try:
-            self._stream = await js.navigator.mediaDevices.getUserMedia(
-                js_object({"audio": MICROPHONE_CONSTRAINTS})
-            )
+            self._stream = await request
+        except asyncio.CancelledError:  # disconnect() while the browser was still asking
+            stop_when_granted(request)
+            raise
         except JsException as error:
             name = getattr(error, "name", "") or str(error)
             if "NotAllowed" in name or "Security" in name:
@@ -165,6 +183,9 @@ class BrowserMicrophone:
         except JsException as error:
             self.stop()
             raise AudioError(f"the microphone's audio processing failed: {error}") from error
+        except asyncio.CancelledError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self._stream is not None:
@@ -190,12 +211,13 @@ class BrowserPlayer:
         self._proxies = Proxies()
         self._context = self._node = None
 
-    async def start(self, sample_rate: int, on_drained: Callable[[], None]) -> None:
+    async def start(self, sample_rate: int, on_drained: Callable[[str | None], None]) -> None:
         def handle(event) -> None:
             if event.data.type == "level":
                 self.level = float(event.data.level)
             elif event.data.type == "drained":
-                on_drained()
+                delta_id = getattr(event.data, "deltaId", None)
+                on_drained(delta_id if isinstance(delta_id, str) else None)
 
         try:
             self._context = js.AudioContext.new(js_object({"sampleRate": sample_rate}))
@@ -210,15 +232,19 @@ class BrowserPlayer:
         except JsException as error:
             self.close()
             raise AudioError(f"audio playback could not start: {error}") from error
+        except asyncio.CancelledError:
+            self.close()
+            raise
 
-    def play(self, pcm: bytes, turn_id: str | None) -> None:
+    def play(self, pcm: bytes, turn_id: str | None, delta_id: str | None = None) -> None:
         if self._node is None or not pcm:
             return
         array = js.Uint8Array.new(len(pcm))  # a copy with its own buffer, safe to transfer
         array.assign(pcm)
         buffer = array.buffer
         self._node.port.postMessage(
-            js_object({"type": "audio", "pcm": buffer, "turnId": turn_id}), to_js([buffer])
+            js_object({"type": "audio", "pcm": buffer, "turnId": turn_id, "deltaId": delta_id}),
+            to_js([buffer]),
         )
 
     def interrupt(self) -> None:

@@ -19,6 +19,7 @@ import inspect
 import json
 import logging
 from typing import Any
+from urllib.parse import quote
 
 from . import protocol as p
 from .errors import (
@@ -58,7 +59,8 @@ class LayercodeClient:
         self._microphone: Microphone | None = None
         self._player: Player | None = None
         self._connecting: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task] = set()  # background work, cancelled on teardown
+        self._calls: set[asyncio.Task] = set()  # connect()/disconnect() in progress
         self._user_level = 0.0
         self._user_level_age = 0
         self._agent_turn_id: str | None = None
@@ -69,6 +71,7 @@ class LayercodeClient:
             maxlen=max(1, self.options.preroll_ms // self.options.chunk_ms)
         )
         self._closing = False
+        self._closed_while_connecting: ConnectionClosed | None = None
 
     # -- readable state ------------------------------------------------------------------------
 
@@ -105,18 +108,32 @@ class LayercodeClient:
 
     # -- connect ---------------------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        """Start a session. While one is starting or running, this returns without a second."""
+    def connect(self) -> asyncio.Task:
+        """Start a session. While one is starting or running, this starts no second one.
+
+        Like the seed's promise, the work starts at once: `client.connect()` alone connects, and
+        `await client.connect()` also waits, then raises the `LayercodeError` that stopped it
+        (also passed to `on_error`). When `disconnect()` interrupts it, it returns quietly.
+        """
+        return self._start_call(self._connect_once())
+
+    async def _connect_once(self) -> None:
         if self._status == "connected":
             return
-        if self._connecting is not None and not self._connecting.done():
-            await asyncio.shield(self._connecting)
-            return
-        self._connecting = asyncio.ensure_future(self._connect())
-        await self._connecting
+        if self._connecting is None or self._connecting.done():
+            self._connecting = asyncio.ensure_future(self._connect())
+        connecting = self._connecting
+        try:
+            await asyncio.shield(connecting)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if connecting.cancelled() and not (current and current.cancelling()):
+                return  # disconnect() ended it
+            raise
 
     async def _connect(self) -> None:
         self._closing = False
+        self._closed_while_connecting = None
         self._set_status("connecting")
         try:
             auth = await self._authorize()
@@ -124,17 +141,21 @@ class LayercodeClient:
             self.config = auth.config  # an unknown trigger was refused while parsing
             url = self.options.websocket_url or auth.websocket_url or self._cloud_url()
             separator = "&" if "?" in url else "?"
-            self._socket = await self._browser_().open_socket(
-                f"{url}{separator}client_session_key={auth.client_session_key}",
-                self._on_frame,
-                self._on_socket_closed,
-            )
+            key = quote(auth.client_session_key, safe="")
+            # The player first: a pipeline may speak as soon as the socket opens.
             self._player = await self._browser_().open_player(
                 p.OUTPUT_SAMPLE_RATE, self._on_playback_drained
+            )
+            self._socket = await self._browser_().open_socket(
+                f"{url}{separator}client_session_key={key}",
+                self._on_frame,
+                self._on_socket_closed,
             )
             self._microphone = await self._browser_().open_microphone(
                 auth.config.input_sample_rate, self.options.chunk_ms, self._on_microphone
             )
+            if self._closed_while_connecting is not None:
+                raise self._closed_while_connecting
             self._send(p.ClientReady())
             self._own(self._report_amplitudes(), "amplitudes")
         except LayercodeError as error:
@@ -144,8 +165,12 @@ class LayercodeClient:
             await self._teardown()
             self._set_status("disconnected")
             raise
+        except Exception as error:  # a bug or an unexpected browser failure: still clean up
+            wrapped = LayercodeError(f"connecting failed unexpectedly: {error!r}")
+            await self._fail(wrapped)
+            raise wrapped from error
         self._set_status("connected")
-        self._call("on_connect", {"session_id": self.session_id})
+        self._call("on_connect", {"session_id": self.session_id, "sessionId": self.session_id})
 
     def _browser_(self) -> Browser:
         if self._browser is None:
@@ -190,8 +215,14 @@ class LayercodeClient:
 
     # -- disconnect ------------------------------------------------------------------------------
 
-    async def disconnect(self) -> None:
-        """End the session: microphone, audio, socket and tasks all stopped; once."""
+    def disconnect(self) -> asyncio.Task:
+        """End the session: microphone, audio, socket and tasks all stopped; once.
+
+        Starts at once, like `connect()`; await it to wait until everything is released.
+        """
+        return self._start_call(self._disconnect())
+
+    async def _disconnect(self) -> None:
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
             with contextlib.suppress(asyncio.CancelledError, LayercodeError):
@@ -255,7 +286,13 @@ class LayercodeClient:
             )
         self._socket = None  # already closed
         if self._connecting is not None and not self._connecting.done():
-            return  # connect() is still opening things: its own failure handling applies
+            # connect() is still opening the microphone: it fails with this when done.
+            self._closed_while_connecting = error or ConnectionClosed(
+                f"the server closed the connection while connecting (code {code})",
+                close_code=code,
+                reason=reason,
+            )
+            return
         self._own(self._end_session(error), "server-close")
 
     # -- push-to-talk --------------------------------------------------------------------------
@@ -313,7 +350,7 @@ class LayercodeClient:
             return
         self._agent_turn_id = message.turn_id
         self._last_delta_id = message.delta_id
-        self._player.play(pcm[: len(pcm) - len(pcm) % 2], message.turn_id)
+        self._player.play(pcm[: len(pcm) - len(pcm) % 2], message.turn_id, message.delta_id)
 
     def _interrupt_agent(self) -> None:
         """Stop the agent's voice now; later audio of the same turn is dropped too."""
@@ -322,8 +359,10 @@ class LayercodeClient:
         if self._player is not None:
             self._player.interrupt()
 
-    def _on_playback_drained(self) -> None:
-        self._send(p.ReplayFinished(reason="completed", last_delta_id_played=self._last_delta_id))
+    def _on_playback_drained(self, last_delta_id: str | None = None) -> None:
+        """The player ran dry: tell the pipeline which chunk it finished last."""
+        played = last_delta_id or self._last_delta_id
+        self._send(p.ReplayFinished(reason="completed", last_delta_id_played=played))
 
     async def _report_amplitudes(self) -> None:
         period = 1.0 / self.options.amplitude_hz
@@ -377,6 +416,23 @@ class LayercodeClient:
         if status != self._status:
             self._status = status
             self._call("on_status_change", status)
+
+    def _start_call(self, coro) -> asyncio.Task:
+        """A public method's work, running now; kept referenced until it ends.
+
+        Not cancelled by a teardown (that is its own work). Its error was reported through
+        `on_error`, so one nobody awaits is retrieved here instead of logged as lost.
+        """
+        task = asyncio.ensure_future(coro)
+        self._calls.add(task)
+        task.add_done_callback(self._call_ended)
+        return task
+
+    def _call_ended(self, task: asyncio.Task) -> None:
+        self._calls.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, LayercodeError):
+            log.error("a client call failed", exc_info=error)  # a bug: not seen by on_error
 
     def _own(self, coro, name: str) -> asyncio.Task:
         task = asyncio.ensure_future(coro)

@@ -23,11 +23,11 @@ class Microphone(Protocol):
 
 
 class Player(Protocol):
-    """Plays 16 kHz PCM16 gaplessly; reports `on_drained()` and its level."""
+    """Plays 16 kHz PCM16 gaplessly; reports `on_drained(last_delta_id)` and its level."""
 
     level: float
 
-    def play(self, pcm: bytes, turn_id: str | None) -> None: ...
+    def play(self, pcm: bytes, turn_id: str | None, delta_id: str | None = None) -> None: ...
 
     def interrupt(self) -> None: ...
 
@@ -49,4 +49,6 @@ class Browser(Protocol):
         self, sample_rate: int, chunk_ms: int, on_chunk: Callable[[bytes, float], None]
     ) -> Microphone: ...
 
-    async def open_player(self, sample_rate: int, on_drained: Callable[[], None]) -> Player: ...
+    async def open_player(
+        self, sample_rate: int, on_drained: Callable[[str | None], None]
+    ) -> Player: ...

@@ -1,17 +1,19 @@
 // Agent voice ← PCM16 chunks. Runs on the audio thread: plays queued chunks back to back
-// (gapless), drops everything on "interrupt", reports "drained" when the queue runs dry after
-// playing, and its RMS level about 20 times a second.
+// (gapless), drops everything on "interrupt", reports "drained" (with the turn and delta id of
+// the last chunk it finished) when the queue runs dry, and its RMS level ~20 times a second.
 class LayercodePlayer extends AudioWorkletProcessor {
   constructor() {
     super();
     this.queue = [];
     this.offset = 0;
     this.playing = false;
+    this.last = {};
     this.energy = 0;
     this.counted = 0;
     this.port.onmessage = ({ data }) => {
       if (data.type === "audio") {
-        this.queue.push(new Int16Array(data.pcm));
+        const { turnId, deltaId } = data;
+        this.queue.push({ samples: new Int16Array(data.pcm), turnId, deltaId });
       } else if (data.type === "interrupt") {
         this.queue = [];
         this.offset = 0;
@@ -27,13 +29,14 @@ class LayercodePlayer extends AudioWorkletProcessor {
         out[i] = 0;
         continue;
       }
-      const s = chunk[this.offset++] / 0x8000;
+      const s = chunk.samples[this.offset++] / 0x8000;
       out[i] = s;
       this.energy += s * s;
       this.playing = true;
-      if (this.offset >= chunk.length) {
+      if (this.offset >= chunk.samples.length) {
         this.queue.shift();
         this.offset = 0;
+        this.last = chunk;
       }
     }
     this.counted += out.length;
@@ -45,7 +48,8 @@ class LayercodePlayer extends AudioWorkletProcessor {
     }
     if (this.playing && this.queue.length === 0) {
       this.playing = false;
-      this.port.postMessage({ type: "drained" });
+      const { turnId = null, deltaId = null } = this.last;
+      this.port.postMessage({ type: "drained", turnId, deltaId });
     }
     return true;
   }

@@ -7,15 +7,20 @@ Two engines behind one async contract (`TextToSpeech.synthesize`):
 - `EspeakTTS`, the light alternative: espeak-ng through ctypes (`espeakng-loader` ships the
   library and its data), a few milliseconds per sentence, a robotic voice.
 
-Synthesis runs in a worker thread and hands chunks to the event loop through a small queue. The
+Synthesis runs in a worker thread and hands chunks to the event loop through a bounded queue
+(`AHEAD_CHUNKS`): a slow consumer holds the worker back instead of letting audio pile up. The
 consumer may stop at any time (barge-in cancels the task or closes the generator): the worker
-sees the stop flag before its next chunk and ends, so an interrupted answer costs at most one
-chunk of wasted work and never blocks the loop.
+sees the stop flag before its next chunk — or while it waits for room — and ends, so an
+interrupted answer costs at most one sentence (Piper) of wasted work and never blocks the loop.
+
+Piper makes a sentence in one inference (~70 ms per second of speech here), so the first audio of
+a long sentence would wait for all of it; the first clause of a long text is synthesised alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import re
 import threading
@@ -27,6 +32,7 @@ from .audio import Resampler
 
 OUTPUT_RATE = 16000
 CHUNK_BYTES = OUTPUT_RATE * 2 * 250 // 1000  # 250 ms per response.audio at most
+AHEAD_CHUNKS = 16  # how far (4 s of audio) the worker may run ahead of its consumer
 
 
 class TextToSpeech(Protocol):
@@ -41,13 +47,23 @@ class _Stop(Exception):
     """The consumer went away: stop synthesising."""
 
 
-async def _stream_from_thread(produce: Callable[[Callable[[bytes], None]], None]):
-    """Run `produce(emit)` in a thread; yield what it emits, in order, as it comes."""
+async def _stream_from_thread(
+    produce: Callable[[Callable[[bytes], None]], None], ahead: int = AHEAD_CHUNKS
+) -> AsyncIterator[bytes]:
+    """Run `produce(emit)` in a thread; yield what it emits, in order, as it comes.
+
+    `emit` blocks while `ahead` chunks wait for the consumer, and raises `_Stop` once the
+    consumer has gone, which ends `produce` at its next chunk.
+    """
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[bytes | BaseException | None] = asyncio.Queue()
+    room = threading.Semaphore(ahead)  # credits: taken by the worker, returned by the consumer
     stopped = threading.Event()
 
     def emit(pcm: bytes) -> None:
+        while not room.acquire(timeout=0.1):
+            if stopped.is_set():
+                raise _Stop
         if stopped.is_set():
             raise _Stop
         loop.call_soon_threadsafe(queue.put_nowait, pcm)
@@ -58,18 +74,22 @@ async def _stream_from_thread(produce: Callable[[Callable[[bytes], None]], None]
         except _Stop:
             return
         except BaseException as error:  # handed to the consumer, which re-raises it
-            loop.call_soon_threadsafe(queue.put_nowait, error)
+            with contextlib.suppress(RuntimeError):  # the loop is already closed
+                loop.call_soon_threadsafe(queue.put_nowait, error)
             return
-        loop.call_soon_threadsafe(queue.put_nowait, None)
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(queue.put_nowait, None)
 
     worker = loop.run_in_executor(None, work)
     try:
         while (item := await queue.get()) is not None:
             if isinstance(item, BaseException):
                 raise item
+            room.release()
             yield item
     finally:
         stopped.set()
+        room.release()  # a worker waiting for room wakes now, not at its next poll
         if not worker.done():
             worker.add_done_callback(lambda f: f.exception())  # never an unretrieved error
 
@@ -117,9 +137,10 @@ class PiperTTS:
     def _produce(self, text: str, emit: Callable[[bytes], None]) -> None:
         self.warm()
         resampler = Resampler(self._voice.config.sample_rate, OUTPUT_RATE)
-        for chunk in self._voice.synthesize(text):  # one chunk per sentence
-            for piece in _chunks(resampler.process(chunk.audio_int16_bytes)):
-                emit(piece)
+        for part in first_clause(text):
+            for chunk in self._voice.synthesize(part):  # one chunk per sentence
+                for piece in _chunks(resampler.process(chunk.audio_int16_bytes)):
+                    emit(piece)
         tail = resampler.flush()
         if tail:
             emit(tail)
@@ -145,7 +166,7 @@ class EspeakTTS:
         self._lib = None
         self._native_rate = 22050
         self._lock = threading.Lock()
-        self._sink: Callable[[bytes], None] | None = None
+        self._sink: bytearray | None = None
         self._callback = self.CALLBACK(self._on_samples)  # kept alive as long as we are
 
     def warm(self) -> None:
@@ -171,30 +192,32 @@ class EspeakTTS:
 
     def _on_samples(self, samples, count, events) -> int:
         if samples and count > 0 and self._sink is not None:
+            self._sink.extend(ctypes.string_at(samples, count * 2))
+        return 0  # go on
+
+    def _synthesize(self, sentence: str) -> bytes:
+        """One sentence at the native rate. The lock is held for the few milliseconds this takes,
+        never while waiting on a consumer, so a slow listener does not hold up other sessions."""
+        encoded = sentence.encode() + b"\0"
+        with self._lock:
+            self._sink = bytearray()
             try:
-                self._sink(ctypes.string_at(samples, count * 2))
-            except _Stop:
-                return 1  # tells espeak-ng to abort this synthesis
-        return 0
+                self._lib.espeak_Synth(encoded, len(encoded), 0, 0, 0, self.CHARS_UTF8, None, None)
+                return bytes(self._sink)
+            finally:
+                self._sink = None
 
     def _produce(self, text: str, emit: Callable[[bytes], None]) -> None:
+        """Sentence by sentence (a long first one cut at its first clause), so the first audio
+        waits only for that piece's synthesis."""
         self.warm()
         resampler = Resampler(self._native_rate, OUTPUT_RATE)
         pending = bytearray()
-
-        def collect(pcm: bytes) -> None:
-            pending.extend(resampler.process(pcm))
+        for sentence in sentences_of(text):
+            pending.extend(resampler.process(self._synthesize(sentence)))
             while len(pending) >= CHUNK_BYTES:
-                emit(bytes(pending[:CHUNK_BYTES]))
+                emit(bytes(pending[:CHUNK_BYTES]))  # raises _Stop once the consumer is gone
                 del pending[:CHUNK_BYTES]
-
-        encoded = text.encode() + b"\0"
-        with self._lock:
-            self._sink = collect
-            try:
-                self._lib.espeak_Synth(encoded, len(encoded), 0, 0, 0, self.CHARS_UTF8, None, None)
-            finally:
-                self._sink = None
         pending.extend(resampler.flush())
         if pending:
             emit(bytes(pending))
@@ -244,3 +267,31 @@ class SentenceSplitter:
     def flush(self) -> str:
         rest, self._buffer = self._buffer.strip(), ""
         return rest
+
+
+_CLAUSE_END = re.compile(r"[,;:]\s+|\s+[-–—]+\s+")
+LONG_TEXT_WORDS = 12  # a text longer than this has its first clause synthesised alone
+MIN_CLAUSE_WORDS = 4  # ...if that clause has at least this many words (no "Well," alone)
+
+
+def first_clause(text: str) -> list[str]:
+    """`text` as [first clause, rest] when it is long and has an early clause break, else [text].
+
+    Only the first break is used: every cut ends a Piper inference with a falling tone, so it is
+    worth it once, where it buys time to the first audio.
+    """
+    if len(text.split()) <= LONG_TEXT_WORDS:
+        return [text]
+    for match in _CLAUSE_END.finditer(text):
+        head, rest = text[: match.start() + 1].strip(), text[match.end() :].strip()
+        if len(head.split()) >= MIN_CLAUSE_WORDS and rest:
+            return [head, rest]
+    return [text]
+
+
+def sentences_of(text: str) -> list[str]:
+    """A whole text cut into sentences, its first clause apart when `first_clause` says so."""
+    splitter = SentenceSplitter()
+    parts = [*splitter.feed(text), splitter.flush()]
+    parts = [*first_clause(parts[0]), *parts[1:]]
+    return [part for part in parts if part]

@@ -7,15 +7,18 @@ what the server receives can be compared with what was "said". The page is the d
 from __future__ import annotations
 
 import base64
+import json
 import time
 
 import numpy as np
 import pytest
 
 from server.pipeline.audio import resample
+from server.vendor import pyodide_url, pyscript_url
+from server.wheel import wheel_filename
 from tests.conftest import CHROMIUM_ARGS, chromium_launch_args
 from tests.support.scripted_pipeline import ScriptedPipeline
-from tests.support.servers import serve
+from tests.support.servers import free_port, serve
 from tests.support.speech import silence, speak, write_wav
 
 pytestmark = pytest.mark.browser
@@ -252,3 +255,86 @@ def test_a_denied_microphone_is_an_error(playwright, pipeline):
         assert "Microphone access is blocked" in page.inner_text("#error")
     finally:
         browser.close()
+
+
+def test_agent_audio_sent_before_client_ready_still_plays(page, pipeline):
+    """A pipeline may greet the moment the socket opens: the player is already there."""
+    pcm = tone(0.5)
+    pipeline.greeting = [
+        {"type": "response.audio", "content": base64.b64encode(pcm).decode(),
+         "turn_id": "greet", "delta_id": "greet-1"},
+    ]  # fmt: skip
+    open_and_connect(page, pipeline)
+    (finished,) = pipeline.wait_for(page, "trigger.response.audio.replay_finished", timeout_s=10)
+    assert finished.message["last_delta_id_played"] == "greet-1"
+
+
+def test_an_unreachable_voice_service_is_an_error(page, pipeline):
+    pipeline.websocket_url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
+    page.goto(pipeline.url + "/")
+    page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=error]", timeout=10_000)
+    assert "Could not reach the voice service" in page.inner_text("#error")
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+SEED_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<script type="module" src="{pyscript}/core.js"></script></head>
+<body><script type="py" config='{config}'>
+import js
+from layercode_client import LayercodeClient
+
+def log(*words):
+    js.console.log("seed: " + " ".join(str(w) for w in words))
+
+# The seed's example, word for word (JS's console.log is `log` here).
+js.window.layercode = LayercodeClient({{
+    "pipelineId": "your-pipeline-id",
+    "sessionId": "your-session-id",  # optional
+    "authorizeSessionEndpoint": "/api/authorize",
+    "metadata": {{"userId": "123"}},  # optional
+    "onConnect": lambda info: log("connected", info["sessionId"]),
+    "onDisconnect": lambda: log("disconnected"),
+    "onError": lambda err: log("error", err),
+    "onDataMessage": lambda msg: log("data message", msg["content"]),
+    "onUserAmplitudeChange": lambda amp: log("user amplitude", amp),
+    "onAgentAmplitudeChange": lambda amp: log("agent amplitude", amp),
+    "onStatusChange": lambda status: log("status", status),
+}})
+
+js.window.layercode.connect()
+</script></body></html>
+"""
+
+
+def test_the_seeds_example_runs_word_for_word(page, pipeline):
+    config = json.dumps(
+        {
+            "interpreter": f"{pyodide_url()}/pyodide.mjs",
+            "files": {f"/client/{wheel_filename()}": "./*"},
+        }
+    )
+    pipeline.pages["seed.html"] = SEED_PAGE.format(pyscript=pyscript_url(), config=config)
+    logged: list[str] = []
+    page.on("console", lambda m: m.text.startswith("seed: ") and logged.append(m.text[6:]))
+    page.goto(pipeline.url + "/test-pages/seed.html")
+    deadline = time.monotonic() + 60
+    while "connected your-session-id" not in logged and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert logged[:2] == ["status connecting", "status connected"], logged[:30]
+    assert "connected your-session-id" in logged
+    (request,) = pipeline.authorizations
+    assert request["pipeline_id"] == "your-pipeline-id"
+    assert request["session_id"] == "your-session-id" and request["metadata"] == {"userId": "123"}
+    pipeline.send({"type": "response.data", "content": {"n": 1}, "turn_id": "t"})
+    pipeline.wait_for(page, "client.audio", count=5)
+    page.wait_for_timeout(300)
+    assert "data message {'n': 1}" in logged
+    levels = [float(t.split()[-1]) for t in logged if t.startswith("user amplitude")]
+    assert len(levels) > 3 and max(levels) > 0
+    page.evaluate("() => { window.layercode.disconnect(); }")
+    page.wait_for_timeout(500)
+    assert logged[-1] == "status disconnected" and logged.count("disconnected") == 1
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from layercode_client.errors import LayercodeError
-
 
 @dataclass
 class FakeSocket:
@@ -56,9 +54,11 @@ class FakePlayer:
     played: list[tuple[bytes, str | None]] = field(default_factory=list)
     interrupts: int = 0
     closed: bool = False
+    last_delta_id: str | None = None
 
-    def play(self, pcm: bytes, turn_id: str | None) -> None:
+    def play(self, pcm: bytes, turn_id: str | None, delta_id: str | None = None) -> None:
         self.played.append((pcm, turn_id))
+        self.last_delta_id = delta_id
         self.level = 0.6
 
     def interrupt(self) -> None:
@@ -71,7 +71,7 @@ class FakePlayer:
 
     def drain(self) -> None:
         self.level = 0.0
-        self.on_drained()
+        self.on_drained(self.last_delta_id)
 
 
 AUTHORIZED = {
@@ -92,7 +92,8 @@ class FakeBrowser:
         self.sockets: list[FakeSocket] = []
         self.microphones: list[FakeMicrophone] = []
         self.players: list[FakePlayer] = []
-        self.microphone_error: LayercodeError | None = None
+        self.microphone_error: Exception | None = None
+        self.before_microphone = None  # an async callable run while "asking for the microphone"
         self.unreachable = False
 
     @property
@@ -119,6 +120,8 @@ class FakeBrowser:
         return self.sockets[-1]
 
     async def open_microphone(self, sample_rate, chunk_ms, on_chunk) -> FakeMicrophone:
+        if self.before_microphone is not None:
+            await self.before_microphone()
         if self.microphone_error is not None:
             raise self.microphone_error
         self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk))

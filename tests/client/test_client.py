@@ -13,6 +13,7 @@ from layercode_client import (
     ConnectionClosed,
     InvalidStateError,
     LayercodeClient,
+    LayercodeError,
     MicrophonePermissionDenied,
     ProtocolError,
     ServerError,
@@ -78,7 +79,7 @@ def test_connect_authorizes_opens_socket_player_microphone_then_reports_connecte
     assert browser.microphone.sample_rate == 16000 and browser.microphone.chunk_ms == 100
     assert browser.socket.types() == ["client.ready"]
     assert calls.of("on_status_change") == [("connecting",), ("connected",)]
-    assert calls.of("on_connect") == [({"session_id": "sess_1"},)]
+    assert calls.of("on_connect") == [({"session_id": "sess_1", "sessionId": "sess_1"},)]
     assert client.status == "connected" and client.session_id == "sess_1"
 
 
@@ -381,3 +382,105 @@ def test_coroutine_callbacks_are_awaited():
 
     run(scenario())
     assert seen == ["sess_1"]
+
+
+def test_disconnect_while_connecting_returns_quietly_and_leaves_nothing_open():
+    async def scenario():
+        client, browser, calls = make()
+        asking = asyncio.Event()
+
+        async def ask_forever():
+            asking.set()
+            await asyncio.Event().wait()  # the permission prompt is still open
+
+        browser.before_microphone = ask_forever
+        connecting = asyncio.ensure_future(client.connect())
+        await asking.wait()
+        await client.disconnect()
+        await connecting  # returns, does not raise
+        return client, browser, calls
+
+    client, browser, calls = run(scenario())
+    assert client.status == "disconnected"
+    assert browser.socket.closed is not None and browser.player.closed
+    assert browser.microphones == []
+    assert calls.of("on_status_change") == [("connecting",), ("disconnected",)]
+    assert calls.of("on_error") == []
+
+
+def test_a_close_while_the_microphone_opens_fails_the_connect():
+    async def scenario():
+        client, browser, calls = make()
+
+        async def server_hangs_up():
+            browser.socket.drop(4001, "client_session_key expired")
+
+        browser.before_microphone = server_hangs_up
+        with pytest.raises(ConnectionClosed) as caught:
+            await client.connect()
+        return client, browser, calls, caught.value
+
+    client, browser, calls, error = run(scenario())
+    assert error.close_code == 4001 and "expired" in error.reason
+    assert client.status == "error" and browser.microphone.stopped and browser.player.closed
+    assert calls.of("on_connect") == [] and [e[0] for e in calls.of("on_error")] == [error]
+    assert "client.ready" not in browser.socket.types()
+
+
+def test_an_unexpected_failure_while_connecting_is_reported_and_cleaned_up():
+    browser = FakeBrowser()
+    browser.microphone_error = RuntimeError("the browser did something odd")
+
+    async def scenario():
+        client, _, calls = make(browser)
+        with pytest.raises(LayercodeError) as caught:
+            await client.connect()
+        return client, calls, caught.value
+
+    client, calls, error = run(scenario())
+    assert "something odd" in error.message and isinstance(error.__cause__, RuntimeError)
+    assert client.status == "error" and calls.of("on_error") == [(error,)]
+    assert browser.socket.closed is not None and browser.player.closed
+
+
+def test_replay_finished_names_the_chunk_the_player_finished_last():
+    async def scenario():
+        client, browser, _ = make()
+        await client.connect()
+        browser.socket.receive(audio("t1", 1))
+        browser.socket.receive(audio("t1", 2))
+        browser.player.on_drained("t1-1")  # chunk 2 reached the player after it ran dry
+        browser.player.drain()
+        return browser
+
+    browser = run(scenario())
+    finished = [m for m in browser.socket.sent if m["type"].endswith("replay_finished")]
+    assert [m["last_delta_id_played"] for m in finished] == ["t1-1", "t1-2"]
+
+
+def test_the_session_key_is_url_encoded():
+    answer = authorized(client_session_key="a+b/c=", websocket_url="ws://h/ws?v=1")
+
+    async def scenario():
+        client, browser, _ = make(FakeBrowser((200, answer)))
+        await client.connect()
+        return browser
+
+    assert run(scenario()).socket.url == "ws://h/ws?v=1&client_session_key=a%2Bb%2Fc%3D"
+
+
+def test_connect_starts_at_once_like_the_seeds_promise():
+    async def scenario():
+        client, _, calls = make()
+        client.connect()  # the seed's `window.layercode.connect();`, not awaited
+        for _ in range(20):
+            await asyncio.sleep(0)
+        connected = client.status
+        client.disconnect()
+        for _ in range(20):
+            await asyncio.sleep(0)
+        return connected, client, calls
+
+    connected, client, calls = run(scenario())
+    assert connected == "connected" and client.status == "disconnected"
+    assert calls.of("on_disconnect") == [()]

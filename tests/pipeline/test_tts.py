@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 import pytest
 
 from server.pipeline.audio import rms
-from server.pipeline.tts import SentenceSplitter, make_tts
+from server.pipeline.tts import (
+    SentenceSplitter,
+    _stream_from_thread,
+    first_clause,
+    make_tts,
+    sentences_of,
+)
 from tests.support.aio import run
 
 
@@ -78,3 +85,45 @@ def test_sentence_splitter_cuts_streamed_text_at_sentence_ends():
     assert splitter.feed(" cold.") == []  # no space after the stop yet: it may continue
     assert splitter.flush() == "e.g. very cold."
     assert splitter.flush() == ""
+
+
+def test_a_long_first_sentence_is_cut_once_at_an_early_clause():
+    long = "Well, I heard you ask about the weather, and here is what I can tell you today."
+    assert first_clause(long) == [
+        "Well, I heard you ask about the weather,",
+        "and here is what I can tell you today.",
+    ]
+    assert first_clause("Short, and sweet.") == ["Short, and sweet."]
+    no_break = "This sentence has more than twelve words but not a single clause break in it."
+    assert first_clause(no_break) == [no_break]
+    assert sentences_of(f"{long} Second one. Third") == [
+        "Well, I heard you ask about the weather,",
+        "and here is what I can tell you today.",
+        "Second one.",
+        "Third",
+    ]
+    assert sentences_of("") == []
+
+
+def test_a_consumer_that_stops_reading_holds_the_worker_back():
+    """The worker may run only `ahead` chunks past its consumer, then waits, then ends on stop."""
+    made = []
+
+    def produce(emit):
+        for index in range(100):
+            emit(bytes([index]))
+            made.append(index)
+
+    async def scenario():
+        stream = _stream_from_thread(produce, ahead=3)
+        first = await anext(stream)
+        await asyncio.sleep(0.3)  # the worker has filled its credits and waits
+        waiting = len(made)
+        await stream.aclose()
+        await asyncio.sleep(0.3)
+        return first, waiting, len(made)
+
+    first, waiting, after_close = run(scenario())
+    assert first == b"\x00"
+    assert waiting <= 4  # 3 credits, plus the one the consumer handed back
+    assert after_close == waiting  # closing ended the worker instead of letting it run on

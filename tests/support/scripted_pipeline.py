@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -42,6 +42,9 @@ class ScriptedPipeline:
     can_interrupt: bool = True
     input_sample_rate: int | None = 16000  # None: answer without config.audio
     authorize_failure: tuple[int, str] | None = None  # (status, body) to refuse with
+    websocket_url: str | None = None  # answer this instead of our own socket's URL
+    greeting: list[dict] = field(default_factory=list)  # sent as soon as a socket opens
+    pages: dict[str, str] = field(default_factory=dict)  # name → HTML at /test-pages/<name>
     authorizations: list[dict] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
     closes: list[tuple[int, int | None]] = field(default_factory=list)  # (connection, code)
@@ -54,6 +57,7 @@ class ScriptedPipeline:
             routes=[
                 Route("/api/authorize", self._authorize, methods=["POST"]),
                 WebSocketRoute("/ws", self._socket),
+                Route("/test-pages/{name}", self._page),
                 *static.routes,
             ]
         )
@@ -81,15 +85,23 @@ class ScriptedPipeline:
                 "client_session_key": f"key_{len(self.authorizations)}",
                 "session_id": body.get("session_id") or f"sess_scripted_{len(self.authorizations)}",
                 "config": config,
-                "websocket_url": f"ws://{host}/ws",
+                "websocket_url": self.websocket_url or f"ws://{host}/ws",
             }
         )
+
+    async def _page(self, request: Request):
+        html = self.pages.get(request.path_params["name"])
+        if html is None:
+            return PlainTextResponse("no such test page", status_code=404)
+        return HTMLResponse(html)
 
     async def _socket(self, websocket: WebSocket):
         self._loop = asyncio.get_running_loop()
         await websocket.accept()
         number = next(self._ids)
         self._sockets[number] = websocket
+        for message in self.greeting:  # before client.ready, as Layercode's cloud may
+            await websocket.send_text(json.dumps(message))
         try:
             while True:
                 text = await websocket.receive_text()
