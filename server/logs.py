@@ -8,10 +8,13 @@ Structured context (session, turn) is passed as `extra={"ctx": {...}}` and print
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Iterable
 
 REDACTED = "[redacted]"
+# Session keys travel in the WebSocket URL's query, which uvicorn logs as each socket opens.
+SECRET_PARAMETER = re.compile(r"((?:client_session_key|api_key|token)=)[^&\s\"']+")
 
 
 class RedactSecrets(logging.Filter):
@@ -20,8 +23,6 @@ class RedactSecrets(logging.Filter):
         self.secrets = tuple(s for s in secrets if s)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.secrets:
-            return True
         message = record.getMessage()
         clean = redact(message, self.secrets)
         if clean != message or record.exc_info:
@@ -39,7 +40,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
-    return text
+    return SECRET_PARAMETER.sub(rf"\g<1>{REDACTED}", text)
 
 
 class ContextFormatter(logging.Formatter):

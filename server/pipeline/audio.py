@@ -43,6 +43,18 @@ def _kernel(up: int, down: int) -> tuple[np.ndarray, int]:
     return taps, half
 
 
+@lru_cache(maxsize=16)
+def _phase_weights(up: int, down: int, reach: int) -> np.ndarray:
+    """The filter's weights for every output phase: row r serves outputs at r (mod up) past an
+    input, over that input's `2 * reach` neighbours. Computed once, so filtering is one gather
+    and one multiply-add per output."""
+    taps, half = _kernel(up, down)
+    phases = np.arange(up)[:, None]
+    lag = phases - np.arange(-reach + 1, reach + 1)[None, :] * up + half
+    valid = (lag >= 0) & (lag < taps.size)
+    return np.where(valid, taps[np.clip(lag, 0, taps.size - 1)], 0.0)
+
+
 class Resampler:
     """Streaming rational resampler: `process()` chunks in, `flush()` the tail at the end."""
 
@@ -52,6 +64,8 @@ class Resampler:
         self.up, self.down = ratio.numerator, ratio.denominator
         self.taps, self.half = _kernel(self.up, self.down)
         self._reach = self.half // self.up + 1  # input samples of context each side
+        self._weights = _phase_weights(self.up, self.down, self._reach)
+        self._neighbours = np.arange(-self._reach + 1, self._reach + 1)
         self._history = np.zeros(self._reach, dtype=np.float64)  # inputs before the pending
         self._pending = np.zeros(0, dtype=np.float64)  # inputs not yet fully used
         self._next_out = 0  # index of the next output, in upsampled units from _pending[0]
@@ -95,11 +109,8 @@ class Resampler:
     def _filter(self, signal: np.ndarray, offset: int, positions: np.ndarray) -> np.ndarray:
         """Each output y(p) = sum_k x[k] * h(p - k*up), over inputs within the filter's reach."""
         base = positions // self.up  # the input at or before each output
-        ks = base[:, None] + np.arange(-self._reach + 1, self._reach + 1)[None, :]
-        lag = positions[:, None] - ks * self.up + self.half
-        valid = (lag >= 0) & (lag < self.taps.size)
-        weights = np.where(valid, self.taps[np.clip(lag, 0, self.taps.size - 1)], 0.0)
-        return np.sum(signal[ks + offset] * weights, axis=1)
+        neighbours = signal[base[:, None] + self._neighbours[None, :] + offset]
+        return np.einsum("ij,ij->i", neighbours, self._weights[positions % self.up])
 
 
 def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:

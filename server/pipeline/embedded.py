@@ -66,6 +66,7 @@ class EmbeddedPipeline:
 
     def close(self) -> None:
         self.recognizers.close()
+        self.tts.close()
         self.store.close()
 
     def agent_url(self, scope: Scope) -> str:

@@ -450,9 +450,15 @@ class PipelineSession:
         self, turn: AgentTurn, sentences: asyncio.Queue[str | None], timings: TurnTimings
     ) -> None:
         delta = 0
+        playback_start: float | None = None  # when the listener started hearing this answer
+        queued_seconds = 0.0  # of audio sent so far
         while (sentence := await sentences.get()) is not None:
             turn.spoken.append(sentence)
-            async for pcm in self.services.tts.synthesize(sentence):
+            # Due now for the first sentence; later ones when what came before will have played.
+            due = None if playback_start is None else playback_start + queued_seconds
+            async for pcm in self.services.tts.synthesize(sentence, due=due):
+                playback_start = playback_start or time.monotonic()
+                queued_seconds += len(pcm) / 2 / self.services.tts.sample_rate
                 delta += 1
                 self.outbox.put(
                     p.ResponseAudio(

@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import multiprocessing
 import os
 import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, InvalidStateError
+
+log = logging.getLogger("server.pipeline")
 
 RATE = 16000
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
@@ -56,9 +59,9 @@ def _hypothesis(decoder) -> str:
     return found.hypstr if found else ""
 
 
-def serve_decoders(connection, spares: int) -> None:
+def serve_decoders(connection, decoders: int) -> None:
     """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error)` out."""
-    idle = [new_decoder() for _ in range(spares)]
+    idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None))
     while True:
@@ -102,14 +105,15 @@ def serve_decoders(connection, spares: int) -> None:
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, spares: int):
+    def __init__(self, decoders: int):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
-            target=serve_decoders, args=(child, spares), name="stt-worker", daemon=True
+            target=serve_decoders, args=(child, decoders), name="stt-worker", daemon=True
         )
         self.process.start()
         child.close()
+        self.decoders = decoders  # loaded, so utterances it can take at once
         self.utterances = 0  # in progress, for choosing the least busy worker
         self._ids = itertools.count()
         self._pending: dict[int, Future] = {}
@@ -204,37 +208,117 @@ class Recognizer:
 
 
 class RecognizerPool:
-    """Decoders in worker processes, shared by every session."""
+    """Decoders in worker processes, shared by every session.
 
-    def __init__(self, workers: int | None = None, spares: int = 3):
+    Loading a decoder takes ~0.25 s of a worker's time (much more on a busy machine) and ~90 MiB,
+    and a worker answers nobody meanwhile, so decoders are never loaded while sessions talk:
+    an utterance takes a ready decoder, or waits for one while its audio queues (once it has
+    one, decoding catches up at ~15x real time). And the pool keeps `spare` decoders ready: when
+    utterances take them, one more worker process starts beside the others (up to
+    `max_workers`), loading its decoders without stalling anyone.
+    """
+
+    def __init__(
+        self,
+        workers: int | None = None,
+        decoders_per_worker: int = 3,
+        spare: int = 2,
+        max_workers: int = 8,
+    ):
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
-        self._spares = spares
+        self._decoders = decoders_per_worker
+        self._spare = spare
+        self._max_workers = max(max_workers, self._count)
         self._workers: list[SpeechWorker] = []
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
+        self._grower: threading.Thread | None = None
+        self._waiters: list[asyncio.Future] = []  # utterances waiting for a decoder
+        self._closed = False
+
+    @property
+    def workers(self) -> int:
+        return len(self._workers)
 
     def warm(self) -> None:
         """Start the workers and load their first decoders (blocking: call it in a thread)."""
         with self._lock:
             if not self._workers:
-                self._workers = [SpeechWorker(self._spares) for _ in range(self._count)]
+                self._workers = [SpeechWorker(self._decoders) for _ in range(self._count)]
         for worker in self._workers:
             worker.wait_ready()
 
     @contextlib.asynccontextmanager
     async def utterance(self) -> AsyncIterator[Recognizer]:
-        """One utterance on the least busy worker."""
+        """One utterance on a ready decoder, on the least busy worker that has one."""
         if not self._workers:
             await asyncio.to_thread(self.warm)
-        worker = min(self._workers, key=lambda w: w.utterances)
-        worker.utterances += 1
+        worker = await self._claim_decoder()
         recognizer = Recognizer(worker, f"utt-{next(self._ids)}")
         try:
             yield recognizer
         finally:
             recognizer.close()
+            self._wake_waiters()
+
+    async def _claim_decoder(self) -> SpeechWorker:
+        while True:
+            ready = [w for w in self._workers if w.utterances < w.decoders]
+            if ready:
+                worker = min(ready, key=lambda w: w.utterances)
+                worker.utterances += 1
+                self._grow_if_short()
+                return worker
+            self._grow_if_short()
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    def _wake_waiters(self) -> None:
+        """A decoder was freed or added: every waiting utterance looks again (thread-safe)."""
+        for waiter in list(self._waiters):
+            with contextlib.suppress(RuntimeError):  # its loop has closed
+                waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
+
+    def _grow_if_short(self) -> None:
+        ready = sum(max(0, w.decoders - w.utterances) for w in self._workers)
+        if ready >= self._spare or len(self._workers) >= self._max_workers:
+            return
+        if self._grower is not None and self._grower.is_alive():
+            return
+        self._grower = threading.Thread(target=self._add_worker, name="stt-grow", daemon=True)
+        self._grower.start()
+
+    def _add_worker(self) -> None:
+        worker = SpeechWorker(self._decoders)
+        try:
+            worker.wait_ready()
+        except RuntimeError as error:
+            log.warning("could not add a speech recogniser worker: %s", error)
+            worker.stop()
+            return
+        with self._lock:
+            if self._closed:
+                worker.stop()
+                return
+            self._workers = [*self._workers, worker]  # a new list: readers never see it change
+        log.info("speech recogniser workers: %d", len(self._workers))
+        self._wake_waiters()
 
     def close(self) -> None:
+        with self._lock:
+            self._closed = True
+        if self._grower is not None:
+            self._grower.join(30)
         for worker in self._workers:
             worker.stop()
         self._workers = []
+
+
+def _resolve(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

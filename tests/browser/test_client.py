@@ -269,6 +269,32 @@ def test_agent_audio_sent_before_client_ready_still_plays(page, pipeline):
     assert finished.message["last_delta_id_played"] == "greet-1"
 
 
+# Chromium samples some sessions' renderer allocations for its heap profiler; these feature
+# parameters make it sample every renderer, every few KiB, so a crash it causes shows at once.
+HEAP_SAMPLING = (
+    "--enable-features=HeapProfilerReporting:stable-probability/1.0/nonstable-probability/1.0"
+    "/renderer-prob-pct/100/renderer-sampling-rate-bytes/4096"
+)
+
+
+def test_the_page_survives_chromiums_heap_sampling_profiler(playwright, pipeline, spoken_wav):
+    """Sampled allocations on Pyodide's JSPI stacks crashed the tab; the page hides JSPI."""
+    browser = playwright.chromium.launch(
+        **chromium_launch_args(wav=spoken_wav[1], extra=[HEAP_SAMPLING])
+    )
+    try:
+        page = browser.new_page()
+        crashed = []
+        page.on("crash", lambda _: crashed.append(True))
+        open_and_connect(page, pipeline)
+        pipeline.wait_for(page, "client.audio", count=20, timeout_s=10)
+        send_audio(pipeline, tone(0.5), "sampled")
+        pipeline.wait_for(page, "trigger.response.audio.replay_finished", timeout_s=10)
+        assert not crashed
+    finally:
+        browser.close()
+
+
 def test_an_unreachable_voice_service_is_an_error(page, pipeline):
     pipeline.websocket_url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
     page.goto(pipeline.url + "/")
@@ -281,6 +307,7 @@ def test_an_unreachable_voice_service_is_an_error(page, pipeline):
 
 SEED_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<script>delete WebAssembly.Suspending; delete WebAssembly.promising;</script>
 <script type="module" src="{pyscript}/core.js"></script></head>
 <body><script type="py" config='{config}'>
 import js

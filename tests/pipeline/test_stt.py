@@ -115,3 +115,54 @@ def test_a_reused_decoder_forgets_the_last_utterance(pool):
     run(transcribe(pool, other))
     again, _, _ = run(transcribe(pool, phrase))
     assert again == fresh
+
+
+def test_the_pool_grows_a_worker_before_its_ready_decoders_run_out():
+    """Loading a decoder stalls its worker: a new worker loads beside the busy ones instead."""
+    pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=1, max_workers=2)
+    pool.warm()
+
+    async def scenario():
+        async with pool.utterance() as first:  # takes the only ready decoder
+            await first.feed(silence(0.1))
+            deadline = time.monotonic() + 20
+            while pool.workers < 2:
+                assert time.monotonic() < deadline, "no worker was added"
+                await asyncio.sleep(0.1)
+            async with pool.utterance() as second:
+                assert second._worker is not first._worker  # the new one, decoder ready
+                await second.feed(speak("Thank you very much."))
+                return await second.finish()
+
+    try:
+        assert "thank" in run(scenario())
+    finally:
+        pool.close()
+    assert pool.workers == 0
+
+
+def test_with_every_decoder_busy_an_utterance_waits_for_one_instead_of_loading_one():
+    pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, max_workers=1)
+    pool.warm()
+    order = []
+
+    async def second():
+        async with pool.utterance() as recognizer:
+            order.append("second has a decoder")
+            await recognizer.feed(speak("Thank you very much."))
+            return await recognizer.finish()
+
+    async def scenario():
+        async with pool.utterance() as first:
+            await first.feed(silence(0.1))
+            waiting = asyncio.create_task(second())
+            await asyncio.sleep(0.3)
+            order.append("first ends")
+        return await asyncio.wait_for(waiting, 10)
+
+    try:
+        heard = run(scenario())
+    finally:
+        pool.close()
+    assert order == ["first ends", "second has a decoder"]
+    assert "thank" in heard

@@ -326,3 +326,12 @@ def test_server_process_logs_never_contain_the_key(cloud, tmp_path):
     output = log_file.read_text()
     assert "Layercode refused the session" in output
     assert API_KEY not in output
+
+
+def test_session_keys_in_logged_urls_are_redacted():
+    """uvicorn logs each WebSocket's URL as it opens: its client_session_key never shows."""
+    line = '127.0.0.1:1 - "WebSocket /v1/pipelines/websocket?client_session_key=lcsk_abc-DEF_1&x=1"'
+    record = logging.LogRecord("uvicorn.error", logging.INFO, __file__, 1, "%s", (line,), None)
+    RedactSecrets([]).filter(record)
+    assert "lcsk_abc" not in record.getMessage()
+    assert "client_session_key=[redacted]&x=1" in record.getMessage()
