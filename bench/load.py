@@ -84,24 +84,27 @@ class ServerProcess:
                 todo.extend(int(child) for child in children.read_text().split())
         return found
 
-    def cpu_seconds(self) -> float:
-        """User + system time of the server and its workers, the cores' share of the load."""
+    def _summed(self, name: str, value) -> int:
+        """`value(text of /proc/<pid>/<name>)` summed over the server and its workers."""
         total = 0
         for pid in self._processes():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += value(Path(f"/proc/{pid}/{name}").read_text())
             except FileNotFoundError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / CLOCK_TICKS
+                continue  # a worker that has just exited
+        return total
+
+    def cpu_seconds(self) -> float:
+        """User + system time of the server and its workers, the cores' share of the load."""
+
+        def ticks(stat: str) -> int:
+            fields = stat.rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+
+        return self._summed("stat", ticks) / CLOCK_TICKS
 
     def rss_mib(self) -> float:
-        pages = 0
-        for pid in self._processes():
-            try:
-                pages += int(Path(f"/proc/{pid}/statm").read_text().split()[1])
-            except FileNotFoundError:
-                continue
+        pages = self._summed("statm", lambda statm: int(statm.split()[1]))
         return pages * PAGE / 2**20
 
     def stop(self) -> None:

@@ -122,6 +122,10 @@ class SpeechWorker:
         self._reader = threading.Thread(target=self._read, name="stt-reader", daemon=True)
         self._reader.start()
 
+    @property
+    def free_decoders(self) -> int:
+        return max(0, self.decoders - self.utterances)
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the worker's decoders are loaded; a worker that died says so at once."""
         deadline = time.monotonic() + timeout
@@ -263,7 +267,7 @@ class RecognizerPool:
 
     async def _claim_decoder(self) -> SpeechWorker:
         while True:
-            ready = [w for w in self._workers if w.utterances < w.decoders]
+            ready = [w for w in self._workers if w.free_decoders]
             if ready:
                 worker = min(ready, key=lambda w: w.utterances)
                 worker.utterances += 1
@@ -285,7 +289,7 @@ class RecognizerPool:
                 waiter.get_loop().call_soon_threadsafe(_resolve, waiter)
 
     def _grow_if_short(self) -> None:
-        ready = sum(max(0, w.decoders - w.utterances) for w in self._workers)
+        ready = sum(w.free_decoders for w in self._workers)
         if ready >= self._spare or len(self._workers) >= self._max_workers:
             return
         if self._grower is not None and self._grower.is_alive():
