@@ -1,19 +1,24 @@
 """The demo page's Python: UI wiring for `LayercodeClient`, nothing more.
 
-Runs on the page's main thread under PyScript (getUserMedia and AudioContext live there).
-Connect/disconnect, hold-to-talk (button or Space) for push-to-talk sessions, status, level
-meters, a log of what was said and sent, and errors in plain words.
+Runs on the page's main thread under PyScript (getUserMedia and AudioContext live there), on
+MicroPython (the default) or Pyodide (`?py=pyodide`): it uses only what both offer, PyScript's
+`document` and `ffi`, and `js.window` (not `pyscript.window`: on MicroPython that is the global
+scope as a module, whose methods run with the wrong `this`). Connect/disconnect, hold-to-talk
+(button or Space) for push-to-talk sessions, status, level meters, a log of what was said and
+sent, and errors in plain words.
 """
 
 import asyncio
-import contextlib
 import json
+import sys
 
 import js
-from pyodide.ffi import create_proxy, jsnull
+from pyscript import document, ffi
 
 from layercode_client import LayercodeClient
 
+MICROPYTHON = sys.implementation.name == "micropython"
+window = js.window
 ERROR_WORDS = {
     "authorization_failed": "The server would not start a session",
     "microphone_permission_denied": "Microphone access is blocked. "
@@ -32,12 +37,12 @@ STATUS_WORDS = {
 
 
 def element(element_id):
-    return js.document.getElementById(element_id)
+    return document.getElementById(element_id)
 
 
 def page_setting(name):
-    meta = js.document.querySelector(f'meta[name="layercode:{name}"]')
-    return meta.content if meta else ""
+    meta = document.querySelector(f'meta[name="layercode:{name}"]')
+    return "" if ffi.is_none(meta) else meta.content
 
 
 def show_error(text):
@@ -48,21 +53,21 @@ def show_error(text):
 
 def log_line(kind, who, text, key=None):
     """Append a line to the conversation log, or update the line with this `key`."""
-    item = js.document.querySelector(f'#log li[data-key="{key}"]') if key else None
-    if item is None or item is jsnull:
-        item = js.document.createElement("li")
+    item = document.querySelector(f'#log li[data-key="{key}"]') if key else None
+    if ffi.is_none(item):
+        item = document.createElement("li")
         if key:
             item.dataset.key = key
-        label = js.document.createElement("span")
+        label = document.createElement("span")
         label.className = "who"
         label.textContent = who
-        body = js.document.createElement("span")
+        body = document.createElement("span")
         body.className = "text"
         item.append(label, body)
         element("log").append(item)
     item.className = kind  # an interim line becomes final in place
     item.querySelector(".text").textContent = text
-    item.scrollIntoView(js.Object.fromEntries([["block", "nearest"]]))
+    item.scrollIntoView(ffi.to_js({"block": "nearest"}))
 
 
 def set_meter(meter_id, level):
@@ -138,8 +143,10 @@ async def toggle_connection(event=None):
         await client.disconnect()
         return
     show_error("")
-    with contextlib.suppress(Exception):  # already reported through on_error
+    try:
         await client.connect()
+    except Exception:  # already reported through on_error (MicroPython has no contextlib)
+        return
 
 
 def talk(pressed):
@@ -161,7 +168,7 @@ def on_key(event):
 
 
 handlers = [
-    ("connect", "click", lambda e: asyncio.ensure_future(toggle_connection(e))),
+    ("connect", "click", lambda e: asyncio.create_task(toggle_connection(e))),
     ("talk", "pointerdown", lambda e: talk(True)),
     ("talk", "pointerup", lambda e: talk(False)),
     ("talk", "pointerleave", lambda e: talk(False)),
@@ -169,16 +176,17 @@ handlers = [
 ]
 proxies = []
 for target, kind, handler in handlers:
-    proxies.append(create_proxy(handler))
+    proxies.append(ffi.create_proxy(handler))
     element(target).addEventListener(kind, proxies[-1])
-proxies.append(create_proxy(lambda e: talk(False)))  # Space held while the window lost focus
-js.window.addEventListener("blur", proxies[-1])
+proxies.append(ffi.create_proxy(lambda e: talk(False)))  # Space held while the window lost focus
+window.addEventListener("blur", proxies[-1])
 for kind in ("keydown", "keyup"):
-    proxies.append(create_proxy(on_key))
-    js.document.addEventListener(kind, proxies[-1])
+    proxies.append(ffi.create_proxy(on_key))
+    document.addEventListener(kind, proxies[-1])
 
-js.window.layercodeClient = client  # for the console (and tests)
+window.layercodeClient = client  # for the console (and tests)
 element("connect").disabled = False
 on_status_change(client.status)
-js.document.body.dataset.readyMs = str(round(js.performance.now()))
-js.document.body.dataset.state = "ready"
+document.body.dataset.interpreter = "micropython" if MICROPYTHON else "pyodide"
+document.body.dataset.readyMs = str(round(window.performance.now()))
+document.body.dataset.state = "ready"

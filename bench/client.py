@@ -1,23 +1,27 @@
-"""Our Python client against the official `@layercode/js-sdk`, side by side, same server, same run.
+"""Our Python client, on both of its interpreters, against the official `@layercode/js-sdk`.
 
-Two figures per client, medians over several runs, each in a fresh browser profile:
+Side by side in the same run, same server, same fake microphone, interleaved so all three see
+the same conditions: the demo page on MicroPython (the default), the same page on Pyodide
+(`?py=pyodide`), and the official SDK's page. Medians over several runs, each in a fresh
+browser (empty profile: nothing cached):
 
-- page load → `connected`: navigation start to the client reporting `connected` (our page
-  connects as soon as Python is ready; the official SDK's page connects on load);
+- page load → `connected`, cold: navigation start to the client reporting `connected` (our
+  page shows Connect when Python is ready and the bench clicks it at once; the official SDK's
+  page connects on load);
+- the same, warm: a reload in the same profile (HTTP cache and compiled-code cache filled);
+- click Connect → `connected` (page ready): what a person feels. For the official SDK, from
+  its `connect()` call;
 - main-thread CPU per second of streamed audio: Chromium's own count of main-thread task time
-  (CDP `Performance.getMetrics` → `TaskDuration`) over a window of microphone streaming,
-  divided by the window's length.
+  (CDP `Performance.getMetrics` → `TaskDuration`) over a window of microphone streaming;
+- memory after connect: the page's renderer processes' proportional set size (PSS, from
+  /proc: JS heap, WebAssembly memory and the rest), and the JS heap alone.
 
-Both talk to the same local server, the embedded pipeline, with the same fake microphone (quiet
-room noise, so no turn starts and the window measures streaming alone). The official SDK comes
-from the npm registry (pinned, integrity-checked, by setup) and is pointed at the local
-WebSocket (tests/support/official_sdk.py); it
-offers no sample rate, so it streams at 8000 Hz while ours streams at 16000 Hz.
+The official SDK comes from the npm registry (pinned, integrity-checked, by setup) and is
+pointed at the local WebSocket (tests/support/official_sdk.py); it offers no sample rate, so it
+streams at 8000 Hz while ours streams at 16000 Hz.
 
-    python bench/client.py [--runs 5] [--window 8]
+    ./dev bench client [--runs 5] [--window 8]
 """
-
-from __future__ import annotations
 
 import argparse
 import contextlib
@@ -32,12 +36,22 @@ from starlette.applications import Starlette
 
 from server.app import create_app
 from server.config import Settings
-from server.vendor import OFFICIAL_SDK
+from server.vendor import MICROPYTHON, OFFICIAL_SDK, PYODIDE
 from tests.support.official_sdk import with_official_sdk
 from tests.support.speech import write_wav
 
-# Our page: record the moment the status pill says connected, without changing the page.
-OUR_CONNECTED_PROBE = """
+CLIENTS = {  # name → page
+    "MicroPython page": "/",
+    "Pyodide page": "/?py=pyodide",
+    "official SDK": "/official.html",
+}
+# Our page: record the click on Connect and the moment the status pill says connected,
+# without changing the page.
+OUR_PROBE = """
+document.addEventListener("click", (event) => {
+  if (event.target.id === "connect" && !document.body.dataset.clickMs)
+    document.body.dataset.clickMs = performance.now();
+}, true);
 new MutationObserver(() => {
   const pill = document.getElementById("status");
   if (pill && pill.dataset.status === "connected" && !document.body.dataset.connectedMs)
@@ -57,9 +71,42 @@ def room_noise_wav(path: Path, seconds: float = 30) -> Path:
     return path
 
 
-def task_seconds(cdp) -> float:
+def metric(cdp, name: str) -> float:
     metrics = cdp.send("Performance.getMetrics")["metrics"]
-    return next(m["value"] for m in metrics if m["name"] == "TaskDuration")
+    return next(m["value"] for m in metrics if m["name"] == name)
+
+
+def renderer_pss_mb(browser) -> float:
+    """PSS of this browser's renderer processes (the page's JS, wasm and DOM live there)."""
+    session = browser.new_browser_cdp_session()
+    processes = session.send("SystemInfo.getProcessInfo")["processInfo"]
+    total_kb = 0
+    for process in processes:
+        if process["type"] != "renderer":
+            continue
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{process['id']}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total_kb += int(line.split()[1])
+    session.detach()
+    return total_kb / 1024
+
+
+def load_and_connect(page, which: str, reload: bool = False) -> dict:
+    """Load (or reload) the page and connect; the page's own timings, in ms."""
+    if reload:
+        page.reload()
+    else:
+        page.goto(page.bench_url)
+    if which != "official SDK":
+        page.wait_for_selector("body[data-state=ready]", state="attached", timeout=120_000)
+        page.click("#connect")
+    page.wait_for_selector("body[data-connected-ms]", state="attached", timeout=120_000)
+    connected = float(page.get_attribute("body", "data-connected-ms"))
+    started = page.get_attribute("body", "data-click-ms") or page.get_attribute(
+        "body", "data-connect-start-ms"
+    )
+    return {"connected_ms": connected, "click_to_connected_ms": connected - float(started)}
 
 
 def one_run(playwright, url: str, wav: Path, which: str, window: float) -> dict:
@@ -67,24 +114,38 @@ def one_run(playwright, url: str, wav: Path, which: str, window: float) -> dict:
     try:
         context = browser.new_context()
         page = context.new_page()
-        if which == "ours":
-            page.add_init_script(OUR_CONNECTED_PROBE)
-            page.goto(f"{url}/")
-            page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
-            page.click("#connect")
-        else:
-            page.goto(f"{url}/official.html")
-        page.wait_for_selector("body[data-connected-ms]", state="attached", timeout=60_000)
-        connected_ms = float(page.get_attribute("body", "data-connected-ms"))
+        page.add_init_script(OUR_PROBE)
+        page.bench_url = url + CLIENTS[which]
+        cold = load_and_connect(page, which)
         cdp = context.new_cdp_session(page)
         cdp.send("Performance.enable")
         page.wait_for_timeout(5000)  # the welcome plays out; then only the microphone streams
-        before, start = task_seconds(cdp), time.monotonic()
+        before, start = metric(cdp, "TaskDuration"), time.monotonic()
         page.wait_for_timeout(window * 1000)
-        cpu = (task_seconds(cdp) - before) / (time.monotonic() - start)
-        return {"connected_ms": connected_ms, "cpu_ms_per_s": cpu * 1000}
+        cpu = (metric(cdp, "TaskDuration") - before) / (time.monotonic() - start)
+        memory = renderer_pss_mb(browser)
+        js_heap = metric(cdp, "JSHeapUsedSize") / 2**20
+        warm = load_and_connect(page, which, reload=True)
+        return {
+            "cold_connected_ms": cold["connected_ms"],
+            "warm_connected_ms": warm["connected_ms"],
+            "click_to_connected_ms": cold["click_to_connected_ms"],
+            "cpu_ms_per_s": cpu * 1000,
+            "renderer_pss_mb": memory,
+            "js_heap_mb": js_heap,
+        }
     finally:
         browser.close()
+
+
+FIGURES = (
+    ("cold_connected_ms", "page load → connected, cold (ms)"),
+    ("warm_connected_ms", "page load → connected, warm (ms)"),
+    ("click_to_connected_ms", "click Connect → connected (ms)"),
+    ("cpu_ms_per_s", "main-thread CPU per s of audio (ms)"),
+    ("renderer_pss_mb", "renderer memory after connect (PSS, MB)"),
+    ("js_heap_mb", "JS heap after connect (MB)"),
+)
 
 
 def main() -> None:
@@ -93,7 +154,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=8.0)
     args = parser.parse_args()
 
-    results: dict[str, list[dict]] = {"ours": [], "official": []}
+    results: dict[str, list[dict]] = {which: [] for which in CLIENTS}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         wav = room_noise_wav(tmp / "room.wav")
@@ -101,32 +162,28 @@ def main() -> None:
         url = stack.enter_context(serve(app))
         with sync_playwright() as playwright:
             for n in range(args.runs):
-                for which in ("ours", "official"):  # interleaved: both see the same conditions
+                for which in CLIENTS:  # interleaved: all see the same conditions
                     run = one_run(playwright, url, wav, which, args.window)
                     results[which].append(run)
-                    print(f"  run {n + 1} {which:8s}: connected at {run['connected_ms']:6.0f} ms,"
-                          f" main thread {run['cpu_ms_per_s']:5.1f} ms/s")  # fmt: skip
+                    print(f"  run {n + 1} {which:16s}: "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in run.items()))  # fmt: skip
 
-    figures = {
-        which: {
-            "connected_ms": median([r["connected_ms"] for r in runs]),
-            "cpu_ms_per_s": median([r["cpu_ms_per_s"] for r in runs]),
-        }
+    medians = {
+        which: {name: median([r[name] for r in runs]) for name, _ in FIGURES}
         for which, runs in results.items()
     }
     rows = []
-    for name, label in (
-        ("connected_ms", "page load → connected (ms)"),
-        ("cpu_ms_per_s", "main-thread CPU per s of audio (ms)"),
-    ):
-        ours, theirs = figures["ours"][name], figures["official"][name]
-        rows.append([label, ours, theirs, f"{ours / theirs:.2f}"])
+    for name, label in FIGURES:
+        mpy, pyodide, theirs = (medians[w][name] for w in CLIENTS)
+        rows.append([label, f"{mpy:.1f}", f"{pyodide:.1f}", f"{theirs:.1f}",
+                     f"{mpy / theirs:.2f}×", f"{pyodide / theirs:.2f}×"])  # fmt: skip
     print_table(
-        f"Python client vs @layercode/js-sdk {OFFICIAL_SDK.version} (median of {args.runs})",
-        ["figure", "ours", "official", "ours/official"],
+        f"Python client (MicroPython {MICROPYTHON.version}, Pyodide {PYODIDE.version}) vs "
+        f"@layercode/js-sdk {OFFICIAL_SDK.version}, median of {args.runs}",
+        ["figure", "MicroPython", "Pyodide", "official", "mpy/official", "pyodide/official"],
         rows,
     )
-    save("client", {"runs": args.runs, "medians": figures, "detail": results})
+    save("client", {"runs": args.runs, "medians": medians, "detail": results})
 
 
 if __name__ == "__main__":

@@ -1,16 +1,15 @@
 """Startup benchmark: page load → Python ready, cold (fresh profile) and warm (reload).
 
-Side by side in the same run with the reference: a bare PyScript page that only prints, on the
-same server and runtime, which is the floor any PyScript page pays; and our page installing the
-client wheel with micropip (`packages`) instead of unpacking it (`[files]`), the choice the
-page makes by this measurement. Each figure is the median
-of N runs (default 5), read inside the page (`performance.now()` when Python marks the page
-ready), so it excludes Playwright's own overhead.
+Our page on each interpreter — MicroPython (the default) and Pyodide (`?py=pyodide`) — side by
+side in the same run with its reference: a bare PyScript page on the same interpreter that only
+marks itself ready, on the same server and runtime, which is the floor any PyScript page pays;
+and our Pyodide page installing the client wheel with micropip (`packages`) instead of
+unpacking it (`[files]`), the choice the page makes by this measurement. Each figure is the
+median of N runs (default 5), read inside the page (`performance.now()` when Python marks the
+page ready), so it excludes Playwright's own overhead.
 
     ./dev bench startup [--runs N]
 """
-
-from __future__ import annotations
 
 import argparse
 import tempfile
@@ -29,16 +28,23 @@ from server.static import render_index
 from server.wheel import wheel_filename
 
 PYODIDE_MJS = f"../runtime/pyodide/{vendor.PYODIDE.version}/pyodide.mjs"
-REFERENCE_PAGE = f"""<!doctype html>
+MICROPYTHON_MJS = f"../runtime/micropython/{vendor.MICROPYTHON.version}/micropython.mjs"
+REFERENCE_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><link rel="icon" href="data:,">
-<script type="module" src="../runtime/pyscript/{vendor.PYSCRIPT.version}/core.js"></script>
+<script type="module" src="../runtime/pyscript/{pyscript}/core.js"></script>
 </head><body data-state="loading">
-<script type="py" config='{{"interpreter": "{PYODIDE_MJS}"}}'>
+<script type="{type}" config='{{"interpreter": "{interpreter}"}}'>
 import js
 js.document.body.dataset.readyMs = str(round(js.performance.now()))
 js.document.body.dataset.state = "ready"
 </script></body></html>
 """
+
+
+def reference_page(script_type: str, interpreter: str) -> str:
+    return REFERENCE_PAGE.format(
+        pyscript=vendor.PYSCRIPT.version, type=script_type, interpreter=interpreter
+    )
 
 
 def micropip_variant(folder: Path) -> Path:
@@ -47,8 +53,9 @@ def micropip_variant(folder: Path) -> Path:
     page = render_index("/api/authorize", "demo").decode()
     for shared in ("runtime/", "assets/", "main.py"):
         page = page.replace(f'"./{shared}', f'"../{shared}')
+    page = page.replace('"./client/', '"../client/')
     (folder / "index.html").write_text(page)
-    (folder / "pyscript.toml").write_text(
+    (folder / "pyscript-pyodide.toml").write_text(
         f'interpreter = "{PYODIDE_MJS}"\npackages = ["/client/{wheel_filename()}"]\n'
     )
     return folder
@@ -89,33 +96,37 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "index.html").write_text(REFERENCE_PAGE)
+        (Path(tmp) / "index.html").write_text(reference_page("py", PYODIDE_MJS))
+        (Path(tmp) / "mpy.html").write_text(reference_page("mpy", MICROPYTHON_MJS))
         micropip_variant(Path(tmp) / "micropip")
         with serve(bench_app(Path(tmp))) as base, sync_playwright() as playwright:
             browser = playwright.chromium.launch(**chromium_launch_args())
             results = {}
             pages = (
-                ("our page", "/"),
-                ("bare PyScript page", "/reference/"),
-                ("our page, micropip", "/micropip/"),
+                ("MicroPython page", "/"),
+                ("bare mpy page", "/reference/mpy.html"),
+                ("Pyodide page", "/?py=pyodide"),
+                ("bare py page", "/reference/"),
+                ("Pyodide page, micropip", "/micropip/?py=pyodide"),
             )
             for name, path in pages:
                 measure(browser, base + path, 1)  # warm the server and the OS page cache
                 results[name] = measure(browser, base + path, args.runs)
             browser.close()
-    ours, ref = results["our page"], results["bare PyScript page"]
-    pip = results["our page, micropip"]
     rows = []
     for kind in ("cold_ms", "warm_ms"):
-        rows.append(
-            [kind.replace("_ms", ""), median(ours[kind]), median(ref[kind]),
-             f"{median(ours[kind]) / median(ref[kind]):.2f}", median(pip[kind])]
+        mpy, mpy_bare, py, py_bare, pip = (
+            median(results[name][kind])
+            for name in ("MicroPython page", "bare mpy page", "Pyodide page", "bare py page",
+                         "Pyodide page, micropip")
         )  # fmt: skip
-    print_table(
-        f"Page load → Python ready, median of {args.runs} runs (ms)",
-        ["", "our page ([files])", "bare PyScript", "ours/bare", "ours via micropip"],
-        rows,
-    )
+        rows.append(
+            [kind.replace("_ms", ""), mpy, mpy_bare, f"{mpy / mpy_bare:.2f}", py, py_bare,
+             f"{py / py_bare:.2f}", pip]
+        )  # fmt: skip
+    header = ["", "MicroPython page", "bare mpy", "ours/bare", "Pyodide page", "bare py",
+              "ours/bare", "Pyodide via micropip"]  # fmt: skip
+    print_table(f"Page load → Python ready, median of {args.runs} runs (ms)", header, rows)
     save(
         "startup",
         {

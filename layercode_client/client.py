@@ -7,21 +7,17 @@ this state machine runs in plain CPython under test.
 
 Statuses: `disconnected` → `connecting` → `connected` → `disconnected`, or `error` when a step
 fails or the connection drops abnormally.
+
+Written in the subset CPython, Pyodide and MicroPython share (compat.py says what that means).
 """
 
-from __future__ import annotations
-
 import asyncio
-import base64
 import collections
-import contextlib
-import inspect
 import json
 import logging
-from typing import Any
-from urllib.parse import quote
 
 from . import protocol as p
+from .compat import awaitable_of, is_awaitable, is_base64, quote
 from .errors import (
     AuthorizationError,
     ConnectionClosed,
@@ -31,11 +27,16 @@ from .errors import (
     UnknownMessageType,
 )
 from .options import ClientOptions
-from .ports import Browser, Microphone, Player, Socket
 
 log = logging.getLogger("layercode_client")
 
-NORMAL_CLOSES = {p.CloseCode.NORMAL, 1001, 1005}
+DISCONNECTED = "disconnected"
+CONNECTING = "connecting"
+CONNECTED = "connected"
+ERROR = "error"
+STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, ERROR)
+
+NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005)
 
 
 class ServerError(LayercodeError):
@@ -43,117 +44,173 @@ class ServerError(LayercodeError):
 
     code = "server_error"
 
-    def __init__(self, code: str, message: str, turn_id: str | None = None):
+    def __init__(self, code, message, turn_id=None):
         super().__init__(message, code=code)
         self.turn_id = turn_id
 
 
+class Work:
+    """A piece of work that starts now and that any number of callers may await.
+
+    What `connect()` and `disconnect()` return. Awaiting it waits for the end and raises the
+    error the work ended with; nobody has to await it (its error was reported through
+    `on_error`). A caller cancelled while waiting does not cancel the work; `cancel()` does.
+    (The portable stand-in for a task behind `asyncio.shield`: MicroPython has neither shield,
+    futures nor done-callbacks.)
+    """
+
+    def __init__(self, coroutine):
+        self.error = None  # what the work raised
+        self.cancelled = False
+        self._started = False
+        self._finished = asyncio.Event()
+        self._task = asyncio.create_task(self._run(coroutine))
+
+    async def _run(self, coroutine):
+        self._started = True
+        try:
+            await coroutine
+        except asyncio.CancelledError:
+            self.cancelled = True
+        except Exception as error:
+            self.error = error
+            if not isinstance(error, LayercodeError):  # a bug: on_error did not hear of it
+                log.exception("a client call failed")
+        finally:
+            self._finished.set()
+
+    def done(self):
+        return self._finished.is_set()
+
+    def cancel(self):
+        self._task.cancel()
+        if not self._started:  # it never runs, so it cannot say it ended
+            self.cancelled = True
+            self._finished.set()
+
+    async def wait(self):
+        """Wait for the end; raise its error. True when it ran to the end, False if cancelled."""
+        await self._finished.wait()
+        if self.error is not None:
+            raise self.error
+        return not self.cancelled
+
+    def __await__(self):
+        return awaitable_of(self.wait())
+
+    __iter__ = __await__  # how MicroPython awaits an object
+
+
+async def side_by_side(*coroutines):
+    """Run coroutines concurrently and wait for all of them; raise the first one's error.
+
+    Unlike a bare `gather`, nothing is still running when an error comes out, so whatever the
+    others opened has been kept (see `_keep`) and the caller's teardown releases it.
+    """
+    results = await asyncio.gather(*coroutines, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results
+
+
 class LayercodeClient:
-    def __init__(self, options: dict | None = None, /, *, browser: Browser | None = None, **kw):
+    def __init__(self, options=None, *, browser=None, **kw):
         self.options = ClientOptions.build(options, **kw)
-        self._browser = browser
-        self.session_id: str | None = self.options.session_id
-        self.config: p.SessionConfig | None = None
-        self._status = "disconnected"
-        self._socket: Socket | None = None
-        self._microphone: Microphone | None = None
-        self._player: Player | None = None
-        self._connecting: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()  # background work, cancelled on teardown
-        self._calls: set[asyncio.Task] = set()  # connect()/disconnect() in progress
+        self._browser = browser  # the Browser port (ports.py); the real one by default
+        self.session_id = self.options.session_id
+        self.config = None  # the session's protocol.SessionConfig, once authorized
+        self._status = DISCONNECTED
+        self._socket = None
+        self._microphone = None
+        self._player = None
+        self._connecting = None  # the Work of the connect in progress
+        self._tasks = set()  # background work, cancelled on teardown
         self._user_level = 0.0
         self._user_level_age = 0
-        self._agent_turn_id: str | None = None
-        self._dropped_turns: set[str] = set()
-        self._last_delta_id: str | None = None
+        self._agent_turn_id = None
+        self._dropped_turns = set()
+        self._last_delta_id = None
         self._push_to_talk_held = False
-        self._preroll: collections.deque[bytes] = collections.deque(
-            maxlen=max(1, self.options.preroll_ms // self.options.chunk_ms)
-        )
+        self._preroll = self._new_preroll()
         self._closing = False
-        self._closed_while_connecting: ConnectionClosed | None = None
+        self._closed_while_connecting = None
 
     # -- readable state ------------------------------------------------------------------------
 
     @property
-    def status(self) -> str:
+    def status(self):
         return self._status
 
     @property
-    def user_audio_amplitude(self) -> float:
-        return self._user_level if self._status == "connected" else 0.0
+    def user_audio_amplitude(self):
+        return self._user_level if self._status == CONNECTED else 0.0
 
     @property
-    def agent_audio_amplitude(self) -> float:
-        if self._status != "connected" or self._player is None:
+    def agent_audio_amplitude(self):
+        if self._status != CONNECTED or self._player is None:
             return 0.0
         return max(0.0, min(1.0, self._player.level))
 
     @property
-    def push_to_talk(self) -> bool:
+    def push_to_talk(self):
         return bool(self.config and self.config.push_to_talk)
 
     # The seed's camelCase names.
     @property
-    def sessionId(self) -> str | None:
+    def sessionId(self):
         return self.session_id
 
     @property
-    def userAudioAmplitude(self) -> float:
+    def userAudioAmplitude(self):
         return self.user_audio_amplitude
 
     @property
-    def agentAudioAmplitude(self) -> float:
+    def agentAudioAmplitude(self):
         return self.agent_audio_amplitude
 
     # -- connect ---------------------------------------------------------------------------------
 
-    def connect(self) -> asyncio.Task:
+    def connect(self):
         """Start a session. While one is starting or running, this starts no second one.
 
         Like the seed's promise, the work starts at once: `client.connect()` alone connects, and
         `await client.connect()` also waits, then raises the `LayercodeError` that stopped it
         (also passed to `on_error`). When `disconnect()` interrupts it, it returns quietly.
         """
-        return self._start_call(self._connect_once())
+        return Work(self._connect_once())
 
-    async def _connect_once(self) -> None:
-        if self._status == "connected":
+    async def _connect_once(self):
+        if self._status == CONNECTED:
             return
         if self._connecting is None or self._connecting.done():
-            self._connecting = asyncio.ensure_future(self._connect())
-        connecting = self._connecting
-        try:
-            await asyncio.shield(connecting)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if connecting.cancelled() and not (current and current.cancelling()):
-                return  # disconnect() ended it
-            raise
+            self._connecting = Work(self._connect())
+        await self._connecting.wait()  # False when disconnect() ended it: return quietly
 
-    async def _connect(self) -> None:
+    async def _connect(self):
         self._closing = False
         self._closed_while_connecting = None
-        self._set_status("connecting")
+        self._set_status(CONNECTING)
         try:
-            auth = await self._authorize()
+            # Side by side where nothing depends on the other: the player (its AudioContext and
+            # worklet) starts while the backend authorizes; the socket opens while the
+            # microphone starts. The player is ready before the socket opens: a pipeline may
+            # speak at once.
+            browser = self._browser_()
+            player = browser.open_player(p.OUTPUT_SAMPLE_RATE, self._on_playback_drained)
+            auth, _ = await side_by_side(self._authorize(), self._keep("_player", player))
             self.session_id = auth.session_id or self.session_id
             self.config = auth.config  # an unknown trigger was refused while parsing
             url = self.options.websocket_url or auth.websocket_url or self._cloud_url()
             separator = "&" if "?" in url else "?"
-            key = quote(auth.client_session_key, safe="")
-            # The player first: a pipeline may speak as soon as the socket opens.
-            self._player = await self._browser_().open_player(
-                p.OUTPUT_SAMPLE_RATE, self._on_playback_drained
+            key = quote(auth.client_session_key)
+            socket = browser.open_socket(
+                f"{url}{separator}client_session_key={key}", self._on_frame, self._on_socket_closed
             )
-            self._socket = await self._browser_().open_socket(
-                f"{url}{separator}client_session_key={key}",
-                self._on_frame,
-                self._on_socket_closed,
-            )
-            self._microphone = await self._browser_().open_microphone(
+            microphone = browser.open_microphone(
                 auth.config.input_sample_rate, self.options.chunk_ms, self._on_microphone
             )
+            await side_by_side(self._keep("_socket", socket), self._keep("_microphone", microphone))
             if self._closed_while_connecting is not None:
                 raise self._closed_while_connecting
             self._send(p.ClientReady())
@@ -163,26 +220,31 @@ class LayercodeClient:
             raise
         except asyncio.CancelledError:
             await self._teardown()
-            self._set_status("disconnected")
+            self._set_status(DISCONNECTED)
             raise
         except Exception as error:  # a bug or an unexpected browser failure: still clean up
             wrapped = LayercodeError(f"connecting failed unexpectedly: {error!r}")
             await self._fail(wrapped)
             raise wrapped from error
-        self._set_status("connected")
+        self._set_status(CONNECTED)
         self._call("on_connect", {"session_id": self.session_id, "sessionId": self.session_id})
 
-    def _browser_(self) -> Browser:
-        if self._browser is None:
-            from .browser import PyodideBrowser  # only importable inside Pyodide
+    async def _keep(self, name, opening):
+        """Await a browser resource and own it at once, so a teardown releases it whatever else
+        failed side by side with it."""
+        setattr(self, name, await opening)
 
-            self._browser = PyodideBrowser()
+    def _browser_(self):
+        if self._browser is None:
+            from .browser import PageBrowser  # only importable in a PyScript page
+
+            self._browser = PageBrowser()
         return self._browser
 
-    def _cloud_url(self) -> str:
+    def _cloud_url(self):
         return p.CLOUD_PIPELINE_WEBSOCKET_URL
 
-    async def _authorize(self) -> p.AuthorizeResponse:
+    async def _authorize(self):
         request = p.AuthorizeRequest(
             pipeline_id=self.options.pipeline_id,
             session_id=self.session_id,
@@ -215,34 +277,36 @@ class LayercodeClient:
 
     # -- disconnect ------------------------------------------------------------------------------
 
-    def disconnect(self) -> asyncio.Task:
+    def disconnect(self):
         """End the session: microphone, audio, socket and tasks all stopped; once.
 
         Starts at once, like `connect()`; await it to wait until everything is released.
         """
-        return self._start_call(self._disconnect())
+        return Work(self._disconnect())
 
-    async def _disconnect(self) -> None:
+    async def _disconnect(self):
         if self._connecting is not None and not self._connecting.done():
             self._connecting.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LayercodeError):
-                await self._connecting
-        if self._status in ("disconnected",) and self._socket is None:
+            try:
+                await self._connecting.wait()
+            except LayercodeError:
+                pass  # reported through on_error already
+        if self._status == DISCONNECTED and self._socket is None:
             return
         await self._end_session(error=None)
 
-    async def _end_session(self, error: LayercodeError | None) -> None:
-        was_live = self._status in ("connecting", "connected")
+    async def _end_session(self, error):
+        was_live = self._status in (CONNECTING, CONNECTED)
         await self._teardown()
         if was_live:
             self._call("on_disconnect")
         if error is not None:
-            self._set_status("error")
+            self._set_status(ERROR)
             self._call("on_error", error)
         else:
-            self._set_status("disconnected")
+            self._set_status(DISCONNECTED)
 
-    async def _teardown(self) -> None:
+    async def _teardown(self):
         self._closing = True
         current = asyncio.current_task()
         for task in list(self._tasks):
@@ -261,18 +325,18 @@ class LayercodeClient:
         await asyncio.gather(*others, return_exceptions=True)
         self._user_level = 0.0
         self._push_to_talk_held = False
-        self._preroll.clear()
+        self._preroll = self._new_preroll()
         self._dropped_turns.clear()
         self._agent_turn_id = None
         self._call("on_user_amplitude_change", 0.0)
         self._call("on_agent_amplitude_change", 0.0)
 
-    async def _fail(self, error: LayercodeError) -> None:
+    async def _fail(self, error):
         await self._teardown()
-        self._set_status("error")
+        self._set_status(ERROR)
         self._call("on_error", error)
 
-    def _on_socket_closed(self, code: int, reason: str) -> None:
+    def _on_socket_closed(self, code, reason):
         if self._closing:
             return
         if code in NORMAL_CLOSES:
@@ -297,7 +361,7 @@ class LayercodeClient:
 
     # -- push-to-talk --------------------------------------------------------------------------
 
-    def trigger_user_turn_started(self) -> None:
+    def trigger_user_turn_started(self):
         """Push-to-talk pressed: the agent stops, the user's audio (with pre-roll) flows."""
         self._require_push_to_talk()
         if self._push_to_talk_held:
@@ -308,7 +372,7 @@ class LayercodeClient:
         while self._preroll:
             self._send_audio(self._preroll.popleft())
 
-    def trigger_user_turn_finished(self) -> None:
+    def trigger_user_turn_finished(self):
         """Push-to-talk released: the turn is over."""
         self._require_push_to_talk()
         if not self._push_to_talk_held:
@@ -319,52 +383,55 @@ class LayercodeClient:
     triggerUserTurnStarted = trigger_user_turn_started
     triggerUserTurnFinished = trigger_user_turn_finished
 
-    def _require_push_to_talk(self) -> None:
-        if self._status != "connected":
+    def _require_push_to_talk(self):
+        if self._status != CONNECTED:
             raise InvalidStateError("not connected: call connect() first")
         if not self.push_to_talk:
             raise InvalidStateError("this session's turns are automatic, not push-to-talk")
 
     # -- audio -----------------------------------------------------------------------------------
 
-    def _on_microphone(self, pcm: bytes, level: float) -> None:
+    def _new_preroll(self):
+        """Push-to-talk's pre-roll: the newest chunks only (the oldest fall out)."""
+        return collections.deque((), max(1, self.options.preroll_ms // self.options.chunk_ms))
+
+    def _on_microphone(self, audio, level):
+        """A chunk from the microphone: base64 PCM16 at the session's rate, and its level."""
         self._user_level = max(0.0, min(1.0, level))
         self._user_level_age = 0
         if self._socket is None:
             return
         if self.push_to_talk and not self._push_to_talk_held:
-            self._preroll.append(pcm)
+            self._preroll.append(audio)
             return
-        self._send_audio(pcm)
+        self._send_audio(audio)
 
-    def _send_audio(self, pcm: bytes) -> None:
-        self._send(p.ClientAudio(content=base64.b64encode(pcm).decode("ascii")))
+    def _send_audio(self, audio):
+        self._send(p.ClientAudio(content=audio))
 
-    def _play(self, message: p.ResponseAudio) -> None:
+    def _play(self, message):
         if self._player is None or message.turn_id in self._dropped_turns:
             return
-        try:
-            pcm = base64.b64decode(message.content, validate=True)
-        except ValueError:
+        if not is_base64(message.content):  # checked here; the player worklet decodes it
             self._report(ProtocolError("response.audio is not base64"))
             return
         self._agent_turn_id = message.turn_id
         self._last_delta_id = message.delta_id
-        self._player.play(pcm[: len(pcm) - len(pcm) % 2], message.turn_id, message.delta_id)
+        self._player.play(message.content, message.turn_id, message.delta_id)
 
-    def _interrupt_agent(self) -> None:
+    def _interrupt_agent(self):
         """Stop the agent's voice now; later audio of the same turn is dropped too."""
         if self._agent_turn_id is not None:
             self._dropped_turns.add(self._agent_turn_id)
         if self._player is not None:
             self._player.interrupt()
 
-    def _on_playback_drained(self, last_delta_id: str | None = None) -> None:
+    def _on_playback_drained(self, last_delta_id=None):
         """The player ran dry: tell the pipeline which chunk it finished last."""
         played = last_delta_id or self._last_delta_id
         self._send(p.ReplayFinished(reason="completed", last_delta_id_played=played))
 
-    async def _report_amplitudes(self) -> None:
+    async def _report_amplitudes(self):
         period = 1.0 / self.options.amplitude_hz
         stale_after = max(2, round(0.3 / period))  # no microphone chunk for 300 ms: silent
         while True:
@@ -377,7 +444,7 @@ class LayercodeClient:
 
     # -- messages from the server ----------------------------------------------------------------
 
-    def _on_frame(self, frame: str) -> None:
+    def _on_frame(self, frame):
         try:
             message = p.decode(frame, allowed=p.SERVER_MESSAGES)
         except UnknownMessageType as error:
@@ -399,48 +466,42 @@ class LayercodeClient:
         else:
             self._call("on_message", message.to_dict())
 
-    def _may_be_interrupted(self) -> bool:
+    def _may_be_interrupted(self):
         return self.config is None or self.config.can_interrupt or self.push_to_talk
 
-    def _report(self, error: LayercodeError) -> None:
+    def _report(self, error):
         log.warning("%s: %s", error.code, error.message)
         self._call("on_error", error)
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _send(self, message: p.Message) -> None:
+    def _send(self, message):
         if self._socket is not None:
             self._socket.send(message.encode())
 
-    def _set_status(self, status: str) -> None:
+    def _set_status(self, status):
         if status != self._status:
             self._status = status
             self._call("on_status_change", status)
 
-    def _start_call(self, coro) -> asyncio.Task:
-        """A public method's work, running now; kept referenced until it ends.
+    def _own(self, coroutine, name):
+        """Run background work that teardown cancels; referenced until it ends."""
 
-        Not cancelled by a teardown (that is its own work). Its error was reported through
-        `on_error`, so one nobody awaits is retrieved here instead of logged as lost.
-        """
-        task = asyncio.ensure_future(coro)
-        self._calls.add(task)
-        task.add_done_callback(self._call_ended)
-        return task
+        async def owned():
+            try:
+                await coroutine
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # a bug: no callback would ever hear of it
+                log.exception("the client's %s task failed", name)
+            finally:
+                self._tasks.discard(task)
 
-    def _call_ended(self, task: asyncio.Task) -> None:
-        self._calls.discard(task)
-        error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, LayercodeError):
-            log.error("a client call failed", exc_info=error)  # a bug: not seen by on_error
-
-    def _own(self, coro, name: str) -> asyncio.Task:
-        task = asyncio.ensure_future(coro)
+        task = asyncio.create_task(owned())
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
         return task
 
-    def _call(self, name: str, *args: Any) -> None:
+    def _call(self, name, *args):
         """Run a user callback; a coroutine runs as an owned task. Its errors are logged."""
         callback = getattr(self.options, name)
         if callback is None:
@@ -450,11 +511,11 @@ class LayercodeClient:
         except Exception:
             log.exception("the %s callback failed", name)
             return
-        if inspect.isawaitable(result):
+        if is_awaitable(result):
             self._own(self._await_callback(name, result), name)
 
     @staticmethod
-    async def _await_callback(name: str, result) -> None:
+    async def _await_callback(name, result):
         try:
             await result
         except Exception:

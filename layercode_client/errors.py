@@ -2,10 +2,9 @@
 
 Every error a user or program can meet carries a `code` that never changes (so callers can
 branch on it and the page can word it for a person) and says whether retrying can help.
-When wrapping a browser or network failure, raise with `from` so the cause is kept.
+When wrapping a browser or network failure, raise with `from` so the cause is kept (MicroPython
+parses `from` but keeps no chain: messages name the cause too).
 """
-
-from __future__ import annotations
 
 
 class LayercodeError(Exception):
@@ -65,7 +64,9 @@ class AuthorizationError(LayercodeError):
         self.reason = reason
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "status": self.status, "reason": self.reason}
+        details = super().to_dict()
+        details.update(status=self.status, reason=self.reason)
+        return details
 
 
 class MicrophonePermissionDenied(LayercodeError):
@@ -101,4 +102,6 @@ class ConnectionClosed(LayercodeError):
         self.reason = reason
 
     def to_dict(self) -> dict:
-        return {**super().to_dict(), "close_code": self.close_code, "reason": self.reason}
+        details = super().to_dict()
+        details.update(close_code=self.close_code, reason=self.reason)
+        return details

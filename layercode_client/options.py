@@ -5,15 +5,8 @@
 required option or an unknown one fails at construction, naming it.
 """
 
-from __future__ import annotations
-
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
-from typing import Any
-
 from .errors import ConfigurationError
-from .protocol import SUPPORTED_INPUT_SAMPLE_RATES
+from .protocol import ANY, DICT, STR, SUPPORTED_INPUT_SAMPLE_RATES, Record
 
 CALLBACKS = (
     "on_connect",
@@ -28,40 +21,43 @@ CALLBACKS = (
 REQUIRED = ("pipeline_id", "authorize_session_endpoint")
 
 
-def snake_case(name: str) -> str:
+def snake_case(name):
     """`authorizeSessionEndpoint` → `authorize_session_endpoint`."""
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+    out = []
+    for i, char in enumerate(name):
+        if char.isupper() and i and (name[i - 1].islower() or name[i - 1].isdigit()):
+            out.append("_")
+        out.append(char)
+    return "".join(out).lower()
 
 
-@dataclass
-class ClientOptions:
-    pipeline_id: str
-    authorize_session_endpoint: str
-    session_id: str | None = None
-    metadata: dict = field(default_factory=dict)
-    on_connect: Callable | None = None
-    on_disconnect: Callable | None = None
-    on_error: Callable | None = None
-    on_data_message: Callable | None = None
-    on_message: Callable | None = None
-    on_user_amplitude_change: Callable | None = None
-    on_agent_amplitude_change: Callable | None = None
-    on_status_change: Callable | None = None
-    # Beyond the seed: what this client can tune.
-    input_sample_rates: tuple[int, ...] = SUPPORTED_INPUT_SAMPLE_RATES  # offered, preferred first
-    websocket_url: str | None = None  # overrides the authorize response's and the cloud's
-    chunk_ms: int = 100  # client.audio chunk length
-    preroll_ms: int = 300  # push-to-talk: audio kept from before the button went down
-    amplitude_hz: float = 15.0  # how often the amplitude callbacks run
+class ClientOptions(Record):
+    fields = (
+        (
+            ("pipeline_id", STR),
+            ("authorize_session_endpoint", STR),
+            ("session_id", STR, None),
+            ("metadata", DICT, {}),
+        )
+        + tuple((name, ANY, None) for name in CALLBACKS)
+        + (
+            # Beyond the seed: what this client can tune.
+            ("input_sample_rates", ANY, SUPPORTED_INPUT_SAMPLE_RATES),  # offered, preferred first
+            ("websocket_url", STR, None),  # overrides the authorize response's and the cloud's
+            ("chunk_ms", ANY, 100),  # client.audio chunk length
+            ("preroll_ms", ANY, 300),  # push-to-talk: audio kept from before the button went down
+            ("amplitude_hz", ANY, 15.0),  # how often the amplitude callbacks run
+        )
+    )
 
     @classmethod
-    def build(cls, options: dict | None = None, **kwargs: Any) -> ClientOptions:
-        given: dict[str, Any] = {}
+    def build(cls, options=None, **kwargs):
+        given = {}
         for source in (options or {}, kwargs):
             for name, value in source.items():
                 given[snake_case(name)] = value
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(given) - known)
+        known = [spec[0] for spec in cls.fields]
+        unknown = sorted(name for name in given if name not in known)
         if unknown:
             raise ConfigurationError(f"unknown option {unknown[0]!r}")
         for name in REQUIRED:

@@ -1,54 +1,46 @@
 """What the client needs from the browser, as small interfaces.
 
-`browser.py` implements them with Pyodide's `js` module; the tests implement them with fakes,
-so everything else in the package runs in plain CPython.
+`browser.py` implements them through PyScript (on Pyodide or MicroPython); the tests implement
+them with fakes, so everything else in the package runs in plain CPython. These classes only
+document the shape (no `typing.Protocol`: MicroPython has no `typing`); nothing inherits them.
 """
 
-from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
-
-
-class Socket(Protocol):
+class Socket:
     def send(self, text: str) -> None: ...
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
-class Microphone(Protocol):
-    """Delivers PCM16 chunks at the requested rate to `on_chunk(pcm, level)` once opened."""
+class Microphone:
+    """Delivers base64 PCM16 chunks at the requested rate to `on_chunk(audio, level)`."""
 
     def stop(self) -> None: ...
 
 
-class Player(Protocol):
-    """Plays 16 kHz PCM16 gaplessly; reports `on_drained(last_delta_id)` and its level."""
+class Player:
+    """Plays 16 kHz PCM16 (base64) gaplessly; reports `on_drained(last_delta_id)`, its level."""
 
-    level: float
+    level = 0.0
 
-    def play(self, pcm: bytes, turn_id: str | None, delta_id: str | None = None) -> None: ...
+    def play(self, audio: str, turn_id, delta_id=None) -> None: ...
 
     def interrupt(self) -> None: ...
 
     def close(self) -> None: ...
 
 
-class Browser(Protocol):
-    async def post_json(self, url: str, body: dict) -> tuple[int, str]:
-        """POST JSON; the status and the body's text. Raises OSError when unreachable."""
+class Browser:
+    async def post_json(self, url: str, body: dict) -> tuple:
+        """POST JSON; `(status, text of the body)`. Raises OSError when unreachable."""
 
-    async def open_socket(
-        self,
-        url: str,
-        on_message: Callable[[str], None],
-        on_close: Callable[[int, str], None],
-    ) -> Socket: ...
+    async def open_socket(self, url: str, on_message, on_close) -> Socket:
+        """Open a WebSocket; `on_message(text)` per text frame, `on_close(code, reason)` once.
 
-    async def open_microphone(
-        self, sample_rate: int, chunk_ms: int, on_chunk: Callable[[bytes, float], None]
-    ) -> Microphone: ...
+        Raises ConnectionFailed when it cannot open."""
 
-    async def open_player(
-        self, sample_rate: int, on_drained: Callable[[str | None], None]
-    ) -> Player: ...
+    async def open_microphone(self, sample_rate: int, chunk_ms: int, on_chunk) -> Microphone:
+        """Start the microphone; `on_chunk(audio: str, level: float)` every `chunk_ms`."""
+
+    async def open_player(self, sample_rate: int, on_drained) -> Player:
+        """Start the speaker; `on_drained(last_delta_id or None)` whenever its queue runs dry."""

@@ -2,19 +2,25 @@
 
 Pure Python with no browser imports: the browser client, the server's authorize endpoint and the
 embedded pipeline all import this module, so both ends of the socket agree by construction.
-Each WebSocket message is a small dataclass registered under its `type` string; `decode()`
+It runs on CPython, Pyodide and MicroPython alike, so there are no dataclasses: each WebSocket
+message is a small class with a field table, registered under its `type` string; `decode()`
 dispatches on `type` and rejects malformed frames with `ProtocolError` and unknown types with
 `UnknownMessageType` (which receivers log and ignore, as the protocol requires).
 
-The authorize request and response (PROTOCOL §1, with this project's §4 additions) live here
-too, so the client and the server validate them the same way.
+A new message is three lines: the decorator with its `type`, the class, its `fields`:
+
+    @client_message("client.example")
+    class ClientExample(Message):
+        fields = (("content", STR), ("turn_id", ID, None))
+
+Each field is `(name, kind)` (required) or `(name, kind, default)`; a default of None also
+lets the wire carry `null` there. Kinds: STR, INT, BOOL, DICT, LIST, ID (string or integer), ANY.
+
+The authorize request and response (docs/protocol-additions.md) live here too, so the client and
+the server validate them the same way.
 """
 
-from __future__ import annotations
-
 import json
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar
 
 from .errors import ProtocolError, UnknownMessageType
 
@@ -48,42 +54,93 @@ class CloseCode:
     IDLE_TIMEOUT = 4008
 
 
+# -- Records: plain classes built from a field table ---------------------------------------------
+
+# Field kinds: the Python types a JSON value of that field may have (None: anything).
+STR = (str,)
+INT = (int,)
+BOOL = (bool,)
+DICT = (dict,)
+LIST = (list,)
+ID = (str, int)  # turn and delta ids: Layercode sends strings; integers are accepted too
+ANY = None
+
+
+def kind_name(kind):
+    return " or ".join(t.__name__ for t in kind)
+
+
+class Record:
+    """A plain class whose attributes are listed in `fields` (see the module docstring).
+
+    Built with keyword arguments (or positionally, in table order); a missing required field or
+    an unknown name is a TypeError, as with a dataclass. A mutable default (dict or list) is
+    copied for each instance. Equal when of the same class with equal fields.
+    """
+
+    fields = ()
+
+    def __init__(self, *args, **values):
+        if len(args) > len(self.fields):
+            raise TypeError(f"{type(self).__name__} takes at most {len(self.fields)} arguments")
+        for spec, value in zip(self.fields, args):
+            if spec[0] in values:
+                raise TypeError(f"{type(self).__name__} got {spec[0]!r} twice")
+            values[spec[0]] = value
+        for spec in self.fields:
+            name = spec[0]
+            if name in values:
+                value = values.pop(name)
+            elif len(spec) > 2:
+                value = spec[2]
+                if isinstance(value, (dict, list)):
+                    value = type(value)(value)
+            else:
+                raise TypeError(f"{type(self).__name__} needs the field {name!r}")
+            setattr(self, name, value)
+        if values:
+            raise TypeError(f"{type(self).__name__} has no field {sorted(values)[0]!r}")
+
+    def field_values(self):
+        return [(spec[0], getattr(self, spec[0])) for spec in self.fields]
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.field_values() == other.field_values()
+
+    def __ne__(self, other):
+        return not self == other
+
+    def __repr__(self):
+        shown = ", ".join(f"{name}={value!r}" for name, value in self.field_values())
+        return f"{type(self).__name__}({shown})"
+
+
 # -- WebSocket messages ---------------------------------------------------------------------------
 
-_ANNOTATION_TYPES: dict[str, tuple[type, ...] | None] = {
-    "str": (str,),
-    "int": (int,),
-    "dict": (dict,),
-    "Id": (str, int),
-    "Any": None,
-}
 
-
-@dataclass
-class Message:
+class Message(Record):
     """Base of every wire message. `type` is a class attribute, not a field."""
 
-    type: ClassVar[str] = ""
+    type = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {"type": self.type}
-        for f in fields(self):
-            value = getattr(self, f.name)
+    def to_dict(self):
+        payload = {"type": self.type}
+        for name, value in self.field_values():
             if value is not None:
-                payload[f.name] = value
+                payload[name] = value
         return payload
 
-    def encode(self) -> str:
+    def encode(self):
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
 
-MESSAGES: dict[str, type[Message]] = {}
-CLIENT_MESSAGES: set[str] = set()  # client → server
-SERVER_MESSAGES: set[str] = set()  # server → client
+MESSAGES = {}  # type string → message class
+CLIENT_MESSAGES = set()  # client → server
+SERVER_MESSAGES = set()  # server → client
 
 
-def _register(type_name: str, direction: set[str]):
-    def wrap(cls: type[Message]) -> type[Message]:
+def _register(type_name, direction):
+    def wrap(cls):
         cls.type = type_name
         MESSAGES[type_name] = cls
         direction.add(type_name)
@@ -92,172 +149,132 @@ def _register(type_name: str, direction: set[str]):
     return wrap
 
 
-def client_message(type_name: str):
+def client_message(type_name):
     return _register(type_name, CLIENT_MESSAGES)
 
 
-def server_message(type_name: str):
+def server_message(type_name):
     return _register(type_name, SERVER_MESSAGES)
 
 
-# Client → server (PROTOCOL §2)
+# Client → server (docs/protocol-additions.md lists the whole protocol)
 
 
 @client_message("client.ready")
-@dataclass
 class ClientReady(Message):
-    pass
+    fields = ()
 
 
 @client_message("client.audio")
-@dataclass
 class ClientAudio(Message):
-    content: str  # base64 PCM16 mono at the session's input rate
+    fields = (("content", STR),)  # base64 PCM16 mono at the session's input rate
 
 
 @client_message("trigger.turn.start")
-@dataclass
 class TriggerTurnStart(Message):
-    role: str = "user"
+    fields = (("role", STR, "user"),)
 
 
 @client_message("trigger.turn.end")
-@dataclass
 class TriggerTurnEnd(Message):
-    role: str = "user"
+    fields = (("role", STR, "user"),)
 
 
 @client_message("trigger.response.audio.replay_finished")
-@dataclass
 class ReplayFinished(Message):
-    reason: str = "completed"
-    last_delta_id_played: Id | None = None
+    fields = (("reason", STR, "completed"), ("last_delta_id_played", ID, None))
 
 
 @client_message("vad_events")
-@dataclass
 class VadEvent(Message):
-    event: str  # vad_start | vad_end | vad_model_failed
+    fields = (("event", STR),)  # vad_start | vad_end | vad_model_failed
 
 
 @client_message("client.response.text")
-@dataclass
 class ClientResponseText(Message):
-    content: str
+    fields = (("content", STR),)
 
 
 @client_message("client.response.data")
-@dataclass
 class ClientResponseData(Message):
-    data: Any
+    fields = (("data", ANY),)
 
 
-# Server → client (PROTOCOL §2)
+# Server → client
 
 
 @server_message("turn.start")
-@dataclass
 class TurnStart(Message):
-    role: str
-    turn_id: Id | None = None
+    fields = (("role", STR), ("turn_id", ID, None))
 
 
 @server_message("turn.end")
-@dataclass
 class TurnEnd(Message):
-    role: str
-    turn_id: Id | None = None
+    fields = (("role", STR), ("turn_id", ID, None))
 
 
 @server_message("response.audio")
-@dataclass
 class ResponseAudio(Message):
-    content: str  # base64 PCM16 mono, 16 kHz
-    turn_id: Id | None = None
-    delta_id: Id | None = None
+    fields = (("content", STR), ("turn_id", ID, None), ("delta_id", ID, None))  # 16 kHz PCM16
 
 
 @server_message("response.text")
-@dataclass
 class ResponseText(Message):
-    content: str
-    turn_id: Id | None = None
+    fields = (("content", STR), ("turn_id", ID, None))
 
 
 @server_message("response.text.delta")
-@dataclass
 class ResponseTextDelta(Message):
-    content: str
-    turn_id: Id | None = None
+    fields = (("content", STR), ("turn_id", ID, None))
 
 
 @server_message("user.transcript.interim_delta")
-@dataclass
 class UserTranscriptInterimDelta(Message):
-    content: str
-    turn_id: Id | None = None
-    delta_counter: int | None = None
+    fields = (("content", STR), ("turn_id", ID, None), ("delta_counter", INT, None))
 
 
 @server_message("user.transcript.delta")
-@dataclass
 class UserTranscriptDelta(Message):
-    content: str
-    turn_id: Id | None = None
-    delta_counter: int | None = None
+    fields = (("content", STR), ("turn_id", ID, None), ("delta_counter", INT, None))
 
 
 @server_message("user.transcript")
-@dataclass
 class UserTranscript(Message):
-    content: str
-    turn_id: Id | None = None
+    fields = (("content", STR), ("turn_id", ID, None))
 
 
 @server_message("response.data")
-@dataclass
 class ResponseData(Message):
-    content: Any
-    turn_id: Id | None = None
+    fields = (("content", ANY), ("turn_id", ID, None))
 
 
 @server_message("response.end")
-@dataclass
 class ResponseEnd(Message):
-    turn_id: Id | None = None
-    # This project's addition: per-turn timings in milliseconds (see docs/protocol-additions.md).
-    timings: dict | None = None
+    # `timings`: this project's addition, per-turn timings in ms (docs/protocol-additions.md).
+    fields = (("turn_id", ID, None), ("timings", DICT, None))
 
 
 @server_message("error")
-@dataclass
 class ErrorMessage(Message):
     """This project's addition: a turn failed; the session goes on. Unknown to Layercode's SDK."""
 
-    code: str
-    message: str
-    turn_id: Id | None = None
+    fields = (("code", STR), ("message", STR), ("turn_id", ID, None))
 
 
-Id = str | int  # turn and delta ids: Layercode sends strings; integers are accepted too
-
-
-def _check_field(type_name: str, name: str, annotation: str, value: Any) -> None:
-    optional = annotation.endswith("| None")
-    base = annotation.removesuffix("| None").strip()
+def _check_field(type_name, spec, value):
+    name, kind = spec[0], spec[1]
     if value is None:
-        if not optional:
+        if len(spec) < 3 or spec[2] is not None:
             raise ProtocolError(f"{type_name}: field {name!r} must not be null")
         return
-    allowed = _ANNOTATION_TYPES[base]
-    if allowed is None:
+    if kind is None:
         return
-    if isinstance(value, bool) or not isinstance(value, allowed):
-        wanted = " or ".join(t.__name__ for t in allowed)
-        raise ProtocolError(f"{type_name}: field {name!r} must be {wanted}")
+    # bool is an int in CPython (not in MicroPython): never accept it as a number or a string.
+    if (isinstance(value, bool) and kind is not BOOL) or not isinstance(value, kind):
+        raise ProtocolError(f"{type_name}: field {name!r} must be {kind_name(kind)}")
 
 
-def from_dict(payload: Any, *, allowed: set[str] | None = None) -> Message:
+def from_dict(payload, *, allowed=None):
     """Build the message a parsed JSON object describes; extra fields are ignored."""
     if not isinstance(payload, dict):
         raise ProtocolError("a message must be a JSON object")
@@ -267,29 +284,30 @@ def from_dict(payload: Any, *, allowed: set[str] | None = None) -> Message:
     cls = MESSAGES.get(type_name)
     if cls is None or (allowed is not None and type_name not in allowed):
         raise UnknownMessageType(type_name)
-    kwargs = {}
-    for f in fields(cls):
-        if f.name in payload:
-            _check_field(type_name, f.name, f.type, payload[f.name])
-            kwargs[f.name] = payload[f.name]
-        elif f.default is MISSING and f.default_factory is MISSING:
-            raise ProtocolError(f"{type_name}: missing field {f.name!r}")
-    return cls(**kwargs)
+    values = {}
+    for spec in cls.fields:
+        name = spec[0]
+        if name in payload:
+            _check_field(type_name, spec, payload[name])
+            values[name] = payload[name]
+        elif len(spec) < 3:
+            raise ProtocolError(f"{type_name}: missing field {name!r}")
+    return cls(**values)
 
 
-def decode(frame: str | bytes, *, allowed: set[str] | None = None) -> Message:
+def decode(frame, *, allowed=None):
     """Parse one text frame. Raises ProtocolError (malformed) or UnknownMessageType."""
     try:
         payload = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as error:
+    except (ValueError, UnicodeError) as error:
         raise ProtocolError(f"a frame is not valid JSON: {error}") from error
     return from_dict(payload, allowed=allowed)
 
 
-# -- Session authorization (PROTOCOL §1 and §4) ---------------------------------------------------
+# -- Session authorization (docs/protocol-additions.md) -------------------------------------------
 
 
-def _optional_str(body: dict, name: str) -> str | None:
+def _optional_str(body, name):
     value = body.get(name)
     if value is None:
         return None
@@ -298,38 +316,38 @@ def _optional_str(body: dict, name: str) -> str | None:
     return value
 
 
-@dataclass
-class AuthorizeRequest:
+def _is_count(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+class AuthorizeRequest(Record):
     """What the browser POSTs to the app's authorize endpoint."""
 
-    pipeline_id: str | None = None
-    agent_id: str | None = None
-    session_id: str | None = None
-    conversation_id: str | None = None
-    metadata: dict = field(default_factory=dict)
-    sdk_version: str | None = None
-    input_sample_rates: list[int] | None = None  # §4 addition: rates the client can send
+    fields = (
+        ("pipeline_id", STR, None),
+        ("agent_id", STR, None),
+        ("session_id", STR, None),
+        ("conversation_id", STR, None),
+        ("metadata", DICT, {}),
+        ("sdk_version", STR, None),
+        ("input_sample_rates", LIST, None),  # our addition: rates the client can send
+    )
+    CLOUD_FIELDS = ("pipeline_id", "agent_id", "session_id", "conversation_id", "sdk_version")
 
     @property
-    def target_id(self) -> str:
+    def target_id(self):
         """The pipeline (seed generation) or agent (newer generation) to talk to."""
         return self.pipeline_id or self.agent_id or ""
 
     @property
-    def resume_id(self) -> str | None:
+    def resume_id(self):
         return self.session_id or self.conversation_id
 
     @classmethod
-    def from_json(cls, body: Any) -> AuthorizeRequest:
+    def from_json(cls, body):
         if not isinstance(body, dict):
             raise ProtocolError("the request body must be a JSON object")
-        request = cls(
-            pipeline_id=_optional_str(body, "pipeline_id"),
-            agent_id=_optional_str(body, "agent_id"),
-            session_id=_optional_str(body, "session_id"),
-            conversation_id=_optional_str(body, "conversation_id"),
-            sdk_version=_optional_str(body, "sdk_version"),
-        )
+        request = cls(**{name: _optional_str(body, name) for name in cls.CLOUD_FIELDS})
         if not request.target_id:
             raise ProtocolError("'pipeline_id' (or 'agent_id') is required")
         metadata = body.get("metadata", {})
@@ -344,24 +362,22 @@ class AuthorizeRequest:
                 raise ProtocolError("'audio' must be a JSON object")
             rates = audio.get("input_sample_rates")
             if rates is not None:
-                if not isinstance(rates, list) or not all(
-                    isinstance(r, int) and not isinstance(r, bool) and r > 0 for r in rates
-                ):
+                if not isinstance(rates, list) or not all(_is_count(r) for r in rates):
                     raise ProtocolError("'audio.input_sample_rates' must be a list of integers")
                 request.input_sample_rates = rates
         return request
 
-    def to_json(self) -> dict:
+    def to_json(self):
         """The body a client sends (our additions included; the cloud proxy strips them)."""
         body = self.cloud_body()
         if self.input_sample_rates:
             body["audio"] = {"input_sample_rates": list(self.input_sample_rates)}
         return body
 
-    def cloud_body(self) -> dict:
+    def cloud_body(self):
         """Only the documented fields: what goes to Layercode's cloud."""
-        body: dict[str, Any] = {}
-        for name in ("pipeline_id", "agent_id", "session_id", "conversation_id", "sdk_version"):
+        body = {}
+        for name in self.CLOUD_FIELDS:
             value = getattr(self, name)
             if value is not None:
                 body[name] = value
@@ -369,21 +385,22 @@ class AuthorizeRequest:
         return body
 
 
-@dataclass
-class SessionConfig:
+class SessionConfig(Record):
     """The parts of the authorize response's `config` the client acts on."""
 
-    trigger: str = TRIGGER_AUTOMATIC
-    can_interrupt: bool = True
-    input_sample_rate: int = DEFAULT_INPUT_SAMPLE_RATE
-    vad: dict = field(default_factory=dict)
+    fields = (
+        ("trigger", STR, TRIGGER_AUTOMATIC),
+        ("can_interrupt", BOOL, True),
+        ("input_sample_rate", INT, DEFAULT_INPUT_SAMPLE_RATE),
+        ("vad", DICT, {}),
+    )
 
     @property
-    def push_to_talk(self) -> bool:
+    def push_to_talk(self):
         return self.trigger == TRIGGER_PUSH_TO_TALK
 
     @classmethod
-    def from_json(cls, config: Any) -> SessionConfig:
+    def from_json(cls, config):
         if config is None:
             return cls()
         if not isinstance(config, dict):
@@ -400,20 +417,18 @@ class SessionConfig:
         if not isinstance(can_interrupt, bool):
             raise ProtocolError("'config.transcription.can_interrupt' must be true or false")
         audio = config.get("audio") or {}
-        rate = (
-            audio.get("input_sample_rate", DEFAULT_INPUT_SAMPLE_RATE)
-            if isinstance(audio, dict)
-            else DEFAULT_INPUT_SAMPLE_RATE
-        )
+        rate = DEFAULT_INPUT_SAMPLE_RATE
+        if isinstance(audio, dict):
+            rate = audio.get("input_sample_rate", DEFAULT_INPUT_SAMPLE_RATE)
         if rate not in SUPPORTED_INPUT_SAMPLE_RATES:
+            rates = ", ".join(str(r) for r in SUPPORTED_INPUT_SAMPLE_RATES)
             raise ProtocolError(
-                f"unsupported 'config.audio.input_sample_rate' {rate!r}: "
-                f"expected one of {', '.join(map(str, SUPPORTED_INPUT_SAMPLE_RATES))}"
+                f"unsupported 'config.audio.input_sample_rate' {rate!r}: expected one of {rates}"
             )
         vad = config.get("vad") if isinstance(config.get("vad"), dict) else {}
         return cls(trigger=trigger, can_interrupt=can_interrupt, input_sample_rate=rate, vad=vad)
 
-    def to_json(self) -> dict:
+    def to_json(self):
         return {
             "transcription": {
                 "trigger": self.trigger,
@@ -425,17 +440,23 @@ class SessionConfig:
         }
 
 
-@dataclass
-class AuthorizeResponse:
+class AuthorizeResponse(Record):
     """What the authorize endpoint answers (Layercode's body, passed through unchanged)."""
 
-    client_session_key: str
-    session_id: str | None = None
-    config: SessionConfig = field(default_factory=SessionConfig)
-    websocket_url: str | None = None  # §4 addition; absent → Layercode's cloud
+    fields = (
+        ("client_session_key", STR),
+        ("session_id", STR, None),
+        ("config", ANY, None),  # a SessionConfig; None → the defaults
+        ("websocket_url", STR, None),  # our addition; absent → Layercode's cloud
+    )
+
+    def __init__(self, *args, **values):
+        super().__init__(*args, **values)
+        if self.config is None:
+            self.config = SessionConfig()
 
     @classmethod
-    def from_json(cls, body: Any) -> AuthorizeResponse:
+    def from_json(cls, body):
         if not isinstance(body, dict):
             raise ProtocolError("the authorize response must be a JSON object")
         key = body.get("client_session_key")

@@ -40,6 +40,7 @@ async def health(request: Request) -> JSONResponse:
             "pipeline": state.pipeline_kind,
             "runtime": {
                 "pyscript": vendor.PYSCRIPT.version,
+                "micropython": vendor.MICROPYTHON.version,
                 "pyodide": vendor.PYODIDE.version,
                 "vendored": vendor.is_vendored(),
             },

@@ -1,5 +1,6 @@
 """Export the page and its runtime as a self-contained static folder.
 
+It holds both pages: `index.html` on MicroPython and `index.html?py=pyodide` on Pyodide.
 The folder can be hosted anywhere (a CDN of your own, object storage, GitHub Pages): every path
 in it is relative, the runtime is inside it, and the authorize endpoint's URL is written into
 the page at export. That endpoint stays on a server (this one, with CORS_ALLOW_ORIGINS naming
@@ -31,13 +32,13 @@ def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> 
     target.mkdir(parents=True, exist_ok=True)
 
     (target / "index.html").write_bytes(render_index(authorize_url, pipeline_id))
-    for name in ("main.py", "pyscript.toml"):
+    for name in ("main.py", "pyscript.toml", "pyscript-pyodide.toml"):
         shutil.copy(ROOT / name, target / name)
     shutil.copytree(ASSETS_DIR, target / "assets")
     built = build_wheel()
     (target / "client").mkdir()
     (target / "client" / built.filename).write_bytes(built.data)
-    for package in (vendor.PYSCRIPT, vendor.PYODIDE):
+    for package in (vendor.PYSCRIPT, vendor.MICROPYTHON, vendor.PYODIDE):
         destination = target / "runtime" / package.folder / package.version
         shutil.copytree(
             package.target, destination, ignore=shutil.ignore_patterns(*SKIPPED_RUNTIME_FILES)

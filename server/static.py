@@ -23,7 +23,7 @@ from . import wheel as client_wheel
 from .vendor import VENDOR_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE_FILES = {"index.html", "main.py", "pyscript.toml"}
+PAGE_FILES = {"index.html", "main.py", "pyscript.toml", "pyscript-pyodide.toml"}
 ASSETS_DIR = ROOT / "assets"
 
 IMMUTABLE = "public, max-age=31536000, immutable"

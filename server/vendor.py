@@ -1,4 +1,4 @@
-"""Vendor the browser runtime (PyScript, Pyodide, micropip) into `.vendor/`, offline-safe.
+"""Vendor the browser runtime (PyScript, MicroPython, Pyodide, micropip) into `.vendor/`.
 
 The page must never load anything from a CDN, so setup fetches the pinned npm tarballs from the
 npm registry, checks each against the integrity the registry published (pinned below), and
@@ -54,6 +54,21 @@ PYODIDE = NpmPackage(
     subdir="package",
     folder="pyodide",
 )
+# MicroPython for PyScript's `mpy` pages: the demo page's default interpreter (starts in a tenth
+# of Pyodide's time) and the engine of the client's MicroPython checks (tests/micropython/).
+# 1.28.0-6 is the build PyScript 0.7.31's core names as its default (a pre-release on the
+# registry, whose `latest` is 1.27.0). Both pass our checks and pages; 1.28.0-6 is pinned
+# because it is the build PyScript 0.7.31 was released against. The build also ships variants
+# (settrace, ulab) the page never loads: they are not kept.
+MICROPYTHON = NpmPackage(
+    name="@micropython/micropython-webassembly-pyscript",
+    version="1.28.0-6",
+    integrity="sha512-eRJw+jOhFPoEClHRI8RmzIBjORpOhVdDFcdrNYHUc0U+EwchuD5cYIfmgvj3RWim7vBnjBK8mYxMBBVduOo8Lw==",
+    subdir="package",
+    folder="micropython",
+)
+MICROPYTHON_UNUSED = ("micropython-settrace.wasm", "micropython-settrace-ulab.wasm",
+                      "micropython-ulab.wasm")  # fmt: skip
 # The official JS SDK: not used by our page; the compatibility test and bench/client.py run it.
 OFFICIAL_SDK = NpmPackage(
     name="@layercode/js-sdk",
@@ -80,6 +95,10 @@ def pyodide_url() -> str:
     return f"/runtime/{PYODIDE.folder}/{PYODIDE.version}"
 
 
+def micropython_url() -> str:
+    return f"/runtime/{MICROPYTHON.folder}/{MICROPYTHON.version}"
+
+
 def log(message: str) -> None:
     print(f"[vendor] {message}", file=sys.stderr, flush=True)
 
@@ -89,8 +108,8 @@ def sri(data: bytes) -> str:
 
 
 def is_vendored() -> bool:
-    """True when setup has put both runtimes in place."""
-    return all((p.target / DONE_MARKER).is_file() for p in (PYSCRIPT, PYODIDE))
+    """True when setup has put the runtimes in place."""
+    return all((p.target / DONE_MARKER).is_file() for p in (PYSCRIPT, PYODIDE, MICROPYTHON))
 
 
 def is_done(target: Path, stamp: str) -> bool:
@@ -187,7 +206,7 @@ def precompress(folder: Path) -> None:
 def main() -> None:
     VENDOR_DIR.mkdir(exist_ok=True)
     changed = False
-    for package in (PYSCRIPT, PYODIDE, OFFICIAL_SDK):
+    for package in (PYSCRIPT, MICROPYTHON, PYODIDE, OFFICIAL_SDK):
         stamp = package.integrity
         if package is PYODIDE:
             stamp += f"+micropip-{MICROPIP_SHA256}"
@@ -197,6 +216,9 @@ def main() -> None:
         if package is PYODIDE:
             wheel = fetch_micropip(package.target)
             fix_micropip_hash(package.target, wheel)
+        if package is MICROPYTHON:
+            for name in MICROPYTHON_UNUSED:
+                (package.target / name).unlink(missing_ok=True)
         # Source maps would only waste disk and bandwidth: nothing here debugs minified JS.
         for source_map in package.target.rglob("*.map"):
             source_map.unlink()

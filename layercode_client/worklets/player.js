@@ -1,6 +1,29 @@
-// Agent voice ← PCM16 chunks. Runs on the audio thread: plays queued chunks back to back
-// (gapless), drops everything on "interrupt", reports "drained" (with the turn and delta id of
-// the last chunk it finished) when the queue runs dry, and its RMS level ~20 times a second.
+// Agent voice ← base64 PCM16 chunks. Runs on the audio thread: decodes each chunk (off the main
+// thread), plays queued chunks back to back (gapless), drops everything on "interrupt", reports
+// "drained" (with the turn and delta id of the last chunk it finished) when the queue runs dry,
+// and its RMS level ~20 times a second.
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const VALUES = new Uint8Array(128);
+for (let i = 0; i < ALPHABET.length; i++) VALUES[ALPHABET.charCodeAt(i)] = i;
+
+function samples(text) {
+  let length = text.length;
+  while (length > 0 && text[length - 1] === "=") length--;
+  const bytes = new Uint8Array((length * 3) >> 2);
+  let j = 0;
+  for (let i = 0; i < length; i += 4) {
+    const n =
+      (VALUES[text.charCodeAt(i)] << 18) |
+      (VALUES[text.charCodeAt(i + 1)] << 12) |
+      (VALUES[text.charCodeAt(i + 2) & 127] << 6) |
+      VALUES[text.charCodeAt(i + 3) & 127];
+    bytes[j++] = n >> 16;
+    if (j < bytes.length) bytes[j++] = (n >> 8) & 255;
+    if (j < bytes.length) bytes[j++] = n & 255;
+  }
+  return new Int16Array(bytes.buffer, 0, bytes.length >> 1); // an odd last byte is dropped
+}
+
 class LayercodePlayer extends AudioWorkletProcessor {
   constructor() {
     super();
@@ -13,7 +36,7 @@ class LayercodePlayer extends AudioWorkletProcessor {
     this.port.onmessage = ({ data }) => {
       if (data.type === "audio") {
         const { turnId, deltaId } = data;
-        this.queue.push({ samples: new Int16Array(data.pcm), turnId, deltaId });
+        this.queue.push({ samples: samples(data.audio), turnId, deltaId });
       } else if (data.type === "interrupt") {
         this.queue = [];
         this.offset = 0;

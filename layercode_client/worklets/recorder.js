@@ -1,6 +1,20 @@
-// Microphone → PCM16 chunks. Runs on the audio thread (where Python cannot): converts the
+// Microphone → base64 PCM16 chunks. Runs on the audio thread (where Python cannot): converts the
 // context's float frames (already at the session's rate) to Int16 and posts one chunk of
-// `chunkSamples` with its RMS level. Everything else happens in Python.
+// `chunkSamples`, base64-encoded (the `client.audio` content as is), with its RMS level.
+// Everything else happens in Python.
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+function base64(bytes) {
+  let out = "";
+  for (let i = 0; i < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
+    out += ALPHABET[(n >> 18) & 63] + ALPHABET[(n >> 12) & 63];
+    out += i + 1 < bytes.length ? ALPHABET[(n >> 6) & 63] : "=";
+    out += i + 2 < bytes.length ? ALPHABET[n & 63] : "=";
+  }
+  return out;
+}
+
 class LayercodeRecorder extends AudioWorkletProcessor {
   constructor(options) {
     super();
@@ -18,8 +32,7 @@ class LayercodeRecorder extends AudioWorkletProcessor {
       this.energy += s * s;
       if (this.filled === this.size) {
         const level = Math.min(1, Math.sqrt(this.energy / this.size) * 4);
-        this.port.postMessage({ pcm: this.chunk.buffer, level }, [this.chunk.buffer]);
-        this.chunk = new Int16Array(this.size);
+        this.port.postMessage({ audio: base64(new Uint8Array(this.chunk.buffer)), level });
         this.filled = 0;
         this.energy = 0;
       }

@@ -47,7 +47,8 @@ def test_page_boots_offline_shows_progress_then_ready(page, artifacts, tmp_path)
         assert "connected (sess_" in page.inner_text("#log")
 
     assert requests.outside() == [], "the page asked for something off this machine"
-    assert any(u.endswith("pyodide.asm.wasm") for u in requests.urls)
+    assert any(u.endswith("micropython.wasm") for u in requests.urls)  # the default
+    assert not any(u.endswith("pyodide.asm.wasm") for u in requests.urls)
     assert console_errors == [], "\n".join(console_errors)
 
 

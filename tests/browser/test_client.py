@@ -1,7 +1,8 @@
 """The Python client in real Chromium, against a scripted pipeline on a real WebSocket.
 
 The microphone is Chromium's fake device playing a WAV made at test time (Piper speech), so
-what the server receives can be compared with what was "said". The page is the demo page.
+what the server receives can be compared with what was "said". The page is the demo page, and
+every test runs on both of its interpreters: MicroPython (the default) and Pyodide.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from server.pipeline.audio import resample
-from server.vendor import pyodide_url, pyscript_url
+from server.vendor import micropython_url, pyodide_url, pyscript_url
 from server.wheel import wheel_filename
 from tests.conftest import CHROMIUM_ARGS, chromium_launch_args
 from tests.support.scripted_pipeline import ScriptedPipeline
@@ -62,11 +63,17 @@ def mic_browser(playwright, spoken_wav):
     browser.close()
 
 
-@pytest.fixture
-def pipeline():
+INTERPRETERS = {"micropython": "/", "pyodide": "/?py=pyodide"}  # → the demo page's address
+
+
+@pytest.fixture(params=list(INTERPRETERS))
+def pipeline(request):
+    """The scripted pipeline serving the demo page; `home` is the page on this interpreter."""
     scripted = ScriptedPipeline()
     with serve(scripted.app()) as url:
         scripted.url = url
+        scripted.interpreter = request.param
+        scripted.home = url + INTERPRETERS[request.param]
         yield scripted
 
 
@@ -79,9 +86,14 @@ def page(mic_browser):
     context.close()
 
 
-def open_and_connect(page, pipeline) -> None:
-    page.goto(pipeline.url + "/")
+def open_page(page, pipeline) -> None:
+    page.goto(pipeline.home)
     page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+    assert page.get_attribute("body", "data-interpreter") == pipeline.interpreter
+
+
+def open_and_connect(page, pipeline) -> None:
+    open_page(page, pipeline)
     page.click("#connect")
     page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
 
@@ -225,8 +237,7 @@ def test_reconnect_resumes_the_session(page, pipeline):
 )
 def test_authorization_errors_are_shown_in_words(page, pipeline, failure, words):
     pipeline.authorize_failure = failure
-    page.goto(pipeline.url + "/")
-    page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+    open_page(page, pipeline)
     page.click("#connect")
     page.wait_for_selector("#status[data-status=error]", timeout=10_000)
     banner = page.inner_text("#error")
@@ -248,8 +259,7 @@ def test_a_denied_microphone_is_an_error(playwright, pipeline):
     browser = playwright.chromium.launch(**{**chromium_launch_args(), "args": args})
     try:
         page = browser.new_page()  # no permission granted: getUserMedia is refused
-        page.goto(pipeline.url + "/")
-        page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+        open_page(page, pipeline)
         page.click("#connect")
         page.wait_for_selector("#status[data-status=error]", timeout=10_000)
         assert "Microphone access is blocked" in page.inner_text("#error")
@@ -297,8 +307,7 @@ def test_the_page_survives_chromiums_heap_sampling_profiler(playwright, pipeline
 
 def test_an_unreachable_voice_service_is_an_error(page, pipeline):
     pipeline.websocket_url = f"ws://127.0.0.1:{free_port()}/ws"  # nothing listens there
-    page.goto(pipeline.url + "/")
-    page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
+    open_page(page, pipeline)
     page.click("#connect")
     page.wait_for_selector("#status[data-status=error]", timeout=10_000)
     assert "Could not reach the voice service" in page.inner_text("#error")
@@ -309,7 +318,7 @@ SEED_PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><link rel="icon" href="data:,">
 <script>delete WebAssembly.Suspending; delete WebAssembly.promising;</script>
 <script type="module" src="{pyscript}/core.js"></script></head>
-<body><script type="py" config='{config}'>
+<body><script type="{script_type}" config='{config}'>
 import js
 from layercode_client import LayercodeClient
 
@@ -337,13 +346,14 @@ js.window.layercode.connect()
 
 
 def test_the_seeds_example_runs_word_for_word(page, pipeline):
-    config = json.dumps(
-        {
-            "interpreter": f"{pyodide_url()}/pyodide.mjs",
-            "files": {f"/client/{wheel_filename()}": "./*"},
-        }
+    micropython = pipeline.interpreter == "micropython"
+    engine = (
+        f"{micropython_url()}/micropython.mjs" if micropython else f"{pyodide_url()}/pyodide.mjs"
     )
-    pipeline.pages["seed.html"] = SEED_PAGE.format(pyscript=pyscript_url(), config=config)
+    config = json.dumps({"interpreter": engine, "files": {f"/client/{wheel_filename()}": "./*"}})
+    pipeline.pages["seed.html"] = SEED_PAGE.format(
+        pyscript=pyscript_url(), config=config, script_type="mpy" if micropython else "py"
+    )
     logged: list[str] = []
     page.on("console", lambda m: m.text.startswith("seed: ") and logged.append(m.text[6:]))
     page.goto(pipeline.url + "/test-pages/seed.html")

@@ -29,7 +29,9 @@ def test_export_contents(tmp_path):
     page = (target / "index.html").read_text()
     assert 'content="https://auth.example/api/authorize"' in page
     assert 'content="pl_9"' in page
-    assert (target / "runtime/pyodide").is_dir() and (target / "runtime/pyscript").is_dir()
+    for runtime in ("pyscript", "micropython", "pyodide"):
+        assert (target / "runtime" / runtime).is_dir()
+    assert (target / "pyscript.toml").is_file() and (target / "pyscript-pyodide.toml").is_file()
     assert not list(target.rglob("*.gz")) and not list(target.rglob(".complete"))
     assert len(list((target / "client").glob("*.whl"))) == 1
     # Exporting again over an earlier export replaces it; a foreign folder is refused.
@@ -40,8 +42,10 @@ def test_export_contents(tmp_path):
         export_site(tmp_path / "foreign", "https://auth.example/api/authorize")
 
 
-def test_exported_page_authorizes_cross_origin(page, tmp_path):
-    """The static site on one origin, the auth server (embedded pipeline) on another."""
+@pytest.mark.parametrize("interpreter,query", [("micropython", ""), ("pyodide", "?py=pyodide")])
+def test_exported_page_authorizes_cross_origin(page, tmp_path, interpreter, query):
+    """The static site on one origin, the auth server (embedded pipeline) on another; both
+    pages (MicroPython, the default, and Pyodide) work from the export."""
     site_port, auth_port = free_port(), free_port()
     site_origin = f"http://127.0.0.1:{site_port}"
     auth_url = f"http://127.0.0.1:{auth_port}/api/authorize"
@@ -49,8 +53,9 @@ def test_exported_page_authorizes_cross_origin(page, tmp_path):
     requests = RequestLog(page)
     settings = {"data_dir": tmp_path / "data"}
     with auth_server(auth_port, settings, (site_origin,)), static_server(folder, site_port):
-        page.goto(site_origin + "/")
+        page.goto(site_origin + "/" + query)
         wait_ready(page)
+        assert page.get_attribute("body", "data-interpreter") == interpreter
         page.click("#connect")
         page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
         assert "connected (sess_" in page.inner_text("#log")

@@ -1,75 +1,81 @@
-"""Fakes of the browser ports (layercode_client/ports.py), recording what the client does."""
+"""Fakes of the browser ports (layercode_client/ports.py), recording what the client does.
 
-from __future__ import annotations
+Written in the subset MicroPython runs too: the MicroPython test runner (tests/micropython/)
+drives the client with these same fakes.
+"""
 
+import binascii
 import json
-from dataclasses import dataclass, field
 
 
-@dataclass
+def b64(pcm):
+    return binascii.b2a_base64(pcm, newline=False).decode()
+
+
 class FakeSocket:
-    url: str
-    on_message: object
-    on_close: object
-    sent: list[dict] = field(default_factory=list)
-    closed: tuple[int, str] | None = None
+    def __init__(self, url, on_message, on_close):
+        self.url = url
+        self.on_message = on_message
+        self.on_close = on_close
+        self.sent = []  # every message, parsed
+        self.closed = None  # (code, reason) once closed
 
-    def send(self, text: str) -> None:
+    def send(self, text):
         assert self.closed is None, "sent on a closed socket"
         self.sent.append(json.loads(text))
 
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code=1000, reason=""):
         self.closed = (code, reason)
 
-    def types(self) -> list[str]:
+    def types(self):
         return [m["type"] for m in self.sent]
 
     # the server's side
-    def receive(self, message: dict | str) -> None:
+    def receive(self, message):
         self.on_message(message if isinstance(message, str) else json.dumps(message))
 
-    def drop(self, code: int, reason: str = "") -> None:
+    def drop(self, code, reason=""):
         self.closed = (code, reason)
         self.on_close(code, reason)
 
 
-@dataclass
 class FakeMicrophone:
-    sample_rate: int
-    chunk_ms: int
-    on_chunk: object
-    stopped: bool = False
+    def __init__(self, sample_rate, chunk_ms, on_chunk):
+        self.sample_rate = sample_rate
+        self.chunk_ms = chunk_ms
+        self.on_chunk = on_chunk
+        self.stopped = False
 
-    def stop(self) -> None:
+    def stop(self):
         self.stopped = True
 
-    def speak(self, pcm: bytes, level: float = 0.5) -> None:
-        self.on_chunk(pcm, level)
+    def speak(self, pcm, level=0.5):
+        self.on_chunk(b64(pcm), level)
 
 
-@dataclass
 class FakePlayer:
-    on_drained: object
-    level: float = 0.0
-    played: list[tuple[bytes, str | None]] = field(default_factory=list)
-    interrupts: int = 0
-    closed: bool = False
-    last_delta_id: str | None = None
+    def __init__(self, on_drained):
+        self.on_drained = on_drained
+        self.level = 0.0
+        self.played = []  # (pcm, turn_id) per chunk
+        self.interrupts = 0
+        self.closed = False
+        self.last_delta_id = None
 
-    def play(self, pcm: bytes, turn_id: str | None, delta_id: str | None = None) -> None:
-        self.played.append((pcm, turn_id))
+    def play(self, audio, turn_id, delta_id=None):
+        self.played.append((binascii.a2b_base64(audio.encode()), turn_id))
         self.last_delta_id = delta_id
         self.level = 0.6
 
-    def interrupt(self) -> None:
+    def interrupt(self):
         self.interrupts += 1
         self.level = 0.0
 
-    def close(self) -> None:
+    def close(self):
         self.closed = True
         self.level = 0.0
 
-    def drain(self) -> None:
+    def drain(self):
         self.level = 0.0
         self.on_drained(self.last_delta_id)
 
@@ -86,40 +92,40 @@ AUTHORIZED = {
 
 
 class FakeBrowser:
-    def __init__(self, answer: tuple[int, dict | str] = (200, AUTHORIZED)):
+    def __init__(self, answer=(200, AUTHORIZED)):
         self.answer = answer
-        self.posts: list[tuple[str, dict]] = []
-        self.sockets: list[FakeSocket] = []
-        self.microphones: list[FakeMicrophone] = []
-        self.players: list[FakePlayer] = []
-        self.microphone_error: Exception | None = None
+        self.posts = []  # (url, body)
+        self.sockets = []
+        self.microphones = []
+        self.players = []
+        self.microphone_error = None
         self.before_microphone = None  # an async callable run while "asking for the microphone"
         self.unreachable = False
 
     @property
-    def socket(self) -> FakeSocket:
+    def socket(self):
         return self.sockets[-1]
 
     @property
-    def microphone(self) -> FakeMicrophone:
+    def microphone(self):
         return self.microphones[-1]
 
     @property
-    def player(self) -> FakePlayer:
+    def player(self):
         return self.players[-1]
 
-    async def post_json(self, url: str, body: dict) -> tuple[int, str]:
+    async def post_json(self, url, body):
         self.posts.append((url, body))
         if self.unreachable:
             raise OSError("Failed to fetch")
         status, answer = self.answer
         return status, answer if isinstance(answer, str) else json.dumps(answer)
 
-    async def open_socket(self, url, on_message, on_close) -> FakeSocket:
+    async def open_socket(self, url, on_message, on_close):
         self.sockets.append(FakeSocket(url, on_message, on_close))
         return self.sockets[-1]
 
-    async def open_microphone(self, sample_rate, chunk_ms, on_chunk) -> FakeMicrophone:
+    async def open_microphone(self, sample_rate, chunk_ms, on_chunk):
         if self.before_microphone is not None:
             await self.before_microphone()
         if self.microphone_error is not None:
@@ -127,7 +133,7 @@ class FakeBrowser:
         self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk))
         return self.microphones[-1]
 
-    async def open_player(self, sample_rate, on_drained) -> FakePlayer:
+    async def open_player(self, sample_rate, on_drained):
         assert sample_rate == 16000
         self.players.append(FakePlayer(on_drained))
         return self.players[-1]

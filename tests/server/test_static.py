@@ -35,6 +35,7 @@ def test_health_reports_runtime_and_pipeline(client):
     assert body["status"] == "ok"
     assert body["runtime"] == {
         "pyscript": vendor.PYSCRIPT.version,
+        "micropython": vendor.MICROPYTHON.version,
         "pyodide": vendor.PYODIDE.version,
         "vendored": True,
     }
@@ -57,6 +58,7 @@ def test_index_has_page_settings_and_is_revalidated(client):
     [
         ("/main.py", "text/x-python; charset=utf-8"),
         ("/pyscript.toml", "application/toml; charset=utf-8"),
+        ("/pyscript-pyodide.toml", "application/toml; charset=utf-8"),
         ("/assets/style.css", "text/css; charset=utf-8"),
     ],
 )
@@ -110,12 +112,16 @@ def test_micropip_lock_hash_matches_the_served_wheel(client):
 
 
 def test_page_and_toml_name_the_vendored_versions():
-    """index.html and pyscript.toml are static files: they must follow server/vendor.py."""
+    """index.html and the two configs are static files: they must follow server/vendor.py."""
     page = (ROOT / "index.html").read_text()
     toml = (ROOT / "pyscript.toml").read_text()
+    pyodide_toml = (ROOT / "pyscript-pyodide.toml").read_text()
+    micropython = f"/runtime/micropython/{vendor.MICROPYTHON.version}"
     assert f"./runtime/pyscript/{vendor.PYSCRIPT.version}/core.js" in page
-    assert f'interpreter = ".{PYODIDE}/pyodide.mjs"' in toml
-    for text in (page, toml, (ROOT / "main.py").read_text()):
+    assert f'runtime: ".{micropython}/"' in page and f'runtime: ".{PYODIDE}/"' in page
+    assert f'interpreter = ".{micropython}/micropython.mjs"' in toml
+    assert f'interpreter = ".{PYODIDE}/pyodide.mjs"' in pyodide_toml
+    for text in (page, toml, pyodide_toml, (ROOT / "main.py").read_text()):
         assert not re.search(r"https?://(?!127\.0\.0\.1)", text.replace("http://www.w3.org", ""))
 
 
@@ -163,10 +169,12 @@ def test_small_responses_are_not_compressed_and_large_page_files_are(client):
 
 
 def test_the_page_unpacks_the_wheel_the_server_builds():
-    """pyscript.toml names the wheel file; it must be the one /client/ serves."""
+    """The configs (and the page's preload) name the wheel file: the one /client/ serves."""
     import tomllib
 
     from server.wheel import wheel_filename
 
-    config = tomllib.loads((ROOT / "pyscript.toml").read_text())
-    assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
+    for name in ("pyscript.toml", "pyscript-pyodide.toml"):
+        config = tomllib.loads((ROOT / name).read_text())
+        assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
+    assert f'"./client/{wheel_filename()}"' in (ROOT / "index.html").read_text()

@@ -30,6 +30,7 @@ PAGE = """<!doctype html>
   });
   // The SDK always dials Layercode's cloud; point it at this server instead.
   client._websocketUrl = `ws://${location.host}/v1/agents/web/websocket`;
+  document.body.dataset.connectStartMs = performance.now();
   client.connect();
 </script></body></html>"""
 
