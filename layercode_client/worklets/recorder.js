@@ -3,16 +3,27 @@
 // `chunkSamples`, base64-encoded (the `client.audio` content as is), with its RMS level.
 // Everything else happens in Python.
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const CODES = Uint8Array.from(ALPHABET, (char) => char.charCodeAt(0));
 
+// Base64 into a byte buffer, then one string: no per-character string building on the
+// audio thread.
 function base64(bytes) {
-  let out = "";
+  const out = new Uint8Array(Math.ceil(bytes.length / 3) * 4);
+  let j = 0;
   for (let i = 0; i < bytes.length; i += 3) {
     const n = (bytes[i] << 16) | ((bytes[i + 1] ?? 0) << 8) | (bytes[i + 2] ?? 0);
-    out += ALPHABET[(n >> 18) & 63] + ALPHABET[(n >> 12) & 63];
-    out += i + 1 < bytes.length ? ALPHABET[(n >> 6) & 63] : "=";
-    out += i + 2 < bytes.length ? ALPHABET[n & 63] : "=";
+    out[j++] = CODES[(n >> 18) & 63];
+    out[j++] = CODES[(n >> 12) & 63];
+    out[j++] = CODES[(n >> 6) & 63];
+    out[j++] = CODES[n & 63];
   }
-  return out;
+  if (bytes.length % 3) out[out.length - 1] = 61; // "="
+  if (bytes.length % 3 === 1) out[out.length - 2] = 61;
+  let text = "";
+  for (let k = 0; k < out.length; k += 8192) {
+    text += String.fromCharCode.apply(null, out.subarray(k, k + 8192));
+  }
+  return text;
 }
 
 class LayercodeRecorder extends AudioWorkletProcessor {
