@@ -37,6 +37,7 @@ ERROR = "error"
 STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, ERROR)
 
 NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005)
+RUNNING = set()  # every Work not yet ended: CPython's loop keeps only weak task references
 
 
 class ServerError(LayercodeError):
@@ -65,6 +66,7 @@ class Work:
         self._started = False
         self._finished = asyncio.Event()
         self._task = asyncio.create_task(self._run(coroutine))
+        RUNNING.add(self)
 
     async def _run(self, coroutine):
         self._started = True
@@ -77,7 +79,11 @@ class Work:
             if not isinstance(error, LayercodeError):  # a bug: on_error did not hear of it
                 log.exception("a client call failed")
         finally:
-            self._finished.set()
+            self._end()
+
+    def _end(self):
+        self._finished.set()
+        RUNNING.discard(self)
 
     def done(self):
         return self._finished.is_set()
@@ -86,7 +92,7 @@ class Work:
         self._task.cancel()
         if not self._started:  # it never runs, so it cannot say it ended
             self.cancelled = True
-            self._finished.set()
+            self._end()
 
     async def wait(self):
         """Wait for the end; raise its error. True when it ran to the end, False if cancelled."""
