@@ -7,12 +7,19 @@ the browser; the rest runs (and is tested) in plain CPython.
 """
 
 from .client import LayercodeClient, ServerError
+from .devices import (
+    list_audio_input_devices,
+    listAudioInputDevices,
+    watch_audio_input_devices,
+    watchAudioInputDevices,
+)
 from .errors import (
     AudioError,
     AuthorizationError,
     ConfigurationError,
     ConnectionClosed,
     ConnectionFailed,
+    InvalidArgument,
     InvalidStateError,
     LayercodeError,
     MicrophoneNotFound,
@@ -27,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectionClosed",
     "ConnectionFailed",
+    "InvalidArgument",
     "InvalidStateError",
     "LayercodeClient",
     "LayercodeError",
@@ -34,4 +42,8 @@ __all__ = [
     "MicrophonePermissionDenied",
     "ProtocolError",
     "ServerError",
+    "listAudioInputDevices",
+    "list_audio_input_devices",
+    "watchAudioInputDevices",
+    "watch_audio_input_devices",
 ]

@@ -177,10 +177,20 @@ class BrowserMicrophone:
         self._proxies = Proxies()
         self._stream = self._context = self._source = self._node = None
 
-    async def start(self, sample_rate, chunk_ms, on_chunk):
-        request = window.navigator.mediaDevices.getUserMedia(
-            ffi.to_js({"audio": MICROPHONE_CONSTRAINTS})
-        )
+    @property
+    def stream(self):
+        return self._stream
+
+    def set_muted(self, muted):
+        if self._stream is not None:
+            for track in self._stream.getAudioTracks():
+                track.enabled = not muted
+
+    async def start(self, sample_rate, chunk_ms, on_chunk, device_id=None):
+        constraints = dict(MICROPHONE_CONSTRAINTS)
+        if device_id and device_id != "default":
+            constraints["deviceId"] = {"exact": device_id}
+        request = window.navigator.mediaDevices.getUserMedia(ffi.to_js({"audio": constraints}))
         try:
             self._stream = await request
         except asyncio.CancelledError:  # disconnect() while the browser was still asking
@@ -295,6 +305,28 @@ class BrowserPlayer:
         self.level = 0.0
 
 
+def input_devices(infos):
+    """MediaDeviceInfo list → dicts of the audio inputs, the SDK's `default` flag set."""
+    devices = []
+    for info in infos:
+        if info.kind != "audioinput":
+            continue
+        device_id = js_string(info.deviceId) or ""
+        devices.append(
+            {
+                "deviceId": device_id,
+                "device_id": device_id,
+                "groupId": js_string(info.groupId) or "",
+                "kind": "audioinput",
+                "label": js_string(info.label) or "",
+                "default": device_id == "default",
+            }
+        )
+    if devices and not any(d["default"] for d in devices):
+        devices[0]["default"] = True
+    return devices
+
+
 class PageBrowser:
     """The `Browser` port (ports.py) for a PyScript page, on Pyodide or MicroPython."""
 
@@ -313,10 +345,50 @@ class PageBrowser:
     async def open_socket(self, url, on_message, on_close):
         return await BrowserSocket.open(url, on_message, on_close)
 
-    async def open_microphone(self, sample_rate, chunk_ms, on_chunk):
+    async def open_microphone(self, sample_rate, chunk_ms, on_chunk, device_id=None):
         microphone = BrowserMicrophone()
-        await microphone.start(sample_rate, chunk_ms, on_chunk)
+        await microphone.start(sample_rate, chunk_ms, on_chunk, device_id)
         return microphone
+
+    async def list_input_devices(self, request_permission=False):
+        media = window.navigator.mediaDevices
+        if request_permission:
+            stream = await media.getUserMedia(ffi.to_js({"audio": True}))
+            for track in stream.getTracks():
+                track.stop()
+        return input_devices(await media.enumerateDevices())
+
+    def watch_devices(self, on_change):
+        media = window.navigator.mediaDevices
+        proxies = Proxies()
+        watching = [True]
+        reports = set()  # each report referenced until it ran
+
+        async def report():
+            try:
+                devices = input_devices(await media.enumerateDevices())
+                if watching[0]:
+                    on_change(devices)
+            finally:
+                reports.discard(task[0])
+
+        task = [None]
+
+        def changed(event=None):
+            task[0] = asyncio.create_task(report())
+            reports.add(task[0])
+
+        listener = proxies(changed)
+        media.addEventListener("devicechange", listener)
+        changed()
+
+        def stop():
+            if watching[0]:
+                watching[0] = False
+                media.removeEventListener("devicechange", listener)
+                call_soon(proxies.destroy)
+
+        return stop
 
     async def open_player(self, sample_rate, on_drained):
         player = BrowserPlayer()

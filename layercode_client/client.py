@@ -6,7 +6,11 @@ from the server) undoes all of it, once. Browser access goes through a `Browser`
 this state machine runs in plain CPython under test.
 
 Statuses: `disconnected` → `connecting` → `connected` → `disconnected`, or `error` when a step
-fails or the connection drops abnormally.
+fails or the connection drops abnormally. An agent that hangs up (close code 4003) ends the
+session normally: `disconnected`, its reason in `disconnect_reason`.
+
+Every public name of `@layercode/js-sdk` 2.8.10's `LayercodeClient` is here under its camelCase
+name and a snake_case one; methods the SDK makes promises return awaitables (docs/client.md).
 
 Written in the subset CPython, Pyodide and MicroPython share (compat.py says what that means).
 """
@@ -18,9 +22,11 @@ import logging
 
 from . import protocol as p
 from .compat import awaitable_of, is_awaitable, is_base64, quote
+from .devices import DEFAULT_DEVICE, InputDevices
 from .errors import (
     AuthorizationError,
     ConnectionClosed,
+    InvalidArgument,
     InvalidStateError,
     LayercodeError,
     ProtocolError,
@@ -36,7 +42,7 @@ CONNECTED = "connected"
 ERROR = "error"
 STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, ERROR)
 
-NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005)
+NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005, p.CloseCode.SESSION_ENDED)
 RUNNING = set()  # every Work not yet ended: CPython's loop keeps only weak task references
 
 
@@ -53,8 +59,9 @@ class ServerError(LayercodeError):
 class Work:
     """A piece of work that starts now and that any number of callers may await.
 
-    What `connect()` and `disconnect()` return. Awaiting it waits for the end and raises the
-    error the work ended with; nobody has to await it (its error was reported through
+    What `connect()`, `disconnect()` and the other methods the SDK makes promises return.
+    Awaiting it waits for the end and gives the work's result (None when cancelled), or raises
+    the error the work ended with; nobody has to await it (its error was reported through
     `on_error`). A caller cancelled while waiting does not cancel the work; `cancel()` does.
     (The portable stand-in for a task behind `asyncio.shield`: MicroPython has neither shield,
     futures nor done-callbacks.)
@@ -62,6 +69,7 @@ class Work:
 
     def __init__(self, coroutine):
         self.error = None  # what the work raised
+        self.result = None  # what it returned
         self.cancelled = False
         self._started = False
         self._finished = asyncio.Event()
@@ -71,7 +79,7 @@ class Work:
     async def _run(self, coroutine):
         self._started = True
         try:
-            await coroutine
+            self.result = await coroutine
         except asyncio.CancelledError:
             self.cancelled = True
         except Exception as error:
@@ -95,16 +103,46 @@ class Work:
             self._end()
 
     async def wait(self):
-        """Wait for the end; raise its error. True when it ran to the end, False if cancelled."""
+        """Wait for the end; raise its error, or give its result."""
         await self._finished.wait()
         if self.error is not None:
             raise self.error
-        return not self.cancelled
+        return self.result
 
     def __await__(self):
         return awaitable_of(self.wait())
 
     __iter__ = __await__  # how MicroPython awaits an object
+
+
+class Done:
+    """An awaitable that is already finished: what a method the SDK makes a promise returns when
+    its work is done at once (awaiting it works; not awaiting it loses nothing)."""
+
+    def __init__(self, value=None):
+        self.value = value
+
+    async def _result(self):
+        return self.value
+
+    def __await__(self):
+        return awaitable_of(self._result())
+
+    __iter__ = __await__
+
+
+def is_json(value, depth=0):
+    """True for what JSON can carry. Checked by hand: MicroPython's `json.dumps` writes any
+    object's repr instead of refusing it."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return True
+    if depth > 100:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(is_json(item, depth + 1) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and is_json(v, depth + 1) for k, v in value.items())
+    return False
 
 
 async def side_by_side(*coroutines):
@@ -124,8 +162,18 @@ class LayercodeClient:
     def __init__(self, options=None, *, browser=None, **kw):
         self.options = ClientOptions.build(options, **kw)
         self._browser = browser  # the Browser port (ports.py); the real one by default
-        self.session_id = self.options.session_id
+        self.session_id = self.options.conversation_id  # the conversation, kept to resume it
+        self.resume_token = self.options.resume_token  # its proof on this project's server
         self.config = None  # the session's protocol.SessionConfig, once authorized
+        self.disconnect_reason = None  # {"code", "reason"} of the server's last normal close
+        self._auth = None  # the AuthorizeResponse of the session
+        self._muted = False
+        self._audio_input = self.options.audio_input
+        self._audio_output = self.options.audio_output
+        self._user_speaking = False
+        self._agent_speaking = False
+        self._unplayed_turn = None  # audio output off: (turn_id, last delta_id) not yet "played"
+        self._devices = InputDevices(self)
         self._status = DISCONNECTED
         self._socket = None
         self._microphone = None
@@ -150,11 +198,13 @@ class LayercodeClient:
 
     @property
     def user_audio_amplitude(self):
-        return self._user_level if self._status == CONNECTED else 0.0
+        if self._status != CONNECTED or self._muted or self._microphone is None:
+            return 0.0
+        return self._user_level
 
     @property
     def agent_audio_amplitude(self):
-        if self._status != CONNECTED or self._player is None:
+        if self._status != CONNECTED or self._player is None or not self._audio_output:
             return 0.0
         return max(0.0, min(1.0, self._player.level))
 
@@ -162,18 +212,44 @@ class LayercodeClient:
     def push_to_talk(self):
         return bool(self.config and self.config.push_to_talk)
 
-    # The seed's camelCase names.
     @property
-    def sessionId(self):
+    def conversation_id(self):
         return self.session_id
 
     @property
-    def userAudioAmplitude(self):
-        return self.user_audio_amplitude
+    def is_muted(self):
+        return self._muted
 
     @property
-    def agentAudioAmplitude(self):
-        return self.agent_audio_amplitude
+    def user_speaking(self):
+        return self._user_speaking
+
+    @property
+    def agent_speaking(self):
+        return self._agent_speaking
+
+    @property
+    def enable_vad(self):
+        return self.options.enable_vad
+
+    @property
+    def audio_input_enabled(self):
+        return self._audio_input
+
+    @property
+    def audio_output_enabled(self):
+        return self._audio_output
+
+    # The SDK's camelCase names (and the seed's `sessionId`).
+    sessionId = property(lambda self: self.session_id)
+    conversationId = property(lambda self: self.session_id)
+    userAudioAmplitude = property(lambda self: self.user_audio_amplitude)
+    agentAudioAmplitude = property(lambda self: self.agent_audio_amplitude)
+    isMuted = property(lambda self: self._muted)
+    userSpeaking = property(lambda self: self._user_speaking)
+    agentSpeaking = property(lambda self: self._agent_speaking)
+    enableVAD = property(lambda self: self.options.enable_vad)
+    audioInputEnabled = property(lambda self: self._audio_input)
 
     # -- connect ---------------------------------------------------------------------------------
 
@@ -191,11 +267,12 @@ class LayercodeClient:
             return
         if self._connecting is None or self._connecting.done():
             self._connecting = Work(self._connect())
-        await self._connecting.wait()  # False when disconnect() ended it: return quietly
+        await self._connecting.wait()  # cancelled by disconnect(): returns quietly
 
     async def _connect(self):
         self._closing = False
         self._closed_while_connecting = None
+        self.disconnect_reason = None
         self._set_status(CONNECTING)
         try:
             # Side by side where nothing depends on the other: the player (its AudioContext and
@@ -203,9 +280,14 @@ class LayercodeClient:
             # microphone starts. The player is ready before the socket opens: a pipeline may
             # speak at once.
             browser = self._browser_()
-            player = browser.open_player(p.OUTPUT_SAMPLE_RATE, self._on_playback_drained)
-            auth, _ = await side_by_side(self._authorize(), self._keep("_player", player))
+            deferred = self.options.defer_audio_init
+            steps = [self._authorize()]
+            if self._audio_output and not deferred:
+                steps.append(self._open_player())
+            auth = (await side_by_side(*steps))[0]
+            self._auth = auth
             self.session_id = auth.session_id or self.session_id
+            self.resume_token = auth.resume_token or self.resume_token
             self.config = auth.config  # an unknown trigger was refused while parsing
             url = self.options.websocket_url or auth.websocket_url or self._cloud_url()
             separator = "&" if "?" in url else "?"
@@ -213,14 +295,17 @@ class LayercodeClient:
             socket = browser.open_socket(
                 f"{url}{separator}client_session_key={key}", self._on_frame, self._on_socket_closed
             )
-            microphone = browser.open_microphone(
-                auth.config.input_sample_rate, self.options.chunk_ms, self._on_microphone
-            )
-            await side_by_side(self._keep("_socket", socket), self._keep("_microphone", microphone))
+            steps = [self._keep("_socket", socket)]
+            if self._audio_input and not deferred:
+                steps.append(self._open_microphone())
+            await side_by_side(*steps)
             if self._closed_while_connecting is not None:
                 raise self._closed_while_connecting
             self._send(p.ClientReady())
-            self._own(self._report_amplitudes(), "amplitudes")
+            self._send_settings(auth)
+            if self.options.enable_amplitude_monitoring:
+                self._own(self._report_amplitudes(), "amplitudes")
+            self._devices.watch()
         except LayercodeError as error:
             await self._fail(error)
             raise
@@ -233,7 +318,38 @@ class LayercodeClient:
             await self._fail(wrapped)
             raise wrapped from error
         self._set_status(CONNECTED)
-        self._call("on_connect", {"session_id": self.session_id, "sessionId": self.session_id})
+        config = auth.raw_config if auth.raw_config is not None else auth.config.to_json()
+        ids = self.session_id
+        info = {"conversation_id": ids, "conversationId": ids, "session_id": ids, "sessionId": ids,
+                "config": config}  # fmt: skip
+        self._call("on_connect", info)
+
+    def _send_settings(self, auth):
+        """`vad_resume_delay` as the pipeline's barge-in window, to this project's pipeline only
+        (Layercode's cloud gets nothing beyond the official SDK's messages)."""
+        delay = self.options.vad_resume_delay
+        if delay is None:
+            return
+        if auth.ours:
+            self._send(p.ClientSettings(false_interruption_ms=int(delay)))
+        else:
+            log.debug("vad_resume_delay is ignored by Layercode's cloud pipeline")
+
+    async def _open_player(self):
+        browser = self._browser_()
+        await self._keep(
+            "_player", browser.open_player(p.OUTPUT_SAMPLE_RATE, self._on_playback_drained)
+        )
+
+    async def _open_microphone(self):
+        """Start the microphone on the chosen device (the default unless one was chosen)."""
+        rate = self.config.input_sample_rate if self.config else p.DEFAULT_INPUT_SAMPLE_RATE
+        opening = self._browser_().open_microphone(
+            rate, self.options.chunk_ms, self._on_microphone, self._devices.preferred
+        )
+        await self._keep("_microphone", opening)
+        if self._muted:
+            self._microphone.set_muted(True)
 
     async def _keep(self, name, opening):
         """Await a browser resource and own it at once, so a teardown releases it whatever else
@@ -248,16 +364,29 @@ class LayercodeClient:
         return self._browser
 
     def _cloud_url(self):
+        if self.options.agent_id:
+            return p.CLOUD_AGENT_WEBSOCKET_URL
         return p.CLOUD_PIPELINE_WEBSOCKET_URL
 
-    async def _authorize(self):
-        request = p.AuthorizeRequest(
-            pipeline_id=self.options.pipeline_id,
-            session_id=self.session_id,
+    def _authorize_request(self):
+        """The SDK 2.x names (`agent_id`, `conversation_id`) for an agent, the seed's for a
+        pipeline; the resume token only with the conversation it proves."""
+        agent = self.options.agent_id
+        return p.AuthorizeRequest(
+            pipeline_id=None if agent else self.options.pipeline_id,
+            agent_id=agent,
+            session_id=None if agent else self.session_id,
+            conversation_id=self.session_id if agent else None,
             metadata=self.options.metadata,
             input_sample_rates=list(self.options.input_sample_rates),
+            resume_token=self.resume_token if self.session_id else None,
         )
+
+    async def _authorize(self):
+        request = self._authorize_request()
         endpoint = self.options.authorize_session_endpoint
+        if self.options.authorize_session_request is not None:
+            return await self._authorize_by_function(endpoint, request.to_json())
         try:
             status, text = await self._browser_().post_json(endpoint, request.to_json())
         except OSError as error:
@@ -279,6 +408,30 @@ class LayercodeClient:
         except (ProtocolError, TypeError, ValueError, AttributeError) as error:
             raise AuthorizationError(
                 f"the authorize endpoint answered something unexpected: {error}", status=status
+            ) from error
+
+    async def _authorize_by_function(self, endpoint, body):
+        """The app's own `authorize_session_request(url, body)`, plain or async."""
+        try:
+            answer = self.options.authorize_session_request(endpoint, body)
+            if is_awaitable(answer):
+                answer = await answer
+        except LayercodeError:
+            raise
+        except Exception as error:
+            raise AuthorizationError(
+                f"authorize_session_request failed: {error!r}", reason=str(error)
+            ) from error
+        if not isinstance(answer, dict):
+            raise AuthorizationError(
+                "authorize_session_request must return the authorization as a dict (the parsed "
+                f"JSON), not {type(answer).__name__}"
+            )
+        try:
+            return p.AuthorizeResponse.from_json(answer)
+        except (ProtocolError, TypeError, ValueError, AttributeError) as error:
+            raise AuthorizationError(
+                f"authorize_session_request returned something unexpected: {error}"
             ) from error
 
     # -- disconnect ------------------------------------------------------------------------------
@@ -314,6 +467,7 @@ class LayercodeClient:
 
     async def _teardown(self):
         self._closing = True
+        self._devices.unwatch()
         current = asyncio.current_task()
         for task in list(self._tasks):
             if task is not current:
@@ -334,6 +488,9 @@ class LayercodeClient:
         self._preroll = self._new_preroll()
         self._dropped_turns.clear()
         self._agent_turn_id = None
+        self._unplayed_turn = None
+        self._set_user_speaking(False)
+        self._set_agent_speaking(False)
         self._call("on_user_amplitude_change", 0.0)
         self._call("on_agent_amplitude_change", 0.0)
 
@@ -347,6 +504,8 @@ class LayercodeClient:
             return
         if code in NORMAL_CLOSES:
             error = None
+            self.disconnect_reason = {"code": code, "reason": reason}
+            log.info("the server ended the session (code %s): %s", code, reason)
         else:
             detail = f": {reason}" if reason else ""
             error = ConnectionClosed(
@@ -371,29 +530,180 @@ class LayercodeClient:
         """Push-to-talk pressed: the agent stops, the user's audio (with pre-roll) flows."""
         self._require_push_to_talk()
         if self._push_to_talk_held:
-            return
+            return Done()
         self._push_to_talk_held = True
         self._interrupt_agent()
         self._send(p.TriggerTurnStart(role="user"))
         while self._preroll:
             self._send_audio(self._preroll.popleft())
+        self._set_user_speaking(True)
+        return Done()
 
     def trigger_user_turn_finished(self):
         """Push-to-talk released: the turn is over."""
         self._require_push_to_talk()
-        if not self._push_to_talk_held:
-            return
-        self._push_to_talk_held = False
-        self._send(p.TriggerTurnEnd(role="user"))
+        if self._push_to_talk_held:
+            self._push_to_talk_held = False
+            self._send(p.TriggerTurnEnd(role="user"))
+            self._set_user_speaking(False)
+        return Done()
 
-    triggerUserTurnStarted = trigger_user_turn_started
-    triggerUserTurnFinished = trigger_user_turn_finished
+    def _require_connected(self, what):
+        if self._status != CONNECTED or self._socket is None:
+            raise InvalidStateError(f"not connected: call connect() first, then {what}")
 
     def _require_push_to_talk(self):
-        if self._status != CONNECTED:
-            raise InvalidStateError("not connected: call connect() first")
+        self._require_connected("press and release push-to-talk")
         if not self.push_to_talk:
             raise InvalidStateError("this session's turns are automatic, not push-to-talk")
+
+    # -- typing to the agent ---------------------------------------------------------------------
+
+    def send_client_response_text(self, text):
+        """Send typed text as the user's turn (`client.response.text`)."""
+        if not isinstance(text, str) or not text.strip():
+            raise InvalidArgument("send_client_response_text needs non-empty text (a str)")
+        self._require_connected("send text")
+        self._send(p.ClientResponseText(content=text))
+        return Done()
+
+    def send_client_response_data(self, data):
+        """Send JSON data to the agent (`client.response.data`)."""
+        if not is_json(data):
+            raise InvalidArgument(
+                "send_client_response_data needs JSON data: dicts with str keys, lists, str, "
+                "numbers, booleans and None"
+            )
+        self._require_connected("send data")
+        self._send(p.ClientResponseData(data=data))
+        return Done()
+
+    # -- microphone and speaker --------------------------------------------------------------------
+
+    def mute(self):
+        """No microphone audio leaves (the track is disabled, nothing is sent); amplitude reads 0.
+        Allowed in any state: a client muted before connecting starts muted."""
+        if self._muted:
+            return
+        self._muted = True
+        if self._microphone is not None:
+            self._microphone.set_muted(True)
+        self._user_level = 0.0
+        self._call("on_mute_state_change", True)
+
+    def unmute(self):
+        """Resume sending the microphone at once."""
+        if self._muted:
+            self._muted = False
+            if self._microphone is not None:
+                self._microphone.set_muted(False)
+            self._call("on_mute_state_change", False)
+        return Done()
+
+    def get_stream(self):
+        """The microphone's MediaStream while it runs, else None."""
+        return getattr(self._microphone, "stream", None) if self._microphone else None
+
+    def set_audio_input(self, state):
+        """Turn the microphone on or off, connected or not (off: a text session)."""
+        if not isinstance(state, bool):
+            raise InvalidArgument("set_audio_input needs True or False")
+        return Work(self._set_audio_input(state))
+
+    async def _set_audio_input(self, state):
+        changed = state != self._audio_input
+        self._audio_input = state
+        if state and self._status == CONNECTED and self._microphone is None:
+            await self._open_microphone()
+            self._devices.watch()
+        elif not state:
+            self._stop_microphone()
+        if changed:
+            self._call("audio_input_changed", state)
+
+    def set_audio_output(self, state):
+        """Turn the agent's voice on or off; transcripts and text arrive either way."""
+        if not isinstance(state, bool):
+            raise InvalidArgument("set_audio_output needs True or False")
+        return Work(self._set_audio_output(state))
+
+    async def _set_audio_output(self, state):
+        changed = state != self._audio_output
+        self._audio_output = state
+        if state and self._status == CONNECTED and self._player is None:
+            await self._open_player()
+        elif not state and self._player is not None:
+            self._player.interrupt()  # what was playing stops now
+            if self._agent_turn_id is not None:
+                self._unplayed_turn = (self._agent_turn_id, self._last_delta_id)
+            self._set_agent_speaking(False)
+        if changed:
+            self._call("audio_output_changed", state)
+
+    def audio_input_connect(self):
+        """Start the microphone now (after `defer_audio_init`, or `audio_input_disconnect()`)."""
+        self._require_connected("start the microphone")
+        return self.set_audio_input(True)
+
+    def audio_input_disconnect(self):
+        """Stop the microphone; the session goes on."""
+        self._stop_microphone()
+        return Done()
+
+    def _stop_microphone(self):
+        if self._microphone is not None:
+            self._microphone.stop()
+            self._microphone = None
+        self._user_level = 0.0
+        self._devices.unwatch()
+
+    # -- devices ----------------------------------------------------------------------------------
+
+    def list_devices(self, request_permission=False):
+        """Awaitable: the audio input devices, each a dict with `deviceId`, `label`, `default`."""
+        return Work(self._devices.list(request_permission))
+
+    def set_input_device(self, device_id):
+        """Use this microphone (restarting it if it runs); the session goes on."""
+        if not isinstance(device_id, str) or not device_id:
+            raise InvalidArgument("set_input_device needs a device id (a str from list_devices())")
+        return Work(self._devices.choose(device_id))
+
+    def set_preferred_input_device(self, device_id):
+        """Like `set_input_device`; None or "default" follows the system's default device."""
+        if device_id is not None and (not isinstance(device_id, str) or not device_id):
+            raise InvalidArgument("set_preferred_input_device needs a device id, None or 'default'")
+        return Work(self._devices.choose(device_id or DEFAULT_DEVICE))
+
+    async def _switch_microphone(self, device_id):
+        """Move to `device_id` without touching the session: the new one opens, then the old
+        one stops."""
+        old = self._microphone
+        if old is None or self._status != CONNECTED:
+            return
+        self._microphone = None
+        try:
+            await self._open_microphone()
+        except LayercodeError as error:
+            self._microphone = old
+            self._report(error)
+            return
+        old.stop()
+        self._call("on_device_switched", device_id)
+
+    # The SDK's camelCase names.
+    triggerUserTurnStarted = trigger_user_turn_started
+    triggerUserTurnFinished = trigger_user_turn_finished
+    sendClientResponseText = send_client_response_text
+    sendClientResponseData = send_client_response_data
+    getStream = get_stream
+    setAudioInput = set_audio_input
+    setAudioOutput = set_audio_output
+    audioInputConnect = audio_input_connect
+    audioInputDisconnect = audio_input_disconnect
+    listDevices = list_devices
+    setInputDevice = set_input_device
+    setPreferredInputDevice = set_preferred_input_device
 
     # -- audio -----------------------------------------------------------------------------------
 
@@ -403,6 +713,9 @@ class LayercodeClient:
 
     def _on_microphone(self, audio, level):
         """A chunk from the microphone: base64 PCM16 at the session's rate, and its level."""
+        if self._muted:  # the track is disabled too; a chunk already on its way is dropped
+            self._user_level = 0.0
+            return
         self._user_level = max(0.0, min(1.0, level))
         self._user_level_age = 0
         if self._socket is None:
@@ -416,26 +729,53 @@ class LayercodeClient:
         self._send(p.ClientAudio(content=audio))
 
     def _play(self, message):
-        if self._player is None or message.turn_id in self._dropped_turns:
+        if message.turn_id in self._dropped_turns:
             return
         if not is_base64(message.content):  # checked here; the player worklet decodes it
             self._report(ProtocolError("response.audio is not base64"))
             return
         self._agent_turn_id = message.turn_id
         self._last_delta_id = message.delta_id
+        if self._player is None or not self._audio_output:
+            # Nothing plays; the turn still has to end for the pipeline (at response.end).
+            self._unplayed_turn = (message.turn_id, message.delta_id)
+            return
         self._player.play(message.content, message.turn_id, message.delta_id)
+        self._set_agent_speaking(True)
 
     def _interrupt_agent(self):
         """Stop the agent's voice now; later audio of the same turn is dropped too."""
         if self._agent_turn_id is not None:
             self._dropped_turns.add(self._agent_turn_id)
+        self._unplayed_turn = None
         if self._player is not None:
             self._player.interrupt()
+        self._set_agent_speaking(False)
 
     def _on_playback_drained(self, last_delta_id=None):
         """The player ran dry: tell the pipeline which chunk it finished last."""
         played = last_delta_id or self._last_delta_id
         self._send(p.ReplayFinished(reason="completed", last_delta_id_played=played))
+        self._set_agent_speaking(False)
+
+    def _on_response_end(self, message):
+        """With nothing playing, the agent's turn was "played" when its last chunk arrived."""
+        unplayed = self._unplayed_turn
+        if unplayed is not None and (message.turn_id is None or message.turn_id == unplayed[0]):
+            self._unplayed_turn = None
+            self._send(p.ReplayFinished(reason="completed", last_delta_id_played=unplayed[1]))
+        if self._player is None or not self._audio_output:
+            self._set_agent_speaking(False)
+
+    def _set_user_speaking(self, speaking):
+        if speaking != self._user_speaking:
+            self._user_speaking = speaking
+            self._call("on_user_is_speaking_change", speaking)
+
+    def _set_agent_speaking(self, speaking):
+        if speaking != self._agent_speaking:
+            self._agent_speaking = speaking
+            self._call("on_agent_speaking_change", speaking)
 
     async def _report_amplitudes(self):
         period = 1.0 / self.options.amplitude_hz
@@ -462,8 +802,19 @@ class LayercodeClient:
         if isinstance(message, p.ResponseAudio):
             self._play(message)
         elif isinstance(message, p.TurnStart):
-            if message.role == "user" and self._may_be_interrupted():
-                self._interrupt_agent()
+            if message.role == "user":
+                if self._may_be_interrupted():
+                    self._interrupt_agent()
+                self._set_user_speaking(True)
+            elif not self._audio_output or self._player is None:
+                self._set_agent_speaking(True)  # nothing plays: the turn is the speaking
+            self._call("on_message", message.to_dict())
+        elif isinstance(message, p.TurnEnd):
+            if message.role == "user":
+                self._set_user_speaking(False)
+            self._call("on_message", message.to_dict())
+        elif isinstance(message, p.ResponseEnd):
+            self._on_response_end(message)
             self._call("on_message", message.to_dict())
         elif isinstance(message, p.ResponseData):
             self._call("on_data_message", message.to_dict())

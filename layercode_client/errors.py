@@ -37,6 +37,12 @@ class InvalidStateError(LayercodeError):
     code = "invalid_state"
 
 
+class InvalidArgument(LayercodeError):
+    """A method got an argument it cannot use; the message says what it needs."""
+
+    code = "invalid_argument"
+
+
 class ProtocolError(LayercodeError):
     """A frame or payload does not follow the wire protocol."""
 

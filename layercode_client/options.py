@@ -1,8 +1,10 @@
-"""The client's options: the seed's names, in Python's spelling or the seed's camelCase.
+"""The client's options: every name of the seed (1.x) and of `@layercode/js-sdk` 2.8.10, in
+Python's spelling or the SDK's camelCase.
 
-`LayercodeClient(pipeline_id=..., on_connect=...)` and the seed's word-for-word
-`LayercodeClient({"pipelineId": ..., "onConnect": ...})` build the same options. A missing
-required option or an unknown one fails at construction, naming it.
+`LayercodeClient(agent_id=..., on_connect=...)` and the SDK's word-for-word
+`LayercodeClient({"agentId": ..., "onConnect": ...})` build the same options; the seed's
+`pipelineId` and `sessionId` still work (`sessionId` and `conversationId` are one option). A
+missing required option, an unknown one or one of the wrong kind fails at construction, naming it.
 """
 
 from .errors import ConfigurationError
@@ -17,12 +19,27 @@ CALLBACKS = (
     "on_user_amplitude_change",
     "on_agent_amplitude_change",
     "on_status_change",
+    "on_user_is_speaking_change",
+    "on_agent_speaking_change",
+    "on_mute_state_change",
+    "on_device_switched",
+    "on_devices_changed",
+    "audio_input_changed",
+    "audio_output_changed",
 )
-REQUIRED = ("pipeline_id", "authorize_session_endpoint")
+FUNCTIONS = CALLBACKS + ("authorize_session_request",)
+FLAGS = (
+    "audio_input",
+    "audio_output",
+    "enable_vad",
+    "enable_amplitude_monitoring",
+    "defer_audio_init",
+)
+ALIASES = {"session_id": "conversation_id"}  # the seed's name → the SDK 2.x name
 
 
 def snake_case(name):
-    """`authorizeSessionEndpoint` → `authorize_session_endpoint`."""
+    """`authorizeSessionEndpoint` → `authorize_session_endpoint`; `enableVAD` → `enable_vad`."""
     out = []
     for i, char in enumerate(name):
         if char.isupper() and i and (name[i - 1].islower() or name[i - 1].isdigit()):
@@ -31,17 +48,30 @@ def snake_case(name):
     return "".join(out).lower()
 
 
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 class ClientOptions(Record):
     fields = (
         (
-            ("pipeline_id", STR),
-            ("authorize_session_endpoint", STR),
-            ("session_id", STR, None),
+            ("agent_id", STR, None),  # SDK 2.x; `pipeline_id` is the seed's name for it
+            ("pipeline_id", STR, None),
+            ("authorize_session_endpoint", STR, None),
+            ("authorize_session_request", ANY, None),  # f(url, body) → the authorization dict
+            ("conversation_id", STR, None),  # `session_id` in the seed
+            ("resume_token", STR, None),  # proof for resuming on this project's server
             ("metadata", DICT, {}),
+            ("audio_input", ANY, True),  # False: no microphone at all (a text session)
+            ("audio_output", ANY, True),  # False: nothing plays (transcripts still arrive)
+            ("enable_vad", ANY, True),
+            ("vad_resume_delay", ANY, None),  # ms; sent to our pipeline as its barge-in window
+            ("enable_amplitude_monitoring", ANY, True),
+            ("defer_audio_init", ANY, False),  # no audio hardware until set_audio_*(True)
         )
         + tuple((name, ANY, None) for name in CALLBACKS)
         + (
-            # Beyond the seed: what this client can tune.
+            # Beyond the SDK: what this client can tune.
             ("input_sample_rates", ANY, SUPPORTED_INPUT_SAMPLE_RATES),  # offered, preferred first
             ("websocket_url", STR, None),  # overrides the authorize response's and the cloud's
             ("chunk_ms", ANY, 100),  # client.audio chunk length
@@ -50,22 +80,41 @@ class ClientOptions(Record):
         )
     )
 
+    @property
+    def session_id(self):
+        return self.conversation_id
+
     @classmethod
     def build(cls, options=None, **kwargs):
         given = {}
         for source in (options or {}, kwargs):
             for name, value in source.items():
-                given[snake_case(name)] = value
+                name = snake_case(name)
+                given[ALIASES.get(name, name)] = value
         known = [spec[0] for spec in cls.fields]
         unknown = sorted(name for name in given if name not in known)
         if unknown:
             raise ConfigurationError(f"unknown option {unknown[0]!r}")
-        for name in REQUIRED:
-            if not given.get(name):
-                raise ConfigurationError(f"the option {name!r} is required")
-        for name in CALLBACKS:
+        if not (given.get("agent_id") or given.get("pipeline_id")):
+            raise ConfigurationError("the option 'agent_id' (the seed's 'pipeline_id') is required")
+        if not (given.get("authorize_session_endpoint") or given.get("authorize_session_request")):
+            raise ConfigurationError(
+                "the option 'authorize_session_endpoint' (or 'authorize_session_request') "
+                "is required"
+            )
+        for name in ("agent_id", "pipeline_id", "authorize_session_endpoint", "conversation_id",
+                     "resume_token", "websocket_url"):  # fmt: skip
+            if given.get(name) is not None and not isinstance(given[name], str):
+                raise ConfigurationError(f"the option {name!r} must be a string")
+        for name in FUNCTIONS:
             if given.get(name) is not None and not callable(given[name]):
                 raise ConfigurationError(f"the option {name!r} must be a function")
+        for name in FLAGS:
+            if name in given and not isinstance(given[name], bool):
+                raise ConfigurationError(f"the option {name!r} must be True or False")
+        delay = given.get("vad_resume_delay")
+        if delay is not None and (not _is_number(delay) or delay < 0):
+            raise ConfigurationError("the option 'vad_resume_delay' must be a number of ms ≥ 0")
         if given.get("metadata") is None:
             given.pop("metadata", None)
         elif not isinstance(given["metadata"], dict):

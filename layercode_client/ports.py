@@ -15,6 +15,11 @@ class Socket:
 class Microphone:
     """Delivers base64 PCM16 chunks at the requested rate to `on_chunk(audio, level)`."""
 
+    stream = None  # the MediaStream
+
+    def set_muted(self, muted: bool) -> None:
+        """Disable (or enable) the track: a disabled track captures silence only."""
+
     def stop(self) -> None: ...
 
 
@@ -39,8 +44,18 @@ class Browser:
 
         Raises ConnectionFailed when it cannot open."""
 
-    async def open_microphone(self, sample_rate: int, chunk_ms: int, on_chunk) -> Microphone:
-        """Start the microphone; `on_chunk(audio: str, level: float)` every `chunk_ms`."""
+    async def open_microphone(
+        self, sample_rate: int, chunk_ms: int, on_chunk, device_id=None
+    ) -> Microphone:
+        """Start the microphone (`device_id`, or the default when None); `on_chunk(audio: str,
+        level: float)` every `chunk_ms`."""
+
+    async def list_input_devices(self, request_permission: bool = False) -> list:
+        """The audio inputs as dicts: `deviceId`, `device_id`, `groupId`, `kind`, `label`,
+        `default`."""
+
+    def watch_devices(self, on_change):
+        """Call `on_change(devices)` now and on every `devicechange`; returns `stop()`."""
 
     async def open_player(self, sample_rate: int, on_drained) -> Player:
         """Start the speaker; `on_drained(last_delta_id or None)` whenever its queue runs dry."""

@@ -200,6 +200,14 @@ class ClientResponseData(Message):
     fields = (("data", ANY),)
 
 
+@client_message("client.settings")
+class ClientSettings(Message):
+    """This project's addition (docs/protocol-additions.md): this session's barge-in window, in
+    ms (the SDK's `vadResumeDelay`). Sent only to this project's pipeline, never to the cloud."""
+
+    fields = (("false_interruption_ms", INT, None),)
+
+
 # Server → client
 
 
@@ -331,6 +339,7 @@ class AuthorizeRequest(Record):
         ("metadata", DICT, {}),
         ("sdk_version", STR, None),
         ("input_sample_rates", LIST, None),  # our addition: rates the client can send
+        ("resume_token", STR, None),  # our addition: proof for resuming a conversation
     )
     CLOUD_FIELDS = ("pipeline_id", "agent_id", "session_id", "conversation_id", "sdk_version")
 
@@ -365,6 +374,7 @@ class AuthorizeRequest(Record):
                 if not isinstance(rates, list) or not all(_is_count(r) for r in rates):
                     raise ProtocolError("'audio.input_sample_rates' must be a list of integers")
                 request.input_sample_rates = rates
+        request.resume_token = _optional_str(body, "resume_token")
         return request
 
     def to_json(self):
@@ -372,6 +382,8 @@ class AuthorizeRequest(Record):
         body = self.cloud_body()
         if self.input_sample_rates:
             body["audio"] = {"input_sample_rates": list(self.input_sample_rates)}
+        if self.resume_token:
+            body["resume_token"] = self.resume_token
         return body
 
     def cloud_body(self):
@@ -448,7 +460,14 @@ class AuthorizeResponse(Record):
         ("session_id", STR, None),
         ("config", ANY, None),  # a SessionConfig; None → the defaults
         ("websocket_url", STR, None),  # our addition; absent → Layercode's cloud
+        ("resume_token", STR, None),  # our addition: keep it to resume the conversation
+        ("raw_config", DICT, None),  # `config` as it came, for on_connect
     )
+
+    @property
+    def ours(self):
+        """True when the answer carries this project's additions (not Layercode's cloud)."""
+        return self.websocket_url is not None or self.resume_token is not None
 
     def __init__(self, *args, **values):
         super().__init__(*args, **values)
@@ -465,12 +484,15 @@ class AuthorizeResponse(Record):
         session_id = body.get("session_id") or body.get("conversation_id")
         if session_id is not None and not isinstance(session_id, str):
             raise ProtocolError("'session_id' must be a string")
-        websocket_url = body.get("websocket_url")
-        if websocket_url is not None and not isinstance(websocket_url, str):
-            raise ProtocolError("'websocket_url' must be a string")
+        for name in ("websocket_url", "resume_token"):
+            if body.get(name) is not None and not isinstance(body[name], str):
+                raise ProtocolError(f"'{name}' must be a string")
+        config = body.get("config")
         return cls(
             client_session_key=key,
             session_id=session_id,
-            config=SessionConfig.from_json(body.get("config")),
-            websocket_url=websocket_url,
+            config=SessionConfig.from_json(config),
+            websocket_url=body.get("websocket_url"),
+            resume_token=body.get("resume_token"),
+            raw_config=config if isinstance(config, dict) else None,
         )

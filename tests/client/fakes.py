@@ -40,17 +40,24 @@ class FakeSocket:
 
 
 class FakeMicrophone:
-    def __init__(self, sample_rate, chunk_ms, on_chunk):
+    def __init__(self, sample_rate, chunk_ms, on_chunk, device_id=None):
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
         self.on_chunk = on_chunk
+        self.device_id = device_id
+        self.stream = ("stream", device_id)
         self.stopped = False
+        self.muted = False  # the track's `enabled`, inverted
+
+    def set_muted(self, muted):
+        self.muted = muted
 
     def stop(self):
         self.stopped = True
 
     def speak(self, pcm, level=0.5):
-        self.on_chunk(b64(pcm), level)
+        if not self.stopped:
+            self.on_chunk(b64(pcm), level)
 
 
 class FakePlayer:
@@ -80,6 +87,11 @@ class FakePlayer:
         self.on_drained(self.last_delta_id)
 
 
+def device(device_id, label):
+    return {"deviceId": device_id, "device_id": device_id, "groupId": "g", "kind": "audioinput",
+            "label": label, "default": device_id == "default"}  # fmt: skip
+
+
 AUTHORIZED = {
     "client_session_key": "lcsk_test",
     "session_id": "sess_1",
@@ -101,6 +113,21 @@ class FakeBrowser:
         self.microphone_error = None
         self.before_microphone = None  # an async callable run while "asking for the microphone"
         self.unreachable = False
+        self.devices = [device("default", "Default"), device("mic-1", "USB microphone")]
+        self.watchers = []  # on_change callbacks being called on device changes
+
+    def change_devices(self, devices):
+        self.devices = devices
+        for watcher in list(self.watchers):
+            watcher(list(devices))
+
+    async def list_input_devices(self, request_permission=False):
+        return list(self.devices)
+
+    def watch_devices(self, on_change):
+        self.watchers.append(on_change)
+        on_change(list(self.devices))
+        return lambda: self.watchers.remove(on_change)
 
     @property
     def socket(self):
@@ -125,12 +152,12 @@ class FakeBrowser:
         self.sockets.append(FakeSocket(url, on_message, on_close))
         return self.sockets[-1]
 
-    async def open_microphone(self, sample_rate, chunk_ms, on_chunk):
+    async def open_microphone(self, sample_rate, chunk_ms, on_chunk, device_id=None):
         if self.before_microphone is not None:
             await self.before_microphone()
         if self.microphone_error is not None:
             raise self.microphone_error
-        self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk))
+        self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk, device_id))
         return self.microphones[-1]
 
     async def open_player(self, sample_rate, on_drained):

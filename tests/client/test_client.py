@@ -79,7 +79,7 @@ def test_connect_authorizes_opens_socket_player_microphone_then_reports_connecte
     assert browser.microphone.sample_rate == 16000 and browser.microphone.chunk_ms == 100
     assert browser.socket.types() == ["client.ready"]
     assert calls.of("on_status_change") == [("connecting",), ("connected",)]
-    assert calls.of("on_connect") == [({"session_id": "sess_1", "sessionId": "sess_1"},)]
+    assert [i["sessionId"] for (i,) in calls.of("on_connect")] == ["sess_1"]
     assert client.status == "connected" and client.session_id == "sess_1"
 
 
@@ -359,10 +359,16 @@ def test_a_server_close_cleans_up_and_an_abnormal_one_is_an_error():
     assert client.status == "disconnected" and calls.of("on_error") == []
     assert calls.of("on_disconnect") == [()] and browser.microphone.stopped
 
+    # The agent hanging up is a normal end, with its reason: not an error.
     client, browser, calls = run(scenario(4003, "the agent ended the session"))
+    assert client.status == "disconnected" and calls.of("on_error") == []
+    assert client.disconnect_reason == {"code": 4003, "reason": "the agent ended the session"}
+    assert calls.of("on_disconnect") == [()] and browser.player.closed
+
+    client, browser, calls = run(scenario(1011, "internal error"))
     (error,) = [e[0] for e in calls.of("on_error")]
     assert isinstance(error, ConnectionClosed)
-    assert error.close_code == 4003 and error.reason == "the agent ended the session"
+    assert error.close_code == 1011 and error.reason == "internal error"
     assert client.status == "error" and calls.of("on_disconnect") == [()]
     assert browser.player.closed
 

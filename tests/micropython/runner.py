@@ -14,6 +14,7 @@ MODULES = (
     "tests.micropython.check_protocol",
     "tests.micropython.check_options",
     "tests.micropython.check_client",
+    "tests.micropython.check_sdk",
 )
 TIME_LIMIT_S = 10  # a hang fails its test instead of the run
 
