@@ -4,8 +4,9 @@ Runs on the page's main thread under PyScript (getUserMedia and AudioContext liv
 MicroPython (the default) or Pyodide (`?py=pyodide`): it uses only what both offer, PyScript's
 `document` and `ffi`, and `js.window` (not `pyscript.window`: on MicroPython that is the global
 scope as a module, whose methods run with the wrong `this`). Connect/disconnect, hold-to-talk
-(button or Space) for push-to-talk sessions, status, level meters, a log of what was said and
-sent, and errors in plain words.
+(button or Space) for push-to-talk sessions, mute, a microphone picker that follows device
+changes, a text box to type to the agent, status, level meters with speaking indicators, a log
+of what was said and sent, and errors in plain words.
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import sys
 import js
 from pyscript import document, ffi
 
-from layercode_client import LayercodeClient
+from layercode_client import LayercodeClient, watch_audio_input_devices
 
 MICROPYTHON = sys.implementation.name == "micropython"
 window = js.window
@@ -92,11 +93,59 @@ def on_status_change(status):
     talk_button.hidden = not (status == "connected" and client.push_to_talk)
     if status != "connected":
         talk_button.setAttribute("aria-pressed", "false")
+    connected = status == "connected"
+    for control in ("mute", "say-text", "say-send"):
+        element(control).disabled = not connected
+
+
+def on_mute_state_change(muted):
+    button = element("mute")
+    button.textContent = "Unmute" if muted else "Mute"
+    button.setAttribute("aria-pressed", "true" if muted else "false")
+
+
+def show_speaking(meter_id, speaking):
+    element(meter_id).dataset.speaking = "true" if speaking else "false"
+
+
+def show_devices(devices):
+    """Fill the microphone picker; the choice survives the list changing when still there."""
+    select = element("device")
+    chosen = select.value
+    select.replaceChildren()
+    for number, device in enumerate(devices):
+        option = document.createElement("option")
+        option.value = device["deviceId"] or "default"
+        option.textContent = device["label"] or f"Microphone {number + 1}"
+        select.append(option)
+    ids = [d["deviceId"] for d in devices]
+    select.value = chosen if chosen in ids else "default"
+
+
+def on_device_switched(device_id):
+    element("device").value = device_id
+    log_line("system", "session", "microphone switched")
+
+
+def choose_device(event=None):
+    """Takes effect at once when connected, at the next connect otherwise (errors: on_error)."""
+    client.set_preferred_input_device(element("device").value)
+
+
+def send_text(event):
+    event.preventDefault()
+    box = element("say-text")
+    text = box.value.strip()
+    if not text or client.status != "connected":
+        return
+    client.send_client_response_text(text)
+    log_line("user typed", "you", text)
+    box.value = ""
 
 
 def on_connect(info):
     show_error("")
-    log_line("system", "session", f"connected ({info['session_id']})")
+    log_line("system", "session", f"connected ({info['conversationId']})")
 
 
 def on_disconnect():
@@ -135,6 +184,10 @@ client = LayercodeClient(
     on_data_message=on_data_message,
     on_user_amplitude_change=lambda level: set_meter("user-level", level),
     on_agent_amplitude_change=lambda level: set_meter("agent-level", level),
+    on_user_is_speaking_change=lambda speaking: show_speaking("user-meter", speaking),
+    on_agent_speaking_change=lambda speaking: show_speaking("agent-meter", speaking),
+    on_mute_state_change=on_mute_state_change,
+    on_device_switched=on_device_switched,
 )
 
 
@@ -173,6 +226,9 @@ handlers = [
     ("talk", "pointerup", lambda e: talk(False)),
     ("talk", "pointerleave", lambda e: talk(False)),
     ("talk", "pointercancel", lambda e: talk(False)),
+    ("mute", "click", lambda e: client.unmute() if client.is_muted else client.mute()),
+    ("device", "change", choose_device),
+    ("say", "submit", send_text),
 ]
 proxies = []
 for target, kind, handler in handlers:
@@ -184,6 +240,7 @@ for kind in ("keydown", "keyup"):
     proxies.append(ffi.create_proxy(on_key))
     document.addEventListener(kind, proxies[-1])
 
+stop_watching_devices = watch_audio_input_devices(show_devices)  # for the page's lifetime
 window.layercodeClient = client  # for the console (and tests)
 element("connect").disabled = False
 on_status_change(client.status)

@@ -173,6 +173,7 @@ class LayercodeClient:
         self._user_speaking = False
         self._agent_speaking = False
         self._unplayed_turn = None  # audio output off: (turn_id, last delta_id) not yet "played"
+        self._ended_turn = None  # the turn of the last response.end
         self._devices = InputDevices(self)
         self._status = DISCONNECTED
         self._socket = None
@@ -614,7 +615,12 @@ class LayercodeClient:
         changed = state != self._audio_input
         self._audio_input = state
         if state and self._status == CONNECTED and self._microphone is None:
-            await self._open_microphone()
+            try:
+                await self._open_microphone()
+            except LayercodeError as error:  # the session goes on, by text
+                self._audio_input = False
+                self._report(error)
+                raise
             self._devices.watch()
         elif not state:
             self._stop_microphone()
@@ -633,9 +639,13 @@ class LayercodeClient:
         if state and self._status == CONNECTED and self._player is None:
             await self._open_player()
         elif not state and self._player is not None:
-            self._player.interrupt()  # what was playing stops now
-            if self._agent_turn_id is not None:
-                self._unplayed_turn = (self._agent_turn_id, self._last_delta_id)
+            self._player.interrupt()  # what was playing stops now: its turn counts as played
+            turn = self._agent_turn_id
+            if self._agent_speaking and turn is not None:
+                if turn == self._ended_turn:
+                    self._send(p.ReplayFinished(last_delta_id_played=self._last_delta_id))
+                else:
+                    self._unplayed_turn = (turn, self._last_delta_id)
             self._set_agent_speaking(False)
         if changed:
             self._call("audio_output_changed", state)
@@ -760,6 +770,7 @@ class LayercodeClient:
 
     def _on_response_end(self, message):
         """With nothing playing, the agent's turn was "played" when its last chunk arrived."""
+        self._ended_turn = message.turn_id
         unplayed = self._unplayed_turn
         if unplayed is not None and (message.turn_id is None or message.turn_id == unplayed[0]):
             self._unplayed_turn = None

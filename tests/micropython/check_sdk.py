@@ -13,6 +13,7 @@ from layercode_client import (
     InvalidArgument,
     InvalidStateError,
     LayercodeClient,
+    MicrophonePermissionDenied,
     list_audio_input_devices,
     watch_audio_input_devices,
 )
@@ -267,6 +268,17 @@ async def test_audio_input_false_opens_no_microphone_and_the_session_works_by_te
     await client.disconnect()
 
 
+async def test_a_microphone_refused_later_is_reported_and_the_session_goes_on():
+    client, browser, calls = make(audioInput=False)
+    await client.connect()
+    browser.microphone_error = MicrophonePermissionDenied("microphone access was denied")
+    await raises_async(MicrophonePermissionDenied, client.set_audio_input(True), "denied")
+    assert [e.code for e in calls.of("on_error")] == ["microphone_permission_denied"]
+    assert client.status == "connected" and client.audio_input_enabled is False
+    await client.send_client_response_text("still here")
+    await client.disconnect()
+
+
 async def test_audio_output_false_plays_nothing_but_text_arrives_and_the_turn_ends():
     client, browser, calls = make(audioOutput=False)
     await client.connect()
@@ -287,6 +299,12 @@ async def test_audio_output_false_plays_nothing_but_text_arrives_and_the_turn_en
     await client.setAudioOutput(True)
     socket.receive(audio("t2"))
     assert len(browser.player.played) == 1 and calls.of("audio_output_changed") == [True]
+    # Turned off while t2 plays (its response.end already came): t2 counts as played now.
+    socket.receive({"type": "response.end", "turn_id": "t2"})
+    await client.set_audio_output(False)
+    assert browser.player.interrupts == 1 and client.agent_speaking is False
+    finished = sent(browser, "trigger.response.audio.replay_finished")
+    assert [m["last_delta_id_played"] for m in finished] == ["t1-2", "t2-1"]
     await client.disconnect()
 
 
