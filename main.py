@@ -188,6 +188,7 @@ client = LayercodeClient(
     on_agent_speaking_change=lambda speaking: show_speaking("agent-meter", speaking),
     on_mute_state_change=on_mute_state_change,
     on_device_switched=on_device_switched,
+    on_devices_changed=show_devices,  # with their names, once the microphone is allowed
 )
 
 

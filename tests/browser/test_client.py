@@ -375,3 +375,61 @@ def test_the_seeds_example_runs_word_for_word(page, pipeline):
     page.wait_for_timeout(500)
     assert logged[-1] == "status disconnected" and logged.count("disconnected") == 1
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+def received_kinds(pipeline) -> list[str]:
+    """What arrived, in order; a typed text as its content."""
+    return [r.message["content"] if r.type == "client.response.text" else r.type
+            for r in pipeline.received]  # fmt: skip
+
+
+def type_to_the_agent(page, pipeline, text: str) -> None:
+    count = len(pipeline.messages("client.response.text"))
+    page.fill("#say-text", text)
+    page.press("#say-text", "Enter")
+    pipeline.wait_for(page, "client.response.text", count=count + 1)
+
+
+def test_the_demo_page_mutes_takes_typed_text_and_shows_who_speaks(page, pipeline):
+    open_and_connect(page, pipeline)
+    pipeline.wait_for(page, "client.audio", count=3)
+    page.click("#mute")
+    page.wait_for_selector("#mute[aria-pressed=true]")
+    assert page.inner_text("#mute") == "Unmute"
+    type_to_the_agent(page, pipeline, "typed while muted")
+    page.wait_for_selector("#user-meter .track[aria-valuenow='0']")
+    type_to_the_agent(page, pipeline, "still muted")
+    kinds = received_kinds(pipeline)
+    assert kinds[kinds.index("typed while muted") + 1 :] == ["still muted"]
+    assert "typed while muted" in page.inner_text("#log")
+    page.click("#mute")
+    page.wait_for_selector("#mute[aria-pressed=false]")
+    pipeline.wait_for(page, "client.audio", count=len(pipeline.messages("client.audio")) + 3)
+    # Who is speaking, for both sides.
+    pipeline.send({"type": "turn.start", "role": "user", "turn_id": "u1"})
+    page.wait_for_selector("#user-meter[data-speaking=true]")
+    pipeline.send({"type": "turn.end", "role": "user", "turn_id": "u1"})
+    page.wait_for_selector("#user-meter[data-speaking=false]")
+    send_audio(pipeline, tone(0.5), "a1")
+    page.wait_for_selector("#agent-meter[data-speaking=true]")
+    pipeline.wait_for(page, "trigger.response.audio.replay_finished")
+    page.wait_for_selector("#agent-meter[data-speaking=false]")
+
+
+def test_the_demo_page_lists_microphones_and_switching_keeps_the_session(page, pipeline):
+    open_and_connect(page, pipeline)
+    page.wait_for_function(
+        "[...document.querySelectorAll('#device option')].some(o => o.textContent.includes('Fake'))"
+    )
+    ids = page.eval_on_selector_all("#device option", "os => os.map(o => o.value)")
+    other = [i for i in ids if i not in ("default", "communications")][-1]
+    connection = pipeline.connection
+    page.select_option("#device", other)
+    page.wait_for_function(
+        "document.querySelector('#log').textContent.includes('microphone switched')"
+    )
+    after = len(pipeline.messages("client.audio"))
+    pipeline.wait_for(page, "client.audio", count=after + 5)
+    assert pipeline.connection == connection and len(pipeline.authorizations) == 1
+    assert page.get_attribute("#status", "data-status") == "connected"
+    assert page.evaluate(LIVE_MEDIA)["tracks"] == 1  # the old device's track was stopped
