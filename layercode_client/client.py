@@ -166,7 +166,6 @@ class LayercodeClient:
         self.resume_token = self.options.resume_token  # its proof on this project's server
         self.config = None  # the session's protocol.SessionConfig, once authorized
         self.disconnect_reason = None  # {"code", "reason"} of the server's last normal close
-        self._auth = None  # the AuthorizeResponse of the session
         self._muted = False
         self._audio_input = self.options.audio_input
         self._audio_output = self.options.audio_output
@@ -286,7 +285,6 @@ class LayercodeClient:
             if self._audio_output and not deferred:
                 steps.append(self._open_player())
             auth = (await side_by_side(*steps))[0]
-            self._auth = auth
             self.session_id = auth.session_id or self.session_id
             self.resume_token = auth.resume_token or self.resume_token
             self.config = auth.config  # an unknown trigger was refused while parsing
@@ -492,8 +490,9 @@ class LayercodeClient:
         self._unplayed_turn = None
         self._set_user_speaking(False)
         self._set_agent_speaking(False)
-        self._call("on_user_amplitude_change", 0.0)
-        self._call("on_agent_amplitude_change", 0.0)
+        if self.options.enable_amplitude_monitoring:
+            self._call("on_user_amplitude_change", 0.0)
+            self._call("on_agent_amplitude_change", 0.0)
 
     async def _fail(self, error):
         await self._teardown()
