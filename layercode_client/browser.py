@@ -359,32 +359,35 @@ class PageBrowser:
         return input_devices(await media.enumerateDevices())
 
     def watch_devices(self, on_change):
+        """One report at a time, referenced while it runs; a change during one makes it list the
+        devices again, so the newest list is the last one reported."""
         media = window.navigator.mediaDevices
         proxies = Proxies()
-        watching = [True]
-        reports = set()  # each report referenced until it ran
+        state = {"watching": True, "again": False, "task": None}
 
         async def report():
             try:
-                devices = input_devices(await media.enumerateDevices())
-                if watching[0]:
-                    on_change(devices)
+                while state["watching"]:
+                    state["again"] = False
+                    devices = input_devices(await media.enumerateDevices())
+                    if state["watching"] and not state["again"]:
+                        on_change(devices)
+                        return
             finally:
-                reports.discard(task[0])
-
-        task = [None]
+                state["task"] = None
 
         def changed(event=None):
-            task[0] = asyncio.create_task(report())
-            reports.add(task[0])
+            state["again"] = True
+            if state["task"] is None:
+                state["task"] = asyncio.create_task(report())
 
         listener = proxies(changed)
         media.addEventListener("devicechange", listener)
         changed()
 
         def stop():
-            if watching[0]:
-                watching[0] = False
+            if state["watching"]:
+                state["watching"] = False
                 media.removeEventListener("devicechange", listener)
                 call_soon(proxies.destroy)
 
