@@ -57,9 +57,10 @@ PYODIDE = NpmPackage(
 # MicroPython for PyScript's `mpy` pages: the demo page's default interpreter (starts in a tenth
 # of Pyodide's time) and the engine of the client's MicroPython checks (tests/micropython/).
 # 1.28.0-6 is the build PyScript 0.7.31's core names as its default (a pre-release on the
-# registry, whose `latest` is 1.27.0). Both pass our checks and pages; 1.28.0-6 is pinned
-# because it is the build PyScript 0.7.31 was released against. The build also ships variants
-# (settrace, ulab) the page never loads: they are not kept.
+# registry, whose `latest` is 1.27.0). Both pass the client's checks under Node and answered
+# every probe of what the client uses alike; 1.28.0-6 is pinned because it is the build
+# PyScript 0.7.31 was released and tested against (the page runs on it in the browser tests).
+# The package also ships variants (settrace, ulab) the page never loads: they are not kept.
 MICROPYTHON = NpmPackage(
     name="@micropython/micropython-webassembly-pyscript",
     version="1.28.0-6",

@@ -121,6 +121,8 @@ def test_page_and_toml_name_the_vendored_versions():
     assert f'runtime: ".{micropython}/"' in page and f'runtime: ".{PYODIDE}/"' in page
     assert f'interpreter = ".{micropython}/micropython.mjs"' in toml
     assert f'interpreter = ".{PYODIDE}/pyodide.mjs"' in pyodide_toml
+    for href in re.findall(r'"\./runtime/(pyscript/[^"]+\.js)"', page):  # preloaded chunks
+        assert (vendor.VENDOR_DIR / href).is_file(), f"index.html preloads a missing {href}"
     for text in (page, toml, pyodide_toml, (ROOT / "main.py").read_text()):
         assert not re.search(r"https?://(?!127\.0\.0\.1)", text.replace("http://www.w3.org", ""))
 
