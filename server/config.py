@@ -10,6 +10,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from layercode_client.protocol import CLOUD_PIPELINE_AUTHORIZE_URL, TRIGGERS
 
@@ -29,7 +30,72 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Layercode's authorize URL (the agents generation: "
         "`https://api.layercode.com/v1/agents/web/authorize_session`).",
     ),
-    "LAYERCODE_TIMEOUT": ("10", "Seconds to wait for Layercode's cloud before answering 504."),
+    "LAYERCODE_TIMEOUT": (
+        "10",
+        "Seconds the whole exchange with Layercode's cloud may take (connect, answer, body) "
+        "before `/api/authorize` answers 504.",
+    ),
+    "LAYERCODE_MAX_REPLY_KB": (
+        "256",
+        "Largest answer accepted from Layercode's cloud, in KiB; a larger one is answered 502.",
+    ),
+    "PUBLIC_URL": (
+        "",
+        "The URL clients reach this server at (e.g. `https://voice.example.com`, behind a "
+        "proxy); `websocket_url` is built from it and its host is allowed. Empty: built from "
+        "the request's (allowed) Host.",
+    ),
+    "ALLOWED_HOSTS": (
+        "",
+        "Comma-separated extra host names `/api/authorize` and the WebSocket answer to "
+        "(DNS-rebinding defence); `localhost`, `127.0.0.1`, `::1`, `HOST` and `PUBLIC_URL`'s "
+        "host are always allowed; `*` allows any (unsafe).",
+    ),
+    "TRUSTED_PROXIES": (
+        "",
+        "Comma-separated addresses of reverse proxies whose `X-Forwarded-For` names the client "
+        "(for the rate limit); empty means the peer's own address is the client's.",
+    ),
+    "AUTHORIZE_SECRET": (
+        "",
+        "A server-side secret an app's backend sends as `X-Authorize-Secret` to vouch for its "
+        "user: with it, a session is resumed without its `resume_token` (and deleted without "
+        "it). Never sent to the browser, never logged.",
+    ),
+    "AUTHORIZE_RATE_LIMIT": (
+        "60",
+        "Authorize requests per client address per minute (429 past it).",
+    ),
+    "MAX_SESSIONS": (
+        "50",
+        "Embedded pipeline: concurrent sessions on this node (authorize answers 503, the "
+        "WebSocket closes 1013 past it).",
+    ),
+    "MAX_METADATA_BYTES": (
+        "16384",
+        "Largest `metadata` object `/api/authorize` accepts, in bytes of JSON (413 past it).",
+    ),
+    "IDLE_TIMEOUT": (
+        "120",
+        "Embedded pipeline: seconds a WebSocket may send nothing before it is closed with 4008.",
+    ),
+    "MAX_MESSAGE_CHARS": (
+        "8000",
+        "Embedded pipeline: longest `client.response.text` / `client.response.data` content, in "
+        "characters of JSON; a longer one gets an `error` (`message_too_long`) and is dropped.",
+    ),
+    "HISTORY_MAX_TURNS": (
+        "200",
+        "Embedded pipeline: turns kept per conversation (the oldest are pruned).",
+    ),
+    "HISTORY_MAX_DAYS": (
+        "30",
+        "Embedded pipeline: conversations untouched for this many days are deleted.",
+    ),
+    "DRAIN_GRACE": (
+        "20",
+        "Seconds a SIGTERM lets answers being spoken finish before sockets close with 1012.",
+    ),
     "CORS_ALLOW_ORIGINS": (
         "",
         "Comma-separated origins (e.g. `https://app.example.com`) whose pages may call "
@@ -76,6 +142,26 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
     return value
 
 
+def _positive_int(name: str, environ: dict[str, str]) -> int:
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
+        raise SettingsError(f"{name} must be a whole number greater than zero, not {raw!r}")
+    return int(raw)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(n.strip().lower() for n in raw.split(",") if n.strip())
+
+
+def _public_url(raw: str) -> str:
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"PUBLIC_URL must be an http(s) URL like https://host, not {raw!r}")
+    return raw.rstrip("/")
+
+
 def _port(raw: str, name: str = "PORT") -> int:
     if not raw.isdigit() or not 0 < int(raw) < 65536:
         raise SettingsError(f"{name} must be a port number (1-65535), not {raw!r}")
@@ -117,6 +203,29 @@ class Settings:
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
     log_level: str = "info"
+    layercode_max_reply_kb: int = 256
+    public_url: str = ""
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    authorize_secret: str = field(default="", repr=False)
+    authorize_rate_limit: int = 60
+    max_sessions: int = 50
+    max_metadata_bytes: int = 16384
+    idle_timeout: float = 120.0
+    max_message_chars: int = 8000
+    history_max_turns: int = 200
+    history_max_days: float = 30.0
+    drain_grace: float = 20.0
+
+    @property
+    def host_allowlist(self) -> frozenset[str]:
+        """Host names this server answers to: loopback, its own, the public URL's, configured."""
+        names = {"localhost", "127.0.0.1", "::1", *self.allowed_hosts}
+        if self.host not in ("0.0.0.0", "::", ""):
+            names.add(self.host.lower())
+        if self.public_url:
+            names.add((urlsplit(self.public_url).hostname or "").lower())
+        return frozenset(names)
 
     @property
     def uses_cloud(self) -> bool:
@@ -125,7 +234,8 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a response or a log line."""
-        return tuple(s for s in (self.layercode_api_key, self.agent_webhook_secret) if s)
+        values = (self.layercode_api_key, self.agent_webhook_secret, self.authorize_secret)
+        return tuple(s for s in values if s)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -164,4 +274,17 @@ class Settings:
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
             log_level=log_level,
+            layercode_max_reply_kb=_positive_int("LAYERCODE_MAX_REPLY_KB", env),
+            public_url=_public_url(_env("PUBLIC_URL", env)),
+            allowed_hosts=_names(_env("ALLOWED_HOSTS", env)),
+            trusted_proxies=_names(_env("TRUSTED_PROXIES", env)),
+            authorize_secret=_env("AUTHORIZE_SECRET", env),
+            authorize_rate_limit=_positive_int("AUTHORIZE_RATE_LIMIT", env),
+            max_sessions=_positive_int("MAX_SESSIONS", env),
+            max_metadata_bytes=_positive_int("MAX_METADATA_BYTES", env),
+            idle_timeout=_positive_float("IDLE_TIMEOUT", env),
+            max_message_chars=_positive_int("MAX_MESSAGE_CHARS", env),
+            history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),
+            history_max_days=_positive_float("HISTORY_MAX_DAYS", env),
+            drain_grace=_positive_float("DRAIN_GRACE", env),
         )

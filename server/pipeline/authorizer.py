@@ -2,9 +2,15 @@
 
 Answers `/api/authorize` the way Layercode's cloud does — a short-lived single-use key, the
 session id (new, or the one being resumed), the session's config — plus this project's
-additions (PROTOCOL §4): the input sample rate chosen from the client's offer, and the
-`websocket_url` on this server. Both generations' names are answered (`session_id` and
-`conversation_id`), so the seed's SDK and the newer official SDK each find theirs.
+additions (docs/protocol-additions.md): the input sample rate chosen from the client's offer,
+the `websocket_url` on this server, and a `resume_token`. Both generations' names are answered
+(`session_id` and `conversation_id`), so the seed's SDK and the newer official SDK each find
+theirs.
+
+Resuming is proof-carrying: the caller presents the conversation's latest `resume_token`, or is
+the app's backend vouching for its user with `AUTHORIZE_SECRET` (the official SDK cannot carry
+a token; its app's own authorize endpoint can). Without proof the answer is 403 whether or not
+the conversation exists, so ids cannot be probed.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from layercode_client.protocol import (
     SessionConfig,
 )
 
-from ..authorize import ApiError
+from ..authorize import ApiError, Proof
+from ..config import Settings
+from ..hosts import websocket_url
+from .connections import Connections
 from .keys import SessionGrant, SessionKeys
 from .store import SessionStore
 
@@ -41,32 +50,55 @@ def choose_input_rate(offered: list[int] | None) -> int:
     )
 
 
-def websocket_url(http: Request, path: str) -> str:
-    scheme = "wss" if http.url.scheme == "https" else "ws"
-    return f"{scheme}://{http.headers.get('host', http.url.netloc)}{path}"
+def check_ownership(keys: SessionKeys, store: SessionStore, session_id: str, proof: Proof):
+    """Raise 403 unless `proof` shows the caller owns `session_id`; 404 if vouched but unknown."""
+    if proof.vouched:
+        if not store.exists(session_id):
+            raise ApiError(404, f"conversation {session_id} was not found", "not_found")
+        return
+    if not proof.resume_token:
+        raise ApiError(
+            403,
+            "resuming a conversation needs its resume_token (returned by the authorize call "
+            "that started it), or the app's backend vouching with X-Authorize-Secret",
+            "resume_token_required",
+        )
+    if not keys.resume_token_valid(session_id, proof.resume_token):
+        raise ApiError(
+            403,
+            "the resume_token does not match this conversation; start a new one",
+            "resume_token_invalid",
+        )
 
 
 class EmbeddedAuthorizer:
     def __init__(
-        self, keys: SessionKeys, store: SessionStore, *, trigger: str, can_interrupt: bool
+        self,
+        keys: SessionKeys,
+        store: SessionStore,
+        connections: Connections,
+        settings: Settings,
     ):
         self.keys = keys
         self.store = store
-        self.trigger = trigger
-        self.can_interrupt = can_interrupt
+        self.connections = connections
+        self.settings = settings
 
-    async def authorize(self, request: AuthorizeRequest, http: Request) -> Response:
+    async def authorize(self, request: AuthorizeRequest, http: Request, proof: Proof) -> Response:
+        if len(self.connections) + self.keys.outstanding() >= self.settings.max_sessions:
+            raise ApiError(
+                503,
+                f"this server is full ({self.settings.max_sessions} sessions); try again shortly",
+                "server_full",
+            )
         config = SessionConfig(
-            trigger=self.trigger,
-            can_interrupt=self.can_interrupt,
+            trigger=self.settings.transcription_trigger,
+            can_interrupt=self.settings.can_interrupt,
             input_sample_rate=choose_input_rate(request.input_sample_rates),
         )
         resume_id = request.resume_id
         if resume_id is not None:
-            if not self.store.exists(resume_id):
-                raise ApiError(
-                    404, f"session {resume_id} was not found; leave out session_id to start anew"
-                )
+            check_ownership(self.keys, self.store, resume_id, proof)
             session_id = resume_id
         else:
             session_id = self.store.create(request.target_id, request.metadata)
@@ -84,7 +116,8 @@ class EmbeddedAuthorizer:
                 "client_session_key": self.keys.issue(grant),
                 "session_id": session_id,
                 "conversation_id": session_id,
+                "resume_token": self.keys.issue_resume_token(session_id),
                 "config": config.to_json(),
-                "websocket_url": websocket_url(http, path),
+                "websocket_url": websocket_url(http, self.settings, path),
             }
         )

@@ -19,6 +19,7 @@ from starlette.types import Scope
 from ..config import Settings
 from .agent import WebhookAgent
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
+from .connections import Connections
 from .keys import SessionKeys
 from .session import PipelineServices
 from .store import SessionStore
@@ -38,14 +39,14 @@ class EmbeddedPipeline:
         self.http = http
         self.webhook_secret = settings.agent_webhook_secret
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SessionStore(settings.data_dir / "sessions.sqlite3")
-        self.keys = SessionKeys()
-        self.authorizer = EmbeddedAuthorizer(
-            self.keys,
-            self.store,
-            trigger=settings.transcription_trigger,
-            can_interrupt=settings.can_interrupt,
+        self.store = SessionStore(
+            settings.data_dir / "sessions.sqlite3",
+            max_turns=settings.history_max_turns,
+            max_age_s=settings.history_max_days * 86400,
         )
+        self.keys = SessionKeys(tokens=self.store)
+        self.connections = Connections()
+        self.authorizer = EmbeddedAuthorizer(self.keys, self.store, self.connections, settings)
         self.recognizers = RecognizerPool()
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings()
@@ -63,6 +64,16 @@ class EmbeddedPipeline:
             extra={"ctx": {"tts": self.settings.tts_engine,
                            "load_ms": round((time.perf_counter() - started) * 1000)}},
         )  # fmt: skip
+
+    def has_room(self) -> bool:
+        """Room for one more session: live sockets and keys about to connect both count."""
+        return len(self.connections) + self.keys.outstanding() < self.settings.max_sessions
+
+    async def drain(self, grace_s: float) -> None:
+        """Let answers being spoken finish, up to `grace_s`, then close every socket (1012)."""
+        deadline = asyncio.get_running_loop().time() + grace_s
+        log.info("draining %d sessions", len(self.connections))
+        await self.connections.drain(deadline)
 
     def close(self) -> None:
         self.recognizers.close()

@@ -4,18 +4,50 @@
 `ttl_s` (about a minute, like Layercode's); a used key is remembered until then, so a replay is
 refused as "already used" rather than "unknown" — the clearer message for whoever debugs it.
 Expired entries are swept on each call; no background task is needed.
+
+Resume tokens prove a conversation belongs to whoever resumes it: `/api/authorize` returns a
+fresh one with every session (each replaces the last), and resuming presents the latest. Only
+a SHA-256 digest is kept, in a `ResumeTokenStore` — in memory here; the embedded pipeline passes
+its SQLite history, so a token lives exactly as long as the history it guards and survives a
+restart. Both stores answer the same two calls, so a shared store (Redis) can take their place.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from layercode_client.protocol import CloseCode, SessionConfig
 
 KEY_PREFIX = "lcsk_"
+RESUME_TOKEN_PREFIX = "lcrt_"
+
+
+class ResumeTokenStore(Protocol):
+    def save_resume_digest(self, session_id: str, digest: str) -> None: ...
+    def resume_digest(self, session_id: str) -> str | None: ...
+
+
+class MemoryResumeTokens:
+    """Digests in a dict: for tests and a single process without history."""
+
+    def __init__(self) -> None:
+        self._digests: dict[str, str] = {}
+
+    def save_resume_digest(self, session_id: str, digest: str) -> None:
+        self._digests[session_id] = digest
+
+    def resume_digest(self, session_id: str) -> str | None:
+        return self._digests.get(session_id)
+
+
+def token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
 
 
 class KeyRefused(Exception):
@@ -46,10 +78,33 @@ class _Entry:
 
 
 class SessionKeys:
-    def __init__(self, ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        ttl_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        tokens: ResumeTokenStore | None = None,
+    ):
         self.ttl_s = ttl_s
         self.clock = clock
+        self.tokens = tokens if tokens is not None else MemoryResumeTokens()
         self._entries: dict[str, _Entry] = {}
+
+    def issue_resume_token(self, session_id: str) -> str:
+        """A new resume token for the session; the one issued before stops working."""
+        token = RESUME_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        self.tokens.save_resume_digest(session_id, token_digest(token))
+        return token
+
+    def resume_token_valid(self, session_id: str, token: str | None) -> bool:
+        if not token:
+            return False
+        stored = self.tokens.resume_digest(session_id)
+        return stored is not None and hmac.compare_digest(stored, token_digest(token))
+
+    def outstanding(self) -> int:
+        """Keys issued and not yet used: sessions about to connect."""
+        self._sweep()
+        return sum(1 for entry in self._entries.values() if not entry.used)
 
     def issue(self, grant: SessionGrant) -> str:
         self._sweep()

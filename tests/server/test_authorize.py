@@ -34,6 +34,8 @@ def cloud(standin):
 
 
 def make_client(**overrides) -> TestClient:
+    # Starlette's TestClient sends `Host: testserver`: a name this server must be told about.
+    overrides.setdefault("allowed_hosts", ("testserver",))
     settings = Settings(**overrides)
     return TestClient(create_app(settings), raise_server_exceptions=False)
 

@@ -37,6 +37,7 @@ class VoiceClient:
     base_url: str  # http://127.0.0.1:PORT
     input_sample_rates: list[int] | None = field(default_factory=lambda: [16000, 8000])
     session_id: str | None = None
+    resume_token: str | None = None  # the proof of ownership the last authorize returned
     authorization: dict | None = None
     received: list[Received] = field(default_factory=list)
     close_code: int | None = None
@@ -45,18 +46,23 @@ class VoiceClient:
     _reader: asyncio.Task | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def authorize(self, **extra) -> dict:
+    async def authorize(self, headers: dict | None = None, **extra) -> dict:
         body: dict[str, Any] = {"pipeline_id": "test", "metadata": {"from": "tests"}, **extra}
         body = {name: value for name, value in body.items() if value is not None}
         if self.session_id:
             body["session_id"] = self.session_id
+            if self.resume_token:
+                body["resume_token"] = self.resume_token
         if self.input_sample_rates is not None:
             body["audio"] = {"input_sample_rates": self.input_sample_rates}
         async with httpx.AsyncClient() as http:
-            response = await http.post(f"{self.base_url}/api/authorize", json=body, timeout=10)
+            response = await http.post(
+                f"{self.base_url}/api/authorize", json=body, headers=headers, timeout=10
+            )
         response.raise_for_status()
         self.authorization = response.json()
         self.session_id = self.authorization["session_id"]
+        self.resume_token = self.authorization.get("resume_token")
         return self.authorization
 
     @property
