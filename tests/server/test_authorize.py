@@ -337,3 +337,61 @@ def test_session_keys_in_logged_urls_are_redacted():
     RedactSecrets([]).filter(record)
     assert "lcsk_abc" not in record.getMessage()
     assert "client_session_key=[redacted]&x=1" in record.getMessage()
+
+
+# -- a misbehaving upstream -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["echo-2xx", "echo-escaped"])
+def test_a_success_body_carrying_the_key_is_never_passed_on(client, cloud, mode):
+    cloud.mode = mode
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "could not be passed on safely" in response.json()["error"]
+    assert_clean(response)
+    assert API_KEY.lower() not in response.text.lower()
+
+
+@pytest.mark.parametrize("mode", ["echo-upper", "echo-late", "echo-text"])
+def test_the_key_is_redacted_from_a_refusal_in_any_case_and_position(client, cloud, mode):
+    cloud.mode = mode
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "Layercode refused the session" in response.json()["error"]
+    text = response.text.lower()
+    for start in range(0, len(API_KEY) - 8):  # no 8-character piece of it, in any case
+        assert API_KEY[start : start + 8].lower() not in text
+
+
+def test_the_key_never_reaches_the_log_in_another_case(client, cloud, caplog):
+    cloud.mode = "echo-upper"
+    post(client, {"pipeline_id": "p"})
+    assert API_KEY.upper() not in caplog.text
+    assert "[redacted]" in caplog.text
+
+
+def test_a_dripping_upstream_answers_504_within_the_total_deadline(client, cloud):
+    """One byte every 0.2 s never trips a read timeout; the whole exchange is bounded."""
+    cloud.mode = "drip"
+    started = time.monotonic()
+    response = post(client, {"pipeline_id": "p"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert "did not answer within 1 seconds" in response.json()["error"]
+    assert elapsed < 3  # LAYERCODE_TIMEOUT is 1 s; the answer took ~20 s to drip
+
+
+def test_a_huge_upstream_answer_is_cut_off_with_502(client, cloud):
+    cloud.mode = "huge"
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "larger than 256 KiB" in response.json()["error"]
+    assert len(response.content) < 1000
+
+
+def test_a_redirect_is_not_followed_and_is_a_502(client, cloud):
+    cloud.mode = "redirect"
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "redirect (HTTP 302)" in response.json()["error"]
+    assert len(cloud.received) == 1
