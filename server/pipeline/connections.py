@@ -77,28 +77,34 @@ class Connections:
                 await asyncio.wait_for(connection.finished.wait(), REPLACE_WAIT_S)
 
     async def drain(self, deadline: float) -> None:
-        """Let each session finish what it is saying (its `drain(deadline)`), then close all.
+        """Let each session finish what it is saying, then close every socket with 1012.
 
-        `deadline` is a `loop.time()`; sessions without a `drain` are closed at once.
+        `deadline` is a `loop.time()`. A session with a `drain(deadline)` hook says when it is
+        done (its answer played to the end); one without is given until the deadline, or until
+        its client leaves, since the answer it may be speaking cannot be seen from here.
         """
         loop = asyncio.get_running_loop()
         connections = list(self._live.values())
-        hooks = [
-            c.session.drain(deadline)
-            for c in connections
-            if c.session is not None and hasattr(c.session, "drain")
-        ]
-        if hooks:
+        waits = [_drained(c, deadline) for c in connections]
+        if waits:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(
-                    asyncio.gather(*hooks, return_exceptions=True),
+                    asyncio.gather(*waits, return_exceptions=True),
                     max(0.0, deadline - loop.time()),
                 )
         for connection in connections:
             connection.stop(
                 close_codes.SERVICE_RESTART, "the server is restarting: reconnect to resume"
             )
-        waits = [c.finished.wait() for c in connections]
-        if waits:
+        finishing = [c.finished.wait() for c in connections]
+        if finishing:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*waits), REPLACE_WAIT_S)
+                await asyncio.wait_for(asyncio.gather(*finishing), REPLACE_WAIT_S)
+
+
+async def _drained(connection: Connection, deadline: float) -> None:
+    hook = getattr(connection.session, "drain", None)
+    if hook is not None:
+        await hook(deadline)
+    else:
+        await connection.finished.wait()

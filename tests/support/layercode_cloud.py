@@ -91,7 +91,6 @@ class StandIn:
             yield b"x" * 65536
         yield b'"}'
 
-
     def app(self) -> Starlette:
         return Starlette(
             routes=[
