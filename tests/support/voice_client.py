@@ -70,12 +70,14 @@ class VoiceClient:
         audio = ((self.authorization or {}).get("config") or {}).get("audio") or {}
         return audio.get("input_sample_rate", 8000)
 
-    async def connect(self, *, key: str | None = None, ready: bool = True) -> None:
+    async def connect(
+        self, *, key: str | None = None, ready: bool = True, origin: str | None = None
+    ) -> None:
         if self.authorization is None:
             await self.authorize()
         key = key or self.authorization["client_session_key"]
         url = f"{self.authorization['websocket_url']}?client_session_key={key}"
-        self._socket = await websockets.connect(url, max_size=2**22)
+        self._socket = await websockets.connect(url, max_size=2**22, origin=origin)
         self._reader = asyncio.create_task(self._read(), name="voice-client-reader")
         if ready:
             await self.send({"type": "client.ready"})
