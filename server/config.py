@@ -84,6 +84,17 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline: longest `client.response.text` / `client.response.data` content, in "
         "characters of JSON; a longer one gets an `error` (`message_too_long`) and is dropped.",
     ),
+    "AUDIO_BURST_SECONDS": (
+        "5",
+        "Embedded pipeline: audio a client may send ahead of real time (its buffered pre-roll, "
+        "a catch-up after a stall); beyond it `client.audio` is dropped with an `error` "
+        "(`audio_too_fast`).",
+    ),
+    "AUDIO_FLOOD_SECONDS": (
+        "10",
+        "Embedded pipeline: dropped audio, net of real time, after which a client that keeps "
+        "sending too fast is closed with 4009.",
+    ),
     "HISTORY_MAX_TURNS": (
         "200",
         "Embedded pipeline: turns kept per conversation (the oldest are pruned).",
@@ -213,6 +224,8 @@ class Settings:
     max_metadata_bytes: int = 16384
     idle_timeout: float = 120.0
     max_message_chars: int = 8000
+    audio_burst_s: float = 5.0
+    audio_flood_s: float = 10.0
     history_max_turns: int = 200
     history_max_days: float = 30.0
     drain_grace: float = 20.0
@@ -284,6 +297,8 @@ class Settings:
             max_metadata_bytes=_positive_int("MAX_METADATA_BYTES", env),
             idle_timeout=_positive_float("IDLE_TIMEOUT", env),
             max_message_chars=_positive_int("MAX_MESSAGE_CHARS", env),
+            audio_burst_s=_positive_float("AUDIO_BURST_SECONDS", env),
+            audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),
             history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),
             history_max_days=_positive_float("HISTORY_MAX_DAYS", env),
             drain_grace=_positive_float("DRAIN_GRACE", env),

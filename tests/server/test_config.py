@@ -53,3 +53,55 @@ def test_entry_point_exits_with_the_reason(monkeypatch):
     monkeypatch.setenv("PORT", "nope")
     with pytest.raises(SystemExit, match="configuration error: PORT"):
         main([])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MAX_SESSIONS",
+        "AUTHORIZE_RATE_LIMIT",
+        "MAX_METADATA_BYTES",
+        "MAX_MESSAGE_CHARS",
+        "HISTORY_MAX_TURNS",
+        "LAYERCODE_MAX_REPLY_KB",
+        "IDLE_TIMEOUT",
+        "DRAIN_GRACE",
+        "HISTORY_MAX_DAYS",
+        "AUDIO_BURST_SECONDS",
+        "AUDIO_FLOOD_SECONDS",
+    ],
+)
+def test_limits_must_be_positive(name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: "0"})
+
+
+def test_hardening_settings_are_read():
+    settings = Settings.from_env(
+        {
+            "PUBLIC_URL": "https://voice.example.com/",
+            "ALLOWED_HOSTS": "App.Example, other.example",
+            "TRUSTED_PROXIES": "10.0.0.1",
+            "AUTHORIZE_SECRET": "backend-secret",
+            "MAX_SESSIONS": "7",
+            "IDLE_TIMEOUT": "30",
+        }
+    )
+    assert settings.public_url == "https://voice.example.com"
+    assert {"voice.example.com", "app.example", "other.example", "localhost"} <= (
+        settings.host_allowlist
+    )
+    assert settings.trusted_proxies == ("10.0.0.1",)
+    assert "backend-secret" in settings.secrets and "backend-secret" not in repr(settings)
+    assert (settings.max_sessions, settings.idle_timeout) == (7, 30.0)
+    with pytest.raises(SettingsError, match="PUBLIC_URL"):
+        Settings.from_env({"PUBLIC_URL": "voice.example.com"})
+
+
+def test_readme_documents_every_setting():
+    from server.config import ENVIRONMENT
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for name in ENVIRONMENT:
+        assert f"| `{name}` |" in readme, name
