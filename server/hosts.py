@@ -48,17 +48,20 @@ def origin_allowed(connection: HTTPConnection, settings: Settings) -> bool:
     if settings.public_url and origin == _origin_of(settings.public_url):
         return True
     # Same origin: the page was served by this server under a host name it answers to.
+    try:
+        parts = urlsplit(origin)
+    except ValueError:  # "http://[" and the like: not an origin any browser sends
+        return False
     own = connection.headers.get("host", "")
-    parts = urlsplit(origin)
     return (
         parts.scheme in ("http", "https")
         and parts.netloc.lower() == own.lower()
-        and host_name(own) in settings.host_allowlist | frozenset(settings.allowed_hosts)
+        and host_allowed(connection, settings)
     )
 
 
 def _origin_of(url: str) -> str:
-    parts = urlsplit(url)
+    parts = urlsplit(url)  # PUBLIC_URL, validated at start
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -85,6 +85,7 @@ class EmbeddedAuthorizer:
         self.settings = settings
 
     async def authorize(self, request: AuthorizeRequest, http: Request, proof: Proof) -> Response:
+        # Live sockets and keys about to connect both take a place.
         if len(self.connections) + self.keys.outstanding() >= self.settings.max_sessions:
             raise ApiError(
                 503,

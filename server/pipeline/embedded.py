@@ -65,10 +65,6 @@ class EmbeddedPipeline:
                            "load_ms": round((time.perf_counter() - started) * 1000)}},
         )  # fmt: skip
 
-    def has_room(self) -> bool:
-        """Room for one more session: live sockets and keys about to connect both count."""
-        return len(self.connections) + self.keys.outstanding() < self.settings.max_sessions
-
     async def drain(self, grace_s: float) -> None:
         """Let answers being spoken finish, up to `grace_s`, then close every socket (1012)."""
         deadline = asyncio.get_running_loop().time() + grace_s

@@ -26,6 +26,17 @@ BODIES = 1200
 SEED = 11
 FIELDS = ("pipeline_id", "agent_id", "session_id", "conversation_id", "sdk_version")
 ODD_STRINGS = ["", " ", "\x00", "é", "\ufeff", "🎤" * 50, "x" * 5000, API_KEY, "sess_" + "0" * 24]
+ODD_HEADERS = [
+    {},
+    {"origin": "http://testserver"},
+    {"origin": "http://["},
+    {"origin": "null"},
+    {"origin": "https://evil.example"},
+    {"host": "evil.example", "origin": "http://evil.example"},
+    {"host": "[::1"},
+    {"x-forwarded-for": "not-an-ip, 1.2.3.4,,"},
+    {"x-authorize-secret": "guess"},
+]
 ODD_VALUES = [None, True, 0, -1, 2**70, 1.5, [], {}, [1, "a"], {"a": None}]
 
 
@@ -116,9 +127,10 @@ def fuzz(client, *, key_in_play: bool) -> collections.Counter:
     seen: collections.Counter = collections.Counter()
     for _ in range(BODIES):
         kind, raw = generate(rng)
-        response = client.post(
-            "/api/authorize", content=raw, headers={"content-type": "application/json"}
-        )
+        headers = {"content-type": "application/json"}
+        if rng.random() < 0.2:
+            headers.update(rng.choice(ODD_HEADERS))
+        response = client.post("/api/authorize", content=raw, headers=headers)
         # The stand-in always succeeds: any 5xx (500, or 502 for a body we sent) is ours.
         assert response.status_code < 500, (kind, raw[:200], response.text[:300])
         if key_in_play:
