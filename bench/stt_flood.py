@@ -5,7 +5,7 @@ speech, fed in 100 ms chunks as a session feeds it) is transcribed alone, then w
 utterance hands the same worker a minute of audio in one call — what a client sending audio
 faster than real time leaves in its session's queue. Side by side in the same run with the
 reference: the old feeding, the whole backlog in one request (`FEED_PIECE_BYTES` as large as
-the flood), against today's 0.5 s pieces, one in flight per utterance. The figure is the
+the flood), against today's 0.1 s pieces, one in flight per utterance. The figure is the
 short phrase's wall time from its first chunk to its final transcript, median of N runs.
 
     ./dev bench stt_flood [--runs 3]
@@ -64,13 +64,13 @@ def main() -> None:
     pool = RecognizerPool(workers=1, spare=0, max_workers=1)
     pool.warm()
     piece = stt.FEED_PIECE_BYTES
-    results: dict[str, list[float]] = {"alone": [], "flood, 0.5 s pieces": [],
+    results: dict[str, list[float]] = {"alone": [], "flood, 0.1 s pieces": [],
                                        "flood, one request (old)": []}  # fmt: skip
     try:
         for _ in range(args.runs):
             results["alone"].append(asyncio.run(short_phrase(pool, phrase))[0])
             stt.FEED_PIECE_BYTES = piece
-            results["flood, 0.5 s pieces"].append(asyncio.run(with_flood(pool, phrase, flood))[0])
+            results["flood, 0.1 s pieces"].append(asyncio.run(with_flood(pool, phrase, flood))[0])
             stt.FEED_PIECE_BYTES = len(flood)
             results["flood, one request (old)"].append(
                 asyncio.run(with_flood(pool, phrase, flood))[0]

@@ -14,7 +14,7 @@ worker needs only as many decoders (~90 MB each) as utterances in progress at on
 
 Fair sharing under a flood: a worker answers requests in the order they arrive, so one request
 holding minutes of audio would make every other utterance on that worker wait minutes. So a
-`feed` goes down in pieces of at most `FEED_PIECE_BYTES` (0.5 s of audio, ~35 ms of decoding),
+`feed` goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding),
 the next only once the last is answered: each utterance has at most one piece in a worker's
 queue, and another utterance waits at most one piece per utterance sharing its worker. A
 cancelled utterance stops after the piece in flight — its decode is cancelled with it — and its
@@ -39,7 +39,11 @@ log = logging.getLogger("server.pipeline")
 
 RATE = 16000
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
-FEED_PIECE_BYTES = RATE * 2 // 2  # 0.5 s of audio per request: a worker's queue stays short
+# 100 ms of audio per request, what a client sends per message: an utterance behind a flood
+# waits one piece of the same size per request, so each gets an equal share of the worker
+# (measured, bench/stt_flood.py: 0.5 s pieces left a short phrase 5.6x slower beside a flood,
+# since it waited 0.5 s of decoding per 0.1 s of its own).
+FEED_PIECE_BYTES = RATE * 2 // 10
 # The first (forward tree) pass only, with at most 2000 active HMMs per frame. Measured on 60
 # Piper utterances (12 phrases x 5 renditions): pocketsphinx's defaults make 15.1% word errors
 # at 0.13x real time and leave ~80 ms (p95) of work when the turn ends; the forward pass alone
