@@ -55,3 +55,16 @@ def test_unknown_or_missing_keys_are_refused(key):
     with pytest.raises(KeyRefused) as refused:
         keys.redeem(key)
     assert refused.value.close_code == CloseCode.SESSION_KEY_INVALID
+
+
+def test_resume_tokens_prove_ownership_and_rotate():
+    keys = SessionKeys()
+    first = keys.issue_resume_token("sess_a")
+    assert keys.resume_token_valid("sess_a", first)
+    assert not keys.resume_token_valid("sess_b", first)
+    assert not keys.resume_token_valid("sess_a", None)
+    assert not keys.resume_token_valid("sess_a", first + "x")
+    second = keys.issue_resume_token("sess_a")
+    assert keys.resume_token_valid("sess_a", second)
+    assert not keys.resume_token_valid("sess_a", first)
+    assert first not in repr(keys.tokens.__dict__)  # only digests are kept

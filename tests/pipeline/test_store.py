@@ -39,3 +39,59 @@ def test_sessions_are_separate(tmp_path):
     store.append(a, "user", "hello")
     assert store.history(b) == []
     assert a != b
+
+
+def test_each_conversation_keeps_only_its_last_turns(tmp_path):
+    store = SessionStore(tmp_path / "s.sqlite3", max_turns=3)
+    session_id = store.create("pl", {})
+    other = store.create("pl", {})
+    for n in range(10):
+        store.append(session_id, "user", f"turn {n}")
+    store.append(other, "user", "kept")
+    assert [t.text for t in store.history(session_id)] == ["turn 7", "turn 8", "turn 9"]
+    assert [t.text for t in store.history(other)] == ["kept"]
+    (rows,) = store._db.execute("SELECT COUNT(*) FROM turns").fetchone()
+    assert rows == 4  # pruned from the file, not just from what history() shows
+
+
+def test_conversations_untouched_too_long_are_deleted(tmp_path):
+    import time
+
+    path = tmp_path / "s.sqlite3"
+    store = SessionStore(path, max_age_s=3600)
+    stale = store.create("pl", {})
+    fresh = store.create("pl", {})
+    store.append(stale, "user", "old news")
+    store._db.execute(
+        "UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time() - 7200, stale)
+    )
+    assert store.prune() == 1
+    assert not store.exists(stale) and store.exists(fresh)
+    assert store.history(stale) == []
+    store.close()
+    # Opening the file prunes too, so a server that restarts daily still forgets.
+    store = SessionStore(path, max_age_s=3600)
+    store._db.execute("UPDATE sessions SET updated_at = 0 WHERE id = ?", (fresh,))
+    store.close()
+    assert not SessionStore(path, max_age_s=3600).exists(fresh)
+
+
+def test_a_file_from_before_resume_tokens_is_upgraded(tmp_path):
+    import sqlite3
+
+    from server.pipeline.store import SCHEMA
+
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA)
+    old.execute(
+        "INSERT INTO sessions (id, pipeline_id, metadata, created_at, updated_at)"
+        " VALUES ('sess_1', 'pl', '{}', 1e12, 1e12)"
+    )
+    old.commit()
+    old.close()
+    store = SessionStore(path)
+    assert store.resume_digest("sess_1") is None
+    store.save_resume_digest("sess_1", "abc")
+    assert store.resume_digest("sess_1") == "abc"
+    assert store.delete("sess_1") and not store.delete("sess_1")
