@@ -9,9 +9,10 @@ closes, the session is replaced by a newer connection, the client stays silent f
 `IDLE_TIMEOUT` (4008), or the server drains (1012). Close codes: close_codes.py and
 docs/protocol-additions.md.
 
-Frames reach the session through `_text_frames`, which owns the receive side: binary frames
-and over-long `client.response.text`/`data` get an `error` and are dropped there, so the
-session only ever sees frames within the limits.
+Frames reach the session through `_text_frames`, which owns the receive side: binary frames,
+over-long `client.response.text`/`data` (`message_too_long`), frames nested deeper than 64
+levels, holding a lone surrogate or NaN/Infinity (`protocol_error`) get an `error` and are
+dropped there, and the session goes on: it only ever sees frames it can parse, store and echo.
 """
 
 from __future__ import annotations
@@ -40,25 +41,87 @@ log = logging.getLogger("server.pipeline")
 # Only frames that may carry a long text are parsed here (audio frames never match: base64 has
 # no quotes), and only when the whole frame is longer than the limit.
 TEXT_MESSAGE = re.compile(r'"type"\s*:\s*"client\.response\.(?:text|data)"')
+SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+MAX_FRAME_DEPTH = 64  # JSON nesting a frame may have; deeper is refused before it is parsed
 
 
-def _too_long(frame: str, limit: int) -> bool:
-    """Whether `frame` is a client.response.text/data whose content exceeds `limit` chars."""
-    if len(frame) <= limit or not TEXT_MESSAGE.search(frame):
-        return False
+class _Constant(ValueError):
+    pass
+
+
+def _no_constant(name: str):
+    raise _Constant(name)
+
+
+def _depth(frame: str) -> int:
+    """How deeply the frame's JSON nests (brackets inside strings counted too: an upper bound)."""
+    depth = deepest = 0
+    for char in frame:
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _has_lone_surrogate(value) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def refusal(frame: str, max_chars: int) -> ErrorMessage | None:
+    """Why `frame` must not reach the session, as the error to answer; None if it may.
+
+    Each check is a C-speed scan first (a count, a regex, `in`), and a parse only for the rare
+    frame that trips it, so an audio frame costs microseconds here.
+    """
+    if frame.count("[") + frame.count("{") > MAX_FRAME_DEPTH and _depth(frame) > MAX_FRAME_DEPTH:
+        return ErrorMessage(
+            code="protocol_error", message=f"the frame nests deeper than {MAX_FRAME_DEPTH} levels"
+        )
+    suspicious = SURROGATE_ESCAPE.search(frame) or "NaN" in frame or "Infinity" in frame
+    long_text = len(frame) > max_chars and TEXT_MESSAGE.search(frame)
+    if not (suspicious or long_text):
+        return None
     try:
-        message = json.loads(frame)
+        message = json.loads(frame, parse_constant=_no_constant)
+    except _Constant:
+        return ErrorMessage(code="protocol_error", message="NaN and Infinity are not JSON")
     except (ValueError, RecursionError):
-        return False  # the session answers malformed frames itself
-    if not isinstance(message, dict):
-        return False
+        return None  # malformed: the session answers it with its own protocol_error
+    if suspicious and _has_lone_surrogate(message):
+        return ErrorMessage(
+            code="protocol_error", message="the frame holds a lone UTF-16 surrogate (\\ud800)"
+        )
+    if long_text and isinstance(message, dict) and _content_length(message) > max_chars:
+        return ErrorMessage(
+            code="message_too_long",
+            message=f"the message content is longer than {max_chars} characters "
+            "(MAX_MESSAGE_CHARS); dropped",
+        )
+    return None
+
+
+def _content_length(message: dict) -> int:
     content = message.get("content")
     if isinstance(content, str):
-        return len(content) > limit
+        return len(content)
     try:
-        return len(json.dumps(content)) > limit
+        return len(json.dumps(content))
     except (ValueError, TypeError, RecursionError):
-        return False
+        return 0
 
 
 async def _text_frames(
@@ -89,13 +152,9 @@ async def _text_frames(
                 return
             if message.get("text") is not None:
                 text = message["text"]
-                if _too_long(text, settings.max_message_chars):
-                    error = ErrorMessage(
-                        code="message_too_long",
-                        message=f"the message content is longer than "
-                        f"{settings.max_message_chars} characters (MAX_MESSAGE_CHARS); dropped",
-                    )
-                    await websocket.send_text(error.encode())
+                refused = refusal(text, settings.max_message_chars)
+                if refused is not None:
+                    await websocket.send_text(refused.encode())
                     continue
                 yield text
             elif message.get("bytes") is not None:

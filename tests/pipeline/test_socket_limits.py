@@ -98,6 +98,39 @@ def test_an_over_long_text_gets_an_error_and_the_socket_goes_on(url):
     run(scenario())
 
 
+@pytest.mark.parametrize(
+    "frame",
+    [
+        '{"type": "client.response.data", "content": ' + "[" * 5000 + "]" * 5000 + "}",
+        '{"type": "client.response.text", "content": "hello \\ud800"}',
+        '{"type": "client.response.data", "content": {"score": NaN}}',
+        '{"type": "client.response.data", "content": {"score": -Infinity}}',
+    ],
+    ids=["deep", "surrogate", "nan", "infinity"],
+)
+def test_frames_the_session_cannot_use_get_protocol_error_and_the_session_goes_on(url, frame):
+    async def scenario():
+        async with VoiceClient(url) as client:
+            await client.connect(ready=False)
+            async with kept_alive(client):
+                mark = len(client.received)
+                await client._socket.send(frame)
+                await client.wait_for(
+                    "error",
+                    lambda m: m["code"] == "protocol_error" and "binary" not in m["message"],
+                    after=mark,
+                    timeout=5,
+                )
+                mark = len(client.received)
+                await client.send({"type": "client.response.text", "content": "z" * 101})
+                await client.wait_for(
+                    "error", lambda m: m["code"] == "message_too_long", after=mark
+                )
+                assert client.close_code is None
+
+    run(scenario())
+
+
 def test_deleting_a_conversation_closes_its_live_socket(url):
     async def scenario():
         async with VoiceClient(url) as client:
