@@ -79,6 +79,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "120",
         "Embedded pipeline: seconds a WebSocket may send nothing before it is closed with 4008.",
     ),
+    "PUSH_TO_TALK_IDLE_TIMEOUT": (
+        "900",
+        "Embedded pipeline: the idle timeout of push-to-talk sessions, whose clients send "
+        "nothing between presses.",
+    ),
     "MAX_MESSAGE_CHARS": (
         "8000",
         "Embedded pipeline: longest `client.response.text` / `client.response.data` content, in "
@@ -223,6 +228,7 @@ class Settings:
     max_sessions: int = 50
     max_metadata_bytes: int = 16384
     idle_timeout: float = 120.0
+    push_to_talk_idle_timeout: float = 900.0
     max_message_chars: int = 8000
     audio_burst_s: float = 5.0
     audio_flood_s: float = 10.0
@@ -296,6 +302,7 @@ class Settings:
             max_sessions=_positive_int("MAX_SESSIONS", env),
             max_metadata_bytes=_positive_int("MAX_METADATA_BYTES", env),
             idle_timeout=_positive_float("IDLE_TIMEOUT", env),
+            push_to_talk_idle_timeout=_positive_float("PUSH_TO_TALK_IDLE_TIMEOUT", env),
             max_message_chars=_positive_int("MAX_MESSAGE_CHARS", env),
             audio_burst_s=_positive_float("AUDIO_BURST_SECONDS", env),
             audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),

@@ -125,16 +125,16 @@ def _content_length(message: dict) -> int:
 
 
 async def _text_frames(
-    websocket: WebSocket, connection: Connection, settings: Settings
+    websocket: WebSocket, connection: Connection, settings: Settings, idle_s: float
 ) -> AsyncIterator[str]:
-    """Text frames until the client leaves, goes idle, or the connection is stopped."""
+    """Text frames until the client leaves, is idle for `idle_s`, or the connection is stopped."""
     stopped = asyncio.create_task(connection.stopped.wait(), name="connection-stopped")
     try:
         while True:
             receive = asyncio.create_task(websocket.receive(), name="websocket-receive")
             done, _ = await asyncio.wait(
                 {receive, stopped},
-                timeout=settings.idle_timeout,
+                timeout=idle_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
             if receive not in done:
@@ -144,7 +144,7 @@ async def _text_frames(
                 if not done:
                     connection.stop(
                         close_codes.IDLE_TIMEOUT,
-                        f"idle timeout: nothing received for {settings.idle_timeout:g} s",
+                        f"idle timeout: nothing received for {idle_s:g} s",
                     )
                 return
             message = receive.result()
@@ -211,7 +211,13 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         services = pipeline.services_for(websocket.scope)
         session = PipelineSession(grant, services, websocket.send_text, close)
         connection.session = session
-        await session.run(_text_frames(websocket, connection, settings))
+        # A push-to-talk client sends nothing between presses: it gets a longer timeout.
+        idle_s = (
+            settings.push_to_talk_idle_timeout
+            if grant.config.push_to_talk
+            else settings.idle_timeout
+        )
+        await session.run(_text_frames(websocket, connection, settings, idle_s))
     except WebSocketDisconnect:
         pass
     except Exception:

@@ -175,3 +175,24 @@ def test_a_node_that_filled_up_after_authorize_refuses_with_1013(tmp_path):
     ):
         socket.receive_text()
     assert closed.value.code == close_codes.TRY_AGAIN_LATER
+
+
+def test_push_to_talk_sessions_get_their_own_idle_timeout(tmp_path):
+    """A push-to-talk client sends nothing between presses: IDLE_TIMEOUT does not apply."""
+    settings = Settings(
+        data_dir=tmp_path,
+        tts_engine="espeak",
+        transcription_trigger="push_to_talk",
+        idle_timeout=0.5,
+        push_to_talk_idle_timeout=2.0,
+    )
+
+    async def scenario(base):
+        async with VoiceClient(base) as client:
+            await client.connect(ready=False)
+            return await client.wait_closed(timeout=15)
+
+    with serve(create_app(settings)) as base:
+        code, reason = run(scenario(base))
+    assert code == close_codes.IDLE_TIMEOUT
+    assert "nothing received for 2 s" in reason

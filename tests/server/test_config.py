@@ -65,6 +65,7 @@ def test_entry_point_exits_with_the_reason(monkeypatch):
         "HISTORY_MAX_TURNS",
         "LAYERCODE_MAX_REPLY_KB",
         "IDLE_TIMEOUT",
+        "PUSH_TO_TALK_IDLE_TIMEOUT",
         "DRAIN_GRACE",
         "HISTORY_MAX_DAYS",
         "AUDIO_BURST_SECONDS",
