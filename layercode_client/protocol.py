@@ -42,6 +42,7 @@ class CloseCode:
     PROTOCOL_ERROR = 1002
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013  # the server cannot take the session now (a store is unreachable)
     SESSION_KEY_INVALID = 4001  # unknown or expired client_session_key
     SESSION_KEY_USED = 4002  # the key was already used for a connection
     SESSION_ENDED = 4003  # the agent hung up

@@ -10,6 +10,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from layercode_client.protocol import CLOUD_PIPELINE_AUTHORIZE_URL, TRIGGERS
 
@@ -53,6 +54,17 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "and the demo agent is used.",
     ),
     "DATA_DIR": (".data", "Where the embedded pipeline keeps session history (SQLite)."),
+    "REDIS_URL": (
+        "",
+        "Keep session keys in Redis (`redis://host:6379/0`) so any node redeems a key any node "
+        "issued; empty keeps them in this process. Needs `AGENT_WEBHOOK_SECRET`.",
+    ),
+    "DATABASE_URL": (
+        "",
+        "Keep conversation history in PostgreSQL (`postgresql://user:pass@host/db`) shared by "
+        "every node; empty keeps it in SQLite under `DATA_DIR`. Needs `AGENT_WEBHOOK_SECRET`.",
+    ),
+    "DATABASE_POOL_SIZE": ("10", "Most PostgreSQL connections one node holds open."),
     "LOG_LEVEL": ("info", "debug, info, warning or error."),
 }
 
@@ -91,6 +103,21 @@ def _bool(name: str, environ: dict[str, str]) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
+def _url(name: str, environ: dict[str, str], schemes: tuple[str, ...]) -> str:
+    raw = _env(name, environ)
+    if raw and urlsplit(raw).scheme not in schemes:
+        # Never echo the value: it may carry a password.
+        raise SettingsError(f"{name} must be a URL starting with {' or '.join(schemes)}://")
+    return raw
+
+
+def _positive_int(name: str, environ: dict[str, str]) -> int:
+    raw = _env(name, environ)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a whole number above zero, not {raw!r}")
+    return int(raw)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -117,6 +144,9 @@ class Settings:
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
     log_level: str = "info"
+    redis_url: str = field(default="", repr=False)
+    database_url: str = field(default="", repr=False)
+    database_pool_size: int = 10
 
     @property
     def uses_cloud(self) -> bool:
@@ -125,7 +155,15 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a response or a log line."""
-        return tuple(s for s in (self.layercode_api_key, self.agent_webhook_secret) if s)
+        passwords = (urlsplit(url).password for url in (self.redis_url, self.database_url))
+        return tuple(
+            s for s in (self.layercode_api_key, self.agent_webhook_secret, *passwords) if s
+        )
+
+    @property
+    def shares_state(self) -> bool:
+        """True when keys or history live in a store other nodes use too."""
+        return bool(self.redis_url or self.database_url)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -148,6 +186,14 @@ class Settings:
         webhook_secret = _env("AGENT_WEBHOOK_SECRET", env)
         if webhook_url and not webhook_secret:
             raise SettingsError("AGENT_WEBHOOK_SECRET is required with AGENT_WEBHOOK_URL")
+        redis_url = _url("REDIS_URL", env, ("redis", "rediss", "unix"))
+        database_url = _url("DATABASE_URL", env, ("postgres", "postgresql"))
+        if (redis_url or database_url) and not webhook_secret:
+            raise SettingsError(
+                "AGENT_WEBHOOK_SECRET must be set when REDIS_URL or DATABASE_URL is: nodes that "
+                "share sessions must sign and check agent webhooks with the same secret (a "
+                "secret generated per process would differ on every node)"
+            )
         data_dir = Path(_env("DATA_DIR", env))
         return cls(
             host=_env("HOST", env),
@@ -164,4 +210,7 @@ class Settings:
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
             log_level=log_level,
+            redis_url=redis_url,
+            database_url=database_url,
+            database_pool_size=_positive_int("DATABASE_POOL_SIZE", env),
         )

@@ -4,10 +4,13 @@ Answers `/api/authorize` the way Layercode's cloud does — a short-lived single
 session id (new, or the one being resumed), the session's config — plus this project's
 additions (PROTOCOL §4): the input sample rate chosen from the client's offer, and the
 `websocket_url` on this server. Both generations' names are answered (`session_id` and
-`conversation_id`), so the seed's SDK and the newer official SDK each find theirs.
+`conversation_id`), so the seed's SDK and the newer official SDK each find theirs. A store
+that cannot be reached makes a 503 with a reason the caller can act on (try again).
 """
 
 from __future__ import annotations
+
+import logging
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -20,8 +23,10 @@ from layercode_client.protocol import (
 )
 
 from ..authorize import ApiError
-from .keys import SessionGrant, SessionKeys
-from .store import SessionStore
+from .keys import SessionGrant
+from .stores import Stores, StoreUnavailable
+
+log = logging.getLogger("server.pipeline")
 
 WEBSOCKET_PATH = "/v1/pipelines/websocket"
 AGENT_WEBSOCKET_PATH = "/v1/agents/web/websocket"
@@ -47,15 +52,22 @@ def websocket_url(http: Request, path: str) -> str:
 
 
 class EmbeddedAuthorizer:
-    def __init__(
-        self, keys: SessionKeys, store: SessionStore, *, trigger: str, can_interrupt: bool
-    ):
-        self.keys = keys
-        self.store = store
+    def __init__(self, stores: Stores, *, trigger: str, can_interrupt: bool):
+        self.keys = stores.keys
+        self.store = stores.history
         self.trigger = trigger
         self.can_interrupt = can_interrupt
 
     async def authorize(self, request: AuthorizeRequest, http: Request) -> Response:
+        try:
+            return await self._authorize(request, http)
+        except StoreUnavailable as error:
+            log.warning("authorize refused: %s", error, exc_info=error.__cause__)
+            raise ApiError(
+                503, f"sessions are unavailable on this server ({error.message}); try again"
+            ) from error
+
+    async def _authorize(self, request: AuthorizeRequest, http: Request) -> Response:
         config = SessionConfig(
             trigger=self.trigger,
             can_interrupt=self.can_interrupt,
@@ -63,13 +75,13 @@ class EmbeddedAuthorizer:
         )
         resume_id = request.resume_id
         if resume_id is not None:
-            if not self.store.exists(resume_id):
+            if not await self.store.exists(resume_id):
                 raise ApiError(
                     404, f"session {resume_id} was not found; leave out session_id to start anew"
                 )
             session_id = resume_id
         else:
-            session_id = self.store.create(request.target_id, request.metadata)
+            session_id = await self.store.create(request.target_id, request.metadata)
         grant = SessionGrant(
             session_id=session_id,
             pipeline_id=request.target_id,
@@ -81,7 +93,7 @@ class EmbeddedAuthorizer:
         path = AGENT_WEBSOCKET_PATH if agents_generation else WEBSOCKET_PATH
         return JSONResponse(
             {
-                "client_session_key": self.keys.issue(grant),
+                "client_session_key": await self.keys.issue(grant),
                 "session_id": session_id,
                 "conversation_id": session_id,
                 "config": config.to_json(),

@@ -4,6 +4,10 @@
 `ttl_s` (about a minute, like Layercode's); a used key is remembered until then, so a replay is
 refused as "already used" rather than "unknown" — the clearer message for whoever debugs it.
 Expired entries are swept on each call; no background task is needed.
+
+`SessionKeys` keeps keys in this process (one node, the default); `keys_redis.RedisKeys` keeps
+them in Redis for many nodes. Both answer `stores.KeyStore`; a grant travels between nodes as
+JSON (`SessionGrant.to_json`), so a field added to it reaches every node.
 """
 
 from __future__ import annotations
@@ -37,6 +41,44 @@ class SessionGrant:
     metadata: dict = field(default_factory=dict)
     resumed: bool = False
 
+    def to_json(self) -> dict:
+        return {
+            "session_id": self.session_id,
+            "pipeline_id": self.pipeline_id,
+            "config": self.config.to_json(),
+            "metadata": self.metadata,
+            "resumed": self.resumed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> SessionGrant:
+        return cls(
+            session_id=data["session_id"],
+            pipeline_id=data["pipeline_id"],
+            config=SessionConfig.from_json(data["config"]),
+            metadata=data.get("metadata") or {},
+            resumed=bool(data.get("resumed")),
+        )
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def key_refused(key: str | None, used: bool) -> KeyRefused:
+    """The refusal for a key that is missing, unknown or expired, or (`used`) already used."""
+    if not key:
+        return KeyRefused(CloseCode.SESSION_KEY_INVALID, "client_session_key is missing")
+    if used:
+        return KeyRefused(
+            CloseCode.SESSION_KEY_USED,
+            "client_session_key was already used; authorize again to reconnect",
+        )
+    return KeyRefused(
+        CloseCode.SESSION_KEY_INVALID,
+        "client_session_key is unknown or expired; authorize a new session",
+    )
+
 
 @dataclass
 class _Entry:
@@ -46,35 +88,35 @@ class _Entry:
 
 
 class SessionKeys:
+    """Keys in this process's memory: the single-node default."""
+
+    backend = "memory"
+
     def __init__(self, ttl_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.ttl_s = ttl_s
         self.clock = clock
         self._entries: dict[str, _Entry] = {}
 
-    def issue(self, grant: SessionGrant) -> str:
+    async def issue(self, grant: SessionGrant) -> str:
         self._sweep()
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        key = new_key()
         self._entries[key] = _Entry(grant, self.clock() + self.ttl_s)
         return key
 
-    def redeem(self, key: str | None) -> SessionGrant:
+    async def redeem(self, key: str | None) -> SessionGrant:
         """The key's grant, consuming the key; `KeyRefused` if it cannot be used."""
         self._sweep()
-        if not key:
-            raise KeyRefused(CloseCode.SESSION_KEY_INVALID, "client_session_key is missing")
-        entry = self._entries.get(key)
-        if entry is None:
-            raise KeyRefused(
-                CloseCode.SESSION_KEY_INVALID,
-                "client_session_key is unknown or expired; authorize a new session",
-            )
-        if entry.used:
-            raise KeyRefused(
-                CloseCode.SESSION_KEY_USED,
-                "client_session_key was already used; authorize again to reconnect",
-            )
+        entry = self._entries.get(key) if key else None
+        if entry is None or entry.used:
+            raise key_refused(key, used=entry is not None)
         entry.used = True
         return entry.grant
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     def _sweep(self) -> None:
         now = self.clock()

@@ -2,7 +2,8 @@
 
 Checks the `client_session_key` before anything else: an unknown, expired or reused key is
 accepted only to be closed at once with a close code and a reason (a refusal during the
-handshake would reach the browser as a bare failure, without the reason). Then the session runs
+handshake would reach the browser as a bare failure, without the reason); a key store that
+cannot be reached closes with 1013 (try again later). Then the session runs
 until either side closes. Binary frames are not part of the protocol: they get an error message.
 """
 
@@ -18,6 +19,7 @@ from layercode_client.protocol import CloseCode, ErrorMessage
 
 from .keys import KeyRefused
 from .session import PipelineSession
+from .stores import StoreUnavailable
 
 log = logging.getLogger("server.pipeline")
 
@@ -39,10 +41,14 @@ async def pipeline_socket(websocket: WebSocket) -> None:
     key = websocket.query_params.get("client_session_key")
     await websocket.accept()
     try:
-        grant = pipeline.keys.redeem(key)
+        grant = await pipeline.stores.keys.redeem(key)
     except KeyRefused as refused:
         log.info("websocket refused: %s", refused.reason)
         await websocket.close(refused.close_code, refused.reason)
+        return
+    except StoreUnavailable as error:
+        log.warning("websocket refused: %s", error, exc_info=error.__cause__)
+        await websocket.close(CloseCode.TRY_AGAIN_LATER, f"{error.message}; try again")
         return
 
     async def close(code: int, reason: str) -> None:
