@@ -115,7 +115,10 @@ class SessionStore:
 
     def _append(self, session_id: str, role: str, text: str, turn_id: str | None) -> None:
         now = time.time()
-        self._db.execute("BEGIN")
+        # IMMEDIATE: take the write lock before reading MAX(seq). A deferred transaction that
+        # upgrades to a write fails at once ("database is locked") when another process (two
+        # nodes on one file) wrote in between; an immediate one waits its turn.
+        self._db.execute("BEGIN IMMEDIATE")
         try:
             (seq,) = self._db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM turns WHERE session_id = ?",
