@@ -36,7 +36,7 @@ class EngineMissing(RuntimeError):
     """The engine is not installed; `./dev setup` installs it."""
 
 
-def _wait_until(ready, process: subprocess.Popen, what: str, log: Path | None = None) -> None:
+def wait_until(ready, process: subprocess.Popen, what: str, log: Path | None = None) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
         if process.poll() is not None:
@@ -47,7 +47,7 @@ def _wait_until(ready, process: subprocess.Popen, what: str, log: Path | None = 
         time.sleep(0.02)  # polling interval of the readiness probe, not a stand-in for it
 
 
-def _stop(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
+def stop_process(process: subprocess.Popen | None, sig: int = signal.SIGTERM) -> None:
     if process is None or process.poll() is not None:
         return
     process.send_signal(sig)
@@ -82,7 +82,7 @@ class RedisServer:
              "--dir", str(self.folder), "--save", "", "--appendonly", "no", "--logfile", str(log)],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        _wait_until(self.answers, self.process, "redis-server", log)
+        wait_until(self.answers, self.process, "redis-server", log)
         return self
 
     def answers(self) -> bool:
@@ -94,7 +94,7 @@ class RedisServer:
             return False
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_process(self.process)
 
 
 class PostgresServer:
@@ -137,7 +137,7 @@ class PostgresServer:
                  "-c", "full_page_writes=off", "-c", "max_connections=200"],
                 cwd=self.folder, stdin=subprocess.DEVNULL, stdout=out, stderr=out, **self.user,
             )  # fmt: skip
-        _wait_until(self.answers, self.process, "postgres", log)
+        wait_until(self.answers, self.process, "postgres", log)
         return self
 
     def answers(self) -> bool:
@@ -154,7 +154,7 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
-        _stop(self.process, signal.SIGINT)  # "fast" shutdown: disconnects clients at once
+        stop_process(self.process, signal.SIGINT)  # "fast" shutdown: disconnects clients at once
 
 
 @contextlib.contextmanager

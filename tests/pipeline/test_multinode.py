@@ -1,0 +1,101 @@
+"""Two real pipeline nodes behind a real HAProxy, sharing a real Redis and PostgreSQL: a key
+issued by one node is redeemed once on any node, and a conversation continues on either."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import websockets
+
+from layercode_client.protocol import CloseCode
+from tests.support.aio import run
+from tests.support.cluster import cluster
+from tests.support.voice_client import VoiceClient
+
+pytestmark = pytest.mark.multinode
+
+
+@pytest.fixture(scope="module")
+def nodes(redis_engine, postgres_engine, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cluster")
+    database = postgres_engine.create_database()
+    with cluster(folder, redis_url=redis_engine.url, database_url=database) as running:
+        yield running
+
+
+def on_node(websocket_url: str, node) -> str:
+    """The same WebSocket URL, on `node`'s own port instead of the one that issued it."""
+    path = websocket_url.split("/", 3)[3]
+    return f"ws://127.0.0.1:{node.port}/{path}"
+
+
+async def first_reply(url: str) -> tuple[str, dict]:
+    """Open the socket, say ready, and return the node that served it and the first message
+    (or the close code and reason)."""
+    async with websockets.connect(url) as socket:
+        served_by = socket.response.headers.get("x-served-by", "")
+        await socket.send('{"type": "client.ready"}')
+        try:
+            return served_by, {"frame": await socket.recv()}
+        except websockets.ConnectionClosed as closed:
+            return served_by, {"code": closed.rcvd.code, "reason": closed.rcvd.reason}
+
+
+def test_a_key_issued_by_one_node_is_redeemed_once_on_another(nodes):
+    _, (node_a, node_b) = nodes
+
+    async def scenario():
+        auth = await VoiceClient(node_a.url).authorize()
+        url = f"{auth['websocket_url']}?client_session_key={auth['client_session_key']}"
+        _, on_b = await first_reply(on_node(url, node_b))
+        assert "frame" in on_b  # node B knew node A's key
+        _, again_on_a = await first_reply(url)
+        assert again_on_a["code"] == CloseCode.SESSION_KEY_USED
+        assert "already used" in again_on_a["reason"]
+
+    run(scenario())
+
+
+def test_through_the_balancer_authorize_and_socket_land_on_different_nodes(nodes):
+    balancer, _ = nodes
+
+    async def scenario():
+        async with httpx.AsyncClient() as http:
+            response = await http.post(f"{balancer.url}/api/authorize", json={"pipeline_id": "p"})
+        response.raise_for_status()
+        auth = response.json()
+        assert auth["websocket_url"].startswith(f"ws://127.0.0.1:{balancer.port}/")
+        url = f"{auth['websocket_url']}?client_session_key={auth['client_session_key']}"
+        served_by, reply = await first_reply(url)
+        assert "frame" in reply, reply
+        return response.headers["x-served-by"], served_by
+
+    authorized_on, connected_on = run(scenario())
+    assert {authorized_on, connected_on} == {"nodea", "nodeb"}  # round robin: one each
+
+
+def test_a_conversation_continues_on_either_node(nodes):
+    balancer, node_list = nodes
+
+    async def first_visit():
+        async with VoiceClient(balancer.url) as client:
+            await client.connect()
+            mark = len(client.received)
+            await client.send({"type": "client.response.text", "content": "my name is Ada"})
+            await client.wait_for("user.transcript", after=mark)
+            await client.wait_for("response.end", after=mark)
+            return client.session_id
+
+    async def resume_on(node, session_id):
+        async with VoiceClient(node.url, session_id=session_id) as client:
+            assert (await client.authorize())["session_id"] == session_id
+            await client.connect()
+            start = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+            turn_id = start.message["turn_id"]
+            await client.wait_for("response.end", lambda m: m["turn_id"] == turn_id)
+            return " ".join(m["content"] for m in client.of_type("response.text")).lower()
+
+    session_id = run(first_visit())
+    for node in node_list:
+        welcome = run(resume_on(node, session_id))
+        assert "welcome back" in welcome and "ada" in welcome, (node.name, welcome)
