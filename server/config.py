@@ -69,6 +69,9 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
 }
 
 
+MIN_REDACTED_PASSWORD = 6
+
+
 class SettingsError(ValueError):
     """A setting has a value the server cannot use; the message names the variable."""
 
@@ -155,9 +158,14 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a response or a log line."""
-        passwords = (urlsplit(url).password for url in (self.redis_url, self.database_url))
+        urls = (self.redis_url, self.database_url)
+        # A store's password, unless so short that redacting it would blank ordinary words.
+        passwords = (urlsplit(url).password or "" for url in urls)
+        long_passwords = (p for p in passwords if len(p) >= MIN_REDACTED_PASSWORD)
         return tuple(
-            s for s in (self.layercode_api_key, self.agent_webhook_secret, *passwords) if s
+            s
+            for s in (self.layercode_api_key, self.agent_webhook_secret, *urls, *long_passwords)
+            if s
         )
 
     @property

@@ -1,7 +1,10 @@
 """Two real pipeline nodes behind a real HAProxy, sharing a real Redis and PostgreSQL: a key
-issued by one node is redeemed once on any node, and a conversation continues on either."""
+issued by one node is redeemed once on any node, a conversation continues on either, and it
+survives the death of the node that served it."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import pytest
@@ -99,3 +102,36 @@ def test_a_conversation_continues_on_either_node(nodes):
     for node in node_list:
         welcome = run(resume_on(node, session_id))
         assert "welcome back" in welcome and "ada" in welcome, (node.name, welcome)
+
+
+def test_a_conversation_survives_the_death_of_its_node(redis_engine, postgres_engine, tmp_path):
+    """Node killed (SIGKILL, as a crash) after a stored turn: the client authorizes again
+    through the balancer, lands on the surviving node, and the agent has the whole history."""
+    database = postgres_engine.create_database()
+
+    async def scenario(balancer, nodes):
+        client = VoiceClient(balancer.url)
+        await client.connect()
+        mark = len(client.received)
+        await client.send({"type": "client.response.text", "content": "my name is Ada"})
+        await client.wait_for("response.end", after=mark)
+        first_node = client._socket.response.headers["x-served-by"]
+        victim = next(n for n in nodes if n.name == first_node)
+        await asyncio.to_thread(victim.kill)
+        code, _ = await client.wait_closed()
+        assert code != CloseCode.NORMAL  # the node died; it did not say goodbye
+
+        again = VoiceClient(balancer.url, session_id=client.session_id)
+        await again.connect()
+        start = await again.wait_for("turn.start", lambda m: m["role"] == "assistant")
+        turn_id = start.message["turn_id"]
+        await again.wait_for("response.end", lambda m: m["turn_id"] == turn_id)
+        welcome = " ".join(m["content"] for m in again.of_type("response.text")).lower()
+        second_node = again._socket.response.headers["x-served-by"]
+        await again.close()
+        return first_node, second_node, welcome
+
+    with cluster(tmp_path, redis_url=redis_engine.url, database_url=database) as (balancer, nodes):
+        first_node, second_node, welcome = run(scenario(balancer, nodes))
+    assert second_node != first_node
+    assert "welcome back" in welcome and "ada" in welcome, welcome

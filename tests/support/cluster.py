@@ -41,6 +41,8 @@ defaults
     timeout client 60s
     timeout server 60s
     timeout tunnel 1h
+    retries 2
+    option redispatch  # a request sent to a node that just died is retried on another
 
 frontend voice
     bind 127.0.0.1:{port}
