@@ -51,7 +51,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "AGENT_WEBHOOK_SECRET": (
         "",
         "Secret that signs webhook calls (`layercode-signature`); generated per run when empty "
-        "and the demo agent is used.",
+        "and the demo agent is used. Required, the same on every node, with a shared store.",
     ),
     "DATA_DIR": (".data", "Where the embedded pipeline keeps session history (SQLite)."),
     "REDIS_URL": (
@@ -167,11 +167,6 @@ class Settings:
             for s in (self.layercode_api_key, self.agent_webhook_secret, *urls, *long_passwords)
             if s
         )
-
-    @property
-    def shares_state(self) -> bool:
-        """True when keys or history live in a store other nodes use too."""
-        return bool(self.redis_url or self.database_url)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:

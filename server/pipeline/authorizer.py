@@ -64,7 +64,7 @@ class EmbeddedAuthorizer:
         except StoreUnavailable as error:
             log.warning("authorize refused: %s", error, exc_info=error.__cause__)
             raise ApiError(
-                503, f"sessions are unavailable on this server ({error.message}); try again"
+                503, f"sessions are unavailable on this server: {error.message}; try again"
             ) from error
 
     async def _authorize(self, request: AuthorizeRequest, http: Request) -> Response:

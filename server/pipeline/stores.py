@@ -118,7 +118,9 @@ class Stores:
 
 
 async def open_stores(settings: Settings) -> Stores:
-    """The stores the settings ask for, reachable and migrated; `StoreUnavailable` if not."""
+    """The stores the settings ask for, reachable and migrated; `StoreUnavailable` if not.
+    Backends are imported here, not at the top: they import this module's errors, and Redis's
+    and PostgreSQL's drivers load only on nodes configured for them."""
     from .keys import SessionKeys
     from .store import SessionStore
 

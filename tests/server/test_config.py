@@ -70,7 +70,6 @@ def test_shared_stores_need_a_shared_webhook_secret_and_keep_their_passwords_sec
             "AGENT_WEBHOOK_SECRET": "hooksecret-3",
         }
     )
-    assert settings.shares_state
     assert settings.agent_webhook_secret == "hooksecret-3"
     assert {"redispw-1", "pgpw-2", "hooksecret-3"} <= set(settings.secrets)
     assert "pw-" not in repr(settings)
