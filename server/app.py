@@ -34,15 +34,27 @@ from .config import Settings
 from .conversations import delete_conversation
 from .limits import RateLimiter
 from .pipeline.embedded import EmbeddedPipeline, websocket_routes
+from .pipeline.stores import StoreUnavailable
 
 log = logging.getLogger("server")
 
 
 async def health(request: Request) -> JSONResponse:
+    """200 while this node takes new sessions; 503 with the reason while it cannot (draining
+    for a restart, starting, or a store unreachable), so a load balancer sends callers
+    elsewhere."""
     state = request.app.state
+    pipeline = state.pipeline
+    if state.draining:
+        body = {"status": "draining", "reason": "draining: the server is restarting"}
+    else:
+        reason = await pipeline.unready_reason() if pipeline is not None else None
+        body = {"status": "ok"} if reason is None else {"status": "unavailable", "reason": reason}
+    if pipeline is not None and pipeline.stores is not None:
+        body["stores"] = pipeline.stores.describe()
     return JSONResponse(
         {
-            "status": "draining" if state.draining else "ok",
+            **body,
             "pipeline": state.pipeline_kind,
             "runtime": {
                 "pyscript": vendor.PYSCRIPT.version,
@@ -51,7 +63,7 @@ async def health(request: Request) -> JSONResponse:
             },
             "client_wheel": state.client_wheel.filename,
         },
-        status_code=503 if state.draining else 200,
+        status_code=200 if body["status"] == "ok" else 503,
     )
 
 
@@ -102,7 +114,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 app.state.pipeline_kind = "layercode-cloud"
             else:
                 pipeline = EmbeddedPipeline(settings, http)
-                await pipeline.start()
+                try:
+                    await pipeline.start()
+                except StoreUnavailable as error:
+                    log.error("cannot start: %s", error, exc_info=error.__cause__)
+                    await pipeline.close()
+                    raise
                 app.state.pipeline = pipeline
                 app.state.authorizer = pipeline.authorizer
                 app.state.pipeline_kind = "embedded"
@@ -112,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 yield
             finally:
                 if app.state.pipeline is not None:
-                    app.state.pipeline.close()
+                    await app.state.pipeline.close()
 
     middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
     if settings.cors_allow_origins:

@@ -42,8 +42,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "PUBLIC_URL": (
         "",
         "The URL clients reach this server at (e.g. `https://voice.example.com`, behind a "
-        "proxy); `websocket_url` is built from it and its host is allowed. Empty: built from "
-        "the request's (allowed) Host.",
+        "proxy or a load balancer: the same on every node); `websocket_url` is built from it "
+        "and its host is allowed. Empty: built from the request's (allowed) Host.",
     ),
     "ALLOWED_HOSTS": (
         "",
@@ -132,11 +132,26 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "AGENT_WEBHOOK_SECRET": (
         "",
         "Secret that signs webhook calls (`layercode-signature`); generated per run when empty "
-        "and the demo agent is used.",
+        "and the demo agent is used. Required, the same on every node, with a shared store.",
     ),
     "DATA_DIR": (".data", "Where the embedded pipeline keeps session history (SQLite)."),
+    "REDIS_URL": (
+        "",
+        "Keep session keys in Redis (`redis://host:6379/0`) so any node redeems a key any node "
+        "issued; empty keeps them in this process. Needs `AGENT_WEBHOOK_SECRET`.",
+    ),
+    "DATABASE_URL": (
+        "",
+        "Keep conversation history and resume tokens in PostgreSQL "
+        "(`postgresql://user:pass@host/db`), shared by every node; empty keeps them in SQLite "
+        "under `DATA_DIR`. Needs `AGENT_WEBHOOK_SECRET`.",
+    ),
+    "DATABASE_POOL_SIZE": ("10", "Most PostgreSQL connections one node holds open."),
     "LOG_LEVEL": ("info", "debug, info, warning or error."),
 }
+
+
+MIN_REDACTED_PASSWORD = 6
 
 
 class SettingsError(ValueError):
@@ -193,6 +208,21 @@ def _bool(name: str, environ: dict[str, str]) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
+def _url(name: str, environ: dict[str, str], schemes: tuple[str, ...]) -> str:
+    raw = _env(name, environ)
+    if raw and urlsplit(raw).scheme not in schemes:
+        # Never echo the value: it may carry a password.
+        raise SettingsError(f"{name} must be a URL starting with {' or '.join(schemes)}://")
+    return raw
+
+
+def _positive_int(name: str, environ: dict[str, str]) -> int:
+    raw = _env(name, environ)
+    if not raw.isdigit() or int(raw) < 1:
+        raise SettingsError(f"{name} must be a whole number above zero, not {raw!r}")
+    return int(raw)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -219,6 +249,9 @@ class Settings:
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
     log_level: str = "info"
+    redis_url: str = field(default="", repr=False)
+    database_url: str = field(default="", repr=False)
+    database_pool_size: int = 10
     layercode_max_reply_kb: int = 256
     public_url: str = ""
     allowed_hosts: tuple[str, ...] = ()
@@ -253,7 +286,17 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a response or a log line."""
-        values = (self.layercode_api_key, self.agent_webhook_secret, self.authorize_secret)
+        urls = (self.redis_url, self.database_url)
+        # A store's password, unless so short that redacting it would blank ordinary words.
+        passwords = (urlsplit(url).password or "" for url in urls)
+        long_passwords = (p for p in passwords if len(p) >= MIN_REDACTED_PASSWORD)
+        values = (
+            self.layercode_api_key,
+            self.agent_webhook_secret,
+            self.authorize_secret,
+            *urls,
+            *long_passwords,
+        )
         return tuple(s for s in values if s)
 
     @classmethod
@@ -277,6 +320,14 @@ class Settings:
         webhook_secret = _env("AGENT_WEBHOOK_SECRET", env)
         if webhook_url and not webhook_secret:
             raise SettingsError("AGENT_WEBHOOK_SECRET is required with AGENT_WEBHOOK_URL")
+        redis_url = _url("REDIS_URL", env, ("redis", "rediss", "unix"))
+        database_url = _url("DATABASE_URL", env, ("postgres", "postgresql"))
+        if (redis_url or database_url) and not webhook_secret:
+            raise SettingsError(
+                "AGENT_WEBHOOK_SECRET must be set when REDIS_URL or DATABASE_URL is: nodes that "
+                "share sessions must sign and check agent webhooks with the same secret (a "
+                "secret generated per process would differ on every node)"
+            )
         data_dir = Path(_env("DATA_DIR", env))
         return cls(
             host=_env("HOST", env),
@@ -293,6 +344,9 @@ class Settings:
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
             log_level=log_level,
+            redis_url=redis_url,
+            database_url=database_url,
+            database_pool_size=_positive_int("DATABASE_POOL_SIZE", env),
             layercode_max_reply_kb=_positive_int("LAYERCODE_MAX_REPLY_KB", env),
             public_url=_public_url(_env("PUBLIC_URL", env)),
             allowed_hosts=_names(_env("ALLOWED_HOSTS", env)),

@@ -19,7 +19,7 @@ import contextlib
 import logging
 from typing import Any
 
-from . import close_codes
+from layercode_client.protocol import CloseCode
 
 log = logging.getLogger("server.pipeline")
 
@@ -56,7 +56,7 @@ class Connections:
         """Register the session's new connection, replacing (and awaiting) an older one."""
         older = self._live.get(session_id)
         if older is not None:
-            older.stop(close_codes.SESSION_REPLACED, "a newer connection took over this session")
+            older.stop(CloseCode.SESSION_REPLACED, "a newer connection took over this session")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(older.finished.wait(), REPLACE_WAIT_S)
         connection = Connection(session_id)
@@ -94,7 +94,7 @@ class Connections:
                 )
         for connection in connections:
             connection.stop(
-                close_codes.SERVICE_RESTART, "the server is restarting: reconnect to resume"
+                CloseCode.SERVICE_RESTART, "the server is restarting: reconnect to resume"
             )
         finishing = [c.finished.wait() for c in connections]
         if finishing:

@@ -2,11 +2,12 @@
 
 Checks, before anything else, the Host and Origin (hosts.py: the same allowlist as CORS; a
 connection without Origin is not a browser page and is allowed), that the server is not
-draining, the `client_session_key`, and that the node has room (`MAX_SESSIONS`). A refusal is
-made after accepting, as a close code with a reason (a refusal during the handshake would reach
-the browser as a bare failure, without the reason). Then the session runs until either side
+draining, the `client_session_key` (a key store that cannot be reached: 1013, try again
+later), and that the node has room (`MAX_SESSIONS`, 1013 too). A refusal is made after
+accepting, as a close code with a reason (a refusal during the handshake would reach the
+browser as a bare failure, without the reason). Then the session runs until either side
 closes, the session is replaced by a newer connection, the client stays silent for
-`IDLE_TIMEOUT` (4008), or the server drains (1012). Close codes: close_codes.py and
+`IDLE_TIMEOUT` (4008), or the server drains (1012). Close codes: `protocol.CloseCode` and
 docs/protocol-additions.md.
 
 Frames reach the session through `_text_frames`, which owns the receive side: binary frames,
@@ -31,10 +32,10 @@ from layercode_client.protocol import CloseCode, ErrorMessage
 from ..config import Settings
 from ..hosts import host_allowed, origin_allowed
 from ..logs import session_tag
-from . import close_codes
 from .connections import Connection
 from .keys import KeyRefused
 from .session import PipelineSession
+from .stores import StoreUnavailable
 
 log = logging.getLogger("server.pipeline")
 
@@ -143,7 +144,7 @@ async def _text_frames(
                     await receive
                 if not done:
                     connection.stop(
-                        close_codes.IDLE_TIMEOUT,
+                        CloseCode.IDLE_TIMEOUT,
                         f"idle timeout: nothing received for {idle_s:g} s",
                     )
                 return
@@ -180,24 +181,28 @@ async def pipeline_socket(websocket: WebSocket) -> None:
     if not host_allowed(websocket, settings) or not origin_allowed(websocket, settings):
         await _refuse(
             websocket,
-            close_codes.ORIGIN_REFUSED,
+            CloseCode.ORIGIN_REFUSED,
             "this page's origin may not connect; add it to CORS_ALLOW_ORIGINS on the server",
         )
         return
     if websocket.app.state.draining:
-        await _refuse(websocket, close_codes.SERVICE_RESTART, "the server is restarting: reconnect")
+        await _refuse(websocket, CloseCode.SERVICE_RESTART, "the server is restarting: reconnect")
         return
     try:
-        grant = pipeline.keys.redeem(key)
+        grant = await pipeline.stores.keys.redeem(key)
     except KeyRefused as refused:
         await _refuse(websocket, refused.close_code, refused.reason)
+        return
+    except StoreUnavailable as error:
+        log.warning("websocket refused: %s", error, exc_info=error.__cause__)
+        await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, f"{error.message}; try again")
         return
     if len(pipeline.connections) >= settings.max_sessions and not pipeline.connections.get(
         grant.session_id
     ):
         await _refuse(
             websocket,
-            close_codes.TRY_AGAIN_LATER,
+            CloseCode.TRY_AGAIN_LATER,
             f"this server is full ({settings.max_sessions} sessions); try again shortly",
         )
         return

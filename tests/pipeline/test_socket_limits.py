@@ -14,9 +14,9 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
+from layercode_client.protocol import CloseCode
 from server.app import create_app
 from server.config import Settings
-from server.pipeline import close_codes
 from tests.server.light import light_client
 from tests.support.aio import run
 from tests.support.servers import serve
@@ -60,7 +60,7 @@ def test_a_silent_socket_is_closed_with_4008(url):
         async with VoiceClient(url) as client:
             await client.connect(ready=False)
             code, reason = await client.wait_closed(timeout=IDLE_S + 10)
-            assert code == close_codes.IDLE_TIMEOUT
+            assert code == CloseCode.IDLE_TIMEOUT
             assert "idle" in reason
 
     run(scenario())
@@ -76,7 +76,7 @@ def test_a_second_socket_replaces_the_first(url):
                 async with kept_alive(second):
                     await second.connect(ready=False)
                     code, reason = await first.wait_closed()
-                    assert code == close_codes.SESSION_REPLACED
+                    assert code == CloseCode.SESSION_REPLACED
                     assert "newer connection" in reason
                     assert second.close_code is None
 
@@ -143,7 +143,7 @@ def test_deleting_a_conversation_closes_its_live_socket(url):
                     )
                 assert response.status_code == 204
                 code, _ = await client.wait_closed()
-                assert code == close_codes.CONVERSATION_DELETED
+                assert code == CloseCode.CONVERSATION_DELETED
 
     run(scenario())
 
@@ -154,7 +154,7 @@ def test_a_foreign_origin_may_not_open_the_socket(url):
             await client.authorize()
             await client.connect(ready=False, origin="http://evil.example")
             code, reason = await client.wait_closed()
-            assert code == close_codes.ORIGIN_REFUSED
+            assert code == CloseCode.ORIGIN_REFUSED
             assert "CORS_ALLOW_ORIGINS" in reason
         # The key was not spent on a refused page: the app's own page can still use it.
         async with VoiceClient(url, authorization=client.authorization) as own_page:
@@ -174,7 +174,7 @@ def test_a_node_that_filled_up_after_authorize_refuses_with_1013(tmp_path):
         client.websocket_connect(f"/v1/pipelines/websocket?client_session_key={key}") as socket,
     ):
         socket.receive_text()
-    assert closed.value.code == close_codes.TRY_AGAIN_LATER
+    assert closed.value.code == CloseCode.TRY_AGAIN_LATER
 
 
 def test_push_to_talk_sessions_get_their_own_idle_timeout(tmp_path):
@@ -194,5 +194,5 @@ def test_push_to_talk_sessions_get_their_own_idle_timeout(tmp_path):
 
     with serve(create_app(settings)) as base:
         code, reason = run(scenario(base))
-    assert code == close_codes.IDLE_TIMEOUT
+    assert code == CloseCode.IDLE_TIMEOUT
     assert "nothing received for 2 s" in reason

@@ -17,17 +17,17 @@ from server.pipeline.authorizer import EmbeddedAuthorizer
 from server.pipeline.connections import Connections
 from server.pipeline.keys import SessionKeys
 from server.pipeline.store import SessionStore
+from server.pipeline.stores import Stores
 
 
 def light_app(tmp_path, **overrides):
     overrides.setdefault("allowed_hosts", ("testserver",))
     settings = Settings(data_dir=tmp_path, **overrides)
     app = create_app(settings)
-    store = SessionStore(tmp_path / "sessions.sqlite3")
-    keys = SessionKeys(tokens=store)
+    stores = Stores(SessionKeys(), SessionStore(tmp_path / "sessions.sqlite3"))
     connections = Connections()
-    app.state.pipeline = SimpleNamespace(keys=keys, store=store, connections=connections)
-    app.state.authorizer = EmbeddedAuthorizer(keys, store, connections, settings)
+    app.state.pipeline = SimpleNamespace(stores=stores, connections=connections)
+    app.state.authorizer = EmbeddedAuthorizer(stores, connections, settings)
     app.state.pipeline_kind = "embedded"
     return app
 

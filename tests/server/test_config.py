@@ -37,6 +37,11 @@ def test_key_is_not_in_repr():
         ({"LAYERCODE_AUTHORIZE_URL": "ftp://x"}, "LAYERCODE_AUTHORIZE_URL"),
         ({"AGENT_WEBHOOK_URL": "https://a.example/hook"}, "AGENT_WEBHOOK_SECRET"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"REDIS_URL": "localhost:6379", "AGENT_WEBHOOK_SECRET": "s"}, "REDIS_URL"),
+        ({"DATABASE_URL": "mysql://db/x", "AGENT_WEBHOOK_SECRET": "s"}, "DATABASE_URL"),
+        ({"DATABASE_POOL_SIZE": "0"}, "DATABASE_POOL_SIZE"),
+        ({"REDIS_URL": "redis://r:6379/0"}, "AGENT_WEBHOOK_SECRET"),
+        ({"DATABASE_URL": "postgresql://db/x"}, "AGENT_WEBHOOK_SECRET"),
     ],
 )
 def test_bad_values_name_the_variable(env, named):
@@ -106,3 +111,28 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     for name in ENVIRONMENT:
         assert f"| `{name}` |" in readme, name
+
+
+def test_shared_stores_need_a_shared_webhook_secret_and_keep_their_passwords_secret():
+    with pytest.raises(SettingsError, match="same secret"):
+        Settings.from_env({"REDIS_URL": "redis://r:6379/0"})
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://:redispw-1@r:6379/0",
+            "DATABASE_URL": "postgresql://app:pgpw-2@db/voice",
+            "AGENT_WEBHOOK_SECRET": "hooksecret-3",
+        }
+    )
+    assert settings.agent_webhook_secret == "hooksecret-3"
+    assert {"redispw-1", "pgpw-2", "hooksecret-3"} <= set(settings.secrets)
+    assert "pw-" not in repr(settings)
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DATABASE_URL": "mysql://app:pgpw-2@db/x", "AGENT_WEBHOOK_SECRET": "s"})
+    assert "pgpw-2" not in str(refused.value)
+
+
+def test_entry_point_refuses_a_shared_store_without_the_secret(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/voice")
+    monkeypatch.delenv("AGENT_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(SystemExit, match="configuration error: AGENT_WEBHOOK_SECRET must be set"):
+        main([])

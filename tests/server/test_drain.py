@@ -17,7 +17,7 @@ import time
 
 import httpx
 
-from server.pipeline import close_codes
+from layercode_client.protocol import CloseCode
 from tests.conftest import ROOT
 from tests.support.aio import run
 from tests.support.servers import free_port
@@ -72,7 +72,7 @@ def test_sigterm_drains_then_closes_with_1012(tmp_path):
             assert refused.json()["code"] == "draining"
             assert client.close_code is None  # the session is still being served
             code, reason = await client.wait_closed(timeout=GRACE_S + 10)
-            assert code == close_codes.SERVICE_RESTART
+            assert code == CloseCode.SERVICE_RESTART
             assert "reconnect" in reason
 
     try:

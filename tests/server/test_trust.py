@@ -10,6 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.server.light import light_client
+from tests.support.aio import run
 
 BODY = {"pipeline_id": "p"}
 
@@ -132,18 +133,18 @@ def test_deleting_a_conversation_needs_the_same_proof(tmp_path):
     client = light_client(tmp_path, authorize_secret="backend-only")
     first = post(client).json()
     session_id, token = first["session_id"], first["resume_token"]
-    store = client.app.state.pipeline.store
-    store.append(session_id, "user", "my secret plans")
+    store = client.app.state.pipeline.stores.history
+    run(store.append(session_id, "user", "my secret plans"))
     path = f"/api/conversations/{session_id}"
 
     refused = client.delete(path)
     assert refused.status_code == 403
     assert client.delete(path, headers={"x-resume-token": "lcrt_nope"}).status_code == 403
-    assert store.history(session_id)
+    assert run(store.history(session_id))
 
     assert client.delete(path, headers={"x-resume-token": token}).status_code == 204
-    assert not store.exists(session_id)
-    assert store.history(session_id) == []
+    assert not run(store.exists(session_id))
+    assert run(store.history(session_id)) == []
     gone = post(client, {"pipeline_id": "p", "session_id": session_id, "resume_token": token})
     assert gone.status_code == 403
     vouched = client.delete(path, headers={"x-authorize-secret": "backend-only"})

@@ -39,6 +39,7 @@ class VoiceClient:
     session_id: str | None = None
     resume_token: str | None = None  # the proof of ownership the last authorize returned
     authorization: dict | None = None
+    authorize_headers: dict = field(default_factory=dict)  # the last authorize answer's headers
     received: list[Received] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
@@ -61,6 +62,7 @@ class VoiceClient:
             )
         response.raise_for_status()
         self.authorization = response.json()
+        self.authorize_headers = dict(response.headers)
         self.session_id = self.authorization["session_id"]
         self.resume_token = self.authorization.get("resume_token")
         return self.authorization
