@@ -79,33 +79,50 @@ def test_through_the_balancer_authorize_and_socket_land_on_different_nodes(nodes
     assert {authorized_on, connected_on} == {"nodea", "nodeb"}  # round robin: one each
 
 
+async def introduce_ada(url: str) -> VoiceClient:
+    """A new conversation at `url` in which the user gave a name; the client stays connected."""
+    client = VoiceClient(url)
+    await client.connect()
+    mark = len(client.received)
+    await client.send({"type": "client.response.text", "content": "my name is Ada"})
+    await client.wait_for("user.transcript", after=mark)
+    await client.wait_for("response.end", after=mark)
+    return client
+
+
+async def welcome_back(url: str, session_id: str, resume_token: str) -> dict:
+    """Resume the conversation at `url` with its token: the agent's greeting, the nodes that
+    authorized and served it, and the token to use next."""
+    async with VoiceClient(url, session_id=session_id, resume_token=resume_token) as client:
+        await client.connect()
+        assert client.session_id == session_id
+        start = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+        turn_id = start.message["turn_id"]
+        await client.wait_for("response.end", lambda m: m["turn_id"] == turn_id)
+        return {
+            "welcome": " ".join(m["content"] for m in client.of_type("response.text")).lower(),
+            "authorized_on": client.authorize_headers.get("x-served-by"),
+            "served_on": client._socket.response.headers.get("x-served-by"),
+            "resume_token": client.resume_token,
+        }
+
+
+def served_by(client: VoiceClient) -> str:
+    return client._socket.response.headers["x-served-by"]
+
+
 def test_a_conversation_continues_on_either_node(nodes):
     balancer, node_list = nodes
 
     async def first_visit():
-        async with VoiceClient(balancer.url) as client:
-            await client.connect()
-            mark = len(client.received)
-            await client.send({"type": "client.response.text", "content": "my name is Ada"})
-            await client.wait_for("user.transcript", after=mark)
-            await client.wait_for("response.end", after=mark)
+        async with await introduce_ada(balancer.url) as client:
             return client.session_id, client.resume_token
-
-    async def resume_on(node, session_id, resume_token):
-        client = VoiceClient(node.url, session_id=session_id, resume_token=resume_token)
-        async with client:
-            assert (await client.authorize())["session_id"] == session_id
-            await client.connect()
-            start = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
-            turn_id = start.message["turn_id"]
-            await client.wait_for("response.end", lambda m: m["turn_id"] == turn_id)
-            welcome = " ".join(m["content"] for m in client.of_type("response.text")).lower()
-            return welcome, client.resume_token
 
     session_id, token = run(first_visit())
     for node in node_list:  # each node accepts the token the other one issued last
-        welcome, token = run(resume_on(node, session_id, token))
-        assert "welcome back" in welcome and "ada" in welcome, (node.name, welcome)
+        back = run(welcome_back(node.url, session_id, token))
+        assert "welcome back" in back["welcome"] and "ada" in back["welcome"], (node.name, back)
+        token = back["resume_token"]
 
 
 def test_a_resume_token_is_required_on_every_node(nodes):
@@ -129,33 +146,19 @@ def test_a_conversation_survives_the_death_of_its_node(redis_engine, postgres_en
     database = postgres_engine.create_database()
 
     async def scenario(balancer, nodes):
-        client = VoiceClient(balancer.url)
-        await client.connect()
-        mark = len(client.received)
-        await client.send({"type": "client.response.text", "content": "my name is Ada"})
-        await client.wait_for("response.end", after=mark)
-        first_node = client._socket.response.headers["x-served-by"]
+        client = await introduce_ada(balancer.url)
+        first_node = served_by(client)
         victim = next(n for n in nodes if n.name == first_node)
         await asyncio.to_thread(victim.kill)
         code, _ = await client.wait_closed()
         assert code != CloseCode.NORMAL  # the node died; it did not say goodbye
-
-        again = VoiceClient(
-            balancer.url, session_id=client.session_id, resume_token=client.resume_token
-        )
-        await again.connect()
-        start = await again.wait_for("turn.start", lambda m: m["role"] == "assistant")
-        turn_id = start.message["turn_id"]
-        await again.wait_for("response.end", lambda m: m["turn_id"] == turn_id)
-        welcome = " ".join(m["content"] for m in again.of_type("response.text")).lower()
-        second_node = again._socket.response.headers["x-served-by"]
-        await again.close()
-        return first_node, second_node, welcome
+        back = await welcome_back(balancer.url, client.session_id, client.resume_token)
+        return first_node, back
 
     with cluster(tmp_path, redis_url=redis_engine.url, database_url=database) as (balancer, nodes):
-        first_node, second_node, welcome = run(scenario(balancer, nodes))
-    assert second_node != first_node
-    assert "welcome back" in welcome and "ada" in welcome, welcome
+        first_node, back = run(scenario(balancer, nodes))
+    assert back["served_on"] != first_node
+    assert "welcome back" in back["welcome"] and "ada" in back["welcome"], back
 
 
 def test_a_draining_node_hands_its_caller_to_the_other_node(
@@ -169,37 +172,21 @@ def test_a_draining_node_hands_its_caller_to_the_other_node(
     grace = {"DRAIN_GRACE": "5"}  # long enough for HAProxy's checks (2 x 300 ms) to see it
 
     async def scenario(balancer, nodes):
-        client = VoiceClient(balancer.url)
-        await client.connect()
-        mark = len(client.received)
-        await client.send({"type": "client.response.text", "content": "my name is Ada"})
-        await client.wait_for("response.end", after=mark)
-        first_node = client._socket.response.headers["x-served-by"]
-        draining = next(n for n in nodes if n.name == first_node)
+        client = await introduce_ada(balancer.url)
+        draining = next(n for n in nodes if n.name == served_by(client))
         other = next(n for n in nodes if n is not draining)
         draining.terminate()
         await asyncio.to_thread(balancer.wait_for_states, {draining.name: "DOWN", other.name: "UP"})
         assert client.close_code is None  # out of rotation, still serving its session
         code, reason = await client.wait_closed(timeout=30)
         assert code == CloseCode.SERVICE_RESTART, (code, reason)
-
-        again = VoiceClient(
-            balancer.url, session_id=client.session_id, resume_token=client.resume_token
-        )
-        await again.connect()
-        start = await again.wait_for("turn.start", lambda m: m["role"] == "assistant")
-        turn_id = start.message["turn_id"]
-        await again.wait_for("response.end", lambda m: m["turn_id"] == turn_id)
-        welcome = " ".join(m["content"] for m in again.of_type("response.text")).lower()
-        authorized_on = again.authorize_headers.get("x-served-by")
-        second_node = again._socket.response.headers["x-served-by"]
-        await again.close()
-        return first_node, authorized_on, second_node, welcome
+        back = await welcome_back(balancer.url, client.session_id, client.resume_token)
+        return draining.name, back
 
     with cluster(tmp_path, redis_url=redis_engine.url, database_url=database, env=grace) as (
         balancer,
         nodes,
     ):
-        first_node, authorized_on, second_node, welcome = run(scenario(balancer, nodes))
-    assert authorized_on != first_node and second_node != first_node
-    assert "welcome back" in welcome and "ada" in welcome, welcome
+        drained, back = run(scenario(balancer, nodes))
+    assert back["authorized_on"] != drained and back["served_on"] != drained, back
+    assert "welcome back" in back["welcome"] and "ada" in back["welcome"], back

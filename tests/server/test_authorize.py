@@ -12,18 +12,10 @@ from starlette.testclient import TestClient
 from server.app import create_app
 from server.config import Settings
 from server.logs import RedactSecrets
-from tests.support.layercode_cloud import SESSION_RESPONSE, StandIn
-from tests.support.servers import free_port, serve
+from tests.support.layercode_cloud import SESSION_RESPONSE
+from tests.support.servers import free_port, spawn_server
 
 API_KEY = "lc_live_TOPSECRET_9f8e7d6c5b4a"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    cloud = StandIn()
-    with serve(cloud.app()) as url:
-        cloud.url = url
-        yield cloud
 
 
 @pytest.fixture
@@ -278,53 +270,41 @@ def test_redaction_filter_scrubs_a_secret_that_slips_into_a_log_record():
 
 def test_server_process_logs_never_contain_the_key(cloud, tmp_path):
     """The real entry point, its real log configuration, a refused and a failed session."""
-    import os
-    import subprocess
-    import sys
     import urllib.request
-
-    from tests.conftest import ROOT
 
     port = free_port()
     cloud.mode = "4xx"
-    env = dict(
-        os.environ,
+    log_file = tmp_path / "server.log"
+    process = spawn_server(
+        port,
+        log_file,
         LAYERCODE_API_KEY=API_KEY,
         LAYERCODE_AUTHORIZE_URL=f"{cloud.url}/v1/pipelines/authorize_session",
         LOG_LEVEL="debug",
     )
-    log_file = tmp_path / "server.log"
-    with log_file.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/authorize",
+            data=json.dumps({"pipeline_id": "p"}).encode(),
+            headers={"content-type": "application/json"},
         )
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/authorize",
-                data=json.dumps({"pipeline_id": "p"}).encode(),
-                headers={"content-type": "application/json"},
-            )
-            try:
-                urllib.request.urlopen(request, timeout=5)
-            except urllib.error.HTTPError as error:
-                assert error.code == 502
-                assert API_KEY not in error.read().decode()
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+            urllib.request.urlopen(request, timeout=5)
+        except urllib.error.HTTPError as error:
+            assert error.code == 502
+            assert API_KEY not in error.read().decode()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
     output = log_file.read_text()
     assert "Layercode refused the session" in output
     assert API_KEY not in output

@@ -13,13 +13,9 @@ import collections
 import json
 import random
 
-import pytest
-
 from server.app import create_app
 from server.config import Settings
 from tests.server.light import light_client
-from tests.support.layercode_cloud import StandIn
-from tests.support.servers import serve
 
 API_KEY = "lc_live_FUZZKEY_0a1b2c3d4e5f"
 BODIES = 1200
@@ -138,14 +134,6 @@ def fuzz(client, *, key_in_play: bool) -> collections.Counter:
         json.loads(response.text)  # always JSON
         seen[(kind, response.status_code)] += 1
     return seen
-
-
-@pytest.fixture(scope="module")
-def standin():
-    cloud = StandIn()
-    with serve(cloud.app()) as url:
-        cloud.url = url
-        yield cloud
 
 
 def test_cloud_proxy_fuzz(standin):

@@ -9,18 +9,14 @@ period has run out.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 
 from layercode_client.protocol import CloseCode
-from tests.conftest import ROOT
 from tests.support.aio import run
-from tests.support.servers import free_port
+from tests.support.servers import free_port, spawn_server
 from tests.support.voice_client import VoiceClient
 
 GRACE_S = 3
@@ -43,22 +39,15 @@ async def wait_for_status(url: str, status: int, timeout: float) -> None:
 def test_sigterm_drains_then_closes_with_1012(tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = dict(
-        os.environ,
+    log_file = tmp_path / "server.log"
+    process = spawn_server(
+        port,
+        log_file,
         DATA_DIR=str(tmp_path),
         TTS_ENGINE="espeak",
         DRAIN_GRACE=str(GRACE_S),
         LOG_LEVEL="info",
     )
-    log_file = tmp_path / "server.log"
-    with log_file.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-        )
 
     async def scenario():
         await wait_for_status(f"{base}/health", 200, timeout=90)
