@@ -127,16 +127,23 @@ def test_a_node_answers_503_with_reasons_while_a_store_is_down_and_recovers(
         assert closed.value.code == CloseCode.TRY_AGAIN_LATER
         redis.start()
         assert client.get("/health").status_code == 200
-        assert client.post("/api/authorize", json=body).status_code == 200
+        started = client.post("/api/authorize", json=body).json()
+        deletion = (
+            f"/api/conversations/{started['session_id']}",
+            {"x-resume-token": started["resume_token"]},
+        )
 
         postgres.stop()
         refused = client.post("/api/authorize", json=body)
         assert refused.status_code == 503 and "PostgreSQL" in refused.json()["error"]
+        refused = client.delete(deletion[0], headers=deletion[1])
+        assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"
         health = client.get("/health")
         assert health.status_code == 503 and "history" in health.json()["reason"]
         postgres.start()
         assert client.get("/health").status_code == 200
         assert client.post("/api/authorize", json=body).status_code == 200
+        assert client.delete(deletion[0], headers=deletion[1]).status_code == 204
 
 
 def test_a_node_refuses_to_start_on_a_store_it_cannot_reach(tmp_path, redis_engine_to_stop):
