@@ -10,7 +10,9 @@ in-memory store does.
 `outstanding()` (keys about to connect, which take a place under `MAX_SESSIONS` like live
 sockets do) counts the keys this node issued that Redis still holds unused: the node remembers
 what it issued until the TTL ends and asks Redis about those in one MGET, so a key redeemed on
-another node stops counting here at once.
+another node stops counting here at once. What the node remembers is bounded: authorize checks
+`outstanding()` against `MAX_SESSIONS` before it issues, and a key leaves the memory when used
+or expired.
 
 Timeouts are short and retries few: a node whose Redis is gone answers 503 within about a
 second, and the next call reconnects by itself.
