@@ -1,0 +1,177 @@
+"""Word error rate of the speech recogniser, per voice, sample rate and noise; decode cost.
+
+The speech is synthetic — no recorded speech is available offline — made from the fixed set of
+52 questions in tests/support/sentences.py with two voices: Piper (neural, natural; the voice
+the tests speak with) and espeak-ng (formant synthesis, robotic: a stand-in for a voice unlike
+the recogniser's training data). Each is heard at 16 kHz (our client) and at 8 kHz (the
+official SDK's rate: made at 8 kHz and brought to 16 kHz by the pipeline's own resampler, as the
+session does), clean and with pink noise added at 10 dB SNR (measured over the voiced part).
+
+Audio is fed in 100 ms chunks to one decoder in this process, reset between utterances exactly
+as the worker processes do. Decode cost is CPU seconds per second of audio (`time.process_time`),
+the figure the STT worker capacity under load follows. Each decoder profile of
+server/pipeline/stt.py is run on the same audio, side by side.
+
+    python bench/wer.py [--profiles baseline,tuned] [--sentences 52]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from common import print_table, save
+
+from server.pipeline.audio import resample
+from server.pipeline.stt import DECODER_PROFILES, FOLD_NARROWBAND, NarrowbandFold, new_decoder
+from server.pipeline.tts import EspeakTTS
+from tests.support.sentences import ASKED, edit_distance, words
+from tests.support.speech import silence, speak
+
+CHUNK_MS = 100
+SNR_DB = 10.0
+
+
+def pink_noise(samples: int, seed: int) -> np.ndarray:
+    """1/f noise (more like a room than white noise), unit RMS, the same for the same seed."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).normal(size=samples))
+    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))
+    noise = np.fft.irfft(spectrum, samples)
+    return noise / np.sqrt(np.mean(noise**2))
+
+
+def add_noise(pcm: bytes, rate: int, snr_db: float, seed: int) -> bytes:
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    block = rate // 100
+    blocks = x[: x.size // block * block].reshape(-1, block)
+    energy = (blocks**2).mean(axis=1)
+    voiced = energy[energy > energy.max() * 1e-3]  # the speech, not the silence around it
+    gain = np.sqrt(voiced.mean() / 10 ** (snr_db / 10))
+    noisy = x + pink_noise(x.size, seed) * gain
+    return np.clip(np.rint(noisy), -32768, 32767).astype("<i2").tobytes()
+
+
+_espeak = EspeakTTS()
+
+
+def espeak(text: str, rate: int) -> bytes:
+    _espeak.warm()
+    return resample(_espeak._synthesize(text), _espeak._native_rate, rate)
+
+
+VOICES = {"piper": lambda text, rate: speak(text, rate), "espeak": espeak}
+
+
+def utterance(voice: str, text: str, rate: int, noisy: bool, seed: int) -> bytes:
+    """What the recogniser hears: speech with a little silence around it, at 16 kHz."""
+    pcm = silence(0.3, rate) + VOICES[voice](text, rate) + silence(0.3, rate)
+    if noisy:
+        pcm = add_noise(pcm, rate, SNR_DB, seed)
+    return resample(pcm, rate, 16000) if rate != 16000 else pcm
+
+
+def decode(decoder, pcm: bytes, profile: str) -> str:
+    """As a worker process does: 100 ms chunks, the profile's audio preparation, then reset."""
+    fold = NarrowbandFold(FOLD_NARROWBAND[profile])
+    decoder.start_utt()
+    chunk = 16000 * 2 * CHUNK_MS // 1000
+    for offset in range(0, len(pcm), chunk):
+        audio = fold.process(pcm[offset : offset + chunk])
+        if audio:
+            decoder.process_raw(audio, False, False)
+    tail = fold.process(b"", final=True)
+    if tail:
+        decoder.process_raw(tail, False, False)
+    decoder.end_utt()
+    found = decoder.hyp()
+    decoder.reinit_feat()
+    return found.hypstr if found else ""
+
+
+def run(profiles: list[str], sentences: list[str]) -> list[dict]:
+    conditions = [
+        (voice, rate, noisy)
+        for voice in VOICES
+        for rate in (16000, 8000)
+        for noisy in (False, True)
+    ]
+    rows = []
+    for voice, rate, noisy in conditions:
+        audio = [utterance(voice, t, rate, noisy, seed=n) for n, t in enumerate(sentences)]
+        seconds = sum(len(a) for a in audio) / 32000
+        for profile in profiles:
+            decoder = new_decoder(profile)
+            errors = reference = 0
+            misheard = []
+            started = time.process_time()
+            for text, pcm in zip(sentences, audio, strict=True):
+                heard = decode(decoder, pcm, profile)
+                ref, hyp = words(text), words(heard)
+                wrong = edit_distance(ref, hyp)
+                errors, reference = errors + wrong, reference + len(ref)
+                if wrong:
+                    misheard.append([text, heard])
+            cost = (time.process_time() - started) / seconds
+            row = {
+                "voice": voice,
+                "rate": rate,
+                "noise": f"{SNR_DB:.0f} dB" if noisy else "clean",
+                "profile": profile,
+                "wer_pct": round(100 * errors / reference, 1),
+                "sentences_wrong": len(misheard),
+                "cpu_per_audio_s": round(cost, 4),
+                "misheard": misheard,
+            }
+            rows.append(row)
+            print(
+                f"  {voice:6s} {rate // 1000:2d} kHz {row['noise']:5s} {profile:9s}"
+                f"  WER {row['wer_pct']:5.1f}%  cost {cost:.3f}x"
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--profiles", default=",".join(DECODER_PROFILES))
+    parser.add_argument("--sentences", type=int, default=len(ASKED))
+    args = parser.parse_args()
+    profiles = args.profiles.split(",")
+    sentences = ASKED[: args.sentences]
+    print(f"{len(sentences)} sentences, synthetic speech (no recorded speech offline)")
+    rows = run(profiles, sentences)
+    table = []
+    for voice in VOICES:
+        for rate in (16000, 8000):
+            for noise in ("clean", f"{SNR_DB:.0f} dB"):
+                cells = [
+                    r for r in rows if (r["voice"], r["rate"], r["noise"]) == (voice, rate, noise)
+                ]
+                line = [f"{voice} {rate // 1000} kHz {noise}"]
+                for r in cells:
+                    line += [f"{r['wer_pct']:.1f}", f"{r['cpu_per_audio_s']:.3f}"]
+                table.append(line)
+    header = ["condition (synthetic speech)"]
+    for profile in profiles:
+        header += [f"{profile} WER %", f"{profile} CPU/s"]
+    print_table(
+        "Word error rate (synthetic speech: no recorded speech offline), CPU s per audio s",
+        header,
+        table,
+    )
+    save(
+        "wer",
+        {
+            "note": "synthetic speech only (Piper and espeak-ng voices): no recorded speech "
+            "is available offline; ran on a shared 2-core machine under contention, so the "
+            "CPU figures are indicative",
+            "sentences": sentences,
+            "snr_db": SNR_DB,
+            "profiles": {p: DECODER_PROFILES[p] for p in profiles},
+            "results": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
