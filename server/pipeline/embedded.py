@@ -19,6 +19,7 @@ from starlette.types import Scope
 from ..config import Settings
 from .agent import WebhookAgent
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
+from .endpointing import SmartTurn
 from .keys import SessionKeys
 from .session import PipelineServices
 from .store import SessionStore
@@ -46,18 +47,19 @@ class EmbeddedPipeline:
             trigger=settings.transcription_trigger,
             can_interrupt=settings.can_interrupt,
         )
-        self.recognizers = RecognizerPool()
+        self.recognizers = RecognizerPool(profile=settings.stt_profile)
         self.tts = make_tts(settings.tts_engine)
-        self.turn_settings = TurnSettings()
+        self.turn_settings = TurnSettings(end_model=settings.turn_end_model)
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
 
     async def start(self) -> None:
         """Load the models now (in threads), so the first session starts at full speed."""
         started = time.perf_counter()
-        await asyncio.gather(
-            asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)
-        )
+        loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
+        if self.turn_settings.end_model == "smart-turn":
+            loads.append(asyncio.to_thread(SmartTurn().warm))
+        await asyncio.gather(*loads)
         log.info(
             "embedded pipeline ready",
             extra={"ctx": {"tts": self.settings.tts_engine,
