@@ -142,7 +142,9 @@ def main() -> None:
         [
             name,
             r["endpointing_p50_ms"],
+            r["endpointing_free_core_p50_ms"],
             r["endpointing_p95_ms"],
+            f"{r['ended_before_400_ms']}/{r['questions']}",
             f"{r['cut_off']}/{r['paused_cases']}",
         ]
         for name, r in results.items()

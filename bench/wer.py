@@ -20,36 +20,16 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
 from common import print_table, save
 
 from server.pipeline.audio import resample
-from server.pipeline.stt import DECODER_PROFILES, FOLD_NARROWBAND, NarrowbandFold, new_decoder
+from server.pipeline.stt import DECODER_CONFIG, PROFILES, AudioPreparation, new_decoder
 from server.pipeline.tts import EspeakTTS
 from tests.support.sentences import ASKED, edit_distance, words
-from tests.support.speech import silence, speak
+from tests.support.speech import add_noise, silence, speak
 
 CHUNK_MS = 100
 SNR_DB = 10.0
-
-
-def pink_noise(samples: int, seed: int) -> np.ndarray:
-    """1/f noise (more like a room than white noise), unit RMS, the same for the same seed."""
-    spectrum = np.fft.rfft(np.random.default_rng(seed).normal(size=samples))
-    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))
-    noise = np.fft.irfft(spectrum, samples)
-    return noise / np.sqrt(np.mean(noise**2))
-
-
-def add_noise(pcm: bytes, rate: int, snr_db: float, seed: int) -> bytes:
-    x = np.frombuffer(pcm, "<i2").astype(np.float64)
-    block = rate // 100
-    blocks = x[: x.size // block * block].reshape(-1, block)
-    energy = (blocks**2).mean(axis=1)
-    voiced = energy[energy > energy.max() * 1e-3]  # the speech, not the silence around it
-    gain = np.sqrt(voiced.mean() / 10 ** (snr_db / 10))
-    noisy = x + pink_noise(x.size, seed) * gain
-    return np.clip(np.rint(noisy), -32768, 32767).astype("<i2").tobytes()
 
 
 _espeak = EspeakTTS()
@@ -73,14 +53,14 @@ def utterance(voice: str, text: str, rate: int, noisy: bool, seed: int) -> bytes
 
 def decode(decoder, pcm: bytes, profile: str) -> str:
     """As a worker process does: 100 ms chunks, the profile's audio preparation, then reset."""
-    fold = NarrowbandFold(FOLD_NARROWBAND[profile])
+    prepare = AudioPreparation(profile)
     decoder.start_utt()
     chunk = 16000 * 2 * CHUNK_MS // 1000
     for offset in range(0, len(pcm), chunk):
-        audio = fold.process(pcm[offset : offset + chunk])
+        audio = prepare.process(pcm[offset : offset + chunk])
         if audio:
             decoder.process_raw(audio, False, False)
-    tail = fold.process(b"", final=True)
+    tail = prepare.process(b"", final=True)
     if tail:
         decoder.process_raw(tail, False, False)
     decoder.end_utt()
@@ -101,7 +81,7 @@ def run(profiles: list[str], sentences: list[str]) -> list[dict]:
         audio = [utterance(voice, t, rate, noisy, seed=n) for n, t in enumerate(sentences)]
         seconds = sum(len(a) for a in audio) / 32000
         for profile in profiles:
-            decoder = new_decoder(profile)
+            decoder = new_decoder()
             errors = reference = 0
             misheard = []
             started = time.process_time()
@@ -133,7 +113,7 @@ def run(profiles: list[str], sentences: list[str]) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profiles", default=",".join(DECODER_PROFILES))
+    parser.add_argument("--profiles", default=",".join(PROFILES))
     parser.add_argument("--sentences", type=int, default=len(ASKED))
     args = parser.parse_args()
     profiles = args.profiles.split(",")
@@ -167,7 +147,8 @@ def main() -> None:
             "CPU figures are indicative",
             "sentences": sentences,
             "snr_db": SNR_DB,
-            "profiles": {p: DECODER_PROFILES[p] for p in profiles},
+            "decoder": DECODER_CONFIG,
+            "profiles": {p: PROFILES[p] for p in profiles},
             "results": rows,
         },
     )

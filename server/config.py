@@ -50,8 +50,9 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "STT_PROFILE": (
         "tuned",
-        "Embedded pipeline recogniser: `tuned` (8 kHz audio gets its empty top band mirrored, "
-        "fewer word errors) or `baseline` (audio as it comes).",
+        "Embedded pipeline recogniser: `tuned` (steady noise subtracted, and 8 kHz audio's "
+        "empty top band mirrored: fewer word errors), `narrowband` (the mirroring only) or "
+        "`baseline` (audio as it comes).",
     ),
     "AGENT_WEBHOOK_URL": (
         "",
@@ -153,8 +154,8 @@ class Settings:
         if turn_end_model not in ("smart-turn", "off"):
             raise SettingsError("TURN_END_MODEL must be smart-turn or off")
         stt_profile = _env("STT_PROFILE", env)
-        if stt_profile not in ("tuned", "baseline"):
-            raise SettingsError("STT_PROFILE must be tuned or baseline")
+        if stt_profile not in ("tuned", "narrowband", "baseline"):
+            raise SettingsError("STT_PROFILE must be tuned, narrowband or baseline")
         log_level = _env("LOG_LEVEL", env).lower()
         if log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError("LOG_LEVEL must be debug, info, warning or error")
