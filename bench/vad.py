@@ -27,8 +27,8 @@ import webrtcvad
 from common import median, print_table, save
 
 from server.pipeline.audio import rms
-from server.pipeline.endpointing import _packaged_file
 from server.pipeline.turns import TurnSettings
+from server.pipeline.vad import FRAME_SAMPLES, SileroVad
 from tests.support.sentences import ASKED
 from tests.support.speech import silence, speak, voiced_span
 
@@ -48,32 +48,16 @@ class WebrtcFrames:
 
 
 class SileroFrames:
-    """Silero VAD v5 on 512-sample frames, with the 64-sample context the model expects."""
+    """Silero VAD v5 (server/pipeline/vad.py) on 512-sample frames."""
 
     name = "Silero VAD (onnx)"
-    frame = 512
-    THRESHOLD = 0.5
+    frame = FRAME_SAMPLES
 
     def __init__(self) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        path = _packaged_file("silero_vad.onnx", under="vad")
-        self._session = ort.InferenceSession(str(path), sess_options=options)
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
-        self._context = np.zeros((1, 64), dtype=np.float32)
-        self._rate = np.array(RATE, dtype=np.int64)
+        self._vad = SileroVad()
 
     def voiced(self, frame: bytes) -> bool:
-        x = np.frombuffer(frame, dtype="<i2").astype(np.float32)[None] / 32768.0
-        x = np.concatenate([self._context, x], axis=1)
-        out, self._state = self._session.run(
-            None, {"input": x, "state": self._state, "sr": self._rate}
-        )
-        self._context = x[:, -64:]
-        return float(out[0][0]) > self.THRESHOLD
+        return self._vad.is_speech(frame)
 
 
 def turn_starts(classifier, pcm: bytes) -> tuple[list[float], float]:

@@ -42,6 +42,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "CAN_INTERRUPT": ("true", "Embedded pipeline: may the user interrupt the agent (barge-in)."),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
+    "VAD": (
+        "silero",
+        "Embedded pipeline voice activity detector: `silero` (a small neural model: no false "
+        "turns from hum, tones or clicks) or `webrtc` (lighter, fooled by steady noise).",
+    ),
     "TURN_END_MODEL": (
         "smart-turn",
         "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 160 ms pause "
@@ -125,6 +130,7 @@ class Settings:
     transcription_trigger: str = "automatic"
     can_interrupt: bool = True
     tts_engine: str = "piper"
+    vad: str = "silero"
     turn_end_model: str = "smart-turn"
     stt_profile: str = "tuned"
     agent_webhook_url: str = ""
@@ -150,6 +156,9 @@ class Settings:
         tts_engine = _env("TTS_ENGINE", env)
         if tts_engine not in ("piper", "espeak"):
             raise SettingsError("TTS_ENGINE must be piper or espeak")
+        vad = _env("VAD", env)
+        if vad not in ("silero", "webrtc"):
+            raise SettingsError("VAD must be silero or webrtc")
         turn_end_model = _env("TURN_END_MODEL", env)
         if turn_end_model not in ("smart-turn", "off"):
             raise SettingsError("TURN_END_MODEL must be smart-turn or off")
@@ -180,6 +189,7 @@ class Settings:
             transcription_trigger=trigger,
             can_interrupt=_bool("CAN_INTERRUPT", env),
             tts_engine=tts_engine,
+            vad=vad,
             turn_end_model=turn_end_model,
             stt_profile=stt_profile,
             agent_webhook_url=webhook_url,

@@ -26,6 +26,7 @@ from .store import SessionStore
 from .stt import RecognizerPool
 from .tts import make_tts
 from .turns import TurnSettings
+from .vad import SileroVad
 from .websocket import pipeline_socket
 
 log = logging.getLogger("server.pipeline")
@@ -49,7 +50,7 @@ class EmbeddedPipeline:
         )
         self.recognizers = RecognizerPool(profile=settings.stt_profile)
         self.tts = make_tts(settings.tts_engine)
-        self.turn_settings = TurnSettings(end_model=settings.turn_end_model)
+        self.turn_settings = TurnSettings(vad=settings.vad, end_model=settings.turn_end_model)
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
 
@@ -59,6 +60,8 @@ class EmbeddedPipeline:
         loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
         if self.turn_settings.end_model == "smart-turn":
             loads.append(asyncio.to_thread(SmartTurn().warm))
+        if self.turn_settings.vad == "silero":
+            loads.append(asyncio.to_thread(SileroVad))
         await asyncio.gather(*loads)
         log.info(
             "embedded pipeline ready",

@@ -41,7 +41,7 @@ class ModelUnavailable(RuntimeError):
     """The turn-end model's package is not installed (./dev installs it)."""
 
 
-def _packaged_file(name: str, under: str = "smart_turn") -> Path:
+def packaged_file(name: str, under: str = "smart_turn") -> Path:
     """A file shipped in the pipecat-ai wheel, found without importing `pipecat`."""
     try:
         files = importlib.metadata.distribution(DISTRIBUTION).files or []
@@ -59,7 +59,7 @@ def _packaged_file(name: str, under: str = "smart_turn") -> Path:
 @functools.cache
 def _features():
     """Smart Turn's own Whisper log-mel extraction, loaded from its file (see module doc)."""
-    path = _packaged_file(FEATURES_FILE)
+    path = packaged_file(FEATURES_FILE)
     spec = importlib.util.spec_from_file_location("smart_turn_whisper_features", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -77,7 +77,7 @@ def _session(threads: int):
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
-    return ort.InferenceSession(str(_packaged_file(MODEL_FILE)), sess_options=options)
+    return ort.InferenceSession(str(packaged_file(MODEL_FILE)), sess_options=options)
 
 
 class SmartTurn:

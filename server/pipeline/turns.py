@@ -1,10 +1,11 @@
 """Turn detection: where the user's speech starts and where their turn ends.
 
-webrtcvad classifies 20 ms frames as voiced or not; a frame must also be louder than an energy
-floor, so steady hum or faint noise never opens a turn. A turn starts after `start_ms` of
-mostly-voiced frames and ends after `end_silence_ms` without voice (the endpointing wait, the
-largest part of voice-to-voice latency). The audio before the start is kept as pre-roll so the
-recogniser hears the first syllable.
+A voice activity detector classifies frames as voiced or not — Silero VAD (`vad="silero"`,
+32 ms frames; vad.py says why) or webrtcvad (`vad="webrtc"`, 20 ms frames) — and a frame must
+also be louder than an energy floor, so faint noise never opens a turn. A turn starts after
+`start_ms` of mostly-voiced frames and ends after `end_silence_ms` without voice (the
+endpointing wait, the largest part of voice-to-voice latency). The audio before the start is
+kept as pre-roll so the recogniser hears the first syllable.
 
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked once per pause, at
 `model_silence_ms` of silence, whether the turn sounds finished: if so the turn ends there; if
@@ -31,11 +32,13 @@ import webrtcvad
 
 from .audio import rms
 from .endpointing import WINDOW_S, SmartTurn
+from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
 
 RATE = 16000
 END_MODELS = ("off", "smart-turn")
+VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
 # The model's answers are computed here, one at a time: it runs only at pauses, and a request
 # that waits behind others is overtaken by the turn's own fallback timer, never lost.
 _model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end-model")
@@ -43,8 +46,9 @@ _model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end-m
 
 @dataclass
 class TurnSettings:
-    frame_ms: int = 20
+    vad: str = "webrtc"  # or "silero"
     aggressiveness: int = 2  # webrtcvad 0 (permissive) … 3 (strict)
+    silero_threshold: float = 0.5  # Silero's speech probability above which a frame is voiced
     start_ms: int = 120  # voiced audio within the start window that opens a turn
     start_window_ms: int = 200
     end_silence_ms: int = 400  # silence that ends a turn
@@ -57,12 +61,18 @@ class TurnSettings:
     model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
 
     def __post_init__(self) -> None:
+        if self.vad not in VADS:
+            raise ValueError(f"vad must be one of {tuple(VADS)}, not {self.vad!r}")
         if self.end_model not in END_MODELS:
             raise ValueError(f"end_model must be one of {END_MODELS}, not {self.end_model!r}")
 
     @property
+    def frame_ms(self) -> int:
+        return VADS[self.vad]
+
+    @property
     def frame_bytes(self) -> int:
-        return RATE * self.frame_ms // 1000 * 2
+        return RATE * self.frame_ms // 1000 * 2  # 640 (webrtc) or 1024 (silero: 512 samples)
 
 
 @dataclass
@@ -87,7 +97,11 @@ Event = SpeechStarted | SpeechAudio | SpeechEnded
 class TurnDetector:
     def __init__(self, settings: TurnSettings | None = None):
         self.settings = settings or TurnSettings()
-        self._vad = webrtcvad.Vad(self.settings.aggressiveness)
+        if self.settings.vad == "silero":
+            self._silero: SileroVad | None = SileroVad(self.settings.silero_threshold)
+        else:
+            self._silero = None
+            self._vad = webrtcvad.Vad(self.settings.aggressiveness)
         self._model: SmartTurn | None = None
         if self.settings.end_model == "smart-turn":
             self._model = SmartTurn(threshold=self.settings.model_threshold)
@@ -121,6 +135,10 @@ class TurnDetector:
         return self._in_speech
 
     def _is_voiced(self, frame: bytes) -> bool:
+        if self._silero is not None:
+            # Silero runs on every frame, quiet or not: its state follows the whole stream.
+            voiced = self._silero.is_speech(frame)
+            return voiced and rms(frame) >= self.settings.min_rms
         return rms(frame) >= self.settings.min_rms and self._vad.is_speech(frame, RATE)
 
     def feed(self, pcm: bytes) -> list[Event]:

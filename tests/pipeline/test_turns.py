@@ -29,11 +29,15 @@ def run(pcm: bytes, chunk: int = 3200, settings: TurnSettings | None = None) -> 
     return events
 
 
-def test_finds_one_utterance_with_its_edges():
+VADS = pytest.mark.parametrize("vad", ["webrtc", "silero"])
+
+
+@VADS
+def test_finds_one_utterance_with_its_edges(vad):
     speech = speak("Can you help me book a table for two?")
     pcm = silence(1.0) + speech + silence(1.5)
     true_start, true_end = voiced_span(pcm)
-    events = run(pcm)
+    events = run(pcm, settings=TurnSettings(vad=vad))
     kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
     assert kinds == [SpeechStarted, SpeechEnded]
     started = next(e for e in events if isinstance(e, SpeechStarted))
@@ -46,17 +50,54 @@ def test_finds_one_utterance_with_its_edges():
     assert seconds(started.preroll) >= 0.3
 
 
-def test_silence_and_quiet_noise_never_start_a_turn():
+@VADS
+def test_silence_and_quiet_noise_never_start_a_turn(vad):
     rng = np.random.default_rng(1)
     noise = rng.normal(0, 60, RATE * 3).astype("<i2").tobytes()
     hum = (np.sin(2 * np.pi * 50 * np.arange(RATE * 3) / RATE) * 80).astype("<i2").tobytes()
     for pcm in (silence(3.0), noise, hum):
-        assert run(pcm) == []
+        assert run(pcm, settings=TurnSettings(vad=vad)) == []
 
 
-def test_two_utterances_apart_are_two_turns():
+def room_noise(kind: str, seconds: float, dbfs: float = -30.0) -> np.ndarray:
+    """Mains hum with its harmonics, or a chord of steady tones, at an ordinary room level."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    if kind == "hum":
+        wave = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 8))
+    else:
+        wave = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
+    return wave / np.sqrt(np.mean(wave**2)) * 32768 * 10 ** (dbfs / 20)
+
+
+def as_pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+def test_webrtcvad_takes_steady_hum_and_tones_for_a_voice_and_silero_does_not():
+    for kind in ("hum", "tones"):
+        pcm = as_pcm(room_noise(kind, 10.0))
+        assert any(isinstance(e, SpeechStarted) for e in run(pcm, settings=TurnSettings()))
+        assert run(pcm, settings=TurnSettings(vad="silero")) == []
+
+
+def test_with_silero_a_question_over_hum_is_one_turn_with_its_edges():
+    speech = silence(1.5) + speak("Can you help me book a table for two?") + silence(1.5)
+    true_start, true_end = voiced_span(speech)
+    clean = np.frombuffer(speech, dtype="<i2").astype(np.float64)
+    pcm = as_pcm(clean + room_noise("hum", clean.size / RATE))
+    events = run(pcm, settings=TurnSettings(vad="silero"))
+    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    assert kinds == [SpeechStarted, SpeechEnded]
+    started = next(e for e in events if isinstance(e, SpeechStarted))
+    ended = next(e for e in events if isinstance(e, SpeechEnded))
+    assert abs(started.start_s - true_start) < 0.2
+    assert abs(ended.speech_end_s - true_end) < 0.2
+
+
+@VADS
+def test_two_utterances_apart_are_two_turns(vad):
     pcm = silence(0.5) + speak("What time is it?") + silence(1.0) + speak("Thank you.")
-    events = run(pcm + silence(1.0))
+    events = run(pcm + silence(1.0), settings=TurnSettings(vad=vad))
     assert [type(e) for e in events if not isinstance(e, SpeechAudio)] == [
         SpeechStarted,
         SpeechEnded,
@@ -76,11 +117,13 @@ def merged(events: list) -> list:
     return out
 
 
-def test_chunk_size_does_not_change_the_result():
+@VADS
+def test_chunk_size_does_not_change_the_result(vad):
     pcm = silence(0.4) + speak("Hello, how are you?") + silence(1.0)
-    reference = merged(run(pcm, chunk=3200))
+    settings = TurnSettings(vad=vad)
+    reference = merged(run(pcm, chunk=3200, settings=settings))
     for chunk in (2, 322, 1001, 16000):
-        assert merged(run(pcm, chunk=chunk)) == reference
+        assert merged(run(pcm, chunk=chunk, settings=settings)) == reference
 
 
 def test_endpointing_wait_follows_the_setting_and_force_end_ends_now():
@@ -190,6 +233,8 @@ def test_without_waiting_the_answer_is_applied_by_a_later_feed():
     assert isinstance(ended, SpeechEnded) and not detector.in_speech
 
 
-def test_an_unknown_end_model_is_refused():
+def test_an_unknown_end_model_or_vad_is_refused():
     with pytest.raises(ValueError, match="end_model"):
         TurnSettings(end_model="magic")
+    with pytest.raises(ValueError, match="vad"):
+        TurnSettings(vad="ears")
