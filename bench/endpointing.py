@@ -73,13 +73,14 @@ def turns_of(pcm: bytes, settings: TurnSettings) -> list[dict]:
                 found.append(
                     {"speech_end_s": event.speech_end_s, "ended_s": now,
                      "endpointing_ms": 1000 * (waited + wall),
-                     "endpointing_free_core_ms": 1000 * (waited + cpu)}
+                     "endpointing_free_core_ms": 1000 * (waited + cpu), "by_model": by_model}
                 )  # fmt: skip
     return found
 
 
 def modes(thresholds: list[float], asks: list[int]) -> dict[str, TurnSettings]:
     chosen = {"timer 400 ms (today)": TurnSettings()}
+    chosen["Silero VAD + timer 400 ms"] = TurnSettings(vad="silero")
     for ask in asks:
         for threshold in thresholds:
             chosen[f"model > {threshold:g} at {ask} ms"] = TurnSettings(
@@ -88,6 +89,9 @@ def modes(thresholds: list[float], asks: list[int]) -> dict[str, TurnSettings]:
                 model_threshold=threshold,
                 model_silence_ms=ask,
             )
+    chosen[f"Silero VAD + model > 0.9 at {asks[0]} ms (server default)"] = TurnSettings(
+        vad="silero", end_model="smart-turn", model_wait=True, model_silence_ms=asks[0]
+    )
     return chosen
 
 
@@ -98,7 +102,7 @@ def measure(settings: TurnSettings, pauses: list[float]) -> dict:
         turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings)
         waits.append(turns[-1]["endpointing_ms"] if turns else float("nan"))
         free.append(turns[-1]["endpointing_free_core_ms"] if turns else float("nan"))
-        early += bool(turns) and turns[-1]["endpointing_ms"] < settings.end_silence_ms
+        early += bool(turns) and turns[-1]["by_model"]
     cut, cases = [], 0
     for text in PAUSED:
         for pause in pauses:
@@ -113,7 +117,7 @@ def measure(settings: TurnSettings, pauses: list[float]) -> dict:
         "endpointing_p95_ms": round(p95(waits), 1),
         "endpointing_max_ms": round(max(waits), 1),
         "endpointing_free_core_p50_ms": round(median(free), 1),
-        "ended_before_400_ms": early,
+        "ended_by_the_model": early,
         "questions": len(ASKED),
         "cut_off": len(cut),
         "paused_cases": cases,
@@ -144,7 +148,7 @@ def main() -> None:
             r["endpointing_p50_ms"],
             r["endpointing_free_core_p50_ms"],
             r["endpointing_p95_ms"],
-            f"{r['ended_before_400_ms']}/{r['questions']}",
+            f"{r['ended_by_the_model']}/{r['questions']}",
             f"{r['cut_off']}/{r['paused_cases']}",
         ]
         for name, r in results.items()
@@ -157,7 +161,7 @@ def main() -> None:
             "p50 ms",
             "p50 ms, model on a free core",
             "p95 ms",
-            "ended < 400 ms",
+            "ended by the model",
             "cut off mid-sentence",
         ],
         rows,

