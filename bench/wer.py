@@ -9,8 +9,9 @@ session does), clean and with pink noise added at 10 dB SNR (measured over the v
 
 Audio is fed in 100 ms chunks to one decoder in this process, reset between utterances exactly
 as the worker processes do. Decode cost is CPU seconds per second of audio (`time.process_time`),
-the figure the STT worker capacity under load follows. Each decoder profile of
-server/pipeline/stt.py is run on the same audio, side by side.
+the figure the STT worker capacity under load follows. The profiles of server/pipeline/stt.py
+(baseline and tuned unless --profiles says otherwise) run on the same audio, side by side;
+conditions run two at a time in separate processes (--jobs).
 
     python bench/wer.py [--profiles baseline,narrowband,tuned] [--sentences 52]
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 from common import print_table, save
 
@@ -69,31 +71,26 @@ def decode(decoder, pcm: bytes, profile: str) -> str:
     return found.hypstr if found else ""
 
 
-def run(profiles: list[str], sentences: list[str]) -> list[dict]:
-    conditions = [
-        (voice, rate, noisy)
-        for voice in VOICES
-        for rate in (16000, 8000)
-        for noisy in (False, True)
-    ]
+def condition(voice: str, rate: int, noisy: bool, profiles: list[str], sentences: list[str]):
+    """Every profile on one condition's audio: one result row per profile."""
+    audio = [utterance(voice, t, rate, noisy, seed=n) for n, t in enumerate(sentences)]
+    seconds = sum(len(a) for a in audio) / 32000
     rows = []
-    for voice, rate, noisy in conditions:
-        audio = [utterance(voice, t, rate, noisy, seed=n) for n, t in enumerate(sentences)]
-        seconds = sum(len(a) for a in audio) / 32000
-        for profile in profiles:
-            decoder = new_decoder()
-            errors = reference = 0
-            misheard = []
-            started = time.process_time()
-            for text, pcm in zip(sentences, audio, strict=True):
-                heard = decode(decoder, pcm, profile)
-                ref, hyp = words(text), words(heard)
-                wrong = edit_distance(ref, hyp)
-                errors, reference = errors + wrong, reference + len(ref)
-                if wrong:
-                    misheard.append([text, heard])
-            cost = (time.process_time() - started) / seconds
-            row = {
+    for profile in profiles:
+        decoder = new_decoder()
+        errors = reference = 0
+        misheard = []
+        started = time.process_time()
+        for text, pcm in zip(sentences, audio, strict=True):
+            heard = decode(decoder, pcm, profile)
+            ref, hyp = words(text), words(heard)
+            wrong = edit_distance(ref, hyp)
+            errors, reference = errors + wrong, reference + len(ref)
+            if wrong:
+                misheard.append([text, heard])
+        cost = (time.process_time() - started) / seconds
+        rows.append(
+            {
                 "voice": voice,
                 "rate": rate,
                 "noise": f"{SNR_DB:.0f} dB" if noisy else "clean",
@@ -103,23 +100,38 @@ def run(profiles: list[str], sentences: list[str]) -> list[dict]:
                 "cpu_per_audio_s": round(cost, 4),
                 "misheard": misheard,
             }
-            rows.append(row)
-            print(
-                f"  {voice:6s} {rate // 1000:2d} kHz {row['noise']:5s} {profile:9s}"
-                f"  WER {row['wer_pct']:5.1f}%  cost {cost:.3f}x"
-            )
+        )
+        print(
+            f"  {voice:6s} {rate // 1000:2d} kHz {rows[-1]['noise']:5s} {profile:10s}"
+            f"  WER {rows[-1]['wer_pct']:5.1f}%  cost {cost:.3f}x",
+            flush=True,
+        )
     return rows
+
+
+def run(profiles: list[str], sentences: list[str], jobs: int) -> list[dict]:
+    """The eight conditions, `jobs` at a time in separate processes (decoding is CPU-bound)."""
+    conditions = [
+        (voice, rate, noisy)
+        for voice in VOICES
+        for rate in (16000, 8000)
+        for noisy in (False, True)
+    ]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        done = [pool.submit(condition, *c, profiles, sentences) for c in conditions]
+        return [row for future in done for row in future.result()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--profiles", default="baseline,tuned")
     parser.add_argument("--sentences", type=int, default=len(ASKED))
+    parser.add_argument("--jobs", type=int, default=2, help="conditions decoded at once")
     args = parser.parse_args()
     profiles = args.profiles.split(",")
     sentences = ASKED[: args.sentences]
     print(f"{len(sentences)} sentences, synthetic speech (no recorded speech offline)")
-    rows = run(profiles, sentences)
+    rows = run(profiles, sentences, args.jobs)
     table = []
     for voice in VOICES:
         for rate in (16000, 8000):
