@@ -52,7 +52,9 @@ DECODER_CONFIG = {
 # upsampled 8 kHz audio leaves its filters above 4 kHz empty. "tuned" also subtracts steady
 # noise first (`NoiseSuppressor`). Measured on 52 synthetic questions (bench/results/wer.json):
 # Piper at 8 kHz 74% → 43% word errors with the fold; in pink noise at 10 dB SNR ~82% → ~62%
-# with noise suppression (15 questions), ~1 point worse on clean speech; decode cost unchanged.
+# with noise suppression (15 questions), ~1 point worse on clean speech. The preparation costs
+# ~5 ms of CPU per second of audio (noise suppression; the fold ~0.3 ms), against ~65–150 ms
+# for decoding it: the worker capacity load needs stays.
 PROFILES: dict[str, dict[str, bool]] = {
     "baseline": {"denoise": False, "fold": False},
     "narrowband": {"denoise": False, "fold": True},
