@@ -127,25 +127,31 @@ class NarrowbandFold:
 class NoiseSuppressor:
     """Streaming spectral subtraction in front of the recogniser, for speech in steady noise.
 
-    Short-time spectra (32 ms frames every 16 ms, square-root Hann windows, so unchanged frames
-    add back to the input exactly); the noise in each frequency bin is the minimum of the
-    smoothed power over the last second, times a bias (minimum statistics: speech pauses often
-    enough for the minimum to be the noise); each bin keeps `1 - OVER * noise / power` of its
-    power, never less than `FLOOR`. Audio comes out 16 ms late; `final` flushes the rest.
+        Short-time spectra (32 ms frames every 16 ms, square-root Hann windows, so unchanged frames
+        add back to the input exactly); the noise in each frequency bin is the minimum of the
+        smoothed power over the last second, times a bias (minimum statistics: speech pauses often
+        enough for the minimum to be the noise); each bin keeps `1 - OVER * noise / power` of its
+        power, never less than `FLOOR`. Where the noise is below -50 dBFS nothing is subtracted: on
+        clean speech subtraction only cost words (8 kHz Piper speech 32% → 45% word errors on 15
+        questions). Output lines up with the input sample for sample (its first 16 ms, the padding
+    of the first frame, is dropped): pocketsphinx on 8 kHz speech was measured swinging between
+    32% and 45% word errors with a 6 ms shift of its 10 ms frames. `final` flushes the rest.
     """
 
     SIZE, HOP = 512, 256
     OVER = 1.0  # over-subtraction (1.0 and 2.0 measured alike; 1.0 is gentler on clean speech)
     FLOOR = 0.3  # the least gain a bin keeps: deeper subtraction leaves "musical" artefacts
     BIAS = 1.5  # the minimum of a noisy power underestimates its mean
-    MEMORY = 64  # frames (~1 s) the minimum is taken over
+    MEMORY = 188  # frames (3 s) the minimum is taken over: 1 s measured worse
     SMOOTH = 0.8
+    QUIET = 100.0  # noise RMS (PCM16, -50 dBFS) below which audio passes untouched
 
     def __init__(self) -> None:
         self._window = np.sqrt(np.hanning(self.SIZE + 1)[:-1])
         self._input = np.zeros(self.HOP)  # the second half of the last frame
         self._pending = np.zeros(0)  # input short of a hop
         self._overlap = np.zeros(self.HOP)  # the last frame's output still to be added to
+        self._lead = self.HOP  # output samples still to drop: they stand for the first frame's pad
         self._smoothed: np.ndarray | None = None
         self._history = np.zeros((0, self.SIZE // 2 + 1))
 
@@ -165,6 +171,11 @@ class NoiseSuppressor:
         if not out:
             return b""
         samples = np.concatenate(out)
+        dropped, self._lead = (
+            min(self._lead, samples.size),
+            self._lead - min(self._lead, samples.size),
+        )
+        samples = samples[dropped:]
         return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
 
     def _frame(self, frame: np.ndarray) -> np.ndarray:
@@ -175,6 +186,9 @@ class NoiseSuppressor:
         self._smoothed = self.SMOOTH * self._smoothed + (1 - self.SMOOTH) * power
         self._history = np.vstack([self._history[-(self.MEMORY - 1) :], self._smoothed])
         noise = self.BIAS * self._history.min(axis=0)
+        # Parseval with a sqrt-Hann window: mean x² ≈ (P0 + 2 Σ Pk) / (SIZE² / 2).
+        if (noise[0] + 2 * noise[1:].sum()) * 2 / self.SIZE**2 < self.QUIET**2:
+            return frame * self._window**2  # quiet: subtracting would only thin the speech
         gain = np.maximum(1.0 - self.OVER * noise / np.maximum(power, 1e-9), self.FLOOR)
         return np.fft.irfft(spectrum * gain, self.SIZE) * self._window
 
