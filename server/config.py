@@ -124,6 +124,23 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "CAN_INTERRUPT": ("true", "Embedded pipeline: may the user interrupt the agent (barge-in)."),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
+    "VAD": (
+        "silero",
+        "Embedded pipeline voice activity detector: `silero` (a small neural model: no false "
+        "turns from hum, tones or clicks) or `webrtc` (lighter, fooled by steady noise).",
+    ),
+    "TURN_END_MODEL": (
+        "smart-turn",
+        "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 160 ms pause "
+        "whether the user has finished; a pause inside a sentence waits up to 1 s) or `off` "
+        "(a fixed 400 ms of silence ends every turn).",
+    ),
+    "STT_PROFILE": (
+        "tuned",
+        "Embedded pipeline recogniser: `tuned` (steady noise subtracted, and 8 kHz audio's "
+        "empty top band mirrored: fewer word errors), `narrowband` (the mirroring only) or "
+        "`baseline` (audio as it comes).",
+    ),
     "AGENT_WEBHOOK_URL": (
         "",
         "A Layercode-style agent webhook (Webhook SSE API); empty means the built-in demo "
@@ -245,6 +262,9 @@ class Settings:
     transcription_trigger: str = "automatic"
     can_interrupt: bool = True
     tts_engine: str = "piper"
+    vad: str = "silero"
+    turn_end_model: str = "smart-turn"
+    stt_profile: str = "tuned"
     agent_webhook_url: str = ""
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
@@ -308,6 +328,15 @@ class Settings:
         tts_engine = _env("TTS_ENGINE", env)
         if tts_engine not in ("piper", "espeak"):
             raise SettingsError("TTS_ENGINE must be piper or espeak")
+        vad = _env("VAD", env)
+        if vad not in ("silero", "webrtc"):
+            raise SettingsError("VAD must be silero or webrtc")
+        turn_end_model = _env("TURN_END_MODEL", env)
+        if turn_end_model not in ("smart-turn", "off"):
+            raise SettingsError("TURN_END_MODEL must be smart-turn or off")
+        stt_profile = _env("STT_PROFILE", env)
+        if stt_profile not in ("tuned", "narrowband", "baseline"):
+            raise SettingsError("STT_PROFILE must be tuned, narrowband or baseline")
         log_level = _env("LOG_LEVEL", env).lower()
         if log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError("LOG_LEVEL must be debug, info, warning or error")
@@ -340,6 +369,9 @@ class Settings:
             transcription_trigger=trigger,
             can_interrupt=_bool("CAN_INTERRUPT", env),
             tts_engine=tts_engine,
+            vad=vad,
+            turn_end_model=turn_end_model,
+            stt_profile=stt_profile,
             agent_webhook_url=webhook_url,
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,

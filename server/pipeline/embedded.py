@@ -23,11 +23,13 @@ from ..config import Settings
 from .agent import WebhookAgent
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
 from .connections import Connections
+from .endpointing import SmartTurn
 from .session import PipelineServices
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
 from .turns import TurnSettings
+from .vad import SileroVad
 from .websocket import pipeline_socket
 
 log = logging.getLogger("server.pipeline")
@@ -43,9 +45,9 @@ class EmbeddedPipeline:
         self.stores: Stores | None = None  # opened by start()
         self.authorizer: EmbeddedAuthorizer | None = None  # made by start(), on the stores
         self.connections = Connections()
-        self.recognizers = RecognizerPool()
+        self.recognizers = RecognizerPool(profile=settings.stt_profile)
         self.tts = make_tts(settings.tts_engine)
-        self.turn_settings = TurnSettings()
+        self.turn_settings = TurnSettings(vad=settings.vad, end_model=settings.turn_end_model)
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
         self.ready = False  # models loaded and stores open: the node takes sessions
@@ -56,9 +58,12 @@ class EmbeddedPipeline:
         started = time.perf_counter()
         self.stores = await open_stores(self.settings)
         self.authorizer = EmbeddedAuthorizer(self.stores, self.connections, self.settings)
-        await asyncio.gather(
-            asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)
-        )
+        loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
+        if self.turn_settings.end_model == "smart-turn":
+            loads.append(asyncio.to_thread(SmartTurn().warm))
+        if self.turn_settings.vad == "silero":
+            loads.append(asyncio.to_thread(SileroVad))
+        await asyncio.gather(*loads)
         self.ready = True
         log.info(
             "embedded pipeline ready",

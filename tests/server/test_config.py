@@ -14,6 +14,7 @@ def test_defaults_use_no_cloud_and_same_origin_only():
     assert settings.cors_allow_origins == ()
     assert settings.port == 8000
     assert settings.agent_webhook_secret  # generated for the demo agent
+    assert (settings.turn_end_model, settings.stt_profile) == ("smart-turn", "tuned")
 
 
 def test_key_is_not_in_repr():
@@ -34,6 +35,9 @@ def test_key_is_not_in_repr():
         ({"TRANSCRIPTION_TRIGGER": "sometimes"}, "TRANSCRIPTION_TRIGGER"),
         ({"CAN_INTERRUPT": "maybe"}, "CAN_INTERRUPT"),
         ({"TTS_ENGINE": "sam"}, "TTS_ENGINE"),
+        ({"TURN_END_MODEL": "psychic"}, "TURN_END_MODEL"),
+        ({"VAD": "ears"}, "VAD"),
+        ({"STT_PROFILE": "loud"}, "STT_PROFILE"),
         ({"LAYERCODE_AUTHORIZE_URL": "ftp://x"}, "LAYERCODE_AUTHORIZE_URL"),
         ({"AGENT_WEBHOOK_URL": "https://a.example/hook"}, "AGENT_WEBHOOK_SECRET"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
