@@ -230,7 +230,12 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) -> None:
-    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error)` out."""
+    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error)` out.
+
+    Each utterance has its own decoder and its own `AudioPreparation` (the profile's noise
+    estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
+    `cancel`: its pieces pass through them in order, so one voice never colours another's.
+    """
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None))
@@ -258,18 +263,21 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
                 if state["since"] >= INTERIM_EVERY_BYTES:
                     state["since"] = 0
                     result = _hypothesis(state["decoder"])
-            elif op == "finish":
+            elif op in ("finish", "cancel"):
                 state = active.pop(utterance, None)
                 result = ""
                 if state is not None:
                     decoder = state["decoder"]
-                    tail = state["prepare"].process(b"", final=True)
-                    if tail:
-                        decoder.process_raw(tail, False, False)
-                    decoder.end_utt()
-                    result = _hypothesis(decoder)
-                    decoder.reinit_feat()  # the next utterance starts fresh
-                    idle.append(decoder)
+                    try:
+                        if op == "finish":  # a cancelled utterance's held-back audio is dropped
+                            tail = state["prepare"].process(b"", final=True)
+                            if tail:
+                                decoder.process_raw(tail, False, False)
+                        decoder.end_utt()
+                        result = _hypothesis(decoder) if op == "finish" else ""
+                    finally:
+                        decoder.reinit_feat()  # the next utterance starts fresh
+                        idle.append(decoder)
             elif op == "stop":
                 connection.send((request_id, None, None))
                 return
@@ -418,12 +426,13 @@ class Recognizer:
     def close(self) -> None:
         """Hand the decoder back, whether or not the utterance was finished.
 
-        Unfinished, the decoder stays counted as busy until the worker answers the `finish`
+        Unfinished, the worker is told to `cancel` (the audio a profile still holds back is
+        dropped, not decoded) and the decoder stays counted as busy until the worker answers
         (it may still be decoding the piece in flight).
         """
         if not self._finished:
             self._finished = True
-            future = self._worker.call("finish", self._utterance)  # the answer is not needed
+            future = self._worker.call("cancel", self._utterance)  # the answer is not needed
             future.add_done_callback(lambda _: self._release())
         else:
             self._release()

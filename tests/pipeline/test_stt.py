@@ -296,6 +296,21 @@ def test_the_tuned_profile_hears_8_khz_speech_better_than_the_baseline():
     assert errors["tuned"] < errors["baseline"], heard
 
 
+def test_each_utterance_is_prepared_on_its_own_piece_by_piece(pool):
+    """An 8 kHz and a 16 kHz caller decoded at once on one worker, their 100 ms pieces
+    interleaved: each is folded (or not) and denoised as it is alone, so each hears the same
+    words as alone — a worker-wide preparation would judge both by whichever came first."""
+    narrow = eight_khz(silence(0.3) + speak("What is the date today?") + silence(0.3))
+    wide = silence(0.3) + speak("Can you help me book a table for two tonight?") + silence(0.3)
+
+    async def together():
+        return await asyncio.gather(transcribe(pool, narrow), transcribe(pool, wide))
+
+    alone = [run(transcribe(pool, narrow))[0], run(transcribe(pool, wide))[0]]
+    both = [final for final, _, _ in run(together())]
+    assert both == alone
+
+
 def test_an_unknown_profile_is_refused():
     with pytest.raises(ValueError, match="decoder profile"):
         RecognizerPool(profile="loud")
