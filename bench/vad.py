@@ -168,25 +168,17 @@ def main() -> None:
             results[name]["missed"][noise] = missed
             results[name]["start_delay_ms"][noise] = round(median(delays), 1)
         results[name]["cpu_per_audio_s"] = round(spent / audio_s, 4)
+
+    def row(label: str, figure: str, key: str) -> list:
+        return [label] + [results[m.name][figure][key] for m in classifiers]
+
     for noise in background:
         for level_dbfs in (-45, -30):
             key = f"{noise} {level_dbfs} dBFS"
-            rows.append(
-                [f"false starts/min, {key}"]
-                + [results[m.name]["false_starts"][key] for m in classifiers]
-            )
-            rows.append(
-                [f"  time inside a turn %, {key}"]
-                + [results[m.name]["in_turn_pct"][key] for m in classifiers]
-            )
-        rows.append(
-            [f"missed of {len(spans)} at 10 dB SNR, {noise}"]
-            + [results[m.name]["missed"][noise] for m in classifiers]
-        )
-        rows.append(
-            [f"start delay p50 ms, {noise}"]
-            + [results[m.name]["start_delay_ms"][noise] for m in classifiers]
-        )
+            rows.append(row(f"false starts/min, {key}", "false_starts", key))
+            rows.append(row(f"  time inside a turn %, {key}", "in_turn_pct", key))
+        rows.append(row(f"missed of {len(spans)} at 10 dB SNR, {noise}", "missed", noise))
+        rows.append(row(f"start delay p50 ms, {noise}", "start_delay_ms", noise))
     rows.append(
         ["CPU ms per audio s"]
         + [f"{1000 * results[m.name]['cpu_per_audio_s']:.1f}" for m in classifiers]

@@ -275,17 +275,15 @@ NARROWBAND_PHRASES = [
 ]
 
 
-def test_the_tuned_profile_hears_8_khz_speech_better_than_the_baseline():
-    """The tuned profile mirrors the empty top band of 8 kHz speech; the baseline does not."""
-    phrases = NARROWBAND_PHRASES
+def word_errors_by_profile(phrases: list[str], recording) -> tuple[dict, dict]:
+    """Word errors per profile over `phrases`, each heard as `recording(index, text)` makes it."""
     heard = {}
     for profile in ("baseline", "tuned"):
         pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, profile=profile)
         pool.warm()
         try:
             heard[profile] = [
-                run(transcribe(pool, eight_khz(silence(0.3) + speak(t) + silence(0.3))))[0]
-                for t in phrases
+                run(transcribe(pool, recording(n, t)))[0] for n, t in enumerate(phrases)
             ]
         finally:
             pool.close()
@@ -293,6 +291,14 @@ def test_the_tuned_profile_hears_8_khz_speech_better_than_the_baseline():
         profile: sum(edit_distance(words(t), words(h)) for t, h in zip(phrases, said, strict=True))
         for profile, said in heard.items()
     }
+    return errors, heard
+
+
+def test_the_tuned_profile_hears_8_khz_speech_better_than_the_baseline():
+    """The tuned profile mirrors the empty top band of 8 kHz speech; the baseline does not."""
+    errors, heard = word_errors_by_profile(
+        NARROWBAND_PHRASES, lambda _, t: eight_khz(silence(0.3) + speak(t) + silence(0.3))
+    )
     assert errors["tuned"] < errors["baseline"], heard
 
 
@@ -364,24 +370,8 @@ NOISY_PHRASES = [
 
 
 def test_the_tuned_profile_hears_speech_in_noise_better_than_the_baseline():
-    phrases = NOISY_PHRASES
-    heard = {}
-    for profile in ("baseline", "tuned"):
-        pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, profile=profile)
-        pool.warm()
-        try:
-            heard[profile] = [
-                run(
-                    transcribe(
-                        pool, add_noise(silence(0.5) + speak(t) + silence(0.3), 16000, 10.0, n)
-                    )
-                )[0]
-                for n, t in enumerate(phrases)
-            ]
-        finally:
-            pool.close()
-    errors = {
-        profile: sum(edit_distance(words(t), words(h)) for t, h in zip(phrases, said, strict=True))
-        for profile, said in heard.items()
-    }
+    errors, heard = word_errors_by_profile(
+        NOISY_PHRASES,
+        lambda n, t: add_noise(silence(0.5) + speak(t) + silence(0.3), 16000, 10.0, n),
+    )
     assert errors["tuned"] < errors["baseline"], heard

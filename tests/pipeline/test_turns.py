@@ -32,16 +32,22 @@ def run(pcm: bytes, chunk: int = 3200, settings: TurnSettings | None = None) -> 
 VADS = pytest.mark.parametrize("vad", ["webrtc", "silero"])
 
 
+def one_turn(events: list) -> tuple[SpeechStarted, SpeechEnded]:
+    """The start and end of the only turn in `events` (asserting there is exactly one)."""
+    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    assert kinds == [SpeechStarted, SpeechEnded]
+    started = next(e for e in events if isinstance(e, SpeechStarted))
+    ended = next(e for e in events if isinstance(e, SpeechEnded))
+    return started, ended
+
+
 @VADS
 def test_finds_one_utterance_with_its_edges(vad):
     speech = speak("Can you help me book a table for two?")
     pcm = silence(1.0) + speech + silence(1.5)
     true_start, true_end = voiced_span(pcm)
     events = run(pcm, settings=TurnSettings(vad=vad))
-    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
-    assert kinds == [SpeechStarted, SpeechEnded]
-    started = next(e for e in events if isinstance(e, SpeechStarted))
-    ended = next(e for e in events if isinstance(e, SpeechEnded))
+    started, ended = one_turn(events)
     assert abs(started.start_s - true_start) < 0.15
     assert abs(ended.speech_end_s - true_end) < 0.15
     # Pre-roll plus speech audio is every byte from before the start to the end, once.
@@ -86,10 +92,7 @@ def test_with_silero_a_question_over_hum_is_one_turn_with_its_edges():
     clean = np.frombuffer(speech, dtype="<i2").astype(np.float64)
     pcm = as_pcm(clean + room_noise("hum", clean.size / RATE))
     events = run(pcm, settings=TurnSettings(vad="silero"))
-    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
-    assert kinds == [SpeechStarted, SpeechEnded]
-    started = next(e for e in events if isinstance(e, SpeechStarted))
-    ended = next(e for e in events if isinstance(e, SpeechEnded))
+    started, ended = one_turn(events)
     assert abs(started.start_s - true_start) < 0.2
     assert abs(ended.speech_end_s - true_end) < 0.2
 
