@@ -277,13 +277,13 @@ class PipelineSession:
         await self._interrupt_agent(reason="typed text")
         turn_id = new_turn_id()
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = self._event("message", turn_id=turn_id, text=text)  # history before this turn
-        self.services.store.append(self.grant.session_id, "user", text, turn_id)
+        event = await self._event("message", turn_id=turn_id, text=text)  # history before this turn
+        await self.services.store.append(self.grant.session_id, "user", text, turn_id)
         self._start_agent_turn(event, None)
 
     async def on_data(self, message: p.ClientResponseData) -> None:
         await self._start()
-        self._start_agent_turn(self._event("data", data=message.data), None)
+        self._start_agent_turn(await self._event("data", data=message.data), None)
 
     _handlers: ClassVar[dict] = {
         p.ClientReady: on_ready,
@@ -303,8 +303,8 @@ class PipelineSession:
         if self.started:
             return
         self.started = True
-        history = [t.to_dict() for t in self.services.store.history(self.grant.session_id)]
-        event = self._event("session.start")
+        history = [t.to_dict() for t in (await self.services.store.history(self.grant.session_id))]
+        event = await self._event("session.start")
         event.extra = {"resumed": self.grant.resumed, "history": history}
         self._start_agent_turn(event, None)
 
@@ -349,17 +349,19 @@ class PipelineSession:
         counter = self.interim_counter + 1
         self.outbox.put(p.UserTranscriptDelta(content=text, turn_id=turn_id, delta_counter=counter))
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = self._event("message", turn_id=turn_id, text=text)  # history before this turn
-        self.services.store.append(self.grant.session_id, "user", text, turn_id)
+        event = await self._event("message", turn_id=turn_id, text=text)  # history before this turn
+        await self.services.store.append(self.grant.session_id, "user", text, turn_id)
         self.log.info("user said %r", text, extra={"ctx": {"turn": turn_id}})
         self._start_agent_turn(event, timings)
 
     # -- agent turns ---------------------------------------------------------------------------
 
-    def _event(self, kind: str, **fields) -> WebhookEvent:
+    async def _event(self, kind: str, **fields) -> WebhookEvent:
         history = None
         if kind == "message":
-            history = [t.to_dict() for t in self.services.store.history(self.grant.session_id)]
+            history = [
+                t.to_dict() for t in (await self.services.store.history(self.grant.session_id))
+            ]
         event = WebhookEvent(
             type=kind,
             session_id=self.grant.session_id,
@@ -400,7 +402,7 @@ class PipelineSession:
             await speaker
             turn.generating = False
             if turn.spoken:
-                self.services.store.append(
+                await self.services.store.append(
                     self.grant.session_id, "assistant", " ".join(turn.spoken), turn.turn_id
                 )
             report = timings.report()
@@ -498,7 +500,7 @@ class PipelineSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await turn.task
         if turn.spoken and turn.generating:
-            self.services.store.append(
+            await self.services.store.append(
                 self.grant.session_id, "assistant", " ".join(turn.spoken), turn.turn_id
             )
         turn.generating = False
@@ -515,7 +517,7 @@ class PipelineSession:
         """Tell the agent about a lifecycle event whose answer nobody will hear."""
         try:
             async with asyncio.timeout(2):
-                async for _ in self.services.agent.respond(self._event(kind)):
+                async for _ in self.services.agent.respond(await self._event(kind)):
                     pass
         except (AgentError, TimeoutError) as error:
             self.log.debug("agent %s notification failed: %s", kind, error)

@@ -1,10 +1,20 @@
 """Turn detection: where the user's speech starts and where their turn ends.
 
-webrtcvad classifies 20 ms frames as voiced or not; a frame must also be louder than an energy
-floor, so steady hum or faint noise never opens a turn. A turn starts after `start_ms` of
-mostly-voiced frames and ends after `end_silence_ms` without voice (the endpointing wait, the
-largest part of voice-to-voice latency). The audio before the start is kept as pre-roll so the
-recogniser hears the first syllable.
+A voice activity detector classifies frames as voiced or not — Silero VAD (`vad="silero"`,
+32 ms frames; vad.py says why) or webrtcvad (`vad="webrtc"`, 20 ms frames) — and a frame must
+also be louder than an energy floor, so faint noise never opens a turn. A turn starts after
+`start_ms` of mostly-voiced frames and ends after `end_silence_ms` without voice (the
+endpointing wait, the largest part of voice-to-voice latency). The audio before the start is
+kept as pre-roll so the recogniser hears the first syllable.
+
+With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked once per pause, at
+`model_silence_ms` of silence, whether the turn sounds finished: if so the turn ends there; if
+not, the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper bound,
+longer than a hesitation). `end_model="off"` is the fixed timer alone. The model's answer is
+waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
+in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
+loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
+moment it resolves, with `feed(b"")`).
 
 Times are stream seconds: samples fed so far / 16000. `SpeechEnded.speech_end_s` is where the
 voice stopped, not when the silence timer ran out, so latency is measured from the user's
@@ -14,28 +24,55 @@ last sound.
 from __future__ import annotations
 
 import collections
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import webrtcvad
 
 from .audio import rms
+from .endpointing import WINDOW_S, SmartTurn
+from .vad import SileroVad
+
+log = logging.getLogger("server.pipeline")
 
 RATE = 16000
+END_MODELS = ("off", "smart-turn")
+VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
+# The model's answers are computed here, one at a time: it runs only at pauses, and a request
+# that waits behind others is overtaken by the turn's own fallback timer, never lost.
+_model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end-model")
 
 
 @dataclass
 class TurnSettings:
-    frame_ms: int = 20
+    vad: str = "webrtc"  # or "silero"
     aggressiveness: int = 2  # webrtcvad 0 (permissive) … 3 (strict)
+    silero_threshold: float = 0.5  # Silero's speech probability above which a frame is voiced
     start_ms: int = 120  # voiced audio within the start window that opens a turn
     start_window_ms: int = 200
     end_silence_ms: int = 400  # silence that ends a turn
     preroll_ms: int = 300  # audio kept from before the start
     min_rms: float = 0.004  # energy floor (full scale 1.0) a voiced frame must pass
+    end_model: str = "off"  # "smart-turn": ask the turn-end model at the first short silence
+    model_silence_ms: int = 160  # silence at which the model is asked
+    model_threshold: float = 0.9  # probability of "finished" above which the turn ends
+    max_silence_ms: int = 1000  # with the model: silence that ends a turn whatever it said
+    model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
+
+    def __post_init__(self) -> None:
+        if self.vad not in VADS:
+            raise ValueError(f"vad must be one of {tuple(VADS)}, not {self.vad!r}")
+        if self.end_model not in END_MODELS:
+            raise ValueError(f"end_model must be one of {END_MODELS}, not {self.end_model!r}")
+
+    @property
+    def frame_ms(self) -> int:
+        return VADS[self.vad]
 
     @property
     def frame_bytes(self) -> int:
-        return RATE * self.frame_ms // 1000 * 2
+        return RATE * self.frame_ms // 1000 * 2  # 640 (webrtc) or 1024 (silero: 512 samples)
 
 
 @dataclass
@@ -60,7 +97,15 @@ Event = SpeechStarted | SpeechAudio | SpeechEnded
 class TurnDetector:
     def __init__(self, settings: TurnSettings | None = None):
         self.settings = settings or TurnSettings()
-        self._vad = webrtcvad.Vad(self.settings.aggressiveness)
+        if self.settings.vad == "silero":
+            self._silero: SileroVad | None = SileroVad(self.settings.silero_threshold)
+        else:
+            self._silero = None
+            self._vad = webrtcvad.Vad(self.settings.aggressiveness)
+        self._model: SmartTurn | None = None
+        if self.settings.end_model == "smart-turn":
+            self._model = SmartTurn(threshold=self.settings.model_threshold)
+            self._model.warm()
         self.reset()
 
     def reset(self) -> None:
@@ -76,12 +121,24 @@ class TurnDetector:
         self._in_speech = False
         self._silent_frames = 0
         self._last_voice_end_s = 0.0
+        self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
+        self._asked = False  # the model was asked during the current pause
+        self._decision: Future | None = None  # its answer, while the pause lasts
+
+    @property
+    def pending_decision(self) -> Future | None:
+        """The model's answer being computed for the current pause (`model_wait=False`)."""
+        return self._decision
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
 
     def _is_voiced(self, frame: bytes) -> bool:
+        if self._silero is not None:
+            # Silero runs on every frame, quiet or not: its state follows the whole stream.
+            voiced = self._silero.is_speech(frame)
+            return voiced and rms(frame) >= self.settings.min_rms
         return rms(frame) >= self.settings.min_rms and self._vad.is_speech(frame, RATE)
 
     def feed(self, pcm: bytes) -> list[Event]:
@@ -91,6 +148,8 @@ class TurnDetector:
         whole = len(data) - len(data) % size
         self._partial = data[whole:]
         events: list[Event] = []
+        if self._in_speech and self._decided_finished():  # answered since the last feed
+            events += self._end()
         audio = bytearray()  # speech audio of this call, flushed before any boundary event
         for offset in range(0, whole, size):
             frame = data[offset : offset + size]
@@ -109,25 +168,74 @@ class TurnDetector:
                     preroll = b"".join(f for f, _ in self._recent)
                     self._recent.clear()
                     self._window.clear()
+                    self._turn_audio = bytearray(preroll)
                     events.append(SpeechStarted(preroll=preroll, start_s=round(start_s, 3)))
                 continue
             audio += frame
             if voiced:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
+                self._asked, self._decision = False, None  # the user went on
             else:
                 self._silent_frames += 1
-                if self._silent_frames * s.frame_ms >= s.end_silence_ms:
-                    events.append(SpeechAudio(bytes(audio)))
-                    audio.clear()
-                    events += self._end()
+            if self._model is not None:
+                self._remember(frame)
+            if not voiced and self._turn_is_over():
+                events.append(SpeechAudio(bytes(audio)))
+                audio.clear()
+                events += self._end()
         if audio:
             events.append(SpeechAudio(bytes(audio)))
         return events
 
+    def _remember(self, frame: bytes) -> None:
+        self._turn_audio += frame
+        excess = len(self._turn_audio) - WINDOW_S * RATE * 2
+        if excess > 0:
+            del self._turn_audio[:excess]
+
+    def _turn_is_over(self) -> bool:
+        """After this silent frame: has the user finished?"""
+        s = self.settings
+        silent_ms = self._silent_frames * s.frame_ms
+        if self._model is None:
+            return silent_ms >= s.end_silence_ms
+        if silent_ms >= s.max_silence_ms:
+            return True
+        if silent_ms >= s.model_silence_ms and not self._asked:
+            self._asked = True
+            self._decision = self._ask(bytes(self._turn_audio))
+        return self._decided_finished()
+
+    def _decided_finished(self) -> bool:
+        """The model's answer for this pause, once: True ends the turn; False (or a failure)
+        leaves it to the fallback timer."""
+        decision = self._decision
+        if decision is None or not decision.done():
+            return False
+        self._decision = None
+        error = decision.exception()
+        if error is not None:
+            log.warning("the turn-end model failed (the silence timer decides): %s", error)
+            return False
+        return bool(decision.result())
+
+    def _ask(self, pcm: bytes) -> Future:
+        model = self._model
+        if self.settings.model_wait:
+            future: Future = Future()
+            try:
+                future.set_result(model.is_complete(pcm))
+            except Exception as error:  # the model failing must never break the turn
+                future.set_exception(error)
+            return future
+        return _model_thread.submit(model.is_complete, pcm)
+
     def _end(self) -> list[Event]:
         self._in_speech = False
         self._silent_frames = 0
+        self._turn_audio = bytearray()
+        self._asked, self._decision = False, None
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
 
     def force_end(self) -> list[SpeechEnded]:

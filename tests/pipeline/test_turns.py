@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from server.pipeline.turns import (
     SpeechAudio,
@@ -11,7 +12,7 @@ from server.pipeline.turns import (
     TurnDetector,
     TurnSettings,
 )
-from tests.support.speech import silence, speak, voiced_span
+from tests.support.speech import silence, speak, voiced_span, with_pause
 
 RATE = 16000
 
@@ -28,15 +29,25 @@ def run(pcm: bytes, chunk: int = 3200, settings: TurnSettings | None = None) -> 
     return events
 
 
-def test_finds_one_utterance_with_its_edges():
-    speech = speak("Can you help me book a table for two?")
-    pcm = silence(1.0) + speech + silence(1.5)
-    true_start, true_end = voiced_span(pcm)
-    events = run(pcm)
+VADS = pytest.mark.parametrize("vad", ["webrtc", "silero"])
+
+
+def one_turn(events: list) -> tuple[SpeechStarted, SpeechEnded]:
+    """The start and end of the only turn in `events` (asserting there is exactly one)."""
     kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
     assert kinds == [SpeechStarted, SpeechEnded]
     started = next(e for e in events if isinstance(e, SpeechStarted))
     ended = next(e for e in events if isinstance(e, SpeechEnded))
+    return started, ended
+
+
+@VADS
+def test_finds_one_utterance_with_its_edges(vad):
+    speech = speak("Can you help me book a table for two?")
+    pcm = silence(1.0) + speech + silence(1.5)
+    true_start, true_end = voiced_span(pcm)
+    events = run(pcm, settings=TurnSettings(vad=vad))
+    started, ended = one_turn(events)
     assert abs(started.start_s - true_start) < 0.15
     assert abs(ended.speech_end_s - true_end) < 0.15
     # Pre-roll plus speech audio is every byte from before the start to the end, once.
@@ -45,17 +56,51 @@ def test_finds_one_utterance_with_its_edges():
     assert seconds(started.preroll) >= 0.3
 
 
-def test_silence_and_quiet_noise_never_start_a_turn():
+@VADS
+def test_silence_and_quiet_noise_never_start_a_turn(vad):
     rng = np.random.default_rng(1)
     noise = rng.normal(0, 60, RATE * 3).astype("<i2").tobytes()
     hum = (np.sin(2 * np.pi * 50 * np.arange(RATE * 3) / RATE) * 80).astype("<i2").tobytes()
     for pcm in (silence(3.0), noise, hum):
-        assert run(pcm) == []
+        assert run(pcm, settings=TurnSettings(vad=vad)) == []
 
 
-def test_two_utterances_apart_are_two_turns():
+def room_noise(kind: str, seconds: float, dbfs: float = -30.0) -> np.ndarray:
+    """Mains hum with its harmonics, or a chord of steady tones, at an ordinary room level."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    if kind == "hum":
+        wave = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in range(1, 8))
+    else:
+        wave = sum(np.sin(2 * np.pi * f * t) for f in (220.0, 277.2, 329.6, 440.0))
+    return wave / np.sqrt(np.mean(wave**2)) * 32768 * 10 ** (dbfs / 20)
+
+
+def as_pcm(samples: np.ndarray) -> bytes:
+    return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
+
+
+def test_webrtcvad_takes_steady_hum_and_tones_for_a_voice_and_silero_does_not():
+    for kind in ("hum", "tones"):
+        pcm = as_pcm(room_noise(kind, 10.0))
+        assert any(isinstance(e, SpeechStarted) for e in run(pcm, settings=TurnSettings()))
+        assert run(pcm, settings=TurnSettings(vad="silero")) == []
+
+
+def test_with_silero_a_question_over_hum_is_one_turn_with_its_edges():
+    speech = silence(1.5) + speak("Can you help me book a table for two?") + silence(1.5)
+    true_start, true_end = voiced_span(speech)
+    clean = np.frombuffer(speech, dtype="<i2").astype(np.float64)
+    pcm = as_pcm(clean + room_noise("hum", clean.size / RATE))
+    events = run(pcm, settings=TurnSettings(vad="silero"))
+    started, ended = one_turn(events)
+    assert abs(started.start_s - true_start) < 0.2
+    assert abs(ended.speech_end_s - true_end) < 0.2
+
+
+@VADS
+def test_two_utterances_apart_are_two_turns(vad):
     pcm = silence(0.5) + speak("What time is it?") + silence(1.0) + speak("Thank you.")
-    events = run(pcm + silence(1.0))
+    events = run(pcm + silence(1.0), settings=TurnSettings(vad=vad))
     assert [type(e) for e in events if not isinstance(e, SpeechAudio)] == [
         SpeechStarted,
         SpeechEnded,
@@ -75,11 +120,13 @@ def merged(events: list) -> list:
     return out
 
 
-def test_chunk_size_does_not_change_the_result():
+@VADS
+def test_chunk_size_does_not_change_the_result(vad):
     pcm = silence(0.4) + speak("Hello, how are you?") + silence(1.0)
-    reference = merged(run(pcm, chunk=3200))
+    settings = TurnSettings(vad=vad)
+    reference = merged(run(pcm, chunk=3200, settings=settings))
     for chunk in (2, 322, 1001, 16000):
-        assert merged(run(pcm, chunk=chunk)) == reference
+        assert merged(run(pcm, chunk=chunk, settings=settings)) == reference
 
 
 def test_endpointing_wait_follows_the_setting_and_force_end_ends_now():
@@ -99,3 +146,98 @@ def test_endpointing_wait_follows_the_setting_and_force_end_ends_now():
     (ended,) = detector.force_end()
     assert not detector.in_speech and ended.speech_end_s > 0.5
     assert detector.force_end() == []
+
+
+# -- with the turn-end model (Smart Turn) -------------------------------------------------------
+
+MODEL = TurnSettings(end_model="smart-turn", model_wait=True)
+
+
+def ends(pcm: bytes, settings: TurnSettings, chunk: int = 640) -> list[tuple[float, float]]:
+    """(speech end, when the turn ended) of every turn, stream seconds, fed 20 ms at a time."""
+    detector = TurnDetector(settings)
+    found = []
+    for offset in range(0, len(pcm), chunk):
+        for event in detector.feed(pcm[offset : offset + chunk]):
+            if isinstance(event, SpeechEnded):
+                found.append((event.speech_end_s, (offset + chunk) / 2 / RATE))
+    return found
+
+
+COMPLETE = [
+    "What time is it?",
+    "Can you help me book a table for two tonight?",
+    "What is the weather like today?",
+]
+
+
+def test_with_the_model_a_finished_question_ends_at_the_first_short_silence():
+    for text in COMPLETE:
+        pcm = silence(0.4) + speak(text) + silence(1.5)
+        (turn,) = ends(pcm, MODEL)
+        waited = turn[1] - turn[0]
+        assert waited <= MODEL.model_silence_ms / 1000 + 0.041, (text, waited)
+        assert waited < TurnSettings().end_silence_ms / 1000  # sooner than the timer alone
+
+
+HESITATIONS = [
+    "I would like to book a table for, four people tonight.",
+    "My name is John and, I live in Paris.",
+    "I want to go to the, train station in the morning.",
+]
+
+
+def test_with_the_model_a_pause_inside_a_sentence_does_not_end_the_turn():
+    for text in HESITATIONS:
+        for pause_s in (0.3, 0.6):
+            pcm, _ = with_pause(text, pause_s)
+            turns = ends(silence(0.4) + pcm + silence(1.5), MODEL)
+            assert len(turns) == 1, (text, pause_s, turns)  # one turn, ended after the last word
+            assert turns[0][0] > 0.4 + voiced_span(pcm)[1] - 0.15
+
+
+def test_the_timer_alone_cuts_a_long_pause_that_the_model_waits_through():
+    """What the model is for: the fixed 400 ms timer ends the turn inside a 600 ms pause."""
+    pcm, _ = with_pause(HESITATIONS[0], 0.6)
+    assert len(ends(silence(0.4) + pcm + silence(1.5), TurnSettings())) == 2
+
+
+def test_with_the_model_the_fallback_timer_still_ends_an_unfinished_turn():
+    pcm, pause_at = with_pause(HESITATIONS[0], 0.3)
+    cut = silence(0.4) + pcm[: int(pause_at * RATE) * 2] + silence(2.0)  # the user never goes on
+    (turn,) = ends(cut, MODEL)
+    assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
+
+
+def test_a_failing_model_leaves_the_turn_to_the_fallback_timer(monkeypatch):
+    from server.pipeline.endpointing import SmartTurn
+
+    def broken(self, pcm):
+        raise RuntimeError("model exploded")
+
+    monkeypatch.setattr(SmartTurn, "probability", broken)
+    (turn,) = ends(silence(0.4) + speak("What time is it?") + silence(1.5), MODEL)
+    assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
+
+
+def test_without_waiting_the_answer_is_applied_by_a_later_feed():
+    """`model_wait=False`: the model runs in a thread; feed never blocks on it."""
+    settings = TurnSettings(end_model="smart-turn")
+    detector = TurnDetector(settings)
+    pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
+    events = []
+    for offset in range(0, len(pcm), 640):
+        events += detector.feed(pcm[offset : offset + 640])
+    assert not any(isinstance(e, SpeechEnded) for e in events)
+    decision = detector.pending_decision
+    assert decision is not None
+    assert decision.result(timeout=30) is True
+    (ended,) = detector.feed(b"")
+    assert isinstance(ended, SpeechEnded) and not detector.in_speech
+
+
+def test_an_unknown_end_model_or_vad_is_refused():
+    with pytest.raises(ValueError, match="end_model"):
+        TurnSettings(end_model="magic")
+    with pytest.raises(ValueError, match="vad"):
+        TurnSettings(vad="ears")

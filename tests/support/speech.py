@@ -10,6 +10,8 @@ import functools
 import wave
 from pathlib import Path
 
+import numpy as np
+
 from server.pipeline.audio import resample
 
 
@@ -57,10 +59,54 @@ def read_wav(path: Path) -> tuple[bytes, int]:
 
 def voiced_span(pcm: bytes, rate: int = 16000, level: int = 300) -> tuple[float, float]:
     """Seconds where the voice starts and stops: the first and last 10 ms above `level`."""
-    import numpy as np
-
     block = rate // 100
     samples = np.frombuffer(pcm, "<i2").astype(float)
     blocks = samples[: samples.size // block * block].reshape(-1, block)
     loud = np.flatnonzero(np.sqrt((blocks**2).mean(axis=1)) > level)
     return float(loud[0]) * 0.01, float(loud[-1] + 1) * 0.01
+
+
+def with_pause(text: str, pause_s: float, rate: int = 16000) -> tuple[bytes, float]:
+    """`text` (with a comma where the speaker hesitates) spoken with exactly `pause_s` of
+    silence at that comma; also the second where the pause starts.
+
+    The comma makes Piper reach the pause with the intonation of a sentence that goes on; its
+    own short comma pause (the longest quiet stretch inside the speech) is replaced.
+    """
+    pcm = speak(text, rate)
+    block = rate // 100
+    samples = np.frombuffer(pcm, "<i2").astype(float)
+    blocks = samples[: samples.size // block * block].reshape(-1, block)
+    loud = np.sqrt((blocks**2).mean(axis=1)) > 300
+    voiced = np.flatnonzero(loud)
+    best, start = (0, 0), None
+    for index in range(voiced[0], voiced[-1] + 1):
+        if not loud[index]:
+            start = index if start is None else start
+        elif start is not None:
+            best, start = max(best, (index - start, start)), None
+    length, gap = best
+    if not length:
+        raise ValueError(f"no pause found in {text!r}")
+    cut, resume = gap * block * 2, (gap + length) * block * 2
+    return pcm[:cut] + silence(pause_s, rate) + pcm[resume:], gap / 100
+
+
+def pink_noise(samples: int, seed: int) -> np.ndarray:
+    """1/f noise (more like a room than white noise), unit RMS, the same for the same seed."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).normal(size=samples))
+    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size), 1))
+    noise = np.fft.irfft(spectrum, samples)
+    return noise / np.sqrt(np.mean(noise**2))
+
+
+def add_noise(pcm: bytes, rate: int, snr_db: float, seed: int) -> bytes:
+    """Pink noise mixed in at `snr_db` below the speech's power over its voiced 10 ms blocks."""
+    x = np.frombuffer(pcm, "<i2").astype(np.float64)
+    block = rate // 100
+    blocks = x[: x.size // block * block].reshape(-1, block)
+    energy = (blocks**2).mean(axis=1)
+    voiced = energy[energy > energy.max() * 1e-3]  # the speech, not the silence around it
+    gain = np.sqrt(voiced.mean() / 10 ** (snr_db / 10))
+    noisy = x + pink_noise(x.size, seed) * gain
+    return np.clip(np.rint(noisy), -32768, 32767).astype("<i2").tobytes()

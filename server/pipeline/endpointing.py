@@ -1,0 +1,122 @@
+"""Whether the user has finished their turn, judged from the sound of it: Smart Turn v3.2.
+
+A fixed silence timer must wait long enough not to cut people off when they pause mid-sentence
+("I would like to book a table for, four people"), so it waits on everyone (400 ms). Smart
+Turn is an audio model (a Whisper-tiny encoder, int8 ONNX, ~8 MB) trained on where people stop
+and where they merely pause: the intonation and rhythm of the last words, not the words. Asked
+at the first short silence, it lets a finished question end at once and a hesitation go on.
+
+Why this model: it is the only turn-end model found whose weights ship inside a PyPI package
+(no hub download at run time is possible here). LiveKit's turn detector
+(livekit-plugins-turn-detector, a text model) and the Smart Turn wrappers smart-turn-livekit /
+vox-smart-turn fetch their weights from a model hub at run time and pull in transformers or
+huggingface-hub. Being audio-native, it needs no transcript, so it runs beside the recogniser.
+
+The model ships inside the `pipecat-ai` wheel (`smart-turn-v3.2-cpu.onnx`) together with its
+feature extraction (`_whisper_features.py`, numpy only). pipecat-ai pins ~25 packages we do not
+use (pydantic, aiohttp, openai, numba, protobuf < 7 which onnxruntime 1.32's protobuf 7
+contradicts), so it is installed with `--no-deps` (./dev does; pyproject.toml lists it under
+`[tool.layercode-py] install-without-dependencies`). We import nothing of `pipecat` as a
+package: its `__init__` logs a banner through loguru and, on Python < 3.12, replaces
+`asyncio.wait_for` for the whole process. The two files are found through the distribution's
+file list and the feature module is loaded from its path; it needs only numpy, the model only
+onnxruntime, both pinned already.
+
+Measured (bench/endpointing.py; synthetic Piper speech: 52 finished questions, and 24 sentences
+with a 300/450/600 ms hesitation inside): the 400 ms timer cuts 48 of the 72 hesitations; the
+model, asked at 160 ms, cuts 24 at a 0.5 threshold, 18 at 0.8, 9 at 0.9 (the default). It costs
+~90 ms of CPU per answer on one thread (features ~10 ms), so a finished question ends ~250 ms
+after the last sound when the model has a core (the timer: 400 ms); when it does not answer
+"finished" the turn ends after 1 s of silence. Asking at 100 ms cut twice as many hesitations.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import importlib.util
+import threading
+from pathlib import Path
+
+import numpy as np
+
+RATE = 16000
+WINDOW_S = 8  # the model hears the last 8 s, zero-padded in front when shorter
+DISTRIBUTION = "pipecat-ai"
+MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
+FEATURES_FILE = "_whisper_features.py"
+
+
+class ModelUnavailable(RuntimeError):
+    """The turn-end model's package is not installed (./dev installs it)."""
+
+
+def packaged_file(name: str, under: str = "smart_turn") -> Path:
+    """A file shipped in the pipecat-ai wheel, found without importing `pipecat`."""
+    try:
+        files = importlib.metadata.distribution(DISTRIBUTION).files or []
+    except importlib.metadata.PackageNotFoundError as error:
+        raise ModelUnavailable(
+            f"the turn-end model needs the {DISTRIBUTION} package: "
+            f"pip install --no-deps {DISTRIBUTION} (./dev installs it)"
+        ) from error
+    for file in files:
+        if file.name == name and under in file.parts:
+            return Path(str(file.locate()))
+    raise ModelUnavailable(f"{DISTRIBUTION} has no {name}")
+
+
+@functools.cache
+def _features():
+    """Smart Turn's own Whisper log-mel extraction, loaded from its file (see module doc)."""
+    path = packaged_file(FEATURES_FILE)
+    spec = importlib.util.spec_from_file_location("smart_turn_whisper_features", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compute_whisper_log_mel_features
+
+
+@functools.cache
+def _session(threads: int):
+    """One ONNX session per process, shared by every caller (`run` is thread-safe)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.inter_op_num_threads = 1
+    options.intra_op_num_threads = threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(packaged_file(MODEL_FILE)), sess_options=options)
+
+
+class SmartTurn:
+    """`probability(pcm)`: how sure the model is that the turn in `pcm` is complete (0..1).
+
+    `pcm` is the user's turn so far, 16 kHz PCM16 mono, ending at the silence; only its last
+    8 s are heard. Safe to call from several threads; onnxruntime releases the GIL meanwhile.
+    """
+
+    def __init__(self, threshold: float = 0.5, threads: int = 1):
+        self.threshold = threshold
+        self._threads = threads
+        self._lock = threading.Lock()
+
+    def warm(self) -> None:
+        """Load the model and the features (~0.1 s) so the first pause does not pay for it."""
+        with self._lock:
+            _features()
+            _session(self._threads)
+
+    def probability(self, pcm: bytes) -> float:
+        usable = len(pcm) - len(pcm) % 2
+        samples = np.frombuffer(pcm[:usable], dtype="<i2")[-WINDOW_S * RATE :]
+        audio = samples.astype(np.float32) / 32768.0
+        audio = np.pad(audio, (WINDOW_S * RATE - audio.size, 0))
+        self.warm()
+        features = _features()(audio, do_normalize=True)[None]
+        (logits,) = _session(self._threads).run(None, {"input_features": features})
+        return float(np.asarray(logits).reshape(-1)[0])  # already a sigmoid probability
+
+    def is_complete(self, pcm: bytes) -> bool:
+        return self.probability(pcm) > self.threshold
