@@ -134,6 +134,16 @@ class ReplayFinished(Message):
     last_delta_id_played: Id | None = None
 
 
+@client_message("trigger.response.audio.interrupted")
+@dataclass
+class PlaybackInterrupted(Message):
+    """This project's addition (docs/protocol.md): where playback stopped on a barge-in."""
+
+    turn_id: Id | None = None
+    last_delta_id_played: Id | None = None
+    played_ms: int | None = None  # of this turn's audio, in all
+
+
 @client_message("vad_events")
 @dataclass
 class VadEvent(Message):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from starlette.requests import Request
@@ -26,6 +26,7 @@ from layercode_client.protocol import (
     AuthorizeRequest,
 )
 
+from .errors import ServerError
 from .logs import redact
 
 log = logging.getLogger("server.authorize")
@@ -34,13 +35,22 @@ MAX_BODY_BYTES = 64 * 1024
 MAX_REASON_CHARS = 300
 
 
-class ApiError(Exception):
+class ApiError(ServerError):
     """An error answered as `{"error": message}` with `status`."""
 
+    CODES: ClassVar[dict[int, str]] = {
+        400: "bad_request",
+        404: "not_found",
+        413: "body_too_large",
+        502: "upstream_error",
+        503: "upstream_unavailable",
+        504: "upstream_timeout",
+    }
+
     def __init__(self, status: int, message: str):
-        super().__init__(message)
+        super().__init__(message, code=self.CODES.get(status, f"http_{status}"),
+                         retryable=status >= 500)  # fmt: skip
         self.status = status
-        self.message = message
 
     def response(self) -> JSONResponse:
         return JSONResponse({"error": self.message}, status_code=self.status)

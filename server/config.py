@@ -13,6 +13,10 @@ from pathlib import Path
 
 from layercode_client.protocol import CLOUD_PIPELINE_AUTHORIZE_URL, TRIGGERS
 
+from .errors import SettingsError
+
+__all__ = ["ENVIRONMENT", "Settings", "SettingsError"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # name → (default, what it does); the README's table is generated from the same words.
@@ -55,10 +59,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "DATA_DIR": (".data", "Where the embedded pipeline keeps session history (SQLite)."),
     "LOG_LEVEL": ("info", "debug, info, warning or error."),
 }
-
-
-class SettingsError(ValueError):
-    """A setting has a value the server cannot use; the message names the variable."""
 
 
 def _env(name: str, environ: dict[str, str]) -> str:

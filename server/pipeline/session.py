@@ -5,18 +5,24 @@ The data's path, in order:
     client.audio ─► resample to 16 kHz ─► TurnDetector (VAD + endpointing)
                                               │ speech started / ended
                                               ▼
-                                   Utterance (streaming STT) ─► user.transcript.*
+                         UserTurn: Utterance (streaming STT) ─► user.transcript.*
                                               │ final text
                                               ▼
-                               AgentTurn: webhook (SSE) ─► response.text / response.data
-                                              │ text to speak, sentence by sentence
-                                              ▼
-                                  TextToSpeech ─► response.audio ─► response.end
+                 AgentTurn (agent_turn.py): webhook (SSE) ─► sentences ─► TTS ─► paced
+                                            response.text / .data / .audio ─► response.end
 
-Push-to-talk triggers and client `vad_events` drive the same turn machinery as the VAD. A user
-turn that starts while the agent is still generating or its audio is still playing cancels the
-agent turn at once (when the session allows interruption): the webhook stream and synthesis stop
-and the turn's queued audio is dropped before `turn.start` goes out.
+The session dispatches; each turn's state lives in its own object (`UserTurn`, `AgentTurn`),
+as an explicit state. Push-to-talk triggers and client `vad_events` drive the same machinery
+as the VAD.
+
+Barge-in. Speech that starts while the agent is answering (and the session allows
+interruption) *holds* the agent turn before the user's `turn.start` goes out: from then on
+nothing of it is sent. If the user's words reach `interruption_min_words`, the interruption is
+confirmed and the agent turn cancelled as a unit. If the speech ends without them and
+`false_interruption_s` has passed since it started (a cough, a door, an "mm"), the answer
+resumes where playback stopped, as a new assistant turn. Push-to-talk and typed text interrupt
+at once. An echo check (`PipelineServices.echo_check`, see `EchoCheck`) may veto a speech start
+first: it gets the microphone audio and the agent audio that was playing.
 """
 
 from __future__ import annotations
@@ -25,42 +31,58 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import enum
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
 from layercode_client import protocol as p
 from layercode_client.errors import ProtocolError, UnknownMessageType
 
-from .agent import (
-    AgentData,
-    AgentEnd,
-    AgentError,
-    AgentHangup,
-    AgentSpeech,
-    WebhookAgent,
-    WebhookEvent,
-)
-from .audio import Resampler
+from ..errors import AgentError
+from .agent import WebhookAgent
+from .agent_turn import AgentState, AgentTurn, Pacing, new_turn_id
+from .audio import RATE, Resampler
 from .keys import SessionGrant
 from .outbox import Outbox
+from .playback import SentAudio
 from .store import SessionStore
 from .stt import RecognizerPool
 from .timing import StreamClock, TurnTimings
-from .tts import SentenceSplitter, TextToSpeech
+from .tts import TextToSpeech
 from .turns import SpeechAudio, SpeechEnded, SpeechStarted, TurnDetector, TurnSettings
+from .webhook import WebhookEvent
 
 log = logging.getLogger("server.pipeline")
 
-PIPELINE_RATE = 16000
 HANGUP_PLAYBACK_GRACE_S = 5.0
 
+__all__ = ["EchoCheck", "InterruptionSettings", "PipelineServices", "PipelineSession"]
 
-def new_turn_id() -> str:
-    return "turn_" + secrets.token_hex(8)
+
+class EchoCheck(Protocol):
+    """Decides whether speech that started during agent playback is the agent's own voice.
+
+    `mic` is the 16 kHz PCM16 the VAD judged (pre-roll through the frames that opened the
+    turn); `mic_end` is when its last sample was captured (time.monotonic(), from the stream
+    clock); `playing` is the agent audio due to play over the last few seconds, each chunk
+    with its PCM and the monotonic time it was due to start (`SentAudio`). True: it is echo,
+    and no user turn starts.
+    """
+
+    def __call__(self, mic: bytes, mic_end: float, playing: list[SentAudio]) -> bool: ...
+
+
+@dataclass
+class InterruptionSettings:
+    """Barge-in policy; `false_interruption_s` 0 makes every interruption final at once."""
+
+    false_interruption_s: float = 0.6
+    min_words: int = 1  # words the interrupting speech must carry to count
+    echo_reference_s: float = 3.0  # how much played agent audio an echo check is given
 
 
 @dataclass
@@ -72,6 +94,10 @@ class PipelineServices:
     tts: TextToSpeech
     agent: WebhookAgent
     turn_settings: TurnSettings = field(default_factory=TurnSettings)
+    interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
+    pacing: Pacing = field(default_factory=Pacing)
+    echo_check: EchoCheck | None = None
+    make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
 
 
@@ -110,19 +136,23 @@ class Utterance:
             return (await recognizer.finish()).strip()
 
 
-@dataclass
-class AgentTurn:
-    turn_id: str
-    task: asyncio.Task | None = None
-    generating: bool = True
-    audio_sent: bool = False
-    played: asyncio.Event = field(default_factory=asyncio.Event)
-    spoken: list[str] = field(default_factory=list)
+class UserState(enum.Enum):
+    SPEAKING = "speaking"  # audio flows to the recogniser
+    FINISHING = "finishing"  # the turn ended; the final transcript is on its way
+    DONE = "done"
 
-    @property
-    def active(self) -> bool:
-        """Still producing, or its audio may still be playing in the browser."""
-        return self.generating or (self.audio_sent and not self.played.is_set())
+
+class UserTurn:
+    """One user turn: its id, its recogniser, its timings, the words heard so far."""
+
+    def __init__(self, utterance: Utterance, started: float):
+        self.turn_id = new_turn_id()
+        self.utterance = utterance
+        self.started = started
+        self.state = UserState.SPEAKING
+        self.timings = TurnTimings()
+        self.interim_counter = 0
+        self.words = 0  # in the latest hypothesis
 
 
 class PipelineSession:
@@ -139,21 +169,20 @@ class PipelineSession:
         self.connection_id = "conn_" + secrets.token_hex(6)
         self.outbox = Outbox(send_text)
         self._close = close
-        self.clock = StreamClock(PIPELINE_RATE)
+        self.clock = StreamClock(RATE)
         self.resampler = (
-            Resampler(self.config.input_sample_rate, PIPELINE_RATE)
-            if self.config.input_sample_rate != PIPELINE_RATE
+            Resampler(self.config.input_sample_rate, RATE)
+            if self.config.input_sample_rate != RATE
             else None
         )
-        self.detector = TurnDetector(services.turn_settings)
-        self.utterance: Utterance | None = None
-        self.user_turn_id: str | None = None
-        self.user_timings: TurnTimings | None = None
-        self.interim_counter = 0
-        self.agent_turn: AgentTurn | None = None
+        self.detector = services.make_detector(services.turn_settings)
+        self.user_turn: UserTurn | None = None
+        self.agent_turn: AgentTurn | None = None  # the one answering (or last answered)
         self.agent_lock = asyncio.Lock()
         self.started = False
         self.ptt_held = False
+        self.echo_vetoes = 0
+        self._ignoring_speech = False  # the VAD's current speech was judged echo or ignored
         self._tasks: set[asyncio.Task] = set()
         self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
 
@@ -185,10 +214,11 @@ class PipelineSession:
 
     async def _shutdown(self) -> None:
         self.outbox.close()
-        if self.utterance:
-            await self.utterance.cancel()
-            self.utterance = None
-        await self._cancel_agent_turn()
+        if self.user_turn is not None:
+            await self.user_turn.utterance.cancel()
+            self.user_turn = None
+        if self.agent_turn is not None:
+            await self.agent_turn.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -233,17 +263,20 @@ class PipelineSession:
             pcm = self.resampler.process(pcm)
         self.clock.advance(len(pcm) // 2, time.monotonic())
         if self.config.push_to_talk:
-            if self.utterance is not None:
-                self.utterance.feed(pcm)
+            if self.user_turn is not None:
+                self.user_turn.utterance.feed(pcm)
             return
         for event in self.detector.feed(pcm):
             if isinstance(event, SpeechStarted):
-                await self._user_started(event.preroll)
+                await self._speech_started(event.preroll)
             elif isinstance(event, SpeechAudio):
-                if self.utterance is not None:
-                    self.utterance.feed(event.pcm)
+                if self.user_turn is not None and not self._ignoring_speech:
+                    self.user_turn.utterance.feed(event.pcm)
             elif isinstance(event, SpeechEnded):
-                await self._user_finished(event.speech_end_s)
+                if self._ignoring_speech:
+                    self._ignoring_speech = False
+                else:
+                    await self._user_finished(event.speech_end_s)
 
     async def on_turn_start(self, message: p.TriggerTurnStart) -> None:
         if self.ptt_held:
@@ -262,19 +295,28 @@ class PipelineSession:
         """Client-side VAD hints (the official SDK): the end of speech ends the turn now."""
         if message.event == "vad_end" and not self.config.push_to_talk:
             for event in self.detector.force_end():
-                await self._user_finished(event.speech_end_s)
+                if self._ignoring_speech:
+                    self._ignoring_speech = False
+                else:
+                    await self._user_finished(event.speech_end_s)
 
     async def on_replay_finished(self, message: p.ReplayFinished) -> None:
         turn = self.agent_turn
-        if turn is not None and turn.audio_sent and not turn.generating:
-            self._finish_agent_playback(turn)
+        if turn is not None:
+            turn.playback_finished(message.last_delta_id_played)
+
+    async def on_playback_interrupted(self, message: p.PlaybackInterrupted) -> None:
+        """This project's addition: where the client's playback stopped on a barge-in."""
+        turn = self.agent_turn
+        if turn is not None and turn.state is AgentState.HELD:
+            turn.report_played(message.turn_id, message.last_delta_id_played, message.played_ms)
 
     async def on_text(self, message: p.ClientResponseText) -> None:
         text = message.content.strip()
         if not text:
             return
         await self._start()
-        await self._interrupt_agent(reason="typed text")
+        await self._cancel_agent(reason="typed text")
         turn_id = new_turn_id()
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
         event = self._event("message", turn_id=turn_id, text=text)  # history before this turn
@@ -292,6 +334,7 @@ class PipelineSession:
         p.TriggerTurnEnd: on_turn_end,
         p.VadEvent: on_vad,
         p.ReplayFinished: on_replay_finished,
+        p.PlaybackInterrupted: on_playback_interrupted,
         p.ClientResponseText: on_text,
         p.ClientResponseData: on_data,
     }
@@ -308,51 +351,105 @@ class PipelineSession:
         event.extra = {"resumed": self.grant.resumed, "history": history}
         self._start_agent_turn(event, None)
 
+    async def _speech_started(self, preroll: bytes) -> None:
+        """The VAD heard speech start: an echo check may veto it while the agent plays."""
+        agent = self.agent_turn
+        check = self.services.echo_check
+        if check is not None and agent is not None and agent.interruptible:
+            now = self.clock.last_arrival
+            playing = agent.tracker.sent_between(
+                now - self.services.interruptions.echo_reference_s, now
+            )
+            if playing and check(preroll, now, playing):
+                self.echo_vetoes += 1
+                self._ignoring_speech = True
+                self.log.debug("speech start judged echo of the agent's voice")
+                return
+        await self._user_started(preroll)
+        if self.user_turn is None:
+            self._ignoring_speech = True
+
     async def _user_started(self, preroll: bytes, *, force: bool = False) -> None:
-        turn = self.agent_turn
-        if turn is not None and turn.active:
+        agent = self.agent_turn
+        if agent is not None and agent.interruptible:
             if not (self.config.can_interrupt or force):
                 self.log.debug("user speech ignored: the agent cannot be interrupted")
                 return
-            await self._interrupt_agent(reason="barge-in")
-        if self.utterance is not None:
-            await self.utterance.cancel()
-        self.user_turn_id = new_turn_id()
-        self.user_timings = TurnTimings()
-        self.interim_counter = 0
-        self.outbox.put_urgent(p.TurnStart(role="user", turn_id=self.user_turn_id))
-        self.utterance = Utterance(self.services.recognizers, self._send_interim)
-        self.utterance.feed(preroll)
+            policy = self.services.interruptions
+            if force or policy.false_interruption_s <= 0:
+                await self._cancel_agent(reason="push-to-talk" if force else "barge-in")
+            else:
+                agent.hold()  # before turn.start: nothing of it may follow
+                self.log.info("agent held: the user may be interrupting",
+                              extra={"ctx": {"turn": agent.turn_id}})  # fmt: skip
+        if self.user_turn is not None:
+            await self.user_turn.utterance.cancel()
+        utterance = Utterance(self.services.recognizers, self._send_interim)
+        self.user_turn = turn = UserTurn(utterance, time.monotonic())
+        self.outbox.put_urgent(p.TurnStart(role="user", turn_id=turn.turn_id))
+        utterance.feed(preroll)
 
     def _send_interim(self, text: str) -> None:
-        self.interim_counter += 1
+        turn = self.user_turn
+        if turn is None:
+            return
+        turn.interim_counter += 1
+        turn.words = len(text.split())
         self.outbox.put(
             p.UserTranscriptInterimDelta(
-                content=text, turn_id=self.user_turn_id, delta_counter=self.interim_counter
+                content=text, turn_id=turn.turn_id, delta_counter=turn.interim_counter
             )
         )
+        agent = self.agent_turn
+        if agent is not None and agent.state is AgentState.HELD and self._enough_words(turn.words):
+            self._spawn(self._cancel_agent(reason="barge-in confirmed"), "confirm-interruption")
+
+    def _enough_words(self, words: int) -> bool:
+        return words >= max(1, self.services.interruptions.min_words)
 
     async def _user_finished(self, speech_end_s: float) -> None:
-        utterance, self.utterance = self.utterance, None
-        if utterance is None:
+        turn, self.user_turn = self.user_turn, None
+        if turn is None:
             return
-        timings = self.user_timings or TurnTimings()
+        turn.state = UserState.FINISHING
+        timings = turn.timings
         timings.speech_end = self.clock.wall_time_of(speech_end_s)
         timings.endpoint = time.monotonic()
-        turn_id = self.user_turn_id
-        text = await utterance.finish()
+        text = await turn.utterance.finish()
+        turn.state = UserState.DONE
         timings.transcript = time.monotonic()
-        self.outbox.put(p.TurnEnd(role="user", turn_id=turn_id))
-        if not text:
-            self.log.info("user turn had no words", extra={"ctx": {"turn": turn_id}})
+        self.outbox.put(p.TurnEnd(role="user", turn_id=turn.turn_id))
+        agent = self.agent_turn
+        held = agent is not None and agent.state is AgentState.HELD
+        if held and not self._enough_words(len(text.split())):
+            self.log.info("false interruption (%r): the agent goes on", text,
+                          extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+            self._spawn(self._resume_after_window(agent, turn), "resume-agent")
             return
-        counter = self.interim_counter + 1
-        self.outbox.put(p.UserTranscriptDelta(content=text, turn_id=turn_id, delta_counter=counter))
-        self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = self._event("message", turn_id=turn_id, text=text)  # history before this turn
-        self.services.store.append(self.grant.session_id, "user", text, turn_id)
-        self.log.info("user said %r", text, extra={"ctx": {"turn": turn_id}})
+        if held:
+            await self._cancel_agent(reason="barge-in confirmed")
+        if not text:
+            self.log.info("user turn had no words", extra={"ctx": {"turn": turn.turn_id}})
+            return
+        counter = turn.interim_counter + 1
+        self.outbox.put(
+            p.UserTranscriptDelta(content=text, turn_id=turn.turn_id, delta_counter=counter)
+        )
+        self.outbox.put(p.UserTranscript(content=text, turn_id=turn.turn_id))
+        await self._cancel_agent(reason="a new user message")  # e.g. one still streaming quietly
+        event = self._event("message", turn_id=turn.turn_id, text=text)  # history before it
+        self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
+        self.log.info("user said %r", text, extra={"ctx": {"turn": turn.turn_id}})
         self._start_agent_turn(event, timings)
+
+    async def _resume_after_window(self, agent: AgentTurn, turn: UserTurn) -> None:
+        """Resume the held answer once the window since the speech started has passed —
+        unless new speech has held it again meanwhile."""
+        generation = agent.hold_generation
+        window_end = turn.started + self.services.interruptions.false_interruption_s
+        await asyncio.sleep(max(0.0, window_end - time.monotonic()))
+        if agent.hold_generation == generation and self.user_turn is None:
+            agent.resume()
 
     # -- agent turns ---------------------------------------------------------------------------
 
@@ -373,136 +470,72 @@ class PipelineSession:
         return event
 
     def _start_agent_turn(self, event: WebhookEvent, timings: TurnTimings | None) -> None:
-        turn = AgentTurn(turn_id=event.turn_id or new_turn_id())
-        event.turn_id = turn.turn_id
-        turn.task = self._spawn(self._run_agent_turn(turn, event, timings), f"agent-{event.type}")
+        turn = AgentTurn(
+            event,
+            agent=self.services.agent,
+            tts=self.services.tts,
+            outbox=self.outbox,
+            timings=timings,
+            pacing=self.services.pacing,
+        )
+        self._spawn(self._run_agent_turn(turn), f"agent-{event.type}")
 
-    async def _run_agent_turn(
-        self, turn: AgentTurn, event: WebhookEvent, timings: TurnTimings | None
-    ) -> None:
-        async with self.agent_lock:
-            self.agent_turn = turn
-            timings = timings or TurnTimings()
-            ctx = {"ctx": {"session": self.grant.session_id, "turn": turn.turn_id}}
-            self.outbox.put(p.TurnStart(role="assistant", turn_id=turn.turn_id))
-            sentences: asyncio.Queue[str | None] = asyncio.Queue()
-            speaker = self._spawn(self._speak(turn, sentences, timings), "tts")
-            hangup = False
-            try:
-                hangup = await self._converse(turn, event, sentences, timings)
-            except AgentError as error:
-                self.log.warning("agent failed: %s (%s)", error.message, error.code, extra=ctx)
-                self.outbox.put(
-                    p.ErrorMessage(code=error.code, message=error.message, turn_id=turn.turn_id)
-                )
-            finally:
-                sentences.put_nowait(None)
-            await speaker
-            turn.generating = False
-            if turn.spoken:
-                self.services.store.append(
-                    self.grant.session_id, "assistant", " ".join(turn.spoken), turn.turn_id
-                )
-            report = timings.report()
-            self.outbox.put(p.ResponseEnd(turn_id=turn.turn_id, timings=report or None))
-            if report:
-                self.log.info("agent turn timings", extra={"ctx": {**ctx["ctx"], **report}})
-                if self.services.on_turn_timings:
-                    self.services.on_turn_timings(self.grant.session_id, report)
-            if not turn.audio_sent:
-                self._finish_agent_playback(turn)
-        if hangup:
+    async def _run_agent_turn(self, turn: AgentTurn) -> None:
+        """Answer once the turn before has answered; record what the listener heard.
+
+        Turns answer one at a time (the lock), but the next may start while the last one's
+        audio is still playing: it then supersedes it.
+        """
+        try:
+            async with self.agent_lock:
+                if self.agent_turn is not None:
+                    await self.agent_turn.supersede()
+                self.agent_turn = turn
+                task = self._spawn(self._play_agent_turn(turn), "agent-turn")
+                answered = asyncio.ensure_future(turn.answered.wait())
+                try:
+                    await asyncio.wait([task, answered], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    answered.cancel()
+            await task
+        except asyncio.CancelledError:
+            turn.abandon()  # cancelled by turn.cancel() or the session's end
+            raise
+        if turn.timings.first_audio is not None or turn.timings.webhook_first_event is not None:
+            report = turn.timings.report()
+            ctx = {"turn": turn.turn_id, **report}
+            self.log.info("agent turn timings", extra={"ctx": ctx})
+            if self.services.on_turn_timings and report:
+                self.services.on_turn_timings(self.grant.session_id, report)
+        if turn.hangup:
             self._spawn(self._hang_up(turn), "hangup")
 
-    async def _converse(
-        self,
-        turn: AgentTurn,
-        event: WebhookEvent,
-        sentences: asyncio.Queue[str | None],
-        timings: TurnTimings,
-    ) -> bool:
-        """Stream the agent's answer into text, data and sentences to speak; True on hangup."""
-        splitter = SentenceSplitter()
-        hangup = False
-        async for reply in self.services.agent.respond(event):
-            timings.mark("webhook_first_event")
-            if isinstance(reply, AgentSpeech):
-                self.outbox.put(p.ResponseText(content=reply.text, turn_id=turn.turn_id))
-                for sentence in splitter.feed(reply.text):
-                    sentences.put_nowait(sentence)
-                if reply.text.rstrip().endswith((".", "!", "?")):
-                    # An event boundary after a full stop is a sentence boundary too.
-                    rest = splitter.flush()
-                    if rest:
-                        sentences.put_nowait(rest)
-            elif isinstance(reply, AgentData):
-                self.outbox.put(p.ResponseData(content=reply.content, turn_id=turn.turn_id))
-            elif isinstance(reply, AgentHangup):
-                hangup = True
-            elif isinstance(reply, AgentEnd):
-                break
-        rest = splitter.flush()
-        if rest:
-            sentences.put_nowait(rest)
-        return hangup
+    async def _play_agent_turn(self, turn: AgentTurn) -> None:
+        try:
+            await turn.run()
+        finally:
+            self._record(turn)
 
-    async def _speak(
-        self, turn: AgentTurn, sentences: asyncio.Queue[str | None], timings: TurnTimings
-    ) -> None:
-        delta = 0
-        playback_start: float | None = None  # when the listener started hearing this answer
-        queued_seconds = 0.0  # of audio sent so far
-        while (sentence := await sentences.get()) is not None:
-            turn.spoken.append(sentence)
-            # Due now for the first sentence; later ones when what came before will have played.
-            due = None if playback_start is None else playback_start + queued_seconds
-            async for pcm in self.services.tts.synthesize(sentence, due=due):
-                playback_start = playback_start or time.monotonic()
-                queued_seconds += len(pcm) / 2 / self.services.tts.sample_rate
-                delta += 1
-                self.outbox.put(
-                    p.ResponseAudio(
-                        content=base64.b64encode(pcm).decode("ascii"),
-                        turn_id=turn.turn_id,
-                        delta_id=f"{turn.turn_id}-{delta}",
-                    )
-                )
-                if not turn.audio_sent:
-                    turn.audio_sent = True
-                    timings.mark("first_audio")
-
-    def _finish_agent_playback(self, turn: AgentTurn) -> None:
-        if not turn.played.is_set():
-            turn.played.set()
-            self.outbox.put(p.TurnEnd(role="assistant", turn_id=turn.turn_id))
-
-    async def _interrupt_agent(self, reason: str) -> None:
-        turn = self.agent_turn
-        if turn is None or not turn.active:
+    def _record(self, turn: AgentTurn) -> None:
+        """The assistant's turn in the history holds only the words the listener heard."""
+        text = turn.heard_text()
+        if not text:
             return
-        dropped = self.outbox.drop_turn_audio(turn.turn_id)
-        await self._cancel_agent_turn()
-        self.log.info(
-            "agent interrupted (%s); %d queued audio chunks dropped",
-            reason,
-            dropped,
-            extra={"ctx": {"session": self.grant.session_id, "turn": turn.turn_id}},
+        self.services.store.append(
+            self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
         )
 
-    async def _cancel_agent_turn(self) -> None:
-        turn, self.agent_turn = self.agent_turn, None
-        if turn is None:
+    async def _cancel_agent(self, reason: str) -> None:
+        turn = self.agent_turn
+        if turn is None or turn.finished:
             return
-        if turn.task is not None and not turn.task.done():
-            turn.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await turn.task
-        if turn.spoken and turn.generating:
-            self.services.store.append(
-                self.grant.session_id, "assistant", " ".join(turn.spoken), turn.turn_id
-            )
-        turn.generating = False
-        turn.played.set()
+        await turn.cancel()
+        self.log.info(
+            "agent turn cancelled (%s) after %.2f s heard",
+            reason,
+            turn.heard_seconds(),
+            extra={"ctx": {"session": self.grant.session_id, "turn": turn.turn_id}},
+        )
 
     async def _hang_up(self, turn: AgentTurn) -> None:
         """The agent ended the session: let its last words play, then close."""

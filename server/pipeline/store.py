@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS turns (
     PRIMARY KEY (session_id, seq)
 );
 """
+# Added after the first release: an assistant turn the user cut short (its text is what was heard).
+MIGRATIONS = ["ALTER TABLE turns ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0"]
 
 SESSION_PREFIX = "sess_"
 
@@ -42,9 +44,14 @@ class Turn:
     role: str
     text: str
     turn_id: str | None = None
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "text": self.text}
+        """As the agent's `history` gets it; `interrupted` only when true (docs/protocol.md)."""
+        entry = {"role": self.role, "text": self.text}
+        if self.interrupted:
+            entry["interrupted"] = True
+        return entry
 
 
 class SessionStore:
@@ -57,6 +64,10 @@ class SessionStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
+        if "interrupted" not in columns:
+            for statement in MIGRATIONS:
+                self._db.execute(statement)
 
     @staticmethod
     def new_session_id() -> str:
@@ -78,7 +89,15 @@ class SessionStore:
             row = self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return row is not None
 
-    def append(self, session_id: str, role: str, text: str, turn_id: str | None = None) -> None:
+    def append(
+        self,
+        session_id: str,
+        role: str,
+        text: str,
+        turn_id: str | None = None,
+        *,
+        interrupted: bool = False,
+    ) -> None:
         now = time.time()
         with self._lock:
             self._db.execute("BEGIN")
@@ -88,9 +107,9 @@ class SessionStore:
                     (session_id,),
                 ).fetchone()
                 self._db.execute(
-                    "INSERT INTO turns (session_id, seq, role, text, turn_id, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (session_id, seq, role, text, turn_id, now),
+                    "INSERT INTO turns (session_id, seq, role, text, turn_id, interrupted,"
+                    " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (session_id, seq, role, text, turn_id, int(interrupted), now),
                 )
                 self._db.execute(
                     "UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id)
@@ -104,11 +123,11 @@ class SessionStore:
         """The last `limit` turns, oldest first."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT role, text, turn_id FROM turns WHERE session_id = ?"
+                "SELECT role, text, turn_id, interrupted FROM turns WHERE session_id = ?"
                 " ORDER BY seq DESC LIMIT ?",
                 (session_id, limit),
             ).fetchall()
-        return [Turn(role, text, turn_id) for role, text, turn_id in reversed(rows)]
+        return [Turn(role, text, turn_id, bool(cut)) for role, text, turn_id, cut in reversed(rows)]
 
     def close(self) -> None:
         with self._lock:

@@ -26,9 +26,10 @@ import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, InvalidStateError
 
+from .audio import RATE
+
 log = logging.getLogger("server.pipeline")
 
-RATE = 16000
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
 # The first (forward tree) pass only, with at most 2000 active HMMs per frame. Measured on 60
 # Piper utterances (12 phrases x 5 renditions): pocketsphinx's defaults make 15.1% word errors

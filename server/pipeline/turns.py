@@ -18,9 +18,7 @@ from dataclasses import dataclass
 
 import webrtcvad
 
-from .audio import rms
-
-RATE = 16000
+from .audio import RATE, rms
 
 
 @dataclass
