@@ -45,6 +45,21 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline turn-taking: `automatic` (voice activity) or `push_to_talk`.",
     ),
     "CAN_INTERRUPT": ("true", "Embedded pipeline: may the user interrupt the agent (barge-in)."),
+    "FALSE_INTERRUPTION_MS": (
+        "600",
+        "Embedded pipeline: how long the agent's answer is held (not lost) when the user starts "
+        "speaking over it; speech without enough words by then resumes it. 0: interrupt at once.",
+    ),
+    "INTERRUPTION_MIN_WORDS": (
+        "1",
+        "Embedded pipeline: words the user must say over the agent to interrupt it (fewer, "
+        'e.g. a cough or an "mm", is a false interruption).',
+    ),
+    "PLAYBACK_LEAD_MS": (
+        "500",
+        "Embedded pipeline: agent audio sent ahead of the play position (absorbs network "
+        "jitter; a barge-in drops at most this much in the browser).",
+    ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
     "AGENT_WEBHOOK_URL": (
         "",
@@ -74,6 +89,23 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be greater than zero")
     return value
+
+
+def _milliseconds(name: str, environ: dict[str, str], most: int = 10_000) -> float:
+    """A duration in milliseconds, 0..`most`, as seconds."""
+    raw = _env(name, environ)
+    if not raw.isdigit() or int(raw) > most:
+        raise SettingsError(
+            f"{name} must be a whole number of milliseconds (0-{most}), not {raw!r}"
+        )
+    return int(raw) / 1000
+
+
+def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
+    raw = _env(name, environ)
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise SettingsError(f"{name} must be a whole number from 1 to {most}, not {raw!r}")
+    return int(raw)
 
 
 def _port(raw: str, name: str = "PORT") -> int:
@@ -112,6 +144,9 @@ class Settings:
     pipeline_id: str = "demo"
     transcription_trigger: str = "automatic"
     can_interrupt: bool = True
+    false_interruption_s: float = 0.6
+    interruption_min_words: int = 1
+    playback_lead_s: float = 0.5
     tts_engine: str = "piper"
     agent_webhook_url: str = ""
     agent_webhook_secret: str = field(default="", repr=False)
@@ -159,6 +194,9 @@ class Settings:
             pipeline_id=_env("PIPELINE_ID", env) or "demo",
             transcription_trigger=trigger,
             can_interrupt=_bool("CAN_INTERRUPT", env),
+            false_interruption_s=_milliseconds("FALSE_INTERRUPTION_MS", env),
+            interruption_min_words=_count("INTERRUPTION_MIN_WORDS", env),
+            playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env),
             tts_engine=tts_engine,
             agent_webhook_url=webhook_url,
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),

@@ -18,9 +18,10 @@ from starlette.types import Scope
 
 from ..config import Settings
 from .agent import WebhookAgent
+from .agent_turn import Pacing
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
 from .keys import SessionKeys
-from .session import PipelineServices
+from .session import EchoCheck, InterruptionSettings, PipelineServices
 from .store import SessionStore
 from .stt import RecognizerPool
 from .tts import make_tts
@@ -49,6 +50,12 @@ class EmbeddedPipeline:
         self.recognizers = RecognizerPool()
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings()
+        self.interruptions = InterruptionSettings(
+            false_interruption_s=settings.false_interruption_s,
+            min_words=settings.interruption_min_words,
+        )
+        self.pacing = Pacing(lead_s=settings.playback_lead_s)
+        self.echo_check: EchoCheck | None = None  # the echo defence plugs in here
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
 
@@ -90,6 +97,9 @@ class EmbeddedPipeline:
             tts=self.tts,
             agent=agent,
             turn_settings=self.turn_settings,
+            interruptions=self.interruptions,
+            pacing=self.pacing,
+            echo_check=self.echo_check,
             on_turn_timings=self.on_turn_timings,
         )
 

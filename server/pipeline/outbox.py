@@ -3,10 +3,10 @@
 Every stage puts messages here instead of writing to the socket, so frames never interleave and
 a slow client never blocks a stage. When the user barges in, `drop_turn` removes everything the
 interrupted turn still has queued and remembers its id: a late `response.audio`, `response.text`,
-`response.data` or `response.end` of that turn is refused from then on, whoever produces it. The
-`turn.start` that announces the interruption goes out before anything else (Pipecat's "system
-frames"). A frame already handed to the socket is the only thing of a dropped turn that can
-still reach the client.
+`response.data`, `response.end` or `error` of that turn is refused from then on, whoever
+produces it. The `turn.start` that announces the interruption goes out before anything else
+(Pipecat's "system frames"). A frame already handed to the socket is the only thing of a
+dropped turn that can still reach the client.
 
 The queue is bounded by what feeds it: agent audio is paced to real time (agent_turn.py), the
 rest is a few control and text frames per turn.
@@ -18,7 +18,7 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 
-from layercode_client.protocol import Message, TurnStart
+from layercode_client.protocol import Message
 
 DROPPED_TURNS_KEPT = 64  # dropped ids remembered per session; older turns have long finished
 
@@ -61,9 +61,8 @@ class Outbox:
         return True
 
     def is_dropped(self, message: Message) -> bool:
-        """Of a dropped turn: anything with its `turn_id` except a new `turn.start`."""
-        turn_id = getattr(message, "turn_id", None)
-        return turn_id in self._dropped and not isinstance(message, TurnStart)
+        """Of a dropped turn: anything that carries its `turn_id`."""
+        return getattr(message, "turn_id", None) in self._dropped
 
     def drop_turn(self, turn_id: str) -> int:
         """Forget everything queued for `turn_id` and refuse its late messages.
