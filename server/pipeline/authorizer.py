@@ -2,8 +2,8 @@
 
 Answers `/api/authorize` the way Layercode's cloud does — a short-lived single-use key, the
 session id (new, or the one being resumed), the session's config — plus this project's
-additions (PROTOCOL §4): the input sample rate chosen from the client's offer, and the
-`websocket_url` on this server. Both generations' names are answered (`session_id` and
+additions (docs/protocol.md §4): the input sample rate chosen from the client's offer, and
+the `websocket_url` on this server. Both generations' names are answered (`session_id` and
 `conversation_id`), so the seed's SDK and the newer official SDK each find theirs.
 """
 

@@ -35,7 +35,7 @@ class WebhookEvent:
         """The request JSON (docs/protocol.md's field names), None fields left out.
 
         `custom_metadata` repeats `metadata` because agents of both Layercode generations read
-        one or the other. `extra` is merged last (documented in docs/protocol-additions.md).
+        one or the other. `extra` is merged last (documented in docs/protocol.md §4).
         """
         body: dict[str, Any] = {
             "type": self.type,
