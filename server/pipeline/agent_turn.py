@@ -115,7 +115,6 @@ class AgentTurn:
         self.tracker = PlaybackTracker()
         self.sent = 0  # byte offset of the next audio to send
         self.heard = 0  # byte offset the listener is known (or estimated) to have reached
-        self.streaming = True  # the webhook stream is open
         self.synthesising = True  # sentences may still come out of synthesis
         self.answered = asyncio.Event()  # everything sent (response.end), or the turn is over
         self.played = asyncio.Event()  # set once the turn is DONE or CANCELLED
@@ -213,7 +212,7 @@ class AgentTurn:
         self._notify()
 
     def report_played(self, turn_id, last_delta_id, played_ms) -> None:
-        """The client says where its playback stopped (interruption report or replay_finished)."""
+        """The client's interruption report: where its playback of `turn_id` stopped."""
         if turn_id is not None and str(turn_id) != self.wire_id:
             return  # about an earlier wire turn of this answer
         self.heard = self.tracker.position_reported(self.wire_id, last_delta_id, played_ms)
@@ -299,8 +298,6 @@ class AgentTurn:
                         extra={"ctx": {"turn": self.turn_id}})  # fmt: skip
             await self._emit(p.ErrorMessage(code=error.code, message=error.message,
                                             turn_id=self.wire_id))  # fmt: skip
-        finally:
-            self.streaming = False
         for sentence in splitter.flush():
             await self._sentences.put(sentence)
         await self._sentences.put(None)

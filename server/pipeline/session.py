@@ -497,18 +497,21 @@ class PipelineSession:
                     await asyncio.wait([task, answered], return_when=asyncio.FIRST_COMPLETED)
                 finally:
                     answered.cancel()
-            await task
+            if turn.state is not AgentState.CANCELLED:
+                self._report_timings(turn)
+                if turn.hangup:
+                    self._spawn(self._hang_up(turn), "hangup")
+            await task  # until its audio has played
         except asyncio.CancelledError:
             turn.abandon()  # cancelled by turn.cancel() or the session's end
             raise
-        if turn.timings.first_audio is not None or turn.timings.webhook_first_event is not None:
-            report = turn.timings.report()
-            ctx = {"turn": turn.turn_id, **report}
-            self.log.info("agent turn timings", extra={"ctx": ctx})
-            if self.services.on_turn_timings and report:
+
+    def _report_timings(self, turn: AgentTurn) -> None:
+        report = turn.timings.report()
+        if report:
+            self.log.info("agent turn timings", extra={"ctx": {"turn": turn.turn_id, **report}})
+            if self.services.on_turn_timings:
                 self.services.on_turn_timings(self.grant.session_id, report)
-        if turn.hangup:
-            self._spawn(self._hang_up(turn), "hangup")
 
     async def _play_agent_turn(self, turn: AgentTurn) -> None:
         try:

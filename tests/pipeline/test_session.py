@@ -245,3 +245,19 @@ def test_nothing_is_held_when_false_interruptions_are_off(tmp_path):
             assert len(assistant_starts(runner)) == 1  # cancelled, not resumed
 
     run(scenario())
+
+
+def test_a_hangup_closes_the_session_once_the_last_words_have_played(tmp_path):
+    agent = StreamingAgent(["Goodbye now."])
+    agent.hangup = True
+
+    async def scenario():
+        async with SessionRunner(tmp_path, agent) as runner:
+            welcome, _ = await first_audio(runner)
+            await runner.wait_for("response.end", lambda m: m["turn_id"] == welcome)
+            assert runner.closed_with is None  # its audio is still playing
+            await runner.send({"type": "trigger.response.audio.replay_finished"})
+            code, reason = await runner.wait_closed()
+            assert code == 4003 and "ended" in reason
+
+    run(scenario())

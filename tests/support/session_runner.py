@@ -25,7 +25,7 @@ from server.pipeline.keys import SessionGrant
 from server.pipeline.session import InterruptionSettings, PipelineServices, PipelineSession
 from server.pipeline.store import SessionStore
 from server.pipeline.turns import SpeechAudio, SpeechEnded, SpeechStarted, TurnSettings
-from server.pipeline.webhook import AgentData, AgentEnd, AgentSpeech, WebhookEvent
+from server.pipeline.webhook import AgentData, AgentEnd, AgentHangup, AgentSpeech, WebhookEvent
 
 RATE = 16000
 WORD_S = 0.2  # FakeTTS: seconds of audio per word
@@ -46,6 +46,7 @@ class StreamingAgent:
         self._release = asyncio.Event()
         self.welcome: list[str] | None = None  # None: the welcome says `sentences` too
         self.data: object | None = None
+        self.hangup = False
 
     def release(self) -> None:
         self._release.set()
@@ -65,6 +66,8 @@ class StreamingAgent:
                 yield AgentSpeech(sentence)
             if self.data is not None:
                 yield AgentData(self.data)
+            if self.hangup:
+                yield AgentHangup()
             if self.hold_open:
                 await self._release.wait()
             yield AgentEnd()
@@ -179,6 +182,7 @@ class SessionRunner:
     can_interrupt: bool = True
     echo_check: Callable | None = None
     sent: list[Sent] = field(default_factory=list)
+    closed_with: tuple[int, str] | None = None
 
     async def __aenter__(self) -> SessionRunner:
         self.store = SessionStore(self.tmp / "sessions.sqlite3")
@@ -215,7 +219,12 @@ class SessionRunner:
         self._arrived.set()
 
     async def _closed(self, code: int, reason: str) -> None:
+        self.closed_with = (code, reason)
         await self._frames.put(None)
+
+    async def wait_closed(self, timeout: float = 10.0) -> tuple[int, str]:
+        await asyncio.wait_for(asyncio.shield(self._task), timeout)
+        return self.closed_with
 
     async def send(self, message: dict) -> None:
         await self._frames.put(json.dumps(message))
