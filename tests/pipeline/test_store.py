@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from server.pipeline.store import SessionStore
 
 
@@ -39,3 +41,26 @@ def test_sessions_are_separate(tmp_path):
     store.append(a, "user", "hello")
     assert store.history(b) == []
     assert a != b
+
+
+def test_an_interrupted_turn_is_marked_and_a_file_from_before_the_mark_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL,"
+        " metadata TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+        "CREATE TABLE turns (session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        " seq INTEGER NOT NULL, role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),"
+        " text TEXT NOT NULL, turn_id TEXT, created_at REAL NOT NULL,"
+        " PRIMARY KEY (session_id, seq));"
+        "INSERT INTO sessions VALUES ('sess_1', 'p', '{}', 0, 0);"
+        "INSERT INTO turns VALUES ('sess_1', 1, 'user', 'hello', 't1', 0);"
+    )
+    old.commit()
+    old.close()
+    store = SessionStore(path)
+    store.append("sess_1", "assistant", "Hi there, I", "t2", interrupted=True)
+    assert [t.to_dict() for t in store.history("sess_1")] == [
+        {"role": "user", "text": "hello"},
+        {"role": "assistant", "text": "Hi there, I", "interrupted": True},
+    ]
