@@ -254,6 +254,13 @@ class SessionRunner:
                 self._arrived.clear()
                 await self._arrived.wait()
 
+    async def until(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until `condition()` holds, checking as each frame arrives."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._arrived.clear()
+                await self._arrived.wait()
+
     def of_turn(self, turn_id: str, after: int = 0) -> list[dict]:
         return [s.message for s in self.sent[after:] if s.message.get("turn_id") == turn_id]
 
