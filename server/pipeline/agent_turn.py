@@ -8,10 +8,11 @@ The three stages run in one `asyncio.TaskGroup` inside the turn's single task, s
 closes the webhook stream, stops synthesis and drops what was not sent, in one call. Its state
 is one `AgentState`, not a combination of flags on the session.
 
-Audio is paced: a chunk goes out when the audio before it is due to have played but
-`lead_s` (a small lead that absorbs network jitter), so the browser never holds more than that
-and what the listener has heard is known (`PlaybackTracker`). The turn keeps all of its audio
-and the text span of each sentence in it, so it can:
+Audio is paced: a chunk goes out once less than `lead_s` of audio sent before it is still
+waiting to play (a small lead that absorbs network jitter), so the browser never holds more
+than that and what the listener has heard is known (`PlaybackTracker`). Synthesis runs at most
+`synthesis_ahead_s` ahead of sending. The turn keeps its audio (32 KB a second of speech) and
+the text span of each sentence in it, so it can:
 
 - be *held* when the user may be interrupting (`hold`): from that moment nothing of it is sent
   (the outbox refuses its turn id), synthesis pauses, and the webhook's further words are
@@ -21,6 +22,9 @@ and the text span of each sentence in it, so it can:
   at the start of the word the listener was hearing;
 - tell which words were heard (`heard_text`), estimated from the playback position within each
   sentence's audio and clamped to the audio actually sent — what the history keeps.
+
+`replay_finished` ends the turn once all audio made so far has been sent, even while the
+webhook stream is still open (QUIET: a slow tool call); more words then start a new wire turn.
 """
 
 from __future__ import annotations
