@@ -144,6 +144,14 @@ class PlaybackInterrupted(Message):
     played_ms: int | None = None  # of this turn's audio, in all
 
 
+@client_message("client.settings")
+@dataclass
+class ClientSettings(Message):
+    """This project's addition (docs/protocol.md): this session's barge-in window, in ms."""
+
+    false_interruption_ms: int | None = None
+
+
 @client_message("vad_events")
 @dataclass
 class VadEvent(Message):

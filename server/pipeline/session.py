@@ -20,7 +20,8 @@ interruption) *holds* the agent turn before the user's `turn.start` goes out: fr
 nothing of it is sent. If the user's words reach `interruption_min_words`, the interruption is
 confirmed and the agent turn cancelled as a unit. If the speech ends without them and
 `false_interruption_s` has passed since it started (a cough, a door, an "mm"), the answer
-resumes where playback stopped, as a new assistant turn. Push-to-talk and typed text interrupt
+resumes where playback stopped, as a new assistant turn. The client may set the window for its
+session (`client.settings`). Push-to-talk and typed text interrupt
 at once. An echo check (`PipelineServices.echo_check`, see `EchoCheck`) may veto a speech start
 first: it gets the microphone audio and the agent audio that was playing.
 """
@@ -31,6 +32,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
 import enum
 import logging
 import secrets
@@ -59,6 +61,7 @@ from .webhook import WebhookEvent
 log = logging.getLogger("server.pipeline")
 
 HANGUP_PLAYBACK_GRACE_S = 5.0
+MAX_FALSE_INTERRUPTION_MS = 10_000
 
 __all__ = ["EchoCheck", "InterruptionSettings", "PipelineServices", "PipelineSession"]
 
@@ -182,6 +185,7 @@ class PipelineSession:
         self.started = False
         self.ptt_held = False
         self.echo_vetoes = 0
+        self.interruptions = services.interruptions  # this session's, the client may change it
         self._ignoring_speech = False  # the VAD's current speech was judged echo or ignored
         self._tasks: set[asyncio.Task] = set()
         self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
@@ -311,6 +315,20 @@ class PipelineSession:
         if turn is not None and turn.state is AgentState.HELD:
             turn.report_played(message.turn_id, message.last_delta_id_played, message.played_ms)
 
+    async def on_settings(self, message: p.ClientSettings) -> None:
+        """This project's addition: the client sets this session's false-interruption window
+        (the SDK's `vadResumeDelay`)."""
+        window = message.false_interruption_ms
+        if window is None:
+            return
+        if not 0 <= window <= MAX_FALSE_INTERRUPTION_MS:
+            error = f"false_interruption_ms must be 0..{MAX_FALSE_INTERRUPTION_MS}, not {window}"
+            self.outbox.put(p.ErrorMessage(code="protocol_error", message=error))
+            return
+        self.interruptions = dataclasses.replace(
+            self.interruptions, false_interruption_s=window / 1000
+        )
+
     async def on_text(self, message: p.ClientResponseText) -> None:
         text = message.content.strip()
         if not text:
@@ -335,6 +353,7 @@ class PipelineSession:
         p.VadEvent: on_vad,
         p.ReplayFinished: on_replay_finished,
         p.PlaybackInterrupted: on_playback_interrupted,
+        p.ClientSettings: on_settings,
         p.ClientResponseText: on_text,
         p.ClientResponseData: on_data,
     }
@@ -357,9 +376,7 @@ class PipelineSession:
         check = self.services.echo_check
         if check is not None and agent is not None and agent.interruptible:
             now = self.clock.last_arrival
-            playing = agent.tracker.sent_between(
-                now - self.services.interruptions.echo_reference_s, now
-            )
+            playing = agent.tracker.sent_between(now - self.interruptions.echo_reference_s, now)
             if playing and check(preroll, now, playing):
                 self.echo_vetoes += 1
                 self._ignoring_speech = True
@@ -375,7 +392,7 @@ class PipelineSession:
             if not (self.config.can_interrupt or force):
                 self.log.debug("user speech ignored: the agent cannot be interrupted")
                 return
-            policy = self.services.interruptions
+            policy = self.interruptions
             if force or policy.false_interruption_s <= 0:
                 await self._cancel_agent(reason="push-to-talk" if force else "barge-in")
             else:
@@ -405,7 +422,7 @@ class PipelineSession:
             self._spawn(self._cancel_agent(reason="barge-in confirmed"), "confirm-interruption")
 
     def _enough_words(self, words: int) -> bool:
-        return words >= max(1, self.services.interruptions.min_words)
+        return words >= max(1, self.interruptions.min_words)
 
     async def _user_finished(self, speech_end_s: float) -> None:
         turn, self.user_turn = self.user_turn, None
@@ -446,7 +463,7 @@ class PipelineSession:
         """Resume the held answer once the window since the speech started has passed —
         unless new speech has held it again meanwhile."""
         generation = agent.hold_generation
-        window_end = turn.started + self.services.interruptions.false_interruption_s
+        window_end = turn.started + self.interruptions.false_interruption_s
         await asyncio.sleep(max(0.0, window_end - time.monotonic()))
         if agent.hold_generation == generation and self.user_turn is None:
             agent.resume()

@@ -52,3 +52,11 @@ def test_it_is_a_client_message_only():
 def test_replay_finished_is_unchanged():
     message = p.decode('{"type": "trigger.response.audio.replay_finished"}')
     assert message == p.ReplayFinished(reason="completed", last_delta_id_played=None)
+
+
+def test_client_settings_carry_the_sessions_false_interruption_window():
+    message = p.decode('{"type": "client.settings", "false_interruption_ms": 300}')
+    assert message == p.ClientSettings(false_interruption_ms=300)
+    assert p.decode('{"type": "client.settings"}') == p.ClientSettings()
+    with pytest.raises(ProtocolError):
+        p.decode('{"type": "client.settings", "false_interruption_ms": "300"}')

@@ -265,3 +265,26 @@ def test_a_hangup_closes_the_session_once_the_last_words_have_played(tmp_path):
             assert code == 4003 and "ended" in reason
 
     run(scenario())
+
+
+def test_the_client_sets_the_window_for_its_session(tmp_path):
+    """`client.settings` (the SDK's vadResumeDelay): 0 makes the cough final, as the setting
+    would; a value out of range is refused with an error and changes nothing."""
+    agent = StreamingAgent(ANSWER, interval_s=0.1)
+
+    async def scenario():
+        async with SessionRunner(tmp_path, agent) as runner:
+            await runner.send({"type": "client.settings", "false_interruption_ms": 99_999})
+            error = await runner.wait_for("error")
+            assert "false_interruption_ms" in error.message["message"]
+            await runner.send({"type": "client.settings", "false_interruption_ms": 0})
+            await first_audio(runner)
+            await runner.speak("", chunks=2)
+            await runner.wait_for("turn.end", lambda m: m["role"] == "user")
+            await asyncio.sleep(0.8)
+            assert agent.closed == 1
+            assert len(assistant_starts(runner)) == 1  # cancelled, not resumed
+            assert runner.session.interruptions.false_interruption_s == 0
+            assert runner.session.services.interruptions.false_interruption_s == 0.6
+
+    run(scenario())
