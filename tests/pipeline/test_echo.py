@@ -1,0 +1,178 @@
+"""The echo defence on real Piper speech: the agent's own voice from the speakers never opens a
+user turn, a person talking over it does, quickly.
+
+The microphone is made the way a laptop without a headset makes it: the agent's answer, delayed
+(browser output latency + network + input latency), attenuated, with a little noise, optionally
+through an 8 kHz microphone (the official SDK's rate) upsampled to 16 kHz. Every case also runs
+without the guard, so each test shows the raw microphone does open turns: the test can fail.
+Times are stream times (samples fed to the detector), never the wall clock.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.pipeline.audio import resample
+from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.turns import SpeechStarted, TurnDetector
+from tests.support.speech import speak, voiced_span
+
+RATE = 16000
+FRAME = 320  # feed 20 ms at a time, so a start's stream time is known to the frame
+ANSWER = (
+    "Sure. The museum opens at nine in the morning and closes at six in the evening. "
+    "Tickets cost twelve dollars for adults, and children under five go in for free. "
+    "On Sundays there is a guided tour of the modern art wing at eleven."
+)
+QUESTION = "Wait, can you tell me about parking instead?"
+DUE_S = 0.5  # stream time at which the answer was due to play
+PERSON_AT_S = 4.0  # stream time at which the person's question begins (with its lead-in)
+
+
+def samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, "<i2").astype(np.float64)
+
+
+def microphone(
+    delay_s: float,
+    level_db: float,
+    *,
+    person: bool = False,
+    echo_until_s: float | None = None,
+    rate: int = RATE,
+) -> bytes:
+    """What the microphone hears: the answer's echo, maybe a person on top, low noise."""
+    answer = samples(speak(ANSWER))
+    if echo_until_s is not None:
+        answer = answer[: round((echo_until_s - DUE_S) * RATE)]
+    mic = np.zeros(round((DUE_S + delay_s + 1.0) * RATE) + len(speak(ANSWER)) // 2)
+    start = round((DUE_S + delay_s) * RATE)
+    mic[start : start + answer.size] += answer * 10 ** (level_db / 20)
+    if person:
+        question = samples(speak(QUESTION)) * 0.7
+        at = round(PERSON_AT_S * RATE)
+        mic[at : at + question.size] += question[: mic.size - at]
+    mic += np.random.default_rng(7).normal(0, 30, mic.size)  # about -60 dBFS of hiss
+    pcm = np.clip(np.rint(mic), -32768, 32767).astype("<i2").tobytes()
+    if rate != RATE:
+        pcm = resample(resample(pcm, RATE, rate), rate, RATE)
+    return pcm
+
+
+def person_starts_s() -> float:
+    """Stream time where the person's voice begins."""
+    return PERSON_AT_S + voiced_span(speak(QUESTION))[0]
+
+
+def turn_starts(mic: bytes, guard: EchoGuard | None, drop_after_s: float | None = None) -> list:
+    """Stream times at which the real TurnDetector reported a start, the guard in front."""
+    if guard is not None:
+        guard.add_reference(speak(ANSWER), DUE_S)
+    detector = TurnDetector()
+    fed = 0
+    starts = []
+    for offset in range(0, len(mic), FRAME * 2):
+        chunk = mic[offset : offset + FRAME * 2]
+        if guard is not None:
+            if drop_after_s is not None and offset / 2 / RATE >= drop_after_s:
+                guard.drop_reference_after(drop_after_s)
+                drop_after_s = None
+            chunk = guard.clean(chunk)
+        fed += len(chunk) // 2
+        starts += [fed / RATE for e in detector.feed(chunk) if isinstance(e, SpeechStarted)]
+    return starts
+
+
+ECHO_CASES = [
+    pytest.param(delay, level, rate, id=f"{round(delay * 1000)}ms-{-level}dB-{rate // 1000}k")
+    for delay, level, rate in [
+        (0.05, -6, RATE),
+        (0.05, -20, RATE),
+        (0.15, -6, RATE),
+        (0.15, -20, RATE),
+        (0.3, -6, RATE),
+        (0.3, -20, RATE),
+        (0.9, -6, RATE),
+        (0.9, -20, RATE),
+        (0.15, -6, 8000),
+        (0.9, -20, 8000),
+    ]
+]
+
+
+@pytest.mark.parametrize(("delay_s", "level_db", "rate"), ECHO_CASES)
+def test_the_agents_own_voice_never_starts_a_turn(delay_s, level_db, rate):
+    mic = microphone(delay_s, level_db, rate=rate)
+    assert turn_starts(mic, None), "the raw echo should open a turn, or this test proves nothing"
+    assert turn_starts(mic, EchoGuard()) == []
+
+
+@pytest.mark.parametrize(("delay_s", "level_db", "rate"), ECHO_CASES)
+def test_a_person_talking_over_the_agent_starts_a_turn_within_300ms(delay_s, level_db, rate):
+    mic = microphone(delay_s, level_db, person=True, rate=rate)
+    starts = turn_starts(mic, EchoGuard())
+    assert starts, "the person was never heard"
+    assert 0 <= starts[0] - person_starts_s() <= 0.3
+
+
+def test_without_the_defence_the_echo_interrupts_before_the_person_speaks():
+    starts = turn_starts(microphone(0.3, -20, person=True), EchoGuard(EchoSettings(enabled=False)))
+    assert starts[0] < person_starts_s()
+
+
+def test_a_headset_mic_hears_the_person_once_no_echo_is_found():
+    """No echo at all: the guard mutes only until it gives up looking, then the person passes."""
+    mic = microphone(0.3, -120, person=True)
+    starts = turn_starts(mic, EchoGuard())
+    assert starts and 0 <= starts[0] - person_starts_s() <= 0.3
+
+
+def test_audio_the_client_never_played_is_not_subtracted_from_the_person():
+    """The client stopped playing early and nobody told the guard: subtracting the answer's
+    unplayed rest would add the agent's voice to the person's; the guard passes the mic."""
+    stop_s = 3.0  # the client stopped playing here; the person asks at PERSON_AT_S
+    mic = microphone(0.3, -6, person=True, echo_until_s=stop_s)
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    out = guard.clean(mic)
+    after = round((stop_s + 0.3 + 0.1) * RATE) * 2  # once the last echo has died away
+    assert np.abs(samples(out[after:])).sum() <= np.abs(samples(mic[after : len(out)])).sum()
+    starts = turn_starts(mic, EchoGuard())
+    assert len(starts) == 1 and 0 <= starts[0] - person_starts_s() <= 0.3
+
+
+def test_a_dropped_reference_is_forgotten():
+    """After `drop_reference_after` (the agent was interrupted) the guard stops working on the
+    microphone as soon as the last played audio's echo can no longer arrive."""
+    stop_s = 3.0
+    mic = microphone(0.3, -6, person=True, echo_until_s=stop_s)
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    cut = round(stop_s * RATE) * 2
+    out = guard.clean(mic[:cut])
+    guard.drop_reference_after(stop_s)
+    out += guard.clean(mic[cut:])
+    settings = guard.settings
+    free = round((stop_s + settings.max_delay_s + settings.search_window_s + 0.05) * RATE) * 2
+    assert out[free:] == mic[free : len(out)]
+    kept = EchoGuard()
+    kept.add_reference(speak(ANSWER), DUE_S)
+    assert kept.clean(mic)[free:] != mic[free : len(out)]  # without the drop it would not be
+
+
+def test_the_output_is_the_input_stream_sample_for_sample():
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    mic = microphone(0.15, -6)
+    out = b"".join(guard.clean(mic[i : i + 1234]) for i in range(0, len(mic), 1234))
+    assert len(out) == len(mic) - len(mic) % (FRAME * 2)
+    assert guard.position * 2 == len(out)
+    assert guard.delay == round(0.15 * RATE)
+
+
+def test_silence_passes_untouched_when_no_agent_audio_is_due():
+    guard = EchoGuard()
+    guard.add_reference(speak(QUESTION), 30.0)  # due long after this microphone audio
+    mic = microphone(0.15, -120, person=True)
+    assert guard.clean(mic) == mic[: len(mic) - len(mic) % (FRAME * 2)]
