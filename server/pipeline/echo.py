@@ -71,6 +71,8 @@ class EchoSettings:
     give_up_s: float = 0.6  # muted past max_delay_s without finding an echo: stop muting
     step: float = 0.5  # NLMS step size (0..1]
     leak_margin_db: float = 6.0  # a residual this far below the predicted echo is muted
+    room_rt60_s: float = 0.4  # the predicted echo is held this long (decaying) for reverb
+    relock_s: float = 0.4  # muting after the cancellation stops matching, while re-searching
     converged_db: float = 20.0  # echo cancelled this much ends the muting after a lock
     converge_s: float = 0.5  # ... or this long after the lock, whichever comes first
     max_reference_s: float = 120.0  # reference kept ahead of the microphone; more is refused
@@ -100,6 +102,9 @@ class EchoGuard:
         self._pre = round(PRE_S * RATE)
         self._window = max(BLOCK, round(s.search_window_s * RATE) // BLOCK * BLOCK)
         self._leak_ratio = 10 ** (-s.leak_margin_db / 10)
+        self._tail_decay = 10 ** (-6 * BLOCK / (s.room_rt60_s * RATE))  # -60 dB per rt60
+        self._echo_envelope = 0.0  # predicted echo energy per block, held over the room's tail
+        self._mismatched_blocks = 0
         self._search_blocks = max(1, round(s.search_every_s * RATE / BLOCK))
         self._track_blocks = max(1, round(s.track_every_s * RATE / BLOCK))
         span = self._window + self._max_lag - self._min_lag
@@ -205,17 +210,34 @@ class EchoGuard:
             return bytes(len(pcm))  # muted until the echo's delay is known
         if self.state == NO_ECHO:
             return pcm
+        return self._cancelled(pcm, mic, position)
+
+    def _cancelled(self, pcm: bytes, mic: np.ndarray, position: int) -> bytes:
+        """A block while locked: the residual, or silence where it is still only echo."""
         echo, residual = self._cancel(mic, position)
+        echo_energy, residual_energy, mic_energy = echo @ echo, residual @ residual, mic @ mic
+        self._echo_envelope = max(echo_energy, self._echo_envelope * self._tail_decay)
         if self._converging_blocks is not None and self._still_converging(mic, residual):
             return bytes(len(pcm))  # muted until the filter cancels the echo it locked on
-        if residual @ residual > mic @ mic:
-            # Subtracting made it louder: that reference did not play, or not at this delay.
-            if echo @ echo > 0.25 * (mic @ mic):
-                soon = every - self._search_blocks
-                self._blocks_since_search = max(self._blocks_since_search, soon)
+        if residual_energy > mic_energy and echo_energy > 0.25 * mic_energy:
+            # Subtracting made it louder: the delay moved (playback stalled) or the reference
+            # never played (the client dropped it). Search at the fast pace and mute while a
+            # new delay is likely to be found (spending that time only on blocks loud enough
+            # to matter), then let the microphone through.
+            soon = self._track_blocks - self._search_blocks
+            self._blocks_since_search = max(self._blocks_since_search, soon)
+            if mic_energy < 0.25 * echo_energy:
+                return bytes(len(pcm))  # quiet anyway: nothing is lost
+            self._mismatched_blocks += 1
+            if self._mismatched_blocks * BLOCK <= self.settings.relock_s * RATE:
+                return bytes(len(pcm))
             return pcm
-        if residual @ residual < self._leak_ratio * (echo @ echo):
-            return bytes(len(pcm))  # what is left is the echo the filter missed
+        if echo_energy > 0.25 * mic_energy:
+            self._mismatched_blocks = 0  # the echo is being cancelled: the lock holds
+        if residual_energy > mic_energy:
+            return pcm
+        if residual_energy < self._leak_ratio * self._echo_envelope:
+            return bytes(len(pcm))  # what is left is echo the filter missed (or its reverb)
         return np.clip(np.rint(residual), -32768, 32767).astype("<i2").tobytes()
 
     # -- delay search ----------------------------------------------------------------------------
@@ -239,7 +261,9 @@ class EchoGuard:
         if self.delay is not None and abs(delay - self.delay) <= self._pre:
             self._candidate = None
             return
-        if self.state == LOCKED and self._candidate != delay:
+        # A new delay replaces the lock when seen twice, or once while cancelling is failing.
+        failing = self._mismatched_blocks > 0
+        if self.state == LOCKED and self._candidate != delay and not failing:
             self._candidate = delay  # a new delay must be found twice before it replaces one
             return
         self._lock(delay, ref)
@@ -256,6 +280,7 @@ class EchoGuard:
         self._power[:] = 0.0
         self._converging_blocks = 0
         self._mic_energy = self._residual_energy = 0.0
+        self._mismatched_blocks = 0
 
     def _still_converging(self, mic: np.ndarray, residual: np.ndarray) -> bool:
         """True until the echo is cancelled by `converged_db` or `converge_s` has passed."""

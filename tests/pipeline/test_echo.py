@@ -13,13 +13,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.pipeline.audio import resample
 from server.pipeline.echo import EchoGuard, EchoSettings
-from server.pipeline.turns import SpeechStarted, TurnDetector
+from tests.support.echo import FRAME, RATE, samples
+from tests.support.echo import microphone as speaker_echo
+from tests.support.echo import turn_starts as detector_starts
 from tests.support.speech import speak, voiced_span
 
-RATE = 16000
-FRAME = 320  # feed 20 ms at a time, so a start's stream time is known to the frame
 ANSWER = (
     "Sure. The museum opens at nine in the morning and closes at six in the evening. "
     "Tickets cost twelve dollars for adults, and children under five go in for free. "
@@ -30,34 +29,16 @@ DUE_S = 0.5  # stream time at which the answer was due to play
 PERSON_AT_S = 4.0  # stream time at which the person's question begins (with its lead-in)
 
 
-def samples(pcm: bytes) -> np.ndarray:
-    return np.frombuffer(pcm, "<i2").astype(np.float64)
-
-
-def microphone(
-    delay_s: float,
-    level_db: float,
-    *,
-    person: bool = False,
-    echo_until_s: float | None = None,
-    rate: int = RATE,
-) -> bytes:
-    """What the microphone hears: the answer's echo, maybe a person on top, low noise."""
-    answer = samples(speak(ANSWER))
-    if echo_until_s is not None:
-        answer = answer[: round((echo_until_s - DUE_S) * RATE)]
-    mic = np.zeros(round((DUE_S + delay_s + 1.0) * RATE) + len(speak(ANSWER)) // 2)
-    start = round((DUE_S + delay_s) * RATE)
-    mic[start : start + answer.size] += answer * 10 ** (level_db / 20)
-    if person:
-        question = samples(speak(QUESTION)) * 0.7
-        at = round(PERSON_AT_S * RATE)
-        mic[at : at + question.size] += question[: mic.size - at]
-    mic += np.random.default_rng(7).normal(0, 30, mic.size)  # about -60 dBFS of hiss
-    pcm = np.clip(np.rint(mic), -32768, 32767).astype("<i2").tobytes()
-    if rate != RATE:
-        pcm = resample(resample(pcm, RATE, rate), rate, RATE)
-    return pcm
+def microphone(delay_s: float, level_db: float, *, person: bool = False, **options) -> bytes:
+    return speaker_echo(
+        speak(ANSWER),
+        DUE_S,
+        delay_s,
+        level_db,
+        person=speak(QUESTION) if person else b"",
+        person_at_s=PERSON_AT_S,
+        **options,
+    )
 
 
 def person_starts_s() -> float:
@@ -66,22 +47,9 @@ def person_starts_s() -> float:
 
 
 def turn_starts(mic: bytes, guard: EchoGuard | None, drop_after_s: float | None = None) -> list:
-    """Stream times at which the real TurnDetector reported a start, the guard in front."""
     if guard is not None:
         guard.add_reference(speak(ANSWER), DUE_S)
-    detector = TurnDetector()
-    fed = 0
-    starts = []
-    for offset in range(0, len(mic), FRAME * 2):
-        chunk = mic[offset : offset + FRAME * 2]
-        if guard is not None:
-            if drop_after_s is not None and offset / 2 / RATE >= drop_after_s:
-                guard.drop_reference_after(drop_after_s)
-                drop_after_s = None
-            chunk = guard.clean(chunk)
-        fed += len(chunk) // 2
-        starts += [fed / RATE for e in detector.feed(chunk) if isinstance(e, SpeechStarted)]
-    return starts
+    return detector_starts(mic, guard, drop_after_s)
 
 
 ECHO_CASES = [
