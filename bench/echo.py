@@ -85,8 +85,13 @@ def echo_only(answers: list[bytes], options: dict) -> dict:
         off += len(turn_starts(mic, None))
         on += len(turn_starts(mic, guard_for(answer)))
     minutes = speech_s / 60
-    return {"speech_s": round(speech_s, 1), "starts_off": off, "starts_on": on,
-            "per_min_off": round(off / minutes, 1), "per_min_on": round(on / minutes, 1)}  # fmt: skip
+    return {
+        "speech_s": round(speech_s, 1),
+        "starts_off": off,
+        "starts_on": on,
+        "per_min_off": round(off / minutes, 1),
+        "per_min_on": round(on / minutes, 1),
+    }
 
 
 def barge_in(answers: list[bytes], question: bytes, options: dict | None) -> dict:
@@ -108,8 +113,12 @@ def barge_in(answers: list[bytes], question: bytes, options: dict | None) -> dic
             ok = first is not None and 0 <= first <= 1.0
             delays.append(round(first * 1000) if ok else None)
     heard = [d for d in delays if d is not None]
-    return {"delays_ms": delays, "missed": delays.count(None),
-            "median_ms": median(heard), "max_ms": max(heard, default=float("nan"))}  # fmt: skip
+    return {
+        "delays_ms": delays,
+        "missed": delays.count(None),
+        "median_ms": median(heard),
+        "max_ms": max(heard, default=float("nan")),
+    }
 
 
 def cpu_cost(answers: list[bytes]) -> dict:
@@ -135,9 +144,16 @@ def main() -> None:
     for name, options in CONDITIONS:
         result = echo_only(answers, options)
         echo_data[name] = result
-        echo_rows.append([name, f"{result['speech_s']:.0f}", result["starts_off"],
-                          result["starts_on"], f"{result['per_min_off']:.1f}",
-                          f"{result['per_min_on']:.1f}"])  # fmt: skip
+        echo_rows.append(
+            [
+                name,
+                f"{result['speech_s']:.0f}",
+                result["starts_off"],
+                result["starts_on"],
+                f"{result['per_min_off']:.1f}",
+                f"{result['per_min_on']:.1f}",
+            ]
+        )
     print_table(
         "Echo only at the microphone: user turn starts (interruptions) over the agent's speech",
         ["condition", "speech s", "starts off", "starts on", "/min off", "/min on"],
@@ -147,9 +163,15 @@ def main() -> None:
     for name, options in [("no echo, no guard (floor)", None), *CONDITIONS]:
         result = barge_in(answers, question, options)
         barge_data[name] = result
-        barge_rows.append([name, f"{result['median_ms']:.0f}", f"{result['max_ms']:.0f}",
-                           f"{len(result['delays_ms']) - result['missed']}/"
-                           f"{len(result['delays_ms'])}"])  # fmt: skip
+        heard = len(result["delays_ms"]) - result["missed"]
+        barge_rows.append(
+            [
+                name,
+                f"{result['median_ms']:.0f}",
+                f"{result['max_ms']:.0f}",
+                f"{heard}/{len(result['delays_ms'])}",
+            ]
+        )
     print_table(
         "Barge-in: a person over the agent, person's first voice → turn start (stream ms)",
         ["condition (guard on)", "median ms", "max ms", "heard"],
@@ -160,8 +182,11 @@ def main() -> None:
         f"\nCPU: {cpu['active_ms_per_100ms']:.2f} ms per 100 ms of microphone audio while agent "
         f"audio is recent, {cpu['idle_ms_per_100ms']:.3f} ms when none is (shared 2-core machine)"
     )
-    save("echo", {"echo_only": echo_data, "barge_in": barge_data, "cpu": cpu,
-                  "required_conditions": [name for name, _ in REQUIRED]})  # fmt: skip
+    required = [name for name, _ in REQUIRED]
+    save(
+        "echo",
+        {"echo_only": echo_data, "barge_in": barge_data, "cpu": cpu, "required": required},
+    )
 
 
 if __name__ == "__main__":
