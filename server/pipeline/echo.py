@@ -56,6 +56,7 @@ RATE = 16000
 BLOCK = 320  # 20 ms: one VAD frame per block
 PRE_S = 0.004  # the echo-path filter starts this far before the found delay
 BAND_HZ = (100.0, 3800.0)  # used by the delay search: present at 8 kHz and 16 kHz microphones
+AUDIBLE = 0.002  # rms (full scale 1): half the VAD's energy floor, can never open a turn
 SEARCHING, LOCKED, NO_ECHO = "searching", "locked", "no_echo"
 
 
@@ -72,7 +73,7 @@ class EchoSettings:
     step: float = 0.5  # NLMS step size (0..1]
     leak_margin_db: float = 6.0  # a residual this far below the predicted echo is muted
     room_rt60_s: float = 0.4  # the predicted echo is held this long (decaying) for reverb
-    relock_s: float = 0.4  # muting after the cancellation stops matching, while re-searching
+    relock_s: float = 0.5  # muting after the cancellation stops matching, while re-searching
     converged_db: float = 20.0  # echo cancelled this much ends the muting after a lock
     converge_s: float = 0.5  # ... or this long after the lock, whichever comes first
     max_reference_s: float = 120.0  # reference kept ahead of the microphone; more is refused
@@ -102,9 +103,13 @@ class EchoGuard:
         self._pre = round(PRE_S * RATE)
         self._window = max(BLOCK, round(s.search_window_s * RATE) // BLOCK * BLOCK)
         self._leak_ratio = 10 ** (-s.leak_margin_db / 10)
+        self._audible = (AUDIBLE * 32768) ** 2 * BLOCK  # block energy
         self._tail_decay = 10 ** (-6 * BLOCK / (s.room_rt60_s * RATE))  # -60 dB per rt60
         self._echo_envelope = 0.0  # predicted echo energy per block, held over the room's tail
-        self._mismatched_blocks = 0
+        self._doubt_since: int | None = None  # where the cancellation stopped matching
+        self._mismatches = 0  # blocks in a row where subtracting made the signal louder
+        self._echo_peak = 0.0  # the loudest predicted echo lately (block energy)
+        self._peak_decay = 10 ** (-0.6 * BLOCK / RATE)  # forgets 6 dB per second
         self._search_blocks = max(1, round(s.search_every_s * RATE / BLOCK))
         self._track_blocks = max(1, round(s.track_every_s * RATE / BLOCK))
         span = self._window + self._max_lag - self._min_lag
@@ -199,7 +204,8 @@ class EchoGuard:
         if not self._chunks or not self._reference_near(position):
             return pcm
         self._blocks_since_search += 1
-        every = self._track_blocks if self.state == LOCKED else self._search_blocks
+        trusted = self.state == LOCKED and self._doubt_since is None
+        every = self._track_blocks if trusted else self._search_blocks
         if self._blocks_since_search >= every:
             self._blocks_since_search = 0
             self._search()
@@ -217,23 +223,28 @@ class EchoGuard:
         echo, residual = self._cancel(mic, position)
         echo_energy, residual_energy, mic_energy = echo @ echo, residual @ residual, mic @ mic
         self._echo_envelope = max(echo_energy, self._echo_envelope * self._tail_decay)
+        self._echo_peak = max(echo_energy, self._echo_peak * self._peak_decay)
         if self._converging_blocks is not None and self._still_converging(mic, residual):
             return bytes(len(pcm))  # muted until the filter cancels the echo it locked on
-        if residual_energy > mic_energy and echo_energy > 0.25 * mic_energy:
-            # Subtracting made it louder: the delay moved (playback stalled) or the reference
-            # never played (the client dropped it). Search at the fast pace and mute while a
-            # new delay is likely to be found (spending that time only on blocks loud enough
-            # to matter), then let the microphone through.
-            soon = self._track_blocks - self._search_blocks
-            self._blocks_since_search = max(self._blocks_since_search, soon)
-            if mic_energy < 0.25 * echo_energy:
-                return bytes(len(pcm))  # quiet anyway: nothing is lost
-            self._mismatched_blocks += 1
-            if self._mismatched_blocks * BLOCK <= self.settings.relock_s * RATE:
-                return bytes(len(pcm))
-            return pcm
-        if echo_energy > 0.25 * mic_energy:
-            self._mismatched_blocks = 0  # the echo is being cancelled: the lock holds
+        # Louder than our echo has lately been: a person, whatever the cancellation says.
+        echo_sized = mic_energy <= 4.0 * self._echo_peak
+        if echo_energy > self._audible and echo_sized:
+            if residual_energy > mic_energy + 0.5 * echo_energy:
+                # Subtracting made it louder, twice running: the delay moved (playback
+                # stalled) or the reference never played (the client dropped it).
+                self._mismatches += 1
+                if self._mismatches >= 2 and self._doubt_since is None:
+                    self._doubt_since = position
+                    self._blocks_since_search = self._track_blocks  # search now
+            else:
+                self._mismatches = 0
+                if residual_energy < 0.5 * mic_energy:
+                    self._doubt_since = None  # the echo is being cancelled: the lock holds
+        doubted_s = (position - self._doubt_since) / RATE if self._doubt_since is not None else None
+        if doubted_s is not None and doubted_s <= self.settings.relock_s and echo_sized:
+            # Maybe the echo at a new delay: mute while searching. No new delay found in
+            # time: what is heard then is not our echo.
+            return bytes(len(pcm))
         if residual_energy > mic_energy:
             return pcm
         if residual_energy < self._leak_ratio * self._echo_envelope:
@@ -262,7 +273,7 @@ class EchoGuard:
             self._candidate = None
             return
         # A new delay replaces the lock when seen twice, or once while cancelling is failing.
-        failing = self._mismatched_blocks > 0
+        failing = self._doubt_since is not None
         if self.state == LOCKED and self._candidate != delay and not failing:
             self._candidate = delay  # a new delay must be found twice before it replaces one
             return
@@ -280,7 +291,8 @@ class EchoGuard:
         self._power[:] = 0.0
         self._converging_blocks = 0
         self._mic_energy = self._residual_energy = 0.0
-        self._mismatched_blocks = 0
+        self._doubt_since = None
+        self._mismatches = 0
 
     def _still_converging(self, mic: np.ndarray, residual: np.ndarray) -> bool:
         """True until the echo is cancelled by `converged_db` or `converge_s` has passed."""
