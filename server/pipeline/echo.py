@@ -56,6 +56,7 @@ RATE = 16000
 BLOCK = 320  # 20 ms: one VAD frame per block
 PRE_S = 0.004  # the echo-path filter starts this far before the found delay
 BAND_HZ = (100.0, 3800.0)  # used by the delay search: present at 8 kHz and 16 kHz microphones
+DOUBT_WINDOW_S = 0.2  # microphone audio searched while the lock is in doubt
 AUDIBLE = 0.002  # rms (full scale 1): half the VAD's energy floor, can never open a turn
 SEARCHING, LOCKED, NO_ECHO = "searching", "locked", "no_echo"
 
@@ -101,6 +102,7 @@ class EchoGuard:
         self._min_lag = round(s.min_delay_s * RATE)
         self._max_lag = round(s.max_delay_s * RATE)
         self._pre = round(PRE_S * RATE)
+        self._doubt_window = round(DOUBT_WINDOW_S * RATE) // BLOCK * BLOCK
         self._window = max(BLOCK, round(s.search_window_s * RATE) // BLOCK * BLOCK)
         self._leak_ratio = 10 ** (-s.leak_margin_db / 10)
         self._audible = (AUDIBLE * 32768) ** 2 * BLOCK  # block energy
@@ -254,37 +256,42 @@ class EchoGuard:
     # -- delay search ----------------------------------------------------------------------------
 
     def _search(self) -> None:
-        """Cross-correlate the latest microphone audio with the reference over the delay range."""
+        """Cross-correlate the latest microphone audio with the reference over the delay range.
+
+        While the lock is in doubt, only the last `DOUBT_WINDOW_S` count: audio from before
+        a stall would find the old delay again.
+        """
+        window = self._window if self._doubt_since is None else self._doubt_window
+        mic = self._mic[-window:]
         end = self.position  # the microphone window is [end - window, end)
-        ref = self._reference(end - self._window - self._max_lag, end - self._min_lag)
-        if not ref.any() or not self._mic.any():
+        ref = self._reference(end - window - self._max_lag, end - self._min_lag)
+        if not ref.any() or not mic.any():
             return
-        cross = np.conj(np.fft.rfft(self._mic, self._nfft)) * np.fft.rfft(ref, self._nfft)
+        cross = np.conj(np.fft.rfft(mic, self._nfft)) * np.fft.rfft(ref, self._nfft)
         cross = np.where(self._band, cross / (np.abs(cross) + 1e-9), 0)
         lags = self._max_lag - self._min_lag + 1
         correlation = np.abs(np.fft.irfft(cross, self._nfft)[:lags])
         peak = int(np.argmax(correlation))
         score = correlation[peak] / (correlation.mean() + 1e-12)
-        self.last_score = float(score)
         if score < self.settings.lock_score:
             return
         delay = self._max_lag - peak  # mic[t] ~ ref[t - delay]
         if self.delay is not None and abs(delay - self.delay) <= self._pre:
-            self._candidate = None
+            self._candidate = self._doubt_since = None  # the lock is right
             return
         # A new delay replaces the lock when seen twice, or once while cancelling is failing.
         failing = self._doubt_since is not None
         if self.state == LOCKED and self._candidate != delay and not failing:
             self._candidate = delay  # a new delay must be found twice before it replaces one
             return
-        self._lock(delay, ref)
+        self._lock(delay, mic, ref)
 
-    def _lock(self, delay: int, ref: np.ndarray) -> None:
+    def _lock(self, delay: int, mic: np.ndarray, ref: np.ndarray) -> None:
         """Start cancelling at `delay`: the filter begins as that delay times its LS gain."""
         self.delay, self._candidate, self.state = delay, None, LOCKED
-        offset = self._max_lag - delay  # ref[offset + i] lines up with self._mic[i]
-        aligned = ref[offset : offset + self._window]
-        gain = float(self._mic @ aligned / (aligned @ aligned + 1e-9))
+        offset = self._max_lag - delay  # ref[offset + i] lines up with mic[i]
+        aligned = ref[offset : offset + mic.size]
+        gain = float(mic @ aligned / (aligned @ aligned + 1e-9))
         impulse = np.zeros(2 * BLOCK)
         impulse[self._pre] = np.clip(gain, -4.0, 4.0)
         self._weights = np.fft.rfft(impulse)
