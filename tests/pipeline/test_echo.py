@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.timing import StreamClock
 from tests.support.echo import FRAME, RATE, samples
 from tests.support.echo import microphone as speaker_echo
 from tests.support.echo import turn_starts as detector_starts
@@ -144,3 +145,10 @@ def test_silence_passes_untouched_when_no_agent_audio_is_due():
     guard.add_reference(speak(QUESTION), 30.0)  # due long after this microphone audio
     mic = microphone(0.15, -120, person=True)
     assert guard.clean(mic) == mic[: len(mic) - len(mic) % (FRAME * 2)]
+
+
+def test_the_stream_clock_places_a_due_time_in_stream_time():
+    clock = StreamClock(RATE)
+    clock.advance(RATE * 2, arrival=100.0)  # 2 s of microphone audio, the last at t=100
+    assert clock.stream_time_of(100.25) == 2.25
+    assert clock.wall_time_of(clock.stream_time_of(101.0)) == 101.0
