@@ -72,6 +72,7 @@ class EchoSettings:
     lock_score: float = 30.0  # correlation peak over its mean that counts as found
     give_up_s: float = 0.6  # muted past max_delay_s without finding an echo: stop muting
     step: float = 0.5  # NLMS step size (0..1]
+    tail_s: float = 0.12  # echo path length modelled after the delay (room reverberation)
     leak_margin_db: float = 6.0  # a residual this far below the predicted echo is muted
     room_rt60_s: float = 0.4  # the predicted echo is held this long (decaying) for reverb
     relock_s: float = 0.5  # muting after the cancellation stops matching, while re-searching
@@ -127,8 +128,12 @@ class EchoGuard:
         self._candidate: int | None = None
         self._blocks_since_search = 0
         self._unlocked_blocks = 0
-        self._weights = np.zeros(BLOCK + 1, dtype=np.complex128)  # echo path, frequency domain
+        parts = max(1, round(s.tail_s * RATE / BLOCK))
+        # The echo path in the frequency domain, one row per 20 ms of it.
+        self._weights = np.zeros((parts, BLOCK + 1), dtype=np.complex128)
         self._power = np.zeros(BLOCK + 1)  # reference power per bin, smoothed
+        self._frame_spectra: dict[int, np.ndarray] = {}  # reference frames, transformed
+        self._next_constrained = 0
         self._converging_blocks: int | None = None  # blocks since the lock, until converged
         self._mic_energy = self._residual_energy = 0.0
         self.refused_reference_s = 0.0
@@ -147,6 +152,7 @@ class EchoGuard:
             return
         self._chunks.append((start, samples))
         self._chunks.sort(key=lambda chunk: chunk[0])
+        self._frame_spectra = {}
 
     def drop_reference_after(self, stream_s: float) -> None:
         """Agent audio due after `stream_s` will not play (the agent was interrupted)."""
@@ -156,6 +162,7 @@ class EchoGuard:
             if start < cut:
                 kept.append((start, samples[: cut - start]))
         self._chunks = kept
+        self._frame_spectra = {}
 
     def _reference(self, start: int, stop: int) -> np.ndarray:
         """The reference due in [start, stop), zeros where nothing was due."""
@@ -232,16 +239,18 @@ class EchoGuard:
         echo_sized = mic_energy <= 4.0 * self._echo_peak
         if echo_energy > self._audible and echo_sized:
             if residual_energy > mic_energy + 0.5 * echo_energy:
-                # Subtracting made it louder, twice running: the delay moved (playback
+                # Subtracting made it louder, 60 ms running: the delay moved (playback
                 # stalled) or the reference never played (the client dropped it).
                 self._mismatches += 1
-                if self._mismatches >= 2 and self._doubt_since is None:
+                if self._mismatches >= 3 and self._doubt_since is None:
                     self._doubt_since = position
                     self._blocks_since_search = self._track_blocks  # search now
             else:
                 self._mismatches = 0
                 if residual_energy < 0.5 * mic_energy:
                     self._doubt_since = None  # the echo is being cancelled: the lock holds
+        else:
+            self._mismatches = 0
         doubted_s = (position - self._doubt_since) / RATE if self._doubt_since is not None else None
         if doubted_s is not None and doubted_s <= self.settings.relock_s and echo_sized:
             # Maybe the echo at a new delay: mute while searching. No new delay found in
@@ -294,7 +303,8 @@ class EchoGuard:
         gain = float(mic @ aligned / (aligned @ aligned + 1e-9))
         impulse = np.zeros(2 * BLOCK)
         impulse[self._pre] = np.clip(gain, -4.0, 4.0)
-        self._weights = np.fft.rfft(impulse)
+        self._weights[:] = 0.0
+        self._weights[0] = np.fft.rfft(impulse)
         self._power[:] = 0.0
         self._converging_blocks = 0
         self._mic_energy = self._residual_energy = 0.0
@@ -317,22 +327,38 @@ class EchoGuard:
     # -- cancellation ----------------------------------------------------------------------------
 
     def _cancel(self, mic: np.ndarray, position: int) -> tuple[np.ndarray, np.ndarray]:
-        """One overlap-save NLMS block: (predicted echo, microphone minus it); adapts.
+        """One block of the partitioned overlap-save NLMS filter: (predicted echo, microphone
+        minus it); adapts. Partition k models the echo path `k` blocks further on (reverb).
 
         The step shrinks while the residual is louder than the predicted echo (someone is
         talking over the agent), so the person's voice does not pull the filter off the echo.
+        Each block constrains one partition to be causal, in turn (as Speex's MDF does): the
+        others adapt in the frequency domain alone, which keeps the cost near one partition's.
         """
-        first = position - self.delay + self._pre  # the reference under the filter's tap 0
-        x = np.fft.rfft(self._reference(first - BLOCK, first + BLOCK))
-        echo = np.fft.irfft(x * self._weights)[BLOCK:]
+        parts = self._weights.shape[0]
+        first = position - self.delay + self._pre  # the reference under tap 0 of partition 0
+        x = self._spectra([first - (k + 1) * BLOCK for k in range(parts)])
+        echo = np.fft.irfft((x * self._weights).sum(axis=0))[BLOCK:]
         residual = mic - echo
-        power = x.real**2 + x.imag**2
+        power = (x.real**2 + x.imag**2).sum(axis=0)
         self._power = np.where(self._power > 0, 0.7 * self._power + 0.3 * power, power)
         if power.mean() > 1.0:
             step = self.settings.step * min(1.0, (echo @ echo + 1.0) / (residual @ residual + 1.0))
             error = np.fft.rfft(np.concatenate((np.zeros(BLOCK), residual)))
             norm = self._power + 1e-2 * self._power.mean() + 1.0
-            gradient = np.fft.irfft(np.conj(x) * error / norm)
-            gradient[BLOCK:] = 0.0  # keep the filter causal and one block long
-            self._weights += step * np.fft.rfft(gradient)
+            self._weights += step * np.conj(x) * (error / norm)
+            k = self._next_constrained = (self._next_constrained + 1) % parts
+            taps = np.fft.irfft(self._weights[k])
+            taps[BLOCK:] = 0.0  # causal and one block long
+            self._weights[k] = np.fft.rfft(taps)
         return echo, residual
+
+    def _spectra(self, starts: list[int]) -> np.ndarray:
+        """Spectra of the 2-block reference frames starting at `starts`, one row each; a frame
+        is transformed once and reused by the partitions that follow it."""
+        cache = {start: self._frame_spectra.get(start) for start in starts}
+        for start, spectrum in cache.items():
+            if spectrum is None:
+                cache[start] = np.fft.rfft(self._reference(start, start + 2 * BLOCK))
+        self._frame_spectra = cache
+        return np.array(list(cache.values()))
