@@ -8,7 +8,7 @@ time (audio samples), no wall clock except the CPU cost:
 - turn starts per minute of agent speech with only the echo at the microphone (goal 0), for
   50/150/300 ms × -6/-20 dB (the issue's matrix), plus a late browser (900 ms), an 8 kHz
   microphone, a reverberant room and a playback stall (harder cases, shown as they are);
-- barge-in delay: a person (a different sentence) talking over the answer at two points of each
+- barge-in delay: a person (a different sentence) talking over the answer at four points of each
   answer, from the person's first voiced 10 ms to the detector's start (goal ≤ 300 ms), against
   the same person on a silent microphone without the guard (the floor the VAD sets);
 - CPU per 100 ms of microphone audio while agent audio is recent, and when none is.
@@ -19,6 +19,7 @@ time (audio samples), no wall clock except the CPU cost:
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 from common import median, print_table, save
 
@@ -39,7 +40,7 @@ ANSWERS = [
 ]
 QUESTION = "Wait, can you tell me about parking instead?"
 DUE_S = 0.5
-PERSON_POINTS = (0.3, 0.65)  # where in each answer the person starts, as a share of its length
+PERSON_POINTS = (0.2, 0.4, 0.6, 0.8)  # where the person starts, as a share of the answer
 
 CONDITIONS = [
     ("50 ms, -6 dB", {"delay_s": 0.05, "level_db": -6}),
@@ -61,6 +62,12 @@ class TimedGuard(EchoGuard):
     """The guard, with the CPU time of `clean()` added up."""
 
     cpu_s = 0.0
+    locked_at: ClassVar[list[float]] = []  # stream seconds of each first lock
+
+    def _lock(self, *args) -> None:
+        if self.delay is None:
+            TimedGuard.locked_at.append(self.position / RATE)
+        super()._lock(*args)
 
     def clean(self, mic_pcm16: bytes) -> bytes:
         start = time.process_time()
@@ -77,15 +84,22 @@ def guard_for(answer: bytes) -> TimedGuard:
 
 
 def echo_only(answers: list[bytes], options: dict) -> dict:
+    """Turn starts with the echo alone, off and on; and how long the guard needed to lock,
+    from the first audible echo (each answer starts a fresh guard: a session's first answer)."""
     off = on = 0
     speech_s = 0.0
+    lock_ms = []
     for answer in answers:
         mic = microphone(answer, DUE_S, **options)
         speech_s += len(answer) / 2 / RATE
         off += len(turn_starts(mic, None))
+        TimedGuard.locked_at = []
         on += len(turn_starts(mic, guard_for(answer)))
+        echo_starts = DUE_S + options["delay_s"] + voiced_span(answer)[0]
+        lock_ms += [round((t - echo_starts) * 1000) for t in TimedGuard.locked_at[:1]]
     minutes = speech_s / 60
     return {
+        "lock_ms": lock_ms,
         "speech_s": round(speech_s, 1),
         "starts_off": off,
         "starts_on": on,
@@ -152,11 +166,12 @@ def main() -> None:
                 result["starts_on"],
                 f"{result['per_min_off']:.1f}",
                 f"{result['per_min_on']:.1f}",
+                "/".join(str(ms) for ms in result["lock_ms"]),
             ]
         )
     print_table(
         "Echo only at the microphone: user turn starts (interruptions) over the agent's speech",
-        ["condition", "speech s", "starts off", "starts on", "/min off", "/min on"],
+        ["condition", "speech s", "starts off", "starts on", "/min off", "/min on", "lock ms"],
         echo_rows,
     )
     barge_rows, barge_data = [], {}

@@ -54,32 +54,34 @@ def turn_starts(mic: bytes, guard: EchoGuard | None, drop_after_s: float | None 
 
 
 ECHO_CASES = [
-    pytest.param(delay, level, rate, id=f"{round(delay * 1000)}ms-{-level}dB-{rate // 1000}k")
-    for delay, level, rate in [
-        (0.05, -6, RATE),
-        (0.05, -20, RATE),
-        (0.15, -6, RATE),
-        (0.15, -20, RATE),
-        (0.3, -6, RATE),
-        (0.3, -20, RATE),
-        (0.9, -6, RATE),
-        (0.9, -20, RATE),
-        (0.15, -6, 8000),
-        (0.9, -20, 8000),
+    pytest.param(delay, level, options, id=name)
+    for name, delay, level, options in [
+        ("50ms-6dB", 0.05, -6, {}),
+        ("50ms-20dB", 0.05, -20, {}),
+        ("150ms-6dB", 0.15, -6, {}),
+        ("150ms-20dB", 0.15, -20, {}),
+        ("300ms-6dB", 0.3, -6, {}),
+        ("300ms-20dB", 0.3, -20, {}),
+        ("900ms-6dB", 0.9, -6, {}),  # a slow browser: output latency + network
+        ("900ms-20dB", 0.9, -20, {}),
+        ("150ms-6dB-8kHz-mic", 0.15, -6, {"rate": 8000}),
+        ("900ms-20dB-8kHz-mic", 0.9, -20, {"rate": 8000}),
+        ("300ms-6dB-room-rt60-0.3s", 0.3, -6, {"rt60_s": 0.3}),
+        ("150ms-6dB-playback-stall-250ms", 0.15, -6, {"jump": (6.0, 0.25)}),
     ]
 ]
 
 
-@pytest.mark.parametrize(("delay_s", "level_db", "rate"), ECHO_CASES)
-def test_the_agents_own_voice_never_starts_a_turn(delay_s, level_db, rate):
-    mic = microphone(delay_s, level_db, rate=rate)
+@pytest.mark.parametrize(("delay_s", "level_db", "options"), ECHO_CASES)
+def test_the_agents_own_voice_never_starts_a_turn(delay_s, level_db, options):
+    mic = microphone(delay_s, level_db, **options)
     assert turn_starts(mic, None), "the raw echo should open a turn, or this test proves nothing"
     assert turn_starts(mic, EchoGuard()) == []
 
 
-@pytest.mark.parametrize(("delay_s", "level_db", "rate"), ECHO_CASES)
-def test_a_person_talking_over_the_agent_starts_a_turn_within_300ms(delay_s, level_db, rate):
-    mic = microphone(delay_s, level_db, person=True, rate=rate)
+@pytest.mark.parametrize(("delay_s", "level_db", "options"), ECHO_CASES)
+def test_a_person_talking_over_the_agent_starts_a_turn_within_300ms(delay_s, level_db, options):
+    mic = microphone(delay_s, level_db, person=True, **options)
     starts = turn_starts(mic, EchoGuard())
     assert starts, "the person was never heard"
     assert 0 <= starts[0] - person_starts_s() <= 0.3
@@ -152,3 +154,14 @@ def test_the_stream_clock_places_a_due_time_in_stream_time():
     clock.advance(RATE * 2, arrival=100.0)  # 2 s of microphone audio, the last at t=100
     assert clock.stream_time_of(100.25) == 2.25
     assert clock.wall_time_of(clock.stream_time_of(101.0)) == 101.0
+
+
+def test_agent_audio_beyond_the_bound_is_refused_and_counted():
+    guard = EchoGuard(EchoSettings(max_reference_s=1.0))
+    second = bytes(RATE * 2)
+    guard.add_reference(second, 0.0)
+    guard.add_reference(second, 1.0)  # 2 s held: over the bound
+    assert guard.refused_reference_s == 1.0
+    guard.clean(bytes(RATE * 2 * 4))  # 4 s later the first second is forgotten
+    guard.add_reference(second, 4.0)
+    assert guard.refused_reference_s == 1.0
