@@ -261,7 +261,9 @@ class EchoGuard:
             return bytes(len(pcm))  # muted until the filter cancels the echo it locked on
         # Louder than our echo has lately been: a person, whatever the cancellation says.
         echo_sized = mic_energy <= 4.0 * self._echo_peak
-        if echo_energy > self._audible and echo_sized:
+        # Whether the prediction is in the microphone can be told only where it is a fair
+        # part of what is heard; under a much louder voice the comparison is noise.
+        if echo_energy > self._audible and echo_energy >= 0.25 * mic_energy:
             if residual_energy > mic_energy + 0.5 * echo_energy:
                 # Subtracting made it louder, 60 ms running: the delay moved (playback
                 # stalled) or the reference never played (the client dropped it).
