@@ -33,7 +33,7 @@ parts:
    (one partition) left a reverberant room's tail (rt60 0.3 s) loud enough to interrupt at
    -6 dB; 120 ms cancels it (bench/echo.py).
 3. **Muting what can only be echo.** The output is silence (a) while agent audio is due and no
-   delay is known yet: the start of a session's first answer, 0.1-0.2 s of echo to lock,
+   delay is known yet: the start of a session's first answer, 50-160 ms of echo to lock,
    giving up after `max_delay_s + give_up_s` when no echo shows (a headset); (b) after a lock
    until the echo is `converged_db` down or `converge_s` passed; (c) for blocks whose residual
    is `leak_margin_db` under the predicted echo, held over the room's decay (what the filter
@@ -52,8 +52,13 @@ Measured (bench/echo.py, real Piper speech, the real TurnDetector; 34 s of agent
 row): with the guard, 0 turn starts from echo at 50/150/300/900 ms, -6 and -20 dB, an 8 kHz
 microphone, a room with rt60 0.3 s and a 250 ms playback stall (without it: 5-17 per minute);
 a person talking over the agent opens a turn 116-142 ms after their voice starts (without echo
-and guard: 111-122 ms). CPU: about 0.9 ms per 100 ms of microphone audio while agent audio is
-recent, 0.03 ms otherwise.
+and guard: 111-124 ms). Each lock took 50-160 ms of echo. CPU: about 0.9 ms per 100 ms of
+microphone audio while agent audio is recent, 0.03 ms otherwise.
+
+Limits, measured the same way: a person 9 dB or more quieter than the echo at the microphone can
+lose a first short word to (c) and open the turn with the next (0.7-1 s); a 10 dB margin would
+keep it but let reverberant echo through. During (a) nobody can barge in: 50-160 ms of the
+session's first answer with speakers, `max_delay_s + give_up_s` (1.8 s) with a headset.
 """
 
 from __future__ import annotations
