@@ -32,9 +32,12 @@ parts:
    (someone talking over it), so a person does not pull the filter off the echo. A 20 ms path
    (one partition) left a reverberant room's tail (rt60 0.3 s) loud enough to interrupt at
    -6 dB; 120 ms cancels it (bench/echo.py).
-3. **Muting what can only be echo.** The output is silence (a) while agent audio is due and no
-   delay is known yet: the start of a session's first answer, 50-160 ms of echo to lock,
-   giving up after `max_delay_s + give_up_s` when no echo shows (a headset); (b) after a lock
+3. **Holding, then muting what can only be echo.** (a) While agent audio is due and no delay is
+   known yet (the start of a session's first answer), the microphone is held from its first
+   audible block: when the delay is found (50-160 ms of echo) what was held is cancelled and
+   passed on; after `give_up_s` (0.3 s) held without finding it (a headset) it is released as
+   it was and the guard stops holding. Nothing is lost and stream time is unchanged; the
+   decision is at most 0.3 s late. The output is silence (b) after a lock
    until the echo is `converged_db` down or `converge_s` passed; (c) for blocks whose residual
    is `leak_margin_db` under the predicted echo, held over the room's decay (what the filter
    missed); (d) while the lock is in doubt, at most `relock_s`: subtracting made the microphone
@@ -57,8 +60,8 @@ microphone audio while agent audio is recent, 0.03 ms otherwise.
 
 Limits, measured the same way: a person 9 dB or more quieter than the echo at the microphone can
 lose a first short word to (c) and open the turn with the next (0.7-1 s); a 10 dB margin would
-keep it but let reverberant echo through. During (a) nobody can barge in: 50-160 ms of the
-session's first answer with speakers, `max_delay_s + give_up_s` (1.8 s) with a headset.
+keep it but let reverberant echo through. (a) delays the VAD's decisions by up to 0.3 s of
+wall-clock time once per session (with a headset; 50-160 ms with speakers).
 """
 
 from __future__ import annotations
@@ -92,7 +95,7 @@ class EchoSettings:
     search_every_s: float = 0.1  # while no delay is locked, or cancelling stopped working
     track_every_s: float = 0.5  # while locked and cancelling: watching for a changed delay
     lock_score: float = 30.0  # correlation peak over its mean that counts as found
-    give_up_s: float = 0.6  # muted past max_delay_s without finding an echo: stop muting
+    give_up_s: float = 0.3  # microphone held while searching before deciding it is no echo
     step: float = 0.5  # NLMS step size (0..1]
     tail_s: float = 0.12  # echo path length modelled after the delay (room reverberation)
     leak_margin_db: float = 6.0  # a residual this far below the predicted echo is muted
@@ -142,7 +145,7 @@ class EchoGuard:
         freqs = np.fft.rfftfreq(self._nfft, 1 / RATE)
         self._band = (freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1])
         self._chunks: list[tuple[int, np.ndarray]] = []  # (due sample, reference), in due order
-        self._held = 0  # samples of reference held
+        self._reference_held = 0  # samples of reference held
         self._mic = np.zeros(self._window)  # the latest microphone samples, for the search
         self._partial = b""
         self.position = 0  # microphone samples consumed (whole blocks)
@@ -150,7 +153,7 @@ class EchoGuard:
         self.delay: int | None = None  # samples from due to heard, once locked
         self._candidate: int | None = None
         self._blocks_since_search = 0
-        self._unlocked_blocks = 0
+        self._withheld: list[tuple[int, bytes]] = []  # (position, block) held while searching
         parts = max(1, round(s.tail_s * RATE / BLOCK))
         # The echo path in the frequency domain, one row per 20 ms of it.
         self._weights = np.zeros((parts, BLOCK + 1), dtype=np.complex128)
@@ -169,11 +172,11 @@ class EchoGuard:
         if samples.size == 0:
             return
         start = round(due_stream_s * RATE)
-        if self._held + samples.size > self.settings.max_reference_s * RATE:
+        if self._reference_held + samples.size > self.settings.max_reference_s * RATE:
             self.refused_reference_s += samples.size / RATE
             return
         bisect.insort(self._chunks, (start, samples), key=lambda chunk: chunk[0])
-        self._held += samples.size
+        self._reference_held += samples.size
         self._frame_spectra = {}
 
     def drop_reference_after(self, stream_s: float) -> None:
@@ -184,7 +187,7 @@ class EchoGuard:
             if start < cut:
                 kept.append((start, samples[: cut - start]))
         self._chunks = kept
-        self._held = sum(c.size for _, c in kept)
+        self._reference_held = sum(c.size for _, c in kept)
         self._frame_spectra = {}
 
     def _overlapping(self, start: int, stop: int) -> list[tuple[int, np.ndarray]]:
@@ -210,16 +213,17 @@ class EchoGuard:
         horizon = self.position - self._max_lag - self._window - 2 * BLOCK
         if self._chunks and self._chunks[0][0] + self._chunks[0][1].size <= horizon:
             self._chunks = [(d, c) for d, c in self._chunks if d + c.size > horizon]
-            self._held = sum(c.size for _, c in self._chunks)
+            self._reference_held = sum(c.size for _, c in self._chunks)
 
     # -- microphone ------------------------------------------------------------------------------
 
     def clean(self, mic_pcm16: bytes) -> bytes:
         """The microphone with the agent's echo removed, for the VAD and the recogniser.
 
-        Works in 20 ms blocks: returns the whole blocks of the input so far (a partial block
-        waits for the next call), so the output stream is the input stream, sample for sample
-        in time, and stream time stays the count of samples fed.
+        Works in 20 ms blocks: returns the blocks decided so far, in order (a partial block
+        waits for the next call; while the first echo is searched for, up to `give_up_s` is
+        held). The output stream is the input stream, sample for sample, only later, so stream
+        time stays the count of samples fed.
         """
         data = self._partial + mic_pcm16
         whole = len(data) - len(data) % (BLOCK * 2)
@@ -240,7 +244,7 @@ class EchoGuard:
         mic = _samples(pcm)
         self._mic = np.concatenate((self._mic[BLOCK:], mic))
         if not self._chunks or not self._reference_near(position):
-            return pcm
+            return self._release() + pcm
         self._blocks_since_search += 1
         trusted = self.state == EchoState.LOCKED and self._doubt_since is None
         every = self._track_blocks if trusted else self._search_blocks
@@ -248,13 +252,28 @@ class EchoGuard:
             self._blocks_since_search = 0
             self._search()
         if self.state == EchoState.SEARCHING:
-            self._unlocked_blocks += 1
-            if self._unlocked_blocks * BLOCK >= self._max_lag + self.settings.give_up_s * RATE:
-                self.state = EchoState.NO_ECHO
-            return bytes(len(pcm))  # muted until the echo's delay is known
+            return self._searching(pcm, mic, position)
         if self.state == EchoState.NO_ECHO:
             return pcm
-        return self._cancelled(pcm, mic, position)
+        held, self._withheld = self._withheld, []  # held while searching: cancel it now
+        out = b"".join(self._cancelled(p, _samples(p), at) for at, p in held)
+        return out + self._cancelled(pcm, mic, position)
+
+    def _searching(self, pcm: bytes, mic: np.ndarray, position: int) -> bytes:
+        """Hold the microphone from its first audible block until the echo's delay is found
+        (what was held is then cancelled) or `give_up_s` is held without finding it (a
+        headset: what was held is released as it is). Nothing is lost, only later."""
+        if not self._withheld and mic @ mic < self._audible:
+            return pcm  # too quiet to open a turn: nothing to decide
+        self._withheld.append((position, pcm))
+        if len(self._withheld) * BLOCK >= self.settings.give_up_s * RATE:
+            self.state = EchoState.NO_ECHO
+            return self._release()
+        return b""
+
+    def _release(self) -> bytes:
+        held, self._withheld = self._withheld, []
+        return b"".join(pcm for _, pcm in held)
 
     def _cancelled(self, pcm: bytes, mic: np.ndarray, position: int) -> bytes:
         """A block while locked: the residual, or silence where it is still only echo."""

@@ -93,10 +93,21 @@ def test_without_the_defence_the_echo_interrupts_before_the_person_speaks():
 
 
 def test_a_headset_mic_hears_the_person_once_no_echo_is_found():
-    """No echo at all: the guard mutes only until it gives up looking, then the person passes."""
+    """No echo at all: the guard holds the person's first 0.3 s while it looks for an echo,
+    then releases it whole: the turn starts at the same stream time, only decided later."""
     mic = microphone(0.3, -120, person=True)
     starts = turn_starts(mic, EchoGuard())
     assert starts and 0 <= starts[0] - person_starts_s() <= 0.3
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    fed = out = lag = 0
+    for offset in range(0, len(mic), FRAME * 2):
+        chunk = mic[offset : offset + FRAME * 2]
+        fed += len(chunk)
+        out += len(guard.clean(chunk))
+        lag = max(lag, fed - out)
+    assert FRAME * 2 < lag <= round(guard.settings.give_up_s * RATE) * 2
+    assert out == fed - fed % (FRAME * 2)  # all of it, but for a last partial block
 
 
 def test_audio_the_client_never_played_is_not_subtracted_from_the_person():
