@@ -34,12 +34,14 @@ parts:
    -6 dB; 120 ms cancels it (bench/echo.py).
 3. **Holding, then muting what can only be echo.** (a) While agent audio is due and no delay is
    known yet (the start of a session's first answer), the microphone is held from its first
-   audible block: when the delay is found (50-160 ms of echo) what was held is cancelled and
-   passed on; after `give_up_s` (0.3 s) held without finding it (a headset) it is released as
-   it was and the guard stops holding. Nothing is lost and stream time is unchanged; the
-   decision is at most 0.3 s late. The output is silence (b) after a lock
-   until the echo is `converged_db` down or `converge_s` passed; (c) for blocks whose residual
-   is `leak_margin_db` under the predicted echo, held over the room's decay (what the filter
+   audible block. (b) After a lock, held output stays held until the cancellation proves the
+   lock: the echo `converged_db` down (at once on a clean path) or `verified_db` over
+   `converge_s`; what was held then comes out as silence (it was echo). A lock not proven (a
+   word the person shares with the agent, said in the same synthetic voice, as tests do) and
+   `give_up_s` (0.3 s) held without a lock (a headset) release what was held as it was, and
+   the guard stops holding. Nothing is lost and stream time is unchanged: the decision is at
+   most 0.6 s late, once per session. The output is silence (c) for blocks whose residual is
+   `leak_margin_db` under the predicted echo, held over the room's decay (what the filter
    missed); (d) while the lock is in doubt, at most `relock_s`: subtracting made the microphone
    louder for 60 ms (playback stalled, so the echo moved, or the audio never played) — a
    search of the last 0.2 s then either finds the delay again or relocks. Sound much louder
@@ -60,8 +62,8 @@ microphone audio while agent audio is recent, 0.03 ms otherwise.
 
 Limits, measured the same way: a person 9 dB or more quieter than the echo at the microphone can
 lose a first short word to (c) and open the turn with the next (0.7-1 s); a 10 dB margin would
-keep it but let reverberant echo through. (a) delays the VAD's decisions by up to 0.3 s of
-wall-clock time once per session (with a headset; 50-160 ms with speakers).
+keep it but let reverberant echo through. (a) and (b) delay the VAD's decisions, in wall-clock
+time, once per session: 0.3 s with a headset, 50-160 ms with speakers.
 """
 
 from __future__ import annotations
@@ -101,8 +103,9 @@ class EchoSettings:
     leak_margin_db: float = 6.0  # a residual this far below the predicted echo is muted
     room_rt60_s: float = 0.4  # the predicted echo is held this long (decaying) for reverb
     relock_s: float = 0.5  # muting after the cancellation stops matching, while re-searching
-    converged_db: float = 20.0  # echo cancelled this much ends the muting after a lock
-    converge_s: float = 0.5  # ... or this long after the lock, whichever comes first
+    converged_db: float = 20.0  # echo cancelled this much right after a lock proves it
+    converge_s: float = 0.3  # ... or by then, `verified_db` overall; else the lock was wrong
+    verified_db: float = 8.0  # measured: true locks 10-26 dB (echo -6 to -30 dB), a shared word 0
     max_reference_s: float = 120.0  # agent audio held at once; more is refused (and counted)
 
     def __post_init__(self) -> None:
@@ -110,6 +113,10 @@ class EchoSettings:
             raise ValueError("echo min_delay_s must be below max_delay_s")
         if not 0 < self.step <= 1:
             raise ValueError("echo step must be in (0, 1]")
+
+
+def _db(energy: float, residual: float) -> float:
+    return 10 * np.log10((energy + 1.0) / (residual + 1.0))
 
 
 def _samples(pcm: bytes) -> np.ndarray:
@@ -160,7 +167,9 @@ class EchoGuard:
         self._power = np.zeros(BLOCK + 1)  # reference power per bin, smoothed
         self._frame_spectra: dict[int, np.ndarray] = {}  # reference frames, transformed
         self._next_constrained = 0
-        self._converging_blocks: int | None = None  # blocks since the lock, until converged
+        self._converging_blocks: int | None = None  # blocks since the lock, until proven
+        self._held_after_lock: list[bytes] = []  # microphone held until the lock is proven
+        self._proof = [0.0, 0.0]
         self._mic_energy = self._residual_energy = 0.0
         self.refused_reference_s = 0.0
 
@@ -281,8 +290,8 @@ class EchoGuard:
         echo_energy, residual_energy, mic_energy = echo @ echo, residual @ residual, mic @ mic
         self._echo_envelope = max(echo_energy, self._echo_envelope * self._tail_decay)
         self._echo_peak = max(echo_energy, self._echo_peak * self._peak_decay)
-        if self._converging_blocks is not None and self._still_converging(mic, residual):
-            return bytes(len(pcm))  # muted until the filter cancels the echo it locked on
+        if self._converging_blocks is not None:
+            return self._proving(pcm, mic, residual)
         # Louder than our echo has lately been: a person, whatever the cancellation says.
         echo_sized = mic_energy <= 4.0 * self._echo_peak
         # Whether the prediction is in the microphone can be told only where it is a fair
@@ -358,21 +367,38 @@ class EchoGuard:
         self._power[:] = 0.0
         self._converging_blocks = 0
         self._mic_energy = self._residual_energy = 0.0
+        self._proof = [0.0, 0.0]  # microphone and residual energy since the lock
         self._doubt_since = None
         self._mismatches = 0
 
-    def _still_converging(self, mic: np.ndarray, residual: np.ndarray) -> bool:
-        """True until the echo is cancelled by `converged_db` or `converge_s` has passed."""
-        self._mic_energy = 0.7 * self._mic_energy + mic @ mic
-        self._residual_energy = 0.7 * self._residual_energy + residual @ residual
+    def _proving(self, pcm: bytes, mic: np.ndarray, residual: np.ndarray) -> bytes:
+        """After a lock, hold the output until the cancellation proves the lock right.
+
+        Right when the echo is `converged_db` down (at once for a clean path), or when
+        `converge_s` has cancelled `verified_db` overall: what was held is echo and comes out
+        as silence. Wrong otherwise: the peak was a word the person shares with the agent
+        (found with the same synthetic voice on both sides), so what was held is released as
+        it was and the guard stops holding, searching on in the background.
+        """
+        self._held_after_lock.append(pcm)
+        mic_energy, residual_energy = mic @ mic, residual @ residual
+        self._mic_energy = 0.7 * self._mic_energy + mic_energy
+        self._residual_energy = 0.7 * self._residual_energy + residual_energy
+        self._proof[0] += mic_energy
+        self._proof[1] += residual_energy
         self._converging_blocks += 1
-        cancelled_db = 10 * np.log10((self._mic_energy + 1) / (self._residual_energy + 1))
-        if (
-            cancelled_db >= self.settings.converged_db
-            or self._converging_blocks * BLOCK >= self.settings.converge_s * RATE
-        ):
-            self._converging_blocks = None
-        return self._converging_blocks is not None
+        if _db(self._mic_energy, self._residual_energy) >= self.settings.converged_db:
+            right = True
+        elif self._converging_blocks * BLOCK >= self.settings.converge_s * RATE:
+            right = _db(*self._proof) >= self.settings.verified_db
+        else:
+            return b""
+        held, self._held_after_lock = self._held_after_lock, []
+        self._converging_blocks = None
+        if right:
+            return bytes(sum(len(p) for p in held))
+        self.state, self.delay, self._candidate = EchoState.NO_ECHO, None, None
+        return b"".join(held)
 
     # -- cancellation ----------------------------------------------------------------------------
 

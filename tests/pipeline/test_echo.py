@@ -110,6 +110,24 @@ def test_a_headset_mic_hears_the_person_once_no_echo_is_found():
     assert out == fed - fed % (FRAME * 2)  # all of it, but for a last partial block
 
 
+def test_a_word_shared_with_the_agent_in_the_same_voice_is_not_taken_for_echo():
+    """With a headset, the person says a word the agent just said, in the same synthetic voice
+    (as tests and benchmarks do): the correlation can lock on it, but the cancellation does not
+    prove the lock, so the person's audio comes out whole and opens a turn at once."""
+    agent = speak("Hi! I'm the demo agent running on this machine. Ask me the time, or say help.")
+    person = speak("What time is it?")
+    at = 2.5
+    mic = speaker_echo(agent, 0.0, 0.2, -120, person=person, person_at_s=at, person_db=0.0)
+    guard = EchoGuard()
+    guard.add_reference(agent, 0.0)
+    out = guard.clean(mic)
+    assert out == mic[: len(out)] and len(mic) - len(out) < FRAME * 2
+    guard = EchoGuard()
+    guard.add_reference(agent, 0.0)
+    starts = detector_starts(mic, guard)
+    assert starts and 0 <= starts[0] - (at + voiced_span(person)[0]) <= 0.3
+
+
 def test_audio_the_client_never_played_is_not_subtracted_from_the_person():
     """The client stopped playing early and nobody told the guard: subtracting the answer's
     unplayed rest would add the agent's voice to the person's; the guard passes the mic."""
