@@ -56,9 +56,10 @@ interrupted, so the guard stops working on the microphone soon after.
 Measured (bench/echo.py, real Piper speech, the real TurnDetector; 34 s of agent speech per
 row): with the guard, 0 turn starts from echo at 50/150/300/900 ms, -6 and -20 dB, an 8 kHz
 microphone, a room with rt60 0.3 s and a 250 ms playback stall (without it: 5-17 per minute);
-a person talking over the agent opens a turn 116-142 ms after their voice starts (without echo
-and guard: 111-124 ms). Each lock took 50-160 ms of echo. CPU: about 0.9 ms per 100 ms of
-microphone audio while agent audio is recent, 0.03 ms otherwise.
+a person talking over the agent (12 times per row) opens a turn 107-143 ms (median 121-124)
+after their voice starts; without echo and guard 107-124 ms. Each lock took 50-160 ms of echo.
+CPU (2 shared cores, under load): 0.9-1.1 ms per 100 ms of microphone audio while agent audio
+is recent, 0.03 ms otherwise.
 
 Limits, measured the same way: a person 9 dB or more quieter than the echo at the microphone can
 lose a first short word to (c) and open the turn with the next (0.7-1 s); a 10 dB margin would
@@ -83,7 +84,7 @@ AUDIBLE = 0.002  # rms (full scale 1): half the VAD's energy floor, can never op
 
 
 class EchoState(enum.Enum):
-    SEARCHING = "searching"  # agent audio is due, its echo's delay not yet found: muting
+    SEARCHING = "searching"  # agent audio is due, its echo's delay not yet found: holding
     LOCKED = "locked"  # the delay is known: cancelling
     NO_ECHO = "no_echo"  # none found in time (a headset): passing, still searching
 
