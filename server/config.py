@@ -61,6 +61,16 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "jitter; a barge-in drops at most this much in the browser).",
     ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
+    "ECHO_DEFENCE": (
+        "true",
+        "Embedded pipeline: remove the agent's own voice (heard back through the user's "
+        "speakers) from the microphone before turn detection, so it never interrupts the agent.",
+    ),
+    "ECHO_MAX_DELAY_MS": (
+        "1200",
+        "Echo defence: the longest delay, from when agent audio was due to play to when the "
+        "microphone hears it (browser output latency + network + input latency), searched.",
+    ),
     "AGENT_WEBHOOK_URL": (
         "",
         "A Layercode-style agent webhook (Webhook SSE API); empty means the built-in demo "
@@ -123,6 +133,13 @@ def _bool(name: str, environ: dict[str, str]) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
+def _milliseconds(name: str, environ: dict[str, str], low: int, high: int) -> int:
+    raw = _env(name, environ)
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise SettingsError(f"{name} must be a whole number of milliseconds, {low}-{high}")
+    return int(raw)
+
+
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -148,6 +165,8 @@ class Settings:
     interruption_min_words: int = 1
     playback_lead_s: float = 0.5
     tts_engine: str = "piper"
+    echo_defence: bool = True
+    echo_max_delay_ms: int = 1200
     agent_webhook_url: str = ""
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
@@ -198,6 +217,8 @@ class Settings:
             interruption_min_words=_count("INTERRUPTION_MIN_WORDS", env),
             playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env),
             tts_engine=tts_engine,
+            echo_defence=_bool("ECHO_DEFENCE", env),
+            echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),
             agent_webhook_url=webhook_url,
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
