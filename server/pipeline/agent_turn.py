@@ -45,7 +45,7 @@ from layercode_client import protocol as p
 from ..errors import AgentError
 from .agent import WebhookAgent
 from .audio import RATE
-from .playback import BYTES_PER_SECOND, PlaybackTracker
+from .playback import BYTES_PER_SECOND, PlaybackTracker, SentAudio
 from .sentences import SentenceSplitter
 from .timing import TurnTimings
 from .tts import CHUNK_BYTES, TextToSpeech
@@ -100,6 +100,7 @@ class AgentTurn:
         timings: TurnTimings | None = None,
         pacing: Pacing | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_audio_sent: Callable[[SentAudio], None] | None = None,
     ):
         self.event = event
         self.turn_id = event.turn_id or new_turn_id()  # the webhook's turn id, for good
@@ -111,6 +112,7 @@ class AgentTurn:
         self.timings = timings or TurnTimings()
         self.pacing = pacing or Pacing()
         self.clock = clock
+        self.on_audio_sent = on_audio_sent  # the echo guard's reference
         self.state = AgentState.PENDING
         self.hangup = False
         self.interrupted = False
@@ -357,7 +359,9 @@ class AgentTurn:
         delta_id = f"{self.wire_id}-{self._delta}"
         self._put(p.ResponseAudio(content=base64.b64encode(pcm).decode("ascii"),
                                   turn_id=self.wire_id, delta_id=delta_id))  # fmt: skip
-        self.tracker.record(self.wire_id, delta_id, self.sent, pcm, now)
+        chunk = self.tracker.record(self.wire_id, delta_id, self.sent, pcm, now)
+        if self.on_audio_sent is not None:
+            self.on_audio_sent(chunk)
         self.sent += len(pcm)
         if not self._wire_has_audio:
             self._wire_has_audio = True

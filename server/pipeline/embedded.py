@@ -20,8 +20,9 @@ from ..config import Settings
 from .agent import WebhookAgent
 from .agent_turn import Pacing
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
+from .echo import EchoSettings
 from .keys import SessionKeys
-from .session import EchoCheck, InterruptionSettings, PipelineServices
+from .session import InterruptionSettings, PipelineServices
 from .store import SessionStore
 from .stt import RecognizerPool
 from .tts import make_tts
@@ -55,7 +56,9 @@ class EmbeddedPipeline:
             min_words=settings.interruption_min_words,
         )
         self.pacing = Pacing(lead_s=settings.playback_lead_s)
-        self.echo_check: EchoCheck | None = None  # the echo defence plugs in here
+        self.echo_settings = EchoSettings(
+            enabled=settings.echo_defence, max_delay_s=settings.echo_max_delay_ms / 1000
+        )
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
 
@@ -99,7 +102,7 @@ class EmbeddedPipeline:
             turn_settings=self.turn_settings,
             interruptions=self.interruptions,
             pacing=self.pacing,
-            echo_check=self.echo_check,
+            echo_settings=self.echo_settings,
             on_turn_timings=self.on_turn_timings,
         )
 

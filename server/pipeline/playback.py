@@ -9,9 +9,7 @@ that, `position()` estimates how far playback has got at any moment; the client'
 estimate when they come. Positions are byte offsets into the turn's whole audio (16 kHz PCM16),
 so the words heard can be cut from the sentence spans the turn keeps.
 
-This record is also the reference signal an echo check needs: `sent_between()` gives the PCM
-and due time of every chunk sent, so a detector can compare what the microphone picked up with
-what the speakers were playing at that moment.
+Each chunk's due time is also where the echo guard (echo.py) places it as its reference.
 """
 
 from __future__ import annotations
@@ -102,8 +100,3 @@ class PlaybackTracker:
             offset = ends[0] if delta_id is not None and ends else of_turn[-1].end_offset
         offset = min(offset, of_turn[-1].end_offset)
         return offset - offset % 2
-
-    def sent_between(self, start: float, end: float) -> list[SentAudio]:
-        """Chunks due to play (at least partly) between monotonic times `start` and `end`:
-        the reference signal for an echo check."""
-        return [c for c in self.chunks if c.due < end and c.ends > start]

@@ -22,8 +22,12 @@ confirmed and the agent turn cancelled as a unit. If the speech ends without the
 `false_interruption_s` has passed since it started (a cough, a door, an "mm"), the answer
 resumes where playback stopped, as a new assistant turn. The client may set the window for its
 session (`client.settings`). Push-to-talk and typed text interrupt
-at once. An echo check (`PipelineServices.echo_check`, see `EchoCheck`) may veto a speech start
-first: it gets the microphone audio and the agent audio that was playing.
+at once.
+
+Echo. In automatic mode the microphone goes through the session's `EchoGuard` (echo.py) before
+the VAD: every chunk of agent audio sent is its reference, placed at the stream time it is due
+to play (the pacing's planned play time), so the agent's own voice coming back through the
+user's speakers is removed and never starts a user turn; a person talking over it still does.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import ClassVar, Protocol
+from typing import ClassVar
 
 from layercode_client import protocol as p
 from layercode_client.errors import ProtocolError, UnknownMessageType
@@ -48,6 +52,7 @@ from ..errors import AgentError
 from .agent import WebhookAgent
 from .agent_turn import AgentState, AgentTurn, Pacing, new_turn_id
 from .audio import RATE, Resampler
+from .echo import EchoGuard, EchoSettings
 from .keys import SessionGrant
 from .outbox import Outbox
 from .playback import SentAudio
@@ -63,20 +68,7 @@ log = logging.getLogger("server.pipeline")
 HANGUP_PLAYBACK_GRACE_S = 5.0
 MAX_FALSE_INTERRUPTION_MS = 10_000
 
-__all__ = ["EchoCheck", "InterruptionSettings", "PipelineServices", "PipelineSession"]
-
-
-class EchoCheck(Protocol):
-    """Decides whether speech that started during agent playback is the agent's own voice.
-
-    `mic` is the 16 kHz PCM16 the VAD judged (pre-roll through the frames that opened the
-    turn); `mic_end` is when its last sample was captured (time.monotonic(), from the stream
-    clock); `playing` is the agent audio due to play over the last few seconds, each chunk
-    with its PCM and the monotonic time it was due to start (`SentAudio`). True: it is echo,
-    and no user turn starts.
-    """
-
-    def __call__(self, mic: bytes, mic_end: float, playing: list[SentAudio]) -> bool: ...
+__all__ = ["InterruptionSettings", "PipelineServices", "PipelineSession"]
 
 
 @dataclass
@@ -85,7 +77,6 @@ class InterruptionSettings:
 
     false_interruption_s: float = 0.6
     min_words: int = 1  # words the interrupting speech must carry to count
-    echo_reference_s: float = 3.0  # how much played agent audio an echo check is given
 
 
 @dataclass
@@ -99,7 +90,7 @@ class PipelineServices:
     turn_settings: TurnSettings = field(default_factory=TurnSettings)
     interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
     pacing: Pacing = field(default_factory=Pacing)
-    echo_check: EchoCheck | None = None
+    echo_settings: EchoSettings = field(default_factory=EchoSettings)
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
 
@@ -184,9 +175,9 @@ class PipelineSession:
         self.agent_lock = asyncio.Lock()
         self.started = False
         self.ptt_held = False
-        self.echo_vetoes = 0
+        self.echo = EchoGuard(services.echo_settings)
         self.interruptions = services.interruptions  # this session's, the client may change it
-        self._ignoring_speech = False  # the VAD's current speech was judged echo or ignored
+        self._ignoring_speech = False  # the VAD's current speech is ignored (cannot interrupt)
         self._tasks: set[asyncio.Task] = set()
         self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
 
@@ -270,7 +261,7 @@ class PipelineSession:
             if self.user_turn is not None:
                 self.user_turn.utterance.feed(pcm)
             return
-        for event in self.detector.feed(pcm):
+        for event in self.detector.feed(self.echo.clean(pcm)):
             if isinstance(event, SpeechStarted):
                 await self._speech_started(event.preroll)
             elif isinstance(event, SpeechAudio):
@@ -371,17 +362,7 @@ class PipelineSession:
         self._start_agent_turn(event, None)
 
     async def _speech_started(self, preroll: bytes) -> None:
-        """The VAD heard speech start: an echo check may veto it while the agent plays."""
-        agent = self.agent_turn
-        check = self.services.echo_check
-        if check is not None and agent is not None and agent.interruptible:
-            now = self.clock.last_arrival
-            playing = agent.tracker.sent_between(now - self.interruptions.echo_reference_s, now)
-            if playing and check(preroll, now, playing):
-                self.echo_vetoes += 1
-                self._ignoring_speech = True
-                self.log.debug("speech start judged echo of the agent's voice")
-                return
+        """The VAD heard speech start (echo already removed from what it heard)."""
         await self._user_started(preroll)
         if self.user_turn is None:
             self._ignoring_speech = True
@@ -397,6 +378,7 @@ class PipelineSession:
                 await self._cancel_agent(reason="push-to-talk" if force else "barge-in")
             else:
                 agent.hold()  # before turn.start: nothing of it may follow
+                self.echo.drop_reference_after(self.clock.seconds)  # the client stops playing
                 self.log.info("agent held: the user may be interrupting",
                               extra={"ctx": {"turn": agent.turn_id}})  # fmt: skip
         if self.user_turn is not None:
@@ -494,8 +476,14 @@ class PipelineSession:
             outbox=self.outbox,
             timings=timings,
             pacing=self.services.pacing,
+            on_audio_sent=self._audio_sent,
         )
         self._spawn(self._run_agent_turn(turn), f"agent-{event.type}")
+
+    def _audio_sent(self, chunk: SentAudio) -> None:
+        """Agent audio went out: the echo guard's reference, due when the pacing plans it
+        to play, on the microphone's timeline."""
+        self.echo.add_reference(chunk.pcm, self.clock.stream_time_of(chunk.due))
 
     async def _run_agent_turn(self, turn: AgentTurn) -> None:
         """Answer once the turn before has answered; record what the listener heard.
@@ -550,6 +538,7 @@ class PipelineSession:
         if turn is None or turn.finished:
             return
         await turn.cancel()
+        self.echo.drop_reference_after(self.clock.seconds)  # what was not played never will be
         self.log.info(
             "agent turn cancelled (%s) after %.2f s heard",
             reason,

@@ -47,10 +47,12 @@ def test_a_resumed_wire_turn_is_estimated_from_where_it_restarted():
     assert tracker.position_reported("r", None, 100) == SECOND // 2 + SECOND // 10
 
 
-def test_the_reference_for_an_echo_check_is_what_was_due_in_a_window():
+def test_chunks_sent_at_once_are_due_back_to_back_the_echo_guards_reference_times():
     tracker = PlaybackTracker()
-    for n in range(4):
+    chunks = [
         tracker.record("t", f"t-{n}", n * SECOND // 4, b"\1" * (SECOND // 4), now=100.0)
-    window = tracker.sent_between(100.3, 100.6)
-    assert [c.delta_id for c in window] == ["t-1", "t-2"]
-    assert all(c.pcm for c in window)
+        for n in range(4)
+    ]
+    assert [c.due for c in chunks] == [100.0, 100.25, 100.5, 100.75]
+    late = tracker.record("t", "t-4", SECOND, b"\1" * (SECOND // 4), now=102.0)
+    assert late.due == 102.0  # the player ran dry: it plays on arrival

@@ -11,9 +11,17 @@ import asyncio
 import time
 
 from server.pipeline.agent_turn import Pacing
+from server.pipeline.echo import EchoSettings
 from server.pipeline.session import InterruptionSettings
 from tests.support.aio import run
-from tests.support.session_runner import FakeTTS, SessionRunner, StreamingAgent
+from tests.support.session_runner import (
+    CHUNK_S,
+    RATE,
+    SILENCE,
+    FakeTTS,
+    SessionRunner,
+    StreamingAgent,
+)
 
 ANSWER = [
     "One two three four five.",
@@ -210,27 +218,34 @@ def test_replay_finished_while_the_stream_is_open_ends_the_turn(tmp_path):
     run(scenario())
 
 
-def test_an_echo_check_can_veto_a_speech_start_and_sees_what_was_playing(tmp_path):
-    agent = StreamingAgent(ANSWER[:1], interval_s=0.1)
-    calls = []
-
-    def echo_check(mic, mic_end, playing):
-        calls.append((len(mic), mic_end, [(c.due, len(c.pcm)) for c in playing]))
-        return True
+def test_agent_audio_is_the_echo_guards_reference_at_its_due_stream_time(tmp_path):
+    """Each chunk sent goes to the guard, placed where the microphone's stream will be when it
+    is due to play (back to back, as the pacing plans them); a barge-in drops what will not
+    play."""
+    agent = StreamingAgent(ANSWER, interval_s=0.1)
+    references = []  # (mic stream time when sent, seconds of audio, due stream time)
 
     async def scenario():
-        async with SessionRunner(tmp_path, agent, echo_check=echo_check) as runner:
-            await first_audio(runner)
-            await asyncio.sleep(0.3)
-            await runner.speak("one two")
-            await asyncio.sleep(0.3)
-            assert "turn.start" not in [
-                s.type for s in runner.sent if s.message.get("role") == "user"
-            ]
-            assert runner.session.echo_vetoes == 1
-            (mic_bytes, mic_end, playing) = calls[0]
-            assert mic_bytes > 0 and playing
-            assert playing[0][0] <= mic_end  # the reference was due before the mic heard it
+        async with SessionRunner(tmp_path, agent, echo=EchoSettings()) as runner:
+            session = runner.session
+            add = session.echo.add_reference
+
+            def spy(pcm, due_stream_s):
+                references.append((session.clock.seconds, len(pcm) / 2 / RATE, due_stream_s))
+                add(pcm, due_stream_s)
+
+            session.echo.add_reference = spy
+            await runner.send({"type": "client.ready"})
+            while len(references) < 3:
+                await runner.audio(SILENCE)
+                await asyncio.sleep(CHUNK_S)
+            (heard, length, due), (_, _, next_due) = references[:2]
+            assert due >= heard - 0.01  # due now or later on the microphone's timeline
+            assert abs(next_due - (due + length)) < 0.05  # planned back to back
+            await runner.speak("stop please", end=False)
+            await runner.wait_for("turn.start", lambda m: m["role"] == "user")
+            cut = round(session.clock.seconds * RATE)
+            assert all(start + len(chunk) <= cut for start, chunk in session.echo._chunks)
 
     run(scenario())
 

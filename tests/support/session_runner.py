@@ -21,6 +21,7 @@ from pathlib import Path
 
 from layercode_client.protocol import SessionConfig
 from server.pipeline.agent_turn import Pacing
+from server.pipeline.echo import EchoSettings
 from server.pipeline.keys import SessionGrant
 from server.pipeline.session import InterruptionSettings, PipelineServices, PipelineSession
 from server.pipeline.store import SessionStore
@@ -180,7 +181,8 @@ class SessionRunner:
     interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
     pacing: Pacing = field(default_factory=lambda: Pacing(lead_s=0.2))
     can_interrupt: bool = True
-    echo_check: Callable | None = None
+    # The fakes' audio is not speech: the echo guard is off unless a test turns it on.
+    echo: EchoSettings = field(default_factory=lambda: EchoSettings(enabled=False))
     sent: list[Sent] = field(default_factory=list)
     closed_with: tuple[int, str] | None = None
 
@@ -196,7 +198,7 @@ class SessionRunner:
             agent=self.agent,
             interruptions=self.interruptions,
             pacing=self.pacing,
-            echo_check=self.echo_check,
+            echo_settings=self.echo,
             make_detector=FakeDetector,
         )
         self._frames: asyncio.Queue[str | None] = asyncio.Queue()
