@@ -266,8 +266,12 @@ class EchoGuard:
         if self.state == EchoState.NO_ECHO:
             return pcm
         held, self._withheld = self._withheld, []  # held while searching: cancel it now
-        out = b"".join(self._cancelled(p, _samples(p), at) for at, p in held)
-        return out + self._cancelled(pcm, mic, position)
+        out = bytearray()
+        for at, block in [*held, (position, pcm)]:
+            # A lock disproved part-way through releases the rest as it was.
+            locked = self.state == EchoState.LOCKED
+            out += self._cancelled(block, _samples(block), at) if locked else block
+        return bytes(out)
 
     def _searching(self, pcm: bytes, mic: np.ndarray, position: int) -> bytes:
         """Hold the microphone from its first audible block until the echo's delay is found

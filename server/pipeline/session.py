@@ -176,6 +176,7 @@ class PipelineSession:
         self.started = False
         self.ptt_held = False
         self.echo = EchoGuard(services.echo_settings)
+        self._echo_placed: tuple[float, float] | None = None  # last reference: (ends, stream)
         self.interruptions = services.interruptions  # this session's, the client may change it
         self._ignoring_speech = False  # the VAD's current speech is ignored (cannot interrupt)
         self._tasks: set[asyncio.Task] = set()
@@ -482,8 +483,20 @@ class PipelineSession:
 
     def _audio_sent(self, chunk: SentAudio) -> None:
         """Agent audio went out: the echo guard's reference, due when the pacing plans it
-        to play, on the microphone's timeline."""
-        self.echo.add_reference(chunk.pcm, self.clock.stream_time_of(chunk.due))
+        to play, on the microphone's timeline.
+
+        A chunk planned to follow the one before without a gap is placed right after it in
+        stream time: mapping each due time through the clock separately would carry the
+        jitter of the microphone's arrivals (tens of ms) into the reference, and a reference
+        that jumps against the echo cannot be cancelled (measured in Chromium).
+        """
+        follows = self._echo_placed
+        if follows is not None and abs(chunk.due - follows[0]) < 1e-6:
+            due_stream_s = follows[1]
+        else:
+            due_stream_s = self.clock.stream_time_of(chunk.due)
+        self.echo.add_reference(chunk.pcm, due_stream_s)
+        self._echo_placed = (chunk.ends, due_stream_s + chunk.duration)
 
     async def _run_agent_turn(self, turn: AgentTurn) -> None:
         """Answer once the turn before has answered; record what the listener heard.
