@@ -41,6 +41,7 @@ import enum
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -66,6 +67,7 @@ from .webhook import WebhookEvent
 log = logging.getLogger("server.pipeline")
 
 HANGUP_PLAYBACK_GRACE_S = 5.0
+UTTERANCE_BACKLOG_EXTRA_S = 10.0  # recognition may fall this far behind a user turn
 MAX_FALSE_INTERRUPTION_MS = 10_000
 
 __all__ = ["InterruptionSettings", "PipelineServices", "PipelineSession"]
@@ -91,23 +93,49 @@ class PipelineServices:
     interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
     pacing: Pacing = field(default_factory=Pacing)
     echo_settings: EchoSettings = field(default_factory=EchoSettings)
+    audio_burst_s: float = 5.0  # client audio allowed ahead of real time (the pacer's burst)
+    audio_flood_s: float = 10.0  # dropped audio past which a flooding client is closed
+    queued_messages: int = 8  # client.response.text/data waiting for the agent, at most
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
 
+    @property
+    def utterance_backlog_bytes(self) -> int:
+        """An utterance's recognition backlog bound: the burst a client may send, plus 10 s."""
+        return int((self.audio_burst_s + UTTERANCE_BACKLOG_EXTRA_S) * RATE * 2)
+
 
 class Utterance:
-    """One user utterance being recognised; audio is queued so the socket never waits on STT."""
+    """One user utterance being recognised.
 
-    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None]):
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    Audio waits in a queue so the socket never waits on speech recognition. The queue is
+    bounded in bytes (`max_bytes`: about the audio pacer's burst allowance plus 10 s): a feed
+    that would pass it is refused (`feed` returns False) and the session ends the utterance
+    there, early. Audio is never dropped from the middle of an utterance.
+    """
+
+    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None], max_bytes: int):
+        self.max_bytes = max_bytes
+        self._pending: deque[bytes] = deque()
+        self._queued = 0  # bytes fed and not yet decoded (queued or in the recogniser)
+        self._finishing = False
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
 
-    def feed(self, pcm: bytes) -> None:
-        if pcm:
-            self._queue.put_nowait(pcm)
+    def feed(self, pcm: bytes) -> bool:
+        """Queue `pcm`; False (nothing queued) when it would pass `max_bytes`."""
+        if not pcm:
+            return True
+        if self._queued + len(pcm) > self.max_bytes:
+            return False
+        self._pending.append(pcm)
+        self._queued += len(pcm)
+        self._wake.set()
+        return True
 
     async def finish(self) -> str:
-        self._queue.put_nowait(None)
+        self._finishing = True
+        self._wake.set()
         return await self._task
 
     async def cancel(self) -> None:
@@ -117,15 +145,18 @@ class Utterance:
 
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
         async with pool.utterance() as recognizer:
-            done = False
-            while not done:
+            while True:
+                while not self._pending and not self._finishing:
+                    self._wake.clear()
+                    await self._wake.wait()
+                if not self._pending:
+                    break
                 # Whatever queued up while the recogniser was busy goes in one request.
-                pieces = [await self._queue.get()]
-                while not self._queue.empty():
-                    pieces.append(self._queue.get_nowait())
-                done = pieces[-1] is None
-                pcm = b"".join(p for p in pieces if p is not None)
-                if pcm and (interim := await recognizer.feed(pcm)):
+                pcm = b"".join(self._pending)
+                self._pending.clear()
+                interim = await recognizer.feed(pcm)
+                self._queued -= len(pcm)
+                if interim:
                     on_interim(interim)
             return (await recognizer.finish()).strip()
 
@@ -173,6 +204,8 @@ class PipelineSession:
         self.user_turn: UserTurn | None = None
         self.agent_turn: AgentTurn | None = None  # the one answering (or last answered)
         self.agent_lock = asyncio.Lock()
+        self.waiting_turns: list[AgentTurn] = []  # made, waiting for the one before (bounded)
+        self.draining = False  # the server is stopping: finish the answer, start nothing
         self.started = False
         self.ptt_held = False
         self.echo = EchoGuard(services.echo_settings)
@@ -221,6 +254,23 @@ class PipelineSession:
         await self._notify_agent("session.end")
         self.log.info("session ended")
 
+    async def drain(self, deadline: float) -> None:
+        """The server is stopping: let the answer being spoken finish, until `deadline`.
+
+        From now on no agent turn starts and new speech and `client.response.*` are ignored.
+        The current answer is awaited through its generation and playback; if `deadline`
+        (`loop.time()`) cuts it, it is cancelled, and the history keeps only what was heard.
+        """
+        self.draining = True
+        turn = self.agent_turn
+        if turn is None or turn.finished:
+            return
+        remaining = deadline - asyncio.get_running_loop().time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(turn.played.wait(), max(0.0, remaining))
+        if not turn.finished:
+            await self._cancel_agent(reason="the server is stopping")
+
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
@@ -254,20 +304,21 @@ class PipelineSession:
             return
         if len(pcm) % 2:
             pcm = pcm[:-1]
+        if self.draining:
+            return  # the server is stopping: no new turns
         await self._start()
         if self.resampler is not None:
             pcm = self.resampler.process(pcm)
         self.clock.advance(len(pcm) // 2, time.monotonic())
         if self.config.push_to_talk:
-            if self.user_turn is not None:
-                self.user_turn.utterance.feed(pcm)
+            await self._feed_user(pcm)
             return
         for event in self.detector.feed(self.echo.clean(pcm)):
             if isinstance(event, SpeechStarted):
                 await self._speech_started(event.preroll)
             elif isinstance(event, SpeechAudio):
-                if self.user_turn is not None and not self._ignoring_speech:
-                    self.user_turn.utterance.feed(event.pcm)
+                if not self._ignoring_speech:
+                    await self._feed_user(event.pcm)
             elif isinstance(event, SpeechEnded):
                 if self._ignoring_speech:
                     self._ignoring_speech = False
@@ -275,7 +326,7 @@ class PipelineSession:
                     await self._user_finished(event.speech_end_s)
 
     async def on_turn_start(self, message: p.TriggerTurnStart) -> None:
-        if self.ptt_held:
+        if self.ptt_held or self.draining:
             return
         self.ptt_held = True
         await self._start()
@@ -323,19 +374,40 @@ class PipelineSession:
 
     async def on_text(self, message: p.ClientResponseText) -> None:
         text = message.content.strip()
-        if not text:
+        if not text or self.draining:
             return
         await self._start()
+        waiting = self.waiting_turns[-1] if self.waiting_turns else None
+        if waiting is not None and waiting.event.type == "message" and waiting.event.text:
+            # Typed while the turn for the last message waits: one answer to both.
+            waiting.event.text += "\n" + text
+            self.outbox.put(p.UserTranscript(content=text, turn_id=waiting.turn_id))
+            self.services.store.append(self.grant.session_id, "user", text, waiting.turn_id)
+            return
+        if not self._room_for_a_turn():
+            return
         await self._cancel_agent(reason="typed text")
         turn_id = new_turn_id()
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = self._event("message", turn_id=turn_id, text=text)  # history before this turn
+        event = self._event("message", turn_id=turn_id, text=text)  # history before it
         self.services.store.append(self.grant.session_id, "user", text, turn_id)
         self._start_agent_turn(event, None)
 
     async def on_data(self, message: p.ClientResponseData) -> None:
+        if self.draining:
+            return
         await self._start()
-        self._start_agent_turn(self._event("data", data=message.data), None)
+        if self._room_for_a_turn():
+            self._start_agent_turn(self._event("data", data=message.data), None)
+
+    def _room_for_a_turn(self) -> bool:
+        """At most `queued_messages` agent turns wait; past that a message is refused."""
+        if len(self.waiting_turns) < self.services.queued_messages:
+            return True
+        limit = self.services.queued_messages
+        error = f"{limit} messages are already waiting for the agent; this one was dropped"
+        self.outbox.put(p.ErrorMessage(code="too_many_messages", message=error))
+        return False
 
     _handlers: ClassVar[dict] = {
         p.ClientReady: on_ready,
@@ -384,10 +456,22 @@ class PipelineSession:
                               extra={"ctx": {"turn": agent.turn_id}})  # fmt: skip
         if self.user_turn is not None:
             await self.user_turn.utterance.cancel()
-        utterance = Utterance(self.services.recognizers, self._send_interim)
+        utterance = Utterance(
+            self.services.recognizers, self._send_interim, self.services.utterance_backlog_bytes
+        )
         self.user_turn = turn = UserTurn(utterance, time.monotonic())
         self.outbox.put_urgent(p.TurnStart(role="user", turn_id=turn.turn_id))
         utterance.feed(preroll)
+
+    async def _feed_user(self, pcm: bytes) -> None:
+        """The user's audio to the recogniser; a full backlog ends the turn early."""
+        turn = self.user_turn
+        if turn is None or turn.utterance.feed(pcm):
+            return
+        self.log.warning("user turn ended early: %.0f s of audio waiting for recognition",
+                         turn.utterance.max_bytes / 2 / RATE,
+                         extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+        await self._user_finished(self.clock.seconds)
 
     def _send_interim(self, text: str) -> None:
         turn = self.user_turn
@@ -470,6 +554,8 @@ class PipelineSession:
         return event
 
     def _start_agent_turn(self, event: WebhookEvent, timings: TurnTimings | None) -> None:
+        if self.draining:
+            return
         turn = AgentTurn(
             event,
             agent=self.services.agent,
@@ -479,6 +565,7 @@ class PipelineSession:
             pacing=self.services.pacing,
             on_audio_sent=self._audio_sent,
         )
+        self.waiting_turns.append(turn)
         self._spawn(self._run_agent_turn(turn), f"agent-{event.type}")
 
     def _audio_sent(self, chunk: SentAudio) -> None:
@@ -506,6 +593,10 @@ class PipelineSession:
         """
         try:
             async with self.agent_lock:
+                self.waiting_turns.remove(turn)
+                if self.draining:
+                    turn.abandon()
+                    return
                 if self.agent_turn is not None:
                     await self.agent_turn.supersede()
                 self.agent_turn = turn
@@ -521,6 +612,8 @@ class PipelineSession:
                     self._spawn(self._hang_up(turn), "hangup")
             await task  # until its audio has played
         except asyncio.CancelledError:
+            if turn in self.waiting_turns:
+                self.waiting_turns.remove(turn)
             turn.abandon()  # cancelled by turn.cancel() or the session's end
             raise
 
