@@ -56,7 +56,9 @@ class ServerProcess:
 
     def __init__(self, data_dir: str):
         self.port = free_port()
-        env = {**os.environ, "DATA_DIR": data_dir, "LOG_LEVEL": "warning"}
+        env = {**os.environ, "DATA_DIR": data_dir, "LOG_LEVEL": "warning",
+               # The bench is one client address opening more sessions than a node's defaults.
+               "MAX_SESSIONS": "1000", "AUTHORIZE_RATE_LIMIT": "100000"}  # fmt: skip
         env.pop("LAYERCODE_API_KEY", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port)],

@@ -42,10 +42,16 @@ class CloseCode:
     PROTOCOL_ERROR = 1002
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012  # the server is draining: authorize again and resume
+    TRY_AGAIN_LATER = 1013  # the node is full or a store is unreachable: try again shortly
     SESSION_KEY_INVALID = 4001  # unknown or expired client_session_key
     SESSION_KEY_USED = 4002  # the key was already used for a connection
     SESSION_ENDED = 4003  # the agent hung up
-    IDLE_TIMEOUT = 4008
+    CONVERSATION_DELETED = 4004  # DELETE /api/conversations/{id} ended it
+    IDLE_TIMEOUT = 4008  # nothing received for IDLE_TIMEOUT seconds
+    AUDIO_FLOOD = 4009  # client.audio far faster than real time
+    ORIGIN_REFUSED = 4010  # the page's Origin (or the Host) is not allowed
+    SESSION_REPLACED = 4011  # a newer connection took over this session
 
 
 # -- WebSocket messages ---------------------------------------------------------------------------
@@ -243,7 +249,7 @@ class ResponseData(Message):
 @dataclass
 class ResponseEnd(Message):
     turn_id: Id | None = None
-    # This project's addition: per-turn timings in milliseconds (see docs/protocol-additions.md).
+    # This project's addition: per-turn timings in milliseconds (see docs/protocol.md §4).
     timings: dict | None = None
 
 

@@ -31,6 +31,49 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def draining_server(app, config):
+    """A uvicorn server whose first SIGTERM/SIGINT drains the app before shutting down.
+
+    uvicorn alone closes every WebSocket with 1012 the moment the signal arrives, cutting off
+    answers mid-sentence. Here the first signal starts `app.drain` (new sessions refused,
+    answers allowed to finish up to DRAIN_GRACE, sockets then closed with 1012) and uvicorn's own
+    shutdown follows it; a second SIGINT still forces an immediate exit.
+    """
+    import asyncio
+
+    import uvicorn
+
+    from .app import drain
+
+    class DrainingServer(uvicorn.Server):
+        draining: asyncio.Task | None = None
+        loop: asyncio.AbstractEventLoop | None = None
+
+        async def main_loop(self) -> None:
+            self.loop = asyncio.get_running_loop()
+            await super().main_loop()
+
+        def handle_exit(self, sig, frame) -> None:
+            if self.loop is None or self.draining is not None or self.should_exit:
+                super().handle_exit(sig, frame)
+                return
+            self._captured_signals.append(sig)
+            # A signal handler may interrupt the loop anywhere: hand over thread-safely.
+            self.loop.call_soon_threadsafe(self._start_draining)
+
+        def _start_draining(self) -> None:
+            if self.draining is None:
+                self.draining = asyncio.ensure_future(self._drain_then_exit())
+
+        async def _drain_then_exit(self) -> None:
+            try:
+                await drain(app)
+            finally:
+                self.should_exit = True
+
+    return DrainingServer(config)
+
+
 def serve(args: argparse.Namespace) -> None:
     import dataclasses
 
@@ -55,7 +98,7 @@ def serve(args: argparse.Namespace) -> None:
         f"(voice pipeline: {pipeline}).\n",
         flush=True,
     )
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -63,6 +106,7 @@ def serve(args: argparse.Namespace) -> None:
         access_log=False,
         ws_max_size=1024 * 1024,
     )
+    draining_server(app, config).run()
 
 
 def main(argv: list[str] | None = None) -> None:

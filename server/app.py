@@ -2,8 +2,12 @@
 
 `create_app(settings)` builds the app; the lifespan owns the long-lived resources (the HTTP
 client for Layercode's cloud, the client wheel, the embedded pipeline) and closes them. Errors
-that escape a handler become a JSON 500 that says nothing of the internals; the traceback goes
-to the log (secrets redacted), never to the client.
+that escape a handler become a JSON 500 that says nothing of the internals; the log gets one
+line (the traceback at debug level only, secrets redacted), never the client.
+
+Draining (`drain(app)`, called by `python -m server` on SIGTERM): new sessions are refused
+(authorize 503 `draining`, `/health` 503, new sockets 1012), answers being spoken may finish
+for up to `DRAIN_GRACE` seconds, then every socket closes with 1012 and the process exits.
 """
 
 from __future__ import annotations
@@ -27,16 +31,30 @@ from . import static, vendor
 from .agent.app import agent_routes
 from .authorize import CloudAuthorizer, authorize
 from .config import Settings
+from .conversations import delete_conversation
+from .limits import RateLimiter
 from .pipeline.embedded import EmbeddedPipeline, websocket_routes
+from .pipeline.stores import StoreUnavailable
 
 log = logging.getLogger("server")
 
 
 async def health(request: Request) -> JSONResponse:
+    """200 while this node takes new sessions; 503 with the reason while it cannot (draining
+    for a restart, starting, or a store unreachable), so a load balancer sends callers
+    elsewhere."""
     state = request.app.state
+    pipeline = state.pipeline
+    if state.draining:
+        body = {"status": "draining", "reason": "draining: the server is restarting"}
+    else:
+        reason = await pipeline.unready_reason() if pipeline is not None else None
+        body = {"status": "ok"} if reason is None else {"status": "unavailable", "reason": reason}
+    if pipeline is not None and pipeline.stores is not None:
+        body["stores"] = pipeline.stores.describe()
     return JSONResponse(
         {
-            "status": "ok",
+            **body,
             "pipeline": state.pipeline_kind,
             "runtime": {
                 "pyscript": vendor.PYSCRIPT.version,
@@ -44,7 +62,8 @@ async def health(request: Request) -> JSONResponse:
                 "vendored": vendor.is_vendored(),
             },
             "client_wheel": state.client_wheel.filename,
-        }
+        },
+        status_code=200 if body["status"] == "ok" else 503,
     )
 
 
@@ -53,11 +72,23 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # One line; the logging filter keeps the traceback only at debug level.
+    log.error("unhandled error on %s %s", request.method, request.url.path[:200], exc_info=exc)
     return JSONResponse(
         {"error": "the server failed to handle this request; its log has the details"},
         status_code=500,
     )
+
+
+async def drain(app: Starlette) -> None:
+    """Stop taking sessions, let those speaking finish (up to DRAIN_GRACE), close the rest."""
+    if app.state.draining:
+        return
+    app.state.draining = True
+    log.info("draining: new sessions refused for up to %g s", app.state.settings.drain_grace)
+    pipeline = getattr(app.state, "pipeline", None)
+    if pipeline is not None:
+        await pipeline.drain(app.state.settings.drain_grace)
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -77,12 +108,18 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     settings.layercode_api_key,
                     settings.layercode_timeout,
                     http,
+                    settings.layercode_max_reply_kb * 1024,
                 )
                 app.state.pipeline = None
                 app.state.pipeline_kind = "layercode-cloud"
             else:
                 pipeline = EmbeddedPipeline(settings, http)
-                await pipeline.start()
+                try:
+                    await pipeline.start()
+                except StoreUnavailable as error:
+                    log.error("cannot start: %s", error, exc_info=error.__cause__)
+                    await pipeline.close()
+                    raise
                 app.state.pipeline = pipeline
                 app.state.authorizer = pipeline.authorizer
                 app.state.pipeline_kind = "embedded"
@@ -92,7 +129,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 yield
             finally:
                 if app.state.pipeline is not None:
-                    app.state.pipeline.close()
+                    await app.state.pipeline.close()
 
     middleware = [Middleware(GZipMiddleware, minimum_size=1024)]
     if settings.cors_allow_origins:
@@ -101,8 +138,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(settings.cors_allow_origins),
-                allow_methods=["POST"],
-                allow_headers=["content-type"],
+                allow_methods=["POST", "DELETE"],
+                allow_headers=["content-type", "x-resume-token"],
                 max_age=600,
             ),
         )
@@ -110,6 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/api/authorize", authorize, methods=["POST"]),
+        Route("/api/conversations/{conversation_id}", delete_conversation, methods=["DELETE"]),
     ]
     if not settings.uses_cloud:
         routes += [*websocket_routes(), *agent_routes(settings.agent_webhook_secret)]
@@ -121,5 +159,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         exception_handlers={HTTPException: http_error, 500: server_error},
     )
     app.state.settings = settings
+    app.state.draining = False
+    app.state.pipeline = None
+    app.state.rate_limiter = RateLimiter(settings.authorize_rate_limit)
     app.state.client_wheel = static.load_client_wheel()
     return app

@@ -10,6 +10,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from layercode_client.protocol import CLOUD_PIPELINE_AUTHORIZE_URL, TRIGGERS
 
@@ -33,7 +34,94 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Layercode's authorize URL (the agents generation: "
         "`https://api.layercode.com/v1/agents/web/authorize_session`).",
     ),
-    "LAYERCODE_TIMEOUT": ("10", "Seconds to wait for Layercode's cloud before answering 504."),
+    "LAYERCODE_TIMEOUT": (
+        "10",
+        "Seconds the whole exchange with Layercode's cloud may take (connect, answer, body) "
+        "before `/api/authorize` answers 504.",
+    ),
+    "LAYERCODE_MAX_REPLY_KB": (
+        "256",
+        "Largest answer accepted from Layercode's cloud, in KiB; a larger one is answered 502.",
+    ),
+    "PUBLIC_URL": (
+        "",
+        "The URL clients reach this server at (e.g. `https://voice.example.com`, behind a "
+        "proxy or a load balancer: the same on every node); `websocket_url` is built from it "
+        "and its host is allowed. Empty: built from the request's (allowed) Host.",
+    ),
+    "ALLOWED_HOSTS": (
+        "",
+        "Comma-separated extra host names `/api/authorize` and the WebSocket answer to "
+        "(DNS-rebinding defence); `localhost`, `127.0.0.1`, `::1`, `HOST` and `PUBLIC_URL`'s "
+        "host are always allowed; `*` allows any (unsafe).",
+    ),
+    "TRUSTED_PROXIES": (
+        "",
+        "Comma-separated addresses of reverse proxies whose `X-Forwarded-For` names the client "
+        "(for the rate limit); empty means the peer's own address is the client's.",
+    ),
+    "AUTHORIZE_SECRET": (
+        "",
+        "A server-side secret an app's backend sends as `X-Authorize-Secret` to vouch for its "
+        "user: with it, a session is resumed without its `resume_token` (and deleted without "
+        "it). Never sent to the browser, never logged.",
+    ),
+    "AUTHORIZE_RATE_LIMIT": (
+        "60",
+        "Authorize requests per client address per minute (429 past it).",
+    ),
+    "MAX_SESSIONS": (
+        "50",
+        "Embedded pipeline: concurrent sessions on this node (authorize answers 503, the "
+        "WebSocket closes 1013 past it).",
+    ),
+    "MAX_METADATA_BYTES": (
+        "16384",
+        "Largest `metadata` object `/api/authorize` accepts, in bytes of JSON (413 past it).",
+    ),
+    "IDLE_TIMEOUT": (
+        "120",
+        "Embedded pipeline: seconds a WebSocket may send nothing before it is closed with 4008.",
+    ),
+    "PUSH_TO_TALK_IDLE_TIMEOUT": (
+        "900",
+        "Embedded pipeline: the idle timeout of push-to-talk sessions, whose clients send "
+        "nothing between presses.",
+    ),
+    "MAX_QUEUED_MESSAGES": (
+        "8",
+        "Embedded pipeline: `client.response.text`/`data` messages waiting, each for its agent "
+        "turn, while one answers; past it a message gets an `error` (`too_many_messages`). "
+        "Text typed while the turn for earlier typed text waits joins that turn instead.",
+    ),
+    "MAX_MESSAGE_CHARS": (
+        "8000",
+        "Embedded pipeline: longest `client.response.text` / `client.response.data` content, in "
+        "characters of JSON; a longer one gets an `error` (`message_too_long`) and is dropped.",
+    ),
+    "AUDIO_BURST_SECONDS": (
+        "5",
+        "Embedded pipeline: audio a client may send ahead of real time (its buffered pre-roll, "
+        "a catch-up after a stall); beyond it `client.audio` is dropped with an `error` "
+        "(`audio_too_fast`).",
+    ),
+    "AUDIO_FLOOD_SECONDS": (
+        "10",
+        "Embedded pipeline: dropped audio, net of real time, after which a client that keeps "
+        "sending too fast is closed with 4009.",
+    ),
+    "HISTORY_MAX_TURNS": (
+        "200",
+        "Embedded pipeline: turns kept per conversation (the oldest are pruned).",
+    ),
+    "HISTORY_MAX_DAYS": (
+        "30",
+        "Embedded pipeline: conversations untouched for this many days are deleted.",
+    ),
+    "DRAIN_GRACE": (
+        "20",
+        "Seconds a SIGTERM lets answers being spoken finish before sockets close with 1012.",
+    ),
     "CORS_ALLOW_ORIGINS": (
         "",
         "Comma-separated origins (e.g. `https://app.example.com`) whose pages may call "
@@ -79,11 +167,26 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "AGENT_WEBHOOK_SECRET": (
         "",
         "Secret that signs webhook calls (`layercode-signature`); generated per run when empty "
-        "and the demo agent is used.",
+        "and the demo agent is used. Required, the same on every node, with a shared store.",
     ),
     "DATA_DIR": (".data", "Where the embedded pipeline keeps session history (SQLite)."),
+    "REDIS_URL": (
+        "",
+        "Keep session keys in Redis (`redis://host:6379/0`) so any node redeems a key any node "
+        "issued; empty keeps them in this process. Needs `AGENT_WEBHOOK_SECRET`.",
+    ),
+    "DATABASE_URL": (
+        "",
+        "Keep conversation history and resume tokens in PostgreSQL "
+        "(`postgresql://user:pass@host/db`), shared by every node; empty keeps them in SQLite "
+        "under `DATA_DIR`. Needs `AGENT_WEBHOOK_SECRET`.",
+    ),
+    "DATABASE_POOL_SIZE": ("10", "Most PostgreSQL connections one node holds open."),
     "LOG_LEVEL": ("info", "debug, info, warning or error."),
 }
+
+
+MIN_REDACTED_PASSWORD = 6
 
 
 def _env(name: str, environ: dict[str, str]) -> str:
@@ -101,21 +204,41 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
     return value
 
 
-def _milliseconds(name: str, environ: dict[str, str], most: int = 10_000) -> float:
-    """A duration in milliseconds, 0..`most`, as seconds."""
+def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 10_000) -> int:
+    """A whole number of milliseconds, `low`..`high`."""
     raw = _env(name, environ)
-    if not raw.isdigit() or int(raw) > most:
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
         raise SettingsError(
-            f"{name} must be a whole number of milliseconds (0-{most}), not {raw!r}"
+            f"{name} must be a whole number of milliseconds ({low}-{high}), not {raw!r}"
         )
-    return int(raw) / 1000
+    return int(raw)
 
 
 def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
     raw = _env(name, environ)
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
         raise SettingsError(f"{name} must be a whole number from 1 to {most}, not {raw!r}")
     return int(raw)
+
+
+def _positive_int(name: str, environ: dict[str, str]) -> int:
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
+        raise SettingsError(f"{name} must be a whole number greater than zero, not {raw!r}")
+    return int(raw)
+
+
+def _names(raw: str) -> tuple[str, ...]:
+    return tuple(n.strip().lower() for n in raw.split(",") if n.strip())
+
+
+def _public_url(raw: str) -> str:
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"PUBLIC_URL must be an http(s) URL like https://host, not {raw!r}")
+    return raw.rstrip("/")
 
 
 def _port(raw: str, name: str = "PORT") -> int:
@@ -133,11 +256,12 @@ def _bool(name: str, environ: dict[str, str]) -> bool:
     raise SettingsError(f"{name} must be true or false, not {raw!r}")
 
 
-def _milliseconds(name: str, environ: dict[str, str], low: int, high: int) -> int:
+def _url(name: str, environ: dict[str, str], schemes: tuple[str, ...]) -> str:
     raw = _env(name, environ)
-    if not raw.isdigit() or not low <= int(raw) <= high:
-        raise SettingsError(f"{name} must be a whole number of milliseconds, {low}-{high}")
-    return int(raw)
+    if raw and urlsplit(raw).scheme not in schemes:
+        # Never echo the value: it may carry a password.
+        raise SettingsError(f"{name} must be a URL starting with {' or '.join(schemes)}://")
+    return raw
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -171,6 +295,36 @@ class Settings:
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
     log_level: str = "info"
+    redis_url: str = field(default="", repr=False)
+    database_url: str = field(default="", repr=False)
+    database_pool_size: int = 10
+    layercode_max_reply_kb: int = 256
+    public_url: str = ""
+    allowed_hosts: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
+    authorize_secret: str = field(default="", repr=False)
+    authorize_rate_limit: int = 60
+    max_sessions: int = 50
+    max_metadata_bytes: int = 16384
+    idle_timeout: float = 120.0
+    push_to_talk_idle_timeout: float = 900.0
+    max_message_chars: int = 8000
+    max_queued_messages: int = 8
+    audio_burst_s: float = 5.0
+    audio_flood_s: float = 10.0
+    history_max_turns: int = 200
+    history_max_days: float = 30.0
+    drain_grace: float = 20.0
+
+    @property
+    def host_allowlist(self) -> frozenset[str]:
+        """Host names this server answers to: loopback, its own, the public URL's, configured."""
+        names = {"localhost", "127.0.0.1", "::1", *self.allowed_hosts}
+        if self.host not in ("0.0.0.0", "::", ""):
+            names.add(self.host.lower())
+        if self.public_url:
+            names.add((urlsplit(self.public_url).hostname or "").lower())
+        return frozenset(names)
 
     @property
     def uses_cloud(self) -> bool:
@@ -179,7 +333,18 @@ class Settings:
     @property
     def secrets(self) -> tuple[str, ...]:
         """Values that must never appear in a response or a log line."""
-        return tuple(s for s in (self.layercode_api_key, self.agent_webhook_secret) if s)
+        urls = (self.redis_url, self.database_url)
+        # A store's password, unless so short that redacting it would blank ordinary words.
+        passwords = (urlsplit(url).password or "" for url in urls)
+        long_passwords = (p for p in passwords if len(p) >= MIN_REDACTED_PASSWORD)
+        values = (
+            self.layercode_api_key,
+            self.agent_webhook_secret,
+            self.authorize_secret,
+            *urls,
+            *long_passwords,
+        )
+        return tuple(s for s in values if s)
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -202,6 +367,14 @@ class Settings:
         webhook_secret = _env("AGENT_WEBHOOK_SECRET", env)
         if webhook_url and not webhook_secret:
             raise SettingsError("AGENT_WEBHOOK_SECRET is required with AGENT_WEBHOOK_URL")
+        redis_url = _url("REDIS_URL", env, ("redis", "rediss", "unix"))
+        database_url = _url("DATABASE_URL", env, ("postgres", "postgresql"))
+        if (redis_url or database_url) and not webhook_secret:
+            raise SettingsError(
+                "AGENT_WEBHOOK_SECRET must be set when REDIS_URL or DATABASE_URL is: nodes that "
+                "share sessions must sign and check agent webhooks with the same secret (a "
+                "secret generated per process would differ on every node)"
+            )
         data_dir = Path(_env("DATA_DIR", env))
         return cls(
             host=_env("HOST", env),
@@ -213,9 +386,9 @@ class Settings:
             pipeline_id=_env("PIPELINE_ID", env) or "demo",
             transcription_trigger=trigger,
             can_interrupt=_bool("CAN_INTERRUPT", env),
-            false_interruption_s=_milliseconds("FALSE_INTERRUPTION_MS", env),
+            false_interruption_s=_milliseconds("FALSE_INTERRUPTION_MS", env) / 1000,
             interruption_min_words=_count("INTERRUPTION_MIN_WORDS", env),
-            playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env),
+            playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env) / 1000,
             tts_engine=tts_engine,
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),
@@ -223,4 +396,24 @@ class Settings:
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
             log_level=log_level,
+            redis_url=redis_url,
+            database_url=database_url,
+            database_pool_size=_positive_int("DATABASE_POOL_SIZE", env),
+            layercode_max_reply_kb=_positive_int("LAYERCODE_MAX_REPLY_KB", env),
+            public_url=_public_url(_env("PUBLIC_URL", env)),
+            allowed_hosts=_names(_env("ALLOWED_HOSTS", env)),
+            trusted_proxies=_names(_env("TRUSTED_PROXIES", env)),
+            authorize_secret=_env("AUTHORIZE_SECRET", env),
+            authorize_rate_limit=_positive_int("AUTHORIZE_RATE_LIMIT", env),
+            max_sessions=_positive_int("MAX_SESSIONS", env),
+            max_metadata_bytes=_positive_int("MAX_METADATA_BYTES", env),
+            idle_timeout=_positive_float("IDLE_TIMEOUT", env),
+            push_to_talk_idle_timeout=_positive_float("PUSH_TO_TALK_IDLE_TIMEOUT", env),
+            max_message_chars=_positive_int("MAX_MESSAGE_CHARS", env),
+            max_queued_messages=_positive_int("MAX_QUEUED_MESSAGES", env),
+            audio_burst_s=_positive_float("AUDIO_BURST_SECONDS", env),
+            audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),
+            history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),
+            history_max_days=_positive_float("HISTORY_MAX_DAYS", env),
+            drain_grace=_positive_float("DRAIN_GRACE", env),
         )

@@ -48,10 +48,22 @@ def not_found(what: str) -> JSONResponse:
     return JSONResponse({"error": f"{what} not found"}, status_code=404)
 
 
+MAX_PATH_CHARS = 1024
+
+
 def _inside(base: Path, relative: str) -> Path | None:
-    """The file `relative` names under `base`, or None if it escapes `base` or is missing."""
-    candidate = (base / relative).resolve()
-    if not candidate.is_relative_to(base.resolve()) or not candidate.is_file():
+    """The file `relative` names under `base`, or None if it escapes `base` or is missing.
+
+    Names no file system takes (a NUL, a name longer than the system allows, an encoding it
+    cannot write) are simply not found, never an error.
+    """
+    if "\0" in relative or len(relative) > MAX_PATH_CHARS:
+        return None
+    try:
+        candidate = (base / relative).resolve()
+        if not candidate.is_relative_to(base.resolve()) or not candidate.is_file():
+            return None
+    except (OSError, ValueError):
         return None
     return candidate
 

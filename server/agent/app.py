@@ -83,6 +83,8 @@ def agent_routes(
             event = json.loads(body)
         except ValueError:
             return error("the body is not JSON", 400)
+        except RecursionError:
+            return error("the body is nested too deeply", 400)
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return error("the body must be a JSON object with a string `type`", 400)
         if event["type"] == "session.end":
@@ -90,7 +92,7 @@ def agent_routes(
         try:
             answer = reply(event, clock)
         except Exception:  # a bug here must not become a traceback on the wire
-            log.exception("the demo agent failed on a %s event", event["type"])
+            log.exception("the demo agent failed on a %s event", event["type"][:100])
             return error("the demo agent failed; see the server log", 500)
         return StreamingResponse(
             answer_stream(answer, event.get("turn_id")),

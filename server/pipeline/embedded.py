@@ -1,9 +1,12 @@
 """The embedded pipeline as the server runs it: its parts built once, its routes, its lifetime.
 
-`EmbeddedPipeline` owns what every session shares — the session keys, the SQLite history, the
-speech recognisers, the voice, the agent client — and loads the speech models before the server
-says it is ready, so the first caller does not wait for them. The agent is the demo agent this
-same server serves at `/api/agent` unless `AGENT_WEBHOOK_URL` names another one.
+`EmbeddedPipeline` owns what every session shares — the session keys and the history (in this
+process and SQLite, or in Redis and PostgreSQL shared with other nodes: `stores.py`), the live
+connections (one per session; drained together on SIGTERM), the speech recognisers, the voice,
+the agent client — and opens the stores and loads the speech
+models before the server says it is ready, so the first caller does not wait for them. The
+agent is the demo agent this same server serves at `/api/agent` unless `AGENT_WEBHOOK_URL`
+names another one.
 """
 
 from __future__ import annotations
@@ -20,10 +23,10 @@ from ..config import Settings
 from .agent import WebhookAgent
 from .agent_turn import Pacing
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
+from .connections import Connections
 from .echo import EchoSettings
-from .keys import SessionKeys
 from .session import InterruptionSettings, PipelineServices
-from .store import SessionStore
+from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
 from .turns import TurnSettings
@@ -39,15 +42,9 @@ class EmbeddedPipeline:
         self.settings = settings
         self.http = http
         self.webhook_secret = settings.agent_webhook_secret
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = SessionStore(settings.data_dir / "sessions.sqlite3")
-        self.keys = SessionKeys()
-        self.authorizer = EmbeddedAuthorizer(
-            self.keys,
-            self.store,
-            trigger=settings.transcription_trigger,
-            can_interrupt=settings.can_interrupt,
-        )
+        self.stores: Stores | None = None  # opened by start()
+        self.authorizer: EmbeddedAuthorizer | None = None  # made by start(), on the stores
+        self.connections = Connections()
         self.recognizers = RecognizerPool()
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings()
@@ -61,23 +58,46 @@ class EmbeddedPipeline:
         )
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
+        self.ready = False  # models loaded and stores open: the node takes sessions
 
     async def start(self) -> None:
-        """Load the models now (in threads), so the first session starts at full speed."""
+        """Open the stores and load the models (in threads), so the first session starts at
+        full speed; `StoreUnavailable` if a configured store cannot be reached."""
         started = time.perf_counter()
+        self.stores = await open_stores(self.settings)
+        self.authorizer = EmbeddedAuthorizer(self.stores, self.connections, self.settings)
         await asyncio.gather(
             asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)
         )
+        self.ready = True
         log.info(
             "embedded pipeline ready",
-            extra={"ctx": {"tts": self.settings.tts_engine,
+            extra={"ctx": {"tts": self.settings.tts_engine, **self.stores.describe(),
                            "load_ms": round((time.perf_counter() - started) * 1000)}},
         )  # fmt: skip
 
-    def close(self) -> None:
+    async def drain(self, grace_s: float) -> None:
+        """Let answers being spoken finish, up to `grace_s`, then close every socket (1012)."""
+        deadline = asyncio.get_running_loop().time() + grace_s
+        log.info("draining %d sessions", len(self.connections))
+        await self.connections.drain(deadline)
+
+    async def unready_reason(self) -> str | None:
+        """Why this node should not take a new session now, or None if it should."""
+        if not self.ready or self.stores is None:
+            return "starting: the speech models or the stores are not ready yet"
+        try:
+            await self.stores.check()
+        except StoreUnavailable as error:
+            return str(error)
+        return None
+
+    async def close(self) -> None:
+        self.ready = False
         self.recognizers.close()
         self.tts.close()
-        self.store.close()
+        if self.stores is not None:
+            await self.stores.close()
 
     def agent_url(self, scope: Scope) -> str:
         if self.settings.agent_webhook_url:
@@ -95,7 +115,7 @@ class EmbeddedPipeline:
         if agent is None:
             agent = self._agents[url] = WebhookAgent(url, self.webhook_secret, self.http)
         return PipelineServices(
-            store=self.store,
+            store=self.stores.history,
             recognizers=self.recognizers,
             tts=self.tts,
             agent=agent,
@@ -103,6 +123,9 @@ class EmbeddedPipeline:
             interruptions=self.interruptions,
             pacing=self.pacing,
             echo_settings=self.echo_settings,
+            audio_burst_s=self.settings.audio_burst_s,
+            audio_flood_s=self.settings.audio_flood_s,
+            queued_messages=self.settings.max_queued_messages,
             on_turn_timings=self.on_turn_timings,
         )
 

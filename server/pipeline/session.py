@@ -56,8 +56,9 @@ from .audio import RATE, Resampler
 from .echo import EchoGuard, EchoSettings
 from .keys import SessionGrant
 from .outbox import Outbox
+from .pacing import ACCEPT, DEFAULT_BURST_S, DEFAULT_FLOOD_S, DROP_AND_WARN, FLOOD, AudioPacer
 from .playback import SentAudio
-from .store import SessionStore
+from .stores import HistoryStore
 from .stt import RecognizerPool
 from .timing import StreamClock, TurnTimings
 from .tts import TextToSpeech
@@ -85,7 +86,7 @@ class InterruptionSettings:
 class PipelineServices:
     """Process-wide parts, built once at start and shared by every session."""
 
-    store: SessionStore
+    store: HistoryStore
     recognizers: RecognizerPool
     tts: TextToSpeech
     agent: WebhookAgent
@@ -93,8 +94,8 @@ class PipelineServices:
     interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
     pacing: Pacing = field(default_factory=Pacing)
     echo_settings: EchoSettings = field(default_factory=EchoSettings)
-    audio_burst_s: float = 5.0  # client audio allowed ahead of real time (the pacer's burst)
-    audio_flood_s: float = 10.0  # dropped audio past which a flooding client is closed
+    audio_burst_s: float = DEFAULT_BURST_S  # client audio allowed ahead of real time
+    audio_flood_s: float = DEFAULT_FLOOD_S  # dropped beyond it: a flooding client, closed
     queued_messages: int = 8  # client.response.text/data waiting for the agent, at most
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
@@ -195,6 +196,11 @@ class PipelineSession:
         self.outbox = Outbox(send_text)
         self._close = close
         self.clock = StreamClock(RATE)
+        self.pacer = AudioPacer(
+            self.config.input_sample_rate,
+            burst_s=services.audio_burst_s,
+            flood_s=services.audio_flood_s,
+        )
         self.resampler = (
             Resampler(self.config.input_sample_rate, RATE)
             if self.config.input_sample_rate != RATE
@@ -304,6 +310,8 @@ class PipelineSession:
             return
         if len(pcm) % 2:
             pcm = pcm[:-1]
+        if not await self._admit(len(pcm) // 2):
+            return
         if self.draining:
             return  # the server is stopping: no new turns
         await self._start()
@@ -324,6 +332,23 @@ class PipelineSession:
                     self._ignoring_speech = False
                 else:
                     await self._user_finished(event.speech_end_s)
+
+    async def _admit(self, samples: int) -> bool:
+        """Real-time pacing (pacing.py): audio beyond real time plus the burst is dropped, never
+        queued; the first drop of an episode is reported, and a client that keeps flooding is
+        closed (4009)."""
+        verdict = self.pacer.admit(samples)
+        if verdict == ACCEPT:
+            return True
+        if verdict == FLOOD:
+            self.log.warning("closing: client audio keeps arriving faster than real time")
+            await self._close(p.CloseCode.AUDIO_FLOOD, "client.audio far faster than real time")
+        elif verdict == DROP_AND_WARN:
+            seconds = self.services.audio_burst_s
+            error = f"client.audio is arriving faster than real time (beyond a {seconds:g} s "
+            error += "burst): it is dropped until the client slows down"
+            self.outbox.put(p.ErrorMessage(code="audio_too_fast", message=error))
+        return False
 
     async def on_turn_start(self, message: p.TriggerTurnStart) -> None:
         if self.ptt_held or self.draining:
@@ -382,15 +407,15 @@ class PipelineSession:
             # Typed while the turn for the last message waits: one answer to both.
             waiting.event.text += "\n" + text
             self.outbox.put(p.UserTranscript(content=text, turn_id=waiting.turn_id))
-            self.services.store.append(self.grant.session_id, "user", text, waiting.turn_id)
+            await self.services.store.append(self.grant.session_id, "user", text, waiting.turn_id)
             return
         if not self._room_for_a_turn():
             return
         await self._cancel_agent(reason="typed text")
         turn_id = new_turn_id()
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = self._event("message", turn_id=turn_id, text=text)  # history before it
-        self.services.store.append(self.grant.session_id, "user", text, turn_id)
+        event = await self._event("message", turn_id=turn_id, text=text)  # history before it
+        await self.services.store.append(self.grant.session_id, "user", text, turn_id)
         self._start_agent_turn(event, None)
 
     async def on_data(self, message: p.ClientResponseData) -> None:
@@ -398,7 +423,7 @@ class PipelineSession:
             return
         await self._start()
         if self._room_for_a_turn():
-            self._start_agent_turn(self._event("data", data=message.data), None)
+            self._start_agent_turn(await self._event("data", data=message.data), None)
 
     def _room_for_a_turn(self) -> bool:
         """At most `queued_messages` agent turns wait; past that a message is refused."""
@@ -429,8 +454,8 @@ class PipelineSession:
         if self.started:
             return
         self.started = True
-        history = [t.to_dict() for t in self.services.store.history(self.grant.session_id)]
-        event = self._event("session.start")
+        history = [t.to_dict() for t in (await self.services.store.history(self.grant.session_id))]
+        event = await self._event("session.start")
         event.extra = {"resumed": self.grant.resumed, "history": history}
         self._start_agent_turn(event, None)
 
@@ -521,8 +546,8 @@ class PipelineSession:
         )
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn.turn_id))
         await self._cancel_agent(reason="a new user message")  # e.g. one still streaming quietly
-        event = self._event("message", turn_id=turn.turn_id, text=text)  # history before it
-        self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
+        event = await self._event("message", turn_id=turn.turn_id, text=text)  # history before
+        await self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
         self.log.info("user said %r", text, extra={"ctx": {"turn": turn.turn_id}})
         self._start_agent_turn(event, timings)
 
@@ -537,10 +562,12 @@ class PipelineSession:
 
     # -- agent turns ---------------------------------------------------------------------------
 
-    def _event(self, kind: str, **fields) -> WebhookEvent:
+    async def _event(self, kind: str, **fields) -> WebhookEvent:
         history = None
         if kind == "message":
-            history = [t.to_dict() for t in self.services.store.history(self.grant.session_id)]
+            history = [
+                t.to_dict() for t in (await self.services.store.history(self.grant.session_id))
+            ]
         event = WebhookEvent(
             type=kind,
             session_id=self.grant.session_id,
@@ -628,14 +655,14 @@ class PipelineSession:
         try:
             await turn.run()
         finally:
-            self._record(turn)
+            await self._record(turn)
 
-    def _record(self, turn: AgentTurn) -> None:
+    async def _record(self, turn: AgentTurn) -> None:
         """The assistant's turn in the history holds only the words the listener heard."""
         text = turn.heard_text()
         if not text:
             return
-        self.services.store.append(
+        await self.services.store.append(
             self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
         )
 
@@ -663,7 +690,7 @@ class PipelineSession:
         """Tell the agent about a lifecycle event whose answer nobody will hear."""
         try:
             async with asyncio.timeout(2):
-                async for _ in self.services.agent.respond(self._event(kind)):
+                async for _ in self.services.agent.respond(await self._event(kind)):
                     pass
         except (AgentError, TimeoutError) as error:
             self.log.debug("agent %s notification failed: %s", kind, error)

@@ -11,6 +11,15 @@ final transcript is ready in tens of milliseconds. A decoder adapts to the voice
 (its cepstral mean and noise estimates); each utterance starts from a reset decoder
 (`reinit_feat`, a fraction of a millisecond), so results never depend on who spoke before, and a
 worker needs only as many decoders (~90 MB each) as utterances in progress at once.
+
+Fair sharing under a flood: a worker answers requests in the order they arrive, so one request
+holding minutes of audio would make every other utterance on that worker wait minutes. So a
+`feed` goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding),
+the next only once the last is answered: each utterance has at most one piece in a worker's
+queue, and another utterance waits at most one piece per utterance sharing its worker. A
+cancelled utterance stops after the piece in flight — its decode is cancelled with it — and its
+decoder counts as busy until the worker has really let it go. Workers are chosen by the audio
+they have queued and the decoders they hold, not by a count that drops before the work does.
 """
 
 from __future__ import annotations
@@ -31,6 +40,11 @@ from .audio import RATE
 log = logging.getLogger("server.pipeline")
 
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
+# 100 ms of audio per request, what a client sends per message: an utterance behind a flood
+# waits one piece of the same size per request, so each gets an equal share of the worker
+# (measured, bench/stt_flood.py: 0.5 s pieces left a short phrase 5.6x slower beside a flood,
+# since it waited 0.5 s of decoding per 0.1 s of its own).
+FEED_PIECE_BYTES = RATE * 2 // 10
 # The first (forward tree) pass only, with at most 2000 active HMMs per frame. Measured on 60
 # Piper utterances (12 phrases x 5 renditions): pocketsphinx's defaults make 15.1% word errors
 # at 0.13x real time and leave ~80 ms (p95) of work when the turn ends; the forward pass alone
@@ -115,9 +129,11 @@ class SpeechWorker:
         self.process.start()
         child.close()
         self.decoders = decoders  # loaded, so utterances it can take at once
-        self.utterances = 0  # in progress, for choosing the least busy worker
+        self.utterances = 0  # decoders held: claimed, and not yet handed back by the worker
+        self.queued_bytes = 0  # audio sent and not yet decoded: the worker's backlog
+        self._counts = threading.Lock()  # the counters change on the loop and the reader thread
         self._ids = itertools.count()
-        self._pending: dict[int, Future] = {}
+        self._pending: dict[int, tuple[Future, int]] = {}
         self._send_lock = threading.Lock()
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, name="stt-reader", daemon=True)
@@ -126,6 +142,19 @@ class SpeechWorker:
     @property
     def free_decoders(self) -> int:
         return max(0, self.decoders - self.utterances)
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """How busy the worker really is: queued audio first, then decoders held."""
+        return self.queued_bytes, self.utterances
+
+    def claim(self) -> None:
+        with self._counts:
+            self.utterances += 1
+
+    def release(self) -> None:
+        with self._counts:
+            self.utterances -= 1
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the worker's decoders are loaded; a worker that died says so at once."""
@@ -147,24 +176,31 @@ class SpeechWorker:
             if request_id == "ready":
                 self._ready.set()
                 continue
-            future = self._pending.pop(request_id, None)
+            future, size = self._pending.pop(request_id, (None, 0))
             if future is None:
                 continue
+            with self._counts:
+                self.queued_bytes -= size
             with contextlib.suppress(InvalidStateError):  # the caller gave up (cancelled)
                 if error:
                     future.set_exception(RuntimeError(f"the speech recogniser failed: {error}"))
                 else:
                     future.set_result(result)
-        for future in self._pending.values():
+        for future, _ in self._pending.values():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(RuntimeError("the speech recogniser stopped"))
         self._pending.clear()
+        with self._counts:
+            self.queued_bytes = 0
 
     def call(self, op: str, utterance: str, payload=None) -> Future:
         future: Future = Future()
+        size = len(payload) if isinstance(payload, bytes) else 0
         with self._send_lock:
             request_id = next(self._ids)
-            self._pending[request_id] = future
+            with self._counts:
+                self.queued_bytes += size
+            self._pending[request_id] = (future, size)
             self._connection.send((request_id, op, utterance, payload))
         return future
 
@@ -180,23 +216,31 @@ class SpeechWorker:
 class Recognizer:
     """One utterance, on one worker. Calls must not overlap (the session awaits each)."""
 
-    def __init__(self, worker: SpeechWorker, utterance: str):
+    def __init__(self, worker: SpeechWorker, utterance: str, on_release=None):
         self._worker = worker
         self._utterance = utterance
+        self._on_release = on_release
         self._last_interim = ""
         self._finished = False
+        self._released = False
+        self.sent_bytes = 0  # audio handed to the worker so far
 
     async def feed(self, pcm: bytes) -> str | None:
-        """Decode more audio; a new interim hypothesis when it changed, else None."""
+        """Decode more audio; a new interim hypothesis when it changed, else None.
+
+        Sent in pieces, each once the last is decoded (see the module's docstring); cancelling
+        the caller stops it after the piece in flight.
+        """
         usable = pcm[: len(pcm) - len(pcm) % 2]
-        if not usable:
-            return None
-        future = self._worker.call("feed", self._utterance, usable)
-        interim = await asyncio.wrap_future(future)
-        if interim and interim != self._last_interim:
-            self._last_interim = interim
-            return interim
-        return None
+        changed = None
+        for offset in range(0, len(usable), FEED_PIECE_BYTES):
+            piece = usable[offset : offset + FEED_PIECE_BYTES]
+            self.sent_bytes += len(piece)
+            future = self._worker.call("feed", self._utterance, piece)
+            interim = await asyncio.wrap_future(future)
+            if interim and interim != self._last_interim:
+                self._last_interim = changed = interim
+        return changed
 
     async def finish(self) -> str:
         """The final transcript of everything fed."""
@@ -205,11 +249,25 @@ class Recognizer:
         return (await asyncio.wrap_future(future)).strip()
 
     def close(self) -> None:
-        """Hand the decoder back, whether or not the utterance was finished."""
+        """Hand the decoder back, whether or not the utterance was finished.
+
+        Unfinished, the decoder stays counted as busy until the worker answers the `finish`
+        (it may still be decoding the piece in flight).
+        """
         if not self._finished:
             self._finished = True
-            self._worker.call("finish", self._utterance)  # the answer is not needed
-        self._worker.utterances -= 1
+            future = self._worker.call("finish", self._utterance)  # the answer is not needed
+            future.add_done_callback(lambda _: self._release())
+        else:
+            self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        self._worker.release()
+        if self._on_release is not None:
+            self._on_release()
 
 
 class RecognizerPool:
@@ -259,19 +317,18 @@ class RecognizerPool:
         if not self._workers:
             await asyncio.to_thread(self.warm)
         worker = await self._claim_decoder()
-        recognizer = Recognizer(worker, f"utt-{next(self._ids)}")
+        recognizer = Recognizer(worker, f"utt-{next(self._ids)}", self._wake_waiters)
         try:
             yield recognizer
         finally:
             recognizer.close()
-            self._wake_waiters()
 
     async def _claim_decoder(self) -> SpeechWorker:
         while True:
             ready = [w for w in self._workers if w.free_decoders]
             if ready:
-                worker = min(ready, key=lambda w: w.utterances)
-                worker.utterances += 1
+                worker = least_loaded(ready)
+                worker.claim()
                 self._grow_if_short()
                 return worker
             self._grow_if_short()
@@ -322,6 +379,11 @@ class RecognizerPool:
         for worker in self._workers:
             worker.stop()
         self._workers = []
+
+
+def least_loaded(workers: list[SpeechWorker]) -> SpeechWorker:
+    """The worker with the least audio queued, then the fewest decoders held."""
+    return min(workers, key=lambda w: w.load)
 
 
 def _resolve(waiter: asyncio.Future) -> None:

@@ -264,10 +264,10 @@ def test_resumed_session_keeps_its_history_across_a_restart(tmp_path):
                     )
                 ).message["turn_id"]
             )
-            return client.session_id
+            return client.session_id, client.resume_token
 
-    async def second_visit(url, session_id):
-        async with VoiceClient(url, session_id=session_id) as client:
+    async def second_visit(url, session_id, resume_token):
+        async with VoiceClient(url, session_id=session_id, resume_token=resume_token) as client:
             auth = await client.authorize()
             assert auth["session_id"] == session_id
             await client.connect()
@@ -279,22 +279,28 @@ def test_resumed_session_keeps_its_history_across_a_restart(tmp_path):
             return welcome
 
     with pipeline_server(tmp_path, port=port) as url:
-        session_id = run(first_visit(url))
+        session_id, resume_token = run(first_visit(url))
     with pipeline_server(tmp_path, port=port) as url:
-        welcome = run(second_visit(url, session_id))
+        welcome = run(second_visit(url, session_id, resume_token))
     assert "welcome back" in welcome.lower()
     assert "ada" in welcome.lower() or "1" in welcome or "one" in welcome.lower()
 
 
-def test_resuming_an_unknown_session_is_a_404(tmp_path):
+def test_resuming_an_unknown_session_is_a_404_only_for_a_vouching_backend(tmp_path):
+    """Without proof the answer is 403 whether or not the session exists: ids cannot be probed."""
+
     async def scenario(url):
         client = VoiceClient(url, session_id="sess_nope")
         with pytest.raises(Exception) as caught:
             await client.authorize()
+        assert caught.value.response.status_code == 403
+        assert caught.value.response.json()["code"] == "resume_token_required"
+        with pytest.raises(Exception) as caught:
+            await client.authorize(headers={"x-authorize-secret": "app-backend-secret"})
         assert caught.value.response.status_code == 404
         assert "not found" in caught.value.response.json()["error"]
 
-    with pipeline_server(tmp_path) as url:
+    with pipeline_server(tmp_path, authorize_secret="app-backend-secret") as url:
         run(scenario(url))
 
 
@@ -310,7 +316,10 @@ def test_the_agents_generation_names_are_answered_too(tmp_path):
             await hear_welcome(client)
             again = VoiceClient(url, session_id=None)
             resumed = await again.authorize(
-                pipeline_id=None, agent_id="ag_1", conversation_id=auth["conversation_id"]
+                pipeline_id=None,
+                agent_id="ag_1",
+                conversation_id=auth["conversation_id"],
+                resume_token=auth["resume_token"],
             )
             assert resumed["session_id"] == auth["session_id"]
 

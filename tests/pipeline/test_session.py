@@ -150,7 +150,7 @@ def test_a_false_interruption_resumes_the_answer_as_a_new_turn(tmp_path):
             await runner.wait_for("turn.end", lambda m: m["turn_id"] == resumed_id)
             assert end
             await asyncio.sleep(0.1)
-            history = runner.store.history(runner.session_id)
+            history = await runner.store.history(runner.session_id)
             assert [t.text for t in history] == [" ".join(ANSWER[:2])]
             assert not history[0].interrupted
 

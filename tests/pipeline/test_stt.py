@@ -98,7 +98,12 @@ def test_an_abandoned_utterance_hands_its_decoder_back(pool):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        busy = sum(worker.utterances for worker in pool._workers)
+        # A decoder is handed back once its worker has let it go (it may be mid-piece).
+        deadline = time.monotonic() + 10
+        while (busy := sum(worker.utterances for worker in pool._workers)) and (
+            time.monotonic() < deadline
+        ):
+            await asyncio.sleep(0.01)
         return busy, await transcribe(pool, speak("Thank you very much."))
 
     busy, (final, _, _) = run(scenario())
@@ -166,3 +171,52 @@ def test_with_every_decoder_busy_an_utterance_waits_for_one_instead_of_loading_o
         pool.close()
     assert order == ["first ends", "second has a decoder"]
     assert "thank" in heard
+
+
+def test_a_flooding_utterance_cannot_hold_up_another_and_stops_when_cancelled(pool):
+    """One utterance sends a minute of audio in one call (as a flooding client's queue would);
+    another, started after it on the same worker, is transcribed while the flood is still
+    being decoded, and cancelling the flood stops its decoding after the piece in flight."""
+    flood = speak("Can you help me book a table for two tonight?") * 20  # ~60 s
+    flood_fed = asyncio.Event()
+    sent = {}
+
+    async def flooder():
+        async with pool.utterance() as recognizer:
+            sent["recognizer"] = recognizer
+            try:
+                await recognizer.feed(flood)
+                flood_fed.set()
+                await asyncio.sleep(30)
+            finally:
+                sent["bytes"] = recognizer.sent_bytes
+
+    async def scenario():
+        task = asyncio.create_task(flooder())
+        while "recognizer" not in sent or not sent["recognizer"].sent_bytes:
+            await asyncio.sleep(0.01)
+        final, _, _ = await transcribe(pool, speak("Thank you very much."))
+        flood_still_decoding = not flood_fed.is_set()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        worker = sent["recognizer"]._worker
+        deadline = time.monotonic() + 10
+        while (worker.queued_bytes or worker.utterances) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return final, flood_still_decoding, worker.load
+
+    final, flood_still_decoding, load = run(scenario())
+    assert "thank" in final
+    assert flood_still_decoding, "the short utterance waited for the whole flood"
+    assert sent["bytes"] < len(flood) // 2, "the cancelled flood kept being sent"
+    assert load == (0, 0), "the worker still counts the cancelled flood"
+
+
+def test_workers_are_chosen_by_queued_audio_not_by_utterance_count():
+    from types import SimpleNamespace
+
+    from server.pipeline.stt import least_loaded
+
+    decoding_a_flood = SimpleNamespace(load=(5_000_000, 1), name="flooded")
+    two_quiet = SimpleNamespace(load=(3200, 2), name="quiet")
+    assert least_loaded([decoding_a_flood, two_quiet]).name == "quiet"

@@ -12,18 +12,10 @@ from starlette.testclient import TestClient
 from server.app import create_app
 from server.config import Settings
 from server.logs import RedactSecrets
-from tests.support.layercode_cloud import SESSION_RESPONSE, StandIn
-from tests.support.servers import free_port, serve
+from tests.support.layercode_cloud import SESSION_RESPONSE
+from tests.support.servers import free_port, spawn_server
 
 API_KEY = "lc_live_TOPSECRET_9f8e7d6c5b4a"
-
-
-@pytest.fixture(scope="module")
-def standin():
-    cloud = StandIn()
-    with serve(cloud.app()) as url:
-        cloud.url = url
-        yield cloud
 
 
 @pytest.fixture
@@ -34,6 +26,8 @@ def cloud(standin):
 
 
 def make_client(**overrides) -> TestClient:
+    # Starlette's TestClient sends `Host: testserver`: a name this server must be told about.
+    overrides.setdefault("allowed_hosts", ("testserver",))
     settings = Settings(**overrides)
     return TestClient(create_app(settings), raise_server_exceptions=False)
 
@@ -276,53 +270,41 @@ def test_redaction_filter_scrubs_a_secret_that_slips_into_a_log_record():
 
 def test_server_process_logs_never_contain_the_key(cloud, tmp_path):
     """The real entry point, its real log configuration, a refused and a failed session."""
-    import os
-    import subprocess
-    import sys
     import urllib.request
-
-    from tests.conftest import ROOT
 
     port = free_port()
     cloud.mode = "4xx"
-    env = dict(
-        os.environ,
+    log_file = tmp_path / "server.log"
+    process = spawn_server(
+        port,
+        log_file,
         LAYERCODE_API_KEY=API_KEY,
         LAYERCODE_AUTHORIZE_URL=f"{cloud.url}/v1/pipelines/authorize_session",
         LOG_LEVEL="debug",
     )
-    log_file = tmp_path / "server.log"
-    with log_file.open("w") as sink:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "--port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=sink,
-            stderr=subprocess.STDOUT,
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/authorize",
+            data=json.dumps({"pipeline_id": "p"}).encode(),
+            headers={"content-type": "application/json"},
         )
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.1)
-            request = urllib.request.Request(
-                f"http://127.0.0.1:{port}/api/authorize",
-                data=json.dumps({"pipeline_id": "p"}).encode(),
-                headers={"content-type": "application/json"},
-            )
-            try:
-                urllib.request.urlopen(request, timeout=5)
-            except urllib.error.HTTPError as error:
-                assert error.code == 502
-                assert API_KEY not in error.read().decode()
-        finally:
-            process.terminate()
-            process.wait(timeout=10)
+            urllib.request.urlopen(request, timeout=5)
+        except urllib.error.HTTPError as error:
+            assert error.code == 502
+            assert API_KEY not in error.read().decode()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
     output = log_file.read_text()
     assert "Layercode refused the session" in output
     assert API_KEY not in output
@@ -335,3 +317,61 @@ def test_session_keys_in_logged_urls_are_redacted():
     RedactSecrets([]).filter(record)
     assert "lcsk_abc" not in record.getMessage()
     assert "client_session_key=[redacted]&x=1" in record.getMessage()
+
+
+# -- a misbehaving upstream -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["echo-2xx", "echo-escaped"])
+def test_a_success_body_carrying_the_key_is_never_passed_on(client, cloud, mode):
+    cloud.mode = mode
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "could not be passed on safely" in response.json()["error"]
+    assert_clean(response)
+    assert API_KEY.lower() not in response.text.lower()
+
+
+@pytest.mark.parametrize("mode", ["echo-upper", "echo-late", "echo-text"])
+def test_the_key_is_redacted_from_a_refusal_in_any_case_and_position(client, cloud, mode):
+    cloud.mode = mode
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "Layercode refused the session" in response.json()["error"]
+    text = response.text.lower()
+    for start in range(0, len(API_KEY) - 8):  # no 8-character piece of it, in any case
+        assert API_KEY[start : start + 8].lower() not in text
+
+
+def test_the_key_never_reaches_the_log_in_another_case(client, cloud, caplog):
+    cloud.mode = "echo-upper"
+    post(client, {"pipeline_id": "p"})
+    assert API_KEY.upper() not in caplog.text
+    assert "[redacted]" in caplog.text
+
+
+def test_a_dripping_upstream_answers_504_within_the_total_deadline(client, cloud):
+    """One byte every 0.2 s never trips a read timeout; the whole exchange is bounded."""
+    cloud.mode = "drip"
+    started = time.monotonic()
+    response = post(client, {"pipeline_id": "p"})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 504
+    assert "did not answer within 1 seconds" in response.json()["error"]
+    assert elapsed < 3  # LAYERCODE_TIMEOUT is 1 s; the answer took ~20 s to drip
+
+
+def test_a_huge_upstream_answer_is_cut_off_with_502(client, cloud):
+    cloud.mode = "huge"
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "larger than 256 KiB" in response.json()["error"]
+    assert len(response.content) < 1000
+
+
+def test_a_redirect_is_not_followed_and_is_a_502(client, cloud):
+    cloud.mode = "redirect"
+    response = post(client, {"pipeline_id": "p"})
+    assert response.status_code == 502
+    assert "redirect (HTTP 302)" in response.json()["error"]
+    assert len(cloud.received) == 1

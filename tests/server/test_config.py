@@ -44,6 +44,11 @@ def test_key_is_not_in_repr():
         ({"LAYERCODE_AUTHORIZE_URL": "ftp://x"}, "LAYERCODE_AUTHORIZE_URL"),
         ({"AGENT_WEBHOOK_URL": "https://a.example/hook"}, "AGENT_WEBHOOK_SECRET"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
+        ({"REDIS_URL": "localhost:6379", "AGENT_WEBHOOK_SECRET": "s"}, "REDIS_URL"),
+        ({"DATABASE_URL": "mysql://db/x", "AGENT_WEBHOOK_SECRET": "s"}, "DATABASE_URL"),
+        ({"DATABASE_POOL_SIZE": "0"}, "DATABASE_POOL_SIZE"),
+        ({"REDIS_URL": "redis://r:6379/0"}, "AGENT_WEBHOOK_SECRET"),
+        ({"DATABASE_URL": "postgresql://db/x"}, "AGENT_WEBHOOK_SECRET"),
     ],
 )
 def test_bad_values_name_the_variable(env, named):
@@ -66,4 +71,82 @@ def test_origins_are_normalised():
 def test_entry_point_exits_with_the_reason(monkeypatch):
     monkeypatch.setenv("PORT", "nope")
     with pytest.raises(SystemExit, match="configuration error: PORT"):
+        main([])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MAX_SESSIONS",
+        "AUTHORIZE_RATE_LIMIT",
+        "MAX_METADATA_BYTES",
+        "MAX_MESSAGE_CHARS",
+        "HISTORY_MAX_TURNS",
+        "LAYERCODE_MAX_REPLY_KB",
+        "IDLE_TIMEOUT",
+        "PUSH_TO_TALK_IDLE_TIMEOUT",
+        "DRAIN_GRACE",
+        "HISTORY_MAX_DAYS",
+        "AUDIO_BURST_SECONDS",
+        "AUDIO_FLOOD_SECONDS",
+    ],
+)
+def test_limits_must_be_positive(name):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: "0"})
+
+
+def test_hardening_settings_are_read():
+    settings = Settings.from_env(
+        {
+            "PUBLIC_URL": "https://voice.example.com/",
+            "ALLOWED_HOSTS": "App.Example, other.example",
+            "TRUSTED_PROXIES": "10.0.0.1",
+            "AUTHORIZE_SECRET": "backend-secret",
+            "MAX_SESSIONS": "7",
+            "IDLE_TIMEOUT": "30",
+        }
+    )
+    assert settings.public_url == "https://voice.example.com"
+    assert {"voice.example.com", "app.example", "other.example", "localhost"} <= (
+        settings.host_allowlist
+    )
+    assert settings.trusted_proxies == ("10.0.0.1",)
+    assert "backend-secret" in settings.secrets and "backend-secret" not in repr(settings)
+    assert (settings.max_sessions, settings.idle_timeout) == (7, 30.0)
+    with pytest.raises(SettingsError, match="PUBLIC_URL"):
+        Settings.from_env({"PUBLIC_URL": "voice.example.com"})
+
+
+def test_readme_documents_every_setting():
+    from server.config import ENVIRONMENT
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    for name in ENVIRONMENT:
+        assert f"| `{name}` |" in readme, name
+
+
+def test_shared_stores_need_a_shared_webhook_secret_and_keep_their_passwords_secret():
+    with pytest.raises(SettingsError, match="same secret"):
+        Settings.from_env({"REDIS_URL": "redis://r:6379/0"})
+    settings = Settings.from_env(
+        {
+            "REDIS_URL": "redis://:redispw-1@r:6379/0",
+            "DATABASE_URL": "postgresql://app:pgpw-2@db/voice",
+            "AGENT_WEBHOOK_SECRET": "hooksecret-3",
+        }
+    )
+    assert settings.agent_webhook_secret == "hooksecret-3"
+    assert {"redispw-1", "pgpw-2", "hooksecret-3"} <= set(settings.secrets)
+    assert "pw-" not in repr(settings)
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DATABASE_URL": "mysql://app:pgpw-2@db/x", "AGENT_WEBHOOK_SECRET": "s"})
+    assert "pgpw-2" not in str(refused.value)
+
+
+def test_entry_point_refuses_a_shared_store_without_the_secret(monkeypatch):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://db/voice")
+    monkeypatch.delenv("AGENT_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(SystemExit, match="configuration error: AGENT_WEBHOOK_SECRET must be set"):
         main([])

@@ -31,8 +31,11 @@ PYSCRIPT = f"/runtime/pyscript/{vendor.PYSCRIPT.version}"
 
 
 def test_health_reports_runtime_and_pipeline(client):
-    body = client.get("/health").json()
+    response = client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
     assert body["status"] == "ok"
+    assert body["stores"] == {"session_keys": "memory", "history": "sqlite"}
     assert body["runtime"] == {
         "pyscript": vendor.PYSCRIPT.version,
         "pyodide": vendor.PYODIDE.version,

@@ -7,10 +7,14 @@ browser or Layercode's cloud would meet, not an in-process shortcut.
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 
@@ -55,3 +59,17 @@ def serve(
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def spawn_server(port: int, log_file: Path, **env: str) -> subprocess.Popen:
+    """`python -m server --port PORT` as users run it, with `env` added to this environment and
+    its output written to `log_file`; the caller stops it."""
+    root = Path(__file__).resolve().parents[2]
+    with log_file.open("w") as sink:
+        return subprocess.Popen(
+            [sys.executable, "-m", "server", "--port", str(port)],
+            cwd=root,
+            env={**os.environ, **env},
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )

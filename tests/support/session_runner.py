@@ -188,7 +188,7 @@ class SessionRunner:
 
     async def __aenter__(self) -> SessionRunner:
         self.store = SessionStore(self.tmp / "sessions.sqlite3")
-        self.session_id = self.store.create("test", {})
+        self.session_id = await self.store.create("test", {})
         config = SessionConfig(can_interrupt=self.can_interrupt, input_sample_rate=RATE)
         grant = SessionGrant(self.session_id, "test", config)
         services = PipelineServices(
@@ -210,7 +210,7 @@ class SessionRunner:
     async def __aexit__(self, *exc) -> None:
         await self._frames.put(None)
         await asyncio.wait_for(self._task, 10)
-        self.store.close()
+        await self.store.close()
 
     async def _incoming(self) -> AsyncIterator[str]:
         while (frame := await self._frames.get()) is not None:

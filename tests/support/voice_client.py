@@ -37,7 +37,9 @@ class VoiceClient:
     base_url: str  # http://127.0.0.1:PORT
     input_sample_rates: list[int] | None = field(default_factory=lambda: [16000, 8000])
     session_id: str | None = None
+    resume_token: str | None = None  # the proof of ownership the last authorize returned
     authorization: dict | None = None
+    authorize_headers: dict = field(default_factory=dict)  # the last authorize answer's headers
     received: list[Received] = field(default_factory=list)
     close_code: int | None = None
     close_reason: str = ""
@@ -45,18 +47,24 @@ class VoiceClient:
     _reader: asyncio.Task | None = None
     _arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
-    async def authorize(self, **extra) -> dict:
+    async def authorize(self, headers: dict | None = None, **extra) -> dict:
         body: dict[str, Any] = {"pipeline_id": "test", "metadata": {"from": "tests"}, **extra}
         body = {name: value for name, value in body.items() if value is not None}
         if self.session_id:
             body["session_id"] = self.session_id
+            if self.resume_token:
+                body["resume_token"] = self.resume_token
         if self.input_sample_rates is not None:
             body["audio"] = {"input_sample_rates": self.input_sample_rates}
         async with httpx.AsyncClient() as http:
-            response = await http.post(f"{self.base_url}/api/authorize", json=body, timeout=10)
+            response = await http.post(
+                f"{self.base_url}/api/authorize", json=body, headers=headers, timeout=10
+            )
         response.raise_for_status()
         self.authorization = response.json()
+        self.authorize_headers = dict(response.headers)
         self.session_id = self.authorization["session_id"]
+        self.resume_token = self.authorization.get("resume_token")
         return self.authorization
 
     @property
@@ -64,12 +72,14 @@ class VoiceClient:
         audio = ((self.authorization or {}).get("config") or {}).get("audio") or {}
         return audio.get("input_sample_rate", 8000)
 
-    async def connect(self, *, key: str | None = None, ready: bool = True) -> None:
+    async def connect(
+        self, *, key: str | None = None, ready: bool = True, origin: str | None = None
+    ) -> None:
         if self.authorization is None:
             await self.authorize()
         key = key or self.authorization["client_session_key"]
         url = f"{self.authorization['websocket_url']}?client_session_key={key}"
-        self._socket = await websockets.connect(url, max_size=2**22)
+        self._socket = await websockets.connect(url, max_size=2**22, origin=origin)
         self._reader = asyncio.create_task(self._read(), name="voice-client-reader")
         if ready:
             await self.send({"type": "client.ready"})

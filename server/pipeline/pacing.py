@@ -1,0 +1,74 @@
+"""Real-time pacing of a client's audio: a token bucket over samples.
+
+A microphone produces audio at its sample rate and no faster; a client that sends more is
+either catching up after a stall (a burst) or flooding. The bucket holds `burst_s` seconds of
+samples and refills at the sample rate; it starts full, so a client's buffered pre-roll — the
+official SDK sends up to about a second of audio kept from before speech started, and a browser
+tab catching up after a network stall sends a few — goes through at once. Audio beyond that is
+dropped, never queued (queueing it is what let one client occupy a speech recogniser for
+minutes). The first dropped chunk of an episode asks the caller to warn the client with an
+`error`; a client whose overflow keeps growing past `flood_s` seconds — it keeps sending faster
+than real time, it is not catching up — is to be closed (close code 4009, AUDIO_FLOOD).
+
+The overflow drains at real time too, so a client that bursts now and then over a long session
+is never closed for it; only a sustained excess is.
+
+    pacer = AudioPacer(sample_rate=16000)
+    verdict = pacer.admit(samples)   # ACCEPT, DROP_AND_WARN, DROP or FLOOD
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+ACCEPT = "accept"
+DROP_AND_WARN = "drop_and_warn"  # drop this chunk and tell the client (first of an episode)
+DROP = "drop"  # drop this chunk; the client was already told
+FLOOD = "flood"  # the client keeps flooding: close the session (4009)
+
+DEFAULT_BURST_S = 5.0
+DEFAULT_FLOOD_S = 10.0
+
+
+class AudioPacer:
+    def __init__(
+        self,
+        sample_rate: int,
+        *,
+        burst_s: float = DEFAULT_BURST_S,
+        flood_s: float = DEFAULT_FLOOD_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        if sample_rate <= 0 or burst_s <= 0 or flood_s <= 0:
+            raise ValueError("sample_rate, burst_s and flood_s must be positive")
+        self.sample_rate = sample_rate
+        self.capacity = burst_s * sample_rate
+        self.flood_samples = flood_s * sample_rate
+        self.clock = clock
+        self._tokens = self.capacity
+        self._overflow = 0.0  # samples dropped, draining at real time
+        self._dropping = False
+        self._last = clock()
+        self.dropped_samples = 0  # in total, for logs and tests
+
+    def admit(self, samples: int) -> str:
+        """What to do with a chunk of `samples` samples arriving now."""
+        now = self.clock()
+        elapsed = max(0.0, now - self._last) * self.sample_rate
+        self._last = now
+        self._tokens = min(self.capacity, self._tokens + elapsed)
+        self._overflow = max(0.0, self._overflow - elapsed)
+        if samples <= self._tokens + 1:  # a sample of slack for the clock's rounding
+            self._tokens -= samples
+            if self._overflow == 0:  # the episode is over once what was dropped has drained
+                self._dropping = False
+            return ACCEPT
+        self.dropped_samples += samples
+        self._overflow += samples
+        if self._overflow > self.flood_samples:
+            return FLOOD
+        if not self._dropping:
+            self._dropping = True
+            return DROP_AND_WARN
+        return DROP

@@ -1,0 +1,104 @@
+"""The audio pacer: real time plus a burst passes, a flood is dropped and then closed."""
+
+from __future__ import annotations
+
+import pytest
+
+from server.pipeline import pacing
+from server.pipeline.pacing import AudioPacer
+
+RATE = 16000
+CHUNK = RATE // 10  # 100 ms, as the browser client sends
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stream(pacer, clock, seconds: float, speed: float) -> list[str]:
+    """Send `seconds` of audio in 100 ms chunks at `speed`x real time."""
+    verdicts = []
+    for _ in range(round(seconds * 10)):
+        clock.now += 0.1 / speed
+        verdicts.append(pacer.admit(CHUNK))
+    return verdicts
+
+
+def test_real_time_audio_always_passes():
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock)
+    assert set(stream(pacer, clock, 600, speed=1.0)) == {pacing.ACCEPT}
+
+
+def test_a_slightly_fast_clock_passes_for_an_hour():
+    """A sound card whose clock runs 0.1% fast (ten times the usual drift) is not a flood."""
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock)
+    assert set(stream(pacer, clock, 3600, speed=1.001)) == {pacing.ACCEPT}
+
+
+def test_the_pre_roll_goes_through_at_once():
+    """The official SDK's buffered pre-roll (about a second) arrives in one go at start."""
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock)
+    assert all(pacer.admit(CHUNK) == pacing.ACCEPT for _ in range(int(pacing.DEFAULT_BURST_S * 10)))
+    assert stream(pacer, clock, 60, speed=1.0).count(pacing.ACCEPT) == 600
+
+
+def test_catching_up_after_a_stall_passes():
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock)
+    stream(pacer, clock, 30, speed=1.0)
+    clock.now += 3.0  # the network stalled for 3 s; the tab sends what it buffered
+    assert all(pacer.admit(CHUNK) == pacing.ACCEPT for _ in range(30))
+    assert set(stream(pacer, clock, 30, speed=1.0)) == {pacing.ACCEPT}
+
+
+def test_a_flood_is_dropped_with_one_warning_then_closed():
+    clock = Clock()
+    pacer = AudioPacer(RATE, burst_s=2.0, flood_s=5.0, clock=clock)
+    verdicts = stream(pacer, clock, 60, speed=10.0)
+    assert verdicts[:20] == [pacing.ACCEPT] * 20  # the burst allowance (plus what time refilled)
+    first_drop = verdicts.index(pacing.DROP_AND_WARN)
+    assert pacing.DROP_AND_WARN not in verdicts[first_drop + 1 :]
+    assert pacing.FLOOD in verdicts
+    flood_at = verdicts.index(pacing.FLOOD)
+    dropped_s = (flood_at - first_drop) * 0.1 * 0.9  # each 100 ms chunk beyond ~10 ms of refill
+    assert 5.0 <= dropped_s <= 6.5
+
+
+def test_the_issue_flood_is_refused_in_well_under_a_second():
+    """159 minutes of audio in 15 s: the session is told to close within the first second."""
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock)
+    speed = 159 * 60 / 15
+    sent = 0
+    while True:
+        clock.now += 0.1 / speed
+        sent += CHUNK
+        if pacer.admit(CHUNK) == pacing.FLOOD:
+            break
+    assert clock.now < 1.0
+    assert pacer.dropped_samples <= (pacing.DEFAULT_FLOOD_S + 0.2) * RATE
+    assert sent - pacer.dropped_samples <= (pacing.DEFAULT_BURST_S + 1) * RATE  # accepted
+
+
+def test_occasional_bursts_over_a_long_session_are_never_a_flood():
+    clock = Clock()
+    pacer = AudioPacer(RATE, burst_s=2.0, flood_s=5.0, clock=clock)
+    for _ in range(100):
+        stream(pacer, clock, 20, speed=1.0)
+        verdicts = [pacer.admit(CHUNK) for _ in range(40)]  # 4 s at once: 2 s too many
+        assert pacing.FLOOD not in verdicts
+        assert verdicts.count(pacing.DROP_AND_WARN) == 1
+        clock.now += 2.0  # the client pauses, as a client catching up would
+
+
+@pytest.mark.parametrize("bad", [{"sample_rate": 0}, {"burst_s": 0}, {"flood_s": -1}])
+def test_settings_are_checked(bad):
+    with pytest.raises(ValueError):
+        AudioPacer(**{"sample_rate": RATE, **bad})

@@ -1,0 +1,161 @@
+"""Stores that go away: every call fails at once with a clear `StoreUnavailable` (authorize
+503 with a JSON reason, `/health` 503, the WebSocket 1013), nothing crashes, and the same
+clients work again when the servers come back — no restart of the node."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from layercode_client.protocol import CloseCode, SessionConfig
+from server.app import create_app
+from server.config import Settings
+from server.pipeline.keys import SessionGrant
+from server.pipeline.keys_redis import RedisKeys
+from server.pipeline.store_postgres import PostgresStore
+from server.pipeline.stores import StoreUnavailable
+from tests.support.aio import run
+from tests.support.engines import postgres_server, redis_server
+
+
+@pytest.fixture
+def redis_engine_to_stop():
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_engine_to_stop():
+    with postgres_server() as server:
+        yield server
+
+
+def a_grant() -> SessionGrant:
+    return SessionGrant(session_id="sess_o", pipeline_id="p", config=SessionConfig())
+
+
+def test_redis_keys_fail_clearly_while_redis_is_down_and_recover(redis_engine_to_stop):
+    redis = redis_engine_to_stop
+
+    async def while_down(keys):
+        for call in (keys.ping(), keys.issue(a_grant()), keys.redeem("lcsk_anything")):
+            with pytest.raises(StoreUnavailable) as down:
+                await call
+            assert down.value.store == "session keys" and "Redis" in down.value.message
+
+    async def scenario():
+        keys = await RedisKeys.open(redis.url)
+        await keys.issue(a_grant())
+        redis.stop()
+        await while_down(keys)
+        redis.start()
+        assert (await keys.redeem(await keys.issue(a_grant()))).session_id == "sess_o"
+        await keys.close()
+
+    run(scenario())
+    redis.stop()
+    with pytest.raises(StoreUnavailable):
+        run(RedisKeys.open(redis.url))  # a node cannot start on a Redis it cannot reach
+
+
+def test_postgres_history_fails_clearly_while_postgres_is_down_and_recovers(
+    postgres_engine_to_stop,
+):
+    postgres = postgres_engine_to_stop
+
+    async def scenario():
+        store = await PostgresStore.open(postgres.url())
+        session_id = await store.create("p", {})
+        await store.append(session_id, "user", "before the outage")
+        postgres.stop()
+        calls = (
+            store.ping(),
+            store.exists(session_id),
+            store.append(session_id, "user", "lost?"),
+            store.history(session_id),
+            store.create("p", {}),
+        )
+        for call in calls:
+            with pytest.raises(StoreUnavailable) as down:
+                await call
+            assert down.value.store == "history" and "PostgreSQL" in down.value.message
+        postgres.start()
+        await store.append(session_id, "user", "after the outage")
+        texts = [t.text for t in await store.history(session_id)]
+        assert texts == ["before the outage", "after the outage"]
+        await store.close()
+
+    run(scenario())
+    postgres.stop()
+    with pytest.raises(StoreUnavailable):
+        run(PostgresStore.open(postgres.url()))
+
+
+def test_a_node_answers_503_with_reasons_while_a_store_is_down_and_recovers(
+    tmp_path, redis_engine_to_stop, postgres_engine_to_stop
+):
+    redis, postgres = redis_engine_to_stop, postgres_engine_to_stop
+    settings = Settings(
+        data_dir=tmp_path,
+        tts_engine="espeak",
+        redis_url=redis.url,
+        database_url=postgres.url(),
+        agent_webhook_secret="shared-secret",
+        allowed_hosts=("testserver",),  # TestClient's Host
+    )
+    body = {"pipeline_id": "p"}
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        health = client.get("/health")
+        assert health.status_code == 200, health.text
+        assert health.json()["stores"] == {"session_keys": "redis", "history": "postgresql"}
+        key = client.post("/api/authorize", json=body).json()["client_session_key"]
+
+        redis.stop()
+        refused = client.post("/api/authorize", json=body)
+        assert refused.status_code == 503
+        assert "try again" in refused.json()["error"] and "Redis" in refused.json()["error"]
+        health = client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "unavailable"
+        assert "session keys" in health.json()["reason"]
+        with (
+            pytest.raises(WebSocketDisconnect) as closed,
+            client.websocket_connect(f"/v1/pipelines/websocket?client_session_key={key}") as ws,
+        ):
+            ws.receive_text()
+        assert closed.value.code == CloseCode.TRY_AGAIN_LATER
+        redis.start()
+        assert client.get("/health").status_code == 200
+        started = client.post("/api/authorize", json=body).json()
+        deletion = (
+            f"/api/conversations/{started['session_id']}",
+            {"x-resume-token": started["resume_token"]},
+        )
+
+        postgres.stop()
+        refused = client.post("/api/authorize", json=body)
+        assert refused.status_code == 503 and "PostgreSQL" in refused.json()["error"]
+        refused = client.delete(deletion[0], headers=deletion[1])
+        assert refused.status_code == 503 and refused.json()["code"] == "store_unavailable"
+        health = client.get("/health")
+        assert health.status_code == 503 and "history" in health.json()["reason"]
+        postgres.start()
+        assert client.get("/health").status_code == 200
+        assert client.post("/api/authorize", json=body).status_code == 200
+        assert client.delete(deletion[0], headers=deletion[1]).status_code == 204
+
+
+def test_a_node_refuses_to_start_on_a_store_it_cannot_reach(tmp_path, redis_engine_to_stop):
+    redis_engine_to_stop.stop()
+    settings = Settings(
+        data_dir=tmp_path,
+        tts_engine="espeak",
+        redis_url=redis_engine_to_stop.url,
+        agent_webhook_secret="shared-secret",
+    )
+    with (
+        pytest.raises(StoreUnavailable, match="Redis"),
+        TestClient(create_app(settings)),
+    ):
+        pass
