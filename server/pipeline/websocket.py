@@ -210,7 +210,9 @@ async def pipeline_socket(websocket: WebSocket) -> None:
     tag = session_tag(grant.session_id)
 
     async def close(code: int, reason: str) -> None:
-        await websocket.close(code, reason)
+        """The session ends its connection (a hang-up, a flood): the receive side stops, the
+        session cleans up, and the socket closes with `code` below (the first code wins)."""
+        connection.stop(code, reason)
 
     try:
         services = pipeline.services_for(websocket.scope)

@@ -303,3 +303,64 @@ def test_the_client_sets_the_window_for_its_session(tmp_path):
             assert runner.session.services.interruptions.false_interruption_s == 0.6
 
     run(scenario())
+
+
+def test_drain_lets_the_answer_being_spoken_finish_and_starts_nothing_new(tmp_path):
+    agent = StreamingAgent(ANSWER[:2], interval_s=0.1)
+
+    async def scenario():
+        async with SessionRunner(tmp_path, agent) as runner:
+            welcome, _ = await first_audio(runner)
+            loop = asyncio.get_running_loop()
+            drained = asyncio.ensure_future(runner.session.drain(loop.time() + 10))
+            await runner.send({"type": "client.response.text", "content": "are you there?"})
+            await runner.speak("hello")
+            await runner.wait_for("response.end", lambda m: m["turn_id"] == welcome)
+            assert not drained.done()  # the answer is still playing
+            await runner.send({"type": "trigger.response.audio.replay_finished"})
+            await asyncio.wait_for(drained, 5)
+            assert runner.of_turn(welcome)[-1]["type"] == "turn.end"  # it ended normally
+            assert assistant_starts(runner) == [welcome]  # nothing new started
+            assert "user.transcript" not in runner.types() and len(agent.events) == 1
+            history = await runner.store.history(runner.session_id)
+            assert [(t.text, t.interrupted) for t in history] == [(" ".join(ANSWER[:2]), False)]
+
+    run(scenario())
+
+
+def test_drain_cut_by_its_deadline_keeps_only_what_was_heard(tmp_path):
+    agent = StreamingAgent(ANSWER, interval_s=0.1)
+
+    async def scenario():
+        async with SessionRunner(tmp_path, agent) as runner:
+            welcome, started = await first_audio(runner)
+            loop = asyncio.get_running_loop()
+            await asyncio.wait_for(runner.session.drain(loop.time() + 1.0), 5)
+            played = time.monotonic() - started
+            history = await runner.store.history(runner.session_id)
+            assert len(history) == 1 and history[0].interrupted
+            words = history[0].text.split()
+            assert " ".join(ANSWER).startswith(history[0].text)
+            # 0.2 s a word (FakeTTS): what had played by the deadline, give or take one word.
+            assert abs(len(words) - played / 0.2) <= 1.5, (played, words)
+            assert runner.of_turn(welcome)[-1]["type"] == "response.audio"  # no end: cut
+
+    run(scenario())
+
+
+def test_messages_waiting_for_the_agent_are_bounded(tmp_path):
+    agent = StreamingAgent(["Working on it."], hold_open=True)  # every answer stays open
+
+    async def scenario():
+        async with SessionRunner(tmp_path, agent) as runner:
+            await first_audio(runner)  # the welcome answers, its stream open: later turns wait
+            limit = runner.session.services.queued_messages
+            for n in range(limit + 3):
+                await runner.send({"type": "client.response.data", "data": {"n": n}})
+            await runner.until(lambda: sum(m.type == "error" for m in runner.sent) == 3, timeout=5)
+            errors = [m.message for m in runner.sent if m.type == "error"]
+            assert {e["code"] for e in errors} == {"too_many_messages"}
+            assert len(runner.session.waiting_turns) == limit
+            agent.release()
+
+    run(scenario())
