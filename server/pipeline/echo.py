@@ -75,7 +75,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-RATE = 16000
+from .audio import RATE
+
 BLOCK = 320  # 20 ms: one VAD frame per block
 PRE_S = 0.004  # the echo-path filter starts this far before the found delay
 BAND_HZ = (100.0, 3800.0)  # used by the delay search: present at 8 kHz and 16 kHz microphones

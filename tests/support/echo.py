@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from server.pipeline.audio import resample
+from server.pipeline.audio import RATE, resample
 from server.pipeline.echo import EchoGuard
 from server.pipeline.turns import SpeechStarted, TurnDetector
 
-RATE = 16000
 FRAME = 320  # fed 20 ms at a time, so a start's stream time is known to the frame
 
 
