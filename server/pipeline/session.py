@@ -28,6 +28,12 @@ Echo. In automatic mode the microphone goes through the session's `EchoGuard` (e
 the VAD: every chunk of agent audio sent is its reference, placed at the stream time it is due
 to play (the pacing's planned play time), so the agent's own voice coming back through the
 user's speakers is removed and never starts a user turn; a person talking over it still does.
+
+Bounds. `client.audio` is paced to real time plus a burst (`AudioPacer`, pacing.py): the excess
+is dropped with an `audio_too_fast` error, and a client that keeps flooding is closed (4009).
+An utterance's recognition backlog is bounded in bytes (`Utterance`); at most `queued_messages`
+agent turns wait for the one answering. `drain()` (SIGTERM) starts nothing new and lets the
+answer being spoken finish, or cuts it at the deadline and keeps what was heard.
 """
 
 from __future__ import annotations
@@ -58,7 +64,7 @@ from .keys import SessionGrant
 from .outbox import Outbox
 from .pacing import ACCEPT, DEFAULT_BURST_S, DEFAULT_FLOOD_S, DROP_AND_WARN, FLOOD, AudioPacer
 from .playback import SentAudio
-from .stores import HistoryStore
+from .stores import HistoryStore, StoreUnavailable
 from .stt import RecognizerPool
 from .timing import StreamClock, TurnTimings
 from .tts import TextToSpeech
@@ -662,9 +668,13 @@ class PipelineSession:
         text = turn.heard_text()
         if not text:
             return
-        await self.services.store.append(
-            self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
-        )
+        try:
+            await self.services.store.append(
+                self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
+            )
+        except StoreUnavailable as error:  # the answer was heard; only its record is lost
+            self.log.warning("assistant turn not recorded: %s", error,
+                             extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
 
     async def _cancel_agent(self, reason: str) -> None:
         turn = self.agent_turn
