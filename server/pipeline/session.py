@@ -218,6 +218,7 @@ class PipelineSession:
         self.agent_lock = asyncio.Lock()
         self.waiting_turns: list[AgentTurn] = []  # made, waiting for the one before (bounded)
         self.draining = False  # the server is stopping: finish the answer, start nothing
+        self._playing: asyncio.Task | None = None  # the agent turn's task: play, then record
         self.started = False
         self.ptt_held = False
         self.echo = EchoGuard(services.echo_settings)
@@ -274,13 +275,13 @@ class PipelineSession:
         (`loop.time()`) cuts it, it is cancelled, and the history keeps only what was heard.
         """
         self.draining = True
-        turn = self.agent_turn
-        if turn is None or turn.finished:
+        task = self._playing
+        if task is None or task.done():
             return
         remaining = deadline - asyncio.get_running_loop().time()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(turn.played.wait(), max(0.0, remaining))
-        if not turn.finished:
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), max(0.0, remaining))
+        if not task.done():  # cut by the deadline: cancelled, and recorded as heard
             await self._cancel_agent(reason="the server is stopping")
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
@@ -634,6 +635,7 @@ class PipelineSession:
                     await self.agent_turn.supersede()
                 self.agent_turn = turn
                 task = self._spawn(self._play_agent_turn(turn), "agent-turn")
+                self._playing = task
                 answered = asyncio.ensure_future(turn.answered.wait())
                 try:
                     await asyncio.wait([task, answered], return_when=asyncio.FIRST_COMPLETED)
@@ -668,10 +670,11 @@ class PipelineSession:
         text = turn.heard_text()
         if not text:
             return
+        record = self.services.store.append(
+            self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
+        )
         try:
-            await self.services.store.append(
-                self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
-            )
+            await asyncio.shield(record)  # the session ending meanwhile must not lose it
         except StoreUnavailable as error:  # the answer was heard; only its record is lost
             self.log.warning("assistant turn not recorded: %s", error,
                              extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
