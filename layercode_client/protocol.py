@@ -16,7 +16,7 @@ A new message is three lines: the decorator with its `type`, the class, its `fie
 Each field is `(name, kind)` (required) or `(name, kind, default)`; a default of None also
 lets the wire carry `null` there. Kinds: STR, INT, BOOL, DICT, LIST, ID (string or integer), ANY.
 
-The authorize request and response (docs/protocol-additions.md) live here too, so the client and
+The authorize request and response (docs/protocol.md) live here too, so the client and
 the server validate them the same way.
 """
 
@@ -163,7 +163,7 @@ def server_message(type_name):
     return _register(type_name, SERVER_MESSAGES)
 
 
-# Client → server (docs/protocol-additions.md lists the whole protocol)
+# Client → server (docs/protocol.md lists the whole protocol)
 
 
 @client_message("client.ready")
@@ -191,6 +191,17 @@ class ReplayFinished(Message):
     fields = (("reason", STR, "completed"), ("last_delta_id_played", ID, None))
 
 
+@client_message("trigger.response.audio.interrupted")
+class PlaybackInterrupted(Message):
+    """This project's addition (docs/protocol.md): where playback stopped on a barge-in."""
+
+    fields = (
+        ("turn_id", ID, None),
+        ("last_delta_id_played", ID, None),
+        ("played_ms", INT, None),  # of this turn's audio, in all
+    )
+
+
 @client_message("vad_events")
 class VadEvent(Message):
     fields = (("event", STR),)  # vad_start | vad_end | vad_model_failed
@@ -208,7 +219,7 @@ class ClientResponseData(Message):
 
 @client_message("client.settings")
 class ClientSettings(Message):
-    """This project's addition (docs/protocol-additions.md): this session's barge-in window, in
+    """This project's addition (docs/protocol.md): this session's barge-in window, in
     ms (the SDK's `vadResumeDelay`). Sent only to this project's pipeline, never to the cloud."""
 
     fields = (("false_interruption_ms", INT, None),)
@@ -264,7 +275,7 @@ class ResponseData(Message):
 
 @server_message("response.end")
 class ResponseEnd(Message):
-    # `timings`: this project's addition, per-turn timings in ms (docs/protocol-additions.md).
+    # `timings`: this project's addition, per-turn timings in ms (docs/protocol.md §4).
     fields = (("turn_id", ID, None), ("timings", DICT, None))
 
 
@@ -318,7 +329,7 @@ def decode(frame, *, allowed=None):
     return from_dict(payload, allowed=allowed)
 
 
-# -- Session authorization (docs/protocol-additions.md) -------------------------------------------
+# -- Session authorization (docs/protocol.md) -------------------------------------------
 
 
 def _optional_str(body, name):

@@ -29,7 +29,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import httpx
 from starlette.requests import ClientDisconnect, Request
@@ -42,6 +42,7 @@ from layercode_client.protocol import (
     AuthorizeRequest,
 )
 
+from .errors import ServerError
 from .hosts import host_allowed, origin_allowed
 from .limits import client_address
 from .logs import redact
@@ -55,22 +56,31 @@ SECRET_HEADER = "x-authorize-secret"
 LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-class ApiError(Exception):
-    """An error answered as `{"error": message, "code": code}` with `status`."""
+class ApiError(ServerError):
+    """An error answered as `{"error": message, "code": code}` with `status`; the code is
+    the one given, else the status's (below)."""
+
+    CODES: ClassVar[dict[int, str]] = {
+        400: "bad_request",
+        403: "forbidden",
+        404: "not_found",
+        413: "body_too_large",
+        429: "rate_limited",
+        502: "upstream_error",
+        503: "upstream_unavailable",
+        504: "upstream_timeout",
+    }
 
     def __init__(
         self, status: int, message: str, code: str | None = None, headers: dict | None = None
     ):
-        super().__init__(message)
+        super().__init__(message, code=code or self.CODES.get(status, f"http_{status}"),
+                         retryable=status >= 500 or status == 429)  # fmt: skip
         self.status = status
-        self.message = message
-        self.code = code
         self.headers = headers
 
     def response(self) -> JSONResponse:
-        body = {"error": self.message}
-        if self.code:
-            body["code"] = self.code
+        body = {"error": self.message, "code": self.code}
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 

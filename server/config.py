@@ -14,6 +14,10 @@ from urllib.parse import urlsplit
 
 from layercode_client.protocol import CLOUD_PIPELINE_AUTHORIZE_URL, TRIGGERS
 
+from .errors import SettingsError
+
+__all__ = ["ENVIRONMENT", "Settings", "SettingsError"]
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # name → (default, what it does); the README's table is generated from the same words.
@@ -84,6 +88,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline: the idle timeout of push-to-talk sessions, whose clients send "
         "nothing between presses.",
     ),
+    "MAX_QUEUED_MESSAGES": (
+        "8",
+        "Embedded pipeline: `client.response.text`/`data` messages waiting, each for its agent "
+        "turn, while one answers; past it a message gets an `error` (`too_many_messages`). "
+        "Text typed while the turn for earlier typed text waits joins that turn instead.",
+    ),
     "MAX_MESSAGE_CHARS": (
         "8000",
         "Embedded pipeline: longest `client.response.text` / `client.response.data` content, in "
@@ -123,6 +133,21 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline turn-taking: `automatic` (voice activity) or `push_to_talk`.",
     ),
     "CAN_INTERRUPT": ("true", "Embedded pipeline: may the user interrupt the agent (barge-in)."),
+    "FALSE_INTERRUPTION_MS": (
+        "600",
+        "Embedded pipeline: how long the agent's answer is held (not lost) when the user starts "
+        "speaking over it; speech without enough words by then resumes it. 0: interrupt at once.",
+    ),
+    "INTERRUPTION_MIN_WORDS": (
+        "1",
+        "Embedded pipeline: words the user must say over the agent to interrupt it (fewer, "
+        'e.g. a cough or an "mm", is a false interruption).',
+    ),
+    "PLAYBACK_LEAD_MS": (
+        "500",
+        "Embedded pipeline: agent audio sent ahead of the play position (absorbs network "
+        "jitter; a barge-in drops at most this much in the browser).",
+    ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
     "VAD": (
         "silero",
@@ -140,6 +165,16 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline recogniser: `tuned` (steady noise subtracted, and 8 kHz audio's "
         "empty top band mirrored: fewer word errors), `narrowband` (the mirroring only) or "
         "`baseline` (audio as it comes).",
+    ),
+    "ECHO_DEFENCE": (
+        "true",
+        "Embedded pipeline: remove the agent's own voice (heard back through the user's "
+        "speakers) from the microphone before turn detection, so it never interrupts the agent.",
+    ),
+    "ECHO_MAX_DELAY_MS": (
+        "1200",
+        "Echo defence: the longest delay, from when agent audio was due to play to when the "
+        "microphone hears it (browser output latency + network + input latency), searched.",
     ),
     "AGENT_WEBHOOK_URL": (
         "",
@@ -171,10 +206,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
 MIN_REDACTED_PASSWORD = 6
 
 
-class SettingsError(ValueError):
-    """A setting has a value the server cannot use; the message names the variable."""
-
-
 def _env(name: str, environ: dict[str, str]) -> str:
     return environ.get(name, ENVIRONMENT[name][0]).strip()
 
@@ -188,6 +219,23 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be greater than zero")
     return value
+
+
+def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 10_000) -> int:
+    """A whole number of milliseconds, `low`..`high`."""
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise SettingsError(
+            f"{name} must be a whole number of milliseconds ({low}-{high}), not {raw!r}"
+        )
+    return int(raw)
+
+
+def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise SettingsError(f"{name} must be a whole number from 1 to {most}, not {raw!r}")
+    return int(raw)
 
 
 def _positive_int(name: str, environ: dict[str, str]) -> int:
@@ -233,13 +281,6 @@ def _url(name: str, environ: dict[str, str], schemes: tuple[str, ...]) -> str:
     return raw
 
 
-def _positive_int(name: str, environ: dict[str, str]) -> int:
-    raw = _env(name, environ)
-    if not raw.isdigit() or int(raw) < 1:
-        raise SettingsError(f"{name} must be a whole number above zero, not {raw!r}")
-    return int(raw)
-
-
 def _origins(raw: str) -> tuple[str, ...]:
     origins = tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
     for origin in origins:
@@ -261,10 +302,15 @@ class Settings:
     pipeline_id: str = "demo"
     transcription_trigger: str = "automatic"
     can_interrupt: bool = True
+    false_interruption_s: float = 0.6
+    interruption_min_words: int = 1
+    playback_lead_s: float = 0.5
     tts_engine: str = "piper"
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     stt_profile: str = "tuned"
+    echo_defence: bool = True
+    echo_max_delay_ms: int = 1200
     agent_webhook_url: str = ""
     agent_webhook_secret: str = field(default="", repr=False)
     data_dir: Path = ROOT / ".data"
@@ -283,6 +329,7 @@ class Settings:
     idle_timeout: float = 120.0
     push_to_talk_idle_timeout: float = 900.0
     max_message_chars: int = 8000
+    max_queued_messages: int = 8
     audio_burst_s: float = 5.0
     audio_flood_s: float = 10.0
     history_max_turns: int = 200
@@ -368,10 +415,15 @@ class Settings:
             pipeline_id=_env("PIPELINE_ID", env) or "demo",
             transcription_trigger=trigger,
             can_interrupt=_bool("CAN_INTERRUPT", env),
+            false_interruption_s=_milliseconds("FALSE_INTERRUPTION_MS", env) / 1000,
+            interruption_min_words=_count("INTERRUPTION_MIN_WORDS", env),
+            playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env) / 1000,
             tts_engine=tts_engine,
             vad=vad,
             turn_end_model=turn_end_model,
             stt_profile=stt_profile,
+            echo_defence=_bool("ECHO_DEFENCE", env),
+            echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),
             agent_webhook_url=webhook_url,
             agent_webhook_secret=webhook_secret or secrets.token_urlsafe(32),
             data_dir=data_dir if data_dir.is_absolute() else ROOT / data_dir,
@@ -390,6 +442,7 @@ class Settings:
             idle_timeout=_positive_float("IDLE_TIMEOUT", env),
             push_to_talk_idle_timeout=_positive_float("PUSH_TO_TALK_IDLE_TIMEOUT", env),
             max_message_chars=_positive_int("MAX_MESSAGE_CHARS", env),
+            max_queued_messages=_positive_int("MAX_QUEUED_MESSAGES", env),
             audio_burst_s=_positive_float("AUDIO_BURST_SECONDS", env),
             audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),
             history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-results"
 CHROMIUM = "/usr/bin/chromium"
 
-# Chromium flags (RUNTIME.md): only 127.0.0.1 resolves, so a request that would leave the
+# Chromium flags: only 127.0.0.1 resolves, so a request that would leave the
 # machine fails loudly; fake media devices feed a real WAV file to getUserMedia.
 CHROMIUM_ARGS = [
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",

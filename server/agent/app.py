@@ -1,4 +1,4 @@
-"""`POST /api/agent`: the demo agent as a Layercode-style webhook (PROTOCOL §3).
+"""`POST /api/agent`: the demo agent as a Layercode-style webhook (docs/protocol.md).
 
 It checks `layercode-signature` with the configured secret, then answers `text/event-stream`:
 one `response.tts` per sentence (so the pipeline can speak the first while the rest is still
@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..pipeline.signature import HEADER, verify
+from ..pipeline.webhook import AgentData, AgentEnd, AgentSpeech, to_sse
 from .brain import Answer, Clock, reply
 
 log = logging.getLogger("server.agent")
@@ -30,10 +31,6 @@ MAX_BODY_BYTES = 256 * 1024
 
 class BodyTooLarge(Exception):
     pass
-
-
-def sse(payload: dict[str, Any]) -> bytes:
-    return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
 
 
 def error(message: str, status: int) -> JSONResponse:
@@ -56,10 +53,10 @@ async def read_body(request: Request) -> bytes:
 def answer_stream(answer: Answer, turn_id: Any) -> AsyncIterator[bytes]:
     async def events() -> AsyncIterator[bytes]:
         for sentence in answer.sentences:
-            yield sse({"type": "response.tts", "content": sentence, "turn_id": turn_id})
+            yield to_sse(AgentSpeech(sentence), turn_id)
         if answer.data is not None:
-            yield sse({"type": "response.data", "content": answer.data, "turn_id": turn_id})
-        yield sse({"type": "response.end", "turn_id": turn_id})
+            yield to_sse(AgentData(answer.data), turn_id)
+        yield to_sse(AgentEnd(), turn_id)
 
     return events()
 

@@ -2,7 +2,7 @@
 
 It acknowledges what it heard ("You said: ...") — which makes speech recognition errors visible
 in a demo — and recognises a few intents: time, date, help, greeting, thanks, goodbye. It reads
-the conversation history the embedded pipeline sends (docs/protocol-additions.md), so a resumed
+the conversation history the embedded pipeline sends (docs/protocol.md §4), so a resumed
 session is welcomed back with what came before, and each answer's data carries the turn number.
 """
 
@@ -108,7 +108,7 @@ def answer_message(text: str, history: Any, now: Clock) -> Answer:
 
 
 def reply(event: dict, now: Clock = dt.datetime.now) -> Answer:
-    """The answer to one webhook event (a parsed PROTOCOL §3 request body)."""
+    """The answer to one webhook event (a parsed webhook request body, docs/protocol.md §3)."""
     kind = event.get("type")
     if kind == "session.start":
         return welcome(event)

@@ -1,4 +1,4 @@
-"""The agent, reached over Layercode's Webhook SSE API (PROTOCOL §3).
+"""The agent, reached over Layercode's Webhook SSE API (docs/protocol.md, "Agent webhook").
 
 For each event the pipeline POSTs JSON, signed with `layercode-signature`, and reads the
 `text/event-stream` answer as it streams: each `response.tts` becomes speech the moment its
@@ -24,128 +24,17 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from typing import Any
 
 import httpx
 
+from ..errors import AgentError
 from .signature import HEADER, sign
 from .sse import SSEParser
+from .webhook import AgentEnd, AgentReply, WebhookEvent, parse_reply
+
+__all__ = ["AgentError", "WebhookAgent"]
 
 log = logging.getLogger("server.pipeline.agent")
-
-EVENT_TYPES = ("session.start", "message", "data", "session.update", "session.end")
-
-
-@dataclass
-class WebhookEvent:
-    """One webhook call's payload; `extra` holds this project's additions (history, resumed)."""
-
-    type: str  # one of EVENT_TYPES
-    session_id: str
-    conversation_id: str
-    connection_id: str
-    metadata: dict = field(default_factory=dict)
-    turn_id: str | None = None
-    text: str | None = None
-    data: Any = None
-    extra: dict = field(default_factory=dict)
-
-    def to_body(self) -> dict:
-        """The request JSON: PROTOCOL §3's field names, None fields left out.
-
-        `custom_metadata` repeats `metadata` because agents of both Layercode generations read
-        one or the other. `extra` is merged last (documented in docs/protocol-additions.md).
-        """
-        body: dict[str, Any] = {
-            "type": self.type,
-            "session_id": self.session_id,
-            "conversation_id": self.conversation_id,
-            "connection_id": self.connection_id,
-            "metadata": self.metadata,
-            "custom_metadata": self.metadata,
-        }
-        for name in ("turn_id", "text", "data"):
-            if getattr(self, name) is not None:
-                body[name] = getattr(self, name)
-        body.update({k: v for k, v in self.extra.items() if v is not None})
-        return body
-
-
-@dataclass
-class AgentSpeech:
-    """`response.tts`: words to speak."""
-
-    text: str
-
-
-@dataclass
-class AgentData:
-    """`response.data`: handed to the browser as it is."""
-
-    content: Any
-
-
-@dataclass
-class AgentEnd:
-    """`response.end`, or a stream that ended cleanly: the answer is complete."""
-
-
-@dataclass
-class AgentHangup:
-    """`response.hangup`: the agent ends the session after its last words."""
-
-
-AgentReply = AgentSpeech | AgentData | AgentEnd | AgentHangup
-
-
-class AgentError(Exception):
-    """The agent could not answer this turn.
-
-    `code` is stable (`agent_unreachable`, `agent_http_error`, `agent_unauthorized`,
-    `agent_bad_response`, `agent_timeout`, `agent_stream_broken`); `message` is a sentence that
-    says what to check and never contains the webhook secret; `retryable` says whether the same
-    call could succeed later; `status` is the HTTP status when there was one.
-    """
-
-    def __init__(
-        self, code: str, message: str, *, retryable: bool = False, status: int | None = None
-    ):
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
-        self.status = status
-
-    def __repr__(self) -> str:
-        return f"AgentError({self.code!r}, {self.message!r})"
-
-
-def parse_reply(data: str) -> AgentReply | None:
-    """One SSE event's data as a reply; None for events the pipeline has no use for."""
-    try:
-        payload = json.loads(data)
-    except ValueError:
-        raise AgentError(
-            "agent_bad_response", "The agent sent an event whose data is not JSON."
-        ) from None
-    if not isinstance(payload, dict):
-        raise AgentError("agent_bad_response", "The agent sent an event that is not a JSON object.")
-    kind = payload.get("type")
-    if kind == "response.tts":
-        content = payload.get("content")
-        if isinstance(content, str) and content.strip():
-            return AgentSpeech(content)
-        log.debug("ignored a response.tts without words: %r", content)
-        return None
-    if kind == "response.data":
-        return AgentData(payload.get("content"))
-    if kind == "response.end":
-        return AgentEnd()
-    if kind == "response.hangup":
-        return AgentHangup()
-    log.debug("ignored agent event of type %r", kind)
-    return None
 
 
 class WebhookAgent:

@@ -1,9 +1,10 @@
 """PCM16 mono helpers: streaming resampling and levels.
 
-The pipeline works at 16 kHz. Microphones arrive at 8 kHz (the official SDK) or 16 kHz (ours),
-Piper speaks at 22050 Hz. `Resampler` converts a stream chunk by chunk with a windowed-sinc
-polyphase filter whose cut-off sits below the lower Nyquist frequency, so downsampling does not
-alias and chunk boundaries make no clicks: it keeps the filter's history between calls.
+The pipeline works at 16 kHz (`RATE`, declared here once). Microphones arrive at 8 kHz (the
+official SDK) or 16 kHz (ours), Piper speaks at 22050 Hz. `Resampler` converts a stream chunk
+by chunk with a windowed-sinc polyphase filter whose cut-off sits below the lower Nyquist
+frequency, so downsampling does not alias and chunk boundaries make no clicks: it keeps the
+filter's history between calls.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from functools import lru_cache
 
 import numpy as np
 
+from layercode_client.protocol import OUTPUT_SAMPLE_RATE
+
+RATE = OUTPUT_SAMPLE_RATE  # the pipeline's one sample rate: VAD, STT, TTS and response.audio
 TAPS_PER_PHASE = 16  # filter half-width in input samples: ~0.6 ms, good enough for speech
 
 

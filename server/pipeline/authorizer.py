@@ -2,7 +2,7 @@
 
 Answers `/api/authorize` the way Layercode's cloud does — a short-lived single-use key, the
 session id (new, or the one being resumed), the session's config — plus this project's
-additions (docs/protocol-additions.md): the input sample rate chosen from the client's offer,
+additions (docs/protocol.md §4): the input sample rate chosen from the client's offer,
 the `websocket_url` on this server (or on `PUBLIC_URL`, the balancer's address, on every node),
 and a `resume_token`. Both generations' names are answered (`session_id` and
 `conversation_id`), so the seed's SDK and the newer official SDK each find theirs.

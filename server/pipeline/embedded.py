@@ -21,10 +21,12 @@ from starlette.types import Scope
 
 from ..config import Settings
 from .agent import WebhookAgent
+from .agent_turn import Pacing
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
 from .connections import Connections
+from .echo import EchoSettings
 from .endpointing import SmartTurn
-from .session import PipelineServices
+from .session import InterruptionSettings, PipelineServices
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
@@ -48,6 +50,14 @@ class EmbeddedPipeline:
         self.recognizers = RecognizerPool(profile=settings.stt_profile)
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(vad=settings.vad, end_model=settings.turn_end_model)
+        self.interruptions = InterruptionSettings(
+            false_interruption_s=settings.false_interruption_s,
+            min_words=settings.interruption_min_words,
+        )
+        self.pacing = Pacing(lead_s=settings.playback_lead_s)
+        self.echo_settings = EchoSettings(
+            enabled=settings.echo_defence, max_delay_s=settings.echo_max_delay_ms / 1000
+        )
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
         self.ready = False  # models loaded and stores open: the node takes sessions
@@ -115,6 +125,12 @@ class EmbeddedPipeline:
             tts=self.tts,
             agent=agent,
             turn_settings=self.turn_settings,
+            interruptions=self.interruptions,
+            pacing=self.pacing,
+            echo_settings=self.echo_settings,
+            audio_burst_s=self.settings.audio_burst_s,
+            audio_flood_s=self.settings.audio_flood_s,
+            queued_messages=self.settings.max_queued_messages,
             on_turn_timings=self.on_turn_timings,
         )
 

@@ -27,9 +27,11 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from layercode_client.protocol import CloseCode, SessionConfig
+
+from ..errors import ServerError
 
 if TYPE_CHECKING:
     from .stores import HistoryStore
@@ -56,11 +58,14 @@ async def resume_token_valid(history: HistoryStore, session_id: str, token: str 
     return stored is not None and hmac.compare_digest(stored, token_digest(token))
 
 
-class KeyRefused(Exception):
+class KeyRefused(ServerError):
     """The WebSocket must close with `close_code` and `reason`."""
 
+    CODES: ClassVar[dict[int, str]] = {CloseCode.SESSION_KEY_INVALID: "session_key_invalid",
+             CloseCode.SESSION_KEY_USED: "session_key_used"}  # fmt: skip
+
     def __init__(self, close_code: int, reason: str):
-        super().__init__(reason)
+        super().__init__(reason, code=self.CODES.get(close_code, "session_key_refused"))
         self.close_code = close_code
         self.reason = reason
 

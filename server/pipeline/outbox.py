@@ -1,9 +1,15 @@
 """The one writer of a session's WebSocket: frames go out in order, urgent control jumps ahead.
 
 Every stage puts messages here instead of writing to the socket, so frames never interleave and
-a slow client never blocks a stage. When the user barges in, `drop_turn_audio` removes the
-interrupted turn's queued audio and the `turn.start` that announces the interruption goes out
-before anything else (Pipecat's "system frames").
+a slow client never blocks a stage. When the user barges in, `drop_turn` removes everything the
+interrupted turn still has queued and remembers its id: a late `response.audio`, `response.text`,
+`response.data`, `response.end` or `error` of that turn is refused from then on, whoever
+produces it. The `turn.start` that announces the interruption goes out before anything else
+(Pipecat's "system frames"). A frame already handed to the socket is the only thing of a
+dropped turn that can still reach the client.
+
+The queue is bounded by what feeds it: agent audio is paced to real time (agent_turn.py), the
+rest is a few control and text frames per turn.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 
-from layercode_client.protocol import Message, ResponseAudio
+from layercode_client.protocol import Message
+
+DROPPED_TURNS_KEPT = 64  # dropped ids remembered per session; older turns have long finished
 
 
 class Outbox:
@@ -23,25 +31,48 @@ class Outbox:
         self._idle = asyncio.Event()  # set while nothing is queued or being written
         self._idle.set()
         self._closed = False
+        self._dropped: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.sent = 0
+        self.refused = 0  # messages of dropped turns refused after the drop
 
-    def put(self, message: Message) -> None:
-        if not self._closed:
-            self._queue.append(message)
-            self._idle.clear()
-            self._ready.set()
+    def put(self, message: Message) -> bool:
+        """Queue `message`; False when it was refused (closed, or of a dropped turn)."""
+        if not self._accepts(message):
+            return False
+        self._queue.append(message)
+        self._idle.clear()
+        self._ready.set()
+        return True
 
-    def put_urgent(self, message: Message) -> None:
-        if not self._closed:
-            self._queue.appendleft(message)
-            self._idle.clear()
-            self._ready.set()
+    def put_urgent(self, message: Message) -> bool:
+        if not self._accepts(message):
+            return False
+        self._queue.appendleft(message)
+        self._idle.clear()
+        self._ready.set()
+        return True
 
-    def drop_turn_audio(self, turn_id: str) -> int:
-        """Forget the queued audio of `turn_id`; returns how many chunks were dropped."""
-        kept = collections.deque(
-            m for m in self._queue if not (isinstance(m, ResponseAudio) and m.turn_id == turn_id)
-        )
+    def _accepts(self, message: Message) -> bool:
+        if self._closed:
+            return False
+        if self.is_dropped(message):
+            self.refused += 1
+            return False
+        return True
+
+    def is_dropped(self, message: Message) -> bool:
+        """Of a dropped turn: anything that carries its `turn_id`."""
+        return getattr(message, "turn_id", None) in self._dropped
+
+    def drop_turn(self, turn_id: str) -> int:
+        """Forget everything queued for `turn_id` and refuse its late messages.
+
+        Returns how many queued messages were dropped.
+        """
+        self._dropped[turn_id] = None
+        while len(self._dropped) > DROPPED_TURNS_KEPT:
+            self._dropped.popitem(last=False)
+        kept = collections.deque(m for m in self._queue if not self.is_dropped(m))
         dropped = len(self._queue) - len(kept)
         self._queue = kept
         return dropped

@@ -5,18 +5,35 @@ The data's path, in order:
     client.audio ─► resample to 16 kHz ─► TurnDetector (VAD + endpointing)
                                               │ speech started / ended
                                               ▼
-                                   Utterance (streaming STT) ─► user.transcript.*
+                         UserTurn: Utterance (streaming STT) ─► user.transcript.*
                                               │ final text
                                               ▼
-                               AgentTurn: webhook (SSE) ─► response.text / response.data
-                                              │ text to speak, sentence by sentence
-                                              ▼
-                                  TextToSpeech ─► response.audio ─► response.end
+                 AgentTurn (agent_turn.py): webhook (SSE) ─► sentences ─► TTS ─► paced
+                                            response.text / .data / .audio ─► response.end
 
-Push-to-talk triggers and client `vad_events` drive the same turn machinery as the VAD. A user
-turn that starts while the agent is still generating or its audio is still playing cancels the
-agent turn at once (when the session allows interruption): the webhook stream and synthesis stop
-and the turn's queued audio is dropped before `turn.start` goes out.
+The session dispatches; each turn's state lives in its own object (`UserTurn`, `AgentTurn`),
+as an explicit state. Push-to-talk triggers and client `vad_events` drive the same machinery
+as the VAD.
+
+Barge-in. Speech that starts while the agent is answering (and the session allows
+interruption) *holds* the agent turn before the user's `turn.start` goes out: from then on
+nothing of it is sent. If the user's words reach `interruption_min_words`, the interruption is
+confirmed and the agent turn cancelled as a unit. If the speech ends without them and
+`false_interruption_s` has passed since it started (a cough, a door, an "mm"), the answer
+resumes where playback stopped, as a new assistant turn. The client may set the window for its
+session (`client.settings`). Push-to-talk and typed text interrupt
+at once.
+
+Echo. In automatic mode the microphone goes through the session's `EchoGuard` (echo.py) before
+the VAD: every chunk of agent audio sent is its reference, placed at the stream time it is due
+to play (the pacing's planned play time), so the agent's own voice coming back through the
+user's speakers is removed and never starts a user turn; a person talking over it still does.
+
+Bounds. `client.audio` is paced to real time plus a burst (`AudioPacer`, pacing.py): the excess
+is dropped with an `audio_too_fast` error, and a client that keeps flooding is closed (4009).
+An utterance's recognition backlog is bounded in bytes (`Utterance`); at most `queued_messages`
+agent turns wait for the one answering. `drain()` (SIGTERM) starts nothing new and lets the
+answer being spoken finish, or cuts it at the deadline and keeps what was heard.
 """
 
 from __future__ import annotations
@@ -25,9 +42,12 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import dataclasses
+import enum
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -35,59 +55,94 @@ from typing import ClassVar
 from layercode_client import protocol as p
 from layercode_client.errors import ProtocolError, UnknownMessageType
 
-from .agent import (
-    AgentData,
-    AgentEnd,
-    AgentError,
-    AgentHangup,
-    AgentSpeech,
-    WebhookAgent,
-    WebhookEvent,
-)
-from .audio import Resampler
+from ..errors import AgentError
+from .agent import WebhookAgent
+from .agent_turn import AgentState, AgentTurn, Pacing, new_turn_id
+from .audio import RATE, Resampler
+from .echo import EchoGuard, EchoSettings
 from .keys import SessionGrant
 from .outbox import Outbox
-from .store import SessionStore
+from .pacing import ACCEPT, DEFAULT_BURST_S, DEFAULT_FLOOD_S, DROP_AND_WARN, FLOOD, AudioPacer
+from .playback import SentAudio
+from .stores import HistoryStore, StoreUnavailable
 from .stt import RecognizerPool
 from .timing import StreamClock, TurnTimings
-from .tts import SentenceSplitter, TextToSpeech
+from .tts import TextToSpeech
 from .turns import SpeechAudio, SpeechEnded, SpeechStarted, TurnDetector, TurnSettings
+from .webhook import WebhookEvent
 
 log = logging.getLogger("server.pipeline")
 
-PIPELINE_RATE = 16000
 HANGUP_PLAYBACK_GRACE_S = 5.0
+UTTERANCE_BACKLOG_EXTRA_S = 10.0  # recognition may fall this far behind a user turn
+MAX_FALSE_INTERRUPTION_MS = 10_000
+
+__all__ = ["InterruptionSettings", "PipelineServices", "PipelineSession"]
 
 
-def new_turn_id() -> str:
-    return "turn_" + secrets.token_hex(8)
+@dataclass
+class InterruptionSettings:
+    """Barge-in policy; `false_interruption_s` 0 makes every interruption final at once."""
+
+    false_interruption_s: float = 0.6
+    min_words: int = 1  # words the interrupting speech must carry to count
 
 
 @dataclass
 class PipelineServices:
     """Process-wide parts, built once at start and shared by every session."""
 
-    store: SessionStore
+    store: HistoryStore
     recognizers: RecognizerPool
     tts: TextToSpeech
     agent: WebhookAgent
     turn_settings: TurnSettings = field(default_factory=TurnSettings)
+    interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
+    pacing: Pacing = field(default_factory=Pacing)
+    echo_settings: EchoSettings = field(default_factory=EchoSettings)
+    audio_burst_s: float = DEFAULT_BURST_S  # client audio allowed ahead of real time
+    audio_flood_s: float = DEFAULT_FLOOD_S  # dropped beyond it: a flooding client, closed
+    queued_messages: int = 8  # client.response.text/data waiting for the agent, at most
+    make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
+
+    @property
+    def utterance_backlog_bytes(self) -> int:
+        """An utterance's recognition backlog bound: the burst a client may send, plus 10 s."""
+        return int((self.audio_burst_s + UTTERANCE_BACKLOG_EXTRA_S) * RATE * 2)
 
 
 class Utterance:
-    """One user utterance being recognised; audio is queued so the socket never waits on STT."""
+    """One user utterance being recognised.
 
-    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None]):
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    Audio waits in a queue so the socket never waits on speech recognition. The queue is
+    bounded in bytes (`max_bytes`: about the audio pacer's burst allowance plus 10 s): a feed
+    that would pass it is refused (`feed` returns False) and the session ends the utterance
+    there, early. Audio is never dropped from the middle of an utterance.
+    """
+
+    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None], max_bytes: int):
+        self.max_bytes = max_bytes
+        self._pending: deque[bytes] = deque()
+        self._queued = 0  # bytes fed and not yet decoded (queued or in the recogniser)
+        self._finishing = False
+        self._wake = asyncio.Event()
         self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
 
-    def feed(self, pcm: bytes) -> None:
-        if pcm:
-            self._queue.put_nowait(pcm)
+    def feed(self, pcm: bytes) -> bool:
+        """Queue `pcm`; False (nothing queued) when it would pass `max_bytes`."""
+        if not pcm:
+            return True
+        if self._queued + len(pcm) > self.max_bytes:
+            return False
+        self._pending.append(pcm)
+        self._queued += len(pcm)
+        self._wake.set()
+        return True
 
     async def finish(self) -> str:
-        self._queue.put_nowait(None)
+        self._finishing = True
+        self._wake.set()
         return await self._task
 
     async def cancel(self) -> None:
@@ -97,32 +152,39 @@ class Utterance:
 
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
         async with pool.utterance() as recognizer:
-            done = False
-            while not done:
+            while True:
+                while not self._pending and not self._finishing:
+                    self._wake.clear()
+                    await self._wake.wait()
+                if not self._pending:
+                    break
                 # Whatever queued up while the recogniser was busy goes in one request.
-                pieces = [await self._queue.get()]
-                while not self._queue.empty():
-                    pieces.append(self._queue.get_nowait())
-                done = pieces[-1] is None
-                pcm = b"".join(p for p in pieces if p is not None)
-                if pcm and (interim := await recognizer.feed(pcm)):
+                pcm = b"".join(self._pending)
+                self._pending.clear()
+                interim = await recognizer.feed(pcm)
+                self._queued -= len(pcm)
+                if interim:
                     on_interim(interim)
             return (await recognizer.finish()).strip()
 
 
-@dataclass
-class AgentTurn:
-    turn_id: str
-    task: asyncio.Task | None = None
-    generating: bool = True
-    audio_sent: bool = False
-    played: asyncio.Event = field(default_factory=asyncio.Event)
-    spoken: list[str] = field(default_factory=list)
+class UserState(enum.Enum):
+    SPEAKING = "speaking"  # audio flows to the recogniser
+    FINISHING = "finishing"  # the turn ended; the final transcript is on its way
+    DONE = "done"
 
-    @property
-    def active(self) -> bool:
-        """Still producing, or its audio may still be playing in the browser."""
-        return self.generating or (self.audio_sent and not self.played.is_set())
+
+class UserTurn:
+    """One user turn: its id, its recogniser, its timings, the words heard so far."""
+
+    def __init__(self, utterance: Utterance, started: float):
+        self.turn_id = new_turn_id()
+        self.utterance = utterance
+        self.started = started
+        self.state = UserState.SPEAKING
+        self.timings = TurnTimings()
+        self.interim_counter = 0
+        self.words = 0  # in the latest hypothesis
 
 
 class PipelineSession:
@@ -139,21 +201,30 @@ class PipelineSession:
         self.connection_id = "conn_" + secrets.token_hex(6)
         self.outbox = Outbox(send_text)
         self._close = close
-        self.clock = StreamClock(PIPELINE_RATE)
+        self.clock = StreamClock(RATE)
+        self.pacer = AudioPacer(
+            self.config.input_sample_rate,
+            burst_s=services.audio_burst_s,
+            flood_s=services.audio_flood_s,
+        )
         self.resampler = (
-            Resampler(self.config.input_sample_rate, PIPELINE_RATE)
-            if self.config.input_sample_rate != PIPELINE_RATE
+            Resampler(self.config.input_sample_rate, RATE)
+            if self.config.input_sample_rate != RATE
             else None
         )
-        self.detector = TurnDetector(services.turn_settings)
-        self.utterance: Utterance | None = None
-        self.user_turn_id: str | None = None
-        self.user_timings: TurnTimings | None = None
-        self.interim_counter = 0
-        self.agent_turn: AgentTurn | None = None
+        self.detector = services.make_detector(services.turn_settings)
+        self.user_turn: UserTurn | None = None
+        self.agent_turn: AgentTurn | None = None  # the one answering (or last answered)
         self.agent_lock = asyncio.Lock()
+        self.waiting_turns: list[AgentTurn] = []  # made, waiting for the one before (bounded)
+        self.draining = False  # the server is stopping: finish the answer, start nothing
+        self._playing: asyncio.Task | None = None  # the agent turn's task: play, then record
         self.started = False
         self.ptt_held = False
+        self.echo = EchoGuard(services.echo_settings)
+        self._echo_placed: tuple[float, float] | None = None  # last reference: (ends, stream)
+        self.interruptions = services.interruptions  # this session's, the client may change it
+        self._ignoring_speech = False  # the VAD's current speech is ignored (cannot interrupt)
         self._tasks: set[asyncio.Task] = set()
         self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
 
@@ -185,15 +256,33 @@ class PipelineSession:
 
     async def _shutdown(self) -> None:
         self.outbox.close()
-        if self.utterance:
-            await self.utterance.cancel()
-            self.utterance = None
-        await self._cancel_agent_turn()
+        if self.user_turn is not None:
+            await self.user_turn.utterance.cancel()
+            self.user_turn = None
+        if self.agent_turn is not None:
+            await self.agent_turn.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._notify_agent("session.end")
         self.log.info("session ended")
+
+    async def drain(self, deadline: float) -> None:
+        """The server is stopping: let the answer being spoken finish, until `deadline`.
+
+        From now on no agent turn starts and new speech and `client.response.*` are ignored.
+        The current answer is awaited through its generation and playback; if `deadline`
+        (`loop.time()`) cuts it, it is cancelled, and the history keeps only what was heard.
+        """
+        self.draining = True
+        task = self._playing
+        if task is None or task.done():
+            return
+        remaining = deadline - asyncio.get_running_loop().time()
+        with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), max(0.0, remaining))
+        if not task.done():  # cut by the deadline: cancelled, and recorded as heard
+            await self._cancel_agent(reason="the server is stopping")
 
     def _spawn(self, coro, name: str) -> asyncio.Task:
         task = asyncio.create_task(coro, name=name)
@@ -228,25 +317,48 @@ class PipelineSession:
             return
         if len(pcm) % 2:
             pcm = pcm[:-1]
+        if not await self._admit(len(pcm) // 2):
+            return
+        if self.draining:
+            return  # the server is stopping: no new turns
         await self._start()
         if self.resampler is not None:
             pcm = self.resampler.process(pcm)
         self.clock.advance(len(pcm) // 2, time.monotonic())
         if self.config.push_to_talk:
-            if self.utterance is not None:
-                self.utterance.feed(pcm)
+            await self._feed_user(pcm)
             return
-        for event in self.detector.feed(pcm):
+        for event in self.detector.feed(self.echo.clean(pcm)):
             if isinstance(event, SpeechStarted):
-                await self._user_started(event.preroll)
+                await self._speech_started(event.preroll)
             elif isinstance(event, SpeechAudio):
-                if self.utterance is not None:
-                    self.utterance.feed(event.pcm)
+                if not self._ignoring_speech:
+                    await self._feed_user(event.pcm)
             elif isinstance(event, SpeechEnded):
-                await self._user_finished(event.speech_end_s)
+                if self._ignoring_speech:
+                    self._ignoring_speech = False
+                else:
+                    await self._user_finished(event.speech_end_s)
+
+    async def _admit(self, samples: int) -> bool:
+        """Real-time pacing (pacing.py): audio beyond real time plus the burst is dropped, never
+        queued; the first drop of an episode is reported, and a client that keeps flooding is
+        closed (4009)."""
+        verdict = self.pacer.admit(samples)
+        if verdict == ACCEPT:
+            return True
+        if verdict == FLOOD:
+            self.log.warning("closing: client audio keeps arriving faster than real time")
+            await self._close(p.CloseCode.AUDIO_FLOOD, "client.audio far faster than real time")
+        elif verdict == DROP_AND_WARN:
+            seconds = self.services.audio_burst_s
+            error = f"client.audio is arriving faster than real time (beyond a {seconds:g} s "
+            error += "burst): it is dropped until the client slows down"
+            self.outbox.put(p.ErrorMessage(code="audio_too_fast", message=error))
+        return False
 
     async def on_turn_start(self, message: p.TriggerTurnStart) -> None:
-        if self.ptt_held:
+        if self.ptt_held or self.draining:
             return
         self.ptt_held = True
         await self._start()
@@ -262,28 +374,72 @@ class PipelineSession:
         """Client-side VAD hints (the official SDK): the end of speech ends the turn now."""
         if message.event == "vad_end" and not self.config.push_to_talk:
             for event in self.detector.force_end():
-                await self._user_finished(event.speech_end_s)
+                if self._ignoring_speech:
+                    self._ignoring_speech = False
+                else:
+                    await self._user_finished(event.speech_end_s)
 
     async def on_replay_finished(self, message: p.ReplayFinished) -> None:
         turn = self.agent_turn
-        if turn is not None and turn.audio_sent and not turn.generating:
-            self._finish_agent_playback(turn)
+        if turn is not None:
+            turn.playback_finished(message.last_delta_id_played)
+
+    async def on_playback_interrupted(self, message: p.PlaybackInterrupted) -> None:
+        """This project's addition: where the client's playback stopped on a barge-in."""
+        turn = self.agent_turn
+        if turn is not None and turn.state is AgentState.HELD:
+            turn.report_played(message.turn_id, message.last_delta_id_played, message.played_ms)
+
+    async def on_settings(self, message: p.ClientSettings) -> None:
+        """This project's addition: the client sets this session's false-interruption window
+        (the SDK's `vadResumeDelay`)."""
+        window = message.false_interruption_ms
+        if window is None:
+            return
+        if not 0 <= window <= MAX_FALSE_INTERRUPTION_MS:
+            error = f"false_interruption_ms must be 0..{MAX_FALSE_INTERRUPTION_MS}, not {window}"
+            self.outbox.put(p.ErrorMessage(code="protocol_error", message=error))
+            return
+        self.interruptions = dataclasses.replace(
+            self.interruptions, false_interruption_s=window / 1000
+        )
 
     async def on_text(self, message: p.ClientResponseText) -> None:
         text = message.content.strip()
-        if not text:
+        if not text or self.draining:
             return
         await self._start()
-        await self._interrupt_agent(reason="typed text")
+        waiting = self.waiting_turns[-1] if self.waiting_turns else None
+        if waiting is not None and waiting.event.type == "message" and waiting.event.text:
+            # Typed while the turn for the last message waits: one answer to both.
+            waiting.event.text += "\n" + text
+            self.outbox.put(p.UserTranscript(content=text, turn_id=waiting.turn_id))
+            await self.services.store.append(self.grant.session_id, "user", text, waiting.turn_id)
+            return
+        if not self._room_for_a_turn():
+            return
+        await self._cancel_agent(reason="typed text")
         turn_id = new_turn_id()
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = await self._event("message", turn_id=turn_id, text=text)  # history before this turn
+        event = await self._event("message", turn_id=turn_id, text=text)  # history before it
         await self.services.store.append(self.grant.session_id, "user", text, turn_id)
         self._start_agent_turn(event, None)
 
     async def on_data(self, message: p.ClientResponseData) -> None:
+        if self.draining:
+            return
         await self._start()
-        self._start_agent_turn(await self._event("data", data=message.data), None)
+        if self._room_for_a_turn():
+            self._start_agent_turn(await self._event("data", data=message.data), None)
+
+    def _room_for_a_turn(self) -> bool:
+        """At most `queued_messages` agent turns wait; past that a message is refused."""
+        if len(self.waiting_turns) < self.services.queued_messages:
+            return True
+        limit = self.services.queued_messages
+        error = f"{limit} messages are already waiting for the agent; this one was dropped"
+        self.outbox.put(p.ErrorMessage(code="too_many_messages", message=error))
+        return False
 
     _handlers: ClassVar[dict] = {
         p.ClientReady: on_ready,
@@ -292,6 +448,8 @@ class PipelineSession:
         p.TriggerTurnEnd: on_turn_end,
         p.VadEvent: on_vad,
         p.ReplayFinished: on_replay_finished,
+        p.PlaybackInterrupted: on_playback_interrupted,
+        p.ClientSettings: on_settings,
         p.ClientResponseText: on_text,
         p.ClientResponseData: on_data,
     }
@@ -308,51 +466,106 @@ class PipelineSession:
         event.extra = {"resumed": self.grant.resumed, "history": history}
         self._start_agent_turn(event, None)
 
+    async def _speech_started(self, preroll: bytes) -> None:
+        """The VAD heard speech start (echo already removed from what it heard)."""
+        await self._user_started(preroll)
+        if self.user_turn is None:
+            self._ignoring_speech = True
+
     async def _user_started(self, preroll: bytes, *, force: bool = False) -> None:
-        turn = self.agent_turn
-        if turn is not None and turn.active:
+        agent = self.agent_turn
+        if agent is not None and agent.interruptible:
             if not (self.config.can_interrupt or force):
                 self.log.debug("user speech ignored: the agent cannot be interrupted")
                 return
-            await self._interrupt_agent(reason="barge-in")
-        if self.utterance is not None:
-            await self.utterance.cancel()
-        self.user_turn_id = new_turn_id()
-        self.user_timings = TurnTimings()
-        self.interim_counter = 0
-        self.outbox.put_urgent(p.TurnStart(role="user", turn_id=self.user_turn_id))
-        self.utterance = Utterance(self.services.recognizers, self._send_interim)
-        self.utterance.feed(preroll)
+            policy = self.interruptions
+            if force or policy.false_interruption_s <= 0:
+                await self._cancel_agent(reason="push-to-talk" if force else "barge-in")
+            else:
+                agent.hold()  # before turn.start: nothing of it may follow
+                self.echo.drop_reference_after(self.clock.seconds)  # the client stops playing
+                self.log.info("agent held: the user may be interrupting",
+                              extra={"ctx": {"turn": agent.turn_id}})  # fmt: skip
+        if self.user_turn is not None:
+            await self.user_turn.utterance.cancel()
+        utterance = Utterance(
+            self.services.recognizers, self._send_interim, self.services.utterance_backlog_bytes
+        )
+        self.user_turn = turn = UserTurn(utterance, time.monotonic())
+        self.outbox.put_urgent(p.TurnStart(role="user", turn_id=turn.turn_id))
+        utterance.feed(preroll)
+
+    async def _feed_user(self, pcm: bytes) -> None:
+        """The user's audio to the recogniser; a full backlog ends the turn early."""
+        turn = self.user_turn
+        if turn is None or turn.utterance.feed(pcm):
+            return
+        self.log.warning("user turn ended early: %.0f s of audio waiting for recognition",
+                         turn.utterance.max_bytes / 2 / RATE,
+                         extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+        await self._user_finished(self.clock.seconds)
 
     def _send_interim(self, text: str) -> None:
-        self.interim_counter += 1
+        turn = self.user_turn
+        if turn is None:
+            return
+        turn.interim_counter += 1
+        turn.words = len(text.split())
         self.outbox.put(
             p.UserTranscriptInterimDelta(
-                content=text, turn_id=self.user_turn_id, delta_counter=self.interim_counter
+                content=text, turn_id=turn.turn_id, delta_counter=turn.interim_counter
             )
         )
+        agent = self.agent_turn
+        if agent is not None and agent.state is AgentState.HELD and self._enough_words(turn.words):
+            self._spawn(self._cancel_agent(reason="barge-in confirmed"), "confirm-interruption")
+
+    def _enough_words(self, words: int) -> bool:
+        return words >= max(1, self.interruptions.min_words)
 
     async def _user_finished(self, speech_end_s: float) -> None:
-        utterance, self.utterance = self.utterance, None
-        if utterance is None:
+        turn, self.user_turn = self.user_turn, None
+        if turn is None:
             return
-        timings = self.user_timings or TurnTimings()
+        turn.state = UserState.FINISHING
+        timings = turn.timings
         timings.speech_end = self.clock.wall_time_of(speech_end_s)
         timings.endpoint = time.monotonic()
-        turn_id = self.user_turn_id
-        text = await utterance.finish()
+        text = await turn.utterance.finish()
+        turn.state = UserState.DONE
         timings.transcript = time.monotonic()
-        self.outbox.put(p.TurnEnd(role="user", turn_id=turn_id))
-        if not text:
-            self.log.info("user turn had no words", extra={"ctx": {"turn": turn_id}})
+        self.outbox.put(p.TurnEnd(role="user", turn_id=turn.turn_id))
+        agent = self.agent_turn
+        held = agent is not None and agent.state is AgentState.HELD
+        if held and not self._enough_words(len(text.split())):
+            self.log.info("false interruption (%r): the agent goes on", text,
+                          extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+            self._spawn(self._resume_after_window(agent, turn), "resume-agent")
             return
-        counter = self.interim_counter + 1
-        self.outbox.put(p.UserTranscriptDelta(content=text, turn_id=turn_id, delta_counter=counter))
-        self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
-        event = await self._event("message", turn_id=turn_id, text=text)  # history before this turn
-        await self.services.store.append(self.grant.session_id, "user", text, turn_id)
-        self.log.info("user said %r", text, extra={"ctx": {"turn": turn_id}})
+        if held:
+            await self._cancel_agent(reason="barge-in confirmed")
+        if not text:
+            self.log.info("user turn had no words", extra={"ctx": {"turn": turn.turn_id}})
+            return
+        counter = turn.interim_counter + 1
+        self.outbox.put(
+            p.UserTranscriptDelta(content=text, turn_id=turn.turn_id, delta_counter=counter)
+        )
+        self.outbox.put(p.UserTranscript(content=text, turn_id=turn.turn_id))
+        await self._cancel_agent(reason="a new user message")  # e.g. one still streaming quietly
+        event = await self._event("message", turn_id=turn.turn_id, text=text)  # history before
+        await self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
+        self.log.info("user said %r", text, extra={"ctx": {"turn": turn.turn_id}})
         self._start_agent_turn(event, timings)
+
+    async def _resume_after_window(self, agent: AgentTurn, turn: UserTurn) -> None:
+        """Resume the held answer once the window since the speech started has passed —
+        unless new speech has held it again meanwhile."""
+        generation = agent.hold_generation
+        window_end = turn.started + self.interruptions.false_interruption_s
+        await asyncio.sleep(max(0.0, window_end - time.monotonic()))
+        if agent.hold_generation == generation and self.user_turn is None:
+            agent.resume()
 
     # -- agent turns ---------------------------------------------------------------------------
 
@@ -375,136 +588,109 @@ class PipelineSession:
         return event
 
     def _start_agent_turn(self, event: WebhookEvent, timings: TurnTimings | None) -> None:
-        turn = AgentTurn(turn_id=event.turn_id or new_turn_id())
-        event.turn_id = turn.turn_id
-        turn.task = self._spawn(self._run_agent_turn(turn, event, timings), f"agent-{event.type}")
-
-    async def _run_agent_turn(
-        self, turn: AgentTurn, event: WebhookEvent, timings: TurnTimings | None
-    ) -> None:
-        async with self.agent_lock:
-            self.agent_turn = turn
-            timings = timings or TurnTimings()
-            ctx = {"ctx": {"session": self.grant.session_id, "turn": turn.turn_id}}
-            self.outbox.put(p.TurnStart(role="assistant", turn_id=turn.turn_id))
-            sentences: asyncio.Queue[str | None] = asyncio.Queue()
-            speaker = self._spawn(self._speak(turn, sentences, timings), "tts")
-            hangup = False
-            try:
-                hangup = await self._converse(turn, event, sentences, timings)
-            except AgentError as error:
-                self.log.warning("agent failed: %s (%s)", error.message, error.code, extra=ctx)
-                self.outbox.put(
-                    p.ErrorMessage(code=error.code, message=error.message, turn_id=turn.turn_id)
-                )
-            finally:
-                sentences.put_nowait(None)
-            await speaker
-            turn.generating = False
-            if turn.spoken:
-                await self.services.store.append(
-                    self.grant.session_id, "assistant", " ".join(turn.spoken), turn.turn_id
-                )
-            report = timings.report()
-            self.outbox.put(p.ResponseEnd(turn_id=turn.turn_id, timings=report or None))
-            if report:
-                self.log.info("agent turn timings", extra={"ctx": {**ctx["ctx"], **report}})
-                if self.services.on_turn_timings:
-                    self.services.on_turn_timings(self.grant.session_id, report)
-            if not turn.audio_sent:
-                self._finish_agent_playback(turn)
-        if hangup:
-            self._spawn(self._hang_up(turn), "hangup")
-
-    async def _converse(
-        self,
-        turn: AgentTurn,
-        event: WebhookEvent,
-        sentences: asyncio.Queue[str | None],
-        timings: TurnTimings,
-    ) -> bool:
-        """Stream the agent's answer into text, data and sentences to speak; True on hangup."""
-        splitter = SentenceSplitter()
-        hangup = False
-        async for reply in self.services.agent.respond(event):
-            timings.mark("webhook_first_event")
-            if isinstance(reply, AgentSpeech):
-                self.outbox.put(p.ResponseText(content=reply.text, turn_id=turn.turn_id))
-                for sentence in splitter.feed(reply.text):
-                    sentences.put_nowait(sentence)
-                if reply.text.rstrip().endswith((".", "!", "?")):
-                    # An event boundary after a full stop is a sentence boundary too.
-                    rest = splitter.flush()
-                    if rest:
-                        sentences.put_nowait(rest)
-            elif isinstance(reply, AgentData):
-                self.outbox.put(p.ResponseData(content=reply.content, turn_id=turn.turn_id))
-            elif isinstance(reply, AgentHangup):
-                hangup = True
-            elif isinstance(reply, AgentEnd):
-                break
-        rest = splitter.flush()
-        if rest:
-            sentences.put_nowait(rest)
-        return hangup
-
-    async def _speak(
-        self, turn: AgentTurn, sentences: asyncio.Queue[str | None], timings: TurnTimings
-    ) -> None:
-        delta = 0
-        playback_start: float | None = None  # when the listener started hearing this answer
-        queued_seconds = 0.0  # of audio sent so far
-        while (sentence := await sentences.get()) is not None:
-            turn.spoken.append(sentence)
-            # Due now for the first sentence; later ones when what came before will have played.
-            due = None if playback_start is None else playback_start + queued_seconds
-            async for pcm in self.services.tts.synthesize(sentence, due=due):
-                playback_start = playback_start or time.monotonic()
-                queued_seconds += len(pcm) / 2 / self.services.tts.sample_rate
-                delta += 1
-                self.outbox.put(
-                    p.ResponseAudio(
-                        content=base64.b64encode(pcm).decode("ascii"),
-                        turn_id=turn.turn_id,
-                        delta_id=f"{turn.turn_id}-{delta}",
-                    )
-                )
-                if not turn.audio_sent:
-                    turn.audio_sent = True
-                    timings.mark("first_audio")
-
-    def _finish_agent_playback(self, turn: AgentTurn) -> None:
-        if not turn.played.is_set():
-            turn.played.set()
-            self.outbox.put(p.TurnEnd(role="assistant", turn_id=turn.turn_id))
-
-    async def _interrupt_agent(self, reason: str) -> None:
-        turn = self.agent_turn
-        if turn is None or not turn.active:
+        if self.draining:
             return
-        dropped = self.outbox.drop_turn_audio(turn.turn_id)
-        await self._cancel_agent_turn()
+        turn = AgentTurn(
+            event,
+            agent=self.services.agent,
+            tts=self.services.tts,
+            outbox=self.outbox,
+            timings=timings,
+            pacing=self.services.pacing,
+            on_audio_sent=self._audio_sent,
+        )
+        self.waiting_turns.append(turn)
+        self._spawn(self._run_agent_turn(turn), f"agent-{event.type}")
+
+    def _audio_sent(self, chunk: SentAudio) -> None:
+        """Agent audio went out: the echo guard's reference, due when the pacing plans it
+        to play, on the microphone's timeline.
+
+        A chunk planned to follow the one before without a gap is placed right after it in
+        stream time: mapping each due time through the clock separately would carry the
+        jitter of the microphone's arrivals (tens of ms) into the reference, and a reference
+        that jumps against the echo cannot be cancelled (measured in Chromium).
+        """
+        follows = self._echo_placed
+        if follows is not None and abs(chunk.due - follows[0]) < 1e-6:
+            due_stream_s = follows[1]
+        else:
+            due_stream_s = self.clock.stream_time_of(chunk.due)
+        self.echo.add_reference(chunk.pcm, due_stream_s)
+        self._echo_placed = (chunk.ends, due_stream_s + chunk.duration)
+
+    async def _run_agent_turn(self, turn: AgentTurn) -> None:
+        """Answer once the turn before has answered; record what the listener heard.
+
+        Turns answer one at a time (the lock), but the next may start while the last one's
+        audio is still playing: it then supersedes it.
+        """
+        try:
+            async with self.agent_lock:
+                self.waiting_turns.remove(turn)
+                if self.draining:
+                    turn.abandon()
+                    return
+                if self.agent_turn is not None:
+                    await self.agent_turn.supersede()
+                self.agent_turn = turn
+                task = self._spawn(self._play_agent_turn(turn), "agent-turn")
+                self._playing = task
+                answered = asyncio.ensure_future(turn.answered.wait())
+                try:
+                    await asyncio.wait([task, answered], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    answered.cancel()
+            if turn.state is not AgentState.CANCELLED:
+                self._report_timings(turn)
+                if turn.hangup:
+                    self._spawn(self._hang_up(turn), "hangup")
+            await task  # until its audio has played
+        except asyncio.CancelledError:
+            if turn in self.waiting_turns:
+                self.waiting_turns.remove(turn)
+            turn.abandon()  # cancelled by turn.cancel() or the session's end
+            raise
+
+    def _report_timings(self, turn: AgentTurn) -> None:
+        report = turn.timings.report()
+        if report:
+            self.log.info("agent turn timings", extra={"ctx": {"turn": turn.turn_id, **report}})
+            if self.services.on_turn_timings:
+                self.services.on_turn_timings(self.grant.session_id, report)
+
+    async def _play_agent_turn(self, turn: AgentTurn) -> None:
+        try:
+            await turn.run()
+        finally:
+            await self._record(turn)
+
+    async def _record(self, turn: AgentTurn) -> None:
+        """The assistant's turn in the history holds only the words the listener heard."""
+        text = turn.heard_text()
+        if not text:
+            return
+        record = self.services.store.append(
+            self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
+        )
+        try:
+            await asyncio.shield(record)  # the session ending meanwhile must not lose it
+        except StoreUnavailable as error:  # the answer was heard; only its record is lost
+            self.log.warning("assistant turn not recorded: %s", error,
+                             extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+
+    async def _cancel_agent(self, reason: str) -> None:
+        turn = self.agent_turn
+        if turn is None or turn.finished:
+            return
+        await turn.cancel()
+        self.echo.drop_reference_after(self.clock.seconds)  # what was not played never will be
         self.log.info(
-            "agent interrupted (%s); %d queued audio chunks dropped",
+            "agent turn cancelled (%s) after %.2f s heard",
             reason,
-            dropped,
+            turn.heard_seconds(),
             extra={"ctx": {"session": self.grant.session_id, "turn": turn.turn_id}},
         )
-
-    async def _cancel_agent_turn(self) -> None:
-        turn, self.agent_turn = self.agent_turn, None
-        if turn is None:
-            return
-        if turn.task is not None and not turn.task.done():
-            turn.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await turn.task
-        if turn.spoken and turn.generating:
-            await self.services.store.append(
-                self.grant.session_id, "assistant", " ".join(turn.spoken), turn.turn_id
-            )
-        turn.generating = False
-        turn.played.set()
 
     async def _hang_up(self, turn: AgentTurn) -> None:
         """The agent ended the session: let its last words play, then close."""

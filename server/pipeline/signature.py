@@ -1,9 +1,9 @@
 """Layercode's webhook signature: `layercode-signature: t=<unix seconds>,v1=<hex>`.
 
 `<hex>` is HMAC-SHA256, keyed with the webhook secret, over the bytes `<t>.<raw body>`
-(PROTOCOL §3). The receiver recomputes it, compares in constant time and refuses timestamps
-more than five minutes off, so a captured request cannot be replayed later. `verify` is fed
-whatever a stranger sent, so it answers False to anything odd and never raises.
+(docs/protocol.md §3). The receiver recomputes it, compares in constant time and refuses
+timestamps more than five minutes off, so a captured request cannot be replayed later. `verify`
+is fed whatever a stranger sent, so it answers False to anything odd and never raises.
 """
 
 from __future__ import annotations

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS turns (
     PRIMARY KEY (session_id, seq)
 );
 """
+# Added after the first release: an assistant turn the user cut short (its text is what was heard).
+MIGRATIONS = ["ALTER TABLE turns ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0"]
 
 SESSION_PREFIX = "sess_"
 PRUNE_EVERY_S = 3600.0
@@ -61,9 +63,14 @@ class Turn:
     role: str
     text: str
     turn_id: str | None = None
+    interrupted: bool = False
 
     def to_dict(self) -> dict:
-        return {"role": self.role, "text": self.text}
+        """As the agent's `history` gets it; `interrupted` only when true (docs/protocol.md)."""
+        entry = {"role": self.role, "text": self.text}
+        if self.interrupted:
+            entry["interrupted"] = True
+        return entry
 
 
 class SessionStore:
@@ -80,6 +87,10 @@ class SessionStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
+        if "interrupted" not in columns:  # a file from before interrupted turns were marked
+            for statement in MIGRATIONS:
+                self._db.execute(statement)
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
         if "resume_digest" not in columns:  # a file from before resume tokens
             self._db.execute("ALTER TABLE sessions ADD COLUMN resume_digest TEXT")
@@ -121,14 +132,22 @@ class SessionStore:
         return row is not None
 
     async def append(
-        self, session_id: str, role: str, text: str, turn_id: str | None = None
+        self,
+        session_id: str,
+        role: str,
+        text: str,
+        turn_id: str | None = None,
+        *,
+        interrupted: bool = False,
     ) -> None:
         try:
-            await self._run(self._append, session_id, role, text, turn_id)
+            await self._run(self._append, session_id, role, text, turn_id, interrupted)
         except sqlite3.IntegrityError:  # the turn's session_id references no session
             raise UnknownSession(session_id) from None
 
-    def _append(self, session_id: str, role: str, text: str, turn_id: str | None) -> None:
+    def _append(
+        self, session_id: str, role: str, text: str, turn_id: str | None, interrupted: bool
+    ) -> None:
         now = time.time()
         # IMMEDIATE: take the write lock before reading MAX(seq). A deferred transaction that
         # upgrades to a write fails at once ("database is locked") when another process (two
@@ -140,9 +159,9 @@ class SessionStore:
                 (session_id,),
             ).fetchone()
             self._db.execute(
-                "INSERT INTO turns (session_id, seq, role, text, turn_id, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (session_id, seq, role, text, turn_id, now),
+                "INSERT INTO turns (session_id, seq, role, text, turn_id, interrupted, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, seq, role, text, turn_id, int(interrupted), now),
             )
             self._db.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
             self._db.execute(
@@ -157,11 +176,12 @@ class SessionStore:
     async def history(self, session_id: str, limit: int = 50) -> list[Turn]:
         """The last `limit` turns, oldest first."""
         rows = await self._run(self._history, session_id, limit)
-        return [Turn(role, text, turn_id) for role, text, turn_id in reversed(rows)]
+        return [Turn(role, text, turn_id, bool(cut)) for role, text, turn_id, cut in reversed(rows)]
 
     def _history(self, session_id: str, limit: int) -> list[tuple]:
         return self._db.execute(
-            "SELECT role, text, turn_id FROM turns WHERE session_id = ? ORDER BY seq DESC LIMIT ?",
+            "SELECT role, text, turn_id, interrupted FROM turns WHERE session_id = ?"
+            " ORDER BY seq DESC LIMIT ?",
             (session_id, limit),
         ).fetchall()
 

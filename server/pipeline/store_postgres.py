@@ -68,6 +68,11 @@ MIGRATIONS: list[tuple[int, str]] = [
         CREATE INDEX sessions_by_update ON sessions (updated_at);
         """,
     ),
+    (
+        3,
+        # An assistant turn the user cut short: its text is what was heard (docs/protocol.md).
+        "ALTER TABLE turns ADD COLUMN interrupted BOOLEAN NOT NULL DEFAULT false;",
+    ),
 ]
 
 # The server went away or the pool could not reach it: worth a 503 and a later retry.
@@ -176,16 +181,24 @@ class PostgresStore:
         return found is not None
 
     async def append(
-        self, session_id: str, role: str, text: str, turn_id: str | None = None
+        self,
+        session_id: str,
+        role: str,
+        text: str,
+        turn_id: str | None = None,
+        *,
+        interrupted: bool = False,
     ) -> None:
         async def insert(connection: asyncpg.Connection) -> None:
             async with connection.transaction():
                 await connection.execute(
-                    "INSERT INTO turns (session_id, role, text, turn_id) VALUES ($1, $2, $3, $4)",
+                    "INSERT INTO turns (session_id, role, text, turn_id, interrupted)"
+                    " VALUES ($1, $2, $3, $4, $5)",
                     session_id,
                     role,
                     text,
                     turn_id,
+                    interrupted,
                 )
                 await connection.execute(
                     "UPDATE sessions SET updated_at = now() WHERE id = $1", session_id
@@ -206,13 +219,13 @@ class PostgresStore:
     async def history(self, session_id: str, limit: int = 50) -> list[Turn]:
         rows = await self._call(
             lambda c: c.fetch(
-                "SELECT role, text, turn_id FROM turns WHERE session_id = $1"
+                "SELECT role, text, turn_id, interrupted FROM turns WHERE session_id = $1"
                 " ORDER BY id DESC LIMIT $2",
                 session_id,
                 limit,
             )
         )
-        return [Turn(r["role"], r["text"], r["turn_id"]) for r in reversed(rows)]
+        return [Turn(r["role"], r["text"], r["turn_id"], r["interrupted"]) for r in reversed(rows)]
 
     async def delete(self, session_id: str) -> bool:
         status = await self._call(

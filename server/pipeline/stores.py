@@ -86,7 +86,13 @@ class HistoryStore(Protocol):
     async def exists(self, session_id: str) -> bool: ...
 
     async def append(
-        self, session_id: str, role: str, text: str, turn_id: str | None = None
+        self,
+        session_id: str,
+        role: str,
+        text: str,
+        turn_id: str | None = None,
+        *,
+        interrupted: bool = False,  # an assistant turn cut short: `text` is what was heard
     ) -> None: ...
 
     async def history(self, session_id: str, limit: int = 50) -> list[Turn]:

@@ -37,9 +37,10 @@ from concurrent.futures import Future, InvalidStateError
 
 import numpy as np
 
+from .audio import RATE
+
 log = logging.getLogger("server.pipeline")
 
-RATE = 16000
 INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most every 300 ms
 # 100 ms of audio per request, what a client sends per message: an utterance behind a flood
 # waits one piece of the same size per request, so each gets an equal share of the worker

@@ -30,6 +30,11 @@ class StreamClock:
         """When (monotonic) the audio at `stream_seconds` was captured, as best we know."""
         return self.last_arrival - (self.seconds - stream_seconds)
 
+    def stream_time_of(self, wall_time: float) -> float:
+        """The stream time the microphone will be at, at `wall_time` (monotonic): where agent
+        audio due to play then belongs in the echo guard's timeline."""
+        return self.seconds + (wall_time - self.last_arrival)
+
 
 @dataclass
 class TurnTimings:

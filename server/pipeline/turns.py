@@ -30,13 +30,12 @@ from dataclasses import dataclass
 
 import webrtcvad
 
-from .audio import rms
+from .audio import RATE, rms
 from .endpointing import WINDOW_S, SmartTurn
 from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
 
-RATE = 16000
 END_MODELS = ("off", "smart-turn")
 VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
 # The model's answers are computed here, one at a time: it runs only at pauses, and a request

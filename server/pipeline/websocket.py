@@ -8,7 +8,7 @@ accepting, as a close code with a reason (a refusal during the handshake would r
 browser as a bare failure, without the reason). Then the session runs until either side
 closes, the session is replaced by a newer connection, the client stays silent for
 `IDLE_TIMEOUT` (4008), or the server drains (1012). Close codes: `protocol.CloseCode` and
-docs/protocol-additions.md.
+docs/protocol.md §4.
 
 Frames reach the session through `_text_frames`, which owns the receive side: binary frames,
 over-long `client.response.text`/`data` (`message_too_long`), frames nested deeper than 64
@@ -210,7 +210,9 @@ async def pipeline_socket(websocket: WebSocket) -> None:
     tag = session_tag(grant.session_id)
 
     async def close(code: int, reason: str) -> None:
-        await websocket.close(code, reason)
+        """The session ends its connection (a hang-up, a flood): the receive side stops, the
+        session cleans up, and the socket closes with `code` below (the first code wins)."""
+        connection.stop(code, reason)
 
     try:
         services = pipeline.services_for(websocket.scope)

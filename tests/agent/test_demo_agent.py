@@ -9,15 +9,10 @@ import pytest
 from starlette.applications import Starlette
 
 from server.agent.app import MAX_BODY_BYTES, agent_routes
-from server.pipeline.agent import (
-    AgentData,
-    AgentEnd,
-    AgentError,
-    AgentSpeech,
-    WebhookAgent,
-    WebhookEvent,
-)
+from server.errors import AgentError
+from server.pipeline.agent import WebhookAgent
 from server.pipeline.signature import sign
+from server.pipeline.webhook import AgentData, AgentEnd, AgentSpeech, WebhookEvent
 from tests.support.aio import run
 from tests.support.servers import serve
 

@@ -1,4 +1,4 @@
-"""`layercode-signature`: made and checked as PROTOCOL §3 says."""
+"""`layercode-signature`: made and checked as docs/protocol.md §3 says."""
 
 from __future__ import annotations
 

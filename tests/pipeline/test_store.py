@@ -266,3 +266,46 @@ def test_a_postgres_database_from_before_resume_tokens_is_migrated(postgres_engi
         await store.close()
 
     run(scenario())
+
+
+def test_an_interrupted_turn_is_marked_on_every_backend(open_history):
+    async def scenario():
+        store = await open_history()
+        session_id = await store.create("p", {})
+        await store.append(session_id, "user", "hello", "t1")
+        await store.append(session_id, "assistant", "Hi there, I", "t2", interrupted=True)
+        assert [t.to_dict() for t in await store.history(session_id)] == [
+            {"role": "user", "text": "hello"},
+            {"role": "assistant", "text": "Hi there, I", "interrupted": True},
+        ]
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_sqlite_file_from_before_interrupted_turns_is_upgraded(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE sessions (id TEXT PRIMARY KEY, pipeline_id TEXT NOT NULL,"
+        " metadata TEXT NOT NULL DEFAULT '{}', created_at REAL NOT NULL, updated_at REAL NOT NULL);"
+        "CREATE TABLE turns (session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,"
+        " seq INTEGER NOT NULL, role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),"
+        " text TEXT NOT NULL, turn_id TEXT, created_at REAL NOT NULL,"
+        " PRIMARY KEY (session_id, seq));"
+        "INSERT INTO sessions VALUES ('sess_1', 'p', '{}', 1e12, 1e12);"
+        "INSERT INTO turns VALUES ('sess_1', 1, 'user', 'hello', 't1', 0);"
+    )
+    old.commit()
+    old.close()
+
+    async def scenario():
+        store = SessionStore(path)
+        await store.append("sess_1", "assistant", "Hi there, I", "t2", interrupted=True)
+        assert [t.to_dict() for t in await store.history("sess_1")] == [
+            {"role": "user", "text": "hello"},
+            {"role": "assistant", "text": "Hi there, I", "interrupted": True},
+        ]
+        await store.close()
+
+    run(scenario())

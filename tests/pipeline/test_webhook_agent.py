@@ -13,16 +13,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from server.pipeline.agent import (
-    AgentData,
-    AgentEnd,
-    AgentError,
-    AgentHangup,
-    AgentSpeech,
-    WebhookAgent,
-    WebhookEvent,
-)
+from server.errors import AgentError, ServerError
+from server.pipeline.agent import WebhookAgent
 from server.pipeline.signature import HEADER, verify
+from server.pipeline.webhook import AgentData, AgentEnd, AgentHangup, AgentSpeech, WebhookEvent
 from tests.support.aio import run
 from tests.support.servers import free_port, serve
 
@@ -197,6 +191,8 @@ def failure(url: str, **timeouts) -> AgentError:
     with pytest.raises(AgentError) as caught:
         replies(url, **timeouts)
     assert SECRET not in caught.value.message
+    assert isinstance(caught.value, ServerError)  # one error base, one stable `code`
+    assert caught.value.code.startswith("agent_")
     return caught.value
 
 

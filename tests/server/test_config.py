@@ -38,6 +38,13 @@ def test_key_is_not_in_repr():
         ({"TURN_END_MODEL": "psychic"}, "TURN_END_MODEL"),
         ({"VAD": "ears"}, "VAD"),
         ({"STT_PROFILE": "loud"}, "STT_PROFILE"),
+        ({"FALSE_INTERRUPTION_MS": "-1"}, "FALSE_INTERRUPTION_MS"),
+        ({"FALSE_INTERRUPTION_MS": "0.5"}, "FALSE_INTERRUPTION_MS"),
+        ({"INTERRUPTION_MIN_WORDS": "0"}, "INTERRUPTION_MIN_WORDS"),
+        ({"PLAYBACK_LEAD_MS": "soon"}, "PLAYBACK_LEAD_MS"),
+        ({"ECHO_DEFENCE": "sometimes"}, "ECHO_DEFENCE"),
+        ({"ECHO_MAX_DELAY_MS": "1.5s"}, "ECHO_MAX_DELAY_MS"),
+        ({"ECHO_MAX_DELAY_MS": "50"}, "ECHO_MAX_DELAY_MS"),
         ({"LAYERCODE_AUTHORIZE_URL": "ftp://x"}, "LAYERCODE_AUTHORIZE_URL"),
         ({"AGENT_WEBHOOK_URL": "https://a.example/hook"}, "AGENT_WEBHOOK_SECRET"),
         ({"LOG_LEVEL": "loud"}, "LOG_LEVEL"),
@@ -51,6 +58,13 @@ def test_key_is_not_in_repr():
 def test_bad_values_name_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_echo_defence_is_on_and_searches_up_to_1200ms_by_default():
+    settings = Settings.from_env({})
+    assert settings.echo_defence and settings.echo_max_delay_ms == 1200
+    settings = Settings.from_env({"ECHO_DEFENCE": "off", "ECHO_MAX_DELAY_MS": "2000"})
+    assert not settings.echo_defence and settings.echo_max_delay_ms == 2000
 
 
 def test_origins_are_normalised():

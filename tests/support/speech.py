@@ -1,7 +1,7 @@
 """Real speech for tests, made at test time with the pipeline's own Piper voice.
 
-Piper speech is what pocketsphinx recognises well (RUNTIME.md), so the stage tests and the
-end-to-end tests speak to the app with it: no recorded files in the repository.
+Piper speech is what pocketsphinx recognises well (server/pipeline/stt.py), so the stage tests
+and the end-to-end tests speak to the app with it: no recorded files in the repository.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from server.pipeline.audio import resample
 def _voice():
     from piper import PiperVoice
 
-    from server.pipeline.tts import PiperTTS
+    from server.pipeline.tts.piper import PiperTTS
 
     return PiperVoice.load(str(PiperTTS.bundled_voice()))
 

@@ -1,8 +1,8 @@
 """A plain-Python voice client for tests and benchmarks: authorize, connect, stream, listen.
 
-It speaks the same wire protocol as the browser client (PROTOCOL §1–§2) over a real WebSocket,
-so the pipeline under test cannot tell it from a browser. Every message received is kept, with
-its arrival time, so a test can assert on order and a benchmark on latency.
+It speaks the same wire protocol as the browser client (docs/protocol.md §1–§2) over a real
+WebSocket, so the pipeline under test cannot tell it from a browser. Every message received is
+kept, with its arrival time, so a test can assert on order and a benchmark on latency.
 """
 
 from __future__ import annotations

@@ -1,0 +1,196 @@
+"""The echo defence on real Piper speech: the agent's own voice from the speakers never opens a
+user turn, a person talking over it does, quickly.
+
+The microphone is made the way a laptop without a headset makes it: the agent's answer, delayed
+(browser output latency + network + input latency), attenuated, with a little noise, optionally
+through an 8 kHz microphone (the official SDK's rate) upsampled to 16 kHz. Every case also runs
+without the guard, so each test shows the raw microphone does open turns: the test can fail.
+Times are stream times (samples fed to the detector), never the wall clock.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.timing import StreamClock
+from tests.support.echo import FRAME, RATE, samples
+from tests.support.echo import microphone as speaker_echo
+from tests.support.echo import turn_starts as detector_starts
+from tests.support.speech import speak, voiced_span
+
+ANSWER = (
+    "Sure. The museum opens at nine in the morning and closes at six in the evening. "
+    "Tickets cost twelve dollars for adults, and children under five go in for free. "
+    "On Sundays there is a guided tour of the modern art wing at eleven."
+)
+QUESTION = "Wait, can you tell me about parking instead?"
+DUE_S = 0.5  # stream time at which the answer was due to play
+PERSON_AT_S = 4.0  # stream time at which the person's question begins (with its lead-in)
+
+
+def microphone(delay_s: float, level_db: float, *, person: bool = False, **options) -> bytes:
+    return speaker_echo(
+        speak(ANSWER),
+        DUE_S,
+        delay_s,
+        level_db,
+        person=speak(QUESTION) if person else b"",
+        person_at_s=PERSON_AT_S,
+        **options,
+    )
+
+
+def person_starts_s() -> float:
+    """Stream time where the person's voice begins."""
+    return PERSON_AT_S + voiced_span(speak(QUESTION))[0]
+
+
+def turn_starts(mic: bytes, guard: EchoGuard | None, drop_after_s: float | None = None) -> list:
+    if guard is not None:
+        guard.add_reference(speak(ANSWER), DUE_S)
+    return detector_starts(mic, guard, drop_after_s)
+
+
+ECHO_CASES = [
+    pytest.param(delay, level, options, id=name)
+    for name, delay, level, options in [
+        ("50ms-6dB", 0.05, -6, {}),
+        ("50ms-20dB", 0.05, -20, {}),
+        ("150ms-6dB", 0.15, -6, {}),
+        ("150ms-20dB", 0.15, -20, {}),
+        ("300ms-6dB", 0.3, -6, {}),
+        ("300ms-20dB", 0.3, -20, {}),
+        ("900ms-6dB", 0.9, -6, {}),  # a slow browser: output latency + network
+        ("900ms-20dB", 0.9, -20, {}),
+        ("150ms-6dB-8kHz-mic", 0.15, -6, {"rate": 8000}),
+        ("900ms-20dB-8kHz-mic", 0.9, -20, {"rate": 8000}),
+        ("300ms-6dB-room-rt60-0.3s", 0.3, -6, {"rt60_s": 0.3}),
+        ("150ms-6dB-playback-stall-250ms", 0.15, -6, {"jump": (6.0, 0.25)}),
+    ]
+]
+
+
+@pytest.mark.parametrize(("delay_s", "level_db", "options"), ECHO_CASES)
+def test_the_agents_own_voice_never_starts_a_turn(delay_s, level_db, options):
+    mic = microphone(delay_s, level_db, **options)
+    assert turn_starts(mic, None), "the raw echo should open a turn, or this test proves nothing"
+    assert turn_starts(mic, EchoGuard()) == []
+
+
+@pytest.mark.parametrize(("delay_s", "level_db", "options"), ECHO_CASES)
+def test_a_person_talking_over_the_agent_starts_a_turn_within_300ms(delay_s, level_db, options):
+    mic = microphone(delay_s, level_db, person=True, **options)
+    starts = turn_starts(mic, EchoGuard())
+    assert starts, "the person was never heard"
+    assert 0 <= starts[0] - person_starts_s() <= 0.3
+
+
+def test_without_the_defence_the_echo_interrupts_before_the_person_speaks():
+    starts = turn_starts(microphone(0.3, -20, person=True), EchoGuard(EchoSettings(enabled=False)))
+    assert starts[0] < person_starts_s()
+
+
+def test_a_headset_mic_hears_the_person_once_no_echo_is_found():
+    """No echo at all: the guard holds the person's first 0.3 s while it looks for an echo,
+    then releases it whole: the turn starts at the same stream time, only decided later."""
+    mic = microphone(0.3, -120, person=True)
+    starts = turn_starts(mic, EchoGuard())
+    assert starts and 0 <= starts[0] - person_starts_s() <= 0.3
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    fed = out = lag = 0
+    for offset in range(0, len(mic), FRAME * 2):
+        chunk = mic[offset : offset + FRAME * 2]
+        fed += len(chunk)
+        out += len(guard.clean(chunk))
+        lag = max(lag, fed - out)
+    assert FRAME * 2 < lag <= round(guard.settings.give_up_s * RATE) * 2
+    assert out == fed - fed % (FRAME * 2)  # all of it, but for a last partial block
+
+
+def test_a_word_shared_with_the_agent_in_the_same_voice_is_not_taken_for_echo():
+    """With a headset, the person says a word the agent just said, in the same synthetic voice
+    (as tests and benchmarks do): the correlation can lock on it, but the cancellation does not
+    prove the lock, so the person's audio comes out whole and opens a turn at once."""
+    agent = speak("Hi! I'm the demo agent running on this machine. Ask me the time, or say help.")
+    person = speak("What time is it?")
+    at = 2.5
+    mic = speaker_echo(agent, 0.0, 0.2, -120, person=person, person_at_s=at, person_db=0.0)
+    guard = EchoGuard()
+    guard.add_reference(agent, 0.0)
+    out = guard.clean(mic)
+    assert out == mic[: len(out)] and len(mic) - len(out) < FRAME * 2
+    guard = EchoGuard()
+    guard.add_reference(agent, 0.0)
+    starts = detector_starts(mic, guard)
+    assert starts and 0 <= starts[0] - (at + voiced_span(person)[0]) <= 0.3
+
+
+def test_audio_the_client_never_played_is_not_subtracted_from_the_person():
+    """The client stopped playing early and nobody told the guard: subtracting the answer's
+    unplayed rest would add the agent's voice to the person's; the guard passes the mic."""
+    stop_s = 3.0  # the client stopped playing here; the person asks at PERSON_AT_S
+    mic = microphone(0.3, -6, person=True, echo_until_s=stop_s)
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    out = guard.clean(mic)
+    after = round((stop_s + 0.3 + 0.1) * RATE) * 2  # once the last echo has died away
+    assert np.abs(samples(out[after:])).sum() <= np.abs(samples(mic[after : len(out)])).sum()
+    starts = turn_starts(mic, EchoGuard())
+    assert len(starts) == 1 and 0 <= starts[0] - person_starts_s() <= 0.3
+
+
+def test_a_dropped_reference_is_forgotten():
+    """After `drop_reference_after` (the agent was interrupted) the guard stops working on the
+    microphone as soon as the last played audio's echo can no longer arrive."""
+    stop_s = 3.0
+    mic = microphone(0.3, -6, person=True, echo_until_s=stop_s)
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    cut = round(stop_s * RATE) * 2
+    out = guard.clean(mic[:cut])
+    guard.drop_reference_after(stop_s)
+    out += guard.clean(mic[cut:])
+    settings = guard.settings
+    free = round((stop_s + settings.max_delay_s + settings.search_window_s + 0.05) * RATE) * 2
+    assert out[free:] == mic[free : len(out)]
+    kept = EchoGuard()
+    kept.add_reference(speak(ANSWER), DUE_S)
+    assert kept.clean(mic)[free:] != mic[free : len(out)]  # without the drop it would not be
+
+
+def test_the_output_is_the_input_stream_sample_for_sample():
+    guard = EchoGuard()
+    guard.add_reference(speak(ANSWER), DUE_S)
+    mic = microphone(0.15, -6)
+    out = b"".join(guard.clean(mic[i : i + 1234]) for i in range(0, len(mic), 1234))
+    assert len(out) == len(mic) - len(mic) % (FRAME * 2)
+    assert guard.position * 2 == len(out)
+    assert guard.delay == round(0.15 * RATE)
+
+
+def test_silence_passes_untouched_when_no_agent_audio_is_due():
+    guard = EchoGuard()
+    guard.add_reference(speak(QUESTION), 30.0)  # due long after this microphone audio
+    mic = microphone(0.15, -120, person=True)
+    assert guard.clean(mic) == mic[: len(mic) - len(mic) % (FRAME * 2)]
+
+
+def test_the_stream_clock_places_a_due_time_in_stream_time():
+    clock = StreamClock(RATE)
+    clock.advance(RATE * 2, arrival=100.0)  # 2 s of microphone audio, the last at t=100
+    assert clock.stream_time_of(100.25) == 2.25
+    assert clock.wall_time_of(clock.stream_time_of(101.0)) == 101.0
+
+
+def test_agent_audio_beyond_the_bound_is_refused_and_counted():
+    guard = EchoGuard(EchoSettings(max_reference_s=1.0))
+    second = bytes(RATE * 2)
+    guard.add_reference(second, 0.0)
+    guard.add_reference(second, 1.0)  # 2 s held: over the bound
+    assert guard.refused_reference_s == 1.0
+    guard.clean(bytes(RATE * 2 * 4))  # 4 s later the first second is forgotten
+    guard.add_reference(second, 4.0)
+    assert guard.refused_reference_s == 1.0
