@@ -7,7 +7,6 @@ mid-body, a signed webhook nested deep.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 
@@ -19,6 +18,7 @@ from server import logs
 from server.agent.app import agent_routes
 from server.pipeline.signature import HEADER, sign
 from tests.server.light import light_app, light_client
+from tests.support.aio import run
 
 DEEP = "[" * 5000 + "]" * 5000
 
@@ -104,7 +104,7 @@ def test_a_client_that_leaves_mid_body_gets_no_500(tmp_path):
     async def send(message):
         sent.append(message)
 
-    asyncio.run(app(scope, receive, send))
+    run(app(scope, receive, send))  # off Playwright's loop, should a browser test have run
     assert sent[0]["type"] == "http.response.start"
     assert sent[0]["status"] == 400
 
