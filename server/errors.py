@@ -14,20 +14,14 @@ may match on them.
 
 from __future__ import annotations
 
+from layercode_client.errors import LayercodeError
 
-class ServerError(Exception):
-    """Base of the server's errors: `code` is stable, `message` is for people."""
+
+class ServerError(LayercodeError):
+    """Base of the server's errors: the client library's base (`code`, `message`, `retryable`,
+    `to_dict`), so both ends share one error shape; only the default code differs."""
 
     code = "server_error"
-    retryable = False
-
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None):
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-        if retryable is not None:
-            self.retryable = retryable
 
 
 class SettingsError(ServerError, ValueError):
