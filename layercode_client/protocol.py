@@ -321,11 +321,17 @@ def from_dict(payload, *, allowed=None):
 
 
 def decode(frame, *, allowed=None):
-    """Parse one text frame. Raises ProtocolError (malformed) or UnknownMessageType."""
+    """Parse one text frame. Raises ProtocolError (malformed) or UnknownMessageType.
+
+    Nothing else, whatever the frame: JSON nested too deeply for the parser's recursion
+    (`[[[[...`) is malformed too (tests/client/test_protocol_properties.py).
+    """
     try:
         payload = json.loads(frame)
     except (ValueError, UnicodeError) as error:
         raise ProtocolError(f"a frame is not valid JSON: {error}") from error
+    except RuntimeError as error:  # CPython's RecursionError; MicroPython has no such name
+        raise ProtocolError("a frame nests too deeply") from error
     return from_dict(payload, allowed=allowed)
 
 

@@ -94,7 +94,7 @@ class SentenceSplitter:
         """What is left, as the last sentences (the answer is complete)."""
         rest, self._buffer, self._scan_from = self._buffer, "", 0
         out: list[str] = []
-        self._emit(rest, out)
+        self._emit_span(rest, 0, len(rest), out)  # a long unspaced tail is cut at the cap too
         return out
 
 
