@@ -54,17 +54,19 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 class ServerProcess:
     """`python -m server` on a free port, with CPU and memory read from /proc."""
 
-    def __init__(self, data_dir: str):
+    def __init__(self, data_dir: str, log_file: Path | None = None, cwd: Path = ROOT,
+                 env: dict[str, str] | None = None):  # fmt: skip
         self.port = free_port()
         env = {**os.environ, "DATA_DIR": data_dir, "LOG_LEVEL": "warning",
                # The bench is one client address opening more sessions than a node's defaults.
-               "MAX_SESSIONS": "1000", "AUTHORIZE_RATE_LIMIT": "100000"}  # fmt: skip
+               "MAX_SESSIONS": "1000", "AUTHORIZE_RATE_LIMIT": "100000", **(env or {})}  # fmt: skip
         env.pop("LAYERCODE_API_KEY", None)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
-            stdout=subprocess.DEVNULL,
+            stdout=log_file.open("w") if log_file else subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if log_file else None,
         )
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60

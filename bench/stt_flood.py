@@ -1,30 +1,146 @@
-"""Flood: how long one utterance's transcript takes while another utterance floods the worker.
+"""Flood: how much one client flooding audio delays another session's transcript.
 
-One speech worker (as on a busy node, where utterances share workers). A short phrase (~2 s of
-speech, fed in 100 ms chunks as a session feeds it) is transcribed alone, then while another
-utterance hands the same worker a minute of audio in one call — what a client sending audio
-faster than real time leaves in its session's queue. Side by side in the same run with the
-reference: the old feeding, the whole backlog in one request (`FEED_PIECE_BYTES` as large as
-the flood), against today's 0.1 s pieces, one in flight per utterance. The figure is the
-short phrase's wall time from its first chunk to its final transcript, median of N runs.
+Two parts, each side by side in the same run with its reference.
 
-    ./dev bench stt_flood [--runs 3]
+Session (the issue's figure, `--session-runs`): the real server (`python -m server`, bench/
+load.py's `ServerProcess`) and real sockets. Session B speaks a short phrase at real time, 100 ms
+per message; the figure is the time from the end of its voice to its final `user.transcript`.
+Alone, and while client A floods: speech as fast as the socket takes it, reconnecting (a fresh
+authorize) each time the server closes it for flooding (4009), until B's transcript arrives.
+With `--reference REV` the same runs go against a server built from that commit (`git
+archive`) in the same run: the previous behaviour, measured beside today's.
+
+Worker (`--runs`): one speech worker (as on a busy node, where utterances share workers). A
+short phrase, fed in 100 ms chunks as fast as the worker answers, alone and while another
+utterance hands the same worker a minute of audio in one call — against the older feeding, the
+whole backlog in one request (`FEED_PIECE_BYTES` as large as the flood). Fed as fast as it can
+go, the phrase shares the worker evenly with the flood (about 2x); a session feeds at real time
+and needs a fraction of it (the session part). Also the event loop's worst stall while a worker
+decodes 1 s pieces (tests/pipeline/test_stt.py checks by event order that it never waits on a
+decode; how long a turn of the loop takes is this figure).
+
+    ./dev bench stt_flood [--session-runs 5] [--reference 3929da4] [--runs 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import os
+import subprocess
+import tempfile
 import time
+from pathlib import Path
 
-from common import median, print_table, save
+import websockets
+from common import ROOT, median, print_table, save
+from load import ServerProcess
 
 from server.pipeline import stt
 from server.pipeline.stt import RecognizerPool
-from tests.support.speech import speak
+from tests.support.speech import silence, speak, voiced_span
+from tests.support.voice_client import VoiceClient
 
 CHUNK = 3200  # 100 ms at 16 kHz
+PHRASE = "What time is it?"
+FLOOD = "Please tell me what time it is and what the weather is like today."
+
+
+# -- session: the real server -------------------------------------------------------------------
+
+
+async def flood_until(url: str, stop: asyncio.Event, counts: dict) -> None:
+    """Speech as fast as the socket takes it; a new session each time the server closes one."""
+    speech = speak(FLOOD) * 4
+    frames = [
+        '{"type":"client.audio","content":"%s"}' % base64.b64encode(speech[i : i + CHUNK]).decode()
+        for i in range(0, len(speech), CHUNK)
+    ]
+    while not stop.is_set():
+        client = VoiceClient(url, input_sample_rates=[16000])
+        try:
+            await client.connect()
+            counts["sessions"] += 1
+            while not stop.is_set():
+                for frame in frames:
+                    await client._socket.send(frame)
+                    counts["seconds"] += 0.1
+                    if stop.is_set():
+                        break
+        except (websockets.ConnectionClosed, OSError):
+            pass  # closed for flooding (4009): connect again
+        except Exception:
+            await asyncio.sleep(0.2)  # refused (full, rate-limited): try again
+        finally:
+            await client.close()
+
+
+async def speak_once(url: str, flood: bool) -> tuple[float, dict]:
+    pcm = silence(0.3) + speak(PHRASE) + silence(1.2)
+    voice_end = 0.3 + voiced_span(speak(PHRASE))[1]
+    counts = {"sessions": 0, "seconds": 0.0}
+    async with VoiceClient(url, input_sample_rates=[16000]) as client:
+        await client.connect()
+        welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+        await client.finish_playback(welcome.message["turn_id"], timeout=60)
+        stop = asyncio.Event()
+        flooder = asyncio.create_task(flood_until(url, stop, counts)) if flood else None
+        if flooder:
+            while counts["sessions"] == 0:  # the flood is on before B speaks
+                await asyncio.sleep(0.05)
+        mark = len(client.received)
+        try:
+            started = await client.stream(pcm)
+            transcript = await client.wait_for("user.transcript", after=mark, timeout=120)
+        finally:
+            stop.set()
+            if flooder:
+                await flooder
+    return (transcript.at - (started + voice_end)) * 1000, counts
+
+
+def source_tree(revision: str, into: Path) -> Path:
+    """The repository at `revision`, extracted (with this checkout's vendored runtimes)."""
+    archive = subprocess.run(
+        ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    with contextlib.suppress(FileExistsError):
+        (into / ".vendor").symlink_to(ROOT / ".vendor")
+    return into
+
+
+def session_part(runs: int, reference: str | None) -> dict:
+    builds = {"today": ROOT}
+    results: dict[str, dict[str, list[float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        if reference:
+            builds[f"reference {reference}"] = source_tree(reference, Path(tmp) / "ref")
+        for name, root in builds.items():
+            with tempfile.TemporaryDirectory() as data:
+                server = ServerProcess(data, cwd=root)
+                try:
+                    ms = results[name] = {"alone": [], "while flooded": []}
+                    floods = []
+                    for n in range(runs):
+                        for case in (
+                            ("alone", "while flooded") if n % 2 else ("while flooded", "alone")
+                        ):
+                            latency, counts = asyncio.run(speak_once(server.url, case != "alone"))
+                            ms[case].append(latency)
+                            if case != "alone":
+                                floods.append(counts)
+                            print(f"  {name}, {case}: {latency:.0f} ms {counts if case != 'alone' else ''}",
+                                  flush=True)  # fmt: skip
+                    ms["flood_counts"] = floods
+                finally:
+                    server.stop()
+    return results
+
+
+# -- worker: one speech worker, in process ------------------------------------------------------
 
 
 async def short_phrase(pool: RecognizerPool, pcm: bytes) -> tuple[float, str]:
@@ -55,19 +171,39 @@ async def with_flood(pool: RecognizerPool, phrase: bytes, flood: bytes) -> tuple
             await task
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
+async def loop_stall_ms(pool: RecognizerPool, pcm: bytes) -> float:
+    """The longest gap between turns of a 5 ms ticker while `pcm` is decoded in 1 s pieces."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def ticker():
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last - 0.005)
+            last = now
+
+    task = asyncio.create_task(ticker())
+    async with pool.utterance() as recognizer:
+        for offset in range(0, len(pcm), 32000):
+            await recognizer.feed(pcm[offset : offset + 32000])
+        await recognizer.finish()
+    stop.set()
+    await task
+    return max(gaps) * 1000
+
+
+def worker_part(runs: int) -> dict:
     phrase = speak("Thank you very much.")
     flood = speak("Can you help me book a table for two tonight?") * 20  # ~60 s
     pool = RecognizerPool(workers=1, spare=0, max_workers=1)
     pool.warm()
     piece = stt.FEED_PIECE_BYTES
     results: dict[str, list[float]] = {"alone": [], "flood, 0.1 s pieces": [],
-                                       "flood, one request (old)": []}  # fmt: skip
+                                       "flood, one request (old)": [], "loop stall": []}  # fmt: skip
     try:
-        for _ in range(args.runs):
+        for _ in range(runs):
             results["alone"].append(asyncio.run(short_phrase(pool, phrase))[0])
             stt.FEED_PIECE_BYTES = piece
             results["flood, 0.1 s pieces"].append(asyncio.run(with_flood(pool, phrase, flood))[0])
@@ -79,17 +215,51 @@ def main() -> None:
             # Let the worker finish what the old-style flood left queued before the next run.
             while pool._workers[0].queued_bytes:
                 time.sleep(0.05)
+            results["loop stall"].append(asyncio.run(loop_stall_ms(pool, flood[: 32000 * 6])))
     finally:
         stt.FEED_PIECE_BYTES = piece
         pool.close()
-    alone = median(results["alone"])
-    rows = [[name, median(ms), f"{median(ms) / alone:.2f}x"] for name, ms in results.items()]
-    print_table(
-        f"Short phrase, first chunk to final transcript (median of {args.runs}; one worker)",
-        ["case", "ms", "vs alone"],
-        rows,
-    )
-    save("stt_flood", {"runs": args.runs, "ms": results})
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--session-runs", type=int, default=5, help="0 to skip")
+    parser.add_argument("--reference", help="also measure the server at this git revision")
+    parser.add_argument("--runs", type=int, default=3, help="worker part; 0 to skip")
+    args = parser.parse_args()
+    speak(PHRASE), speak(FLOOD)  # synthesised before anything is timed
+    saved: dict = {"load_average_before": os.getloadavg()}
+    if args.session_runs:
+        sessions = session_part(args.session_runs, args.reference)
+        rows = []
+        for name, ms in sessions.items():
+            alone, flooded = median(ms["alone"]), median(ms["while flooded"])
+            rows.append([name, alone, flooded, f"{flooded / alone:.2f}x"])
+        print_table(
+            f"Session B, end of voice to final transcript, median of {args.session_runs} "
+            f"(load average {os.getloadavg()[0]:.1f})",
+            ["server", "alone ms", "while A floods ms", "ratio (goal ≤ 1.2x)"],
+            rows,
+        )
+        saved["session_ms"] = sessions
+    if args.runs:
+        worker = worker_part(args.runs)
+        alone = median(worker["alone"])
+        rows = [[name, median(ms), f"{median(ms) / alone:.2f}x"]
+                for name, ms in worker.items() if name != "loop stall"]  # fmt: skip
+        print_table(
+            f"Worker: short phrase fed as fast as it goes, first chunk to final transcript "
+            f"(median of {args.runs}; one worker; load average {os.getloadavg()[0]:.1f})",
+            ["case", "ms", "vs alone"],
+            rows,
+        )
+        print(
+            f"\nevent loop: worst stall while decoding 1 s pieces {max(worker['loop stall']):.1f} ms"
+        )
+        saved["worker_ms"] = worker
+    saved["load_average_after"] = os.getloadavg()
+    save("stt_flood", saved)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,13 @@ class PipelineServices:
         return int((self.audio_burst_s + UTTERANCE_BACKLOG_EXTRA_S) * RATE * 2)
 
 
+def _base64_size(content: str) -> int:
+    """How many bytes `content` decodes to, if it is base64 (what pacing counts, before the
+    decode; invalid base64 is refused by the decode that follows)."""
+    size = len(content) // 4 * 3
+    return size - (content[-2:].count("=") if content else 0)
+
+
 class Utterance:
     """One user utterance being recognised.
 
@@ -309,6 +316,9 @@ class PipelineSession:
         await self._start()
 
     async def on_audio(self, message: p.ClientAudio) -> None:
+        # Paced before it is decoded: audio beyond real time costs a length, not a decode.
+        if not await self._admit(_base64_size(message.content) // 2):
+            return
         try:
             pcm = base64.b64decode(message.content, validate=True)
         except (binascii.Error, ValueError):
@@ -317,8 +327,6 @@ class PipelineSession:
             return
         if len(pcm) % 2:
             pcm = pcm[:-1]
-        if not await self._admit(len(pcm) // 2):
-            return
         if self.draining:
             return  # the server is stopping: no new turns
         await self._start()

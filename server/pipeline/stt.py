@@ -19,7 +19,8 @@ the next only once the last is answered: each utterance has at most one piece in
 queue, and another utterance waits at most one piece per utterance sharing its worker. A
 cancelled utterance stops after the piece in flight — its decode is cancelled with it — and its
 decoder counts as busy until the worker has really let it go. Workers are chosen by the audio
-they have queued and the decoders they hold, not by a count that drops before the work does.
+they still have to decode (every piece of the feeds in progress, not only the one in their
+queue) and the decoders they hold, not by a count that drops before the work does.
 """
 
 from __future__ import annotations
@@ -308,7 +309,8 @@ class SpeechWorker:
         child.close()
         self.decoders = decoders  # loaded, so utterances it can take at once
         self.utterances = 0  # decoders held: claimed, and not yet handed back by the worker
-        self.queued_bytes = 0  # audio sent and not yet decoded: the worker's backlog
+        self.queued_bytes = 0  # audio sent and not yet decoded: in the worker's queue
+        self.backlog_bytes = 0  # audio its utterances were fed and it has not decoded yet
         self._counts = threading.Lock()  # the counters change on the loop and the reader thread
         self._ids = itertools.count()
         self._pending: dict[int, tuple[Future, int]] = {}
@@ -323,8 +325,13 @@ class SpeechWorker:
 
     @property
     def load(self) -> tuple[int, int]:
-        """How busy the worker really is: queued audio first, then decoders held."""
-        return self.queued_bytes, self.utterances
+        """How busy the worker really is: audio it still has to decode (a flood's whole
+        backlog, not only the piece in its queue), then decoders held."""
+        return self.backlog_bytes, self.utterances
+
+    def add_backlog(self, size: int) -> None:
+        with self._counts:
+            self.backlog_bytes += size
 
     def claim(self) -> None:
         with self._counts:
@@ -411,13 +418,20 @@ class Recognizer:
         """
         usable = pcm[: len(pcm) - len(pcm) % 2]
         changed = None
-        for offset in range(0, len(usable), FEED_PIECE_BYTES):
-            piece = usable[offset : offset + FEED_PIECE_BYTES]
-            self.sent_bytes += len(piece)
-            future = self._worker.call("feed", self._utterance, piece)
-            interim = await asyncio.wrap_future(future)
-            if interim and interim != self._last_interim:
-                self._last_interim = changed = interim
+        left = len(usable)  # counted in the worker's backlog until decoded (or given up)
+        self._worker.add_backlog(left)
+        try:
+            for offset in range(0, len(usable), FEED_PIECE_BYTES):
+                piece = usable[offset : offset + FEED_PIECE_BYTES]
+                self.sent_bytes += len(piece)
+                future = self._worker.call("feed", self._utterance, piece)
+                interim = await asyncio.wrap_future(future)
+                left -= len(piece)
+                self._worker.add_backlog(-len(piece))
+                if interim and interim != self._last_interim:
+                    self._last_interim = changed = interim
+        finally:
+            self._worker.add_backlog(-left)
         return changed
 
     async def finish(self) -> str:
@@ -568,7 +582,7 @@ class RecognizerPool:
 
 
 def least_loaded(workers: list[SpeechWorker]) -> SpeechWorker:
-    """The worker with the least audio queued, then the fewest decoders held."""
+    """The worker with the least audio still to decode, then the fewest decoders held."""
     return min(workers, key=lambda w: w.load)
 
 

@@ -61,31 +61,35 @@ def test_interims_stream_and_the_final_is_quick(pool):
 
 
 def test_decoding_never_blocks_the_event_loop(pool):
-    """The decoders run in another process: the loop keeps ticking while they work."""
+    """The decoders run in another process: the loop goes on while a piece is being decoded.
+
+    By event order, not by the clock: a ticker on the loop looks, at every turn, whether the
+    worker holds audio it has not answered yet. Decoding on the loop's thread (even piece by
+    piece) would never let the ticker run while a piece is out. How long the loop stalls is a
+    bench figure (bench/stt_flood.py, "event loop").
+    """
     pcm = speak("Can you help me book a table for two tonight?") * 3
+    worker = pool._workers[0]
 
     async def scenario():
-        ticks, gaps = 0, []
+        in_flight_ticks = 0
         stop = asyncio.Event()
 
         async def ticker():
-            nonlocal ticks
-            last = time.perf_counter()
+            nonlocal in_flight_ticks
             while not stop.is_set():
-                await asyncio.sleep(0.005)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last, ticks = now, ticks + 1
+                in_flight_ticks += worker.queued_bytes > 0
+                await asyncio.sleep(0)
 
         task = asyncio.create_task(ticker())
-        await transcribe(pool, pcm, chunk=32000)  # 1 s pieces: long decodes
+        final, _, _ = await transcribe(pool, pcm, chunk=len(pcm))  # one feed, many pieces
         stop.set()
         await task
-        return ticks, max(gaps)
+        return in_flight_ticks, final
 
-    ticks, worst_gap = run(scenario())
-    assert ticks > 10
-    assert worst_gap < 0.05
+    in_flight_ticks, final = run(scenario())
+    assert in_flight_ticks > 0
+    assert "table" in final
 
 
 def test_an_abandoned_utterance_hands_its_decoder_back(pool):
@@ -212,6 +216,43 @@ def test_a_flooding_utterance_cannot_hold_up_another_and_stops_when_cancelled(po
     assert flood_still_decoding, "the short utterance waited for the whole flood"
     assert sent["bytes"] < len(flood) // 2, "the cancelled flood kept being sent"
     assert load == (0, 0), "the worker still counts the cancelled flood"
+
+
+def test_a_new_utterance_goes_to_the_worker_with_less_audio_left_to_decode():
+    """Two workers each decoding a backlog fed in one call: a minute on the first, a few
+    seconds on the second. Each has one piece in its queue at a time, so counting queued
+    pieces (or utterances) calls them equal; the audio still to decode does not."""
+    pool = RecognizerPool(workers=2, decoders_per_worker=2, spare=0, max_workers=2)
+    pool.warm()
+    phrase = speak("Can you help me book a table for two tonight?")
+    fed = {}
+
+    async def backlog(name: str, pcm: bytes) -> None:
+        async with pool.utterance() as recognizer:
+            fed[name] = recognizer
+            await recognizer.feed(pcm)
+            await asyncio.sleep(30)
+
+    async def scenario():
+        long = asyncio.create_task(backlog("long", phrase * 20))
+        while "long" not in fed:
+            await asyncio.sleep(0.01)
+        short = asyncio.create_task(backlog("short", phrase * 4))
+        while "short" not in fed or not fed["short"].sent_bytes:
+            await asyncio.sleep(0.01)
+        async with pool.utterance() as third:
+            chosen = third._worker
+        for task in (long, short):
+            task.cancel()
+        await asyncio.gather(long, short, return_exceptions=True)
+        return chosen
+
+    try:
+        chosen = run(scenario())
+    finally:
+        pool.close()
+    assert fed["long"]._worker is not fed["short"]._worker
+    assert chosen is fed["short"]._worker
 
 
 def test_workers_are_chosen_by_queued_audio_not_by_utterance_count():

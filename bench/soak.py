@@ -1,0 +1,231 @@
+"""Soak: many sessions streaming for minutes, some of them talking; nothing dropped, nothing grows.
+
+The server runs as its own process (`python -m server`, as users run it; bench/load.py's
+`ServerProcess`), so its memory — with its speech-recogniser workers — is measured apart from
+the simulated clients. Every client is a microphone left open: 100 ms of audio every 100 ms
+for the whole run (quiet room noise), over a real WebSocket. `--talkers` of them also hold a
+conversation: say a question (Piper speech), wait for the user transcript and the agent's
+answer, "play" it for its length and report it played, pause, ask again.
+
+Reported: turns spoken and dropped (no final transcript or no answer within `--turn-timeout`),
+errors (any `error` message, any connection closed by the server or failing), and the server's
+RSS after the warm-up (`--warmup` seconds: the recogniser pool grows to the load once) and at
+the end of the run, with the samples between. Goal (issue 11): 0 dropped, 0 errors, end RSS
+within 10% of after warm-up.
+
+    ./dev bench soak [--sessions 50] [--talkers 10] [--minutes 2] [--warmup 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from common import print_table, save
+from load import QUESTIONS, ServerProcess, room_noise
+
+from tests.support.speech import silence, speak
+from tests.support.voice_client import CHUNK_S, VoiceClient
+
+GOAL_RSS_GROWTH = 0.10
+
+
+class Microphone:
+    """Sends 100 ms of audio every 100 ms, on a steady clock: speech when there is some to say,
+    room noise otherwise (an open microphone never goes quiet)."""
+
+    def __init__(self, client: VoiceClient):
+        self.client = client
+        self._noise = room_noise(CHUNK_S)
+        self._speech = bytearray()
+        self._spoken = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        step = len(self._noise)
+        start = time.monotonic()
+        n = 0
+        while not stop.is_set():
+            n += 1
+            await asyncio.sleep(max(0.0, start + n * CHUNK_S - time.monotonic()))
+            if self._speech:
+                chunk = bytes(self._speech[:step]).ljust(step, b"\0")
+                del self._speech[:step]
+                if not self._speech:
+                    self._spoken.set()
+            else:
+                chunk = self._noise
+            content = base64.b64encode(chunk).decode("ascii")
+            await self.client.send({"type": "client.audio", "content": content})
+
+    async def say(self, pcm: bytes) -> float:
+        """Queue `pcm`; returns the time its last chunk left."""
+        self._spoken.clear()
+        self._speech += pcm
+        await self._spoken.wait()
+        return time.monotonic()
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.turns = 0
+        self.dropped: list[str] = []
+        self.errors: list[str] = []
+        self.transcript_ms: list[float] = []
+
+
+async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, tally: Tally,
+                  turn_timeout: float) -> None:  # fmt: skip
+    client = VoiceClient(url, input_sample_rates=[16000])
+    try:
+        await client.connect()
+        opened.append(client)
+        mic = Microphone(client)
+        microphone = asyncio.create_task(mic.run(stop))
+        try:
+            welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+            await client.finish_playback(welcome.message["turn_id"], timeout=turn_timeout)
+            n = 0
+            while talking and not stop.is_set():
+                await asyncio.sleep(random.uniform(0.5, 2.0))
+                if stop.is_set():
+                    break
+                await converse_once(client, mic, QUESTIONS[n % len(QUESTIONS)], tally, turn_timeout)
+                n += 1
+            await stop.wait()
+        finally:
+            microphone.cancel()
+            await asyncio.gather(microphone, return_exceptions=True)
+    except Exception as error:  # the session failed: an error, whatever it was
+        tally.errors.append(f"{type(error).__name__}: {error}"[:200])
+    finally:
+        for item in client.received:
+            if item.type == "error":
+                tally.errors.append(f"error message: {item.message}")
+        if client.close_code is not None:
+            tally.errors.append(f"closed by the server: {client.close_code} {client.close_reason}")
+        await client.close()
+
+
+async def converse_once(client: VoiceClient, mic: Microphone, question: str, tally: Tally,
+                        turn_timeout: float) -> None:  # fmt: skip
+    tally.turns += 1
+    mark = len(client.received)
+    spoken = await mic.say(speak(question) + silence(0.2))
+    try:
+        transcript = await client.wait_for("user.transcript", after=mark, timeout=turn_timeout)
+        tally.transcript_ms.append((transcript.at - spoken) * 1000)
+        end = await client.wait_for("response.end", after=mark, timeout=turn_timeout)
+    except TimeoutError as error:
+        tally.dropped.append(f"{question!r}: {error}"[:200])
+        return
+    turn_id = end.message["turn_id"]
+    await asyncio.sleep(len(client.audio_of_turn(turn_id)) / 32000)  # it "plays"
+    await client.send({"type": "trigger.response.audio.replay_finished", "reason": "completed"})
+
+
+async def soak(server: ServerProcess, args) -> dict:
+    stop = asyncio.Event()
+    opened: list = []
+    tally = Tally()
+    talkers = min(args.talkers, args.sessions)
+    tasks = [
+        asyncio.create_task(
+            session(server.url, n < talkers, stop, opened, tally, args.turn_timeout)
+        )
+        for n in range(args.sessions)
+    ]
+    started = time.monotonic()
+    samples: list[tuple[float, float]] = []  # (seconds since start, RSS MiB)
+    health_ms: list[float] = []  # how long /health takes: the server's event loop's lag
+    warm_rss = None
+    while time.monotonic() - started < args.minutes * 60:
+        await asyncio.sleep(min(5.0, args.minutes * 60 / 10))
+        asked = time.monotonic()
+        async with httpx.AsyncClient() as http:  # a new connection: keep-alive ends at 5 s
+            await http.get(f"{server.url}/health", timeout=60)
+        health_ms.append((time.monotonic() - asked) * 1000)
+        at = time.monotonic() - started
+        samples.append((at, server.rss_mib()))
+        if warm_rss is None and at >= args.warmup:
+            warm_rss = samples[-1][1]
+        print(f"  {at:5.0f} s: {len(opened)} connected, {tally.turns} turns, "
+              f"{len(tally.dropped)} dropped, {len(tally.errors)} errors, "
+              f"server RSS {samples[-1][1]:.0f} MiB, /health {health_ms[-1]:.0f} ms",
+              flush=True)  # fmt: skip
+    end_rss = server.rss_mib()
+    stop.set()
+    await asyncio.gather(*tasks)
+    return {
+        "sessions": args.sessions,
+        "connected": len(opened),
+        "talking": talkers,
+        "seconds": args.minutes * 60,
+        "turns": tally.turns,
+        "dropped_turns": len(tally.dropped),
+        "errors": len(tally.errors),
+        "dropped_detail": tally.dropped[:20],
+        "error_detail": tally.errors[:20],
+        "transcript_ms_p50": sorted(tally.transcript_ms)[len(tally.transcript_ms) // 2]
+        if tally.transcript_ms
+        else None,
+        "rss_after_warmup_mib": warm_rss,
+        "rss_end_mib": end_rss,
+        "rss_samples": samples,
+        "health_ms": health_ms,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=50)
+    parser.add_argument("--talkers", type=int, default=10)
+    parser.add_argument("--minutes", type=float, default=2.0)
+    parser.add_argument("--warmup", type=float, default=30.0, help="seconds")
+    parser.add_argument("--turn-timeout", type=float, default=60.0, help="seconds")
+    parser.add_argument("--server-log", type=Path, help="write the server's log (warnings) here")
+    args = parser.parse_args()
+    random.seed(1)
+    for question in QUESTIONS:
+        speak(question)  # synthesised before anything runs
+    with tempfile.TemporaryDirectory() as data:
+        server = ServerProcess(data, log_file=args.server_log)
+        os.nice(10)  # the clients stand in for other machines: the server comes first
+        try:
+            result = asyncio.run(soak(server, args))
+        finally:
+            server.stop()
+    warm, end = result["rss_after_warmup_mib"] or float("nan"), result["rss_end_mib"]
+    growth = (end - warm) / warm
+    result["rss_growth"] = growth
+    result["load_average"] = os.getloadavg()
+    ok = result["dropped_turns"] == 0 and result["errors"] == 0 and growth <= GOAL_RSS_GROWTH
+    result["ok"] = ok
+    print_table(
+        f"Soak: {result['connected']}/{args.sessions} sessions streaming for {args.minutes:g} min, "
+        f"{result['talking']} talking (load average {os.getloadavg()[0]:.1f})",
+        ["figure", "value", "goal"],
+        [
+            ["turns spoken", str(result["turns"]), ""],
+            ["dropped turns", str(result["dropped_turns"]), "0"],
+            ["errors", str(result["errors"]), "0"],
+            ["RSS after warm-up, MiB", warm, ""],
+            ["RSS at the end, MiB", end, ""],
+            ["RSS growth", f"{growth:+.1%}", f"≤ {GOAL_RSS_GROWTH:.0%}"],
+        ],
+    )
+    for line in result["dropped_detail"] + result["error_detail"]:
+        print("  ", line)
+    print(f"\n{'met' if ok else 'NOT met'}")
+    save("soak", result)
+
+
+if __name__ == "__main__":
+    main()
