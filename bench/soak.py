@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from common import print_table, save
 from load import QUESTIONS, ServerProcess, room_noise
 

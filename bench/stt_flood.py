@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import subprocess
 import tempfile
@@ -55,12 +56,14 @@ async def flood_until(url: str, stop: asyncio.Event, counts: dict) -> None:
     """Speech as fast as the socket takes it; a new session each time the server closes one."""
     speech = speak(FLOOD) * 4
     frames = [
-        '{"type":"client.audio","content":"%s"}' % base64.b64encode(speech[i : i + CHUNK]).decode()
+        json.dumps({"type": "client.audio", "content": base64.b64encode(speech[i : i + CHUNK])
+                    .decode()})
         for i in range(0, len(speech), CHUNK)
-    ]
+    ]  # fmt: skip
     while not stop.is_set():
         client = VoiceClient(url, input_sample_rates=[16000])
         try:
+            await client.authorize(headers={"X-Forwarded-For": "10.0.0.66"})
             await client.connect()
             counts["sessions"] += 1
             while not stop.is_set():
@@ -82,6 +85,7 @@ async def speak_once(url: str, flood: bool) -> tuple[float, dict]:
     voice_end = 0.3 + voiced_span(speak(PHRASE))[1]
     counts = {"sessions": 0, "seconds": 0.0}
     async with VoiceClient(url, input_sample_rates=[16000]) as client:
+        await client.authorize(headers={"X-Forwarded-For": "10.0.0.1"})
         await client.connect()
         welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
         await client.finish_playback(welcome.message["turn_id"], timeout=60)
@@ -112,32 +116,39 @@ def source_tree(revision: str, into: Path) -> Path:
     return into
 
 
+# The node's defaults for one client address (its authorizes per minute), each client at an
+# address of its own: the server trusts 127.0.0.1 as a proxy that names the client.
+SERVER_ENV = {"AUTHORIZE_RATE_LIMIT": "60", "TRUSTED_PROXIES": "127.0.0.1"}
+
+
 def session_part(runs: int, reference: str | None) -> dict:
     builds = {"today": ROOT}
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         if reference:
             builds[f"reference {reference}"] = source_tree(reference, Path(tmp) / "ref")
         for name, root in builds.items():
             with tempfile.TemporaryDirectory() as data:
-                server = ServerProcess(data, cwd=root)
+                server = ServerProcess(data, cwd=root, env=SERVER_ENV)
                 try:
-                    ms = results[name] = {"alone": [], "while flooded": []}
-                    floods = []
-                    for n in range(runs):
-                        for case in (
-                            ("alone", "while flooded") if n % 2 else ("while flooded", "alone")
-                        ):
-                            latency, counts = asyncio.run(speak_once(server.url, case != "alone"))
-                            ms[case].append(latency)
-                            if case != "alone":
-                                floods.append(counts)
-                            print(f"  {name}, {case}: {latency:.0f} ms {counts if case != 'alone' else ''}",
-                                  flush=True)  # fmt: skip
-                    ms["flood_counts"] = floods
+                    results[name] = measure_sessions(server.url, name, runs)
                 finally:
                     server.stop()
     return results
+
+
+def measure_sessions(url: str, name: str, runs: int) -> dict:
+    ms: dict[str, list] = {"alone": [], "while flooded": [], "flood_counts": []}
+    for n in range(runs):
+        order = ["alone", "while flooded"]
+        for case in order if n % 2 else order[::-1]:
+            flooded = case == "while flooded"
+            latency, counts = asyncio.run(speak_once(url, flooded))
+            ms[case].append(latency)
+            if flooded:
+                ms["flood_counts"].append(counts)
+            print(f"  {name}, {case}: {latency:.0f} ms {counts if flooded else ''}", flush=True)
+    return ms
 
 
 # -- worker: one speech worker, in process ------------------------------------------------------
@@ -201,7 +212,8 @@ def worker_part(runs: int) -> dict:
     pool.warm()
     piece = stt.FEED_PIECE_BYTES
     results: dict[str, list[float]] = {"alone": [], "flood, 0.1 s pieces": [],
-                                       "flood, one request (old)": [], "loop stall": []}  # fmt: skip
+                                       "flood, one request (old)": [],
+                                       "loop stall": []}  # fmt: skip
     try:
         for _ in range(runs):
             results["alone"].append(asyncio.run(short_phrase(pool, phrase))[0])
@@ -254,9 +266,8 @@ def main() -> None:
             ["case", "ms", "vs alone"],
             rows,
         )
-        print(
-            f"\nevent loop: worst stall while decoding 1 s pieces {max(worker['loop stall']):.1f} ms"
-        )
+        stall = max(worker["loop stall"])
+        print(f"\nevent loop: worst stall while decoding 1 s pieces {stall:.1f} ms")
         saved["worker_ms"] = worker
     saved["load_average_after"] = os.getloadavg()
     save("stt_flood", saved)
