@@ -2,8 +2,9 @@
 
 The server runs as its own process (`python -m server`, as users run it; bench/load.py's
 `ServerProcess`), so its memory — with its speech-recogniser workers — is measured apart from
-the simulated clients. Every client is a microphone left open: 100 ms of audio every 100 ms
-for the whole run (quiet room noise), over a real WebSocket. `--talkers` of them also hold a
+the simulated clients. The sessions open over `--ramp` seconds; every client is a microphone
+left open: 100 ms of audio every 100 ms for the whole run (quiet room noise), over a real
+WebSocket. `--talkers` of them also hold a
 conversation: say a question (Piper speech), wait for the user transcript and the agent's
 answer, "play" it for its length and report it played, pause, ask again.
 
@@ -13,7 +14,7 @@ RSS after the warm-up (`--warmup` seconds: the recogniser pool grows to the load
 the end of the run, with the samples between. Goal (issue 11): 0 dropped, 0 errors, end RSS
 within 10% of after warm-up.
 
-    ./dev bench soak [--sessions 50] [--talkers 10] [--minutes 2] [--warmup 30]
+    ./dev bench soak [--sessions 50] [--talkers 10] [--minutes 2] [--warmup 30] [--ramp 10]
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class Tally:
 
 
 async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, tally: Tally,
-                  turn_timeout: float) -> None:  # fmt: skip
+                  turn_timeout: float, delay: float) -> None:  # fmt: skip
+    await asyncio.sleep(delay)  # people arrive one after another, not in the same millisecond
     client = VoiceClient(url, input_sample_rates=[16000])
     try:
         await client.connect()
@@ -89,7 +91,9 @@ async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, ta
         mic = Microphone(client)
         microphone = asyncio.create_task(mic.run(stop))
         try:
-            welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+            welcome = await client.wait_for(
+                "turn.start", lambda m: m["role"] == "assistant", timeout=turn_timeout
+            )
             await client.finish_playback(welcome.message["turn_id"], timeout=turn_timeout)
             n = 0
             while talking and not stop.is_set():
@@ -137,7 +141,15 @@ async def soak(server: ServerProcess, args) -> dict:
     talkers = min(args.talkers, args.sessions)
     tasks = [
         asyncio.create_task(
-            session(server.url, n < talkers, stop, opened, tally, args.turn_timeout)
+            session(
+                server.url,
+                n < talkers,
+                stop,
+                opened,
+                tally,
+                args.turn_timeout,
+                delay=args.ramp * n / args.sessions,
+            )
         )
         for n in range(args.sessions)
     ]
@@ -188,6 +200,7 @@ def main() -> None:
     parser.add_argument("--talkers", type=int, default=10)
     parser.add_argument("--minutes", type=float, default=2.0)
     parser.add_argument("--warmup", type=float, default=30.0, help="seconds")
+    parser.add_argument("--ramp", type=float, default=10.0, help="seconds to open the sessions")
     parser.add_argument("--turn-timeout", type=float, default=60.0, help="seconds")
     parser.add_argument("--server-log", type=Path, help="write the server's log (warnings) here")
     args = parser.parse_args()

@@ -26,6 +26,7 @@ from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
 from .connections import Connections
 from .echo import EchoSettings
 from .endpointing import SmartTurn
+from .pacing import LoopLag
 from .session import InterruptionSettings, PipelineServices
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
@@ -59,6 +60,8 @@ class EmbeddedPipeline:
             enabled=settings.echo_defence, max_delay_s=settings.echo_max_delay_ms / 1000
         )
         self.on_turn_timings = None  # benchmarks and tests listen here
+        self.loop_lag = LoopLag()  # the pacers credit this node's own lag (pacing.py)
+        self._loop_lag_task: asyncio.Task | None = None
         self._agents: dict[str, WebhookAgent] = {}
         self.ready = False  # models loaded and stores open: the node takes sessions
 
@@ -66,6 +69,7 @@ class EmbeddedPipeline:
         """Open the stores and load the models (in threads), so the first session starts at
         full speed; `StoreUnavailable` if a configured store cannot be reached."""
         started = time.perf_counter()
+        self._loop_lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         self.stores = await open_stores(self.settings)
         self.authorizer = EmbeddedAuthorizer(self.stores, self.connections, self.settings)
         loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
@@ -99,6 +103,8 @@ class EmbeddedPipeline:
 
     async def close(self) -> None:
         self.ready = False
+        if self._loop_lag_task is not None:
+            self._loop_lag_task.cancel()
         self.recognizers.close()
         self.tts.close()
         if self.stores is not None:
@@ -131,6 +137,7 @@ class EmbeddedPipeline:
             audio_burst_s=self.settings.audio_burst_s,
             audio_flood_s=self.settings.audio_flood_s,
             queued_messages=self.settings.max_queued_messages,
+            loop_lag=self.loop_lag,
             on_turn_timings=self.on_turn_timings,
         )
 

@@ -13,12 +13,21 @@ than real time, it is not catching up — is to be closed (close code 4009, AUDI
 The overflow drains at real time too, so a client that bursts now and then over a long session
 is never closed for it; only a sustained excess is.
 
+The server's own lag is not the client's burst. When this process's event loop is held up (a
+starved CPU, a slow callback), every client's audio waits in its socket and is then read at
+once, and a client streaming at real time looks as if it sent seconds ahead. `LoopLag` adds up
+how late the loop has been; the pacer credits that time back (on top of the burst, expiring at
+real time), so a stall of the server never drops a well-behaved client's audio or closes it
+(measured: bench/soak.py on a machine at load average 14 held /health up for 8 s, and every
+session streaming at real time got `audio_too_fast`).
+
     pacer = AudioPacer(sample_rate=16000)
     verdict = pacer.admit(samples)   # ACCEPT, DROP_AND_WARN, DROP or FLOOD
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 
@@ -39,6 +48,7 @@ class AudioPacer:
         burst_s: float = DEFAULT_BURST_S,
         flood_s: float = DEFAULT_FLOOD_S,
         clock: Callable[[], float] = time.monotonic,
+        lag: Callable[[], float] | None = None,
     ):
         if sample_rate <= 0 or burst_s <= 0 or flood_s <= 0:
             raise ValueError("sample_rate, burst_s and flood_s must be positive")
@@ -46,6 +56,8 @@ class AudioPacer:
         self.capacity = burst_s * sample_rate
         self.flood_samples = flood_s * sample_rate
         self.clock = clock
+        self.lag = lag  # seconds the server's loop has been held up in total (`LoopLag`)
+        self._lag_seen = lag() if lag is not None else 0.0
         self._tokens = self.capacity
         self._overflow = 0.0  # samples dropped, draining at real time
         self._dropping = False
@@ -57,7 +69,14 @@ class AudioPacer:
         now = self.clock()
         elapsed = max(0.0, now - self._last) * self.sample_rate
         self._last = now
-        self._tokens = min(self.capacity, self._tokens + elapsed)
+        if self._tokens < self.capacity:
+            self._tokens = min(self.capacity, self._tokens + elapsed)
+        else:  # a credit for the server's lag beyond the burst expires at real time
+            self._tokens = max(self.capacity, self._tokens - elapsed)
+        if self.lag is not None:  # audio that waited for the server, not sent early
+            stalled = self.lag()
+            self._tokens += max(0.0, stalled - self._lag_seen) * self.sample_rate
+            self._lag_seen = stalled
         self._overflow = max(0.0, self._overflow - elapsed)
         if samples <= self._tokens + 1:  # a sample of slack for the clock's rounding
             self._tokens -= samples
@@ -72,3 +91,29 @@ class AudioPacer:
             self._dropping = True
             return DROP_AND_WARN
         return DROP
+
+
+class LoopLag:
+    """How long this process's event loop has been held up, in total (seconds).
+
+    A tick every `interval_s`; each time it wakes more than `slack_s` late, the lateness is
+    added. Run it as one task per process (`run`); read it with `stalled_s` or by calling it.
+    """
+
+    def __init__(self, interval_s: float = 0.05, slack_s: float = 0.01,
+                 clock: Callable[[], float] = time.monotonic):  # fmt: skip
+        self.interval_s = interval_s
+        self.slack_s = slack_s
+        self.clock = clock
+        self.stalled_s = 0.0
+
+    def __call__(self) -> float:
+        return self.stalled_s
+
+    async def run(self) -> None:
+        while True:
+            due = self.clock() + self.interval_s
+            await asyncio.sleep(self.interval_s)
+            late = self.clock() - due
+            if late > self.slack_s:
+                self.stalled_s += late

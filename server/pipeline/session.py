@@ -103,6 +103,7 @@ class PipelineServices:
     audio_burst_s: float = DEFAULT_BURST_S  # client audio allowed ahead of real time
     audio_flood_s: float = DEFAULT_FLOOD_S  # dropped beyond it: a flooding client, closed
     queued_messages: int = 8  # client.response.text/data waiting for the agent, at most
+    loop_lag: Callable[[], float] | None = None  # the server's own lag, credited by the pacer
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
 
@@ -213,6 +214,7 @@ class PipelineSession:
             self.config.input_sample_rate,
             burst_s=services.audio_burst_s,
             flood_s=services.audio_flood_s,
+            lag=services.loop_lag,
         )
         self.resampler = (
             Resampler(self.config.input_sample_rate, RATE)

@@ -102,3 +102,66 @@ def test_occasional_bursts_over_a_long_session_are_never_a_flood():
 def test_settings_are_checked(bad):
     with pytest.raises(ValueError):
         AudioPacer(**{"sample_rate": RATE, **bad})
+
+
+class Lag:
+    """Stands in for `LoopLag`: how long the server's loop has been held up, in total."""
+
+    def __init__(self):
+        self.stalled_s = 0.0
+
+    def __call__(self) -> float:
+        return self.stalled_s
+
+
+@pytest.mark.parametrize("lag_seen_first", [True, False])
+def test_audio_that_waited_for_a_stalled_server_is_not_a_flood(lag_seen_first):
+    """The server's loop is held up 8 s (longer than the burst) while a client streams at real
+    time: its audio waits in the socket and is read all at once. None of it is dropped, whether
+    the loop's lag is counted before the first chunk is read or after."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag)
+    assert set(stream(pacer, clock, 10, speed=1.0)) == {pacing.ACCEPT}
+    clock.now += 8.0
+    if lag_seen_first:
+        lag.stalled_s += 8.0
+    verdicts = [pacer.admit(CHUNK)]
+    lag.stalled_s = 8.0
+    verdicts += [pacer.admit(CHUNK) for _ in range(79)]
+    assert set(verdicts) == {pacing.ACCEPT}
+    assert set(stream(pacer, clock, 60, speed=1.0)) == {pacing.ACCEPT}
+
+
+def test_a_stall_credit_expires_and_a_flood_is_still_refused():
+    """The credit for a stall is for the audio that waited during it: a client that sends
+    nothing then and floods later gets the burst and no more."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag)
+    clock.now += 8.0
+    lag.stalled_s = 8.0
+    pacer.admit(CHUNK)  # the credit arrives with this chunk
+    clock.now += 20.0  # and expires while nothing comes
+    verdicts = [pacer.admit(CHUNK) for _ in range(200)]  # 20 s at once
+    accepted = verdicts.count(pacing.ACCEPT)
+    assert accepted <= 5 / 0.1 + 1, accepted
+    assert pacing.FLOOD in verdicts
+
+
+def test_the_loop_lag_adds_up_how_late_the_loop_wakes():
+    import asyncio
+    import time
+
+    from server.pipeline.pacing import LoopLag
+
+    async def scenario():
+        lag = LoopLag(interval_s=0.01, slack_s=0.005)
+        task = asyncio.create_task(lag.run())
+        await asyncio.sleep(0.05)
+        before = lag()
+        time.sleep(0.3)  # the loop is held up
+        while lag() == before:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        return lag() - before
+
+    assert asyncio.run(scenario()) >= 0.3 - 0.01 - 0.005
