@@ -110,6 +110,7 @@ def source_tree(revision: str, into: Path) -> Path:
     archive = subprocess.run(
         ["git", "archive", revision], cwd=ROOT, check=True, capture_output=True
     ).stdout
+    into.mkdir(parents=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
     with contextlib.suppress(FileExistsError):
         (into / ".vendor").symlink_to(ROOT / ".vendor")
