@@ -49,6 +49,12 @@ class Microphone:
         self._spoken = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
+        try:
+            await self._stream(stop)
+        finally:
+            self._spoken.set()  # a `say` in progress is over: nothing more is sent
+
+    async def _stream(self, stop: asyncio.Event) -> None:
         step = len(self._noise)
         start = time.monotonic()
         n = 0
@@ -65,12 +71,12 @@ class Microphone:
             content = base64.b64encode(chunk).decode("ascii")
             await self.client.send({"type": "client.audio", "content": content})
 
-    async def say(self, pcm: bytes) -> float:
-        """Queue `pcm`; returns the time its last chunk left."""
+    async def say(self, pcm: bytes) -> float | None:
+        """Queue `pcm`; returns the time its last chunk left (None: the microphone stopped)."""
         self._spoken.clear()
         self._speech += pcm
         await self._spoken.wait()
-        return time.monotonic()
+        return None if self._speech else time.monotonic()
 
 
 class Tally:
@@ -119,9 +125,11 @@ async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, ta
 
 async def converse_once(client: VoiceClient, mic: Microphone, question: str, tally: Tally,
                         turn_timeout: float) -> None:  # fmt: skip
-    tally.turns += 1
     mark = len(client.received)
     spoken = await mic.say(speak(question) + silence(0.2))
+    if spoken is None:
+        return  # the run ended while it was being said: not a turn
+    tally.turns += 1
     try:
         transcript = await client.wait_for("user.transcript", after=mark, timeout=turn_timeout)
         tally.transcript_ms.append((transcript.at - spoken) * 1000)
