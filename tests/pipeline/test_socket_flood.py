@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
+import time
 
 from layercode_client.protocol import CloseCode
+from server.app import create_app
+from server.config import Settings
 from tests.pipeline.test_conversation import hear_welcome, pipeline_server, say
 from tests.support.aio import run
-from tests.support.speech import speak
+from tests.support.servers import serve
+from tests.support.speech import silence, speak
 from tests.support.voice_client import VoiceClient
 
 FLOOD_S = 60.0
@@ -56,3 +61,33 @@ def test_a_flooding_client_is_refused_and_two_others_are_still_heard(tmp_path):
             assert "time" in heard[0] and "help" in heard[1], heard
 
     run(scenario())
+
+
+def test_a_client_is_not_blamed_for_audio_that_waited_for_a_stalled_server(tmp_path):
+    """The server's event loop is held up longer than the burst allowance while a client
+    streams at real time: its audio waits in the socket and is read all at once. None of it is
+    refused (`audio_too_fast`), and the session goes on: its next question is heard."""
+    app = create_app(Settings(data_dir=tmp_path / "data", tts_engine="espeak"))
+
+    async def scenario(url):
+        async with VoiceClient(url, input_sample_rates=[16000]) as client:
+            await client.connect()
+            await hear_welcome(client)
+            loop = app.state.pipeline._loop_lag_task.get_loop()
+            held = threading.Event()
+
+            def hold_up():  # the server's loop stops for longer than the 5 s burst
+                held.set()
+                time.sleep(7.0)
+
+            loop.call_soon_threadsafe(hold_up)
+            streaming = asyncio.create_task(client.stream(silence(9.0)))
+            await asyncio.to_thread(held.wait)
+            await streaming
+            heard = (await say(client, "What time is it?"))["content"]
+            return heard, client.of_type("error")
+
+    with serve(app) as url:
+        heard, errors = run(scenario(url))
+    assert "time" in heard
+    assert errors == []
