@@ -117,7 +117,7 @@ def _base64_size(content: str) -> int:
     """How many bytes `content` decodes to, if it is base64 (what pacing counts, before the
     decode; invalid base64 is refused by the decode that follows)."""
     size = len(content) // 4 * 3
-    return size - (content[-2:].count("=") if content else 0)
+    return max(0, size - content[-2:].count("="))
 
 
 class Utterance:
