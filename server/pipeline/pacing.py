@@ -16,8 +16,8 @@ is never closed for it; only a sustained excess is.
 The server's own lag is not the client's burst. When this process's event loop is held up (a
 starved CPU, a slow callback), every client's audio waits in its socket and is then read at
 once, and a client streaming at real time looks as if it sent seconds ahead. `LoopLag` adds up
-how late the loop has been; the pacer credits that time back (on top of the burst, expiring at
-real time), so a stall of the server never drops a well-behaved client's audio or closes it
+how late the loop has been; the pacer raises its bucket's top by that time (expiring at real
+time), so a stall of the server never drops a well-behaved client's audio or closes it
 (measured: bench/soak.py on a machine at load average 14 held /health up for 8 s, and every
 session streaming at real time got `audio_too_fast`).
 
@@ -59,6 +59,8 @@ class AudioPacer:
         self.lag = lag  # seconds the server's loop has been held up in total (`LoopLag`)
         self._lag_seen = lag() if lag is not None else 0.0
         self._tokens = self.capacity
+        self._credit = 0.0  # samples the bucket may hold beyond the burst: the server's lag
+        self._clipped = 0.0  # refill the bucket's top cut off lately
         self._overflow = 0.0  # samples dropped, draining at real time
         self._dropping = False
         self._last = clock()
@@ -69,14 +71,7 @@ class AudioPacer:
         now = self.clock()
         elapsed = max(0.0, now - self._last) * self.sample_rate
         self._last = now
-        if self._tokens < self.capacity:
-            self._tokens = min(self.capacity, self._tokens + elapsed)
-        else:  # a credit for the server's lag beyond the burst expires at real time
-            self._tokens = max(self.capacity, self._tokens - elapsed)
-        if self.lag is not None:  # audio that waited for the server, not sent early
-            stalled = self.lag()
-            self._tokens += max(0.0, stalled - self._lag_seen) * self.sample_rate
-            self._lag_seen = stalled
+        self._refill(elapsed)
         self._overflow = max(0.0, self._overflow - elapsed)
         if samples <= self._tokens + 1:  # a sample of slack for the clock's rounding
             self._tokens -= samples
@@ -91,6 +86,30 @@ class AudioPacer:
             self._dropping = True
             return DROP_AND_WARN
         return DROP
+
+    def _refill(self, elapsed: float) -> None:
+        """Refill with the samples of `elapsed` real time, up to the burst plus the server's
+        recent lag. The lag raises the bucket's top, it adds no samples: a client gets back the
+        real time its audio waited for the server, never more (a flooder, its bucket always
+        empty, gains nothing). Both the raise and the record of what the top cut off expire at
+        real time; when the lag is learnt only after the refill it was for (the loop's tick runs
+        after the first frames read), what the top cut off is given back."""
+        self._credit = max(0.0, self._credit - elapsed)
+        self._clipped = max(0.0, self._clipped - elapsed)
+        fresh = 0.0
+        if self.lag is not None:
+            stalled = self.lag()
+            fresh = max(0.0, stalled - self._lag_seen) * self.sample_rate
+            self._lag_seen = stalled
+        self._credit += fresh
+        top = self.capacity + self._credit
+        tokens = self._tokens + elapsed
+        if tokens > top:
+            self._clipped += min(elapsed, tokens - top)
+            tokens = top
+        restored = min(fresh, self._clipped)
+        self._clipped -= restored
+        self._tokens = tokens + restored
 
 
 class LoopLag:

@@ -178,3 +178,17 @@ def test_a_busy_loop_is_not_a_held_up_loop():
     assert lag() == 0.0
     lag.woke(late=3.0)
     assert lag() == 3.0
+
+
+def test_a_flooder_gains_nothing_from_the_servers_hold_ups():
+    """A client sending 3x real time while the server is held up 1 s in every 2: it is
+    admitted the burst plus real time, as without the hold-ups, and still closed."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag, flood_s=1000)
+    accepted = 0
+    for tick in range(600):  # 60 s in 100 ms steps, 3 chunks each
+        clock.now += 0.1
+        if tick % 20 == 10:
+            lag.stalled_s += 1.0
+        accepted += [pacer.admit(CHUNK) for _ in range(3)].count(pacing.ACCEPT)
+    assert accepted * 0.1 <= 5 + 60 + 0.2, accepted
