@@ -111,6 +111,11 @@ class ServerProcess:
         pages = self._summed("statm", lambda statm: int(statm.split()[1]))
         return pages * PAGE / 2**20
 
+    def own_rss_mib(self) -> float:
+        """The server process alone, without its speech-recogniser workers."""
+        statm = Path(f"/proc/{self.process.pid}/statm").read_text()
+        return int(statm.split()[1]) * PAGE / 2**20
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)

@@ -10,8 +10,9 @@ answer, "play" it for its length and report it played, pause, ask again.
 
 Reported: turns spoken and dropped (no final transcript or no answer within `--turn-timeout`),
 errors (any `error` message, any connection closed by the server or failing), and the server's
-RSS after the warm-up (`--warmup` seconds: the recogniser pool grows to the load once) and at
-the end of the run, with the samples between. Goal (issue 11): 0 dropped, 0 errors, end RSS
+RSS after the warm-up (at least `--warmup` seconds and as many answered turns as talkers: the
+recogniser pool grows to the load once, and native arenas to their working size) and at the
+end of the run, with the samples between. Goal (issue 11): 0 dropped, 0 errors, end RSS
 within 10% of after warm-up.
 
     ./dev bench soak [--sessions 50] [--talkers 10] [--minutes 2] [--warmup 30] [--ramp 10]
@@ -82,6 +83,7 @@ class Microphone:
 class Tally:
     def __init__(self) -> None:
         self.turns = 0
+        self.answered = 0
         self.dropped: list[str] = []
         self.errors: list[str] = []
         self.transcript_ms: list[float] = []
@@ -118,8 +120,8 @@ async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, ta
         for item in client.received:
             if item.type == "error":
                 tally.errors.append(f"error message: {item.message}")
-        if client.close_code is not None:
-            tally.errors.append(f"closed by the server: {client.close_code} {client.close_reason}")
+        if client.close_code is not None:  # by the server, or by the client's own pings
+            tally.errors.append(f"connection closed: {client.close_code} {client.close_reason}")
         await client.close()
 
 
@@ -137,6 +139,7 @@ async def converse_once(client: VoiceClient, mic: Microphone, question: str, tal
     except TimeoutError as error:
         tally.dropped.append(f"{question!r}: {error}"[:200])
         return
+    tally.answered += 1
     turn_id = end.message["turn_id"]
     await asyncio.sleep(len(client.audio_of_turn(turn_id)) / 32000)  # it "plays"
     await client.send({"type": "trigger.response.audio.replay_finished", "reason": "completed"})
@@ -162,7 +165,7 @@ async def soak(server: ServerProcess, args) -> dict:
         for n in range(args.sessions)
     ]
     started = time.monotonic()
-    samples: list[tuple[float, float]] = []  # (seconds since start, RSS MiB)
+    samples: list[tuple] = []  # (seconds since start, RSS MiB, its own, processes)
     health_ms: list[float] = []  # how long /health takes: the server's event loop's lag
     warm_rss = None
     while time.monotonic() - started < args.minutes * 60:
@@ -172,12 +175,13 @@ async def soak(server: ServerProcess, args) -> dict:
             await http.get(f"{server.url}/health", timeout=60)
         health_ms.append((time.monotonic() - asked) * 1000)
         at = time.monotonic() - started
-        samples.append((at, server.rss_mib()))
-        if warm_rss is None and at >= args.warmup:
+        samples.append((at, server.rss_mib(), server.own_rss_mib(), len(server._processes())))
+        if warm_rss is None and at >= args.warmup and tally.answered >= talkers:
             warm_rss = samples[-1][1]
         print(f"  {at:5.0f} s: {len(opened)} connected, {tally.turns} turns, "
               f"{len(tally.dropped)} dropped, {len(tally.errors)} errors, "
-              f"server RSS {samples[-1][1]:.0f} MiB, /health {health_ms[-1]:.0f} ms",
+              f"server RSS {samples[-1][1]:.0f} MiB (its own {samples[-1][2]:.0f}, "
+              f"{samples[-1][3]} processes), /health {health_ms[-1]:.0f} ms",
               flush=True)  # fmt: skip
     end_rss = server.rss_mib()
     stop.set()
