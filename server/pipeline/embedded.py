@@ -27,6 +27,7 @@ from .connections import Connections
 from .echo import EchoSettings
 from .endpointing import SmartTurn
 from .session import InterruptionSettings, PipelineServices
+from .speculation import speculation_enabled
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
@@ -57,6 +58,9 @@ class EmbeddedPipeline:
         self.pacing = Pacing(lead_s=settings.playback_lead_s)
         self.echo_settings = EchoSettings(
             enabled=settings.echo_defence, max_delay_s=settings.echo_max_delay_ms / 1000
+        )
+        self.speculative = speculation_enabled(
+            settings.speculative_answers, external_agent=bool(settings.agent_webhook_url)
         )
         self.on_turn_timings = None  # benchmarks and tests listen here
         self._agents: dict[str, WebhookAgent] = {}
@@ -132,6 +136,7 @@ class EmbeddedPipeline:
             audio_flood_s=self.settings.audio_flood_s,
             queued_messages=self.settings.max_queued_messages,
             on_turn_timings=self.on_turn_timings,
+            speculative=self.speculative,
         )
 
 

@@ -16,6 +16,10 @@ in a thread and applied by the first `feed` after it is ready (`model_wait=False
 loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
 moment it resolves, with `feed(b"")`).
 
+A pause of `pause_ms` inside a turn is reported (`SpeechPaused`, once per pause) and, if the
+voice comes back before the turn ends, so is that (`SpeechResumed`): the session starts a
+speculative answer at the pause and cancels it when the user goes on (speculation.py).
+
 Times are stream seconds: samples fed so far / 16000. `SpeechEnded.speech_end_s` is where the
 voice stopped, not when the silence timer ran out, so latency is measured from the user's
 last sound.
@@ -58,6 +62,7 @@ class TurnSettings:
     model_threshold: float = 0.9  # probability of "finished" above which the turn ends
     max_silence_ms: int = 1000  # with the model: silence that ends a turn whatever it said
     model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
+    pause_ms: int = 160  # silence reported as a pause (SpeechPaused) before the turn ends
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -86,11 +91,23 @@ class SpeechAudio:
 
 
 @dataclass
+class SpeechPaused:
+    """`pause_ms` of silence inside a turn that has not ended (yet)."""
+
+    speech_end_s: float
+
+
+@dataclass
+class SpeechResumed:
+    """The voice came back after a `SpeechPaused`: the turn goes on."""
+
+
+@dataclass
 class SpeechEnded:
     speech_end_s: float
 
 
-Event = SpeechStarted | SpeechAudio | SpeechEnded
+Event = SpeechStarted | SpeechAudio | SpeechPaused | SpeechResumed | SpeechEnded
 
 
 class TurnDetector:
@@ -121,6 +138,7 @@ class TurnDetector:
         self._silent_frames = 0
         self._last_voice_end_s = 0.0
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
+        self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = False  # the model was asked during the current pause
         self._decision: Future | None = None  # its answer, while the pause lasts
 
@@ -170,6 +188,12 @@ class TurnDetector:
                     self._turn_audio = bytearray(preroll)
                     events.append(SpeechStarted(preroll=preroll, start_s=round(start_s, 3)))
                 continue
+            if voiced and self._paused:  # the user went on, from this frame
+                self._paused = False
+                if audio:
+                    events.append(SpeechAudio(bytes(audio)))
+                    audio.clear()
+                events.append(SpeechResumed())
             audio += frame
             if voiced:
                 self._silent_frames = 0
@@ -183,6 +207,12 @@ class TurnDetector:
                 events.append(SpeechAudio(bytes(audio)))
                 audio.clear()
                 events += self._end()
+            elif not voiced and not self._paused and self._silent_frames * s.frame_ms >= s.pause_ms:
+                self._paused = True
+                if audio:
+                    events.append(SpeechAudio(bytes(audio)))
+                    audio.clear()
+                events.append(SpeechPaused(speech_end_s=round(self._last_voice_end_s, 3)))
         if audio:
             events.append(SpeechAudio(bytes(audio)))
         return events
@@ -235,6 +265,7 @@ class TurnDetector:
         self._silent_frames = 0
         self._turn_audio = bytearray()
         self._asked, self._decision = False, None
+        self._paused = False
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
 
     def force_end(self) -> list[SpeechEnded]:

@@ -8,6 +8,8 @@ import pytest
 from server.pipeline.turns import (
     SpeechAudio,
     SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     TurnDetector,
     TurnSettings,
@@ -29,13 +31,17 @@ def run(pcm: bytes, chunk: int = 3200, settings: TurnSettings | None = None) -> 
     return events
 
 
+def boundaries(events: list) -> list[type]:
+    """The kinds of turn boundary in `events` (pauses inside a turn left out)."""
+    return [type(e) for e in events if isinstance(e, (SpeechStarted, SpeechEnded))]
+
+
 VADS = pytest.mark.parametrize("vad", ["webrtc", "silero"])
 
 
 def one_turn(events: list) -> tuple[SpeechStarted, SpeechEnded]:
     """The start and end of the only turn in `events` (asserting there is exactly one)."""
-    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
-    assert kinds == [SpeechStarted, SpeechEnded]
+    assert boundaries(events) == [SpeechStarted, SpeechEnded]
     started = next(e for e in events if isinstance(e, SpeechStarted))
     ended = next(e for e in events if isinstance(e, SpeechEnded))
     return started, ended
@@ -101,7 +107,7 @@ def test_with_silero_a_question_over_hum_is_one_turn_with_its_edges():
 def test_two_utterances_apart_are_two_turns(vad):
     pcm = silence(0.5) + speak("What time is it?") + silence(1.0) + speak("Thank you.")
     events = run(pcm + silence(1.0), settings=TurnSettings(vad=vad))
-    assert [type(e) for e in events if not isinstance(e, SpeechAudio)] == [
+    assert boundaries(events) == [
         SpeechStarted,
         SpeechEnded,
         SpeechStarted,
@@ -234,6 +240,23 @@ def test_without_waiting_the_answer_is_applied_by_a_later_feed():
     assert decision.result(timeout=30) is True
     (ended,) = detector.feed(b"")
     assert isinstance(ended, SpeechEnded) and not detector.in_speech
+
+
+def test_a_pause_inside_a_turn_is_reported_and_so_is_the_voice_coming_back():
+    """What speculative answers start and cancel on: pause_ms of silence inside the turn, then
+    voice again; a finished question pauses, then ends once the model has answered."""
+    pcm, _ = with_pause(HESITATIONS[0], 0.6)
+    events = run(silence(0.4) + pcm + silence(1.5), chunk=640, settings=MODEL)
+    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    assert kinds[:3] == [SpeechStarted, SpeechPaused, SpeechResumed], kinds
+    assert kinds[-1] is SpeechEnded and kinds.count(SpeechEnded) == 1
+    pause = next(e for e in events if isinstance(e, SpeechPaused))
+    assert pause.speech_end_s < 0.4 + voiced_span(pcm)[1] - 0.5  # the hesitation, not the end
+
+    settings = TurnSettings(end_model="smart-turn")  # the model answers later, in its thread
+    events = run(silence(0.4) + speak("What time is it?") + silence(0.2), 640, settings)
+    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    assert kinds == [SpeechStarted, SpeechPaused]
 
 
 def test_an_unknown_end_model_or_vad_is_refused():

@@ -1,0 +1,70 @@
+"""Speculative answers: the agent starts on the user's words at a pause, before the turn is over.
+
+The endpointer's wait (a silence long enough to be sure, or the turn-end model's answer) is the
+largest part of voice-to-voice latency, and the agent's first audio (webhook, then the first
+sentence's synthesis) follows it. At the first short pause (`TurnSettings.pause_ms`) the
+session takes the interim transcript; if it looks like a whole utterance (`looks_complete`),
+it calls the agent at once with a `message` marked `speculative: true` and synthesises the
+first sentence, sending nothing (a SPECULATING `AgentTurn`, agent_turn.py). Then:
+
+- the turn ends with the same words (`same_words`): the answer is released and its first audio
+  goes out at once — the webhook and the first synthesis were done during the silence;
+- the user goes on, or the final transcript differs: the turn is cancelled as a unit (nothing
+  of it reached the client or the history) and the agent is sent `message.cancel` with the
+  speculative message's `turn_id`; a differing transcript is then answered as usual.
+
+It costs an agent one extra webhook call (and its model's tokens) per abandoned speculation,
+and one `message.cancel`; `SPECULATIVE_ANSWERS` is `auto` by default: on for the built-in demo
+agent, off for an external one unless set to `on` (docs/protocol.md §4, README).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MODES = ("auto", "on", "off")
+
+# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted.
+_OPEN_ENDINGS = frozenset({
+    "a", "an", "the", "and", "or", "but", "so", "because", "if", "than", "whose", "to", "of",
+    "for", "from", "with", "without", "about", "at", "by", "into", "onto", "as", "my", "your",
+    "his", "her", "its", "our", "their", "these", "those", "some", "every", "very", "um", "uh",
+    "er", "erm", "hmm",
+})  # fmt: skip
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def words_of(text: str) -> list[str]:
+    """Lower-case words without punctuation: how two transcripts are compared."""
+    return _WORD.findall(text.lower())
+
+
+def looks_complete(text: str) -> bool:
+    """Do these words (an interim transcript at a pause) look like a whole utterance?
+
+    A cheap check on the text; the audio's own judgement is the turn-end model's, which still
+    decides when the turn ends. Single words and trailing function words are not speculated on.
+    """
+    words = words_of(text)
+    return len(words) >= 2 and words[-1] not in _OPEN_ENDINGS
+
+
+def same_words(a: str, b: str) -> bool:
+    return words_of(a) == words_of(b)
+
+
+def speculation_enabled(mode: str, external_agent: bool) -> bool:
+    """`auto`: on only for the built-in demo agent (an external agent pays for each call)."""
+    if mode not in MODES:
+        raise ValueError(f"speculative answers must be one of {MODES}, not {mode!r}")
+    return mode == "on" or (mode == "auto" and not external_agent)
+
+
+@dataclass
+class Speculation:
+    """A speculative agent turn and the words of the user turn it answers."""
+
+    user_turn: object  # the session's UserTurn
+    text: str
+    agent: object  # the SPECULATING AgentTurn
