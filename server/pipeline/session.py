@@ -671,6 +671,7 @@ class PipelineSession:
         agent = self.agent_turn
         held = agent is not None and agent.state is AgentState.HELD
         if held and not self._enough_words(len(text.split())):
+            await self._drop_speculation("a false interruption")  # none is made while held
             self.log.info("false interruption (%r): the agent goes on", text,
                           extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
             self._spawn(self._resume_after_window(agent, turn), "resume-agent")
