@@ -8,6 +8,10 @@ Two sets of synthetic speech (Piper; no recorded speech offline), from tests/sup
 - 24 sentences with a hesitation inside (a comma where the voice pauses), the pause made 300,
   450 and 600 ms long: a cut-off is a turn that ended inside the pause.
 
+The detector is told the transcript as an ideal recogniser would (the words before the pause
+during it, the whole sentence after): the text veto (turns.py) reads it. The real recogniser's
+interim transcript lags and errs; bench/latency.py runs it for real.
+
 Audio goes through the real `TurnDetector` 20 ms at a time. The model's wall time here is
 inflated by other work on the machine, so a second p50 counts its CPU time instead (its thread's
 own CPU time: what it costs when it has a core to itself). The model's answers are computed
@@ -55,10 +59,15 @@ remembered_probability.last = None
 endpointing.SmartTurn.probability = remembered_probability
 
 
-def turns_of(pcm: bytes, settings: TurnSettings) -> list[dict]:
+def turns_of(pcm: bytes, settings: TurnSettings, hints=()) -> list[dict]:
+    """`hints`: (stream second, transcript) — the interim transcript the detector is told from
+    that second on (an ideal recogniser: the words spoken so far, at once)."""
     detector = TurnDetector(settings)
     found, asked = [], (0.0, 0.0)
+    hints = list(hints)
     for offset in range(0, len(pcm), FRAME):
+        while hints and hints[0][0] <= offset / 2 / RATE:
+            detector.hint(hints.pop(0)[1])
         remembered_probability.last = None
         events = detector.feed(pcm[offset : offset + FRAME])
         asked = remembered_probability.last or asked
@@ -81,6 +90,7 @@ def turns_of(pcm: bytes, settings: TurnSettings) -> list[dict]:
 def modes(thresholds: list[float], asks: list[int]) -> dict[str, TurnSettings]:
     chosen = {"timer 400 ms (today)": TurnSettings()}
     chosen["Silero VAD + timer 400 ms"] = TurnSettings(vad="silero")
+    alone = {"second_look_ms": 0, "text_veto": False}  # the model alone, asked once
     for ask in asks:
         for threshold in thresholds:
             chosen[f"model > {threshold:g} at {ask} ms"] = TurnSettings(
@@ -88,10 +98,19 @@ def modes(thresholds: list[float], asks: list[int]) -> dict[str, TurnSettings]:
                 model_wait=True,
                 model_threshold=threshold,
                 model_silence_ms=ask,
+                **alone,
             )
-    chosen[f"Silero VAD + model > 0.9 at {asks[0]} ms (server default)"] = TurnSettings(
-        vad="silero", end_model="smart-turn", model_wait=True, model_silence_ms=asks[0]
+    silero_model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
+    chosen[f"Silero + model > 0.9 at {asks[0]} ms (previous default)"] = TurnSettings(
+        model_silence_ms=asks[0], **silero_model, **alone
     )
+    chosen["... + second look at 450 ms"] = TurnSettings(
+        model_silence_ms=asks[0], **silero_model, text_veto=False
+    )
+    chosen["... + text veto (words so far)"] = TurnSettings(
+        model_silence_ms=asks[0], **silero_model, second_look_ms=0
+    )
+    chosen["... + both (server default)"] = TurnSettings(model_silence_ms=asks[0], **silero_model)
     return chosen
 
 
@@ -99,16 +118,17 @@ def measure(settings: TurnSettings, pauses: list[float]) -> dict:
     waits, free, early = [], [], 0
     for text in ASKED:
         speech = speak(text)
-        turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings)
+        turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings, [(0, text)])
         waits.append(turns[-1]["endpointing_ms"] if turns else float("nan"))
         free.append(turns[-1]["endpointing_free_core_ms"] if turns else float("nan"))
         early += bool(turns) and turns[-1]["by_model"]
     cut, cases = [], 0
     for text in PAUSED:
         for pause in pauses:
-            pcm, _ = with_pause(text, pause)
+            pcm, pause_at = with_pause(text, pause)
             last_voice = LEAD_S + voiced_span(pcm)[1]
-            turns = turns_of(silence(LEAD_S) + pcm + silence(TAIL_S), settings)
+            said = [(0, text.split(",")[0]), (LEAD_S + pause_at + pause, text)]
+            turns = turns_of(silence(LEAD_S) + pcm + silence(TAIL_S), settings, said)
             cases += 1
             if any(t["speech_end_s"] < last_voice - 0.15 for t in turns):
                 cut.append([text, pause])

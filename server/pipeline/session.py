@@ -388,7 +388,7 @@ class PipelineSession:
     def _watch_decision(self) -> None:
         """The turn-end model answers in a thread (turns.py): act on its answer the moment it
         comes, not when the next chunk of audio arrives (up to a chunk, ~100 ms, later)."""
-        decision = getattr(self.detector, "pending_decision", None)
+        decision = self.detector.pending_decision
         if decision is None or decision is self._watched_decision:
             return
         self._watched_decision = decision
@@ -572,6 +572,7 @@ class PipelineSession:
             return
         turn.interim_counter += 1
         turn.words = len(text.split())
+        self.detector.hint(text)  # words that cannot end a sentence overrule the turn-end model
         self.outbox.put(
             p.UserTranscriptInterimDelta(
                 content=text, turn_id=turn.turn_id, delta_counter=turn.interim_counter

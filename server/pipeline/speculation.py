@@ -25,12 +25,13 @@ from dataclasses import dataclass
 
 MODES = ("auto", "on", "off")
 
-# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted.
+# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted,
+# and the turn-end model's "finished" after them is overruled (turns.py).
 _OPEN_ENDINGS = frozenset({
     "a", "an", "the", "and", "or", "but", "so", "because", "if", "than", "whose", "to", "of",
     "for", "from", "with", "without", "about", "at", "by", "into", "onto", "as", "my", "your",
     "his", "her", "its", "our", "their", "these", "those", "some", "every", "very", "um", "uh",
-    "er", "erm", "hmm",
+    "er", "erm", "hmm", "near", "is", "are", "was", "were", "am",
 })  # fmt: skip
 _WORD = re.compile(r"[a-z0-9']+")
 
@@ -38,6 +39,12 @@ _WORD = re.compile(r"[a-z0-9']+")
 def words_of(text: str) -> list[str]:
     """Lower-case words without punctuation: how two transcripts are compared."""
     return _WORD.findall(text.lower())
+
+
+def ends_open(text: str) -> bool:
+    """Do these words end on one an utterance seldom ends on ("a table for")?"""
+    words = words_of(text)
+    return bool(words) and words[-1] in _OPEN_ENDINGS
 
 
 def looks_complete(text: str) -> bool:

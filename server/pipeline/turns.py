@@ -10,7 +10,11 @@ kept as pre-roll so the recogniser hears the first syllable.
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked once per pause, at
 `model_silence_ms` of silence, whether the turn sounds finished: if so the turn ends there; if
 not, the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper bound,
-longer than a hesitation). `end_model="off"` is the fixed timer alone. The model's answer is
+longer than a hesitation). If it said no, it is asked once more at `second_look_ms` (450 ms: a
+finished "Thank you very much." the model doubts at 160 ms it is sure of by then). Its "finished"
+is overruled while the interim transcript (`hint`) ends on a word a sentence seldom ends on
+("a table for", "the", "is": `text_veto`), so a hesitation the intonation hides is still waited
+through. `end_model="off"` is the fixed timer alone. The model's answer is
 waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
 in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
 loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
@@ -36,6 +40,7 @@ import webrtcvad
 
 from .audio import RATE, rms
 from .endpointing import WINDOW_S, SmartTurn
+from .speculation import ends_open
 from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
@@ -63,6 +68,8 @@ class TurnSettings:
     max_silence_ms: int = 1000  # with the model: silence that ends a turn whatever it said
     model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
     pause_ms: int = 160  # silence reported as a pause (SpeechPaused) before the turn ends
+    second_look_ms: int = 450  # with the model: asked again at this silence (0: never)
+    text_veto: bool = True  # with the model: words ending open ("for", "the") overrule it
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -139,7 +146,8 @@ class TurnDetector:
         self._last_voice_end_s = 0.0
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
-        self._asked = False  # the model was asked during the current pause
+        self._asked = 0  # times the model was asked during the current pause
+        self._words_open = False  # the transcript so far ends on a word that cannot end it
         self._decision: Future | None = None  # its answer, while the pause lasts
 
     @property
@@ -198,7 +206,7 @@ class TurnDetector:
             if voiced:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
-                self._asked, self._decision = False, None  # the user went on
+                self._asked, self._decision = 0, None  # the user went on
             else:
                 self._silent_frames += 1
             if self._model is not None:
@@ -231,8 +239,9 @@ class TurnDetector:
             return silent_ms >= s.end_silence_ms
         if silent_ms >= s.max_silence_ms:
             return True
-        if silent_ms >= s.model_silence_ms and not self._asked:
-            self._asked = True
+        second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
+        if (silent_ms >= s.model_silence_ms and not self._asked) or (self._asked == 1 and second):
+            self._asked += 1
             self._decision = self._ask(bytes(self._turn_audio))
         return self._decided_finished()
 
@@ -247,7 +256,15 @@ class TurnDetector:
         if error is not None:
             log.warning("the turn-end model failed (the silence timer decides): %s", error)
             return False
+        if decision.result() and self._words_open and self.settings.text_veto:
+            log.debug("the model heard an end, but the words so far cannot end a sentence")
+            return False
         return bool(decision.result())
+
+    def hint(self, transcript: str) -> None:
+        """The latest interim transcript of the turn: words that cannot end a sentence ("a
+        table for") overrule the model's "finished" (`text_veto`); the fallback decides."""
+        self._words_open = ends_open(transcript)
 
     def _ask(self, pcm: bytes) -> Future:
         model = self._model
@@ -264,8 +281,9 @@ class TurnDetector:
         self._in_speech = False
         self._silent_frames = 0
         self._turn_audio = bytearray()
-        self._asked, self._decision = False, None
+        self._asked, self._decision = 0, None
         self._paused = False
+        self._words_open = False
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
 
     def force_end(self) -> list[SpeechEnded]:

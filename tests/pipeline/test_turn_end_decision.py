@@ -4,6 +4,7 @@ it comes, not when the next chunk of audio happens to arrive."""
 from __future__ import annotations
 
 from concurrent.futures import Future
+from typing import ClassVar
 
 from server.pipeline.turns import SpeechEnded
 from tests.support.aio import run
@@ -13,7 +14,7 @@ from tests.support.session_runner import SILENCE, FakeDetector, SessionRunner, S
 class DecidingDetector(FakeDetector):
     """The first silent chunk after speech asks a "model" whose answer the test gives."""
 
-    asked: list[Future] = []
+    asked: ClassVar[list[Future]] = []
 
     def __init__(self, settings=None):
         super().__init__(settings)

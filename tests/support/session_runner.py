@@ -149,9 +149,14 @@ class FakeRecognizerPool:
 class FakeDetector:
     """Speech is a chunk of non-zero samples; the first silent chunk after it ends the turn."""
 
+    pending_decision = None  # no turn-end model
+
     def __init__(self, settings: TurnSettings | None = None):
         self.in_speech = False
         self.fed = 0
+
+    def hint(self, transcript: str) -> None:
+        pass
 
     def feed(self, pcm: bytes):
         self.fed += len(pcm) // 2
