@@ -218,7 +218,7 @@ def test_words_that_cannot_end_a_sentence_overrule_the_models_second_look():
 
 
 def test_a_second_look_ends_what_the_model_doubted_at_the_first_short_silence():
-    """"Thank you very much." sounds unfinished to the model at 160 ms, finished at 450 ms:
+    """ "Thank you very much." sounds unfinished to the model at 160 ms, finished at 450 ms:
     the turn ends then, not at the 1 s fallback."""
     pcm = silence(0.4) + speak("Thank you very much.") + silence(1.5)
     (turn,) = ends(pcm, MODEL, hint="thank you very much")
