@@ -11,10 +11,12 @@ With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked once 
 `model_silence_ms` of silence, whether the turn sounds finished: if so the turn ends there; if
 not, the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper bound,
 longer than a hesitation). If it said no, it is asked once more at `second_look_ms` (450 ms: a
-finished "Thank you very much." the model doubts at 160 ms it is sure of by then). Its "finished"
-is overruled while the interim transcript (`hint`) ends on a word a sentence seldom ends on
-("a table for", "the", "is": `text_veto`), so a hesitation the intonation hides is still waited
-through. `end_model="off"` is the fixed timer alone. The model's answer is
+finished "Thank you very much." the model doubts at 160 ms it is sure of by then). That second
+"finished" is overruled while the interim transcript (`hint`) ends on a word a sentence seldom
+ends on ("a table for", "the", "is": `text_veto`), so a long hesitation is still waited
+through. Only the second: at 160 ms pocketsphinx's interim transcript still lags the voice by a
+word or so ("what is the date to"), and would veto finished questions; by 450 ms it has caught
+up (measured on Piper speech). `end_model="off"` is the fixed timer alone. The model's answer is
 waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
 in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
 loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
@@ -67,9 +69,9 @@ class TurnSettings:
     model_threshold: float = 0.9  # probability of "finished" above which the turn ends
     max_silence_ms: int = 1000  # with the model: silence that ends a turn whatever it said
     model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
-    pause_ms: int = 160  # silence reported as a pause (SpeechPaused) before the turn ends
+    pause_ms: int = 300  # silence reported as a pause (SpeechPaused) before the turn ends
     second_look_ms: int = 450  # with the model: asked again at this silence (0: never)
-    text_veto: bool = True  # with the model: words ending open ("for", "the") overrule it
+    text_veto: bool = True  # words ending open ("for", "the") overrule the second look
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -256,14 +258,16 @@ class TurnDetector:
         if error is not None:
             log.warning("the turn-end model failed (the silence timer decides): %s", error)
             return False
-        if decision.result() and self._words_open and self.settings.text_veto:
+        second_look = self._asked >= 2  # the transcript has caught up with the voice by then
+        if decision.result() and second_look and self._words_open and self.settings.text_veto:
             log.debug("the model heard an end, but the words so far cannot end a sentence")
             return False
         return bool(decision.result())
 
     def hint(self, transcript: str) -> None:
         """The latest interim transcript of the turn: words that cannot end a sentence ("a
-        table for") overrule the model's "finished" (`text_veto`); the fallback decides."""
+        table for") overrule the model's second "finished" (`text_veto`); the fallback
+        decides."""
         self._words_open = ends_open(transcript)
 
     def _ask(self, pcm: bytes) -> Future:

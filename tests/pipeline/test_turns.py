@@ -281,7 +281,8 @@ def test_a_pause_inside_a_turn_is_reported_and_so_is_the_voice_coming_back():
     pause = next(e for e in events if isinstance(e, SpeechPaused))
     assert pause.speech_end_s < 0.4 + voiced_span(pcm)[1] - 0.5  # the hesitation, not the end
 
-    settings = TurnSettings(end_model="smart-turn")  # the model answers later, in its thread
+    # The model answers later, in its thread: the pause is reported meanwhile.
+    settings = TurnSettings(end_model="smart-turn", pause_ms=160)
     events = run(silence(0.4) + speak("What time is it?") + silence(0.2), 640, settings)
     kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
     assert kinds == [SpeechStarted, SpeechPaused]
