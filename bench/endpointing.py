@@ -19,7 +19,7 @@ once per distinct audio and reused across thresholds (same audio, same answer), 
 sweep costs no more than one pass. Ran on a shared 2-core machine: model times are under
 contention.
 
-    python bench/endpointing.py [--thresholds 0.5,0.7,0.9] [--pauses 0.3,0.45,0.6]
+    python bench/endpointing.py [--thresholds 0.5,0.7,0.9] [--pauses 0.3,0.45,0.6] [--modes ...]
 """
 
 from __future__ import annotations
@@ -150,13 +150,17 @@ def main() -> None:
     parser.add_argument("--thresholds", default="0.5,0.8,0.9")
     parser.add_argument("--asks", default="160", help="silences (ms) at which to ask the model")
     parser.add_argument("--pauses", default="0.3,0.45,0.6")
+    parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     args = parser.parse_args()
     thresholds = [float(t) for t in args.thresholds.split(",")]
     pauses = [float(p) for p in args.pauses.split(",")]
     endpointing.SmartTurn().warm()
     results = {}
     asks = [int(a) for a in args.asks.split(",")]
+    wanted = [w for w in args.modes.split(",") if w]
     for name, settings in modes(thresholds, asks).items():
+        if wanted and not any(w in name for w in wanted):
+            continue
         results[name] = measure(settings, pauses)
         print(f"  {name}: {results[name]['endpointing_p50_ms']:.0f} ms, "
               f"{results[name]['cut_off']} cut off")  # fmt: skip
