@@ -44,6 +44,7 @@ QUESTIONS = [
     "What is the date today?",
     "Thank you very much.",
 ]
+START_TIMEOUT_S = 300  # loading the models takes minutes on a loaded machine
 LEAD_S = 0.5
 TAIL_S = 1.5
 SPLIT = ("endpointing_ms", "transcript_ms", "webhook_ms", "tts_first_audio_ms", "after_endpoint_ms")
@@ -91,7 +92,7 @@ def run_engine(mode: str, turns: int) -> list[dict]:
         settings = Settings(
             tts_engine=engine, data_dir=Path(data), speculative_answers=speculative or "auto"
         )
-        with serve(create_app(settings)) as url:
+        with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
             print(f"\n{mode}: {turns} turns streamed in real time")
             return asyncio.run(measure(url, turns))
 
@@ -137,7 +138,7 @@ def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
         wav = write_wav(Path(data) / "questions.wav", loop, 16000)
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
         settings = Settings(data_dir=Path(data), speculative_answers=speculative)
-        with serve(create_app(settings)) as url:
+        with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
             page = browser.new_page()
             page.add_init_script(PLAYBACK_PROBE)
             page.on("websocket", watch)
