@@ -5,8 +5,11 @@ microphone does, over a real WebSocket, and times the first `response.audio` of 
 from the moment the speech in its input ended. The server's own per-turn split (endpointing
 wait, final transcript, webhook first event, first TTS chunk) comes with each `response.end`.
 
-Side by side in the same run: the Piper voice (the default) and espeak-ng (the light engine),
-against the targets p50 ≤ 700 ms of which ≤ 150 ms after endpointing.
+Side by side in the same run: the Piper voice (the default) with speculative answers (the
+default for the demo agent: the agent is asked and the first sentence made at the first pause,
+speculation.py) and without them (`SPECULATIVE_ANSWERS=off`, the previous behaviour), and
+espeak-ng (the light engine), against the targets p50 ≤ 700 ms of which ≤ 150 ms after
+endpointing. `speculated` counts the answers that went out speculatively.
 
 Then (b), played in the browser: the demo page in Chromium with the questions as its fake
 microphone. The server reports, on each `response.end`, when the user's voice stopped
@@ -14,7 +17,9 @@ microphone. The server reports, on each `response.end`, when the user's voice st
 audio to the player worklet (`Date.now()`), to which the AudioContext's own reported output
 latency is added. Same machine, same clock.
 
-    python bench/latency.py [--turns 20] [--engines piper,espeak] [--browser-turns 20]
+    python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
+
+(`engine:off` runs the engine with SPECULATIVE_ANSWERS=off.)
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ QUESTIONS = [
     "What is the date today?",
     "Thank you very much.",
 ]
+START_TIMEOUT_S = 300  # loading the models takes minutes on a loaded machine
 LEAD_S = 0.5
 TAIL_S = 1.5
 SPLIT = ("endpointing_ms", "transcript_ms", "webhook_ms", "tts_first_audio_ms", "after_endpoint_ms")
@@ -80,11 +86,14 @@ async def measure(url: str, turns: int) -> list[dict]:
         return results
 
 
-def run_engine(engine: str, turns: int) -> list[dict]:
+def run_engine(mode: str, turns: int) -> list[dict]:
+    engine, _, speculative = mode.partition(":")
     with tempfile.TemporaryDirectory() as data:
-        settings = Settings(tts_engine=engine, data_dir=Path(data))
-        with serve(create_app(settings)) as url:
-            print(f"\n{engine}: {turns} turns streamed in real time")
+        settings = Settings(
+            tts_engine=engine, data_dir=Path(data), speculative_answers=speculative or "auto"
+        )
+        with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
+            print(f"\n{mode}: {turns} turns streamed in real time")
             return asyncio.run(measure(url, turns))
 
 
@@ -104,7 +113,7 @@ MessagePort.prototype.postMessage = function (data, ...rest) {
 """
 
 
-def browser_turns(turns: int) -> list[dict]:
+def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
     """Voice-to-voice to the moment the page starts playing the answer."""
     from playwright.sync_api import sync_playwright
 
@@ -128,7 +137,8 @@ def browser_turns(turns: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as data, sync_playwright() as playwright:
         wav = write_wav(Path(data) / "questions.wav", loop, 16000)
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
-        with serve(create_app(Settings(data_dir=Path(data)))) as url:
+        settings = Settings(data_dir=Path(data), speculative_answers=speculative)
+        with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
             page = browser.new_page()
             page.add_init_script(PLAYBACK_PROBE)
             page.on("websocket", watch)
@@ -166,22 +176,25 @@ def summary(results: list[dict]) -> dict:
     figures = {"voice_to_voice_ms": [r[key] for r in results]}
     for name in SPLIT:
         figures[name] = [r[name] for r in results if name in r]
-    return {name: {"p50": median(v), "p95": p95(v)} for name, v in figures.items()}
+    out = {name: {"p50": median(v), "p95": p95(v)} for name, v in figures.items()}
+    out["speculated"] = {"p50": sum("speculative_ms" in r for r in results), "p95": len(results)}
+    return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
-    parser.add_argument("--engines", default="piper,espeak")
+    parser.add_argument("--engines", default="piper,piper:off,espeak")
     parser.add_argument("--browser-turns", type=int, default=20)
+    parser.add_argument("--browser-modes", default="auto,off", help="SPECULATIVE_ANSWERS values")
     args = parser.parse_args()
 
     runs = {engine: run_engine(engine, args.turns) for engine in args.engines.split(",")}
-    if args.browser_turns:
-        runs["piper, played in browser"] = browser_turns(args.browser_turns)
+    for mode in args.browser_modes.split(",") if args.browser_turns else []:
+        runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
     summaries = {engine: summary(results) for engine, results in runs.items()}
     rows = []
-    for name in ("voice_to_voice_ms", *SPLIT):
+    for name in ("voice_to_voice_ms", *SPLIT, "speculated"):
         row = [name]
         for engine in runs:
             row += [summaries[engine][name]["p50"], summaries[engine][name]["p95"]]
@@ -192,7 +205,8 @@ def main() -> None:
         header += [f"{engine} p50", f"{engine} p95"]
     print_table(
         "Voice-to-voice: end of speech → first agent audio received (piper, espeak) or played "
-        "(browser)",
+        "(browser); `:off` = SPECULATIVE_ANSWERS=off (the previous behaviour); speculated = "
+        "answers sent speculatively / turns",
         [*header, "target p50"],
         rows,
     )

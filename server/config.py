@@ -157,8 +157,16 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "TURN_END_MODEL": (
         "smart-turn",
         "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 160 ms pause "
-        "whether the user has finished; a pause inside a sentence waits up to 1 s) or `off` "
+        "whether the user has finished, and again at 450 ms, overruled while the words so far "
+        "end open, e.g. `a table for`; a pause inside a sentence waits up to 1 s) or `off` "
         "(a fixed 400 ms of silence ends every turn).",
+    ),
+    "SPECULATIVE_ANSWERS": (
+        "auto",
+        "Embedded pipeline: at a pause whose words look whole, call the agent at once "
+        "(`speculative: true`) and prepare its first sentence, sent only if the turn then ends "
+        "with those words; else cancelled (`message.cancel`). Costs the agent an extra call per "
+        "abandoned guess. `auto`: on for the built-in demo agent only; `on`; `off`.",
     ),
     "STT_PROFILE": (
         "tuned",
@@ -308,6 +316,7 @@ class Settings:
     tts_engine: str = "piper"
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
+    speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     echo_defence: bool = True
     echo_max_delay_ms: int = 1200
@@ -381,6 +390,9 @@ class Settings:
         turn_end_model = _env("TURN_END_MODEL", env)
         if turn_end_model not in ("smart-turn", "off"):
             raise SettingsError("TURN_END_MODEL must be smart-turn or off")
+        speculative_answers = _env("SPECULATIVE_ANSWERS", env)
+        if speculative_answers not in ("auto", "on", "off"):
+            raise SettingsError("SPECULATIVE_ANSWERS must be auto, on or off")
         stt_profile = _env("STT_PROFILE", env)
         if stt_profile not in ("tuned", "narrowband", "baseline"):
             raise SettingsError("STT_PROFILE must be tuned, narrowband or baseline")
@@ -421,6 +433,7 @@ class Settings:
             tts_engine=tts_engine,
             vad=vad,
             turn_end_model=turn_end_model,
+            speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

@@ -5,6 +5,10 @@ one `response.tts` per sentence (so the pipeline can speak the first while the r
 on its way), a `response.data`, and `response.end`. Any agent written for Layercode's Webhook
 SSE API can take its place (`AGENT_WEBHOOK_URL`). Errors are JSON `{"error": ...}` with a 4xx
 status, never a traceback.
+
+Speculative answers (docs/protocol.md §4): the demo agent has no side effects, so it answers a
+`message` with `speculative: true` like any other, and acknowledges `message.cancel` (the
+speculation was abandoned) with an empty 200 — it has nothing to undo.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..pipeline.signature import HEADER, verify
-from ..pipeline.webhook import AgentData, AgentEnd, AgentSpeech, to_sse
+from ..pipeline.webhook import NOTIFICATIONS, AgentData, AgentEnd, AgentSpeech, to_sse
 from .brain import Answer, Clock, reply
 
 log = logging.getLogger("server.agent")
@@ -87,8 +91,8 @@ def agent_routes(
             return error("the body is nested too deeply", 400)
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             return error("the body must be a JSON object with a string `type`", 400)
-        if event["type"] == "session.end":
-            return Response(status_code=200)  # nobody will hear an answer
+        if event["type"] in NOTIFICATIONS:  # session.end, message.cancel: nobody will hear it
+            return Response(status_code=200)
         try:
             answer = reply(event, clock)
         except Exception:  # a bug here must not become a traceback on the wire

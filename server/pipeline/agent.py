@@ -30,7 +30,7 @@ import httpx
 from ..errors import AgentError
 from .signature import HEADER, sign
 from .sse import SSEParser
-from .webhook import AgentEnd, AgentReply, WebhookEvent, parse_reply
+from .webhook import NOTIFICATIONS, AgentEnd, AgentReply, WebhookEvent, parse_reply
 
 __all__ = ["AgentError", "WebhookAgent"]
 
@@ -59,15 +59,15 @@ class WebhookAgent:
         """The agent's replies to `event`, each yielded as soon as it arrives.
 
         Ends after `AgentEnd`. Raises `AgentError`. Closing the generator or cancelling its
-        task closes the HTTP stream. For `session.end` a 2xx answer that is not an event
-        stream (an empty 200 or 204) yields nothing.
+        task closes the HTTP stream. For a notification (`session.end`, `message.cancel`) a 2xx
+        answer that is not an event stream (an empty 200 or 204) yields nothing.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.first_event_timeout_s
         response = await self._post(event, deadline)
         try:
             self._check(response, event)
-            if event.type == "session.end" and not self._is_sse(response):
+            if event.type in NOTIFICATIONS and not self._is_sse(response):
                 return
             parser = SSEParser()
             chunks = response.aiter_bytes()
@@ -157,7 +157,7 @@ class WebhookAgent:
                 retryable=status >= 500 or status == 429,
                 status=status,
             )
-        if event.type != "session.end" and not self._is_sse(response):
+        if event.type not in NOTIFICATIONS and not self._is_sse(response):
             kind = response.headers.get("content-type") or "no content type"
             raise AgentError(
                 "agent_bad_response",

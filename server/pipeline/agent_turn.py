@@ -25,6 +25,12 @@ the text span of each sentence in it, so it can:
 
 `replay_finished` ends the turn once all audio made so far has been sent, even while the
 webhook stream is still open (QUIET: a slow tool call); more words then start a new wire turn.
+
+A *speculative* turn (`speculative=True`: the user paused and their words so far look like a
+whole question) starts SPECULATING: a held turn from its first moment. The webhook is called
+and the first sentence synthesised, but nothing goes out — not even its `turn.start` — until
+`release()` (the user's turn is confirmed over, with the same words); `cancel()` ends it as a
+unit, and as nothing of it went out, nothing of it is heard or recorded (`heard_text` is "").
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ class AgentState(enum.Enum):
     PENDING = "pending"  # waiting for the agent turn before it to finish
     SPEAKING = "speaking"  # answering: streaming, synthesising, sending, or its audio playing
     HELD = "held"  # the user may be interrupting: nothing is sent, synthesis is paused
+    SPECULATING = "speculating"  # answering words at a pause: first sentence made, none sent
     QUIET = "quiet"  # all it said has played, but the webhook stream is still open
     DONE = "done"  # answered and played
     CANCELLED = "cancelled"  # interrupted for good, or the session ended
@@ -101,8 +108,10 @@ class AgentTurn:
         pacing: Pacing | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_audio_sent: Callable[[SentAudio], None] | None = None,
+        speculative: bool = False,
     ):
         self.event = event
+        self.speculative = event.speculative = speculative
         self.turn_id = event.turn_id or new_turn_id()  # the webhook's turn id, for good
         event.turn_id = self.turn_id
         self.wire_id = self.turn_id  # the id on the socket; a resumed answer gets a new one
@@ -129,6 +138,7 @@ class AgentTurn:
         self._changed = asyncio.Event()
         self._wire_has_audio = False
         self._wire_ended = False  # response.end sent for the current wire id
+        self._on_wire = False  # its turn.start went out: the listener may hear it
         self._delta = 0
         self._task: asyncio.Task | None = None
         self._making = False  # a sentence is being synthesised
@@ -151,8 +161,10 @@ class AgentTurn:
         self._task = asyncio.current_task()
         if self.finished:
             return
-        self.state = AgentState.SPEAKING
-        self._put(p.TurnStart(role="assistant", turn_id=self.wire_id))
+        if self.speculative:
+            self.state = AgentState.SPECULATING
+        else:
+            self._go_on_wire()
         try:
             async with asyncio.TaskGroup() as stages:
                 stages.create_task(self._converse(), name="agent-webhook")
@@ -186,6 +198,27 @@ class AgentTurn:
             self._notify()
             return
         await self.cancel()
+
+    def release(self) -> bool:
+        """A speculative turn's user turn is over, with the words it answered: go out now.
+
+        What was held back (text, data) goes first, then the audio already made is paced out
+        from its start. False when there was nothing to release (not speculating).
+        """
+        if self.state is not AgentState.SPECULATING:
+            return False
+        self._go_on_wire()
+        held, self._held = self._held, []
+        for message in held:
+            message.turn_id = self.wire_id
+            self._put(message)
+        self._notify()
+        return True
+
+    def _go_on_wire(self) -> None:
+        self.state = AgentState.SPEAKING
+        self._on_wire = True
+        self._put(p.TurnStart(role="assistant", turn_id=self.wire_id))
 
     def abandon(self) -> None:
         """The turn's task was cancelled from outside (the session ended): nothing more."""
@@ -246,8 +279,7 @@ class AgentTurn:
         self.tracker.restart()
         self._wire_has_audio = False
         self._wire_ended = False
-        self.state = AgentState.SPEAKING
-        self._put(p.TurnStart(role="assistant", turn_id=self.wire_id))
+        self._go_on_wire()
 
     def resume_offset(self) -> int:
         """The start of the word the listener was hearing when playback stopped."""
@@ -312,7 +344,7 @@ class AgentTurn:
         ahead = int(self.pacing.synthesis_ahead_s * BYTES_PER_SECOND)
         while (sentence := await self._sentences.get()) is not None:
             self._making = True
-            while self.state is AgentState.HELD or len(self.audio) - self.sent > ahead:
+            while self._may_not_synthesise(ahead):
                 await self._wait()
             now = self.clock()
             due = now + self.tracker.ahead(now) + (len(self.audio) - self.sent) / BYTES_PER_SECOND
@@ -327,11 +359,17 @@ class AgentTurn:
         self.synthesising = False
         self._notify()
 
+    def _may_not_synthesise(self, ahead: int) -> bool:
+        """Held, ahead of sending by `ahead` bytes, or speculating with a sentence made."""
+        if self.state is AgentState.SPECULATING and self.spans:
+            return True  # one sentence is what a speculation may cost
+        return self.state is AgentState.HELD or len(self.audio) - self.sent > ahead
+
     async def _pace(self) -> None:
         """Send audio at real time plus the lead; end each wire turn; return once played."""
         while True:
             self._changed.clear()
-            if self.state in (AgentState.HELD, AgentState.PENDING):
+            if self.state in (AgentState.HELD, AgentState.PENDING, AgentState.SPECULATING):
                 await self._wait()
                 continue
             if self.state is AgentState.DONE:
@@ -387,9 +425,10 @@ class AgentTurn:
 
     async def _emit(self, message: p.Message) -> None:
         """Text and data of the turn: out now, or held back (bounded) while the turn is held."""
-        while self.state is AgentState.HELD and len(self._held) >= self.pacing.held_messages:
+        held = (AgentState.HELD, AgentState.SPECULATING)
+        while self.state in held and len(self._held) >= self.pacing.held_messages:
             await self._wait()
-        if self.state is AgentState.HELD:
+        if self.state in held:
             self._held.append(message)
         else:
             message.turn_id = self.wire_id
@@ -408,7 +447,10 @@ class AgentTurn:
 
     def heard_text(self) -> str:
         """The words the listener heard: whole sentences, then the words of the sentence being
-        played in proportion to how much of its audio had played (clamped to audio sent)."""
+        played in proportion to how much of its audio had played (clamped to audio sent).
+        Nothing, if the turn never went out (a speculation that was cancelled)."""
+        if not self._on_wire:
+            return ""
         heard = min(self.heard, self.tracker.sent_until) if self.interrupted else len(self.audio)
         words: list[str] = []
         for span in self.spans:

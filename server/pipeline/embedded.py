@@ -28,6 +28,7 @@ from .echo import EchoSettings
 from .endpointing import SmartTurn
 from .pacing import LoopLag
 from .session import InterruptionSettings, PipelineServices
+from .speculation import speculation_enabled
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
@@ -58,6 +59,9 @@ class EmbeddedPipeline:
         self.pacing = Pacing(lead_s=settings.playback_lead_s)
         self.echo_settings = EchoSettings(
             enabled=settings.echo_defence, max_delay_s=settings.echo_max_delay_ms / 1000
+        )
+        self.speculative = speculation_enabled(
+            settings.speculative_answers, external_agent=bool(settings.agent_webhook_url)
         )
         self.on_turn_timings = None  # benchmarks and tests listen here
         self.loop_lag = LoopLag()  # the pacers credit this node's own lag (pacing.py)
@@ -139,6 +143,7 @@ class EmbeddedPipeline:
             queued_messages=self.settings.max_queued_messages,
             loop_lag=self.loop_lag,
             on_turn_timings=self.on_turn_timings,
+            speculative=self.speculative,
         )
 
 

@@ -28,6 +28,13 @@ model, asked at 160 ms, cuts 24 at a 0.5 threshold, 18 at 0.8, 9 at 0.9 (the def
 ~90 ms of CPU per answer on one thread (features ~10 ms), so a finished question ends ~250 ms
 after the last sound when the model has a core (the timer: 400 ms); when it does not answer
 "finished" the turn ends after 1 s of silence. Asking at 100 ms cut twice as many hesitations.
+
+A second look at 450 ms (turns.py) ends 50 of the 52 questions by the model instead of 44
+("Thank you very much." no longer waits the 1 s fallback); alone it cut 24 hesitations instead
+of 15 (Silero VAD), but with its "finished" overruled while the interim transcript ends on an
+open word ("a table for") it cuts the same 15 as before. Those 15 are all cut at the first
+look, where the interim transcript still lags the voice by a word, so the text cannot help
+there yet (bench/endpointing.py, 2026-11-30, load average ~20-45).
 """
 
 from __future__ import annotations

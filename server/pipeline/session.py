@@ -29,6 +29,11 @@ the VAD: every chunk of agent audio sent is its reference, placed at the stream 
 to play (the pacing's planned play time), so the agent's own voice coming back through the
 user's speakers is removed and never starts a user turn; a person talking over it still does.
 
+Speculative answers (speculation.py, `PipelineServices.speculative`). At a pause in the user's
+speech whose interim transcript looks whole, the agent is asked at once (`speculative: true`)
+and its first sentence synthesised, nothing sent; the turn's end with the same words releases
+it, the user going on (or other final words) cancels it and tells the agent (`message.cancel`).
+
 Bounds. `client.audio` is paced to real time plus a burst (`AudioPacer`, pacing.py): the excess
 is dropped with an `audio_too_fast` error, and a client that keeps flooding is closed (4009).
 An utterance's recognition backlog is bounded in bytes (`Utterance`); at most `queued_messages`
@@ -64,12 +69,21 @@ from .keys import SessionGrant
 from .outbox import Outbox
 from .pacing import ACCEPT, DEFAULT_BURST_S, DEFAULT_FLOOD_S, DROP_AND_WARN, FLOOD, AudioPacer
 from .playback import SentAudio
+from .speculation import Speculation, looks_complete, same_words
 from .stores import HistoryStore, StoreUnavailable
 from .stt import RecognizerPool
 from .timing import StreamClock, TurnTimings
 from .tts import TextToSpeech
-from .turns import SpeechAudio, SpeechEnded, SpeechStarted, TurnDetector, TurnSettings
-from .webhook import WebhookEvent
+from .turns import (
+    SpeechAudio,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TurnDetector,
+    TurnSettings,
+)
+from .webhook import MESSAGE_CANCEL, WebhookEvent
 
 log = logging.getLogger("server.pipeline")
 
@@ -105,6 +119,7 @@ class PipelineServices:
     queued_messages: int = 8  # client.response.text/data waiting for the agent, at most
     loop_lag: Callable[[], float] | None = None  # the server's own lag, credited by the pacer
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
+    speculative: bool = False  # answer at a pause, before the turn is over (speculation.py)
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
 
     @property
@@ -135,6 +150,9 @@ class Utterance:
         self._queued = 0  # bytes fed and not yet decoded (queued or in the recogniser)
         self._finishing = False
         self._wake = asyncio.Event()
+        self._decoded = asyncio.Event()  # everything fed so far has been decoded
+        self._decoded.set()
+        self.latest = ""  # the latest interim hypothesis
         self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
 
     def feed(self, pcm: bytes) -> bool:
@@ -145,8 +163,18 @@ class Utterance:
             return False
         self._pending.append(pcm)
         self._queued += len(pcm)
+        self._decoded.clear()
         self._wake.set()
         return True
+
+    async def hypothesis(self) -> str:
+        """The interim transcript of all audio fed so far, once it is decoded."""
+        decoded = asyncio.ensure_future(self._decoded.wait())
+        try:
+            await asyncio.wait([decoded, self._task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            decoded.cancel()
+        return self.latest
 
     async def finish(self) -> str:
         self._finishing = True
@@ -172,7 +200,10 @@ class Utterance:
                 interim = await recognizer.feed(pcm)
                 self._queued -= len(pcm)
                 if interim:
+                    self.latest = interim
                     on_interim(interim)
+                if not self._pending:
+                    self._decoded.set()
             return (await recognizer.finish()).strip()
 
 
@@ -193,6 +224,7 @@ class UserTurn:
         self.timings = TurnTimings()
         self.interim_counter = 0
         self.words = 0  # in the latest hypothesis
+        self.pauses = 0  # pauses and resumptions so far: a speculation belongs to one pause
 
 
 class PipelineSession:
@@ -234,6 +266,9 @@ class PipelineSession:
         self._echo_placed: tuple[float, float] | None = None  # last reference: (ends, stream)
         self.interruptions = services.interruptions  # this session's, the client may change it
         self._ignoring_speech = False  # the VAD's current speech is ignored (cannot interrupt)
+        self.speculation: Speculation | None = None  # an answer started at a pause, unsent
+        self._detector_lock = asyncio.Lock()  # the detector's events are handled in order
+        self._watched_decision = None  # the turn-end model's answer a task waits for
         self._tasks: set[asyncio.Task] = set()
         self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
 
@@ -338,17 +373,42 @@ class PipelineSession:
         if self.config.push_to_talk:
             await self._feed_user(pcm)
             return
-        for event in self.detector.feed(self.echo.clean(pcm)):
+        async with self._detector_lock:
+            await self._on_detector_events(self.detector.feed(self.echo.clean(pcm)))
+        self._watch_decision()
+
+    async def _on_detector_events(self, events) -> None:
+        for event in events:
             if isinstance(event, SpeechStarted):
                 await self._speech_started(event.preroll)
             elif isinstance(event, SpeechAudio):
                 if not self._ignoring_speech:
                     await self._feed_user(event.pcm)
+            elif isinstance(event, SpeechPaused):
+                if not self._ignoring_speech:
+                    self._speech_paused()
+            elif isinstance(event, SpeechResumed):
+                await self._speech_resumed()
             elif isinstance(event, SpeechEnded):
                 if self._ignoring_speech:
                     self._ignoring_speech = False
                 else:
                     await self._user_finished(event.speech_end_s)
+
+    def _watch_decision(self) -> None:
+        """The turn-end model answers in a thread (turns.py): act on its answer the moment it
+        comes, not when the next chunk of audio arrives (up to a chunk, ~100 ms, later)."""
+        decision = self.detector.pending_decision
+        if decision is None or decision is self._watched_decision:
+            return
+        self._watched_decision = decision
+        self._spawn(self._apply_decision(decision), "turn-end-decision")
+
+    async def _apply_decision(self, decision) -> None:
+        with contextlib.suppress(Exception):  # a failure is the detector's to log
+            await asyncio.wrap_future(decision)
+        async with self._detector_lock:
+            await self._on_detector_events(self.detector.feed(b""))
 
     async def _admit(self, samples: int) -> bool:
         """Real-time pacing (pacing.py): audio beyond real time plus the burst is dropped, never
@@ -483,6 +543,7 @@ class PipelineSession:
             self._ignoring_speech = True
 
     async def _user_started(self, preroll: bytes, *, force: bool = False) -> None:
+        await self._drop_speculation("a new user turn")
         agent = self.agent_turn
         if agent is not None and agent.interruptible:
             if not (self.config.can_interrupt or force):
@@ -521,6 +582,7 @@ class PipelineSession:
             return
         turn.interim_counter += 1
         turn.words = len(text.split())
+        self.detector.hint(text)  # words that cannot end a sentence overrule the turn-end model
         self.outbox.put(
             p.UserTranscriptInterimDelta(
                 content=text, turn_id=turn.turn_id, delta_counter=turn.interim_counter
@@ -529,6 +591,78 @@ class PipelineSession:
         agent = self.agent_turn
         if agent is not None and agent.state is AgentState.HELD and self._enough_words(turn.words):
             self._spawn(self._cancel_agent(reason="barge-in confirmed"), "confirm-interruption")
+
+    # -- speculative answers (speculation.py) ---------------------------------------------------
+
+    def _speech_paused(self) -> None:
+        turn = self.user_turn
+        if not self.services.speculative or turn is None or self.speculation is not None:
+            return
+        turn.pauses += 1
+        if self._may_speculate(turn, turn.pauses):
+            self._spawn(self._speculate(turn, turn.pauses), "speculate")
+
+    def _may_speculate(self, turn: UserTurn, pause: int) -> bool:
+        """Still the same pause of the same turn, and no other answer is under way (a
+        speculation never waits behind, nor supersedes, an answer being spoken)."""
+        agent = self.agent_turn
+        return (
+            turn is self.user_turn
+            and turn.pauses == pause
+            and self.speculation is None
+            and not self.draining
+            and not self.waiting_turns
+            and (agent is None or agent.finished)
+        )
+
+    async def _speculate(self, turn: UserTurn, pause: int) -> None:
+        text = await turn.utterance.hypothesis()
+        if not looks_complete(text) or not self._may_speculate(turn, pause):
+            return
+        event = await self._event("message", turn_id=new_turn_id(), text=text)
+        if not self._may_speculate(turn, pause):
+            return
+        agent = self._start_agent_turn(event, None, speculative=True)
+        if agent is not None:
+            self.speculation = Speculation(turn, text, agent)
+            self.log.info("speculating on %r", text, extra={"ctx": {"turn": agent.turn_id}})
+
+    async def _speech_resumed(self) -> None:
+        turn = self.user_turn
+        if turn is not None:
+            turn.pauses += 1  # a speculation still being prepared for the pause is dropped
+        await self._drop_speculation("the user went on")
+
+    async def _drop_speculation(self, reason: str) -> None:
+        """Cancel the speculative answer as a unit (nothing of it was sent) and tell the agent."""
+        speculation, self.speculation = self.speculation, None
+        if speculation is None:
+            return
+        agent = speculation.agent
+        await agent.cancel()
+        self.log.info("speculation dropped (%s)", reason, extra={"ctx": {"turn": agent.turn_id}})
+        self._spawn(self._notify_agent(MESSAGE_CANCEL, turn_id=agent.turn_id), "message-cancel")
+
+    async def _confirm_speculation(self, turn: UserTurn, text: str) -> bool:
+        """The turn ended with the words speculated on: release the answer already made."""
+        speculation = self.speculation
+        if (
+            speculation is None
+            or speculation.user_turn is not turn
+            or speculation.agent.finished
+            or not same_words(speculation.text, text)
+        ):
+            await self._drop_speculation("the final transcript differs")
+            return False
+        self.speculation = None
+        agent = speculation.agent
+        for name in ("speech_end", "endpoint", "transcript"):
+            setattr(agent.timings, name, getattr(turn.timings, name))
+        await self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
+        self.log.info("user said %r (answered speculatively)", text,
+                      extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+        agent.release()
+        return True
 
     def _enough_words(self, words: int) -> bool:
         return words >= max(1, self.interruptions.min_words)
@@ -548,6 +682,7 @@ class PipelineSession:
         agent = self.agent_turn
         held = agent is not None and agent.state is AgentState.HELD
         if held and not self._enough_words(len(text.split())):
+            await self._drop_speculation("a false interruption")  # none is made while held
             self.log.info("false interruption (%r): the agent goes on", text,
                           extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
             self._spawn(self._resume_after_window(agent, turn), "resume-agent")
@@ -555,6 +690,7 @@ class PipelineSession:
         if held:
             await self._cancel_agent(reason="barge-in confirmed")
         if not text:
+            await self._drop_speculation("no words")
             self.log.info("user turn had no words", extra={"ctx": {"turn": turn.turn_id}})
             return
         counter = turn.interim_counter + 1
@@ -562,6 +698,8 @@ class PipelineSession:
             p.UserTranscriptDelta(content=text, turn_id=turn.turn_id, delta_counter=counter)
         )
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn.turn_id))
+        if await self._confirm_speculation(turn, text):
+            return
         await self._cancel_agent(reason="a new user message")  # e.g. one still streaming quietly
         event = await self._event("message", turn_id=turn.turn_id, text=text)  # history before
         await self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
@@ -597,9 +735,11 @@ class PipelineSession:
             event.extra = {"history": history}
         return event
 
-    def _start_agent_turn(self, event: WebhookEvent, timings: TurnTimings | None) -> None:
+    def _start_agent_turn(
+        self, event: WebhookEvent, timings: TurnTimings | None, *, speculative: bool = False
+    ) -> AgentTurn | None:
         if self.draining:
-            return
+            return None
         turn = AgentTurn(
             event,
             agent=self.services.agent,
@@ -608,9 +748,11 @@ class PipelineSession:
             timings=timings,
             pacing=self.services.pacing,
             on_audio_sent=self._audio_sent,
+            speculative=speculative,
         )
         self.waiting_turns.append(turn)
         self._spawn(self._run_agent_turn(turn), f"agent-{event.type}")
+        return turn
 
     def _audio_sent(self, chunk: SentAudio) -> None:
         """Agent audio went out: the echo guard's reference, due when the pacing plans it
@@ -690,6 +832,8 @@ class PipelineSession:
                              extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
 
     async def _cancel_agent(self, reason: str) -> None:
+        if self.speculation is not None:
+            await self._drop_speculation(reason)
         turn = self.agent_turn
         if turn is None or turn.finished:
             return
@@ -709,11 +853,11 @@ class PipelineSession:
         await self.outbox.drain()
         await self._close(p.CloseCode.SESSION_ENDED, "the agent ended the session")
 
-    async def _notify_agent(self, kind: str) -> None:
-        """Tell the agent about a lifecycle event whose answer nobody will hear."""
+    async def _notify_agent(self, kind: str, **fields) -> None:
+        """Tell the agent about an event whose answer nobody will hear."""
         try:
             async with asyncio.timeout(2):
-                async for _ in self.services.agent.respond(await self._event(kind)):
+                async for _ in self.services.agent.respond(await self._event(kind, **fields)):
                     pass
         except (AgentError, TimeoutError) as error:
             self.log.debug("agent %s notification failed: %s", kind, error)

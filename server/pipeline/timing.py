@@ -49,20 +49,31 @@ class TurnTimings:
             setattr(self, name, time.monotonic())
 
     def report(self) -> dict[str, float]:
-        """Milliseconds per stage (only those measured), plus the totals."""
+        """Milliseconds per stage (only those measured), plus the totals.
+
+        A speculative answer (speculation.py) had its webhook answer before the turn ended:
+        a stage done ahead counts the time it added after the stage before it (0 ms for the
+        webhook), and `speculative_ms` says how long before the endpoint its first event came.
+        """
+        first_event = self.webhook_first_event
+        if first_event is not None and self.transcript is not None:
+            first_event = max(first_event, self.transcript)  # speculated: came before it
         stages = [
             ("endpointing_ms", self.speech_end, self.endpoint),
             ("transcript_ms", self.endpoint, self.transcript),
-            ("webhook_ms", self.transcript, self.webhook_first_event),
-            ("tts_first_audio_ms", self.webhook_first_event, self.first_audio),
+            ("webhook_ms", self.transcript, first_event),
+            ("tts_first_audio_ms", first_event, self.first_audio),
             ("after_endpoint_ms", self.endpoint, self.first_audio),
             ("voice_to_voice_ms", self.speech_end, self.first_audio),
         ]
         report = {
-            name: round((end - start) * 1000, 1)
+            name: round(max(0.0, end - start) * 1000, 1)
             for name, start, end in stages
             if start is not None and end is not None
         }
+        first_event, endpoint = self.webhook_first_event, self.endpoint
+        if first_event is not None and endpoint is not None and first_event < endpoint:
+            report["speculative_ms"] = round((endpoint - first_event) * 1000, 1)
         if self.speech_end is not None:
             # On the wall clock, so a client on this machine can time its own playback from it.
             since = time.monotonic() - self.speech_end

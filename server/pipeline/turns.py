@@ -10,11 +10,21 @@ kept as pre-roll so the recogniser hears the first syllable.
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked once per pause, at
 `model_silence_ms` of silence, whether the turn sounds finished: if so the turn ends there; if
 not, the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper bound,
-longer than a hesitation). `end_model="off"` is the fixed timer alone. The model's answer is
+longer than a hesitation). If it said no, it is asked once more at `second_look_ms` (450 ms: a
+finished "Thank you very much." the model doubts at 160 ms it is sure of by then). That second
+"finished" is overruled while the interim transcript (`hint`) ends on a word a sentence seldom
+ends on ("a table for", "the", "is": `text_veto`), so a long hesitation is still waited
+through. Only the second: at 160 ms pocketsphinx's interim transcript still lags the voice by a
+word or so ("what is the date to"), and would veto finished questions; by 450 ms it has caught
+up (measured on Piper speech). `end_model="off"` is the fixed timer alone. The model's answer is
 waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
 in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
 loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
 moment it resolves, with `feed(b"")`).
+
+A pause of `pause_ms` inside a turn is reported (`SpeechPaused`, once per pause) and, if the
+voice comes back before the turn ends, so is that (`SpeechResumed`): the session starts a
+speculative answer at the pause and cancels it when the user goes on (speculation.py).
 
 Times are stream seconds: samples fed so far / 16000. `SpeechEnded.speech_end_s` is where the
 voice stopped, not when the silence timer ran out, so latency is measured from the user's
@@ -32,6 +42,7 @@ import webrtcvad
 
 from .audio import RATE, rms
 from .endpointing import WINDOW_S, SmartTurn
+from .speculation import ends_open
 from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
@@ -58,6 +69,9 @@ class TurnSettings:
     model_threshold: float = 0.9  # probability of "finished" above which the turn ends
     max_silence_ms: int = 1000  # with the model: silence that ends a turn whatever it said
     model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
+    pause_ms: int = 300  # silence reported as a pause (SpeechPaused) before the turn ends
+    second_look_ms: int = 450  # with the model: asked again at this silence (0: never)
+    text_veto: bool = True  # words ending open ("for", "the") overrule the second look
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -86,11 +100,23 @@ class SpeechAudio:
 
 
 @dataclass
+class SpeechPaused:
+    """`pause_ms` of silence inside a turn that has not ended (yet)."""
+
+    speech_end_s: float
+
+
+@dataclass
+class SpeechResumed:
+    """The voice came back after a `SpeechPaused`: the turn goes on."""
+
+
+@dataclass
 class SpeechEnded:
     speech_end_s: float
 
 
-Event = SpeechStarted | SpeechAudio | SpeechEnded
+Event = SpeechStarted | SpeechAudio | SpeechPaused | SpeechResumed | SpeechEnded
 
 
 class TurnDetector:
@@ -121,7 +147,9 @@ class TurnDetector:
         self._silent_frames = 0
         self._last_voice_end_s = 0.0
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
-        self._asked = False  # the model was asked during the current pause
+        self._paused = False  # SpeechPaused was reported for the current silence
+        self._asked = 0  # times the model was asked during the current pause
+        self._words_open = False  # the transcript so far ends on a word that cannot end it
         self._decision: Future | None = None  # its answer, while the pause lasts
 
     @property
@@ -170,11 +198,17 @@ class TurnDetector:
                     self._turn_audio = bytearray(preroll)
                     events.append(SpeechStarted(preroll=preroll, start_s=round(start_s, 3)))
                 continue
+            if voiced and self._paused:  # the user went on, from this frame
+                self._paused = False
+                if audio:
+                    events.append(SpeechAudio(bytes(audio)))
+                    audio.clear()
+                events.append(SpeechResumed())
             audio += frame
             if voiced:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
-                self._asked, self._decision = False, None  # the user went on
+                self._asked, self._decision = 0, None  # the user went on
             else:
                 self._silent_frames += 1
             if self._model is not None:
@@ -183,6 +217,12 @@ class TurnDetector:
                 events.append(SpeechAudio(bytes(audio)))
                 audio.clear()
                 events += self._end()
+            elif not voiced and not self._paused and self._silent_frames * s.frame_ms >= s.pause_ms:
+                self._paused = True
+                if audio:
+                    events.append(SpeechAudio(bytes(audio)))
+                    audio.clear()
+                events.append(SpeechPaused(speech_end_s=round(self._last_voice_end_s, 3)))
         if audio:
             events.append(SpeechAudio(bytes(audio)))
         return events
@@ -201,8 +241,9 @@ class TurnDetector:
             return silent_ms >= s.end_silence_ms
         if silent_ms >= s.max_silence_ms:
             return True
-        if silent_ms >= s.model_silence_ms and not self._asked:
-            self._asked = True
+        second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
+        if (silent_ms >= s.model_silence_ms and not self._asked) or (self._asked == 1 and second):
+            self._asked += 1
             self._decision = self._ask(bytes(self._turn_audio))
         return self._decided_finished()
 
@@ -217,7 +258,17 @@ class TurnDetector:
         if error is not None:
             log.warning("the turn-end model failed (the silence timer decides): %s", error)
             return False
+        second_look = self._asked >= 2  # the transcript has caught up with the voice by then
+        if decision.result() and second_look and self._words_open and self.settings.text_veto:
+            log.debug("the model heard an end, but the words so far cannot end a sentence")
+            return False
         return bool(decision.result())
+
+    def hint(self, transcript: str) -> None:
+        """The latest interim transcript of the turn: words that cannot end a sentence ("a
+        table for") overrule the model's second "finished" (`text_veto`); the fallback
+        decides."""
+        self._words_open = ends_open(transcript)
 
     def _ask(self, pcm: bytes) -> Future:
         model = self._model
@@ -234,7 +285,9 @@ class TurnDetector:
         self._in_speech = False
         self._silent_frames = 0
         self._turn_audio = bytearray()
-        self._asked, self._decision = False, None
+        self._asked, self._decision = 0, None
+        self._paused = False
+        self._words_open = False
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
 
     def force_end(self) -> list[SpeechEnded]:

@@ -14,7 +14,20 @@ from ..errors import AgentError
 
 log = logging.getLogger("server.pipeline.agent")
 
-EVENT_TYPES = ("session.start", "message", "data", "session.update", "session.end")
+EVENT_TYPES = (
+    "session.start",
+    "message",
+    "data",
+    "session.update",
+    "session.end",
+    "message.cancel",
+)
+# This project's addition (docs/protocol.md §4): a `message` sent with `speculative: true` on
+# the user's words at a pause, before the turn is known to be over, is followed by this event
+# (same `turn_id`) when the user went on or said something else. Its answer is never heard.
+MESSAGE_CANCEL = "message.cancel"
+# Events whose answer nobody hears: a 2xx that is not an event stream is a good answer.
+NOTIFICATIONS = ("session.end", MESSAGE_CANCEL)
 
 
 @dataclass
@@ -29,6 +42,7 @@ class WebhookEvent:
     turn_id: str | None = None
     text: str | None = None
     data: Any = None
+    speculative: bool = False  # a `message` on words at a pause, before the turn is over
     extra: dict = field(default_factory=dict)
 
     def to_body(self) -> dict:
@@ -48,6 +62,8 @@ class WebhookEvent:
         for name in ("turn_id", "text", "data"):
             if getattr(self, name) is not None:
                 body[name] = getattr(self, name)
+        if self.speculative:  # absent, not false, on every other event: agents may ignore it
+            body["speculative"] = True
         body.update({k: v for k, v in self.extra.items() if v is not None})
         return body
 

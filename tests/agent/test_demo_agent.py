@@ -97,6 +97,25 @@ def test_session_end_is_acknowledged_quietly(agent_url):
     assert quiet.status_code == 200 and quiet.content == b""
 
 
+def test_a_speculative_message_is_answered_and_its_cancel_acknowledged_quietly(agent_url):
+    """Speculative answers (docs/protocol.md §4): the demo agent has no side effects to defer,
+    so it answers `speculative: true` as usual; `message.cancel` gets an empty 200, which the
+    pipeline's client takes as a complete answer (no `agent_bad_response`)."""
+    spoken = call(agent_url, "message", text="what time is it", turn_id="t1", speculative=True)
+    assert spoken[:2] == [AgentSpeech("You said: what time is it."), AgentSpeech("It's 3:41 PM.")]
+    assert call(agent_url, "message.cancel", turn_id="t1") == []
+    body = b'{"type":"message.cancel","turn_id":"t1"}'
+    quiet = httpx.post(agent_url, content=body, headers={"layercode-signature": sign(body, SECRET)})
+    assert quiet.status_code == 200 and quiet.content == b""
+
+
+def test_the_speculative_flag_is_on_the_wire_only_when_set():
+    event = WebhookEvent(type="message", session_id="s", conversation_id="s", connection_id="c")
+    assert "speculative" not in event.to_body()
+    event.speculative = True
+    assert event.to_body()["speculative"] is True
+
+
 def test_a_caller_with_the_wrong_secret_gets_agent_unauthorized(agent_url):
     with pytest.raises(AgentError) as caught:
         call(agent_url, "message", secret="not-the-secret", text="hi")

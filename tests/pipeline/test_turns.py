@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from server.pipeline.turns import (
     SpeechAudio,
     SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     TurnDetector,
     TurnSettings,
@@ -29,13 +33,17 @@ def run(pcm: bytes, chunk: int = 3200, settings: TurnSettings | None = None) -> 
     return events
 
 
+def boundaries(events: list) -> list[type]:
+    """The kinds of turn boundary in `events` (pauses inside a turn left out)."""
+    return [type(e) for e in events if isinstance(e, (SpeechStarted, SpeechEnded))]
+
+
 VADS = pytest.mark.parametrize("vad", ["webrtc", "silero"])
 
 
 def one_turn(events: list) -> tuple[SpeechStarted, SpeechEnded]:
     """The start and end of the only turn in `events` (asserting there is exactly one)."""
-    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
-    assert kinds == [SpeechStarted, SpeechEnded]
+    assert boundaries(events) == [SpeechStarted, SpeechEnded]
     started = next(e for e in events if isinstance(e, SpeechStarted))
     ended = next(e for e in events if isinstance(e, SpeechEnded))
     return started, ended
@@ -101,7 +109,7 @@ def test_with_silero_a_question_over_hum_is_one_turn_with_its_edges():
 def test_two_utterances_apart_are_two_turns(vad):
     pcm = silence(0.5) + speak("What time is it?") + silence(1.0) + speak("Thank you.")
     events = run(pcm + silence(1.0), settings=TurnSettings(vad=vad))
-    assert [type(e) for e in events if not isinstance(e, SpeechAudio)] == [
+    assert boundaries(events) == [
         SpeechStarted,
         SpeechEnded,
         SpeechStarted,
@@ -153,9 +161,13 @@ def test_endpointing_wait_follows_the_setting_and_force_end_ends_now():
 MODEL = TurnSettings(end_model="smart-turn", model_wait=True)
 
 
-def ends(pcm: bytes, settings: TurnSettings, chunk: int = 640) -> list[tuple[float, float]]:
-    """(speech end, when the turn ended) of every turn, stream seconds, fed 20 ms at a time."""
+def ends(
+    pcm: bytes, settings: TurnSettings, chunk: int = 640, hint: str = ""
+) -> list[tuple[float, float]]:
+    """(speech end, when the turn ended) of every turn, stream seconds, fed 20 ms at a time;
+    `hint` is the interim transcript the session would have passed on."""
     detector = TurnDetector(settings)
+    detector.hint(hint)
     found = []
     for offset in range(0, len(pcm), chunk):
         for event in detector.feed(pcm[offset : offset + chunk]):
@@ -191,9 +203,28 @@ def test_with_the_model_a_pause_inside_a_sentence_does_not_end_the_turn():
     for text in HESITATIONS:
         for pause_s in (0.3, 0.6):
             pcm, _ = with_pause(text, pause_s)
-            turns = ends(silence(0.4) + pcm + silence(1.5), MODEL)
+            said = text.split(",")[0]  # the interim transcript during the pause
+            turns = ends(silence(0.4) + pcm + silence(1.5), MODEL, hint=said)
             assert len(turns) == 1, (text, pause_s, turns)  # one turn, ended after the last word
             assert turns[0][0] > 0.4 + voiced_span(pcm)[1] - 0.15
+
+
+def test_words_that_cannot_end_a_sentence_overrule_the_models_second_look():
+    """At 450 ms into "a table for, ..." the model hears an end; the words say otherwise."""
+    pcm, _ = with_pause(HESITATIONS[0], 0.6)
+    audio = silence(0.4) + pcm + silence(1.5)
+    assert len(ends(audio, MODEL, hint="I would like to book a table for")) == 1
+    assert len(ends(audio, replace(MODEL, text_veto=False), hint="book a table for")) == 2
+
+
+def test_a_second_look_ends_what_the_model_doubted_at_the_first_short_silence():
+    """ "Thank you very much." sounds unfinished to the model at 160 ms, finished at 450 ms:
+    the turn ends then, not at the 1 s fallback."""
+    pcm = silence(0.4) + speak("Thank you very much.") + silence(1.5)
+    (turn,) = ends(pcm, MODEL, hint="thank you very much")
+    assert MODEL.second_look_ms / 1000 <= turn[1] - turn[0] < MODEL.max_silence_ms / 1000
+    (turn,) = ends(pcm, replace(MODEL, second_look_ms=0), hint="thank you very much")
+    assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
 def test_the_timer_alone_cuts_a_long_pause_that_the_model_waits_through():
@@ -205,7 +236,7 @@ def test_the_timer_alone_cuts_a_long_pause_that_the_model_waits_through():
 def test_with_the_model_the_fallback_timer_still_ends_an_unfinished_turn():
     pcm, pause_at = with_pause(HESITATIONS[0], 0.3)
     cut = silence(0.4) + pcm[: int(pause_at * RATE) * 2] + silence(2.0)  # the user never goes on
-    (turn,) = ends(cut, MODEL)
+    (turn,) = ends(cut, MODEL, hint="I would like to book a table for")
     assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
@@ -234,6 +265,27 @@ def test_without_waiting_the_answer_is_applied_by_a_later_feed():
     assert decision.result(timeout=30) is True
     (ended,) = detector.feed(b"")
     assert isinstance(ended, SpeechEnded) and not detector.in_speech
+
+
+def test_a_pause_inside_a_turn_is_reported_and_so_is_the_voice_coming_back():
+    """What speculative answers start and cancel on: pause_ms of silence inside the turn, then
+    voice again; a finished question pauses, then ends once the model has answered."""
+    pcm, _ = with_pause(HESITATIONS[0], 0.6)
+    detector = TurnDetector(MODEL)
+    detector.hint("I would like to book a table for")  # the interim transcript
+    audio = silence(0.4) + pcm + silence(1.5)
+    events = [e for at in range(0, len(audio), 640) for e in detector.feed(audio[at : at + 640])]
+    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    assert kinds[:3] == [SpeechStarted, SpeechPaused, SpeechResumed], kinds
+    assert kinds[-1] is SpeechEnded and kinds.count(SpeechEnded) == 1
+    pause = next(e for e in events if isinstance(e, SpeechPaused))
+    assert pause.speech_end_s < 0.4 + voiced_span(pcm)[1] - 0.5  # the hesitation, not the end
+
+    # The model answers later, in its thread: the pause is reported meanwhile.
+    settings = TurnSettings(end_model="smart-turn", pause_ms=160)
+    events = run(silence(0.4) + speak("What time is it?") + silence(0.2), 640, settings)
+    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    assert kinds == [SpeechStarted, SpeechPaused]
 
 
 def test_an_unknown_end_model_or_vad_is_refused():

@@ -154,3 +154,26 @@ def test_entry_point_refuses_a_shared_store_without_the_secret(monkeypatch):
     monkeypatch.delenv("AGENT_WEBHOOK_SECRET", raising=False)
     with pytest.raises(SystemExit, match="configuration error: AGENT_WEBHOOK_SECRET must be set"):
         main([])
+
+
+def test_speculative_answers_are_on_by_default_only_for_the_demo_agent():
+    from server.pipeline.speculation import speculation_enabled
+
+    demo = Settings.from_env({})
+    external = Settings.from_env({"AGENT_WEBHOOK_URL": "https://a.example/hook",
+                                  "AGENT_WEBHOOK_SECRET": "s"})  # fmt: skip
+    assert demo.speculative_answers == external.speculative_answers == "auto"
+    assert speculation_enabled(demo.speculative_answers, external_agent=False)
+    assert not speculation_enabled(external.speculative_answers, external_agent=True)
+    assert speculation_enabled("on", external_agent=True)
+    assert not speculation_enabled("off", external_agent=False)
+    with pytest.raises(SettingsError, match="SPECULATIVE_ANSWERS"):
+        Settings.from_env({"SPECULATIVE_ANSWERS": "maybe"})
+
+    from server.pipeline.embedded import EmbeddedPipeline  # what the sessions are given
+
+    assert EmbeddedPipeline(demo, http=None).speculative
+    assert not EmbeddedPipeline(external, http=None).speculative
+    on = Settings.from_env({"AGENT_WEBHOOK_URL": "https://a.example/hook",
+                            "AGENT_WEBHOOK_SECRET": "s", "SPECULATIVE_ANSWERS": "on"})  # fmt: skip
+    assert EmbeddedPipeline(on, http=None).speculative

@@ -27,11 +27,17 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(
-    app, *, port: int | None = None, ws_ping: bool = False, lifespan: str = "on"
+    app,
+    *,
+    port: int | None = None,
+    ws_ping: bool = False,
+    lifespan: str = "on",
+    start_timeout_s: float = 30.0,
 ) -> Iterator[str]:
     """Serve `app` on 127.0.0.1 and yield its base URL (http://127.0.0.1:PORT).
 
-    `lifespan="off"` for bare ASGI apps without one (StaticFiles).
+    `lifespan="off"` for bare ASGI apps without one (StaticFiles). `start_timeout_s`: benches
+    on a loaded machine may wait longer for the models to load.
     """
     port = port or free_port()
     config = uvicorn.Config(
@@ -47,12 +53,14 @@ def serve(
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"test-server-{port}", daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + start_timeout_s
     while not server.started:
         if not thread.is_alive():
             raise RuntimeError(f"the test server on port {port} failed to start")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"the test server on port {port} did not start in 30 s")
+            raise TimeoutError(
+                f"the test server on port {port} did not start in {start_timeout_s:g} s"
+            )
         time.sleep(0.01)
     try:
         yield f"http://127.0.0.1:{port}"

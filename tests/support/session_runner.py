@@ -25,8 +25,22 @@ from server.pipeline.echo import EchoSettings
 from server.pipeline.keys import SessionGrant
 from server.pipeline.session import InterruptionSettings, PipelineServices, PipelineSession
 from server.pipeline.store import SessionStore
-from server.pipeline.turns import SpeechAudio, SpeechEnded, SpeechStarted, TurnSettings
-from server.pipeline.webhook import AgentData, AgentEnd, AgentHangup, AgentSpeech, WebhookEvent
+from server.pipeline.turns import (
+    SpeechAudio,
+    SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
+    SpeechStarted,
+    TurnSettings,
+)
+from server.pipeline.webhook import (
+    NOTIFICATIONS,
+    AgentData,
+    AgentEnd,
+    AgentHangup,
+    AgentSpeech,
+    WebhookEvent,
+)
 
 RATE = 16000
 WORD_S = 0.2  # FakeTTS: seconds of audio per word
@@ -54,7 +68,7 @@ class StreamingAgent:
 
     async def respond(self, event: WebhookEvent) -> AsyncIterator:
         self.events.append(event)
-        if event.type == "session.end":
+        if event.type in NOTIFICATIONS:
             return
         sentences = self.sentences
         if event.type == "session.start" and self.welcome is not None:
@@ -108,6 +122,8 @@ class FakeRecognizer:
 
     async def feed(self, pcm: bytes) -> str | None:
         self.fed += len(pcm)
+        if self.script.interim is not None:
+            return self.script.interim
         words = self.script.text.split()
         if not words or self.fed < self.script.interim_after_bytes:
             return None
@@ -123,6 +139,7 @@ class FakeRecognizerPool:
     def __init__(self) -> None:
         self.text = ""
         self.interim_after_bytes = 10**9  # no interim hypotheses unless a test asks for them
+        self.interim: str | None = None  # set: the interim hypothesis of every piece fed
 
     @contextlib.asynccontextmanager
     async def utterance(self):
@@ -132,9 +149,14 @@ class FakeRecognizerPool:
 class FakeDetector:
     """Speech is a chunk of non-zero samples; the first silent chunk after it ends the turn."""
 
+    pending_decision = None  # no turn-end model
+
     def __init__(self, settings: TurnSettings | None = None):
         self.in_speech = False
         self.fed = 0
+
+    def hint(self, transcript: str) -> None:
+        pass
 
     def feed(self, pcm: bytes):
         self.fed += len(pcm) // 2
@@ -152,6 +174,30 @@ class FakeDetector:
     def force_end(self):
         if not self.in_speech:
             return []
+        self.in_speech = False
+        return [SpeechEnded(speech_end_s=self.fed / RATE)]
+
+
+class PausingDetector(FakeDetector):
+    """Like FakeDetector, but the first silent chunk after speech is a pause (SpeechPaused) and
+    the second ends the turn; voice after a pause resumes it (SpeechResumed)."""
+
+    def __init__(self, settings: TurnSettings | None = None):
+        super().__init__(settings)
+        self.paused = False
+
+    def feed(self, pcm: bytes):
+        voiced = any(pcm[:2])
+        if not self.in_speech or (voiced and not self.paused):
+            return super().feed(pcm)
+        self.fed += len(pcm) // 2
+        if voiced:
+            self.paused = False
+            return [SpeechResumed(), SpeechAudio(pcm)]
+        if not self.paused:
+            self.paused = True
+            return [SpeechAudio(pcm), SpeechPaused(speech_end_s=self.fed / RATE)]
+        self.paused = False
         self.in_speech = False
         return [SpeechEnded(speech_end_s=self.fed / RATE)]
 
@@ -181,6 +227,8 @@ class SessionRunner:
     interruptions: InterruptionSettings = field(default_factory=InterruptionSettings)
     pacing: Pacing = field(default_factory=lambda: Pacing(lead_s=0.2))
     can_interrupt: bool = True
+    speculative: bool = False
+    make_detector: Callable = FakeDetector
     # The fakes' audio is not speech: the echo guard is off unless a test turns it on.
     echo: EchoSettings = field(default_factory=lambda: EchoSettings(enabled=False))
     sent: list[Sent] = field(default_factory=list)
@@ -199,7 +247,8 @@ class SessionRunner:
             interruptions=self.interruptions,
             pacing=self.pacing,
             echo_settings=self.echo,
-            make_detector=FakeDetector,
+            make_detector=self.make_detector,
+            speculative=self.speculative,
         )
         self._frames: asyncio.Queue[str | None] = asyncio.Queue()
         self._arrived = asyncio.Event()
@@ -262,6 +311,13 @@ class SessionRunner:
             while not condition():
                 self._arrived.clear()
                 await self._arrived.wait()
+
+    async def eventually(self, condition: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until `condition()` holds, for conditions no frame announces (work the session
+        does without sending anything: a speculative answer)."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.01)
 
     def of_turn(self, turn_id: str, after: int = 0) -> list[dict]:
         return [s.message for s in self.sent[after:] if s.message.get("turn_id") == turn_id]
