@@ -71,11 +71,12 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .audio import RATE
+from .echo_gate import EchoGate, GateSettings
 
 BLOCK = 320  # 20 ms: one VAD frame per block
 PRE_S = 0.004  # the echo-path filter starts this far before the found delay
@@ -109,6 +110,7 @@ class EchoSettings:
     converge_s: float = 0.3  # ... or by then, `verified_db` overall; else the lock was wrong
     verified_db: float = 8.0  # measured: true locks 10-26 dB (echo -6 to -30 dB), a shared word 0
     max_reference_s: float = 120.0  # agent audio held at once; more is refused (and counted)
+    gate: GateSettings = field(default_factory=GateSettings)  # the envelope gate (echo_gate.py)
 
     def __post_init__(self) -> None:
         if not self.min_delay_s < self.max_delay_s:
@@ -174,6 +176,11 @@ class EchoGuard:
         self._proof = [0.0, 0.0]
         self._mic_energy = self._residual_energy = 0.0
         self.refused_reference_s = 0.0
+        self.gate = EchoGate(
+            s.gate, self._reference, self._reference_near, self._min_lag, self._max_lag,
+            self._audible,
+        )  # fmt: skip
+        self._emitted = 0  # samples output (whole blocks): the gate's timeline
 
     # -- reference -------------------------------------------------------------------------------
 
@@ -189,6 +196,7 @@ class EchoGuard:
         bisect.insort(self._chunks, (start, samples), key=lambda chunk: chunk[0])
         self._reference_held += samples.size
         self._frame_spectra = {}
+        self.gate.reference_changed()
 
     def drop_reference_after(self, stream_s: float) -> None:
         """Agent audio due after `stream_s` will not play (the agent was interrupted)."""
@@ -200,6 +208,7 @@ class EchoGuard:
         self._chunks = kept
         self._reference_held = sum(c.size for _, c in kept)
         self._frame_spectra = {}
+        self.gate.reference_changed()
 
     def _overlapping(self, start: int, stop: int) -> list[tuple[int, np.ndarray]]:
         """The reference chunks due within [start, stop). Chunks are sorted by due time and
@@ -244,10 +253,21 @@ class EchoGuard:
             return data[:whole]
         out = bytearray()
         for offset in range(0, whole, BLOCK * 2):
-            out += self._block(data[offset : offset + BLOCK * 2])
+            pcm = data[offset : offset + BLOCK * 2]
+            self.gate.observe(_samples(pcm))
+            out += self._block(pcm)
+        # The filter cancels what it is locked on; the gate takes what it could not.
+        cancelling = self.state == EchoState.LOCKED
+        gated = bytearray()
+        for offset in range(0, len(out), BLOCK * 2):
+            pcm = bytes(out[offset : offset + BLOCK * 2])
+            samples = _samples(pcm)
+            audible = samples @ samples >= self._audible
+            gated += self.gate.gate(self._emitted // BLOCK, pcm, audible, bypass=cancelling)
+            self._emitted += BLOCK
         if self._chunks:
             self._forget_old_reference()
-        return bytes(out)
+        return bytes(gated)
 
     def _block(self, pcm: bytes) -> bytes:
         position = self.position
