@@ -256,14 +256,12 @@ class EchoGuard:
             pcm = data[offset : offset + BLOCK * 2]
             self.gate.observe(_samples(pcm))
             out += self._block(pcm)
-        # The filter cancels what it is locked on; the gate takes what it could not.
-        cancelling = self.state == EchoState.LOCKED
         gated = bytearray()
         for offset in range(0, len(out), BLOCK * 2):
             pcm = bytes(out[offset : offset + BLOCK * 2])
             samples = _samples(pcm)
             audible = samples @ samples >= self._audible
-            gated += self.gate.gate(self._emitted // BLOCK, pcm, audible, bypass=cancelling)
+            gated += self.gate.gate(self._emitted // BLOCK, pcm, audible)
             self._emitted += BLOCK
         if self._chunks:
             self._forget_old_reference()

@@ -56,6 +56,7 @@ class GateSettings:
     enabled: bool = True
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
+    learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
     every: int = 5  # blocks between delay searches while agent audio is due
     margin_db: float = 6.0  # a band this much over the predicted echo is not echo
     excess_db: float = 2.0  # mean excess over the bands above which a block is not echo
@@ -91,12 +92,17 @@ def _correlations(mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 class EchoGate:
-    """Mutes microphone blocks that the agent's echo explains, by spectral envelope.
+    """Mutes blocks of the filter's output that the agent's echo explains, by spectral envelope.
 
-    `observe()` every microphone block as it comes in (before any other processing), then pass
-    blocks to `gate()` in order, each with its index; `reference(start, stop)` gives the agent
-    audio due in a span of samples (the guard's timeline), `due_near(position)` whether any was
-    due within the delay range of a block, and `min_lag`/`max_lag` the range (samples).
+    `observe()` every microphone block as it comes in (before the filter: the delay is found on
+    the microphone as heard), then pass the filter's output blocks to `gate()` in order, each
+    with its index (the output is the input stream, only later). `reference(start, stop)` gives
+    the agent audio due in a span of samples (the guard's timeline), `due_near(position)`
+    whether any was due within the delay range of a block, `min_lag`/`max_lag` the range.
+
+    The band gains are learned on the filter's *output*: where the filter cancels the echo,
+    what is left of it is quiet and a person talking over it stands far above it; where it
+    cannot (a browser's processing), the output is the echo as heard and is muted.
     """
 
     def __init__(
@@ -113,16 +119,14 @@ class EchoGate:
         self._due_near_position = due_near
         self._min_block = min_lag // BLOCK
         self._max_block = -(-max_lag // BLOCK)
-        self._audible = audible
+        self._audible_db = 10 * np.log10(audible + FLOOR)
         self._give_up = max(1, round(settings.give_up_s * RATE / BLOCK))
         self._doubt = max(1, round(settings.doubt_s * RATE / BLOCK))
-        keep = WINDOW + self._give_up + self._doubt + 64
-        self._mic: deque[np.ndarray] = deque(maxlen=keep)  # envelopes of the latest blocks
-        self._last_samples = np.zeros(BLOCK)
-        self._observed = 0  # blocks observed
+        self._heard = _Envelopes(WINDOW + 2 * self._give_up + self._doubt + 64)  # microphone
+        self._out = _Envelopes(WINDOW + 1)  # the filter's output
         self._ref_cache: dict[int, np.ndarray] = {}
         self.lag: int | None = None  # blocks from due to heard, once locked
-        self._gain = np.zeros(N_BANDS)  # dB from reference to microphone, per band
+        self._gain: np.ndarray | None = None  # dB from reference to output, per band
         self._held: list[tuple[int, bytes, bool]] = []  # (block, pcm, audible)
         self._doubt_from: int | None = None  # block where an unexplained sound began
         self._first_audible: int | None = None  # before the first lock
@@ -132,22 +136,9 @@ class EchoGate:
     def reference_changed(self) -> None:
         self._ref_cache = {}
 
-    # -- features --------------------------------------------------------------------------------
-
     def observe(self, samples: np.ndarray) -> None:
-        """One microphone block (BLOCK samples, as received)."""
-        self._mic.append(envelope(np.concatenate((self._last_samples, samples))))
-        self._last_samples = samples
-        self._observed += 1
-        if self.lag is not None and self._observed % self.settings.every == 0:
-            self._search(self._observed)
-
-    def _mic_envelopes(self, start: int, stop: int) -> np.ndarray | None:
-        """Microphone envelopes of blocks [start, stop), or None if not all are kept."""
-        first = self._observed - len(self._mic)
-        if start < first or stop > self._observed:
-            return None
-        return np.array([self._mic[i - first] for i in range(start, stop)])
+        """One microphone block (BLOCK samples) as received."""
+        self._heard.add(samples)
 
     def _ref_envelope(self, block: int) -> np.ndarray:
         cached = self._ref_cache.get(block)
@@ -164,61 +155,65 @@ class EchoGate:
 
     # -- delay search ----------------------------------------------------------------------------
 
-    def _search(self, end: int, *, window: int = WINDOW) -> int | None:
-        """The delay (blocks) whose reference envelope explains the `window` blocks before
-        `end`, or None; on a find the lock and the band gains are updated."""
+    def _search(self, end: int, window: int = WINDOW, *, learn: bool = True) -> int | None:
+        """The delay (blocks) whose reference envelope explains the microphone's `window`
+        blocks before `end`, or None. A find updates the lock and, with `learn`, the band
+        gains (from the output of the same blocks)."""
         s = self.settings
-        mic = self._mic_envelopes(end - window, end)
-        if mic is None or mic.max() < 10 * np.log10(self._audible + FLOOR):
+        heard = self._heard.get(end - window, end)
+        if heard is None or heard.max() < self._audible_db:
             return None
         ref = self._ref_envelopes(end - window - self._max_block, end - self._min_block)
         if ref.max() <= 10 * np.log10(FLOOR) + 1:
             return None  # nothing was due
-        scores = _correlations(mic, ref)  # row k: delay min_block + k
+        scores = _correlations(heard, ref)  # row k: delay min_block + k
         best = int(np.argmax(scores))
         others = np.concatenate((scores[: max(0, best - 3)], scores[best + 4 :]))
         beaten = others.size and scores[best] - others.max() < s.lock_margin
         if scores[best] < s.lock_score or beaten:
             return None
         lag = self._min_block + best
-        aligned = ref[ref.shape[0] - window - best : ref.shape[0] - best]
-        loud = mic.max(axis=1) > 10 * np.log10(self._audible + FLOOR)
-        # The upper quartile: the prediction must cover the echo's loud parts.
-        gain = np.percentile((mic - aligned)[loud], 75, axis=0)
-        if self.lag is not None and abs(lag - self.lag) <= SMEAR:
-            self._gain = 0.5 * self._gain + 0.5 * gain
-            return lag
-        # A new delay: the path from speaker to microphone is the same, its gain too.
-        self._gain = gain if self.lag is None else np.maximum(self._gain, gain)
-        self.lag = lag
-        self.locks += 1
+        if self.lag is None or abs(lag - self.lag) > SMEAR:
+            self.lag = lag
+            self.locks += 1
+        out = self._out.get(end - window, end) if learn else None
+        if out is not None:
+            aligned = ref[ref.shape[0] - window - best : ref.shape[0] - best]
+            self._learn(out, aligned)
         return lag
+
+    def _learn(self, out: np.ndarray, aligned: np.ndarray) -> None:
+        """Band gains from the reference to the filter's output, where that output is the echo:
+        its envelope follows the reference's too (not a person's voice, not silence)."""
+        loud = out.max(axis=1) >= self._audible_db
+        if loud.sum() < 3 or _correlations(out, aligned)[0] < self.settings.learn_score:
+            return
+        # The upper quartile: the prediction must cover the echo's loud parts.
+        gain = np.percentile((out - aligned)[loud], 75, axis=0)
+        self._gain = gain if self._gain is None else 0.5 * self._gain + 0.5 * gain
 
     # -- gating ----------------------------------------------------------------------------------
 
     def _explained(self, block: int) -> bool:
-        mic = self._mic_envelopes(block, block + 1)
-        if mic is None:
+        out = self._out.get(block, block + 1)
+        if out is None or self._gain is None:
             return False
         ref = self._ref_envelopes(block - self.lag - SMEAR, block - self.lag + SMEAR + 1)
         predicted = ref.max(axis=0) + self._gain
-        excess = np.maximum(0.0, mic[0] - predicted - self.settings.margin_db)
+        excess = np.maximum(0.0, out[0] - predicted - self.settings.margin_db)
         return float(excess.mean()) <= self.settings.excess_db
 
-    def gate(self, block: int, pcm: bytes, audible: bool, *, bypass: bool = False) -> bytes:
-        """One block of the guard's output (at block index `block`): what goes on now.
-
-        `bypass`: the linear filter is cancelling (its lock is proven): the block passes, after
-        anything held."""
+    def gate(self, block: int, pcm: bytes, audible: bool) -> bytes:
+        """One block of the filter's output (block index `block`): what goes on now."""
         if not self.settings.enabled:
             return pcm
-        if bypass:
-            self._doubt_from = self._first_audible = None
-            return self._gate_held() + pcm if self.lag is not None else self._release() + pcm
+        self._out.add(_samples(pcm))
         if not self._due_near_position(block * BLOCK):
-            self._first_audible = None
+            self._first_audible = self._doubt_from = None
             return self._release() + pcm
-        if self.lag is None:
+        if (block + 1) % self.settings.every == 0 and self.lag is not None:
+            self._search(block + 1)
+        if self.lag is None or self._gain is None:
             return self._before_lock(block, pcm, audible)
         if self._held:
             self._held.append((block, pcm, audible))
@@ -231,33 +226,34 @@ class EchoGate:
 
     def _before_lock(self, block: int, pcm: bytes, audible: bool) -> bytes:
         if self._passing:
-            if self._observed % self.settings.every == 0 and audible:
-                self._search(self._observed)
-            if self.lag is None:
+            if (block + 1) % self.settings.every == 0 and audible:
+                self._search(block + 1)
+            if self.lag is None or self._gain is None:
                 return pcm
             self._passing = False
-            return self.gate(block, pcm, audible)
+            return self._gate_held() + (bytes(len(pcm)) if self._explained(block) else pcm)
         if not self._held and not audible:
             return pcm
         if self._first_audible is None:
             self._first_audible = block
         self._held.append((block, pcm, audible))
-        if self._search(self._observed) is not None:
+        if self._search(block + 1) is not None and self._gain is not None:
             self._first_audible = None
             return self._gate_held()
-        if self._observed - self._first_audible >= self._give_up:
+        if block + 1 - self._first_audible >= self._give_up:
             self._passing, self._first_audible = True, None
             return self._release()
         return b""
 
     def _resolve(self) -> bytes:
-        """An unexplained sound is held: decide once `doubt_s` of it is in."""
-        if self._observed - self._doubt_from < self._doubt:
+        """An unexplained sound is held: decide once `doubt_s` of it has been heard (the
+        microphone is usually ahead of the output: then at once)."""
+        if self._heard.count < self._doubt_from + self._doubt:
             return b""
         # Only what was heard since the sound began: before it, the echo was explained. A
         # delay found there (the echo moved) is adopted; either way each held block is then
         # muted if the echo explains it and released as it was if not (a person).
-        self._search(self._doubt_from + self._doubt, window=self._doubt)
+        self._search(self._doubt_from + self._doubt, self._doubt, learn=False)
         self._doubt_from = None
         return self._gate_held()
 
@@ -271,3 +267,28 @@ class EchoGate:
     def _release(self) -> bytes:
         held, self._held = self._held, []
         return b"".join(pcm for _, pcm, _ in held)
+
+
+def _samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+class _Envelopes:
+    """The envelopes of the latest blocks of one stream, by block index."""
+
+    def __init__(self, keep: int):
+        self._kept: deque[np.ndarray] = deque(maxlen=keep)
+        self._last = np.zeros(BLOCK)
+        self.count = 0  # blocks added
+
+    def add(self, samples: np.ndarray) -> None:
+        self._kept.append(envelope(np.concatenate((self._last, samples))))
+        self._last = samples
+        self.count += 1
+
+    def get(self, start: int, stop: int) -> np.ndarray | None:
+        """Envelopes of blocks [start, stop), or None unless all are kept."""
+        first = self.count - len(self._kept)
+        if start < first or stop > self.count:
+            return None
+        return np.array([self._kept[i - first] for i in range(start, stop)])
