@@ -335,7 +335,8 @@ class EchoGuard:
         else:
             self._mismatches = 0
         doubted_s = (position - self._doubt_since) / RATE if self._doubt_since is not None else None
-        if doubted_s is not None and doubted_s <= self.settings.relock_s and echo_sized:
+        in_doubt = doubted_s is not None and doubted_s <= self.settings.relock_s
+        if in_doubt and echo_sized and not self.gate.ready:
             # Maybe the echo at a new delay: mute while searching. No new delay found in
             # time: what is heard then is not our echo.
             return bytes(len(pcm))

@@ -47,7 +47,7 @@ BLOCK = 320  # 20 ms, as in echo.py
 BANDS_HZ = (150.0, 3800.0)
 N_BANDS = 20
 FLOOR = 1e6  # band energy added before the log: quieter than the VAD's floor, so silence is flat
-SMEAR = 2  # blocks either side of the delay the predicted echo takes its loudest from
+SMEAR = 1  # blocks either side of the delay the predicted echo takes its loudest from
 WINDOW = 15  # blocks of envelope per delay search (0.3 s)
 
 
@@ -132,6 +132,11 @@ class EchoGate:
         self._first_audible: int | None = None  # before the first lock
         self._passing = False  # before the first lock: gave up (no echo), passing
         self.locks = 0  # delay locks and changes, for tests and benchmarks
+
+    @property
+    def ready(self) -> bool:
+        """Locked with its gains learned: it tells the echo from a person on its own."""
+        return self.lag is not None and self._gain is not None
 
     def reference_changed(self) -> None:
         self._ref_cache = {}
