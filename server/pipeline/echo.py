@@ -7,11 +7,12 @@ The pipeline knows exactly what it sent and when each chunk was due to play, so 
 removes that signal from the microphone before the VAD (and the recogniser) hear it:
 
     client.audio ─► resample to 16 kHz ─► EchoGuard.clean() ─► TurnDetector.feed()
+                                      (filter, then EchoGate)
                                               ▲
     response.audio ─► EchoGuard.add_reference(pcm, due_stream_s)
 
 Everything is in stream time: microphone samples received / 16000, the timeline of
-`TurnDetector` and `StreamClock`. The reference is placed at the sample where it was due. Four
+`TurnDetector` and `StreamClock`. The reference is placed at the sample where it was due. Five
 parts:
 
 1. **Delay search** (GCC-PHAT). Between "due" and "heard" lie the browser's output latency, the
@@ -48,6 +49,10 @@ parts:
    than our echo has lately been is never muted in doubt: that is a person.
 4. **Passing the microphone** when no agent audio was due within the delay range (a few list
    checks per block), or where subtracting made it louder (the reference did not play).
+5. **The envelope gate** (echo_gate.py) after all this: echo a browser's own processing made
+   non-linear (Chromium's canceller, suppressor and gain control leave it correlating 0.1-0.8
+   with what was sent) is not subtracted enough; its spectral envelope still follows the
+   reference, and blocks it explains are muted.
 
 The lock and the learned path are kept across agent turns: later answers start cancelled. The
 session tells the guard what will not play: `drop_reference_after(stream_s)` when the agent is
