@@ -72,6 +72,15 @@ class GateSettings:
     doubt_s: float = 0.16  # an unexplained sound held this long before deciding
     give_up_s: float = 0.3  # held before the first lock, from the first audible block
 
+    def __post_init__(self) -> None:
+        for name in ("lock_score", "learn_score"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"echo gate {name} must be in (0, 1]")
+        if not 0 < self.doubt_s <= 1 or not 0 < self.give_up_s <= 2:
+            raise ValueError("echo gate doubt_s must be in (0, 1] s and give_up_s in (0, 2] s")
+        if self.every < 1 or self.margin_db < 0 or self.excess_db < 0:
+            raise ValueError("echo gate every must be >= 1, margin_db and excess_db >= 0")
+
 
 def _band_matrix() -> np.ndarray:
     freqs = np.fft.rfftfreq(2 * BLOCK, 1 / RATE)
@@ -152,7 +161,8 @@ class EchoGate:
 
     def observe(self, samples: np.ndarray) -> None:
         """One microphone block (BLOCK samples) as received."""
-        self._heard.add(samples)
+        if self.settings.enabled:
+            self._heard.add(samples)
 
     def _ref_envelope(self, block: int) -> np.ndarray:
         cached = self._ref_cache.get(block)

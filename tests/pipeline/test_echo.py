@@ -205,3 +205,10 @@ def test_agent_audio_beyond_the_bound_is_refused_and_counted():
     guard.clean(bytes(RATE * 2 * 4))  # 4 s later the first second is forgotten
     guard.add_reference(second, 4.0)
     assert guard.refused_reference_s == 1.0
+
+
+@pytest.mark.parametrize("bad", [{"lock_score": 0.0}, {"learn_score": 1.5}, {"doubt_s": 0.0},
+                                 {"every": 0}, {"margin_db": -1.0}])  # fmt: skip
+def test_gate_settings_out_of_bounds_are_refused(bad):
+    with pytest.raises(ValueError, match="echo gate"):
+        GateSettings(**bad)
