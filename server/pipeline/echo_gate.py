@@ -239,14 +239,18 @@ class EchoGate:
             self._search(block + 1)
         if self.lag is None or self._gain is None:
             return self._before_lock(block, pcm, audible)
+        done = b""
+        if self._held and self._doubt_from is None:  # held while looking for the first lock
+            self._first_audible = None
+            done = self._gate_held()
         if self._held:
             self._held.append((block, pcm, audible))
             return self._resolve()
         if not audible or self._explained(block):
-            return bytes(len(pcm))
+            return done + bytes(len(pcm))
         self._doubt_from = block
         self._held.append((block, pcm, audible))
-        return self._resolve()
+        return done + self._resolve()
 
     def _before_lock(self, block: int, pcm: bytes, audible: bool) -> bytes:
         if self._passing:
