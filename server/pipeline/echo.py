@@ -52,7 +52,8 @@ parts:
 5. **The envelope gate** (echo_gate.py) after all this: echo a browser's own processing made
    non-linear (Chromium's canceller, suppressor and gain control leave it correlating 0.1-0.8
    with what was sent) is not subtracted enough; its spectral envelope still follows the
-   reference, and blocks it explains are muted.
+   reference, and blocks it explains are muted. Off by default for now (`EchoSettings.gate`):
+   on, a person in the agent's own voice talking over it was heard later (bench/echo.py).
 
 The lock and the learned path are kept across agent turns: later answers start cancelled. The
 session tells the guard what will not play: `drop_reference_after(stream_s)` when the agent is

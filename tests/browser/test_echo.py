@@ -101,9 +101,9 @@ def welcome_outcome(received: list[dict]) -> str | None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="passes since the envelope gate (echo_gate.py): of 10 runs in a row on the loaded "
-    "machine (load 22-47), the 6 whose server started passed, the 4 others' test servers did "
-    "not start in 30 s. Remove this mark once 10 in a row are shown",
+    reason="the envelope gate (echo_gate.py) makes it pass (of 10 runs in a row with the gate "
+    "on, the 6 whose server started passed; 4 servers did not start in 30 s under load), but "
+    "the gate is off by default: on, bench/echo.py's barge-in slowed (see GateSettings)",
 )
 def test_the_agents_own_voice_from_the_speakers_never_interrupts_it(playwright, tmp_path):
     received = run_session(playwright, tmp_path)

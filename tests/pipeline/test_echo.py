@@ -95,7 +95,7 @@ def test_an_echo_through_a_browsers_capture_processing_never_starts_a_turn(delay
     mic = microphone(delay_s, level_db, processed=True)
     assert turn_starts(mic, None), "the raw echo should open a turn, or this test proves nothing"
     assert turn_starts(mic, EchoGuard(EchoSettings(gate=GateSettings(enabled=False))))
-    assert turn_starts(mic, EchoGuard()) == []
+    assert turn_starts(mic, EchoGuard(EchoSettings(gate=GateSettings(enabled=True)))) == []
 
 
 def test_without_the_defence_the_echo_interrupts_before_the_person_speaks():
