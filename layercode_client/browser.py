@@ -255,14 +255,21 @@ class BrowserPlayer:
         self.level = 0.0
         self._proxies = Proxies()
         self._context = self._node = None
+        self._stopped = {}  # interrupt id -> on_stopped, until the audio thread answers
+        self._next_id = 0
 
     async def start(self, sample_rate, on_drained):
         def handle(event):
-            kind = event.data.type
+            data = event.data
+            kind = data.type
             if kind == "level":
-                self.level = float(event.data.level)
+                self.level = float(data.level)
             elif kind == "drained":
-                on_drained(js_string(event.data.deltaId))
+                on_drained(js_string(data.deltaId))
+            elif kind == "interrupted":
+                on_stopped = self._stopped.pop(int(data.id), None)
+                if on_stopped is not None:
+                    on_stopped(js_string(data.turnId), js_string(data.deltaId), int(data.playedMs))
 
         try:
             self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
@@ -288,9 +295,16 @@ class BrowserPlayer:
         message = {"type": "audio", "audio": audio, "turnId": turn_id, "deltaId": delta_id}
         self._node.port.postMessage(ffi.to_js(message))
 
-    def interrupt(self):
+    def interrupt(self, on_stopped=None):
+        """Stop now; `on_stopped(turn_id, delta_id, played_ms)` once the audio thread says
+        where (the request carries an id, the reply names it)."""
         if self._node is not None:
-            self._node.port.postMessage(ffi.to_js({"type": "interrupt"}))
+            message = {"type": "interrupt"}
+            if on_stopped is not None:
+                self._next_id += 1
+                self._stopped[self._next_id] = on_stopped
+                message["id"] = self._next_id
+            self._node.port.postMessage(ffi.to_js(message))
         self.level = 0.0
 
     def close(self):
@@ -302,6 +316,7 @@ class BrowserPlayer:
             self._context.close()
             self._context = None
         self._proxies.destroy()
+        self._stopped = {}
         self.level = 0.0
 
 

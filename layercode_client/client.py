@@ -165,6 +165,7 @@ class LayercodeClient:
         self.session_id = self.options.conversation_id  # the conversation, kept to resume it
         self.resume_token = self.options.resume_token  # its proof on this project's server
         self.config = None  # the session's protocol.SessionConfig, once authorized
+        self._ours = False  # the pipeline is this project's: it takes our protocol additions
         self.disconnect_reason = None  # {"code", "reason"} of the server's last normal close
         self._muted = False
         self._audio_input = self.options.audio_input
@@ -288,6 +289,7 @@ class LayercodeClient:
             self.session_id = auth.session_id or self.session_id
             self.resume_token = auth.resume_token or self.resume_token
             self.config = auth.config  # an unknown trigger was refused while parsing
+            self._ours = auth.ours
             url = self.options.websocket_url or auth.websocket_url or self._cloud_url()
             separator = "&" if "?" in url else "?"
             key = quote(auth.client_session_key)
@@ -752,14 +754,26 @@ class LayercodeClient:
         self._player.play(message.content, message.turn_id, message.delta_id)
         self._set_agent_speaking(True)
 
-    def _interrupt_agent(self):
-        """Stop the agent's voice now; later audio of the same turn is dropped too."""
+    def _interrupt_agent(self, report=False):
+        """Stop the agent's voice now; later audio of the same turn is dropped too.
+
+        With `report` (a barge-in the pipeline announced: it holds the agent's turn), this
+        project's pipeline is told where playback stopped (`trigger.response.audio.interrupted`),
+        so its history keeps the words the user heard; Layercode's cloud gets only the official
+        SDK's messages."""
         if self._agent_turn_id is not None:
             self._dropped_turns.add(self._agent_turn_id)
         self._unplayed_turn = None
         if self._player is not None:
-            self._player.interrupt()
+            report = report and self._agent_speaking and self._ours
+            self._player.interrupt(self._report_interruption if report else None)
         self._set_agent_speaking(False)
+
+    def _report_interruption(self, turn_id, last_delta_id, played_ms):
+        if turn_id is not None:
+            self._send(p.PlaybackInterrupted(
+                turn_id=turn_id, last_delta_id_played=last_delta_id, played_ms=played_ms
+            ))  # fmt: skip
 
     def _on_playback_drained(self, last_delta_id=None):
         """The player ran dry: tell the pipeline which chunk it finished last."""
@@ -814,7 +828,7 @@ class LayercodeClient:
         elif isinstance(message, p.TurnStart):
             if message.role == "user":
                 if self._may_be_interrupted():
-                    self._interrupt_agent()
+                    self._interrupt_agent(report=True)
                 self._set_user_speaking(True)
             elif not self._audio_output or self._player is None:
                 self._set_agent_speaking(True)  # nothing plays: the turn is the speaking

@@ -1,7 +1,9 @@
 // Agent voice ← base64 PCM16 chunks. Runs on the audio thread: decodes each chunk (off the main
-// thread), plays queued chunks back to back (gapless), drops everything on "interrupt", reports
-// "drained" (with the turn and delta id of the last chunk it finished) when the queue runs dry,
-// and its RMS level ~20 times a second.
+// thread), plays queued chunks back to back (gapless), drops everything on "interrupt" (and
+// answers an interrupt that carries an id with where it stopped: the turn, the delta id of the
+// chunk it was playing and the milliseconds of that turn it played), reports "drained" (with the
+// turn and delta id of the last chunk it finished) when the queue runs dry, and its RMS level
+// ~20 times a second.
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const VALUES = new Uint8Array(128);
 for (let i = 0; i < ALPHABET.length; i++) VALUES[ALPHABET.charCodeAt(i)] = i;
@@ -31,6 +33,8 @@ class LayercodePlayer extends AudioWorkletProcessor {
     this.offset = 0;
     this.playing = false;
     this.last = {};
+    this.current = {}; // the chunk playing now, or the last one played
+    this.turnSamples = 0; // samples of `current.turnId` played so far
     this.energy = 0;
     this.counted = 0;
     this.port.onmessage = ({ data }) => {
@@ -38,6 +42,11 @@ class LayercodePlayer extends AudioWorkletProcessor {
         const { turnId, deltaId } = data;
         this.queue.push({ samples: samples(data.audio), turnId, deltaId });
       } else if (data.type === "interrupt") {
+        if (data.id !== undefined) {
+          const { turnId = null, deltaId = null } = this.current;
+          const playedMs = Math.round((this.turnSamples * 1000) / sampleRate);
+          this.port.postMessage({ type: "interrupted", id: data.id, turnId, deltaId, playedMs });
+        }
         this.queue = [];
         this.offset = 0;
         this.playing = false;
@@ -52,7 +61,12 @@ class LayercodePlayer extends AudioWorkletProcessor {
         out[i] = 0;
         continue;
       }
+      if (this.offset === 0 && chunk !== this.current) {
+        if (chunk.turnId !== this.current.turnId) this.turnSamples = 0;
+        this.current = chunk;
+      }
       const s = chunk.samples[this.offset++] / 0x8000;
+      this.turnSamples++;
       out[i] = s;
       this.energy += s * s;
       this.playing = true;

@@ -7,11 +7,12 @@ The pipeline knows exactly what it sent and when each chunk was due to play, so 
 removes that signal from the microphone before the VAD (and the recogniser) hear it:
 
     client.audio ─► resample to 16 kHz ─► EchoGuard.clean() ─► TurnDetector.feed()
+                                      (filter, then EchoGate)
                                               ▲
     response.audio ─► EchoGuard.add_reference(pcm, due_stream_s)
 
 Everything is in stream time: microphone samples received / 16000, the timeline of
-`TurnDetector` and `StreamClock`. The reference is placed at the sample where it was due. Four
+`TurnDetector` and `StreamClock`. The reference is placed at the sample where it was due. Five
 parts:
 
 1. **Delay search** (GCC-PHAT). Between "due" and "heard" lie the browser's output latency, the
@@ -48,6 +49,11 @@ parts:
    than our echo has lately been is never muted in doubt: that is a person.
 4. **Passing the microphone** when no agent audio was due within the delay range (a few list
    checks per block), or where subtracting made it louder (the reference did not play).
+5. **The envelope gate** (echo_gate.py) after all this: echo a browser's own processing made
+   non-linear (Chromium's canceller, suppressor and gain control leave it correlating 0.1-0.8
+   with what was sent) is not subtracted enough; its spectral envelope still follows the
+   reference, and blocks it explains are muted. Off by default for now (`EchoSettings.gate`):
+   on, a person in the agent's own voice talking over it was heard later (bench/echo.py).
 
 The lock and the learned path are kept across agent turns: later answers start cancelled. The
 session tells the guard what will not play: `drop_reference_after(stream_s)` when the agent is
@@ -71,11 +77,12 @@ from __future__ import annotations
 
 import bisect
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from .audio import RATE
+from .echo_gate import EchoGate, GateSettings
 
 BLOCK = 320  # 20 ms: one VAD frame per block
 PRE_S = 0.004  # the echo-path filter starts this far before the found delay
@@ -109,6 +116,7 @@ class EchoSettings:
     converge_s: float = 0.3  # ... or by then, `verified_db` overall; else the lock was wrong
     verified_db: float = 8.0  # measured: true locks 10-26 dB (echo -6 to -30 dB), a shared word 0
     max_reference_s: float = 120.0  # agent audio held at once; more is refused (and counted)
+    gate: GateSettings = field(default_factory=GateSettings)  # the envelope gate (echo_gate.py)
 
     def __post_init__(self) -> None:
         if not self.min_delay_s < self.max_delay_s:
@@ -174,6 +182,11 @@ class EchoGuard:
         self._proof = [0.0, 0.0]
         self._mic_energy = self._residual_energy = 0.0
         self.refused_reference_s = 0.0
+        self.gate = EchoGate(
+            s.gate, self._reference, self._reference_near, self._min_lag, self._max_lag,
+            self._audible,
+        )  # fmt: skip
+        self._emitted = 0  # samples output (whole blocks): the gate's timeline
 
     # -- reference -------------------------------------------------------------------------------
 
@@ -189,6 +202,7 @@ class EchoGuard:
         bisect.insort(self._chunks, (start, samples), key=lambda chunk: chunk[0])
         self._reference_held += samples.size
         self._frame_spectra = {}
+        self.gate.reference_changed()
 
     def drop_reference_after(self, stream_s: float) -> None:
         """Agent audio due after `stream_s` will not play (the agent was interrupted)."""
@@ -200,6 +214,7 @@ class EchoGuard:
         self._chunks = kept
         self._reference_held = sum(c.size for _, c in kept)
         self._frame_spectra = {}
+        self.gate.reference_changed()
 
     def _overlapping(self, start: int, stop: int) -> list[tuple[int, np.ndarray]]:
         """The reference chunks due within [start, stop). Chunks are sorted by due time and
@@ -244,10 +259,19 @@ class EchoGuard:
             return data[:whole]
         out = bytearray()
         for offset in range(0, whole, BLOCK * 2):
-            out += self._block(data[offset : offset + BLOCK * 2])
+            pcm = data[offset : offset + BLOCK * 2]
+            self.gate.observe(_samples(pcm))
+            out += self._block(pcm)
+        gated = bytearray()
+        for offset in range(0, len(out), BLOCK * 2):
+            pcm = bytes(out[offset : offset + BLOCK * 2])
+            samples = _samples(pcm)
+            audible = samples @ samples >= self._audible
+            gated += self.gate.gate(self._emitted // BLOCK, pcm, audible)
+            self._emitted += BLOCK
         if self._chunks:
             self._forget_old_reference()
-        return bytes(out)
+        return bytes(gated)
 
     def _block(self, pcm: bytes) -> bytes:
         position = self.position
@@ -317,7 +341,8 @@ class EchoGuard:
         else:
             self._mismatches = 0
         doubted_s = (position - self._doubt_since) / RATE if self._doubt_since is not None else None
-        if doubted_s is not None and doubted_s <= self.settings.relock_s and echo_sized:
+        in_doubt = doubted_s is not None and doubted_s <= self.settings.relock_s
+        if in_doubt and echo_sized and not self.gate.ready:
             # Maybe the echo at a new delay: mute while searching. No new delay found in
             # time: what is heard then is not our echo.
             return bytes(len(pcm))

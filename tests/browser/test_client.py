@@ -186,6 +186,11 @@ def test_barge_in_stops_playback_at_once(page, pipeline):
     pipeline.send({"type": "turn.start", "role": "user", "turn_id": "turn_user"})
     page.wait_for_function("window.__interruptAt !== undefined", timeout=5000)
     assert page.evaluate("window.__interruptAt") - sent_ms < 100
+    # The player says where it stopped (this pipeline is ours): about 600 ms into turn_long.
+    (report,) = pipeline.wait_for(page, "trigger.response.audio.interrupted", timeout_s=5)
+    assert report.message["turn_id"] == "turn_long"
+    assert report.message["last_delta_id_played"].startswith("turn_long-")
+    assert 300 <= report.message["played_ms"] < 4000
     send_audio(pipeline, tone(0.5), "turn_long")  # late audio of the interrupted turn
     page.wait_for_timeout(400)
     assert agent_level(page) == 0

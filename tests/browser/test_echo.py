@@ -8,6 +8,12 @@ samples noise for each rendition, so no file could hold the rendition it will ma
 back a little after the pipeline planned it to play. The welcome must play to its end: no user
 turn starts while it plays, and the agent's turn ends normally. With `ECHO_DEFENCE=false` the
 same microphone interrupts it (the test can fail).
+
+Through Chromium's capture path (echo cancellation, noise suppression and gain control on, as
+the page asks) this echo correlates only 0.1-0.8 with what was sent, and the WAV, recorded
+without the pauses the live session makes between sentences, moves its delay by up to 200 ms
+from one sentence to the next: the linear filter cannot prove a lock on it, and the envelope
+gate (server/pipeline/echo_gate.py) is what keeps it out.
 """
 
 from __future__ import annotations
@@ -94,10 +100,10 @@ def welcome_outcome(received: list[dict]) -> str | None:
 
 
 @pytest.mark.xfail(
-    strict=True,
-    reason="open: through Chromium's capture path (echo cancellation, noise suppression and "
-    "gain control on, as the page asks) the echo correlates with what was sent at only "
-    "0.5-0.8, so the guard's lock is not proven in time and it releases the microphone",
+    strict=False,
+    reason="the envelope gate (echo_gate.py) makes it pass (of 10 runs in a row with the gate "
+    "on, the 6 whose server started passed; 4 servers did not start in 30 s under load), but "
+    "the gate is off by default: on, bench/echo.py's barge-in slowed (see GateSettings)",
 )
 def test_the_agents_own_voice_from_the_speakers_never_interrupts_it(playwright, tmp_path):
     received = run_session(playwright, tmp_path)

@@ -65,18 +65,26 @@ class FakePlayer:
         self.on_drained = on_drained
         self.level = 0.0
         self.played = []  # (pcm, turn_id) per chunk
+        self.delta_ids = []
         self.interrupts = 0
         self.closed = False
         self.last_delta_id = None
 
     def play(self, audio, turn_id, delta_id=None):
         self.played.append((binascii.a2b_base64(audio.encode()), turn_id))
+        self.delta_ids.append(delta_id)
         self.last_delta_id = delta_id
         self.level = 0.6
 
-    def interrupt(self):
+    def interrupt(self, on_stopped=None):
+        """Stops as if every chunk handed to it had played: answers with the last one's turn,
+        delta id and that turn's milliseconds (16 kHz PCM16: 32 bytes a millisecond)."""
         self.interrupts += 1
         self.level = 0.0
+        if on_stopped is not None and self.played:
+            turn = self.played[-1][1]
+            played = sum(len(pcm) for pcm, t in self.played if t == turn)
+            on_stopped(turn, self.delta_ids[-1], played // 32)
 
     def close(self):
         self.closed = True

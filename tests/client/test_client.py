@@ -236,6 +236,28 @@ def test_barge_in_stops_the_agent_and_drops_the_rest_of_its_turn(can_interrupt, 
     assert calls.of("on_message")[0][0]["type"] == "turn.start"
 
 
+@pytest.mark.parametrize("ours", [True, False])
+def test_a_barge_in_tells_our_pipeline_where_playback_stopped(ours):
+    """`trigger.response.audio.interrupted` goes to this project's pipeline only (its history
+    keeps what was heard); Layercode's cloud gets only the official SDK's messages."""
+    answer = authorized() if ours else authorized(websocket_url=None)
+
+    async def scenario():
+        client, browser, _ = make(FakeBrowser((200, answer)))
+        await client.connect()
+        browser.socket.receive(audio("t1", 1))
+        browser.socket.receive(audio("t1", 2))
+        browser.socket.receive({"type": "turn.start", "role": "user", "turn_id": "u1"})
+        browser.socket.receive({"type": "turn.start", "role": "user", "turn_id": "u2"})
+        return browser
+
+    browser = run(scenario())
+    reports = [m for m in browser.socket.sent if m["type"] == "trigger.response.audio.interrupted"]
+    expected = {"type": "trigger.response.audio.interrupted", "turn_id": "t1",
+                "last_delta_id_played": "t1-2", "played_ms": 2 * len(PCM) // 32}  # fmt: skip
+    assert reports == ([expected] if ours else [])  # the second barge-in had nothing playing
+
+
 def test_every_server_message_reaches_a_callback_and_bad_frames_do_not_end_the_session():
     async def scenario():
         client, browser, calls = make()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.echo_gate import GateSettings
 from server.pipeline.timing import StreamClock
 from tests.support.echo import FRAME, RATE, samples
 from tests.support.echo import microphone as speaker_echo
@@ -85,6 +86,16 @@ def test_a_person_talking_over_the_agent_starts_a_turn_within_300ms(delay_s, lev
     starts = turn_starts(mic, EchoGuard())
     assert starts, "the person was never heard"
     assert 0 <= starts[0] - person_starts_s() <= 0.3
+
+
+@pytest.mark.parametrize(("delay_s", "level_db"), [(0.05, -6), (0.3, -6), (0.9, -20)])
+def test_an_echo_through_a_browsers_capture_processing_never_starts_a_turn(delay_s, level_db):
+    """Processed like Chromium's capture path (tests/support/echo.py, capture_processing): the
+    linear filter leaves too much of it; the envelope gate (echo_gate.py) mutes the rest."""
+    mic = microphone(delay_s, level_db, processed=True)
+    assert turn_starts(mic, None), "the raw echo should open a turn, or this test proves nothing"
+    assert turn_starts(mic, EchoGuard(EchoSettings(gate=GateSettings(enabled=False))))
+    assert turn_starts(mic, EchoGuard(EchoSettings(gate=GateSettings(enabled=True)))) == []
 
 
 def test_without_the_defence_the_echo_interrupts_before_the_person_speaks():
@@ -194,3 +205,10 @@ def test_agent_audio_beyond_the_bound_is_refused_and_counted():
     guard.clean(bytes(RATE * 2 * 4))  # 4 s later the first second is forgotten
     guard.add_reference(second, 4.0)
     assert guard.refused_reference_s == 1.0
+
+
+@pytest.mark.parametrize("bad", [{"lock_score": 0.0}, {"learn_score": 1.5}, {"doubt_s": 0.0},
+                                 {"every": 0}, {"margin_db": -1.0}])  # fmt: skip
+def test_gate_settings_out_of_bounds_are_refused(bad):
+    with pytest.raises(ValueError, match="echo gate"):
+        GateSettings(**bad)

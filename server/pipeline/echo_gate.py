@@ -1,0 +1,327 @@
+"""Echo gate: the second line of the echo defence, for echo a linear filter cannot cancel.
+
+`EchoGuard` (echo.py) subtracts the agent's voice sample by sample. That needs the echo to be a
+linear copy of what was sent. Through a browser's capture processing it is not: Chromium's own
+echo canceller, noise suppressor and gain control (on, as the page asks) leave the echo
+correlating only 0.1-0.8 with what was sent, 20 ms chunk by chunk (measured on the fake
+microphone in Chromium 156, tests/browser/test_echo.py), and delays it unevenly: a sentence
+played after a gap arrived 200 ms later relative to the one before. Subtraction then removes
+1-3 dB and the VAD opens a turn on the agent's own words.
+
+What survives the processing is the *spectral envelope*: which bands are loud when. Measured on
+the same recordings, 20 bands (150-3800 Hz, log-spaced) in 20 ms blocks, log energy: the
+envelope of 0.3 s of microphone correlates 0.89-0.98 with the reference's at the echo's delay,
+and at most 0.80 at any other delay. So the gate, on the filter's output,
+
+1. **finds the delay** by correlating the microphone's envelope (mean removed per band) with the
+   reference's over the delay range, every `every` blocks while agent audio is due; a peak of
+   `lock_score` that beats every delay more than 3 blocks away by `lock_margin` locks it;
+2. **learns each band's gain** from the reference to the filter's *output*, where that output
+   follows the reference (`learn_score`: it is echo, not a person and not silence): the upper
+   quartile in dB. Where the filter cancels, what is left of the echo is quiet and a person
+   talking over it stands far above it; where it cannot, the output is the echo as heard;
+3. **mutes a block the echo explains**: its bands exceed the predicted echo (the reference's
+   band energies at the delay, the loudest within one block either side for the jitter of
+   chunk placement, plus the gain) by more than `margin_db` by less than `excess_db` on
+   average;
+4. **holds a block it does not explain** (a person, or the echo at a new delay: a playback
+   stall) until `doubt_s` of microphone from it is in, then searches that span alone: a delay
+   found there is adopted; each held block is then muted if the echo explains it and released
+   as it was if not (a person talking over the agent). Before the first lock, audible blocks
+   are held up to `give_up_s` from the first, then released (a headset: no echo).
+
+Nothing is lost and stream time is unchanged (a held block comes out later, in order), so a
+person's turn starts at the stream time they started; the wall clock pays the hold, at most
+`give_up_s` once and `doubt_s` per unexplained sound (the microphone is usually ahead of the
+output, the filter's holds included, so mostly nothing).
+
+Measured: the Chromium recordings above, replayed, 0 turn starts (without the gate: a start
+within 0.3 s of the echo); tests/pipeline/test_echo.py and bench/echo.py, with an echo processed
+like Chromium's (`capture_processing` in tests/support/echo.py), 0 starts; a person over it is
+heard, but a first short word said over a loud processed echo can be lost. Open, and why the
+gate is off by default: in bench/echo.py's barge-in (a person in the agent's own Piper voice
+over its echo, 12 points per row) the gate moved the turn start from a 121-124 ms median to
+180-300 ms, maxima 300-923 ms, and missed 1-4 of 12 (load 17-47, stream time).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .audio import RATE
+
+BLOCK = 320  # 20 ms, as in echo.py
+BANDS_HZ = (150.0, 3800.0)
+N_BANDS = 20
+FLOOR = 1e6  # band energy added before the log: quieter than the VAD's floor, so silence is flat
+SMEAR = 1  # blocks either side of the delay the predicted echo takes its loudest from
+WINDOW = 15  # blocks of envelope per delay search (0.3 s)
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    # Off by default for now: on, bench/echo.py's barge-in (a person in the agent's own Piper
+    # voice over its echo) slowed from a 121-124 ms median to 180-300 ms, with misses.
+    enabled: bool = False
+    lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
+    lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
+    learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
+    every: int = 5  # blocks between delay searches while agent audio is due
+    margin_db: float = 6.0  # a band this much over the predicted echo is not echo
+    excess_db: float = 2.0  # mean excess over the bands above which a block is not echo
+    doubt_s: float = 0.16  # an unexplained sound held this long before deciding
+    give_up_s: float = 0.3  # held before the first lock, from the first audible block
+
+    def __post_init__(self) -> None:
+        for name in ("lock_score", "learn_score"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"echo gate {name} must be in (0, 1]")
+        if not 0 < self.doubt_s <= 1 or not 0 < self.give_up_s <= 2:
+            raise ValueError("echo gate doubt_s must be in (0, 1] s and give_up_s in (0, 2] s")
+        if self.every < 1 or self.margin_db < 0 or self.excess_db < 0:
+            raise ValueError("echo gate every must be >= 1, margin_db and excess_db >= 0")
+
+
+def _band_matrix() -> np.ndarray:
+    freqs = np.fft.rfftfreq(2 * BLOCK, 1 / RATE)
+    edges = np.geomspace(*BANDS_HZ, N_BANDS + 1)
+    return np.stack([(freqs >= lo) & (freqs < hi) for lo, hi in itertools.pairwise(edges)], 1) * 1.0
+
+
+_BANDS = _band_matrix()
+_WINDOW_FN = np.hanning(2 * BLOCK)
+
+
+def envelope(samples: np.ndarray) -> np.ndarray:
+    """Log band energies (dB) of 40 ms of audio (the block and the one before)."""
+    power = np.abs(np.fft.rfft(samples * _WINDOW_FN)) ** 2
+    return 10 * np.log10(power @ _BANDS + FLOOR)
+
+
+def _correlations(mic: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Correlation of `mic` (W x bands) with each W-block window of `ref`, newest lag first:
+    row k of the result is the delay of k blocks, where ref's last row lines up with mic's."""
+    windows = np.lib.stride_tricks.sliding_window_view(ref, mic.shape, axis=(0, 1))[:, 0]
+    windows = windows - windows.mean(axis=1, keepdims=True)
+    m = mic - mic.mean(axis=0)
+    dots = (windows * m).sum(axis=(1, 2))
+    norms = np.sqrt((windows**2).sum(axis=(1, 2)) * (m**2).sum()) + 1e-9
+    return (dots / norms)[::-1]
+
+
+class EchoGate:
+    """Mutes blocks of the filter's output that the agent's echo explains, by spectral envelope.
+
+    `observe()` every microphone block as it comes in (before the filter: the delay is found on
+    the microphone as heard), then pass the filter's output blocks to `gate()` in order, each
+    with its index (the output is the input stream, only later). `reference(start, stop)` gives
+    the agent audio due in a span of samples (the guard's timeline), `due_near(position)`
+    whether any was due within the delay range of a block, `min_lag`/`max_lag` the range.
+
+    The band gains are learned on the filter's *output*: where the filter cancels the echo,
+    what is left of it is quiet and a person talking over it stands far above it; where it
+    cannot (a browser's processing), the output is the echo as heard and is muted.
+    """
+
+    def __init__(
+        self,
+        settings: GateSettings,
+        reference: Callable[[int, int], np.ndarray],
+        due_near: Callable[[int], bool],
+        min_lag: int,
+        max_lag: int,
+        audible: float,
+    ):
+        self.settings = settings
+        self._reference = reference
+        self._due_near_position = due_near
+        self._min_block = min_lag // BLOCK
+        self._max_block = -(-max_lag // BLOCK)
+        self._audible_db = 10 * np.log10(audible + FLOOR)
+        self._give_up = max(1, round(settings.give_up_s * RATE / BLOCK))
+        self._doubt = max(1, round(settings.doubt_s * RATE / BLOCK))
+        self._heard = _Envelopes(WINDOW + 2 * self._give_up + self._doubt + 64)  # microphone
+        self._out = _Envelopes(WINDOW + 1)  # the filter's output
+        self._ref_cache: dict[int, np.ndarray] = {}
+        self.lag: int | None = None  # blocks from due to heard, once locked
+        self._gain: np.ndarray | None = None  # dB from reference to output, per band
+        self._held: list[tuple[int, bytes, bool]] = []  # (block, pcm, audible)
+        self._doubt_from: int | None = None  # block where an unexplained sound began
+        self._first_audible: int | None = None  # before the first lock
+        self._passing = False  # before the first lock: gave up (no echo), passing
+        self.locks = 0  # delay locks and changes, for tests and benchmarks
+
+    @property
+    def ready(self) -> bool:
+        """Locked with its gains learned: it tells the echo from a person on its own."""
+        return self.lag is not None and self._gain is not None
+
+    def reference_changed(self) -> None:
+        self._ref_cache = {}
+
+    def observe(self, samples: np.ndarray) -> None:
+        """One microphone block (BLOCK samples) as received."""
+        if self.settings.enabled:
+            self._heard.add(samples)
+
+    def _ref_envelope(self, block: int) -> np.ndarray:
+        cached = self._ref_cache.get(block)
+        if cached is None:
+            start = block * BLOCK
+            cached = envelope(self._reference(start - BLOCK, start + BLOCK))
+            if len(self._ref_cache) > 4096:
+                self._ref_cache = {}
+            self._ref_cache[block] = cached
+        return cached
+
+    def _ref_envelopes(self, start: int, stop: int) -> np.ndarray:
+        return np.array([self._ref_envelope(b) for b in range(start, stop)])
+
+    # -- delay search ----------------------------------------------------------------------------
+
+    def _search(self, end: int, window: int = WINDOW, *, learn: bool = True) -> int | None:
+        """The delay (blocks) whose reference envelope explains the microphone's `window`
+        blocks before `end`, or None. A find updates the lock and, with `learn`, the band
+        gains (from the output of the same blocks)."""
+        s = self.settings
+        heard = self._heard.get(end - window, end)
+        if heard is None or heard.max() < self._audible_db:
+            return None
+        ref = self._ref_envelopes(end - window - self._max_block, end - self._min_block)
+        if ref.max() <= 10 * np.log10(FLOOR) + 1:
+            return None  # nothing was due
+        scores = _correlations(heard, ref)  # row k: delay min_block + k
+        best = int(np.argmax(scores))
+        others = np.concatenate((scores[: max(0, best - 3)], scores[best + 4 :]))
+        beaten = others.size and scores[best] - others.max() < s.lock_margin
+        if scores[best] < s.lock_score or beaten:
+            return None
+        lag = self._min_block + best
+        if self.lag is None or abs(lag - self.lag) > SMEAR:
+            self.lag = lag
+            self.locks += 1
+        out = self._out.get(end - window, end) if learn else None
+        if out is not None:
+            aligned = ref[ref.shape[0] - window - best : ref.shape[0] - best]
+            self._learn(out, aligned)
+        return lag
+
+    def _learn(self, out: np.ndarray, aligned: np.ndarray) -> None:
+        """Band gains from the reference to the filter's output, where that output is the echo:
+        its envelope follows the reference's too (not a person's voice, not silence)."""
+        loud = out.max(axis=1) >= self._audible_db
+        if loud.sum() < 3 or _correlations(out, aligned)[0] < self.settings.learn_score:
+            return
+        # The upper quartile: the prediction must cover the echo's loud parts.
+        gain = np.percentile((out - aligned)[loud], 75, axis=0)
+        self._gain = gain if self._gain is None else 0.5 * self._gain + 0.5 * gain
+
+    # -- gating ----------------------------------------------------------------------------------
+
+    def _explained(self, block: int) -> bool:
+        out = self._out.get(block, block + 1)
+        if out is None or self._gain is None:
+            return False
+        ref = self._ref_envelopes(block - self.lag - SMEAR, block - self.lag + SMEAR + 1)
+        predicted = ref.max(axis=0) + self._gain
+        excess = np.maximum(0.0, out[0] - predicted - self.settings.margin_db)
+        return float(excess.mean()) <= self.settings.excess_db
+
+    def gate(self, block: int, pcm: bytes, audible: bool) -> bytes:
+        """One block of the filter's output (block index `block`): what goes on now."""
+        if not self.settings.enabled:
+            return pcm
+        self._out.add(_samples(pcm))
+        if not self._due_near_position(block * BLOCK):
+            self._first_audible = self._doubt_from = None
+            return self._release() + pcm
+        if (block + 1) % self.settings.every == 0 and self.lag is not None:
+            self._search(block + 1)
+        if self.lag is None or self._gain is None:
+            return self._before_lock(block, pcm, audible)
+        done = b""
+        if self._held and self._doubt_from is None:  # held while looking for the first lock
+            self._first_audible = None
+            done = self._gate_held()
+        if self._held:
+            self._held.append((block, pcm, audible))
+            return self._resolve()
+        if not audible or self._explained(block):
+            return done + bytes(len(pcm))
+        self._doubt_from = block
+        self._held.append((block, pcm, audible))
+        return done + self._resolve()
+
+    def _before_lock(self, block: int, pcm: bytes, audible: bool) -> bytes:
+        if self._passing:
+            if (block + 1) % self.settings.every == 0 and audible:
+                self._search(block + 1)
+            if self.lag is None or self._gain is None:
+                return pcm
+            self._passing = False
+            return self._gate_held() + (bytes(len(pcm)) if self._explained(block) else pcm)
+        if not self._held and not audible:
+            return pcm
+        if self._first_audible is None:
+            self._first_audible = block
+        self._held.append((block, pcm, audible))
+        if self._search(block + 1) is not None and self._gain is not None:
+            self._first_audible = None
+            return self._gate_held()
+        if block + 1 - self._first_audible >= self._give_up:
+            self._passing, self._first_audible = True, None
+            return self._release()
+        return b""
+
+    def _resolve(self) -> bytes:
+        """An unexplained sound is held: decide once `doubt_s` of it has been heard (the
+        microphone is usually ahead of the output: then at once)."""
+        if self._heard.count < self._doubt_from + self._doubt:
+            return b""
+        # Only what was heard since the sound began: before it, the echo was explained. A
+        # delay found there (the echo moved) is adopted; either way each held block is then
+        # muted if the echo explains it and released as it was if not (a person).
+        self._search(self._doubt_from + self._doubt, self._doubt, learn=False)
+        self._doubt_from = None
+        return self._gate_held()
+
+    def _gate_held(self) -> bytes:
+        held, self._held = self._held, []
+        out = bytearray()
+        for block, pcm, audible in held:
+            out += bytes(len(pcm)) if not audible or self._explained(block) else pcm
+        return bytes(out)
+
+    def _release(self) -> bytes:
+        held, self._held = self._held, []
+        return b"".join(pcm for _, pcm, _ in held)
+
+
+def _samples(pcm: bytes) -> np.ndarray:
+    return np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+
+
+class _Envelopes:
+    """The envelopes of the latest blocks of one stream, by block index."""
+
+    def __init__(self, keep: int):
+        self._kept: deque[np.ndarray] = deque(maxlen=keep)
+        self._last = np.zeros(BLOCK)
+        self.count = 0  # blocks added
+
+    def add(self, samples: np.ndarray) -> None:
+        self._kept.append(envelope(np.concatenate((self._last, samples))))
+        self._last = samples
+        self.count += 1
+
+    def get(self, start: int, stop: int) -> np.ndarray | None:
+        """Envelopes of blocks [start, stop), or None unless all are kept."""
+        first = self.count - len(self._kept)
+        if start < first or stop > self.count:
+            return None
+        return np.array([self._kept[i - first] for i in range(start, stop)])
