@@ -25,6 +25,7 @@ from .agent_turn import Pacing
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
 from .connections import Connections
 from .echo import EchoSettings
+from .echo_gate import GateSettings
 from .endpointing import SmartTurn
 from .pacing import LoopLag
 from .session import InterruptionSettings, PipelineServices
@@ -58,7 +59,9 @@ class EmbeddedPipeline:
         )
         self.pacing = Pacing(lead_s=settings.playback_lead_s)
         self.echo_settings = EchoSettings(
-            enabled=settings.echo_defence, max_delay_s=settings.echo_max_delay_ms / 1000
+            enabled=settings.echo_defence,
+            max_delay_s=settings.echo_max_delay_ms / 1000,
+            gate=GateSettings(enabled=settings.echo_gate),
         )
         self.speculative = speculation_enabled(
             settings.speculative_answers, external_agent=bool(settings.agent_webhook_url)
