@@ -32,7 +32,7 @@ TOKEN_HEADER = "x-resume-token"
 async def delete_conversation(request: Request) -> Response:
     state = request.app.state
     try:
-        check_caller(request)
+        await check_caller(request)
         if state.pipeline is None:
             raise ApiError(
                 404, "conversations are kept by Layercode's cloud, not this server", "not_found"
