@@ -309,7 +309,9 @@ async def say(client: VoiceClient, text: str) -> str:
     """Type `text` (it interrupts whatever the agent is saying); the turn id of the answer."""
     mark = len(client.received)
     await client.send({"type": "client.response.text", "content": text})
-    start = await client.wait_for("turn.start", lambda m: m["role"] == "assistant", after=mark)
+    start = await client.wait_for(
+        "turn.start", lambda m: m["role"] == "assistant", after=mark, timeout=60
+    )
     return start.message["turn_id"]
 
 
@@ -331,6 +333,7 @@ def test_an_answer_cut_by_the_death_of_its_node_is_kept_as_far_as_it_was_heard(
         session_id = client.session_id
         await client.wait_for("turn.start", lambda m: m["role"] == "assistant")  # the welcome
         heard_in_full = await say(client, "my name is Ada")  # the welcome stops at once
+        await client.finish_playback(heard_in_full, timeout=60)  # the player played it all
         await wait_stored(
             database, session_id,
             lambda t: t["turn_id"] == heard_in_full and t["role"] == "assistant"
@@ -351,9 +354,13 @@ def test_an_answer_cut_by_the_death_of_its_node_is_kept_as_far_as_it_was_heard(
         ) as again:
             await again.connect()
             assert served_by(again) != victim.name
+            await again.wait_for("turn.start", lambda m: m["role"] == "assistant")  # welcome
             mark = len(again.received)
-            await again.send({"type": "client.response.text", "content": "where was I?"})
-            await again.wait_for("user.transcript", after=mark)
+            answer = await say(again, "where was I?")
+            # the agent's first words: it has the message (and its history)
+            await again.wait_for(
+                "response.text", lambda m: m["turn_id"] == answer, after=mark, timeout=60
+            )
         asked = next(m for m in agent.messages() if m.get("text") == "where was I?")
         return before_kill, asked["history"]
 
