@@ -46,7 +46,6 @@ from .errors import ServerError
 from .hosts import host_allowed, origin_allowed
 from .limits import client_address
 from .logs import redact
-from .pipeline.stores import StoreUnavailable
 
 log = logging.getLogger("server.authorize")
 
@@ -321,11 +320,7 @@ async def check_caller(request: Request) -> None:
             {"Retry-After": "5"},
         )  # fmt: skip
     address = client_address(request, settings.trusted_proxies)
-    try:
-        retry_after = await state.rate_limiter.hit(address)
-    except StoreUnavailable as error:
-        log.warning("request refused: %s", error, exc_info=error.__cause__)
-        raise ApiError(503, f"{error.message}; try again", "store_unavailable") from None
+    retry_after = await state.rate_limiter.hit(address)
     if retry_after is not None:
         raise ApiError(
             429,
