@@ -2,10 +2,10 @@
 
 A session has at most one live socket — on the whole cluster when nodes share Redis: the bus
 (session_bus.py) carries the replacement and a deletion to the node that serves the session.
-A second connection to the same session (a reconnect
-whose old socket the server has not yet seen die, or the same tab twice) replaces the first: the
-old one is stopped (closed with 4011) and finished before the new session starts, so two
-sessions never write one conversation's history at once. Replacing rather than refusing means a
+A second connection to the same session (a reconnect whose old socket the server has not yet
+seen die, or the same tab twice) replaces the first: the old one is stopped (closed with 4011)
+and finished before the new session starts, so two sessions never write one conversation's
+history at once. Replacing rather than refusing means a
 client that lost its network can come straight back; only the holder of a new session key —
 the owner, who had to prove it with the resume token — can do it.
 
