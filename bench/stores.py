@@ -5,7 +5,8 @@ PostgreSQL history), on real servers started for the run (tests/support/engines.
 
 - **authorize**: a real `POST /api/authorize` over HTTP to a real server whose only route is
   the authorize endpoint (the speech models are not loaded: they play no part in it). It
-  creates the session in the history store and issues a key in the key store.
+  counts the caller's rate limit (in Redis with the shared stores, as a node does), creates
+  the session in the history store and issues a key in the key store.
 - **key redeem**: what the WebSocket does first.
 - **history append**: one turn, as a session stores it; `history read` is what each agent
   `message` fetches (the last 50 turns of a 20-turn conversation).
@@ -31,6 +32,7 @@ from layercode_client.protocol import SessionConfig
 from server.authorize import authorize
 from server.config import Settings
 from server.limits import RateLimiter
+from server.limits_redis import RedisRateLimiter
 from server.pipeline.authorizer import EmbeddedAuthorizer
 from server.pipeline.connections import Connections
 from server.pipeline.keys import SessionGrant
@@ -46,6 +48,10 @@ def authorize_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette):
         stores = await open_stores(settings)
         app.state.authorizer = EmbeddedAuthorizer(stores, Connections(), settings)
+        if settings.redis_url:  # as a node does: the rate limit counted in Redis too
+            app.state.rate_limiter = RedisRateLimiter(
+                stores.keys.client, settings.authorize_rate_limit
+            )
         try:
             yield
         finally:

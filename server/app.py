@@ -123,6 +123,12 @@ def create_app(settings: Settings | None = None) -> Starlette:
                     raise
                 app.state.pipeline = pipeline
                 app.state.authorizer = pipeline.authorizer
+                if settings.redis_url:  # one budget per caller across the nodes
+                    from .limits_redis import RedisRateLimiter
+
+                    app.state.rate_limiter = RedisRateLimiter(
+                        pipeline.stores.keys.client, settings.authorize_rate_limit
+                    )
                 app.state.pipeline_kind = "embedded"
             if not vendor.is_vendored():
                 log.warning("the browser runtime is not vendored: run ./dev setup")

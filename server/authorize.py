@@ -296,7 +296,7 @@ class CloudAuthorizer:
 # -- the endpoint ---------------------------------------------------------------------------------
 
 
-def check_caller(request: Request) -> None:
+async def check_caller(request: Request) -> None:
     """Host, Origin, draining and rate: what every call is checked for before its body."""
     state = request.app.state
     settings = state.settings
@@ -320,7 +320,7 @@ def check_caller(request: Request) -> None:
             {"Retry-After": "5"},
         )  # fmt: skip
     address = client_address(request, settings.trusted_proxies)
-    retry_after = state.rate_limiter.hit(address)
+    retry_after = await state.rate_limiter.hit(address)
     if retry_after is not None:
         raise ApiError(
             429,
@@ -334,7 +334,7 @@ def check_caller(request: Request) -> None:
 async def authorize(request: Request) -> Response:
     settings = request.app.state.settings
     try:
-        check_caller(request)
+        await check_caller(request)
         body = await read_json_body(request)
         try:
             auth_request = AuthorizeRequest.from_json(body)

@@ -68,7 +68,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "AUTHORIZE_RATE_LIMIT": (
         "60",
-        "Authorize requests per client address per minute (429 past it).",
+        "Authorize requests per client address per minute (429 past it); counted in Redis "
+        "for the whole cluster when `REDIS_URL` is set.",
     ),
     "MAX_SESSIONS": (
         "50",

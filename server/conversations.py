@@ -5,9 +5,9 @@ vouching with `X-Authorize-Secret` (authorize.py). A live session of that conver
 closed first (4004), so nothing writes its history after it is gone. Answers 204; 403 without
 proof (whether or not the conversation exists); 404 when vouched for an unknown one.
 A store that cannot be reached answers 503. Embedded pipeline only: with Layercode's cloud,
-its own API keeps the history. With several nodes, the history (and so the deletion) is shared;
-a live socket on another node is not closed from here, but its appends are refused
-(`UnknownSession`): nothing rewrites the history once it is gone (docs/scaling.md).
+its own API keeps the history. With several nodes (Redis), the live socket is closed on
+whichever node serves it (session_bus.py); should that node not answer, its appends are refused
+anyway (`UnknownSession`): nothing rewrites the history once it is gone (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ TOKEN_HEADER = "x-resume-token"
 async def delete_conversation(request: Request) -> Response:
     state = request.app.state
     try:
-        check_caller(request)
+        await check_caller(request)
         if state.pipeline is None:
             raise ApiError(
                 404, "conversations are kept by Layercode's cloud, not this server", "not_found"

@@ -33,14 +33,15 @@ def client_address(connection: HTTPConnection, trusted_proxies: tuple[str, ...])
 
 
 class RateLimiter:
-    """At most `per_minute` hits per key in each fixed one-minute window."""
+    """At most `per_minute` hits per key in each fixed one-minute window, on this node.
+    With several nodes on one Redis, `RedisRateLimiter` (limits_redis.py) counts for all."""
 
     def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic):
         self.per_minute = per_minute
         self.clock = clock
         self._windows: dict[str, tuple[float, int]] = {}  # key → (window start, hits)
 
-    def hit(self, key: str) -> float | None:
+    async def hit(self, key: str) -> float | None:
         """None when allowed; else the seconds until the key may try again."""
         now = self.clock()
         start, hits = self._windows.get(key, (now, 0))

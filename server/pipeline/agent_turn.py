@@ -466,5 +466,12 @@ class AgentTurn:
             break
         return " ".join(words)
 
+    def heard_sentences(self) -> str:
+        """The sentences the listener has heard to their end by now (estimated from the pacing,
+        clamped to audio sent): what the history may claim while the answer still plays."""
+        heard = self.heard if self._heard_known else self.tracker.position(self.clock())
+        heard = min(heard, self.tracker.sent_until)  # held, or reported by the client
+        return " ".join(s.text for s in self.spans if s.start < s.end <= heard)
+
     def heard_seconds(self) -> float:
         return self.heard / 2 / RATE

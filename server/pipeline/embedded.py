@@ -78,6 +78,10 @@ class EmbeddedPipeline:
         started = time.perf_counter()
         self._loop_lag_task = asyncio.create_task(self.loop_lag.run(), name="loop-lag")
         self.stores = await open_stores(self.settings)
+        if self.settings.redis_url:  # imported here: Redis's driver loads only when configured
+            from .session_bus import SessionBus
+
+            self.connections.bus = await SessionBus.open(self.settings.redis_url, self.connections)
         self.authorizer = EmbeddedAuthorizer(self.stores, self.connections, self.settings)
         loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
         if self.turn_settings.end_model == "smart-turn":
@@ -114,6 +118,8 @@ class EmbeddedPipeline:
             self._loop_lag_task.cancel()
         self.recognizers.close()
         self.tts.close()
+        if self.connections.bus is not None:
+            await self.connections.bus.close()
         if self.stores is not None:
             await self.stores.close()
 

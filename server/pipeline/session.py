@@ -70,7 +70,7 @@ from .outbox import Outbox
 from .pacing import ACCEPT, DEFAULT_BURST_S, DEFAULT_FLOOD_S, DROP_AND_WARN, FLOOD, AudioPacer
 from .playback import SentAudio
 from .speculation import Speculation, looks_complete, same_words
-from .stores import HistoryStore, StoreUnavailable
+from .stores import HistoryStore, StoreUnavailable, UnknownSession
 from .stt import RecognizerPool
 from .timing import StreamClock, TurnTimings
 from .tts import TextToSpeech
@@ -90,6 +90,9 @@ log = logging.getLogger("server.pipeline")
 HANGUP_PLAYBACK_GRACE_S = 5.0
 UTTERANCE_BACKLOG_EXTRA_S = 10.0  # recognition may fall this far behind a user turn
 MAX_FALSE_INTERRUPTION_MS = 10_000
+# How often the sentences heard of an answer being played are stored (`_checkpoint_heard`): at
+# most one write per sentence, so a crash loses at most the sentence being played.
+HEARD_CHECKPOINT_S = 0.25
 
 __all__ = ["InterruptionSettings", "PipelineServices", "PipelineSession"]
 
@@ -812,18 +815,46 @@ class PipelineSession:
                 self.services.on_turn_timings(self.grant.session_id, report)
 
     async def _play_agent_turn(self, turn: AgentTurn) -> None:
+        checkpoints = self._spawn(self._checkpoint_heard(turn), "heard-checkpoints")
         try:
             await turn.run()
         finally:
+            checkpoints.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await checkpoints
             await self._record(turn)
 
+    async def _checkpoint_heard(self, turn: AgentTurn) -> None:
+        """While the answer plays, keep the sentences heard to their end in the history, marked
+        interrupted: a node killed mid-answer (SIGKILL runs nothing after it) leaves the history
+        holding what was heard — up to the last whole sentence — never the answer as said in
+        full. `_record` replaces it with the final text when the turn ends (docs/scaling.md)."""
+        stored = ""
+        while True:
+            await asyncio.sleep(HEARD_CHECKPOINT_S)
+            text = turn.heard_sentences()
+            if text == stored:
+                continue
+            try:
+                await self.services.store.record(
+                    self.grant.session_id, "assistant", text, turn.turn_id, interrupted=True
+                )
+                stored = text
+            except StoreUnavailable as error:  # the final record tries again
+                self.log.warning("heard checkpoint not stored: %s", error,
+                                 extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+            except UnknownSession:  # the conversation was deleted meanwhile
+                return
+
     async def _record(self, turn: AgentTurn) -> None:
-        """The assistant's turn in the history holds only the words the listener heard."""
-        text = turn.heard_text()
-        if not text:
-            return
-        record = self.services.store.append(
-            self.grant.session_id, "assistant", text, turn.turn_id, interrupted=turn.interrupted
+        """The assistant's turn in the history holds only the words the listener heard (it
+        replaces the turn's checkpoint, or removes it when nothing was heard after all)."""
+        record = self.services.store.record(
+            self.grant.session_id,
+            "assistant",
+            turn.heard_text(),
+            turn.turn_id,
+            interrupted=turn.interrupted,
         )
         try:
             await asyncio.shield(record)  # the session ending meanwhile must not lose it

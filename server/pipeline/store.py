@@ -173,6 +173,33 @@ class SessionStore:
             self._db.execute("ROLLBACK")
             raise
 
+    async def record(
+        self, session_id: str, role: str, text: str, turn_id: str, *, interrupted: bool
+    ) -> None:
+        """Replace the turn in place, append it, or remove it when `text` is empty."""
+        if await self._run(self._replace, session_id, role, text, turn_id, interrupted):
+            return
+        if text:
+            await self.append(session_id, role, text, turn_id, interrupted=interrupted)
+
+    def _replace(
+        self, session_id: str, role: str, text: str, turn_id: str, interrupted: bool
+    ) -> bool:
+        """True if the turn was stored (and is now replaced or removed)."""
+        where = " WHERE session_id = ? AND turn_id = ? AND role = ?"
+        if not text:
+            cursor = self._db.execute("DELETE FROM turns" + where, (session_id, turn_id, role))
+            return cursor.rowcount > 0
+        cursor = self._db.execute(
+            "UPDATE turns SET text = ?, interrupted = ?" + where,
+            (text, int(interrupted), session_id, turn_id, role),
+        )
+        if cursor.rowcount:
+            self._db.execute(
+                "UPDATE sessions SET updated_at = ? WHERE id = ?", (time.time(), session_id)
+            )
+        return cursor.rowcount > 0
+
     async def history(self, session_id: str, limit: int = 50) -> list[Turn]:
         """The last `limit` turns, oldest first."""
         rows = await self._run(self._history, session_id, limit)

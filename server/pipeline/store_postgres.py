@@ -216,6 +216,25 @@ class PostgresStore:
         except asyncpg.ForeignKeyViolationError:
             raise UnknownSession(session_id) from None
 
+    async def record(
+        self, session_id: str, role: str, text: str, turn_id: str, *, interrupted: bool
+    ) -> None:
+        """Replace the turn in place, append it, or remove it when `text` is empty."""
+        where = " WHERE session_id = $1 AND turn_id = $2 AND role = $3"
+        if not text:
+            await self._call(
+                lambda c: c.execute("DELETE FROM turns" + where, session_id, turn_id, role)
+            )
+            return
+        status = await self._call(
+            lambda c: c.execute(
+                "UPDATE turns SET text = $4, interrupted = $5" + where,
+                session_id, turn_id, role, text, interrupted,
+            )
+        )  # fmt: skip
+        if status == "UPDATE 0":
+            await self.append(session_id, role, text, turn_id, interrupted=interrupted)
+
     async def history(self, session_id: str, limit: int = 50) -> list[Turn]:
         rows = await self._call(
             lambda c: c.fetch(

@@ -95,6 +95,14 @@ class HistoryStore(Protocol):
         interrupted: bool = False,  # an assistant turn cut short: `text` is what was heard
     ) -> None: ...
 
+    async def record(
+        self, session_id: str, role: str, text: str, turn_id: str, *, interrupted: bool
+    ) -> None:
+        """The turn `turn_id` of `role` now holds `text`: replaced in place (keeping its place
+        in the conversation) if stored, appended if not, removed if `text` is empty. How an
+        answer being played is kept as far as it was heard, then as finally heard."""
+        ...
+
     async def history(self, session_id: str, limit: int = 50) -> list[Turn]:
         """The last `limit` turns, oldest first."""
         ...

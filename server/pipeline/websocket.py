@@ -231,7 +231,7 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         log.exception("session %s failed", tag)
         connection.stop(CloseCode.INTERNAL_ERROR, "the pipeline failed; see server log")
     finally:
-        pipeline.connections.release(connection)
+        await pipeline.connections.release(connection)
     if connection.stop_code is not None:
         log.info("session %s closed: %s", tag, connection.stop_reason)
         with contextlib.suppress(Exception):  # the client may be gone already

@@ -1,19 +1,24 @@
 """Two real pipeline nodes behind a real HAProxy, sharing a real Redis and PostgreSQL: a key
 issued by one node is redeemed once on any node, a conversation continues on either (its
 resume token, issued by one node, accepted by the other), it survives the death of the node
-that served it, and a draining node hands its caller over to the other one."""
+that served it — an answer the crash cut off kept only as far as it was heard —, and a
+draining node hands its caller over to the other one."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
+import asyncpg
 import httpx
 import pytest
 import websockets
 
 from layercode_client.protocol import CloseCode
 from tests.support.aio import run
-from tests.support.cluster import cluster
+from tests.support.cluster import WEBHOOK_SECRET, cluster
+from tests.support.servers import serve
+from tests.support.streaming_agent import PATH, StreamingAgentApp
 from tests.support.voice_client import VoiceClient
 
 pytestmark = pytest.mark.multinode
@@ -23,8 +28,13 @@ pytestmark = pytest.mark.multinode
 def nodes(redis_engine, postgres_engine, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cluster")
     database = postgres_engine.create_database()
-    with cluster(folder, redis_url=redis_engine.url, database_url=database) as running:
+    # The rate limit trusts the balancer's (and the tests') X-Forwarded-For from this host.
+    env = {"TRUSTED_PROXIES": "127.0.0.1", "AUTHORIZE_RATE_LIMIT": str(RATE_LIMIT)}
+    with cluster(folder, redis_url=redis_engine.url, database_url=database, env=env) as running:
         yield running
+
+
+RATE_LIMIT = 40  # a minute; the module's other tests stay under it from 127.0.0.1
 
 
 def on_node(websocket_url: str, node) -> str:
@@ -77,6 +87,73 @@ def test_through_the_balancer_authorize_and_socket_land_on_different_nodes(nodes
 
     authorized_on, connected_on = run(scenario())
     assert {authorized_on, connected_on} == {"nodea", "nodeb"}  # round robin: one each
+
+
+def test_the_authorize_rate_limit_counts_a_caller_on_every_node(nodes):
+    """One budget per caller for the cluster: half of it spent on each node, the next request
+    is refused on either (per node, each would still have half its budget left)."""
+    _, (node_a, node_b) = nodes
+    caller = {"x-forwarded-for": "203.0.113.9"}
+
+    async def scenario():
+        async with httpx.AsyncClient() as http:
+            for n in range(RATE_LIMIT):
+                node = (node_a, node_b)[n % 2]
+                response = await http.post(
+                    f"{node.url}/api/authorize", json={"pipeline_id": "p"}, headers=caller
+                )
+                assert response.status_code == 200, (n, response.text)
+            return [
+                await http.post(f"{node.url}/api/authorize", json={"pipeline_id": "p"},
+                                headers=caller)
+                for node in (node_a, node_b)
+            ]  # fmt: skip
+
+    for refused in run(scenario()):
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["code"] == "rate_limited"
+        assert int(refused.headers["retry-after"]) >= 1
+
+
+async def live_on(node, session_id: str | None = None, resume_token: str | None = None):
+    """A client connected straight to `node` whose session has started (the welcome began)."""
+    client = VoiceClient(node.url, session_id=session_id, resume_token=resume_token)
+    await client.connect()
+    await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+    return client
+
+
+def test_a_second_socket_on_another_node_replaces_the_first(nodes):
+    """One live socket per session across nodes: the owner resuming on node B closes its older
+    socket on node A with 4011 (as on one node), and is served on B."""
+    _, (node_a, node_b) = nodes
+
+    async def scenario():
+        first = await live_on(node_a)
+        second = await live_on(node_b, first.session_id, first.resume_token)
+        code, reason = await first.wait_closed()
+        assert code == CloseCode.SESSION_REPLACED, (code, reason)
+        assert second.close_code is None
+        await second.close()
+
+    run(scenario())
+
+
+def test_deleting_a_conversation_on_one_node_closes_its_socket_on_another(nodes):
+    _, (node_a, node_b) = nodes
+
+    async def scenario():
+        client = await live_on(node_a)
+        async with httpx.AsyncClient() as http:
+            deleted = await http.delete(
+                f"{node_b.url}/api/conversations/{client.session_id}",
+                headers={"x-resume-token": client.resume_token},
+            )
+        assert deleted.status_code == 204, deleted.text
+        code, reason = await client.wait_closed()
+        assert code == CloseCode.CONVERSATION_DELETED, (code, reason)
+
+    run(scenario())
 
 
 async def introduce_ada(url: str) -> VoiceClient:
@@ -190,3 +267,116 @@ def test_a_draining_node_hands_its_caller_to_the_other_node(
         drained, back = run(scenario(balancer, nodes))
     assert back["authorized_on"] != drained and back["served_on"] != drained, back
     assert "welcome back" in back["welcome"] and "ada" in back["welcome"], back
+
+
+STORY = [
+    "The harbour was quiet that morning.",
+    "A small boat drifted past the pier.",
+    "Then the wind changed its mind.",
+    "The fisherman waved from the deck.",
+    "And the gulls followed them home.",
+]
+STORED_WAIT_S = 60.0  # a bound on waiting for a turn to reach the database, not a pace
+
+
+async def stored_turns(database: str, session_id: str) -> list[dict]:
+    """The conversation's turns as PostgreSQL holds them, in order."""
+    connection = await asyncpg.connect(database)
+    try:
+        rows = await connection.fetch(
+            "SELECT role, text, turn_id, interrupted FROM turns WHERE session_id = $1 ORDER BY id",
+            session_id,
+        )
+    finally:
+        await connection.close()
+    return [dict(row) for row in rows]
+
+
+async def wait_stored(database: str, session_id: str, found, what: str) -> dict:
+    """The first stored turn `found(turn)` accepts, once the database holds it."""
+    deadline = time.monotonic() + STORED_WAIT_S
+    while True:
+        for turn in await stored_turns(database, session_id):
+            if found(turn):
+                return turn
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never stored: {what}; stored: "
+                                 f"{await stored_turns(database, session_id)}")  # fmt: skip
+        await asyncio.sleep(0.05)  # polling interval of the database, not a stand-in for it
+
+
+async def say(client: VoiceClient, text: str) -> str:
+    """Type `text` (it interrupts whatever the agent is saying); the turn id of the answer."""
+    mark = len(client.received)
+    await client.send({"type": "client.response.text", "content": text})
+    start = await client.wait_for(
+        "turn.start", lambda m: m["role"] == "assistant", after=mark, timeout=60
+    )
+    return start.message["turn_id"]
+
+
+def test_an_answer_cut_by_the_death_of_its_node_is_kept_as_far_as_it_was_heard(
+    redis_engine, postgres_engine, tmp_path
+):
+    """A streaming agent is mid-answer when the node serving the conversation is killed
+    (SIGKILL: nothing runs on it after that). The client resumes through the balancer on the
+    other node, and the agent's next `message` there carries every turn stored before the
+    kill — the user's words, the answer heard to its end — and the cut answer only as far as
+    it was heard (whole sentences, marked interrupted), never as fully said."""
+    database = postgres_engine.create_database()
+    agent = StreamingAgentApp(WEBHOOK_SECRET, sentences=STORY)
+    full = " ".join(STORY)
+
+    async def scenario(balancer, nodes) -> tuple[dict, list[dict]]:
+        client = VoiceClient(balancer.url)
+        await client.connect()
+        session_id = client.session_id
+        await client.wait_for("turn.start", lambda m: m["role"] == "assistant")  # the welcome
+        heard_in_full = await say(client, "my name is Ada")  # the welcome stops at once
+        await client.finish_playback(heard_in_full, timeout=60)  # the player played it all
+        await wait_stored(
+            database, session_id,
+            lambda t: t["turn_id"] == heard_in_full and t["role"] == "assistant"
+            and not t["interrupted"],
+            "the first answer, heard in full",
+        )  # fmt: skip
+        cut = await say(client, "tell me more")
+        before_kill = await wait_stored(
+            database, session_id,
+            lambda t: t["turn_id"] == cut and t["role"] == "assistant",
+            "the first sentence heard of the second answer",
+        )  # fmt: skip
+        victim = next(n for n in nodes if n.name == served_by(client))
+        await asyncio.to_thread(victim.kill)
+        await client.wait_closed()
+        async with VoiceClient(
+            balancer.url, session_id=session_id, resume_token=client.resume_token
+        ) as again:
+            await again.connect()
+            assert served_by(again) != victim.name
+            await again.wait_for("turn.start", lambda m: m["role"] == "assistant")  # welcome
+            mark = len(again.received)
+            answer = await say(again, "where was I?")
+            # the agent's first words: it has the message (and its history)
+            await again.wait_for(
+                "response.text", lambda m: m["turn_id"] == answer, after=mark, timeout=60
+            )
+        asked = next(m for m in agent.messages() if m.get("text") == "where was I?")
+        return before_kill, asked["history"]
+
+    with serve(agent.app) as agent_url, cluster(
+        tmp_path, redis_url=redis_engine.url, database_url=database,
+        env={"AGENT_WEBHOOK_URL": agent_url + PATH},
+    ) as (balancer, nodes):  # fmt: skip
+        before_kill, history = run(scenario(balancer, nodes))
+
+    # Every turn stored before the kill, in order; a welcome cut at once may sit between.
+    users = [t["text"] for t in history if t["role"] == "user"]
+    assert users == ["my name is Ada", "tell me more"], history
+    texts = [t["text"] for t in history]
+    assert history[texts.index("my name is Ada") + 1] == {"role": "assistant", "text": full}
+    cut_turn = history[texts.index("tell me more") + 1]
+    assert cut_turn["role"] == "assistant" and cut_turn.get("interrupted") is True, history
+    heard = cut_turn["text"]
+    assert heard != full and heard.startswith(before_kill["text"]), (heard, before_kill)
+    assert heard in [" ".join(STORY[:n]) for n in range(1, len(STORY))], heard  # whole sentences

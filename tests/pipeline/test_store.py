@@ -283,6 +283,38 @@ def test_an_interrupted_turn_is_marked_on_every_backend(open_history):
     run(scenario())
 
 
+def test_a_turn_being_heard_is_replaced_in_its_place_then_finished_or_removed(open_history):
+    """`record`: the answer being played is stored as far as it was heard and replaced in
+    place as it goes (a user turn stored meanwhile stays after it), then stored as finally
+    heard; an answer finally heard as nothing leaves nothing."""
+
+    async def scenario():
+        store = await open_history()
+        session_id = await store.create("p", {})
+        await store.append(session_id, "user", "tell me a story", "t1")
+        await store.record(session_id, "assistant", "Once.", "t2", interrupted=True)
+        await store.append(session_id, "user", "go on", "t3")
+        await store.record(session_id, "assistant", "Once. Upon.", "t2", interrupted=True)
+        assert [t.to_dict() for t in await store.history(session_id)] == [
+            {"role": "user", "text": "tell me a story"},
+            {"role": "assistant", "text": "Once. Upon.", "interrupted": True},
+            {"role": "user", "text": "go on"},
+        ]
+        await store.record(session_id, "assistant", "Once. Upon. A time.", "t2", interrupted=False)
+        assert (await store.history(session_id))[1].to_dict() == {
+            "role": "assistant",
+            "text": "Once. Upon. A time.",
+        }
+        await store.record(session_id, "assistant", "", "t2", interrupted=True)
+        await store.record(session_id, "assistant", "", "t4", interrupted=True)
+        assert [t.turn_id for t in await store.history(session_id)] == ["t1", "t3"]
+        with pytest.raises(UnknownSession):
+            await store.record("sess_gone", "assistant", "Hi.", "t5", interrupted=False)
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_sqlite_file_from_before_interrupted_turns_is_upgraded(tmp_path):
     path = tmp_path / "old.sqlite3"
     old = sqlite3.connect(path)

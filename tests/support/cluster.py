@@ -180,16 +180,17 @@ def cluster(
     nodes: int = 2,
     env: dict[str, str] | None = None,
 ) -> Iterator[tuple[Balancer, list[Node]]]:
-    """`nodes` nodes behind a balancer; `env` adds settings to every node's."""
+    """`nodes` nodes behind a balancer; `env` adds settings to every node's (and may choose
+    another voice or log level than the tests' light defaults)."""
     balancer_port = free_port()
     env = {
+        "TTS_ENGINE": "espeak",
+        "LOG_LEVEL": "warning",
         **(env or {}),
         "PUBLIC_URL": f"http://127.0.0.1:{balancer_port}",
         "REDIS_URL": redis_url,
         "DATABASE_URL": database_url,
         "AGENT_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "TTS_ENGINE": "espeak",
-        "LOG_LEVEL": "warning",
     }
     started: list[Node] = []
     balancer = None
