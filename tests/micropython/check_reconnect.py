@@ -56,7 +56,7 @@ def make(answer=None, **options):
     return client, browser, calls
 
 
-async def until(condition, what="the condition"):
+async def until(condition):
     """Wait for `condition()` (the runner's time limit bounds the wait)."""
     while not condition():
         await asyncio.sleep(0.001)
@@ -77,7 +77,7 @@ async def test_each_reconnect_code_brings_the_session_back_with_the_same_audio()
         microphone, player = browser.microphone, browser.player
         browser.socket.drop(code, "gone")
         assert client.status == "reconnecting"
-        await until(lambda: client.status == "connected")
+        await until(lambda c=client: c.status == "connected")
         assert len(browser.posts) == 2 and len(browser.sockets) == 2, code
         body = browser.posts[1][1]
         assert body["conversation_id"] == "sess_1" and body["resume_token"] == "lcrt_1"
@@ -103,7 +103,7 @@ async def test_other_codes_end_the_session():
         client, browser, calls = make()
         await client.connect()
         browser.socket.drop(code, "over")
-        await until(lambda: client.status in ("disconnected", "error"))
+        await until(lambda c=client: c.status in ("disconnected", "error"))
         assert len(browser.posts) == 1 and calls.of("on_reconnecting") == [], code
         assert client.status == ("disconnected" if code in ENDED_NORMALLY else "error"), code
         assert browser.microphone.stopped and browser.player.closed
@@ -240,4 +240,4 @@ def test_reconnect_options_in_both_spellings_and_bounds():
     for name, value in (("reconnect", 1), ("reconnect_attempts", 0), ("reconnect_delay_ms", -1),
                         ("reconnect_max_delay_ms", "4")):  # fmt: skip
         options = {"agent_id": "a", "authorize_session_endpoint": "/a", name: value}
-        raises(ConfigurationError, lambda: LayercodeClient(options), name)
+        raises(ConfigurationError, lambda o=options: LayercodeClient(o), name)
