@@ -90,7 +90,7 @@ class ClientOptions(Record):
             ("reconnect", ANY, True),
             ("reconnect_delay_ms", ANY, 250),
             ("reconnect_max_delay_ms", ANY, 4000),
-            ("reconnect_attempts", ANY, 10),
+            ("reconnect_attempts", ANY, 20),  # ≈ 1 min with the default delays
         )
     )
 

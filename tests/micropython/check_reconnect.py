@@ -121,7 +121,7 @@ async def test_the_off_switch():
 def test_the_default_backoff_doubles_to_its_cap():
     client = LayercodeClient(agent_id="a", authorize_session_endpoint="/a", browser=FakeBrowser())
     assert [client._reconnect_delay(n) for n in range(7)] == [0.25, 0.5, 1, 2, 4, 4, 4]
-    assert client.options.reconnect and client.options.reconnect_attempts == 10
+    assert client.options.reconnect and client.options.reconnect_attempts == 20
 
 
 async def test_backoff_while_the_server_is_away_then_it_gives_up():
