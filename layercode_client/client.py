@@ -279,7 +279,7 @@ class LayercodeClient:
         return Work(self._connect_once())
 
     async def _connect_once(self):
-        if self._status == CONNECTED:
+        if self._status in (CONNECTED, RECONNECTING):  # a reconnect is on its way already
             return
         if self._connecting is None or self._connecting.done():
             self._connecting = Work(self._connect())
@@ -289,6 +289,8 @@ class LayercodeClient:
         self._closing = False
         self._closed_while_connecting = None
         self.disconnect_reason = None
+        self._reconnect_attempt = 0
+        self._key_retried = False
         self._set_status(CONNECTING)
         try:
             # Side by side where nothing depends on the other: the player (its AudioContext and

@@ -136,6 +136,10 @@ async def test_backoff_while_the_server_is_away_then_it_gives_up():
     (error,) = calls.of("on_error")
     assert isinstance(error, AuthorizationError) and "could not reach" in error.message
     assert calls.of("on_disconnect") == [None] and browser.microphone.stopped
+    browser.unreachable = False  # connecting again later starts with every attempt available
+    await client.connect()
+    browser.socket.drop(1006, "")
+    await until(lambda: client.status == "connected" and len(browser.sockets) == 3)
 
 
 async def test_a_server_coming_back_after_failed_attempts():
@@ -181,6 +185,8 @@ async def test_while_reconnecting_sending_says_so_and_disconnect_stops_it():
     await client.connect()
     browser.socket.drop(1006, "")
     raises(InvalidStateError, lambda: client.send_client_response_text("hi"), "reconnecting")
+    await client.connect()  # a reconnect is on its way: no second session
+    assert len(browser.posts) == 1 and client.status == "reconnecting"
     await client.disconnect()
     assert client.status == "disconnected" and len(browser.posts) == 1
     assert calls.of("on_disconnect") == [None] and calls.of("on_error") == []

@@ -1,0 +1,265 @@
+"""Reconnect: the pipeline server killed mid-session → the page connected again, next turn answered.
+
+The demo page in Chromium (MicroPython, a silent fake microphone) talks to `python -m server`'s
+app on one port. Each round kills that server mid-session, alternately with SIGTERM (a graceful
+restart: it drains, the socket closes with 1012) and SIGKILL (a crash: the socket just dies,
+1006), and measures on the page's clock when its status turned `reconnecting` and `connected`
+again, and when the next typed turn's `response.data` arrived. Every round's data must arrive
+exactly once: lost and duplicated messages are counted over the whole run.
+
+Two ways the server comes back on the same port:
+
+- `warm` (default): as a zero-downtime restart does (systemd socket handover, a blue-green
+  swap): the next server process has loaded its models and listens on the same port
+  (SO_REUSEPORT) before the old one is killed. What is measured is the client's own reconnect:
+  noticing the drop, the backoff, authorizing again, the new socket.
+- `cold`: the next process is only started after the old one ended, so the figure includes
+  loading the speech models (tens of seconds on a loaded 2-core machine) and the backoff's
+  4 s cap after it.
+
+    ./dev bench reconnect [--rounds 10] [--mode warm|cold]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from common import ROOT, chromium_launch_args, median, p95, print_table, save
+from playwright.sync_api import sync_playwright
+
+from tests.support.restarts import RestartingServer
+from tests.support.servers import free_port
+from tests.support.speech import silence, write_wav
+
+# Status changes and data lines with the page's clock (Date.now(), the same clock as time.time()).
+TIMELINE = """
+window.__timeline = [];
+new MutationObserver(() => {
+  const pill = document.getElementById("status");
+  if (pill && pill.dataset.status !== window.__lastStatus) {
+    window.__lastStatus = pill.dataset.status;
+    window.__timeline.push([pill.dataset.status, Date.now()]);
+  }
+  for (const line of document.querySelectorAll("#log li.data:not([data-seen])")) {
+    line.dataset.seen = "1";
+    window.__timeline.push(["data", Date.now(), line.querySelector(".text").textContent]);
+  }
+}).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+"""
+START_TIMEOUT_S = 240.0
+
+
+def serve_on_shared_port(port: int, ready_file: Path) -> None:
+    """A child process: the app as `python -m server` runs it, on a port other processes may
+    listen on too (SO_REUSEPORT); it takes connections only once its models are loaded."""
+    import uvicorn
+
+    from server import logs
+    from server.__main__ import draining_server
+    from server.app import create_app
+    from server.config import Settings
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.secrets)
+    app = create_app(settings)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))  # listens (joins the port's group) after the lifespan
+    config = uvicorn.Config(app, log_config=None, access_log=False, ws_max_size=1024 * 1024)
+    server = draining_server(app, config)
+
+    def mark_ready() -> None:
+        while not server.started:
+            time.sleep(0.02)
+        ready_file.write_text("ready")
+
+    threading.Thread(target=mark_ready, daemon=True).start()
+    server.run(sockets=[sock])
+
+
+class WarmServers:
+    """Processes sharing one port; the next one is ready before the current one is killed."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.current: subprocess.Popen | None = None
+        self.count = 0
+
+    def spawn(self) -> subprocess.Popen:
+        self.count += 1
+        ready = self.folder / f"ready-{self.count}"
+        env = {**os.environ, "DATA_DIR": str(self.folder), "TTS_ENGINE": "espeak"}
+        with (self.folder / f"server-{self.count}.log").open("w") as log:
+            process = subprocess.Popen(
+                [sys.executable, __file__, "--serve", str(self.port), str(ready)],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.count} did not start; see its log")
+            time.sleep(0.05)
+        return process
+
+    def start(self) -> None:
+        self.current = self.spawn()
+
+    def prepare_next(self) -> None:
+        self.standby = self.spawn()
+
+    def restart(self, sig: int) -> float:
+        """Kill the current process (the warm one takes over); when the signal went."""
+        killed = time.time()
+        self.current.send_signal(sig)
+        self.current.wait(timeout=60)
+        self.current = self.standby
+        return killed
+
+    def stop(self) -> None:
+        for process in (self.current, getattr(self, "standby", None)):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+
+
+class ColdServer:
+    """One process at a time: killed, then started again on the same port."""
+
+    def __init__(self, folder: Path):
+        self.server = RestartingServer(folder)
+        self.url = self.server.url
+
+    def start(self) -> None:
+        self.server.start()
+
+    def prepare_next(self) -> None:
+        pass
+
+    def restart(self, sig: int) -> float:
+        killed = time.time()
+        self.server.kill(sig)
+        self.server.start()
+        return killed
+
+    def stop(self) -> None:
+        self.server.kill()
+
+
+def timeline(page) -> list:
+    return page.evaluate("window.__timeline")
+
+
+def wait_for(page, predicate, timeout_s: float = START_TIMEOUT_S + 60):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = predicate(timeline(page))
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not seen in time: {timeline(page)[-5:]}")
+        page.wait_for_timeout(20)
+
+
+def after(events, kind, since_ms, text=None):
+    for event in events:
+        if event[0] == kind and event[1] >= since_ms and (text is None or text in event[2]):
+            return event[1]
+    return None
+
+
+def say(page, text: str) -> None:
+    page.fill("#say-text", text)
+    page.click("#say-send")
+
+
+def one_round(page, servers, number: int, sig: int) -> dict:
+    servers.prepare_next()  # outside the measured time
+    said = f"round {number}"
+    killed = servers.restart(sig)
+    killed_ms = killed * 1000
+    dropped = wait_for(page, lambda e: after(e, "reconnecting", killed_ms))
+    back = wait_for(page, lambda e: after(e, "connected", killed_ms))
+    say(page, said)
+    answered = wait_for(page, lambda e: after(e, "data", back, said))
+    return {
+        "signal": signal.Signals(sig).name,
+        "drop_seen_ms": dropped - killed_ms,
+        "connected_ms": back - killed_ms,
+        "answered_ms": answered - killed_ms,
+    }
+
+
+def run(rounds: int, mode: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="lc-reconnect-") as tmp:
+        folder = Path(tmp)
+        wav = write_wav(folder / "silence.wav", silence(2.0), 16000)
+        servers = WarmServers(folder) if mode == "warm" else ColdServer(folder)
+        results = []
+        try:
+            servers.start()
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
+                page = browser.new_page()
+                page.add_init_script(TIMELINE)
+                page.goto(servers.url + "/")
+                page.wait_for_selector("body[data-state=ready]", state="attached", timeout=120_000)
+                page.click("#connect")
+                page.wait_for_selector("#status[data-status=connected]", timeout=60_000)
+                for number in range(rounds):
+                    sig = signal.SIGTERM if number % 2 == 0 else signal.SIGKILL
+                    results.append(one_round(page, servers, number, sig))
+                    print(f"  round {number}: {results[-1]}", flush=True)
+                lines = [json.loads(e[2])["heard"] for e in timeline(page) if e[0] == "data"]
+                browser.close()
+        finally:
+            servers.stop()
+    expected = [f"round {n}" for n in range(rounds)]
+    lost = sum(1 for text in expected if text not in lines)
+    duplicated = len(lines) - len(set(lines))
+    load = os.getloadavg()
+    rows = []
+    for label, kinds in (("all", ("SIGTERM", "SIGKILL")), ("SIGTERM (1012)", ("SIGTERM",)),
+                         ("SIGKILL (1006)", ("SIGKILL",))):  # fmt: skip
+        chosen = [r for r in results if r["signal"] in kinds]
+        for measure in ("drop_seen_ms", "connected_ms", "answered_ms"):
+            values = [r[measure] for r in chosen]
+            rows.append([f"{label}: {measure[:-3].replace('_', ' ')}", median(values), p95(values)])
+    print_table(
+        f"Reconnect ({mode} restart on the same port), {len(results)} kills, ms from the kill",
+        ["measure", "p50", "p95"],
+        rows,
+    )
+    print(f"  data messages: {len(expected)} sent, {lost} lost, {duplicated} duplicated")
+    print(f"  load average: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} ({os.cpu_count()} cpus)")
+    save(
+        f"reconnect_{mode}",
+        {"rounds": results, "lost": lost, "duplicated": duplicated, "load_average": load},
+    )
+
+
+def main() -> None:
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve_on_shared_port(int(sys.argv[2]), Path(sys.argv[3]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--mode", choices=("warm", "cold"), default="warm")
+    args = parser.parse_args()
+    run(args.rounds, args.mode)
+
+
+if __name__ == "__main__":
+    main()
