@@ -56,6 +56,9 @@ STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, RECONNECTING, ERROR)
 
 NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005, p.CloseCode.SESSION_ENDED)
 RUNNING = set()  # every Work not yet ended: CPython's loop keeps only weak task references
+# response.data seqs delivered beyond a gap, at most: a gap still open past this many (its
+# message pruned from the server's store) is given up, the oldest first.
+MAX_DATA_AHEAD = 256
 
 
 class ServerError(LayercodeError):
@@ -202,7 +205,8 @@ class LayercodeClient:
         self._closing = False
         self._closed_while_connecting = None
         self._socket_generation = 0  # which socket is current: closes of older ones are stale
-        self._data_seq = None  # the last response.data seq delivered in this conversation
+        self._data_seq = None  # response.data: every seq up to this one was delivered …
+        self._data_ahead = set()  # … and these beyond it (a gap another node will fill)
         self._reconnect_attempt = 0  # attempts since the server last spoke
         self._key_retried = False  # a refused key was already authorized again
 
@@ -338,6 +342,7 @@ class LayercodeClient:
         otherwise the count the server reports is where this client starts."""
         if auth.session_id is not None and auth.session_id != self.session_id:
             self._data_seq = None
+            self._data_ahead.clear()
         self.session_id = auth.session_id or self.session_id
         self.resume_token = auth.resume_token or self.resume_token
         self.config = auth.config
@@ -960,13 +965,24 @@ class LayercodeClient:
             self._call("on_message", message.to_dict())
 
     def _deliver_data(self, message):
-        """Each `seq` once: a message the server sends again after a reconnect is dropped."""
+        """Each `seq` once: a message the server sends again after a reconnect is dropped.
+
+        Seqs normally arrive in order; a gap (a message a stale session on another node
+        numbered while this client was already back elsewhere) stays open until the next
+        resume sends it, so `client.resume` names the last seq before the gap."""
         seq = message.seq
         if seq is not None:
-            if self._data_seq is not None and seq <= self._data_seq:
+            if self._data_seq is None:
+                self._data_seq = seq - 1
+            if seq <= self._data_seq or seq in self._data_ahead:
                 log.debug("response.data %s was delivered already", seq)
                 return
-            self._data_seq = seq
+            self._data_ahead.add(seq)
+            if len(self._data_ahead) > MAX_DATA_AHEAD:
+                self._data_seq = min(self._data_ahead) - 1  # the gap below is given up
+            while self._data_seq + 1 in self._data_ahead:
+                self._data_seq += 1
+                self._data_ahead.discard(self._data_seq)
         self._call("on_data_message", message.to_dict())
 
     def _may_be_interrupted(self):

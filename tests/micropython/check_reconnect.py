@@ -210,6 +210,22 @@ async def test_each_data_message_is_delivered_once_across_a_resume():
     assert calls.of("on_data_message")[2]["seq"] == 3
 
 
+async def test_a_gap_is_filled_at_the_next_resume_and_never_delivered_twice():
+    client, browser, calls = make()
+    await client.connect()
+    browser.socket.receive(data(1, 1))
+    browser.socket.receive(data(3, 3))  # 2 went to a socket another node had not seen die
+    browser.socket.drop(1006, "")
+    await until(lambda: client.status == "connected")
+    assert browser.socket.sent[0] == {"type": "client.resume", "last_data_seq": 1}
+    for message in (data(2, 2), data(3, 3), data(4, 4)):
+        browser.socket.receive(message)
+    assert [m["seq"] for m in calls.of("on_data_message")] == [1, 3, 2, 4]
+    browser.socket.drop(1006, "")
+    await until(lambda: client.status == "connected")
+    assert browser.socket.sent[0] == {"type": "client.resume", "last_data_seq": 4}
+
+
 async def test_a_resumed_conversation_starts_counting_where_the_server_is():
     client, browser, calls = make(authorization(data_seq=7), conversation_id="sess_1")
     await client.connect()
