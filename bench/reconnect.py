@@ -11,8 +11,8 @@ Two ways the server comes back on the same port:
 
 - `warm` (default): as a zero-downtime restart does (systemd socket handover, a blue-green
   swap): the next server process has loaded its models and listens on the same port
-  (SO_REUSEPORT) before the old one is killed. What is measured is the client's own reconnect:
-  noticing the drop, the backoff, authorizing again, the new socket.
+  (SO_REUSEPORT) before the old one is killed (tests/support/restarts.py). What is measured is
+  the client's own reconnect: noticing the drop, the backoff, authorizing again, the new socket.
 - `cold`: the next process is only started after the old one ended, so the figure includes
   loading the speech models (tens of seconds on a loaded 2-core machine) and the backoff's
   4 s cap after it.
@@ -26,19 +26,14 @@ import argparse
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from common import ROOT, chromium_launch_args, median, p95, print_table, save
+from common import chromium_launch_args, median, p95, print_table, save
 from playwright.sync_api import sync_playwright
 
-from tests.support.restarts import RestartingServer
-from tests.support.servers import free_port
+from tests.support.restarts import START_TIMEOUT_S, ColdRestarts, WarmRestarts
 from tests.support.speech import silence, write_wav
 
 # Status changes and data lines with the page's clock (Date.now(), the same clock as time.time()).
@@ -56,106 +51,6 @@ new MutationObserver(() => {
   }
 }).observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
 """
-START_TIMEOUT_S = 240.0
-
-
-def serve_on_shared_port(port: int, ready_file: Path) -> None:
-    """A child process: the app as `python -m server` runs it, on a port other processes may
-    listen on too (SO_REUSEPORT); it takes connections only once its models are loaded."""
-    import uvicorn
-
-    from server import logs
-    from server.__main__ import draining_server
-    from server.app import create_app
-    from server.config import Settings
-
-    settings = Settings.from_env()
-    logs.configure(settings.log_level, settings.secrets)
-    app = create_app(settings)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))  # listens (joins the port's group) after the lifespan
-    config = uvicorn.Config(app, log_config=None, access_log=False, ws_max_size=1024 * 1024)
-    server = draining_server(app, config)
-
-    def mark_ready() -> None:
-        while not server.started:
-            time.sleep(0.02)
-        ready_file.write_text("ready")
-
-    threading.Thread(target=mark_ready, daemon=True).start()
-    server.run(sockets=[sock])
-
-
-class WarmServers:
-    """Processes sharing one port; the next one is ready before the current one is killed."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.current: subprocess.Popen | None = None
-        self.count = 0
-
-    def spawn(self) -> subprocess.Popen:
-        self.count += 1
-        ready = self.folder / f"ready-{self.count}"
-        env = {**os.environ, "DATA_DIR": str(self.folder), "TTS_ENGINE": "espeak"}
-        with (self.folder / f"server-{self.count}.log").open("w") as log:
-            process = subprocess.Popen(
-                [sys.executable, __file__, "--serve", str(self.port), str(ready)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while not ready.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"server {self.count} did not start; see its log")
-            time.sleep(0.05)
-        return process
-
-    def start(self) -> None:
-        self.current = self.spawn()
-
-    def prepare_next(self) -> None:
-        self.standby = self.spawn()
-
-    def restart(self, sig: int) -> float:
-        """Kill the current process (the warm one takes over); when the signal went."""
-        killed = time.time()
-        self.current.send_signal(sig)
-        self.current.wait(timeout=60)
-        self.current = self.standby
-        return killed
-
-    def stop(self) -> None:
-        for process in (self.current, getattr(self, "standby", None)):
-            if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-class ColdServer:
-    """One process at a time: killed, then started again on the same port."""
-
-    def __init__(self, folder: Path):
-        self.server = RestartingServer(folder)
-        self.url = self.server.url
-
-    def start(self) -> None:
-        self.server.start()
-
-    def prepare_next(self) -> None:
-        pass
-
-    def restart(self, sig: int) -> float:
-        killed = time.time()
-        self.server.kill(sig)
-        self.server.start()
-        return killed
-
-    def stop(self) -> None:
-        self.server.kill()
 
 
 def timeline(page) -> list:
@@ -206,7 +101,7 @@ def run(rounds: int, mode: str) -> None:
     with tempfile.TemporaryDirectory(prefix="lc-reconnect-") as tmp:
         folder = Path(tmp)
         wav = write_wav(folder / "silence.wav", silence(2.0), 16000)
-        servers = WarmServers(folder) if mode == "warm" else ColdServer(folder)
+        servers = (WarmRestarts if mode == "warm" else ColdRestarts)(folder)
         results = []
         try:
             servers.start()
@@ -251,9 +146,6 @@ def run(rounds: int, mode: str) -> None:
 
 
 def main() -> None:
-    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
-        serve_on_shared_port(int(sys.argv[2]), Path(sys.argv[3]))
-        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--mode", choices=("warm", "cold"), default="warm")
