@@ -100,13 +100,20 @@ class WarmRestarts:
     def prepare_next(self) -> None:
         self.standby = self._spawn()
 
-    def restart(self, sig: int) -> float:
-        """Kill the current process (SIGTERM: after its drain); when the signal went (epoch s)."""
+    def restart(self, sig: int, wait: bool = True) -> float:
+        """Kill the current process and wait for it to end (SIGTERM: after its drain and
+        shutdown), or with `wait=False` leave that to `reap()`; when the signal went (epoch s)."""
         killed = time.time()
         self.current.send_signal(sig)
-        self.current.wait(timeout=120)
-        self.current, self.standby = self.standby, None
+        self.dying, self.current, self.standby = self.current, self.standby, None
+        if wait:
+            self.reap()
         return killed
+
+    def reap(self) -> None:
+        dying, self.dying = getattr(self, "dying", None), None
+        if dying is not None:
+            dying.wait(timeout=120)
 
     def logs(self) -> str:
         return "".join(p.read_text() for p in sorted(self.folder.glob("server-*.log")))
@@ -156,12 +163,16 @@ class ColdRestarts:
     def prepare_next(self) -> None:
         pass
 
-    def restart(self, sig: int) -> float:
+    def restart(self, sig: int, wait: bool = True) -> float:
+        """Kill the process, wait for it to end, start the next; when the signal went."""
         killed = time.time()
         self.process.send_signal(sig)
         self.process.wait(timeout=120)
         self.start()
         return killed
+
+    def reap(self) -> None:
+        pass
 
     def logs(self) -> str:
         return "".join(p.read_text() for p in sorted(self.folder.glob("server-*.log")))
