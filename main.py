@@ -33,8 +33,10 @@ STATUS_WORDS = {
     "disconnected": "Ready",
     "connecting": "Connecting…",
     "connected": "Connected",
+    "reconnecting": "Reconnecting…",
     "error": "Error",
 }
+LIVE = ("connecting", "connected", "reconnecting")  # the button disconnects
 
 
 def element(element_id):
@@ -85,7 +87,7 @@ def on_status_change(status):
     pill = element("status")
     pill.dataset.status = status
     pill.textContent = STATUS_WORDS.get(status, status)
-    live = status in ("connecting", "connected")
+    live = status in LIVE
     button = element("connect")
     button.textContent = "Disconnect" if live else "Connect"
     button.setAttribute("aria-pressed", "true" if live else "false")
@@ -148,6 +150,17 @@ def on_connect(info):
     log_line("system", "session", f"connected ({info['conversationId']})")
 
 
+def on_reconnecting(info):
+    """The connection dropped; the client is coming back by itself (docs/client.md)."""
+    element("status").textContent = f"Reconnecting… (attempt {info['attempt']})"
+    if info["attempt"] == 1:
+        log_line("system", "session", f"connection lost (code {info['code']}), reconnecting")
+
+
+def on_reconnected(info):
+    log_line("system", "session", "reconnected")
+
+
 def on_disconnect():
     log_line("system", "session", "disconnected")
 
@@ -189,11 +202,13 @@ client = LayercodeClient(
     on_mute_state_change=on_mute_state_change,
     on_device_switched=on_device_switched,
     on_devices_changed=show_devices,  # with their names, once the microphone is allowed
+    on_reconnecting=on_reconnecting,
+    on_reconnected=on_reconnected,
 )
 
 
 async def toggle_connection(event=None):
-    if client.status in ("connecting", "connected"):
+    if client.status in LIVE:
         await client.disconnect()
         return
     show_error("")

@@ -6,8 +6,19 @@ from the server) undoes all of it, once. Browser access goes through a `Browser`
 this state machine runs in plain CPython under test.
 
 Statuses: `disconnected` → `connecting` → `connected` → `disconnected`, or `error` when a step
-fails or the connection drops abnormally. An agent that hangs up (close code 4003) ends the
+fails or the connection ends abnormally. An agent that hangs up (close code 4003) ends the
 session normally: `disconnected`, its reason in `disconnect_reason`.
+
+Reconnect. When a live session's socket drops with a code of `CloseCode.RECONNECT` (1001, 1006,
+1011, 1012, 1013), the status goes `reconnecting`: the client authorizes again with the same
+conversation id and resume token and opens a new socket, waiting `reconnect_delay_ms` before the
+first attempt and twice as long before each next one, up to `reconnect_max_delay_ms`, for at
+most `reconnect_attempts` attempts; then `connected` again (`on_reconnected`), or `error`. The
+microphone and the player stay open throughout: no permission is asked again. A key the server
+refuses (4001, 4002) is authorized again once, at once. Against this project's pipeline every
+`response.data` carries a `seq`: the client delivers each one once, and on a resumed socket
+first names the last one it delivered (`client.resume`), so the server sends what it missed
+(docs/protocol.md, "Reconnecting").
 
 Every public name of `@layercode/js-sdk` 2.8.10's `LayercodeClient` is here under its camelCase
 name and a snake_case one; methods the SDK makes promises return awaitables (docs/client.md).
@@ -39,11 +50,15 @@ log = logging.getLogger("layercode_client")
 DISCONNECTED = "disconnected"
 CONNECTING = "connecting"
 CONNECTED = "connected"
+RECONNECTING = "reconnecting"
 ERROR = "error"
-STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, ERROR)
+STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, RECONNECTING, ERROR)
 
 NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005, p.CloseCode.SESSION_ENDED)
 RUNNING = set()  # every Work not yet ended: CPython's loop keeps only weak task references
+# response.data seqs delivered beyond a gap, at most: a gap still open past this many (its
+# message pruned from the server's store) is given up, the oldest first.
+MAX_DATA_AHEAD = 256
 
 
 class ServerError(LayercodeError):
@@ -190,6 +205,11 @@ class LayercodeClient:
         self._preroll = self._new_preroll()
         self._closing = False
         self._closed_while_connecting = None
+        self._socket_generation = 0  # which socket is current: closes of older ones are stale
+        self._data_seq = None  # response.data: every seq up to this one was delivered …
+        self._data_ahead = set()  # … and these beyond it (a gap another node will fill)
+        self._reconnect_attempt = 0  # attempts since the server last spoke
+        self._key_retried = False  # a refused key was already authorized again
 
     # -- readable state ------------------------------------------------------------------------
 
@@ -264,7 +284,7 @@ class LayercodeClient:
         return Work(self._connect_once())
 
     async def _connect_once(self):
-        if self._status == CONNECTED:
+        if self._status in (CONNECTED, RECONNECTING):  # a reconnect is on its way already
             return
         if self._connecting is None or self._connecting.done():
             self._connecting = Work(self._connect())
@@ -274,36 +294,28 @@ class LayercodeClient:
         self._closing = False
         self._closed_while_connecting = None
         self.disconnect_reason = None
+        self._reconnect_attempt = 0
+        self._key_retried = False
         self._set_status(CONNECTING)
         try:
             # Side by side where nothing depends on the other: the player (its AudioContext and
             # worklet) starts while the backend authorizes; the socket opens while the
             # microphone starts. The player is ready before the socket opens: a pipeline may
             # speak at once.
-            browser = self._browser_()
+            self._browser_()
             deferred = self.options.defer_audio_init
             steps = [self._authorize()]
             if self._audio_output and not deferred:
                 steps.append(self._open_player())
             auth = (await side_by_side(*steps))[0]
-            self.session_id = auth.session_id or self.session_id
-            self.resume_token = auth.resume_token or self.resume_token
-            self.config = auth.config  # an unknown trigger was refused while parsing
-            self._ours = auth.ours
-            url = self.options.websocket_url or auth.websocket_url or self._cloud_url()
-            separator = "&" if "?" in url else "?"
-            key = quote(auth.client_session_key)
-            socket = browser.open_socket(
-                f"{url}{separator}client_session_key={key}", self._on_frame, self._on_socket_closed
-            )
-            steps = [self._keep("_socket", socket)]
+            self._adopt(auth)
+            steps = [self._open_socket(auth)]
             if self._audio_input and not deferred:
                 steps.append(self._open_microphone())
             await side_by_side(*steps)
             if self._closed_while_connecting is not None:
                 raise self._closed_while_connecting
-            self._send(p.ClientReady())
-            self._send_settings(auth)
+            self._greet(auth)
             if self.options.enable_amplitude_monitoring:
                 self._own(self._report_amplitudes(), "amplitudes")
             self._devices.watch()
@@ -324,6 +336,47 @@ class LayercodeClient:
         info = {"conversation_id": ids, "conversationId": ids, "session_id": ids, "sessionId": ids,
                 "config": config}  # fmt: skip
         self._call("on_connect", info)
+
+    def _adopt(self, auth):
+        """Take the authorization's conversation, proof and config (an unknown trigger was
+        refused while parsing). A new conversation starts its `response.data` count afresh;
+        otherwise the count the server reports is where this client starts."""
+        if auth.session_id is not None and auth.session_id != self.session_id:
+            self._data_seq = None
+            self._data_ahead.clear()
+        self.session_id = auth.session_id or self.session_id
+        self.resume_token = auth.resume_token or self.resume_token
+        self.config = auth.config
+        self._ours = auth.ours
+        if self._data_seq is None:
+            self._data_seq = auth.data_seq
+
+    async def _open_socket(self, auth):
+        """Open the session's socket; only the newest socket's frames and close are heard."""
+        url = self.options.websocket_url or auth.websocket_url or self._cloud_url()
+        separator = "&" if "?" in url else "?"
+        key = quote(auth.client_session_key)
+        self._socket_generation += 1
+        generation = self._socket_generation
+
+        def on_frame(frame):
+            if generation == self._socket_generation:
+                self._on_frame(frame)
+
+        def on_close(code, reason):
+            if generation == self._socket_generation:
+                self._on_socket_closed(code, reason)
+
+        url = f"{url}{separator}client_session_key={key}"
+        await self._keep("_socket", self._browser_().open_socket(url, on_frame, on_close))
+
+    def _greet(self, auth):
+        """The socket's first messages: on this project's pipeline, the last `response.data`
+        delivered (the server sends the later ones again), then `client.ready`."""
+        if auth.ours and self._data_seq is not None:
+            self._send(p.ClientResume(last_data_seq=self._data_seq))
+        self._send(p.ClientReady())
+        self._send_settings(auth)
 
     def _send_settings(self, auth):
         """`vad_resume_delay` as the pipeline's barge-in window, to this project's pipeline only
@@ -456,7 +509,7 @@ class LayercodeClient:
         await self._end_session(error=None)
 
     async def _end_session(self, error):
-        was_live = self._status in (CONNECTING, CONNECTED)
+        was_live = self._status in (CONNECTING, CONNECTED, RECONNECTING)
         await self._teardown()
         if was_live:
             self._call("on_disconnect")
@@ -504,6 +557,11 @@ class LayercodeClient:
     def _on_socket_closed(self, code, reason):
         if self._closing:
             return
+        connecting = self._connecting is not None and not self._connecting.done()
+        if not connecting and self._reconnects_after(code):
+            self._socket = None  # already closed
+            self._begin_reconnect(code, reason)
+            return
         if code in NORMAL_CLOSES:
             error = None
             self.disconnect_reason = {"code": code, "reason": reason}
@@ -516,7 +574,7 @@ class LayercodeClient:
                 reason=reason,
             )
         self._socket = None  # already closed
-        if self._connecting is not None and not self._connecting.done():
+        if connecting:
             # connect() is still opening the microphone: it fails with this when done.
             self._closed_while_connecting = error or ConnectionClosed(
                 f"the server closed the connection while connecting (code {code})",
@@ -525,6 +583,71 @@ class LayercodeClient:
             )
             return
         self._own(self._end_session(error), "server-close")
+
+    # -- reconnect -------------------------------------------------------------------------------
+
+    def _reconnects_after(self, code):
+        if not self.options.reconnect or self._status != CONNECTED:
+            return False
+        if code in p.CloseCode.KEY_REFUSED:
+            return not self._key_retried
+        return code in p.CloseCode.RECONNECT
+
+    def _begin_reconnect(self, code, reason):
+        """The socket dropped: keep the microphone and the player, and come back."""
+        log.info("the connection dropped (code %s): reconnecting", code)
+        self._push_to_talk_held = False
+        self._set_user_speaking(False)
+        self._set_status(RECONNECTING)
+        self._own(self._reconnect(code, reason), "reconnect")
+
+    def _reconnect_delay(self, attempt):
+        """0.25, 0.5, 1, 2, 4, 4 … s with the defaults."""
+        first = self.options.reconnect_delay_ms / 1000
+        return min(self.options.reconnect_max_delay_ms / 1000, first * 2**attempt)
+
+    async def _reconnect(self, code, reason):
+        detail = f": {reason}" if reason else ""
+        failure = ConnectionClosed(
+            f"the connection closed unexpectedly (code {code}){detail}",
+            close_code=code,
+            reason=reason,
+        )
+        key_refused = code in p.CloseCode.KEY_REFUSED
+        if key_refused:
+            self._key_retried = True
+        while True:
+            attempt = self._reconnect_attempt
+            if attempt >= self.options.reconnect_attempts:
+                log.warning("gave up reconnecting after %d attempts", attempt)
+                await self._end_session(failure)
+                return
+            delay = 0.0 if key_refused else self._reconnect_delay(attempt)
+            key_refused = False
+            self._reconnect_attempt = attempt + 1
+            info = {"attempt": attempt + 1, "delay_ms": round(delay * 1000), "code": code,
+                    "reason": reason}  # fmt: skip
+            self._call("on_reconnecting", info)
+            await asyncio.sleep(delay)
+            try:
+                auth = await self._authorize()
+                self._adopt(auth)
+                await self._open_socket(auth)
+            except AuthorizationError as error:
+                if not (error.retryable or error.status == 429):  # refused: cannot resume
+                    await self._end_session(error)
+                    return
+                failure = error
+                continue
+            except LayercodeError as error:  # ConnectionFailed: the server is not back yet
+                failure = error
+                continue
+            self._greet(auth)
+            self._set_status(CONNECTED)
+            ids = self.session_id
+            self._call("on_reconnected", {"conversation_id": ids, "conversationId": ids,
+                                          "attempts": attempt + 1})  # fmt: skip
+            return
 
     # -- push-to-talk --------------------------------------------------------------------------
 
@@ -551,6 +674,11 @@ class LayercodeClient:
         return Done()
 
     def _require_connected(self, what):
+        if self._status == RECONNECTING:
+            raise InvalidStateError(
+                f"the connection dropped and the client is reconnecting: wait for "
+                f"on_reconnected, then {what}"
+            )
         if self._status != CONNECTED or self._socket is None:
             raise InvalidStateError(f"not connected: call connect() first, then {what}")
 
@@ -815,6 +943,9 @@ class LayercodeClient:
     # -- messages from the server ----------------------------------------------------------------
 
     def _on_frame(self, frame):
+        if self._reconnect_attempt:  # the server speaks: the connection is back for real
+            self._reconnect_attempt = 0
+            self._key_retried = False
         try:
             message = p.decode(frame, allowed=p.SERVER_MESSAGES)
         except UnknownMessageType as error:
@@ -841,11 +972,32 @@ class LayercodeClient:
             self._on_response_end(message)
             self._call("on_message", message.to_dict())
         elif isinstance(message, p.ResponseData):
-            self._call("on_data_message", message.to_dict())
+            self._deliver_data(message)
         elif isinstance(message, p.ErrorMessage):
             self._report(ServerError(message.code, message.message, message.turn_id))
         else:
             self._call("on_message", message.to_dict())
+
+    def _deliver_data(self, message):
+        """Each `seq` once: a message the server sends again after a reconnect is dropped.
+
+        Seqs normally arrive in order; a gap (a message a stale session on another node
+        numbered while this client was already back elsewhere) stays open until the next
+        resume sends it, so `client.resume` names the last seq before the gap."""
+        seq = message.seq
+        if seq is not None:
+            if self._data_seq is None:
+                self._data_seq = seq - 1
+            if seq <= self._data_seq or seq in self._data_ahead:
+                log.debug("response.data %s was delivered already", seq)
+                return
+            self._data_ahead.add(seq)
+            if len(self._data_ahead) > MAX_DATA_AHEAD:
+                self._data_seq = min(self._data_ahead) - 1  # the gap below is given up
+            while self._data_seq + 1 in self._data_ahead:
+                self._data_seq += 1
+                self._data_ahead.discard(self._data_seq)
+        self._call("on_data_message", message.to_dict())
 
     def _may_be_interrupted(self):
         return self.config is None or self.config.can_interrupt or self.push_to_talk

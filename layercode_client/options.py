@@ -26,6 +26,8 @@ CALLBACKS = (
     "on_devices_changed",
     "audio_input_changed",
     "audio_output_changed",
+    "on_reconnecting",  # beyond the SDK: the connection dropped, the client is coming back
+    "on_reconnected",
 )
 FUNCTIONS = CALLBACKS + ("authorize_session_request",)
 FLAGS = (
@@ -34,8 +36,14 @@ FLAGS = (
     "enable_vad",
     "enable_amplitude_monitoring",
     "defer_audio_init",
+    "reconnect",
 )
-ALIASES = {"session_id": "conversation_id"}  # the seed's name → the SDK 2.x name
+ALIASES = {"session_id": "conversation_id"}
+RECONNECT_BOUNDS = (
+    ("reconnect_delay_ms", 0, 60_000),
+    ("reconnect_max_delay_ms", 0, 300_000),
+    ("reconnect_attempts", 1, 1000),
+)  # the seed's name → the SDK 2.x name
 
 
 def snake_case(name):
@@ -77,6 +85,12 @@ class ClientOptions(Record):
             ("chunk_ms", ANY, 100),  # client.audio chunk length
             ("preroll_ms", ANY, 300),  # push-to-talk: audio kept from before the button went down
             ("amplitude_hz", ANY, 15.0),  # how often the amplitude callbacks run
+            # Reconnecting after a dropped connection (docs/client.md): on/off, the first wait,
+            # doubled each attempt up to the cap, and how many attempts before giving up.
+            ("reconnect", ANY, True),
+            ("reconnect_delay_ms", ANY, 250),
+            ("reconnect_max_delay_ms", ANY, 4000),
+            ("reconnect_attempts", ANY, 20),  # ≈ 1 min with the default delays
         )
     )
 
@@ -112,6 +126,10 @@ class ClientOptions(Record):
         for name in FLAGS:
             if name in given and not isinstance(given[name], bool):
                 raise ConfigurationError(f"the option {name!r} must be True or False")
+        for name, low, high in RECONNECT_BOUNDS:
+            value = given.get(name)
+            if value is not None and (not _is_number(value) or not low <= value <= high):
+                raise ConfigurationError(f"the option {name!r} must be a number {low}..{high}")
         delay = given.get("vad_resume_delay")
         if delay is not None and (not _is_number(delay) or delay < 0):
             raise ConfigurationError("the option 'vad_resume_delay' must be a number of ms ≥ 0")

@@ -59,6 +59,15 @@ class CloseCode:
     ORIGIN_REFUSED = 4010  # the page's Origin (or the Host) is not allowed
     SESSION_REPLACED = 4011  # a newer connection took over this session
 
+    # What a client reconnects after (authorizing again with the conversation id and its resume
+    # token): the connection was lost or the server asked for a retry; the conversation lives
+    # on. 1006 never travels on the wire: the browser reports it when the socket just died.
+    # Every other code ends the session: 1000 and the 40xx codes say it is over.
+    ABNORMAL = 1006
+    RECONNECT = (GOING_AWAY, ABNORMAL, INTERNAL_ERROR, SERVICE_RESTART, TRY_AGAIN_LATER)
+    # The key was refused: a client that was reconnecting authorizes once more, then gives up.
+    KEY_REFUSED = (SESSION_KEY_INVALID, SESSION_KEY_USED)
+
 
 # -- Records: plain classes built from a field table ---------------------------------------------
 
@@ -217,6 +226,15 @@ class ClientResponseData(Message):
     fields = (("data", ANY),)
 
 
+@client_message("client.resume")
+class ClientResume(Message):
+    """This project's addition (docs/protocol.md): sent first on a resumed connection, it names
+    the last `response.data` `seq` the client delivered; the server sends the conversation's
+    later ones again, in order, before anything else. Never sent to Layercode's cloud."""
+
+    fields = (("last_data_seq", INT),)
+
+
 @client_message("client.settings")
 class ClientSettings(Message):
     """This project's addition (docs/protocol.md): this session's barge-in window, in
@@ -270,7 +288,9 @@ class UserTranscript(Message):
 
 @server_message("response.data")
 class ResponseData(Message):
-    fields = (("content", ANY), ("turn_id", ID, None))
+    # `seq`: this project's addition, the message's number in its conversation (from 1), by
+    # which a resumed client asks for what it missed and drops what it already has.
+    fields = (("content", ANY), ("turn_id", ID, None), ("seq", INT, None))
 
 
 @server_message("response.end")
@@ -485,6 +505,7 @@ class AuthorizeResponse(Record):
         ("websocket_url", STR, None),  # our addition; absent → Layercode's cloud
         ("resume_token", STR, None),  # our addition: keep it to resume the conversation
         ("raw_config", DICT, None),  # `config` as it came, for on_connect
+        ("data_seq", INT, None),  # our addition: the conversation's last response.data seq
     )
 
     @property
@@ -510,6 +531,11 @@ class AuthorizeResponse(Record):
         for name in ("websocket_url", "resume_token"):
             if body.get(name) is not None and not isinstance(body[name], str):
                 raise ProtocolError(f"'{name}' must be a string")
+        data_seq = body.get("data_seq")
+        if data_seq is not None and (
+            isinstance(data_seq, bool) or not isinstance(data_seq, int) or data_seq < 0
+        ):
+            raise ProtocolError("'data_seq' must be an integer ≥ 0")
         config = body.get("config")
         return cls(
             client_session_key=key,
@@ -518,4 +544,5 @@ class AuthorizeResponse(Record):
             websocket_url=body.get("websocket_url"),
             resume_token=body.get("resume_token"),
             raw_config=config if isinstance(config, dict) else None,
+            data_seq=data_seq,
         )

@@ -113,7 +113,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "HISTORY_MAX_TURNS": (
         "200",
-        "Embedded pipeline: turns kept per conversation (the oldest are pruned).",
+        "Embedded pipeline: turns kept per conversation, and response.data messages kept for "
+        "resumed clients (the oldest are pruned).",
     ),
     "HISTORY_MAX_DAYS": (
         "30",

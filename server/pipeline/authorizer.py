@@ -130,6 +130,8 @@ class EmbeddedAuthorizer:
                 "session_id": session_id,
                 "conversation_id": session_id,
                 "resume_token": await issue_resume_token(self.store, session_id),
+                # Where this conversation's response.data count stands (docs/protocol.md).
+                "data_seq": await self.store.last_data_seq(session_id) if resume_id else 0,
                 "config": config.to_json(),
                 "websocket_url": websocket_url(http, self.settings, path),
             }

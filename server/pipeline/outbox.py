@@ -10,6 +10,12 @@ dropped turn that can still reach the client.
 
 The queue is bounded by what feeds it: agent audio is paced to real time (agent_turn.py), the
 rest is a few control and text frames per turn.
+
+`response.data` is numbered as it goes out (`number`: the session keeps it in the conversation's
+store and sets its `seq`), so a client that reconnects can be sent what it missed. What is
+still queued when the outbox closes is kept for it too (`close`, then `keep_unsent`): a data
+message the agent produced reaches the client once the client is back, whichever way this
+connection ended — except a crash of the node, which loses what was not yet numbered.
 """
 
 from __future__ import annotations
@@ -18,14 +24,20 @@ import asyncio
 import collections
 from collections.abc import Awaitable, Callable
 
-from layercode_client.protocol import Message
+from layercode_client.protocol import Message, ResponseData
 
 DROPPED_TURNS_KEPT = 64  # dropped ids remembered per session; older turns have long finished
 
 
 class Outbox:
-    def __init__(self, send_text: Callable[[str], Awaitable[None]]):
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[None]],
+        number: Callable[[ResponseData], Awaitable[None]] | None = None,
+    ):
         self._send_text = send_text
+        self._number = number
+        self._unsent: list[ResponseData] = []  # data still queued at close, to be kept
         self._queue: collections.deque[Message] = collections.deque()
         self._ready = asyncio.Event()
         self._idle = asyncio.Event()  # set while nothing is queued or being written
@@ -82,9 +94,21 @@ class Outbox:
 
     def close(self) -> None:
         self._closed = True
+        self._unsent = [m for m in self._queue if self._unnumbered(m)]
         self._queue.clear()
         self._ready.set()
         self._idle.set()
+
+    def _unnumbered(self, message: Message) -> bool:
+        return (
+            self._number is not None and isinstance(message, ResponseData) and message.seq is None
+        )
+
+    async def keep_unsent(self) -> None:
+        """Number (keep for a resumed client) the data messages still queued at `close`."""
+        unsent, self._unsent = self._unsent, []
+        for message in unsent:
+            await self._number(message)
 
     async def drain(self) -> None:
         """Wait until everything queued so far has been written (or the outbox closed)."""
@@ -96,6 +120,8 @@ class Outbox:
             await self._ready.wait()
             while self._queue and not self._closed:
                 message = self._queue.popleft()
+                if self._unnumbered(message):
+                    await self._number(message)
                 await self._send_text(message.encode())
                 self.sent += 1
             self._ready.clear()

@@ -242,7 +242,8 @@ class PipelineSession:
         self.config = grant.config
         self.services = services
         self.connection_id = "conn_" + secrets.token_hex(6)
-        self.outbox = Outbox(send_text)
+        self.outbox = Outbox(send_text, number=self._number_data)
+        self._resumed_data = False  # client.resume answered (once per connection)
         self._close = close
         self.clock = StreamClock(RATE)
         self.pacer = AudioPacer(
@@ -303,6 +304,7 @@ class PipelineSession:
 
     async def _shutdown(self) -> None:
         self.outbox.close()
+        await self.outbox.keep_unsent()
         if self.user_turn is not None:
             await self.user_turn.utterance.cancel()
             self.user_turn = None
@@ -463,6 +465,40 @@ class PipelineSession:
         if turn is not None and turn.state is AgentState.HELD:
             turn.report_played(message.turn_id, message.last_delta_id_played, message.played_ms)
 
+    async def on_resume(self, message: p.ClientResume) -> None:
+        """This project's addition: the client names the last `response.data` it delivered;
+        the conversation's later ones go out again first, in order (docs/protocol.md,
+        "Reconnecting"). Once per connection: a repeat would only queue the same again."""
+        if self._resumed_data:
+            return
+        self._resumed_data = True
+        try:
+            kept = await self.services.store.data_since(
+                self.grant.session_id, max(0, message.last_data_seq)
+            )
+        except StoreUnavailable as error:
+            self.log.warning("response.data not sent again: %s", error)
+            self.outbox.put(p.ErrorMessage(code="store_unavailable", message=(
+                "the data messages sent while you were away could not be read; some may be "
+                "missing")))  # fmt: skip
+            return
+        for record in kept:
+            self.outbox.put(
+                p.ResponseData(content=record.content, turn_id=record.turn_id, seq=record.seq)
+            )
+        if kept:
+            self.log.info("sent %d data messages again", len(kept))
+
+    async def _number_data(self, message: p.ResponseData) -> None:
+        """Keep a `response.data` in the conversation's store as it goes out, numbered, for a
+        client that reconnects. A store that fails leaves it unnumbered: sent, not kept."""
+        try:
+            message.seq = await self.services.store.append_data(
+                self.grant.session_id, message.content, message.turn_id
+            )
+        except (StoreUnavailable, UnknownSession) as error:
+            self.log.warning("response.data sent without a seq, not kept: %s", error)
+
     async def on_settings(self, message: p.ClientSettings) -> None:
         """This project's addition: the client sets this session's false-interruption window
         (the SDK's `vadResumeDelay`)."""
@@ -523,6 +559,7 @@ class PipelineSession:
         p.ReplayFinished: on_replay_finished,
         p.PlaybackInterrupted: on_playback_interrupted,
         p.ClientSettings: on_settings,
+        p.ClientResume: on_resume,
         p.ClientResponseText: on_text,
         p.ClientResponseData: on_data,
     }

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .stores import StoreUnavailable, UnknownSession
 
@@ -46,6 +46,14 @@ CREATE TABLE IF NOT EXISTS turns (
     seq INTEGER NOT NULL,
     role TEXT NOT NULL CHECK (role IN ('user', 'assistant')),
     text TEXT NOT NULL,
+    turn_id TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, seq)
+);
+CREATE TABLE IF NOT EXISTS data_messages (
+    session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+    seq INTEGER NOT NULL,
+    content TEXT NOT NULL,
     turn_id TEXT,
     created_at REAL NOT NULL,
     PRIMARY KEY (session_id, seq)
@@ -71,6 +79,15 @@ class Turn:
         if self.interrupted:
             entry["interrupted"] = True
         return entry
+
+
+@dataclass(frozen=True)
+class DataRecord:
+    """A `response.data` kept for resumed clients: its number, content (as sent) and turn."""
+
+    seq: int
+    content: Any
+    turn_id: str | None = None
 
 
 class SessionStore:
@@ -244,6 +261,53 @@ class SessionStore:
         return self._db.execute(
             "SELECT resume_digest FROM sessions WHERE id = ?", (session_id,)
         ).fetchone()
+
+    async def append_data(self, session_id: str, content: Any, turn_id: str | None) -> int:
+        try:
+            return await self._run(self._append_data, session_id, json.dumps(content), turn_id)
+        except sqlite3.IntegrityError:  # no such session
+            raise UnknownSession(session_id) from None
+
+    def _append_data(self, session_id: str, content: str, turn_id: str | None) -> int:
+        self._db.execute("BEGIN IMMEDIATE")  # as in _append: numbered under the write lock
+        try:
+            (seq,) = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM data_messages WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+            self._db.execute(
+                "INSERT INTO data_messages (session_id, seq, content, turn_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (session_id, seq, content, turn_id, time.time()),
+            )
+            self._db.execute(
+                "DELETE FROM data_messages WHERE session_id = ? AND seq <= ?",
+                (session_id, seq - self.max_turns),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return seq
+
+    async def data_since(self, session_id: str, after_seq: int) -> list[DataRecord]:
+        rows = await self._run(
+            lambda: self._db.execute(
+                "SELECT seq, content, turn_id FROM data_messages"
+                " WHERE session_id = ? AND seq > ? ORDER BY seq",
+                (session_id, after_seq),
+            ).fetchall()
+        )
+        return [DataRecord(seq, json.loads(content), turn_id) for seq, content, turn_id in rows]
+
+    async def last_data_seq(self, session_id: str) -> int:
+        (seq,) = await self._run(
+            lambda: self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM data_messages WHERE session_id = ?",
+                (session_id,),
+            ).fetchone()
+        )
+        return seq
 
     async def ping(self) -> None:
         await self._run(self._db.execute, "SELECT 1")

@@ -26,11 +26,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 
-from .store import PRUNE_EVERY_S, SessionStore, Turn
+from .store import PRUNE_EVERY_S, DataRecord, SessionStore, Turn
 from .stores import StoreUnavailable, UnknownSession
 
 T = TypeVar("T")
@@ -72,6 +72,22 @@ MIGRATIONS: list[tuple[int, str]] = [
         3,
         # An assistant turn the user cut short: its text is what was heard (docs/protocol.md).
         "ALTER TABLE turns ADD COLUMN interrupted BOOLEAN NOT NULL DEFAULT false;",
+    ),
+    (
+        4,
+        # response.data sent in a conversation, numbered per conversation, replayed to a
+        # resumed client (docs/protocol.md, "Reconnecting"). TEXT, not JSONB: sent again
+        # exactly as it was sent (JSONB would reorder an object's keys).
+        """
+        CREATE TABLE data_messages (
+            session_id TEXT NOT NULL REFERENCES sessions(id) ON DELETE CASCADE,
+            seq BIGINT NOT NULL,
+            content TEXT NOT NULL,
+            turn_id TEXT,
+            created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+            PRIMARY KEY (session_id, seq)
+        );
+        """,
     ),
 ]
 
@@ -272,6 +288,51 @@ class PostgresStore:
     async def resume_digest(self, session_id: str) -> str | None:
         return await self._call(
             lambda c: c.fetchval("SELECT resume_digest FROM sessions WHERE id = $1", session_id)
+        )
+
+    async def append_data(self, session_id: str, content: Any, turn_id: str | None) -> int:
+        async def insert(connection: asyncpg.Connection) -> int:
+            async with connection.transaction():
+                # The session's row locked: two nodes numbering one conversation take turns.
+                found = await connection.fetchval(
+                    "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id
+                )
+                if found is None:
+                    raise UnknownSession(session_id)
+                seq = await connection.fetchval(
+                    "INSERT INTO data_messages (session_id, seq, content, turn_id)"
+                    " SELECT $1, COALESCE(MAX(seq), 0) + 1, $2, $3 FROM data_messages"
+                    " WHERE session_id = $1 RETURNING seq",
+                    session_id,
+                    json.dumps(content),
+                    turn_id,
+                )
+                await connection.execute(
+                    "DELETE FROM data_messages WHERE session_id = $1 AND seq <= $2",
+                    session_id,
+                    seq - self.max_turns,
+                )
+                return seq
+
+        return await self._call(insert)
+
+    async def data_since(self, session_id: str, after_seq: int) -> list[DataRecord]:
+        rows = await self._call(
+            lambda c: c.fetch(
+                "SELECT seq, content, turn_id FROM data_messages"
+                " WHERE session_id = $1 AND seq > $2 ORDER BY seq",
+                session_id,
+                after_seq,
+            )
+        )
+        return [DataRecord(r["seq"], json.loads(r["content"]), r["turn_id"]) for r in rows]
+
+    async def last_data_seq(self, session_id: str) -> int:
+        return await self._call(
+            lambda c: c.fetchval(
+                "SELECT COALESCE(MAX(seq), 0) FROM data_messages WHERE session_id = $1",
+                session_id,
+            )
         )
 
     async def ping(self) -> None:

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ..config import Settings
     from .keys import SessionGrant
-    from .store import Turn
+    from .store import DataRecord, Turn
 
 log = logging.getLogger("server.pipeline.stores")
 
@@ -70,11 +70,13 @@ class KeyStore(Protocol):
 
 
 class HistoryStore(Protocol):
-    """Conversations: sessions and their turns, in order, and each one's resume-token digest.
+    """Conversations: sessions and their turns, in order, each one's resume-token digest, and
+    the `response.data` messages sent in it, numbered, so a resumed client gets what it missed.
 
     Retention is bounded both ways on every backend: a conversation keeps its last `max_turns`
-    turns (older ones go as new ones are appended), and conversations untouched for
-    `max_age_s` are deleted by `prune()` (at open, then at most hourly as sessions are created).
+    turns and its last `max_turns` data messages (older ones go as new ones are appended), and
+    conversations untouched for `max_age_s` are deleted by `prune()` (at open, then at most
+    hourly as sessions are created).
     """
 
     backend: str  # "sqlite", "postgresql"
@@ -120,6 +122,19 @@ class HistoryStore(Protocol):
         ...
 
     async def resume_digest(self, session_id: str) -> str | None: ...
+
+    async def append_data(self, session_id: str, content: Any, turn_id: str | None) -> int:
+        """Keep a `response.data` about to be sent; its `seq`: 1, 2, … in its conversation,
+        whichever node numbers it (`UnknownSession` for a conversation the store lacks)."""
+        ...
+
+    async def data_since(self, session_id: str, after_seq: int) -> list[DataRecord]:
+        """The kept data messages numbered after `after_seq`, oldest first."""
+        ...
+
+    async def last_data_seq(self, session_id: str) -> int:
+        """The conversation's last `seq` (0 before its first data message)."""
+        ...
 
     async def ping(self) -> None: ...
 

@@ -121,6 +121,7 @@ class FakeBrowser:
         self.microphone_error = None
         self.before_microphone = None  # an async callable run while "asking for the microphone"
         self.unreachable = False
+        self.socket_error = None  # raised by open_socket while set (a server not back yet)
         self.devices = [device("default", "Default"), device("mic-1", "USB microphone")]
         self.watchers = []  # on_change callbacks being called on device changes
 
@@ -157,6 +158,8 @@ class FakeBrowser:
         return status, answer if isinstance(answer, str) else json.dumps(answer)
 
     async def open_socket(self, url, on_message, on_close):
+        if self.socket_error is not None:
+            raise self.socket_error
         self.sockets.append(FakeSocket(url, on_message, on_close))
         return self.sockets[-1]
 

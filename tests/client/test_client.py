@@ -371,7 +371,7 @@ def test_disconnect_releases_everything_once():
 
 def test_a_server_close_cleans_up_and_an_abnormal_one_is_an_error():
     async def scenario(code, reason):
-        client, browser, calls = make()
+        client, browser, calls = make(reconnect=False)  # tests/client/test_reconnect.py: on
         await client.connect()
         browser.socket.drop(code, reason)
         await asyncio.sleep(0.01)

@@ -236,7 +236,7 @@ async def test_a_close_while_the_microphone_opens_fails_the_connect():
 
 
 async def test_an_abnormal_server_close_is_an_error_and_cleans_up():
-    client, browser, calls = make()
+    client, browser, calls = make(reconnect=False)  # with it on: check_reconnect.py
     await client.connect()
     browser.socket.drop(1011, "boom")
     await settle()

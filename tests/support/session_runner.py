@@ -233,10 +233,11 @@ class SessionRunner:
     echo: EchoSettings = field(default_factory=lambda: EchoSettings(enabled=False))
     sent: list[Sent] = field(default_factory=list)
     closed_with: tuple[int, str] | None = None
+    session_id: str | None = None  # set: a later connection to that conversation (a resume)
 
     async def __aenter__(self) -> SessionRunner:
         self.store = SessionStore(self.tmp / "sessions.sqlite3")
-        self.session_id = await self.store.create("test", {})
+        self.session_id = self.session_id or await self.store.create("test", {})
         config = SessionConfig(can_interrupt=self.can_interrupt, input_sample_rate=RATE)
         grant = SessionGrant(self.session_id, "test", config)
         services = PipelineServices(
