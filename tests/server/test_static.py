@@ -173,13 +173,31 @@ def test_small_responses_are_not_compressed_and_large_page_files_are(client):
     assert response.headers.get("content-encoding") == "gzip"
 
 
-def test_the_page_unpacks_the_wheel_the_server_builds():
-    """The configs (and the page's preload) name the wheel file: the one /client/ serves."""
+def test_the_page_unpacks_the_client_files_the_server_builds(client):
+    """The configs (and the page's preloads) name the files /client/ serves: the wheel on
+    Pyodide, the precompiled bundle on MicroPython."""
     import tomllib
 
-    from server.wheel import wheel_filename
+    from server.wheel import mpy_bundle_filename, wheel_filename
 
-    for name in ("pyscript.toml", "pyscript-pyodide.toml"):
+    for name, filename in (
+        ("pyscript.toml", mpy_bundle_filename()),
+        ("pyscript-pyodide.toml", wheel_filename()),
+    ):
         config = tomllib.loads((ROOT / name).read_text())
-        assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
-    assert f'"./client/{wheel_filename()}"' in (ROOT / "index.html").read_text()
+        assert config["files"] == {f"./client/{filename}": "./*"}
+        assert f'"./client/{filename}"' in (ROOT / "index.html").read_text()
+        assert client.get(f"/client/{filename}").status_code == 200
+
+
+def test_the_micropython_bundle_holds_the_whole_package_precompiled():
+    from server.wheel import SOURCE_DIR, build_mpy_bundle
+
+    bundle = zipfile.ZipFile(BytesIO(build_mpy_bundle().data))
+    names = set(bundle.namelist())
+    for path in SOURCE_DIR.rglob("*.py"):
+        module = path.relative_to(SOURCE_DIR.parent).with_suffix(".mpy").as_posix()
+        assert module in names
+    assert "layercode_client/worklets/recorder.js" in names
+    for name in names - {n for n in names if n.endswith(".js")}:
+        assert bundle.read(name)[:2] == b"M\x06"  # .mpy version 6, the one MicroPython 1.28 loads
