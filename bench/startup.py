@@ -27,7 +27,7 @@ from server import vendor
 from server.app import create_app
 from server.config import Settings
 from server.static import render_index
-from server.wheel import mpy_bundle_filename, wheel_filename
+from server.wheel import wheel_filename
 
 PYODIDE_MJS = f"../runtime/pyodide/{vendor.PYODIDE.version}/pyodide.mjs"
 MICROPYTHON_MJS = f"../runtime/micropython/{vendor.MICROPYTHON.version}/micropython.mjs"
@@ -69,7 +69,8 @@ def source_variant(folder: Path) -> Path:
     page = render_index("/api/authorize", "demo").decode()
     for shared in ("runtime/", "assets/", "main.py", "client/"):
         page = page.replace(f'"./{shared}', f'"../{shared}')
-    page = page.replace(mpy_bundle_filename(), wheel_filename())
+    compiled = "../client/mpy/layercode_client/client.mpy"  # the preload
+    page = page.replace(compiled, f"../client/{wheel_filename()}")
     (folder / "index.html").write_text(page)
     (folder / "pyscript.toml").write_text(
         f'interpreter = "{MICROPYTHON_MJS}"\n[files]\n"../client/{wheel_filename()}" = "./*"\n'

