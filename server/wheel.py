@@ -4,7 +4,8 @@ The page installs the client from this wheel (any PyScript or Pyodide page can, 
 so the wheel must be a real one: METADATA, WHEEL and a RECORD of sha256 hashes. Building it
 here takes milliseconds and needs no build backend, so the server always serves the client as
 it is on disk and setup has nothing extra to run. The build is reproducible: fixed timestamps,
-sorted entries, so equal sources give equal bytes (and equal ETags).
+sorted entries, so equal sources give equal bytes (and equal ETags). The MicroPython page gets
+the same package precompiled to `.mpy` files instead (`build_mpy_files`).
 """
 
 from __future__ import annotations
@@ -83,10 +84,6 @@ def build_wheel(source_dir: Path = SOURCE_DIR) -> Wheel:
     record_lines.append(f"{dist_info}/RECORD,,")
     entries.append((f"{dist_info}/RECORD", ("\n".join(record_lines) + "\n").encode()))
 
-    return Wheel(filename=wheel_filename(version), data=_zip(entries))
-
-
-def _zip(entries: list[tuple[str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for name, data in entries:
@@ -94,7 +91,7 @@ def _zip(entries: list[tuple[str, bytes]]) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             archive.writestr(info, data)
-    return buffer.getvalue()
+    return Wheel(filename=wheel_filename(version), data=buffer.getvalue())
 
 
 MPY_URL_PATH = "/client/mpy/"  # + the file's path in the package's folder
@@ -111,14 +108,15 @@ def build_mpy_files(source_dir: Path = SOURCE_DIR) -> dict[str, bytes]:
     fetches the files one by one (`[files]` in pyscript.toml), not as a zip: PyScript unpacks
     a zip with zip.js (a 160 KB module that inflates in web workers), which measured slower.
     """
+    global _compiled
     sources = _source_files(source_dir)
     key = hashlib.sha256(repr(sources).encode()).hexdigest()
-    if key not in _compiled:  # each app (and test) would otherwise compile again
-        _compiled[key] = _compile(sources)
-    return _compiled[key]
+    if _compiled is None or _compiled[0] != key:  # each app (and test) would compile again
+        _compiled = (key, _compile(sources))  # only the newest sources' build is kept
+    return _compiled[1]
 
 
-_compiled: dict[str, dict[str, bytes]] = {}
+_compiled: tuple[str, dict[str, bytes]] | None = None
 
 
 def _compile(sources: list[tuple[str, bytes]]) -> dict[str, bytes]:
