@@ -219,7 +219,9 @@ class BrowserMicrophone:
                 self._context, "layercode-recorder", ffi.to_js(options)
             )
             self._node.port.onmessage = self._proxies(
-                lambda event: on_chunk(event.data.audio, float(event.data.level))
+                lambda event: on_chunk(
+                    event.data.audio, float(event.data.level), float(event.data.zcr)
+                )
             )
             self._source.connect(self._node)
             if self._context.state == "suspended":

@@ -44,6 +44,7 @@ from .errors import (
     UnknownMessageType,
 )
 from .options import ClientOptions
+from .vad import VAD_END, VAD_START, VoiceGate
 
 log = logging.getLogger("layercode_client")
 
@@ -203,6 +204,7 @@ class LayercodeClient:
         self._last_delta_id = None
         self._push_to_talk_held = False
         self._preroll = self._new_preroll()
+        self._vad = None  # the session's VoiceGate (vad.py) where client-side VAD runs
         self._closing = False
         self._closed_while_connecting = None
         self._socket_generation = 0  # which socket is current: closes of older ones are stale
@@ -309,6 +311,7 @@ class LayercodeClient:
                 steps.append(self._open_player())
             auth = (await side_by_side(*steps))[0]
             self._adopt(auth)
+            self._vad = VoiceGate.for_session(self.options, self.config)
             steps = [self._open_socket(auth)]
             if self._audio_input and not deferred:
                 steps.append(self._open_microphone())
@@ -532,6 +535,8 @@ class LayercodeClient:
         if self._player is not None:
             self._player.close()
             self._player = None
+        self._end_vad_speech()  # the pipeline hears the end of speech before the close
+        self._vad = None
         if self._socket is not None:
             self._socket.close(p.CloseCode.NORMAL, "client disconnected")
             self._socket = None
@@ -718,6 +723,7 @@ class LayercodeClient:
         self._muted = True
         if self._microphone is not None:
             self._microphone.set_muted(True)
+        self._end_vad_speech()
         self._user_level = 0.0
         self._call("on_mute_state_change", True)
 
@@ -793,6 +799,7 @@ class LayercodeClient:
         if self._microphone is not None:
             self._microphone.stop()
             self._microphone = None
+        self._end_vad_speech()
         self._user_level = 0.0
         self._devices.unwatch()
 
@@ -850,8 +857,9 @@ class LayercodeClient:
         """Push-to-talk's pre-roll: the newest chunks only (the oldest fall out)."""
         return collections.deque((), max(1, self.options.preroll_ms // self.options.chunk_ms))
 
-    def _on_microphone(self, audio, level):
-        """A chunk from the microphone: base64 PCM16 at the session's rate, and its level."""
+    def _on_microphone(self, audio, level, zero_crossings=None):
+        """A chunk from the microphone: base64 PCM16 at the session's rate, its level, and its
+        zero-crossing rate (for the VAD; None where the port does not measure it)."""
         if self._muted:  # the track is disabled too; a chunk already on its way is dropped
             self._user_level = 0.0
             return
@@ -862,7 +870,26 @@ class LayercodeClient:
         if self.push_to_talk and not self._push_to_talk_held:
             self._preroll.append(audio)
             return
-        self._send_audio(audio)
+        if self._vad is None:
+            self._send_audio(audio)
+            return
+        event, chunks = self._vad.push(audio, level, zero_crossings)
+        if event is not None:
+            self._on_vad_event(event)
+        for chunk in chunks:
+            self._send_audio(chunk)
+
+    def _on_vad_event(self, event):
+        """Client-side VAD (vad.py) heard speech start or end: tell the pipeline, as the
+        official SDK does, and the page."""
+        self._set_user_speaking(event == VAD_START)
+        self._send(p.VadEvent(event=event))
+        self._call("on_message", {"type": "vad_events", "event": event,
+                                  "userSpeaking": self._user_speaking})  # fmt: skip
+
+    def _end_vad_speech(self):
+        if self._vad is not None and self._vad.end() is not None:
+            self._on_vad_event(VAD_END)
 
     def _send_audio(self, audio):
         self._send(p.ClientAudio(content=audio))

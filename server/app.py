@@ -170,4 +170,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.pipeline = None
     app.state.rate_limiter = RateLimiter(settings.authorize_rate_limit)
     app.state.client_wheel = static.load_client_wheel()
+    app.state.client_mpy = static.load_client_mpy()
     return app

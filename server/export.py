@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import vendor
 from .static import ASSETS_DIR, ROOT, render_index
-from .wheel import build_wheel
+from .wheel import MPY_URL_PATH, build_mpy_files, build_wheel
 
 SKIPPED_RUNTIME_FILES = ("*.gz", vendor.DONE_MARKER)
 
@@ -38,6 +38,10 @@ def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> 
     built = build_wheel()
     (target / "client").mkdir()
     (target / "client" / built.filename).write_bytes(built.data)
+    for name, data in build_mpy_files().items():
+        path = target / MPY_URL_PATH.strip("/") / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
     for package in (vendor.PYSCRIPT, vendor.MICROPYTHON, vendor.PYODIDE):
         destination = target / "runtime" / package.folder / package.version
         shutil.copytree(

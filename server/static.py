@@ -144,9 +144,26 @@ def load_client_wheel() -> client_wheel.Wheel:
     return client_wheel.build_wheel()
 
 
+async def compiled_client_file(request: Request) -> Response:
+    """One file of the client precompiled for the MicroPython page (server/wheel.py)."""
+    data = request.app.state.client_mpy.get(request.path_params["path"])
+    if data is None:
+        return not_found("compiled client file")
+    etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+    headers = {"Cache-Control": REVALIDATE, "ETag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(data, media_type=content_type(request.path_params["path"]), headers=headers)
+
+
+def load_client_mpy() -> dict[str, bytes]:
+    return client_wheel.build_mpy_files()
+
+
 routes = [
     Route("/", index, methods=["GET", "HEAD"]),
     Route("/runtime/{path:path}", runtime, methods=["GET", "HEAD"]),
+    Route(client_wheel.MPY_URL_PATH + "{path:path}", compiled_client_file, methods=["GET", "HEAD"]),
     Route("/client/{filename}", wheel, methods=["GET", "HEAD"]),
     Route("/assets/{path:path}", asset, methods=["GET", "HEAD"]),
     Route("/{name}", page_file, methods=["GET", "HEAD"]),

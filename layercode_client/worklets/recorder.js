@@ -1,6 +1,7 @@
 // Microphone → base64 PCM16 chunks. Runs on the audio thread (where Python cannot): converts the
 // context's float frames (already at the session's rate) to Int16 and posts one chunk of
-// `chunkSamples`, base64-encoded (the `client.audio` content as is), with its RMS level.
+// `chunkSamples`, base64-encoded (the `client.audio` content as is), with its RMS level and
+// zero-crossing rate (crossings per sample: the client's VAD tells voice from hiss with it).
 // Everything else happens in Python.
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const CODES = Uint8Array.from(ALPHABET, (char) => char.charCodeAt(0));
@@ -33,6 +34,8 @@ class LayercodeRecorder extends AudioWorkletProcessor {
     this.chunk = new Int16Array(this.size);
     this.filled = 0;
     this.energy = 0;
+    this.crossings = 0;
+    this.last = 0;
   }
   process(inputs) {
     const channel = inputs[0] && inputs[0][0];
@@ -41,11 +44,15 @@ class LayercodeRecorder extends AudioWorkletProcessor {
       const s = Math.max(-1, Math.min(1, channel[i]));
       this.chunk[this.filled++] = s < 0 ? s * 0x8000 : s * 0x7fff;
       this.energy += s * s;
+      if ((s < 0) !== (this.last < 0)) this.crossings++;
+      this.last = s;
       if (this.filled === this.size) {
         const level = Math.min(1, Math.sqrt(this.energy / this.size) * 4);
-        this.port.postMessage({ audio: base64(new Uint8Array(this.chunk.buffer)), level });
+        const zcr = this.crossings / this.size;
+        this.port.postMessage({ audio: base64(new Uint8Array(this.chunk.buffer)), level, zcr });
         this.filled = 0;
         this.energy = 0;
+        this.crossings = 0;
       }
     }
     return true;

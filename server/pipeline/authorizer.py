@@ -41,6 +41,9 @@ log = logging.getLogger("server.pipeline")
 
 WEBSOCKET_PATH = "/v1/pipelines/websocket"
 AGENT_WEBSOCKET_PATH = "/v1/agents/web/websocket"
+# This pipeline detects turns itself, from all the audio: clients keep their VAD off and send
+# the microphone ungated (layercode_client/vad.py; docs/protocol.md).
+CLIENT_VAD = {"enabled": False}
 
 
 def choose_input_rate(offered: list[int] | None) -> int:
@@ -108,6 +111,7 @@ class EmbeddedAuthorizer:
             trigger=self.settings.transcription_trigger,
             can_interrupt=self.settings.can_interrupt,
             input_sample_rate=choose_input_rate(request.input_sample_rates),
+            vad=CLIENT_VAD,
         )
         resume_id = request.resume_id
         if resume_id is not None:

@@ -123,7 +123,10 @@ def agent_level(page) -> int:
 
 
 def best_correlation(received: bytes, template: bytes) -> float:
-    """Normalised cross-correlation peak of `template` inside `received` (both PCM16)."""
+    """Normalised cross-correlation peak of `template` inside `received` (both PCM16).
+
+    At most the first half of `received` is searched: `template` is cut to that length.
+    """
     x = np.frombuffer(received, "<i2").astype(float)
     y = np.frombuffer(template, "<i2").astype(float)
     y = y[: min(len(y), len(x) // 2)]
@@ -133,12 +136,6 @@ def best_correlation(received: bytes, template: bytes) -> float:
     return float(np.max(corr / (window * np.linalg.norm(y) + 1e-9)))
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known flake, open: some runs capture audio that correlates with the WAV at only "
-    "0.09-0.16 (the same values on both interpreters, so systematic: suspected Chromium's "
-    "capture processing or where the fake WAV loop starts)",
-)
 @pytest.mark.parametrize("rate", [16000, 8000])
 def test_the_microphone_streams_at_the_configured_rate_and_matches_the_wav(
     page, pipeline, spoken_wav, rate
@@ -150,9 +147,18 @@ def test_the_microphone_streams_at_the_configured_rate_and_matches_the_wav(
     assert pipeline.authorizations[0]["audio"]["input_sample_rates"] == [16000, 8000]
     sizes = [len(base64.b64decode(c.message["content"])) for c in chunks]
     assert set(sizes) == {rate // 10 * 2}  # 100 ms of PCM16 each
+    # Chromium's fake microphone loops the WAV from when the track starts, and the recorder
+    # joins a few ms later: what is heard starts anywhere in the loop (it began 8 ms into the
+    # WAV in most runs, so comparing with the WAV's own start failed at correlation 0.09-0.16).
+    # So the first 2 s heard are searched in the WAV looped twice.
     heard = pipeline.audio()
-    template = resample(spoken_wav[0], 16000, rate)
-    assert best_correlation(heard, template[: rate * 2 * 2]) > 0.6
+    looped = resample(spoken_wav[0], 16000, rate) * 2
+    correlation = best_correlation(looped, heard[: rate * 2 * 2])
+    if correlation <= 0.6 and pipeline.interpreter == "pyodide":
+        # Open: 2 runs in 7 (05:20-05:28 UTC, load average 10-25) heard 0.48 on Pyodide at both
+        # rates, after 30 cases in a row passed (0.78-0.81); MicroPython never failed.
+        pytest.xfail(f"known, open: Pyodide heard audio correlating at {correlation:.2f}")
+    assert correlation > 0.6, correlation
     page.click("#connect")
     page.wait_for_selector("#status[data-status=disconnected]")
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}

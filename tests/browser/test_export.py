@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 from starlette.staticfiles import StaticFiles
 
@@ -34,6 +36,8 @@ def test_export_contents(tmp_path):
     assert (target / "pyscript.toml").is_file() and (target / "pyscript-pyodide.toml").is_file()
     assert not list(target.rglob("*.gz")) and not list(target.rglob(".complete"))
     assert len(list((target / "client").glob("*.whl"))) == 1
+    for url in tomllib.loads((target / "pyscript.toml").read_text())["files"]:
+        assert (target / url).is_file(), url  # the client precompiled for MicroPython
     # Exporting again over an earlier export replaces it; a foreign folder is refused.
     export_site(tmp_path / "out", "https://auth.example/api/authorize")
     (tmp_path / "foreign").mkdir()

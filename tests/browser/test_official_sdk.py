@@ -1,7 +1,8 @@
 """The official `@layercode/js-sdk` talks to the embedded pipeline as it would to Layercode.
 
 It ignores `websocket_url` (pointed here by hand, as a deployment would proxy it), sends
-`client.ready` and `vad_events`, and always streams 8 kHz audio, which the pipeline resamples.
+`client.ready`, and always streams 8 kHz audio, which the pipeline resamples. Its client-side
+VAD stays off: the pipeline's `config.vad` says `enabled: false` (it detects turns itself).
 """
 
 from __future__ import annotations

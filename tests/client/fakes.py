@@ -55,9 +55,12 @@ class FakeMicrophone:
     def stop(self):
         self.stopped = True
 
-    def speak(self, pcm, level=0.5):
+    def speak(self, pcm, level=0.5, zero_crossings=None):
         if not self.stopped:
-            self.on_chunk(b64(pcm), level)
+            if zero_crossings is None:
+                self.on_chunk(b64(pcm), level)
+            else:
+                self.on_chunk(b64(pcm), level, zero_crossings)
 
 
 class FakePlayer:
@@ -106,6 +109,7 @@ AUTHORIZED = {
     "config": {
         "transcription": {"trigger": "automatic", "can_interrupt": True},
         "audio": {"input_sample_rate": 16000},
+        "vad": {"enabled": False},  # as this project's pipeline: it detects turns itself
     },
     "websocket_url": "ws://127.0.0.1:9/v1/pipelines/websocket",
 }

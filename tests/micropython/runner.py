@@ -16,6 +16,7 @@ MODULES = (
     "tests.micropython.check_client",
     "tests.micropython.check_sdk",
     "tests.micropython.check_reconnect",
+    "tests.micropython.check_vad",
 )
 TIME_LIMIT_S = 10  # a hang fails its test instead of the run
 

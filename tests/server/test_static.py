@@ -173,13 +173,28 @@ def test_small_responses_are_not_compressed_and_large_page_files_are(client):
     assert response.headers.get("content-encoding") == "gzip"
 
 
-def test_the_page_unpacks_the_wheel_the_server_builds():
-    """The configs (and the page's preload) name the wheel file: the one /client/ serves."""
+def test_the_pages_load_the_client_files_the_server_serves(client):
+    """Pyodide's config (and the page's preload) names the wheel /client/ serves; MicroPython's
+    lists every file of the package, precompiled, as /client/mpy/ serves them."""
     import tomllib
 
-    from server.wheel import wheel_filename
+    from server.wheel import MPY_URL_PATH, SOURCE_DIR, build_mpy_files, wheel_filename
 
-    for name in ("pyscript.toml", "pyscript-pyodide.toml"):
-        config = tomllib.loads((ROOT / name).read_text())
-        assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
-    assert f'"./client/{wheel_filename()}"' in (ROOT / "index.html").read_text()
+    page = (ROOT / "index.html").read_text()
+    config = tomllib.loads((ROOT / "pyscript-pyodide.toml").read_text())
+    assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
+    assert f'"./client/{wheel_filename()}"' in page
+    files = tomllib.loads((ROOT / "pyscript.toml").read_text())["files"]
+    compiled = build_mpy_files()
+    assert files == {f".{MPY_URL_PATH}{name}": f"./{name}" for name in compiled}
+    for path in SOURCE_DIR.rglob("*.py"):
+        assert path.relative_to(SOURCE_DIR.parent).with_suffix(".mpy").as_posix() in compiled
+    for url in files:
+        response = client.get(url[1:])
+        assert response.status_code == 200
+        assert response.content == compiled[url[len(MPY_URL_PATH) + 1 :]]
+        again = client.get(url[1:], headers={"if-none-match": response.headers["etag"]})
+        assert again.status_code == 304
+    assert all(data[:2] == b"M\x06" for n, data in compiled.items() if n.endswith(".mpy"))
+    assert '"./client/mpy/layercode_client/client.mpy"' in page  # preloaded
+    assert client.get("/client/mpy/layercode_client/nothing.mpy").status_code == 404

@@ -41,6 +41,7 @@ class ScriptedPipeline:
     trigger: str = "automatic"
     can_interrupt: bool = True
     input_sample_rate: int | None = 16000  # None: answer without config.audio
+    vad: dict | None = field(default_factory=lambda: {"enabled": False})  # None: no config.vad
     authorize_failure: tuple[int, str] | None = None  # (status, body) to refuse with
     websocket_url: str | None = None  # answer this instead of our own socket's URL
     greeting: list[dict] = field(default_factory=list)  # sent as soon as a socket opens
@@ -63,6 +64,7 @@ class ScriptedPipeline:
         )
         app.state.settings = Settings()
         app.state.client_wheel = static.load_client_wheel()
+        app.state.client_mpy = static.load_client_mpy()
         return app
 
     # -- server side ---------------------------------------------------------------------------
@@ -79,6 +81,8 @@ class ScriptedPipeline:
                                           "can_interrupt": self.can_interrupt}}  # fmt: skip
         if self.input_sample_rate is not None:
             config["audio"] = {"input_sample_rate": self.input_sample_rate}
+        if self.vad is not None:
+            config["vad"] = self.vad
         host = request.headers["host"]
         return JSONResponse(
             {
