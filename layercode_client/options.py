@@ -26,6 +26,7 @@ CALLBACKS = (
     "on_devices_changed",
     "audio_input_changed",
     "audio_output_changed",
+    "on_metrics",  # beyond the SDK: per-turn latency (metrics.py)
 )
 FUNCTIONS = CALLBACKS + ("authorize_session_request",)
 FLAGS = (
@@ -35,6 +36,8 @@ FLAGS = (
     "enable_amplitude_monitoring",
     "defer_audio_init",
 )
+RECORDING_MAX_S = 300
+RECORDING_LIMIT_S = 3600  # the longest `recording_max_s` allowed (about 230 MB of WAV)
 ALIASES = {"session_id": "conversation_id"}  # the seed's name → the SDK 2.x name
 
 
@@ -77,6 +80,7 @@ class ClientOptions(Record):
             ("chunk_ms", ANY, 100),  # client.audio chunk length
             ("preroll_ms", ANY, 300),  # push-to-talk: audio kept from before the button went down
             ("amplitude_hz", ANY, 15.0),  # how often the amplitude callbacks run
+            ("recording_max_s", ANY, RECORDING_MAX_S),  # start_recording(): longest kept
         )
     )
 
@@ -115,6 +119,11 @@ class ClientOptions(Record):
         delay = given.get("vad_resume_delay")
         if delay is not None and (not _is_number(delay) or delay < 0):
             raise ConfigurationError("the option 'vad_resume_delay' must be a number of ms ≥ 0")
+        longest = given.get("recording_max_s", RECORDING_MAX_S)
+        if not _is_number(longest) or not 1 <= longest <= RECORDING_LIMIT_S:
+            raise ConfigurationError(
+                f"the option 'recording_max_s' must be a number of seconds, 1 to {RECORDING_LIMIT_S}"
+            )
         if given.get("metadata") is None:
             given.pop("metadata", None)
         elif not isinstance(given["metadata"], dict):

@@ -1,7 +1,8 @@
 // Agent voice ← base64 PCM16 chunks. Runs on the audio thread: decodes each chunk (off the main
 // thread), plays queued chunks back to back (gapless), drops everything on "interrupt", reports
 // "drained" (with the turn and delta id of the last chunk it finished) when the queue runs dry,
-// and its RMS level ~20 times a second.
+// "started" (with the turn id) when the first sample of a turn plays, and its RMS level ~20 times
+// a second.
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const VALUES = new Uint8Array(128);
 for (let i = 0; i < ALPHABET.length; i++) VALUES[ALPHABET.charCodeAt(i)] = i;
@@ -33,6 +34,7 @@ class LayercodePlayer extends AudioWorkletProcessor {
     this.last = {};
     this.energy = 0;
     this.counted = 0;
+    this.startedTurn = undefined; // the turn whose first sample was reported
     this.port.onmessage = ({ data }) => {
       if (data.type === "audio") {
         const { turnId, deltaId } = data;
@@ -51,6 +53,10 @@ class LayercodePlayer extends AudioWorkletProcessor {
       if (!chunk) {
         out[i] = 0;
         continue;
+      }
+      if (this.offset === 0 && chunk.turnId !== this.startedTurn) {
+        this.startedTurn = chunk.turnId;
+        this.port.postMessage({ type: "started", turnId: chunk.turnId ?? null });
       }
       const s = chunk.samples[this.offset++] / 0x8000;
       out[i] = s;

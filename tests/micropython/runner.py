@@ -15,6 +15,7 @@ MODULES = (
     "tests.micropython.check_options",
     "tests.micropython.check_client",
     "tests.micropython.check_sdk",
+    "tests.micropython.check_extras",
 )
 TIME_LIMIT_S = 10  # a hang fails its test instead of the run
 
