@@ -330,7 +330,8 @@ class BrowserPlayer:
                 raise OutputDeviceNotFound(
                     f"no audio output {device_id!r}: choose one from list_output_devices()"
                 ) from error
-            raise AudioError(f"the audio output could not change: {js_error_text(error)}") from error
+            detail = js_error_text(error)
+            raise AudioError(f"the audio output could not change: {detail}") from error
 
     def close(self):
         if self._node is not None:

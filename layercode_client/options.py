@@ -122,7 +122,8 @@ class ClientOptions(Record):
         longest = given.get("recording_max_s", RECORDING_MAX_S)
         if not _is_number(longest) or not 1 <= longest <= RECORDING_LIMIT_S:
             raise ConfigurationError(
-                f"the option 'recording_max_s' must be a number of seconds, 1 to {RECORDING_LIMIT_S}"
+                "the option 'recording_max_s' must be a number of seconds, "
+                f"1 to {RECORDING_LIMIT_S}"
             )
         if given.get("metadata") is None:
             given.pop("metadata", None)

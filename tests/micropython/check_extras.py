@@ -162,9 +162,7 @@ async def test_metrics_fall_back_to_the_turn_end_when_nothing_was_heard_and_wait
     browser.clock = 2000
     browser.socket.receive({"type": "turn.end", "role": "user", "turn_id": "u1"})
     browser.clock = 2500
-    browser.socket.receive(
-        {"type": "response.audio", "content": chunk(1, 160), "turn_id": "a1"}
-    )
+    browser.socket.receive({"type": "response.audio", "content": chunk(1, 160), "turn_id": "a1"})
     browser.socket.receive({"type": "response.end", "turn_id": "a1"})
     assert calls.of("on_metrics") == []  # not played yet
     browser.clock = 2900
@@ -181,9 +179,7 @@ async def test_metrics_for_typed_text_and_for_an_interrupted_turn():
     client.send_client_response_text("hello")
     agent_turn(browser, "a1", 3300, 3350)
     # A turn interrupted before it played, then ended: reported without a latency.
-    browser.socket.receive(
-        {"type": "response.audio", "content": chunk(1, 160), "turn_id": "a2"}
-    )
+    browser.socket.receive({"type": "response.audio", "content": chunk(1, 160), "turn_id": "a2"})
     browser.socket.receive({"type": "turn.start", "role": "user", "turn_id": "u2"})
     browser.socket.receive({"type": "response.end", "turn_id": "a2"})
     await settle()
@@ -196,9 +192,7 @@ async def test_metrics_for_typed_text_and_for_an_interrupted_turn():
 async def test_metrics_with_audio_output_off_report_at_the_response_end():
     client, browser, calls = make(audioOutput=False)
     await client.connect()
-    browser.socket.receive(
-        {"type": "response.audio", "content": chunk(1, 160), "turn_id": "a1"}
-    )
+    browser.socket.receive({"type": "response.audio", "content": chunk(1, 160), "turn_id": "a1"})
     browser.socket.receive({"type": "response.end", "turn_id": "a1", "timings": {"x": 1}})
     (metric,) = calls.of("on_metrics")
     assert metric["voice_to_voice_ms"] is None and metric["timings"] == {"x": 1}
