@@ -268,6 +268,11 @@ class LayercodeClient:
     def is_recording(self):
         return self._recording is not None
 
+    @property
+    def can_choose_output(self):
+        """False where the browser lacks `AudioContext.setSinkId` (Firefox, Safari)."""
+        return bool(getattr(self._browser_(), "can_choose_output", False))
+
     outputDevice = property(lambda self: self._output_device)
     isRecording = property(lambda self: self._recording is not None)
 
@@ -761,7 +766,7 @@ class LayercodeClient:
         `OutputDeviceNotFound` (also to `on_error`) for an unknown device."""
         if device_id is not None and (not isinstance(device_id, str) or not device_id):
             raise InvalidArgument("set_output_device needs a device id (a str), None or 'default'")
-        if not getattr(self._browser_(), "can_choose_output", False):
+        if not self.can_choose_output:
             raise BrowserUnsupported(
                 "this browser cannot choose the audio output (it lacks AudioContext.setSinkId; "
                 "Chrome and Edge 110+ have it): the system's default device plays"
