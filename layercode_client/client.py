@@ -785,7 +785,7 @@ class LayercodeClient:
     # -- recording (beyond the SDK) ---------------------------------------------------------------
 
     def start_recording(self):
-        """Record the conversation from now: the microphone as it is sent, the agent as it
+        """Record the conversation from now: the microphone while unmuted, the agent as it
         plays, up to `recording_max_s` (recording.py). `stop_recording()` gives the WAV."""
         self._require_connected("start_recording()")
         if self._recording is None:
