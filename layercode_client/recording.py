@@ -13,9 +13,10 @@ the start:
 
 `wav()` decodes and interleaves; the recording stops growing at its maximum duration
 (`recording_max_s`). Pure Python: CPython, Pyodide and MicroPython. On MicroPython the
-interleaving is a per-sample loop (no extended slices there): about 0.13 s per recorded second,
-measured under Node, plus the copy of each decoded chunk out of JS (about 0.15 s per second of
-audio); on CPython/Pyodide slices do it in C.
+interleaving is a per-sample loop (no extended slices there): 0.4-0.5 s per recorded second,
+measured under Node on a loaded 2-core machine, plus the copy of each decoded chunk out of JS
+(about 0.15 s per second of audio), so a long recording takes a while to stop there; on
+CPython/Pyodide slices do it in C.
 """
 
 import binascii
