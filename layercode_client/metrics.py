@@ -12,10 +12,11 @@ render quantum that carries it). The end of the user's speech is, in order of pr
   (muted, no microphone, or a level below the threshold);
 - `"text"`: the moment typed text was sent.
 
-The microphone's chunk time is when its chunk reached Python (one chunk, `chunk_ms`, after its
-first sample was captured; the figure is so up to one chunk pessimistic). The player's time is
-when its report reached Python (a few ms after the sample left the worklet; the output device's
-own latency, `AudioContext.outputLatency`, is not included).
+The microphone's chunk time is when its chunk reached Python, at or after the chunk's last
+sample: speech that ended inside the chunk ended earlier, so the figure may read low by up to
+one chunk (`chunk_ms`). The player's time is when its report reached Python (a few ms after the
+sample left the worklet); the output device's own latency (`AudioContext.outputLatency`) is not
+included either.
 
 One report per agent turn, once its first sample played (or it ended unplayed) and its
 `response.end` arrived, with the server's `timings` from that `response.end` when present:
