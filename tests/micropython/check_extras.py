@@ -209,17 +209,17 @@ async def test_recording_gives_a_stereo_wav_microphone_left_agent_right_in_time(
     browser.clock = 10_000
     client.startRecording()
     assert client.is_recording and client.isRecording
-    for n in range(5):  # 0.5 s of microphone at 1000, a chunk every 100 ms
-        browser.clock = 10_100 + 100 * n
-        hear(browser, 1000)
-    browser.clock = 10_200  # the agent answers 200 ms in: 0.1 s of 2000
-    browser.socket.receive({"type": "response.audio", "content": chunk(2000), "turn_id": "a1"})
+    for n in range(5):  # 50 ms of microphone at 1000, a 10 ms chunk every 10 ms
+        browser.clock = 10_010 + 10 * n
+        hear(browser, 1000, 160)
+    browser.clock = 10_020  # the agent answers 20 ms in: 10 ms of 2000
+    browser.socket.receive({"type": "response.audio", "content": chunk(2000, 160), "turn_id": "a1"})
     wav = client.stopRecording()
     assert not client.is_recording
     left, right = frames_of(wav)
-    assert len(left) == 8000 and set(left) == {1000}
-    assert right[:3200] == [0] * 3200 and right[3200:4800] == [2000] * 1600
-    assert set(right[4800:]) == {0}
+    assert len(left) == 800 and set(left) == {1000}
+    assert right[:320] == [0] * 320 and right[320:480] == [2000] * 160
+    assert set(right[480:]) == {0}
     raises(InvalidStateError, client.stop_recording, "start_recording() first")
     await client.disconnect()
 
@@ -229,19 +229,21 @@ async def test_recording_fills_gaps_with_silence_and_cuts_an_interrupted_answer(
     await client.connect()
     browser.clock = 0
     client.start_recording()
-    browser.clock = 100
-    hear(browser, 1000)
-    browser.clock = 600  # 400 ms without microphone audio (muted, say): silence
-    hear(browser, 1000)
-    for _ in range(10):  # 1 s of agent queued at 600 ms, interrupted at 800 ms
-        browser.socket.receive({"type": "response.audio", "content": chunk(2000), "turn_id": "a1"})
-    browser.clock = 800
+    browser.clock = 10
+    hear(browser, 1000, 160)
+    browser.clock = 600  # 580 ms without microphone audio (muted, say): silence
+    hear(browser, 1000, 160)
+    for _ in range(10):  # 100 ms of agent queued at 600 ms, interrupted at 650 ms
+        browser.socket.receive(
+            {"type": "response.audio", "content": chunk(2000, 160), "turn_id": "a1"}
+        )
+    browser.clock = 650
     browser.socket.receive({"type": "turn.start", "role": "user", "turn_id": "u2"})
     left, right = frames_of(client.stop_recording())
-    assert left[:1600] == [1000] * 1600 and set(left[1600:8000]) == {0}
-    assert left[8000:9600] == [1000] * 1600
-    assert set(right[:9600]) == {0} and right[9600:12800] == [2000] * 3200
-    assert len(right) == 12800  # the recording ends where the cut answer ends
+    assert left[:160] == [1000] * 160 and set(left[160:9440]) == {0}
+    assert left[9440:9600] == [1000] * 160
+    assert set(right[:9600]) == {0} and right[9600:10400] == [2000] * 800
+    assert len(right) == 10400  # the recording ends where the cut answer ends
     await client.disconnect()
 
 
