@@ -224,4 +224,5 @@ def test_recording_gives_a_stereo_wav_of_the_microphone_and_the_agent(page, pipe
     period = len(spoken_wav[0]) / 32000
     gaps = silent_gaps(left[: right.index(agent)])
     spacings = [b - a for a, b in itertools.combinations(gaps, 2)]
-    assert any(abs(spacing - period) < 0.15 for spacing in spacings), (gaps, period)
+    # (±0.4 s: where a quiet run is detected wanders with the gain control.)
+    assert any(abs(spacing - period) < 0.4 for spacing in spacings), (gaps, period)
