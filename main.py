@@ -4,9 +4,10 @@ Runs on the page's main thread under PyScript (getUserMedia and AudioContext liv
 MicroPython (the default) or Pyodide (`?py=pyodide`): it uses only what both offer, PyScript's
 `document` and `ffi`, and `js.window` (not `pyscript.window`: on MicroPython that is the global
 scope as a module, whose methods run with the wrong `this`). Connect/disconnect, hold-to-talk
-(button or Space) for push-to-talk sessions, mute, a microphone picker that follows device
-changes, a text box to type to the agent, status, level meters with speaking indicators, a log
-of what was said and sent, and errors in plain words.
+(button or Space) for push-to-talk sessions, mute, microphone and speaker pickers that follow
+device changes, a text box to type to the agent, status, level meters with speaking indicators,
+a log of what was said and sent with each answer's measured latency, recording the call to a
+WAV to download, and errors in plain words.
 """
 
 import asyncio
@@ -16,7 +17,12 @@ import sys
 import js
 from pyscript import document, ffi
 
-from layercode_client import LayercodeClient, watch_audio_input_devices
+from layercode_client import (
+    LayercodeClient,
+    LayercodeError,
+    watch_audio_input_devices,
+    watch_audio_output_devices,
+)
 
 MICROPYTHON = sys.implementation.name == "micropython"
 window = js.window
@@ -28,6 +34,9 @@ ERROR_WORDS = {
     "websocket_failed": "Could not reach the voice service. Check your connection and retry",
     "websocket_closed": "The voice connection dropped",
     "audio_error": "Your browser's audio could not start",
+    "insecure_context": "This page cannot use the microphone here",
+    "browser_unsupported": "Your browser lacks a feature this needs",
+    "output_device_not_found": "That speaker is not available",
 }
 STATUS_WORDS = {
     "disconnected": "Ready",
@@ -98,6 +107,7 @@ def on_status_change(status):
     connected = status == "connected"
     for control in ("mute", "say-text", "say-send"):
         element(control).disabled = not connected
+    element("record").disabled = not (connected or client.is_recording)
 
 
 def on_mute_state_change(muted):
@@ -122,6 +132,68 @@ def show_devices(devices):
         select.append(option)
     ids = [d["deviceId"] for d in devices]
     select.value = chosen if chosen in ids else "default"
+
+
+def show_outputs(devices):
+    """Fill the speaker picker, like the microphone picker."""
+    select = element("output")
+    chosen = select.value
+    select.replaceChildren()
+    for number, device in enumerate(devices):
+        option = document.createElement("option")
+        option.value = device["deviceId"] or "default"
+        option.textContent = device["label"] or f"Speaker {number + 1}"
+        select.append(option)
+    ids = [d["deviceId"] for d in devices]
+    select.value = chosen if chosen in ids else "default"
+
+
+def choose_output(event=None):
+    """Takes effect at once, and for later sessions (errors: on_error)."""
+    try:
+        client.set_output_device(element("output").value)
+    except LayercodeError as error:
+        on_error(error)
+
+
+def on_metrics(metric):
+    """The measured latency under the answer it belongs to."""
+    latency = metric["voice_to_voice_ms"]
+    item = document.querySelector(f'#log li[data-key="agent-{metric["turn_id"]}"]')
+    if latency is None or ffi.is_none(item):
+        return
+    note = item.querySelector(".latency")
+    if ffi.is_none(note):
+        note = document.createElement("span")
+        note.className = "latency"
+        item.append(note)
+    server = (metric["timings"] or {}).get("voice_to_voice_ms")
+    extra = f", server {server} ms" if server is not None else ""
+    note.textContent = f"answered in {latency} ms{extra}"
+    note.title = f"from the end of your speech ({metric['user_speech_end']}) to the first sound"
+
+
+def toggle_recording(event=None):
+    button = element("record")
+    if client.is_recording:
+        wav = client.stop_recording()
+        data = wav if MICROPYTHON else ffi.to_js(wav)
+        blob = window.Blob.new(
+            ffi.to_js([window.Uint8Array.new(data)]), ffi.to_js({"type": "audio/wav"})
+        )
+        link = element("download")
+        if link.href:
+            window.URL.revokeObjectURL(link.href)
+        link.href = window.URL.createObjectURL(blob)
+        link.hidden = False
+        button.textContent = "Record"
+        button.setAttribute("aria-pressed", "false")
+        button.disabled = client.status != "connected"
+    elif client.status == "connected":
+        client.start_recording()
+        element("download").hidden = True
+        button.textContent = "Stop recording"
+        button.setAttribute("aria-pressed", "true")
 
 
 def on_device_switched(device_id):
@@ -204,6 +276,7 @@ client = LayercodeClient(
     on_devices_changed=show_devices,  # with their names, once the microphone is allowed
     on_reconnecting=on_reconnecting,
     on_reconnected=on_reconnected,
+    on_metrics=on_metrics,
 )
 
 
@@ -244,6 +317,8 @@ handlers = [
     ("talk", "pointercancel", lambda e: talk(False)),
     ("mute", "click", lambda e: client.unmute() if client.is_muted else client.mute()),
     ("device", "change", choose_device),
+    ("output", "change", choose_output),
+    ("record", "click", toggle_recording),
     ("say", "submit", send_text),
 ]
 proxies = []
@@ -256,7 +331,14 @@ for kind in ("keydown", "keyup"):
     proxies.append(ffi.create_proxy(on_key))
     document.addEventListener(kind, proxies[-1])
 
-stop_watching_devices = watch_audio_input_devices(show_devices)  # for the page's lifetime
+try:  # for the page's lifetime
+    stop_watching_devices = watch_audio_input_devices(show_devices)
+    stop_watching_outputs = watch_audio_output_devices(show_outputs)
+except LayercodeError as error:  # not a secure context: connect() says so in full
+    on_error(error)
+if not client.can_choose_output:
+    element("output").disabled = True
+    element("output").title = "This browser plays on the system's default device only"
 window.layercodeClient = client  # for the console (and tests)
 element("connect").disabled = False
 on_status_change(client.status)

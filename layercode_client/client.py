@@ -30,20 +30,25 @@ import asyncio
 import collections
 import json
 import logging
+import time
 
 from . import protocol as p
 from .compat import awaitable_of, is_awaitable, is_base64, quote
 from .devices import DEFAULT_DEVICE, InputDevices
 from .errors import (
     AuthorizationError,
+    BrowserUnsupported,
     ConnectionClosed,
+    InsecureContextError,
     InvalidArgument,
     InvalidStateError,
     LayercodeError,
     ProtocolError,
     UnknownMessageType,
 )
+from .metrics import TurnMetrics
 from .options import ClientOptions
+from .recording import Recording
 from .vad import VAD_END, VAD_START, VoiceGate
 
 log = logging.getLogger("layercode_client")
@@ -212,6 +217,9 @@ class LayercodeClient:
         self._data_ahead = set()  # … and these beyond it (a gap another node will fill)
         self._reconnect_attempt = 0  # attempts since the server last spoke
         self._key_retried = False  # a refused key was already authorized again
+        self._output_device = None  # the chosen speaker's deviceId; None: the system default
+        self._metrics = TurnMetrics(lambda metric: self._call("on_metrics", metric))
+        self._recording = None  # the Recording while start_recording() is on
 
     # -- readable state ------------------------------------------------------------------------
 
@@ -274,6 +282,23 @@ class LayercodeClient:
     enableVAD = property(lambda self: self.options.enable_vad)
     audioInputEnabled = property(lambda self: self._audio_input)
 
+    @property
+    def output_device(self):
+        """The chosen audio output's deviceId; None while the system default plays."""
+        return self._output_device
+
+    @property
+    def is_recording(self):
+        return self._recording is not None
+
+    @property
+    def can_choose_output(self):
+        """False where the browser lacks `AudioContext.setSinkId` (Firefox, Safari)."""
+        return bool(getattr(self._browser_(), "can_choose_output", False))
+
+    outputDevice = property(lambda self: self._output_device)
+    isRecording = property(lambda self: self._recording is not None)
+
     # -- connect ---------------------------------------------------------------------------------
 
     def connect(self):
@@ -304,7 +329,8 @@ class LayercodeClient:
             # worklet) starts while the backend authorizes; the socket opens while the
             # microphone starts. The player is ready before the socket opens: a pipeline may
             # speak at once.
-            self._browser_()
+            browser = self._browser_()
+            self._check_secure_context(browser)
             deferred = self.options.defer_audio_init
             steps = [self._authorize()]
             if self._audio_output and not deferred:
@@ -392,11 +418,34 @@ class LayercodeClient:
         else:
             log.debug("vad_resume_delay is ignored by Layercode's cloud pipeline")
 
+    def _check_secure_context(self, browser):
+        """Microphone and audio worklets exist in secure contexts only: say so before the
+        browser fails obscurely (a page on http://192.168.x.y from a phone, say)."""
+        if not (self._audio_input or self._audio_output):
+            return
+        if getattr(browser, "secure_context", True):
+            return
+        origin = getattr(browser, "origin", "") or "this page"
+        raise InsecureContextError(
+            f"{origin} is not a secure context, so the browser offers no microphone or audio "
+            "here. Open the page over HTTPS (start the server with --ssl-certfile and "
+            "--ssl-keyfile, see README), or as http://localhost on the machine that runs it"
+        )
+
     async def _open_player(self):
         browser = self._browser_()
         await self._keep(
-            "_player", browser.open_player(p.OUTPUT_SAMPLE_RATE, self._on_playback_drained)
+            "_player",
+            browser.open_player(
+                p.OUTPUT_SAMPLE_RATE, self._on_playback_drained, self._on_agent_played
+            ),
         )
+        if self._output_device is not None:
+            try:
+                await self._player.set_output_device(self._output_device)
+            except LayercodeError as error:  # the default device plays instead
+                self._output_device = None
+                self._report(error)
 
     async def _open_microphone(self):
         """Start the microphone on the chosen device (the default unless one was chosen)."""
@@ -546,6 +595,7 @@ class LayercodeClient:
         self._push_to_talk_held = False
         self._preroll = self._new_preroll()
         self._dropped_turns.clear()
+        self._metrics.reset()
         self._agent_turn_id = None
         self._unplayed_turn = None
         self._set_user_speaking(False)
@@ -675,6 +725,7 @@ class LayercodeClient:
         if self._push_to_talk_held:
             self._push_to_talk_held = False
             self._send(p.TriggerTurnEnd(role="user"))
+            self._metrics.user_turn_ended(self._now(), "push_to_talk")
             self._set_user_speaking(False)
         return Done()
 
@@ -700,6 +751,7 @@ class LayercodeClient:
             raise InvalidArgument("send_client_response_text needs non-empty text (a str)")
         self._require_connected("send text")
         self._send(p.ClientResponseText(content=text))
+        self._metrics.text_sent(self._now())
         return Done()
 
     def send_client_response_data(self, data):
@@ -837,7 +889,59 @@ class LayercodeClient:
         old.stop()
         self._call("on_device_switched", device_id)
 
-    # The SDK's camelCase names.
+    # -- speaker (beyond the SDK) -----------------------------------------------------------------
+
+    def list_output_devices(self, request_permission=False):
+        """Awaitable: the audio output devices, dicts like `list_devices()`'s (`kind`
+        `audiooutput`). Labels are empty until microphone permission was granted."""
+        return Work(self._browser_().list_output_devices(request_permission))
+
+    def set_output_device(self, device_id):
+        """Play the agent on this speaker (`AudioContext.setSinkId`), now and in later sessions;
+        None or "default" goes back to the system default. Awaitable; raises
+        `BrowserUnsupported` at once where the browser cannot choose (Firefox, Safari), and
+        `OutputDeviceNotFound` (also to `on_error`) for an unknown device."""
+        if device_id is not None and (not isinstance(device_id, str) or not device_id):
+            raise InvalidArgument("set_output_device needs a device id (a str), None or 'default'")
+        if not self.can_choose_output:
+            raise BrowserUnsupported(
+                "this browser cannot choose the audio output (it lacks AudioContext.setSinkId; "
+                "Chrome and Edge 110+ have it): the system's default device plays"
+            )
+        return Work(self._set_output_device(None if device_id == DEFAULT_DEVICE else device_id))
+
+    async def _set_output_device(self, device_id):
+        if self._player is not None:
+            try:
+                await self._player.set_output_device(device_id)
+            except LayercodeError as error:
+                self._report(error)
+                raise
+        self._output_device = device_id
+
+    # -- recording (beyond the SDK) ---------------------------------------------------------------
+
+    def start_recording(self):
+        """Record the conversation from now: the microphone while unmuted, the agent as it
+        plays, up to `recording_max_s` (recording.py). `stop_recording()` gives the WAV."""
+        self._require_connected("start_recording()")
+        if self._recording is None:
+            self._recording = Recording(self._now(), self.options.recording_max_s)
+        return Done()
+
+    def stop_recording(self):
+        """Stop recording; the WAV file as bytes (stereo: left the microphone, right the agent,
+        16-bit, 16 kHz). Works after the session ended too."""
+        if self._recording is None:
+            raise InvalidStateError("not recording: call start_recording() first")
+        recording, self._recording = self._recording, None
+        return recording.wav(getattr(self._browser, "decode_base64", None))
+
+    # The SDK's camelCase names (and this client's own additions, in the same spelling).
+    listOutputDevices = list_output_devices
+    setOutputDevice = set_output_device
+    startRecording = start_recording
+    stopRecording = stop_recording
     triggerUserTurnStarted = trigger_user_turn_started
     triggerUserTurnFinished = trigger_user_turn_finished
     sendClientResponseText = send_client_response_text
@@ -865,6 +969,10 @@ class LayercodeClient:
             return
         self._user_level = max(0.0, min(1.0, level))
         self._user_level_age = 0
+        now = self._now()
+        self._metrics.heard(level, now)
+        if self._recording is not None:
+            self._recording.add_microphone(audio, self._input_rate(), now)
         if self._socket is None:
             return
         if self.push_to_talk and not self._push_to_talk_held:
@@ -902,11 +1010,14 @@ class LayercodeClient:
             return
         self._agent_turn_id = message.turn_id
         self._last_delta_id = message.delta_id
+        self._metrics.agent_audio(message.turn_id)
         if self._player is None or not self._audio_output:
             # Nothing plays; the turn still has to end for the pipeline (at response.end).
             self._unplayed_turn = (message.turn_id, message.delta_id)
             return
         self._player.play(message.content, message.turn_id, message.delta_id)
+        if self._recording is not None:
+            self._recording.add_agent(message.content, self._now())
         self._set_agent_speaking(True)
 
     def _interrupt_agent(self, report=False):
@@ -918,10 +1029,13 @@ class LayercodeClient:
         SDK's messages."""
         if self._agent_turn_id is not None:
             self._dropped_turns.add(self._agent_turn_id)
+            self._metrics.agent_interrupted(self._agent_turn_id)
         self._unplayed_turn = None
         if self._player is not None:
             report = report and self._agent_speaking and self._ours
             self._player.interrupt(self._report_interruption if report else None)
+            if self._recording is not None:
+                self._recording.interrupt_agent(self._now())
         self._set_agent_speaking(False)
 
     def _report_interruption(self, turn_id, last_delta_id, played_ms):
@@ -936,9 +1050,20 @@ class LayercodeClient:
         self._send(p.ReplayFinished(reason="completed", last_delta_id_played=played))
         self._set_agent_speaking(False)
 
+    def _on_agent_played(self, turn_id):
+        """The player worklet played the first sample of an agent turn."""
+        self._metrics.agent_played(turn_id, self._now())
+
     def _on_response_end(self, message):
         """With nothing playing, the agent's turn was "played" when its last chunk arrived."""
         self._ended_turn = message.turn_id
+        playing = (
+            self._player is not None
+            and self._audio_output
+            and message.turn_id == self._agent_turn_id
+            and message.turn_id not in self._dropped_turns
+        )
+        self._metrics.agent_ended(message.turn_id, message.timings, playing)
         unplayed = self._unplayed_turn
         if unplayed is not None and (message.turn_id is None or message.turn_id == unplayed[0]):
             self._unplayed_turn = None
@@ -993,6 +1118,7 @@ class LayercodeClient:
             self._call("on_message", message.to_dict())
         elif isinstance(message, p.TurnEnd):
             if message.role == "user":
+                self._metrics.user_turn_ended(self._now(), "turn.end")
                 self._set_user_speaking(False)
             self._call("on_message", message.to_dict())
         elif isinstance(message, p.ResponseEnd):
@@ -1034,6 +1160,17 @@ class LayercodeClient:
         self._call("on_error", error)
 
     # -- plumbing --------------------------------------------------------------------------------
+
+    def _now(self):
+        """Milliseconds on the page's clock (`performance.now()`), or a monotonic one."""
+        now = getattr(self._browser, "now", None)
+        if now is not None:
+            return now()
+        ticks = getattr(time, "ticks_ms", None)  # MicroPython without a browser
+        return ticks() if ticks is not None else time.monotonic() * 1000
+
+    def _input_rate(self):
+        return self.config.input_sample_rate if self.config else p.DEFAULT_INPUT_SAMPLE_RATE
 
     def _send(self, message):
         if self._socket is not None:

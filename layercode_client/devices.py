@@ -5,7 +5,8 @@ what to do when the browser's device list changes (`devicechange`): report the n
 `on_devices_changed`, and when the device in use went away — or the default changed while the
 client follows it — move the microphone to the default without touching the session, then call
 `on_device_switched(device_id)`. The module functions are the SDK's `listAudioInputDevices` and
-`watchAudioInputDevices`, for a page that wants a device picker before connecting.
+`watchAudioInputDevices`, for a page that wants a device picker before connecting, and their
+counterparts for outputs (beyond the SDK: `set_output_device`).
 
 Devices are dicts with the SDK's keys (`deviceId`, `groupId`, `kind`, `label`, `default`) and
 `device_id` too. Browser access is the `Browser` port's (ports.py).
@@ -39,8 +40,24 @@ def watch_audio_input_devices(callback, *, browser=None):
     return _page_browser(browser).watch_devices(callback)
 
 
+async def list_audio_output_devices(request_permission=False, *, browser=None):
+    """The audio output devices (speakers), for `set_output_device`; `kind` `audiooutput`."""
+    return await _page_browser(browser).list_output_devices(request_permission)
+
+
+def watch_audio_output_devices(callback, *, browser=None):
+    """Call `callback(devices)` with the outputs now and whenever they change; returns `stop()`."""
+    if not callable(callback):
+        from .errors import InvalidArgument
+
+        raise InvalidArgument("watch_audio_output_devices needs a function")
+    return _page_browser(browser).watch_devices(callback, "audiooutput")
+
+
 listAudioInputDevices = list_audio_input_devices
 watchAudioInputDevices = watch_audio_input_devices
+listAudioOutputDevices = list_audio_output_devices
+watchAudioOutputDevices = watch_audio_output_devices
 
 
 def default_device_id(devices):

@@ -111,3 +111,25 @@ class ConnectionClosed(LayercodeError):
         details = super().to_dict()
         details.update(close_code=self.close_code, reason=self.reason)
         return details
+
+
+class InsecureContextError(LayercodeError):
+    """The page is not a secure context, so the browser offers no microphone or audio worklets.
+
+    Browsers give `getUserMedia` and AudioWorklet only to pages served over HTTPS or from
+    localhost; a page opened over plain HTTP from another machine (a phone on the LAN) has
+    neither."""
+
+    code = "insecure_context"
+
+
+class BrowserUnsupported(LayercodeError):
+    """The browser lacks a feature the client needs (AudioWorklet, `AudioContext.setSinkId`)."""
+
+    code = "browser_unsupported"
+
+
+class OutputDeviceNotFound(LayercodeError):
+    """The audio output device asked for is not (or no longer) there."""
+
+    code = "output_device_not_found"

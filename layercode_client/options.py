@@ -28,6 +28,7 @@ CALLBACKS = (
     "audio_output_changed",
     "on_reconnecting",  # beyond the SDK: the connection dropped, the client is coming back
     "on_reconnected",
+    "on_metrics",  # beyond the SDK: per-turn latency (metrics.py)
 )
 FUNCTIONS = CALLBACKS + ("authorize_session_request",)
 FLAGS = (
@@ -38,12 +39,14 @@ FLAGS = (
     "defer_audio_init",
     "reconnect",
 )
-ALIASES = {"session_id": "conversation_id"}
 RECONNECT_BOUNDS = (
     ("reconnect_delay_ms", 0, 60_000),
     ("reconnect_max_delay_ms", 0, 300_000),
     ("reconnect_attempts", 1, 1000),
-)  # the seed's name → the SDK 2.x name
+)
+RECORDING_MAX_S = 300
+RECORDING_LIMIT_S = 3600  # the longest `recording_max_s` allowed (about 230 MB of WAV)
+ALIASES = {"session_id": "conversation_id"}  # the seed's name → the SDK 2.x name
 
 
 def snake_case(name):
@@ -91,6 +94,7 @@ class ClientOptions(Record):
             ("reconnect_delay_ms", ANY, 250),
             ("reconnect_max_delay_ms", ANY, 4000),
             ("reconnect_attempts", ANY, 20),  # ≈ 1 min with the default delays
+            ("recording_max_s", ANY, RECORDING_MAX_S),  # start_recording(): longest kept
         )
     )
 
@@ -133,6 +137,12 @@ class ClientOptions(Record):
         delay = given.get("vad_resume_delay")
         if delay is not None and (not _is_number(delay) or delay < 0):
             raise ConfigurationError("the option 'vad_resume_delay' must be a number of ms ≥ 0")
+        longest = given.get("recording_max_s", RECORDING_MAX_S)
+        if not _is_number(longest) or not 1 <= longest <= RECORDING_LIMIT_S:
+            raise ConfigurationError(
+                "the option 'recording_max_s' must be a number of seconds, "
+                f"1 to {RECORDING_LIMIT_S}"
+            )
         if given.get("metadata") is None:
             given.pop("metadata", None)
         elif not isinstance(given["metadata"], dict):

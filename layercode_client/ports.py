@@ -32,10 +32,23 @@ class Player:
 
     def interrupt(self) -> None: ...
 
+    async def set_output_device(self, device_id) -> None:
+        """Play on this output (None: the default); raises OutputDeviceNotFound."""
+
     def close(self) -> None: ...
 
 
 class Browser:
+    secure_context = True  # False: no microphone, no audio worklets (InsecureContextError)
+    origin = ""  # the page's origin, for error messages
+    can_choose_output = True  # AudioContext.setSinkId exists
+
+    def now(self) -> float:
+        """Milliseconds on a monotonic clock (`performance.now()`)."""
+
+    def decode_base64(self, text: str) -> bytes:
+        """Optional: base64 decoded by the browser (faster than MicroPython's `binascii`)."""
+
     async def post_json(self, url: str, body: dict) -> tuple:
         """POST JSON; `(status, text of the body)`. Raises OSError when unreachable."""
 
@@ -54,8 +67,12 @@ class Browser:
         """The audio inputs as dicts: `deviceId`, `device_id`, `groupId`, `kind`, `label`,
         `default`."""
 
-    def watch_devices(self, on_change):
+    async def list_output_devices(self, request_permission: bool = False) -> list:
+        """The audio outputs, the same dicts (`kind` `audiooutput`)."""
+
+    def watch_devices(self, on_change, kind: str = "audioinput"):
         """Call `on_change(devices)` now and on every `devicechange`; returns `stop()`."""
 
-    async def open_player(self, sample_rate: int, on_drained) -> Player:
-        """Start the speaker; `on_drained(last_delta_id or None)` whenever its queue runs dry."""
+    async def open_player(self, sample_rate: int, on_drained, on_started=None) -> Player:
+        """Start the speaker; `on_drained(last_delta_id or None)` whenever its queue runs dry,
+        `on_started(turn_id)` when a turn's first sample plays."""

@@ -1,6 +1,6 @@
 """Command line: `python -m server` runs the app; `python -m server export DIR` exports the page.
 
-python -m server [--host HOST] [--port PORT]
+python -m server [--host HOST] [--port PORT] [--ssl-certfile CERT --ssl-keyfile KEY]
 python -m server export DIR --authorize-url URL [--pipeline-id ID]
 """
 
@@ -20,6 +20,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     for p in (parser, serve):
         p.add_argument("--host", help="interface to listen on (env HOST, default 127.0.0.1)")
         p.add_argument("--port", type=int, help="port to listen on (env PORT, default 8000)")
+        p.add_argument(
+            "--ssl-certfile",
+            type=Path,
+            help="serve HTTPS with this certificate (PEM; env SSL_CERTFILE): browsers give the "
+            "microphone only to HTTPS pages or localhost",
+        )
+        p.add_argument(
+            "--ssl-keyfile", type=Path, help="the certificate's private key (PEM; env SSL_KEYFILE)"
+        )
     export = commands.add_parser("export", help="export the page as a static folder")
     export.add_argument("directory", type=Path)
     export.add_argument(
@@ -74,8 +83,26 @@ def draining_server(app, config):
     return DrainingServer(config)
 
 
+def tls_files(args: argparse.Namespace, environ: dict[str, str]) -> tuple[Path, Path] | None:
+    """The certificate and key to serve HTTPS with, or None for plain HTTP. Both or neither;
+    each must be a readable file (checked here, so a typo is one clear line, not a traceback)."""
+    cert = args.ssl_certfile or (
+        Path(environ["SSL_CERTFILE"]) if environ.get("SSL_CERTFILE") else None
+    )
+    key = args.ssl_keyfile or (Path(environ["SSL_KEYFILE"]) if environ.get("SSL_KEYFILE") else None)
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise SettingsError("HTTPS needs both --ssl-certfile and --ssl-keyfile (see README)")
+    for name, path in (("--ssl-certfile", cert), ("--ssl-keyfile", key)):
+        if not path.is_file():
+            raise SettingsError(f"{name} {path}: no such file")
+    return cert, key
+
+
 def serve(args: argparse.Namespace) -> None:
     import dataclasses
+    import os
 
     import uvicorn
 
@@ -84,6 +111,7 @@ def serve(args: argparse.Namespace) -> None:
 
     try:
         settings = Settings.from_env()
+        tls = tls_files(args, dict(os.environ))
     except SettingsError as error:
         sys.exit(f"configuration error: {error}")
     settings = dataclasses.replace(
@@ -93,8 +121,9 @@ def serve(args: argparse.Namespace) -> None:
     app = create_app(settings)
     shown_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
     pipeline = "Layercode's cloud" if settings.uses_cloud else "the embedded pipeline"
+    scheme = "https" if tls else "http"
     print(
-        f"\n  Open http://{shown_host}:{settings.port}/ in your browser "
+        f"\n  Open {scheme}://{shown_host}:{settings.port}/ in your browser "
         f"(voice pipeline: {pipeline}).\n",
         flush=True,
     )
@@ -105,6 +134,8 @@ def serve(args: argparse.Namespace) -> None:
         log_config=None,
         access_log=False,
         ws_max_size=1024 * 1024,
+        ssl_certfile=str(tls[0]) if tls else None,
+        ssl_keyfile=str(tls[1]) if tls else None,
     )
     draining_server(app, config).run()
 

@@ -2,8 +2,8 @@
 // thread), plays queued chunks back to back (gapless), drops everything on "interrupt" (and
 // answers an interrupt that carries an id with where it stopped: the turn, the delta id of the
 // chunk it was playing and the milliseconds of that turn it played), reports "drained" (with the
-// turn and delta id of the last chunk it finished) when the queue runs dry, and its RMS level
-// ~20 times a second.
+// turn and delta id of the last chunk it finished) when the queue runs dry, "started" (with the
+// turn id) when the first sample of a turn plays, and its RMS level ~20 times a second.
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const VALUES = new Uint8Array(128);
 for (let i = 0; i < ALPHABET.length; i++) VALUES[ALPHABET.charCodeAt(i)] = i;
@@ -37,6 +37,7 @@ class LayercodePlayer extends AudioWorkletProcessor {
     this.turnSamples = 0; // samples of `current.turnId` played so far
     this.energy = 0;
     this.counted = 0;
+    this.startedTurn = undefined; // the turn whose first sample was reported
     this.port.onmessage = ({ data }) => {
       if (data.type === "audio") {
         const { turnId, deltaId } = data;
@@ -64,6 +65,10 @@ class LayercodePlayer extends AudioWorkletProcessor {
       if (this.offset === 0 && chunk !== this.current) {
         if (chunk.turnId !== this.current.turnId) this.turnSamples = 0;
         this.current = chunk;
+      }
+      if (this.offset === 0 && chunk.turnId !== this.startedTurn) {
+        this.startedTurn = chunk.turnId;
+        this.port.postMessage({ type: "started", turnId: chunk.turnId ?? null });
       }
       const s = chunk.samples[this.offset++] / 0x8000;
       this.turnSamples++;

@@ -64,8 +64,11 @@ class FakeMicrophone:
 
 
 class FakePlayer:
-    def __init__(self, on_drained):
+    def __init__(self, on_drained, on_started=None, outputs=()):
         self.on_drained = on_drained
+        self.on_started = on_started
+        self.outputs = outputs  # the deviceIds set_output_device accepts
+        self.output_device = None
         self.level = 0.0
         self.played = []  # (pcm, turn_id) per chunk
         self.delta_ids = []
@@ -97,9 +100,20 @@ class FakePlayer:
         self.level = 0.0
         self.on_drained(self.last_delta_id)
 
+    def start_playing(self, turn_id):
+        """The worklet played the first sample of `turn_id`."""
+        self.on_started(turn_id)
 
-def device(device_id, label):
-    return {"deviceId": device_id, "device_id": device_id, "groupId": "g", "kind": "audioinput",
+    async def set_output_device(self, device_id):
+        from layercode_client.errors import OutputDeviceNotFound
+
+        if device_id is not None and device_id not in self.outputs:
+            raise OutputDeviceNotFound(f"no audio output {device_id!r}")
+        self.output_device = device_id
+
+
+def device(device_id, label, kind="audioinput"):
+    return {"deviceId": device_id, "device_id": device_id, "groupId": "g", "kind": kind,
             "label": label, "default": device_id == "default"}  # fmt: skip
 
 
@@ -116,6 +130,10 @@ AUTHORIZED = {
 
 
 class FakeBrowser:
+    secure_context = True
+    origin = "http://127.0.0.1:8000"
+    can_choose_output = True
+
     def __init__(self, answer=(200, AUTHORIZED)):
         self.answer = answer
         self.posts = []  # (url, body)
@@ -128,6 +146,13 @@ class FakeBrowser:
         self.socket_error = None  # raised by open_socket while set (a server not back yet)
         self.devices = [device("default", "Default"), device("mic-1", "USB microphone")]
         self.watchers = []  # on_change callbacks being called on device changes
+        self.outputs = [device("default", "Speakers", "audiooutput"),
+                        device("spk-1", "Headphones", "audiooutput")]  # fmt: skip
+        self.output_watchers = []
+        self.clock = 1000.0  # ms: now(); tests move it
+
+    def now(self):
+        return self.clock
 
     def change_devices(self, devices):
         self.devices = devices
@@ -137,10 +162,18 @@ class FakeBrowser:
     async def list_input_devices(self, request_permission=False):
         return list(self.devices)
 
-    def watch_devices(self, on_change):
-        self.watchers.append(on_change)
-        on_change(list(self.devices))
-        return lambda: self.watchers.remove(on_change)
+    def watch_devices(self, on_change, kind="audioinput"):
+        watchers, devices = (
+            (self.watchers, self.devices)
+            if kind == "audioinput"
+            else (self.output_watchers, self.outputs)
+        )
+        watchers.append(on_change)
+        on_change(list(devices))
+        return lambda: watchers.remove(on_change)
+
+    async def list_output_devices(self, request_permission=False):
+        return list(self.outputs)
 
     @property
     def socket(self):
@@ -175,7 +208,8 @@ class FakeBrowser:
         self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk, device_id))
         return self.microphones[-1]
 
-    async def open_player(self, sample_rate, on_drained):
+    async def open_player(self, sample_rate, on_drained, on_started=None):
         assert sample_rate == 16000
-        self.players.append(FakePlayer(on_drained))
+        outputs = [d["deviceId"] for d in self.outputs]
+        self.players.append(FakePlayer(on_drained, on_started, outputs))
         return self.players[-1]

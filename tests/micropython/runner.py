@@ -17,6 +17,7 @@ MODULES = (
     "tests.micropython.check_sdk",
     "tests.micropython.check_reconnect",
     "tests.micropython.check_vad",
+    "tests.micropython.check_extras",
 )
 TIME_LIMIT_S = 10  # a hang fails its test instead of the run
 
