@@ -136,6 +136,25 @@ def best_correlation(received: bytes, template: bytes) -> float:
     return float(np.max(corr / (window * np.linalg.norm(y) + 1e-9)))
 
 
+def envelope(pcm: bytes, rate: int) -> np.ndarray:
+    """RMS of each 10 ms of PCM16."""
+    x = np.frombuffer(pcm, "<i2").astype(float)
+    frame = rate // 100
+    x = x[: len(x) // frame * frame].reshape(-1, frame)
+    return np.sqrt((x**2).mean(axis=1))
+
+
+def best_envelope_correlation(received: bytes, template: bytes, rate: int) -> float:
+    """Best Pearson correlation of `template`'s envelope at any 10 ms offset in `received`'s."""
+    x, y = envelope(received, rate), envelope(template, rate)
+    y = (y - y.mean()) / (y.std() + 1e-9)
+    best = -1.0
+    for offset in range(len(x) - len(y) + 1):
+        w = x[offset : offset + len(y)]
+        best = max(best, float(np.mean((w - w.mean()) / (w.std() + 1e-9) * y)))
+    return best
+
+
 @pytest.mark.parametrize("rate", [16000, 8000])
 def test_the_microphone_streams_at_the_configured_rate_and_matches_the_wav(
     page, pipeline, spoken_wav, rate
@@ -148,17 +167,16 @@ def test_the_microphone_streams_at_the_configured_rate_and_matches_the_wav(
     sizes = [len(base64.b64decode(c.message["content"])) for c in chunks]
     assert set(sizes) == {rate // 10 * 2}  # 100 ms of PCM16 each
     # Chromium's fake microphone loops the WAV from when the track starts, and the recorder
-    # joins a few ms later: what is heard starts anywhere in the loop (it began 8 ms into the
-    # WAV in most runs, so comparing with the WAV's own start failed at correlation 0.09-0.16).
-    # So the first 2 s heard are searched in the WAV looped twice.
+    # joins a few ms later: what is heard starts anywhere in the loop, so it is searched in the
+    # WAV looped twice. Chromium's capture processing (echo cancellation, noise suppression,
+    # gain control, which the client asks for as the official SDK does) reshapes the waveform,
+    # most in the first second while it adapts: sample correlation read 0.37-0.81 from run to
+    # run. The loudness contour survives it, so what is compared is the 10 ms envelope of 2 s
+    # heard after the first second; a wrong rate (time stretched 2x) or other audio fails.
     heard = pipeline.audio()
     looped = resample(spoken_wav[0], 16000, rate) * 2
-    correlation = best_correlation(looped, heard[: rate * 2 * 2])
-    if correlation <= 0.6 and pipeline.interpreter == "pyodide":
-        # Open: 2 runs in 7 (05:20-05:28 UTC, load average 10-25) heard 0.48 on Pyodide at both
-        # rates, after 30 cases in a row passed (0.78-0.81); MicroPython never failed.
-        pytest.xfail(f"known, open: Pyodide heard audio correlating at {correlation:.2f}")
-    assert correlation > 0.6, correlation
+    correlation = best_envelope_correlation(looped, heard[rate * 2 : rate * 2 * 3], rate)
+    assert correlation > 0.8, correlation
     page.click("#connect")
     page.wait_for_selector("#status[data-status=disconnected]")
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
@@ -262,12 +280,19 @@ def test_authorization_errors_are_shown_in_words(page, pipeline, failure, words)
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
 
 
-def test_an_abrupt_server_close_is_an_error(page, pipeline):
+def test_an_abrupt_server_close_reconnects_and_an_unresumable_one_is_an_error(page, pipeline):
+    """1011 is a failure the client comes back from by itself (docs/client.md, Reconnect); when
+    the backend then refuses to authorize the conversation again, it is an error in words."""
     open_and_connect(page, pipeline)
     pipeline.close(1011, "the pipeline failed")
+    pipeline.wait_for(page, "client.ready", count=2)  # a second socket, without a click
+    page.wait_for_selector("#status[data-status=connected]", timeout=10_000)
+    assert "reconnecting" in page.inner_text("#log")
+    first, again = pipeline.authorizations
+    assert again["session_id"] == "sess_scripted_1"  # the same conversation
+    pipeline.authorize_failure = (403, '{"error": "conversation not found"}')
+    pipeline.close(1011, "the pipeline failed")
     page.wait_for_selector("#status[data-status=error]", timeout=10_000)
-    assert "the pipeline failed" in page.inner_text("#error")
-    assert "1011" in page.inner_text("#error")
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
 
 

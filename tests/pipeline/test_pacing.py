@@ -152,6 +152,7 @@ def test_the_loop_lag_adds_up_how_late_the_loop_wakes():
     import time
 
     from server.pipeline.pacing import LoopLag
+    from tests.support.aio import run
 
     async def scenario():
         lag = LoopLag(interval_s=0.01, slack_s=0.1)
@@ -164,7 +165,7 @@ def test_the_loop_lag_adds_up_how_late_the_loop_wakes():
         task.cancel()
         return lag() - before
 
-    assert asyncio.run(scenario()) >= 0.3 - 0.01
+    assert run(scenario()) >= 0.3 - 0.01
 
 
 def test_a_busy_loop_is_not_a_held_up_loop():
