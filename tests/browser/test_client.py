@@ -288,7 +288,7 @@ def test_an_abrupt_server_close_reconnects_and_an_unresumable_one_is_an_error(pa
     pipeline.wait_for(page, "client.ready", count=2)  # a second socket, without a click
     page.wait_for_selector("#status[data-status=connected]", timeout=10_000)
     assert "reconnecting" in page.inner_text("#log")
-    first, again = pipeline.authorizations
+    _, again = pipeline.authorizations
     assert again["session_id"] == "sess_scripted_1"  # the same conversation
     pipeline.authorize_failure = (403, '{"error": "conversation not found"}')
     pipeline.close(1011, "the pipeline failed")
