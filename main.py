@@ -120,32 +120,26 @@ def show_speaking(meter_id, speaking):
     element(meter_id).dataset.speaking = "true" if speaking else "false"
 
 
-def show_devices(devices):
-    """Fill the microphone picker; the choice survives the list changing when still there."""
-    select = element("device")
+def fill_picker(select_id, devices, kind):
+    """Fill a device picker; the choice survives the list changing when still there."""
+    select = element(select_id)
     chosen = select.value
     select.replaceChildren()
     for number, device in enumerate(devices):
         option = document.createElement("option")
         option.value = device["deviceId"] or "default"
-        option.textContent = device["label"] or f"Microphone {number + 1}"
+        option.textContent = device["label"] or f"{kind} {number + 1}"
         select.append(option)
     ids = [d["deviceId"] for d in devices]
     select.value = chosen if chosen in ids else "default"
+
+
+def show_devices(devices):
+    fill_picker("device", devices, "Microphone")
 
 
 def show_outputs(devices):
-    """Fill the speaker picker, like the microphone picker."""
-    select = element("output")
-    chosen = select.value
-    select.replaceChildren()
-    for number, device in enumerate(devices):
-        option = document.createElement("option")
-        option.value = device["deviceId"] or "default"
-        option.textContent = device["label"] or f"Speaker {number + 1}"
-        select.append(option)
-    ids = [d["deviceId"] for d in devices]
-    select.value = chosen if chosen in ids else "default"
+    fill_picker("output", devices, "Speaker")
 
 
 def choose_output(event=None):

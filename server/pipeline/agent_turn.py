@@ -208,11 +208,7 @@ class AgentTurn:
         if self.state is not AgentState.SPECULATING:
             return False
         self._go_on_wire()
-        held, self._held = self._held, []
-        for message in held:
-            message.turn_id = self.wire_id
-            self._put(message)
-        self._notify()
+        self._send_held()
         return True
 
     def _go_on_wire(self) -> None:
@@ -266,12 +262,16 @@ class AgentTurn:
             return False
         self._heard_known = False
         self._start_wire_turn(self.resume_offset())
+        self._send_held()
+        return True
+
+    def _send_held(self) -> None:
+        """What was held back (text, data) goes out under the wire turn id, before the audio."""
         held, self._held = self._held, []
         for message in held:
             message.turn_id = self.wire_id
             self._put(message)
         self._notify()
-        return True
 
     def _start_wire_turn(self, offset: int) -> None:
         self.sent = offset
