@@ -131,14 +131,16 @@ async def _text_frames(
     """Text frames until the client leaves, is idle for `idle_s`, or the connection is stopped."""
     stopped = asyncio.create_task(connection.stopped.wait(), name="connection-stopped")
     try:
-        while True:
+        while not connection.stopped.is_set():
             receive = asyncio.create_task(websocket.receive(), name="websocket-receive")
             done, _ = await asyncio.wait(
                 {receive, stopped},
                 timeout=idle_s,
                 return_when=asyncio.FIRST_COMPLETED,
             )
-            if receive not in done:
+            # A stop wins over a frame that is ready too: a flooding client always has one, so
+            # checking only `receive` kept reading (and logging) after the session closed it.
+            if stopped in done or receive not in done:
                 receive.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await receive

@@ -91,3 +91,23 @@ def test_a_client_is_not_blamed_for_audio_that_waited_for_a_stalled_server(tmp_p
         heard, errors = run(scenario(url))
     assert "time" in heard
     assert errors == []
+
+
+def test_a_flooding_client_is_closed_once_and_nothing_it_sends_after_is_read(tmp_path, caplog):
+    """The close wins over the frames still arriving: before, the receive loop kept reading a
+    flooder's frames after its session closed it, logging the close once per frame (thousands
+    of lines: a log flood) and decoding for seconds while others waited."""
+
+    async def scenario():
+        with pipeline_server(tmp_path, tts_engine="espeak") as url:
+            flooder = VoiceClient(url, input_sample_rates=[16000])
+            await flooder.connect()
+            await flood(flooder, FLOOD_S)
+            code, _ = await flooder.wait_closed()
+            assert code == CloseCode.AUDIO_FLOOD
+            await flooder.close()
+
+    with caplog.at_level("WARNING", logger="server.pipeline"):
+        run(scenario())
+    closes = [r for r in caplog.records if "keeps arriving faster" in r.getMessage()]
+    assert len(closes) == 1, len(closes)
