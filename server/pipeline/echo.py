@@ -262,6 +262,11 @@ class EchoGuard:
             pcm = data[offset : offset + BLOCK * 2]
             self.gate.observe(_samples(pcm))
             out += self._block(pcm)
+        if not self.gate.settings.enabled:  # ECHO_GATE off (the default): no second pass
+            self._emitted += len(out) // 2
+            if self._chunks:
+                self._forget_old_reference()
+            return bytes(out)
         gated = bytearray()
         for offset in range(0, len(out), BLOCK * 2):
             pcm = bytes(out[offset : offset + BLOCK * 2])
