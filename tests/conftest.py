@@ -1,10 +1,13 @@
-"""Fixtures shared by every test tier: settings, Chromium launch options, artifacts folder."""
+"""Fixtures shared by every test tier: settings, Chromium launch options, artifacts folder, and
+the real Redis and PostgreSQL servers (started once per run, only when a test asks for them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+from tests.support.engines import postgres_server, redis_server
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-results"
@@ -48,3 +51,15 @@ def artifacts() -> Path:
 @pytest.fixture
 def anyio_backend():
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_engine():
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_engine():
+    with postgres_server() as server:
+        yield server

@@ -10,8 +10,10 @@ import pytest
 
 from server.app import create_app
 from server.config import Settings
+from tests.conftest import chromium_launch_args
 from tests.support.layercode_cloud import StandIn
 from tests.support.servers import serve
+from tests.support.speech import silence, write_wav
 
 pytestmark = pytest.mark.browser
 
@@ -66,3 +68,50 @@ class RequestLog:
 
 def wait_ready(page, timeout_ms: int = 60_000) -> None:
     page.wait_for_selector("body[data-state=ready]", timeout=timeout_ms)
+
+
+# Counts microphone requests, and keeps every status the page showed (it may be connected
+# again before the killed process has finished exiting).
+PROBE = """
+window.__microphoneRequests = 0;
+const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (c) => { window.__microphoneRequests += 1; return gum(c); };
+window.__statuses = [];
+new MutationObserver(() => {
+  const pill = document.getElementById("status");
+  if (pill && pill.dataset.status !== window.__statuses[window.__statuses.length - 1]) {
+    window.__statuses.push(pill.dataset.status);
+  }
+}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-status"]});
+"""
+
+
+@pytest.fixture(scope="module")
+def quiet_browser(playwright, tmp_path_factory):
+    """Chromium whose microphone hears silence: the only turns are the typed ones."""
+    wav = write_wav(tmp_path_factory.mktemp("mic") / "silence.wav", silence(2.0), 16000)
+    browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
+    yield browser
+    browser.close()
+
+
+def say(page, text: str) -> None:
+    page.fill("#say-text", text)
+    page.click("#say-send")
+
+
+def wait_reconnected(page, before: int, timeout_s: float) -> None:
+    """The page (with `PROBE`) went from `reconnecting` back to `connected`, never through
+    `error`, since it had shown `before` statuses, and logged that it reconnected.
+
+    (Connected once more, after reconnecting: a socket that reached a draining process as it
+    stopped is closed with 1012 and the client comes back once more.)"""
+    page.wait_for_function(
+        f"""() => {{ const seen = window.__statuses.slice({before});
+          return seen[0] === "reconnecting" && seen[seen.length - 1] === "connected"
+            && !seen.includes("error"); }}""",
+        timeout=timeout_s * 1000,
+    )
+    page.wait_for_selector(
+        "#log li.system:has-text('reconnected')", state="attached", timeout=10_000
+    )

@@ -20,41 +20,13 @@ import signal
 
 import pytest
 
-from tests.conftest import chromium_launch_args
+from tests.browser.conftest import PROBE, say, wait_reconnected
 from tests.support.restarts import WarmRestarts
-from tests.support.speech import silence, write_wav
 
 pytestmark = pytest.mark.browser
 
-# Counts microphone requests, and keeps every status the page showed (it may be connected
-# again before the killed process has finished exiting).
-PROBE = """
-window.__microphoneRequests = 0;
-const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-navigator.mediaDevices.getUserMedia = (c) => { window.__microphoneRequests += 1; return gum(c); };
-window.__statuses = [];
-new MutationObserver(() => {
-  const pill = document.getElementById("status");
-  if (pill && pill.dataset.status !== window.__statuses[window.__statuses.length - 1]) {
-    window.__statuses.push(pill.dataset.status);
-  }
-}).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-status"]});
-"""
 BACK_S = 120  # generous: the kill, the backoff, authorizing again, on a loaded machine
 DATA_LINES = "() => [...document.querySelectorAll('#log li.data .text')].map(e => e.textContent)"
-
-
-@pytest.fixture(scope="module")
-def quiet_browser(playwright, tmp_path_factory):
-    wav = write_wav(tmp_path_factory.mktemp("mic") / "silence.wav", silence(2.0), 16000)
-    browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
-    yield browser
-    browser.close()
-
-
-def say(page, text: str) -> None:
-    page.fill("#say-text", text)
-    page.click("#say-send")
 
 
 def wait_for_data(page, count: int) -> list[dict]:
@@ -82,17 +54,7 @@ def test_the_page_comes_back_after_a_server_restart_and_the_conversation_goes_on
             server.prepare_next()
             before = page.evaluate("window.__statuses.length")
             server.restart(getattr(signal, kill))
-            # (Connected once more, after reconnecting: a socket that reached the draining
-            # process as it stopped is closed with 1012 and the client comes back once more.)
-            page.wait_for_function(
-                f"""() => {{ const seen = window.__statuses.slice({before});
-                  return seen[0] === "reconnecting" && seen[seen.length - 1] === "connected"
-                    && !seen.includes("error"); }}""",
-                timeout=BACK_S * 1000,
-            )
-            page.wait_for_selector(
-                "#log li.system:has-text('reconnected')", state="attached", timeout=10_000
-            )
+            wait_reconnected(page, before, BACK_S)
 
             say(page, "hello two")
             data = wait_for_data(page, 2)  # the answer to it

@@ -1,7 +1,8 @@
 """Store backends for the pipeline's store tests: every contract runs against each backend.
 
-Redis and PostgreSQL are real servers (tests/support/engines.py), started once per test run
-and only when a test asks for them; each test gets a database of its own.
+Redis and PostgreSQL are real servers (tests/support/engines.py; the `redis_engine` and
+`postgres_engine` fixtures in tests/conftest.py), started once per test run and only when a
+test asks for them; each test gets a database of its own.
 """
 
 from __future__ import annotations
@@ -12,19 +13,6 @@ from server.pipeline.keys import SessionKeys
 from server.pipeline.keys_redis import RedisKeys
 from server.pipeline.store import SessionStore
 from server.pipeline.store_postgres import PostgresStore
-from tests.support.engines import postgres_server, redis_server
-
-
-@pytest.fixture(scope="session")
-def redis_engine():
-    with redis_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def postgres_engine():
-    with postgres_server() as server:
-        yield server
 
 
 @pytest.fixture(params=["memory", "redis"])

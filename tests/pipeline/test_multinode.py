@@ -7,9 +7,7 @@ draining node hands its caller over to the other one."""
 from __future__ import annotations
 
 import asyncio
-import time
 
-import asyncpg
 import httpx
 import pytest
 import websockets
@@ -17,6 +15,13 @@ import websockets
 from layercode_client.protocol import CloseCode
 from tests.support.aio import run
 from tests.support.cluster import WEBHOOK_SECRET, cluster
+from tests.support.failover import (
+    STORY,
+    check_history_after_kill,
+    heard_in_full,
+    heard_in_part,
+    wait_stored,
+)
 from tests.support.servers import serve
 from tests.support.streaming_agent import PATH, StreamingAgentApp
 from tests.support.voice_client import VoiceClient
@@ -269,42 +274,6 @@ def test_a_draining_node_hands_its_caller_to_the_other_node(
     assert "welcome back" in back["welcome"] and "ada" in back["welcome"], back
 
 
-STORY = [
-    "The harbour was quiet that morning.",
-    "A small boat drifted past the pier.",
-    "Then the wind changed its mind.",
-    "The fisherman waved from the deck.",
-    "And the gulls followed them home.",
-]
-STORED_WAIT_S = 60.0  # a bound on waiting for a turn to reach the database, not a pace
-
-
-async def stored_turns(database: str, session_id: str) -> list[dict]:
-    """The conversation's turns as PostgreSQL holds them, in order."""
-    connection = await asyncpg.connect(database)
-    try:
-        rows = await connection.fetch(
-            "SELECT role, text, turn_id, interrupted FROM turns WHERE session_id = $1 ORDER BY id",
-            session_id,
-        )
-    finally:
-        await connection.close()
-    return [dict(row) for row in rows]
-
-
-async def wait_stored(database: str, session_id: str, found, what: str) -> dict:
-    """The first stored turn `found(turn)` accepts, once the database holds it."""
-    deadline = time.monotonic() + STORED_WAIT_S
-    while True:
-        for turn in await stored_turns(database, session_id):
-            if found(turn):
-                return turn
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never stored: {what}; stored: "
-                                 f"{await stored_turns(database, session_id)}")  # fmt: skip
-        await asyncio.sleep(0.05)  # polling interval of the database, not a stand-in for it
-
-
 async def say(client: VoiceClient, text: str) -> str:
     """Type `text` (it interrupts whatever the agent is saying); the turn id of the answer."""
     mark = len(client.received)
@@ -325,27 +294,21 @@ def test_an_answer_cut_by_the_death_of_its_node_is_kept_as_far_as_it_was_heard(
     it was heard (whole sentences, marked interrupted), never as fully said."""
     database = postgres_engine.create_database()
     agent = StreamingAgentApp(WEBHOOK_SECRET, sentences=STORY)
-    full = " ".join(STORY)
 
     async def scenario(balancer, nodes) -> tuple[dict, list[dict]]:
         client = VoiceClient(balancer.url)
         await client.connect()
         session_id = client.session_id
         await client.wait_for("turn.start", lambda m: m["role"] == "assistant")  # the welcome
-        heard_in_full = await say(client, "my name is Ada")  # the welcome stops at once
-        await client.finish_playback(heard_in_full, timeout=60)  # the player played it all
+        whole = await say(client, "my name is Ada")  # the welcome stops at once
+        await client.finish_playback(whole, timeout=60)  # the player played it all
         await wait_stored(
-            database, session_id,
-            lambda t: t["turn_id"] == heard_in_full and t["role"] == "assistant"
-            and not t["interrupted"],
-            "the first answer, heard in full",
-        )  # fmt: skip
+            database, session_id, heard_in_full(whole), "the first answer, heard in full"
+        )
         cut = await say(client, "tell me more")
         before_kill = await wait_stored(
-            database, session_id,
-            lambda t: t["turn_id"] == cut and t["role"] == "assistant",
-            "the first sentence heard of the second answer",
-        )  # fmt: skip
+            database, session_id, heard_in_part(cut), "the first heard sentence of the cut answer"
+        )
         victim = next(n for n in nodes if n.name == served_by(client))
         await asyncio.to_thread(victim.kill)
         await client.wait_closed()
@@ -370,13 +333,4 @@ def test_an_answer_cut_by_the_death_of_its_node_is_kept_as_far_as_it_was_heard(
     ) as (balancer, nodes):  # fmt: skip
         before_kill, history = run(scenario(balancer, nodes))
 
-    # Every turn stored before the kill, in order; a welcome cut at once may sit between.
-    users = [t["text"] for t in history if t["role"] == "user"]
-    assert users == ["my name is Ada", "tell me more"], history
-    texts = [t["text"] for t in history]
-    assert history[texts.index("my name is Ada") + 1] == {"role": "assistant", "text": full}
-    cut_turn = history[texts.index("tell me more") + 1]
-    assert cut_turn["role"] == "assistant" and cut_turn.get("interrupted") is True, history
-    heard = cut_turn["text"]
-    assert heard != full and heard.startswith(before_kill["text"]), (heard, before_kill)
-    assert heard in [" ".join(STORY[:n]) for n in range(1, len(STORY))], heard  # whole sentences
+    check_history_after_kill(history, before_kill, full="my name is Ada", cut="tell me more")

@@ -46,7 +46,7 @@ class StreamingAgentApp:
         self.events: list[dict] = []
         self.completed: list = []  # turn ids of the answers streamed to their end
         self.hung_up: list = []  # turn ids of the answers whose caller closed the stream
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()  # notified on every event received
         self.app = Starlette(routes=[Route(PATH, self.webhook, methods=["POST"])])
 
     async def webhook(self, request: Request) -> Response:
@@ -56,6 +56,7 @@ class StreamingAgentApp:
         event = json.loads(body)
         with self._lock:
             self.events.append(event)
+            self._lock.notify_all()
         if event["type"] == "session.end":
             return Response(status_code=204)
         return StreamingResponse(self.answer(event.get("turn_id")), media_type="text/event-stream")
@@ -82,3 +83,20 @@ class StreamingAgentApp:
     def messages(self) -> list[dict]:
         with self._lock:
             return [e for e in self.events if e["type"] == "message"]
+
+    def wait_for(self, found, what: str, timeout: float = 60.0) -> dict:
+        """The first event `found(event)` accepts, once it arrives (from a test's thread)."""
+
+        def first():
+            return next((e for e in self.events if found(e)), None)
+
+        with self._lock:
+            if not self._lock.wait_for(first, timeout):
+                raise TimeoutError(f"the agent was never sent {what}")
+            return first()
+
+    def wait_for_message(self, text: str, timeout: float = 60.0) -> dict:
+        """The `message` event whose text is `text`, once it arrives."""
+        return self.wait_for(
+            lambda e: e["type"] == "message" and e.get("text") == text, repr(text), timeout
+        )
