@@ -69,6 +69,7 @@ from .keys import SessionGrant
 from .outbox import Outbox
 from .pacing import ACCEPT, DEFAULT_BURST_S, DEFAULT_FLOOD_S, DROP_AND_WARN, FLOOD, AudioPacer
 from .playback import SentAudio
+from .session_history import SessionHistory
 from .speculation import Speculation, looks_complete, same_words
 from .stores import HistoryStore, StoreUnavailable, UnknownSession
 from .stt import RecognizerPool
@@ -243,6 +244,9 @@ class PipelineSession:
         self.services = services
         self.connection_id = "conn_" + secrets.token_hex(6)
         self.outbox = Outbox(send_text, number=self._number_data)
+        self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
+        # the conversation's turns; a store that fails is reported, not fatal
+        self.history = SessionHistory(services.store, grant.session_id, self.outbox.put, self.log)
         self._resumed_data = False  # client.resume answered (once per connection)
         self._close = close
         self.clock = StreamClock(RATE)
@@ -274,7 +278,6 @@ class PipelineSession:
         self._detector_lock = asyncio.Lock()  # the detector's events are handled in order
         self._watched_decision = None  # the turn-end model's answer a task waits for
         self._tasks: set[asyncio.Task] = set()
-        self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -314,6 +317,7 @@ class PipelineSession:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._notify_agent("session.end")
+        await self.history.close()  # writes kept while the store was away
         self.log.info("session ended")
 
     async def drain(self, deadline: float) -> None:
@@ -523,7 +527,7 @@ class PipelineSession:
             # Typed while the turn for the last message waits: one answer to both.
             waiting.event.text += "\n" + text
             self.outbox.put(p.UserTranscript(content=text, turn_id=waiting.turn_id))
-            await self.services.store.append(self.grant.session_id, "user", text, waiting.turn_id)
+            await self.history.append("user", text, waiting.turn_id)
             return
         if not self._room_for_a_turn():
             return
@@ -531,7 +535,7 @@ class PipelineSession:
         turn_id = new_turn_id()
         self.outbox.put(p.UserTranscript(content=text, turn_id=turn_id))
         event = await self._event("message", turn_id=turn_id, text=text)  # history before it
-        await self.services.store.append(self.grant.session_id, "user", text, turn_id)
+        await self.history.append("user", text, turn_id)
         self._start_agent_turn(event, None)
 
     async def on_data(self, message: p.ClientResponseData) -> None:
@@ -571,7 +575,7 @@ class PipelineSession:
         if self.started:
             return
         self.started = True
-        history = [t.to_dict() for t in (await self.services.store.history(self.grant.session_id))]
+        history = [t.to_dict() for t in await self.history.turns()]
         event = await self._event("session.start")
         event.extra = {"resumed": self.grant.resumed, "history": history}
         self._start_agent_turn(event, None)
@@ -698,7 +702,7 @@ class PipelineSession:
         agent = speculation.agent
         for name in ("speech_end", "endpoint", "transcript"):
             setattr(agent.timings, name, getattr(turn.timings, name))
-        await self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
+        await self.history.append("user", text, turn.turn_id)
         self.log.info("user said %r (answered speculatively)", text,
                       extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
         agent.release()
@@ -742,7 +746,7 @@ class PipelineSession:
             return
         await self._cancel_agent(reason="a new user message")  # e.g. one still streaming quietly
         event = await self._event("message", turn_id=turn.turn_id, text=text)  # history before
-        await self.services.store.append(self.grant.session_id, "user", text, turn.turn_id)
+        await self.history.append("user", text, turn.turn_id)
         self.log.info("user said %r", text, extra={"ctx": {"turn": turn.turn_id}})
         self._start_agent_turn(event, timings)
 
@@ -760,9 +764,7 @@ class PipelineSession:
     async def _event(self, kind: str, **fields) -> WebhookEvent:
         history = None
         if kind == "message":
-            history = [
-                t.to_dict() for t in (await self.services.store.history(self.grant.session_id))
-            ]
+            history = [t.to_dict() for t in await self.history.turns()]
         event = WebhookEvent(
             type=kind,
             session_id=self.grant.session_id,
@@ -873,31 +875,18 @@ class PipelineSession:
             if text == stored:
                 continue
             try:
-                await self.services.store.record(
-                    self.grant.session_id, "assistant", text, turn.turn_id, interrupted=True
-                )
+                await self.history.record("assistant", text, turn.turn_id, interrupted=True)
                 stored = text
-            except StoreUnavailable as error:  # the final record tries again
-                self.log.warning("heard checkpoint not stored: %s", error,
-                                 extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
             except UnknownSession:  # the conversation was deleted meanwhile
                 return
 
     async def _record(self, turn: AgentTurn) -> None:
         """The assistant's turn in the history holds only the words the listener heard (it
         replaces the turn's checkpoint, or removes it when nothing was heard after all)."""
-        record = self.services.store.record(
-            self.grant.session_id,
-            "assistant",
-            turn.heard_text(),
-            turn.turn_id,
-            interrupted=turn.interrupted,
+        record = self.history.record(
+            "assistant", turn.heard_text(), turn.turn_id, interrupted=turn.interrupted
         )
-        try:
-            await asyncio.shield(record)  # the session ending meanwhile must not lose it
-        except StoreUnavailable as error:  # the answer was heard; only its record is lost
-            self.log.warning("assistant turn not recorded: %s", error,
-                             extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
+        await asyncio.shield(record)  # the session ending meanwhile must not lose it
 
     async def _cancel_agent(self, reason: str) -> None:
         if self.speculation is not None:

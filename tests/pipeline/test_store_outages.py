@@ -4,6 +4,8 @@ clients work again when the servers come back — no restart of the node."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -15,8 +17,15 @@ from server.pipeline.keys import SessionGrant
 from server.pipeline.keys_redis import RedisKeys
 from server.pipeline.store_postgres import PostgresStore
 from server.pipeline.stores import StoreUnavailable
+from tests.pipeline.test_conversation import pipeline_server
 from tests.support.aio import run
 from tests.support.engines import postgres_server, redis_server
+from tests.support.failover import heard_in_full, stored_turns, wait_stored
+from tests.support.servers import serve
+from tests.support.streaming_agent import PATH, StreamingAgentApp
+from tests.support.voice_client import VoiceClient
+
+SECRET = "outage-test-secret"
 
 
 @pytest.fixture
@@ -159,3 +168,66 @@ def test_a_node_refuses_to_start_on_a_store_it_cannot_reach(tmp_path, redis_engi
         TestClient(create_app(settings)),
     ):
         pass
+
+
+def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_it_returns(
+    tmp_path, postgres_engine_to_stop
+):
+    """PostgreSQL stops mid-session: the next turn's history write fails. The client gets an
+    `error` (`history_unavailable`) and the conversation goes on — the agent is asked, with the
+    history as this session knows it, and its answer plays. When PostgreSQL is back, the
+    turns said meanwhile are stored, in order, before the next one."""
+    postgres = postgres_engine_to_stop
+    database = postgres.create_database()
+    agent = StreamingAgentApp(SECRET, sentences=["Noted.", "Go on."], interval_s=0.1)
+
+    async def say(client: VoiceClient, text: str) -> str:
+        mark = len(client.received)
+        await client.send({"type": "client.response.text", "content": text})
+        start = await client.wait_for(
+            "turn.start", lambda m: m["role"] == "assistant", after=mark, timeout=60
+        )
+        await client.finish_playback(start.message["turn_id"], timeout=60)
+        return start.message["turn_id"]
+
+    async def scenario(url: str):
+        async with VoiceClient(url) as client:
+            await client.connect()
+            await client.wait_for("turn.start", lambda m: m["role"] == "assistant")  # welcome
+            heard = await say(client, "my name is Ada")
+            await wait_stored(database, client.session_id, heard_in_full(heard), "the answer")
+            mark = len(client.received)
+            await asyncio.to_thread(postgres.stop)
+            away = await say(client, "I live in Paris")  # answered while the store is down
+            error = await client.wait_for("error", after=mark)
+            await asyncio.to_thread(postgres.start)
+            await say(client, "what do you know?")
+            assert client.close_code is None
+            return client.session_id, away, error.message
+
+    with (
+        serve(agent.app) as agent_url,
+        pipeline_server(
+            tmp_path,
+            database_url=database,
+            agent_webhook_url=agent_url + PATH,
+            agent_webhook_secret=SECRET,
+            tts_engine="espeak",
+        ) as url,
+    ):
+        session_id, away, error = run(scenario(url))
+
+    assert error["code"] == "history_unavailable", error
+    assert "PostgreSQL" in error["message"] and "goes on" in error["message"], error
+    asked = {m["text"]: m["history"] for m in agent.messages()}
+    users = lambda history: [t["text"] for t in history if t["role"] == "user"]  # noqa: E731
+    assert users(asked["I live in Paris"]) == ["my name is Ada"]  # read while it was down
+    after = asked["what do you know?"]
+    assert users(after) == ["my name is Ada", "I live in Paris"], after
+    assert {"role": "assistant", "text": "Noted. Go on."} in after, after
+    stored = run(stored_turns(database, session_id))
+    assert [t["text"] for t in stored if t["role"] == "user"] == [
+        "my name is Ada", "I live in Paris", "what do you know?"
+    ], stored  # fmt: skip
+    answer = next(t for t in stored if t["turn_id"] == away and t["role"] == "assistant")
+    assert answer["text"] == "Noted. Go on." and not answer["interrupted"], stored

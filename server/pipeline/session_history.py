@@ -1,0 +1,177 @@
+"""One session's conversation history, kept going while the history store is unreachable.
+
+The history store (PostgreSQL, or SQLite) may go away in the middle of a conversation: the
+database restarts, the network to it drops. A failed write must not end the session (a voice
+call cut because a database blinked), and it must not be lost silently either. So each
+session reads and writes its turns through this object:
+
+- A write that fails is kept, in order, and written again before the next one: the first call
+  that reaches the store after the outage stores everything kept, in the order it was said.
+  Kept writes are bounded (`MAX_KEPT_WRITES`; beyond it the oldest is dropped and counted);
+  repeated records of the same answer (its heard checkpoints) replace each other.
+- A read that fails (the agent's `history` on every `message`) answers this session's own
+  view instead: the last history it read, with every write since — stored or kept — applied.
+- The client is told once per outage: an `error` with code `history_unavailable`
+  (docs/protocol.md); the log says when the store is back and how many writes were kept.
+- When the session ends, kept writes are tried once more (bounded by `FINAL_WRITE_S`); what
+  still cannot be written is lost and logged (docs/scaling.md, "When a store fails").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from layercode_client import protocol as p
+
+from .store import Turn
+from .stores import HistoryStore, StoreUnavailable, UnknownSession
+
+MAX_KEPT_WRITES = 200  # per session; a conversation's turns, and each answer's latest record
+FINAL_WRITE_S = 5.0  # the session ended: how long its kept writes may still take
+VIEW_TURNS = 50  # the turns a read returns (`HistoryStore.history`'s default limit)
+ERROR_CODE = "history_unavailable"
+
+
+@dataclass
+class _Write:
+    """One turn to store: `append` adds it; `record` replaces the turn with its id (an answer
+    as far as it was heard, then as finally heard)."""
+
+    kind: str  # "append" or "record"
+    role: str
+    text: str
+    turn_id: str | None
+    interrupted: bool
+
+    async def to(self, store: HistoryStore, session_id: str) -> None:
+        write = store.append if self.kind == "append" else store.record
+        await write(session_id, self.role, self.text, self.turn_id, interrupted=self.interrupted)
+
+    def apply(self, view: list[Turn]) -> None:
+        """The same change, on a list of turns (as the store would make it)."""
+        turn = Turn(self.role, self.text, self.turn_id, self.interrupted)
+        if self.kind == "record":
+            for n, old in enumerate(view):
+                if old.turn_id == self.turn_id and old.role == self.role:
+                    if self.text:
+                        view[n] = turn
+                    else:
+                        del view[n]
+                    return
+            if not self.text:
+                return
+        view.append(turn)
+        del view[:-VIEW_TURNS]
+
+    def replaces(self, other: _Write) -> bool:
+        return (
+            self.kind == other.kind == "record"
+            and self.turn_id == other.turn_id
+            and self.role == other.role
+        )
+
+
+class SessionHistory:
+    """The turns of one session, through `store`; `report` sends the client an error."""
+
+    def __init__(
+        self,
+        store: HistoryStore,
+        session_id: str,
+        report: Callable[[p.ErrorMessage], None],
+        log: logging.Logger | logging.LoggerAdapter,
+    ):
+        self.store = store
+        self.session_id = session_id
+        self.report = report
+        self.log = log
+        self.kept: list[_Write] = []  # failed writes, oldest first, to store before any other
+        self.dropped = 0  # kept writes dropped beyond MAX_KEPT_WRITES in this outage
+        self._view: list[Turn] = []  # the last history read, with every write since applied
+        self._down: StoreUnavailable | None = None  # the outage the client was told about
+        self._lock = asyncio.Lock()  # writes reach the store in the order they were made
+
+    async def turns(self) -> list[Turn]:
+        """The conversation's last turns: the store's, or this session's view while the store
+        cannot be read."""
+        async with self._lock:
+            try:
+                await self._write_kept()
+                turns = await self.store.history(self.session_id)
+            except StoreUnavailable as error:
+                self._unavailable(error)
+                return list(self._view)
+            self._view = list(turns)
+            return turns
+
+    async def append(
+        self, role: str, text: str, turn_id: str | None, *, interrupted: bool = False
+    ) -> None:
+        await self._write(_Write("append", role, text, turn_id, interrupted))
+
+    async def record(self, role: str, text: str, turn_id: str, *, interrupted: bool) -> None:
+        await self._write(_Write("record", role, text, turn_id, interrupted))
+
+    async def close(self) -> None:
+        """The session ended: store what is kept if the store is back; log what is lost."""
+        if not self.kept:
+            return
+        try:
+            async with asyncio.timeout(FINAL_WRITE_S), self._lock:
+                await self._write_kept()
+        except (StoreUnavailable, TimeoutError) as error:
+            self.log.error("history: %d turns of this session were never stored (%s)",
+                           len(self.kept) + self.dropped, str(error) or "timed out")  # fmt: skip
+
+    async def _write(self, write: _Write) -> None:
+        write.apply(self._view)
+        async with self._lock:
+            self._keep(write)
+            try:
+                await self._write_kept()
+            except StoreUnavailable as error:
+                self._unavailable(error)
+
+    def _keep(self, write: _Write) -> None:
+        for n, kept in enumerate(self.kept):
+            if write.replaces(kept):
+                self.kept[n] = write
+                return
+        self.kept.append(write)
+        if len(self.kept) > MAX_KEPT_WRITES:
+            del self.kept[0]
+            self.dropped += 1
+
+    async def _write_kept(self) -> None:
+        """Store the kept writes, oldest first (`StoreUnavailable` leaves the rest kept)."""
+        stored = 0
+        while self.kept:
+            try:
+                await self.kept[0].to(self.store, self.session_id)
+            except UnknownSession:  # the conversation was deleted meanwhile: nothing to keep
+                self.log.info("history: the conversation was deleted; %d writes dropped",
+                              len(self.kept))  # fmt: skip
+                self.kept.clear()
+                raise
+            del self.kept[0]
+            stored += 1
+        if self._down is not None:
+            self.log.warning("history store back: %d kept writes stored, %d lost",
+                             stored, self.dropped)  # fmt: skip
+            self._down, self.dropped = None, 0
+
+    def _unavailable(self, error: StoreUnavailable) -> None:
+        if self._down is not None:
+            return
+        self._down = error
+        self.log.warning("history not stored, kept for later: %s", error)
+        self.report(
+            p.ErrorMessage(
+                code=ERROR_CODE,
+                message=f"the conversation cannot be saved right now ({error.message}); it goes "
+                "on, and what is said is saved when the store is back",
+            )
+        )

@@ -1,0 +1,116 @@
+"""A session's history while its store is away (server/pipeline/session_history.py), on the
+SQLite store made to fail on demand: writes kept in order and stored when it returns, reads
+answered from the session's own view, the client told once per outage, and the bounds."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from server.pipeline import session_history
+from server.pipeline.session_history import SessionHistory
+from server.pipeline.store import SessionStore
+from server.pipeline.stores import StoreUnavailable
+from tests.support.aio import run
+
+
+class Failing(SessionStore):
+    """The SQLite store, unreachable while `down`."""
+
+    down = False
+
+    async def _run(self, call, *args):
+        if self.down:
+            raise StoreUnavailable("history", "the history database (test) cannot be reached")
+        return await super()._run(call, *args)
+
+
+def texts(turns) -> list[str]:
+    return [f"{t.role}:{t.text}" + ("~" if t.interrupted else "") for t in turns]
+
+
+async def a_session(tmp_path):
+    store = Failing(tmp_path / "h.sqlite3")
+    session_id = await store.create("p", {})
+    errors = []
+    history = SessionHistory(store, session_id, errors.append, logging.getLogger("test"))
+    return store, session_id, history, errors
+
+
+def test_writes_kept_while_down_are_stored_in_order_when_the_store_returns(tmp_path):
+    async def scenario():
+        store, session_id, history, errors = await a_session(tmp_path)
+        await history.append("user", "one", "t1")
+        await history.record("assistant", "answer one", "t1", interrupted=False)
+        store.down = True
+        await history.append("user", "two", "t2")
+        for heard in ("first.", "first. second."):  # heard checkpoints: the latest is kept
+            await history.record("assistant", heard, "t2", interrupted=True)
+        view = await history.turns()  # the store cannot be read: the session's own view
+        assert len(history.kept) == 2 and len(errors) == 1
+        store.down = False
+        await history.append("user", "three", "t3")
+        return view, await store.history(session_id), errors
+
+    view, stored, errors = run(scenario())
+    expected = ["user:one", "assistant:answer one", "user:two", "assistant:first. second.~"]
+    assert texts(view) == expected
+    assert texts(stored) == [*expected, "user:three"]
+    assert [e.code for e in errors] == ["history_unavailable"]
+    assert "cannot be reached" in errors[0].message
+
+
+def test_each_outage_is_reported_once(tmp_path):
+    async def scenario():
+        store, _, history, errors = await a_session(tmp_path)
+        for outage in range(2):
+            store.down = True
+            for n in range(3):
+                await history.append("user", f"{outage}.{n}", None)
+            store.down = False
+            await history.turns()  # back: everything kept is stored
+            assert history.kept == []
+        return errors
+
+    assert len(run(scenario())) == 2
+
+
+def test_kept_writes_are_bounded_and_the_oldest_go(tmp_path, monkeypatch):
+    monkeypatch.setattr(session_history, "MAX_KEPT_WRITES", 3)
+
+    async def scenario():
+        store, session_id, history, _ = await a_session(tmp_path)
+        store.down = True
+        for n in range(5):
+            await history.append("user", str(n), None)
+        assert history.dropped == 2
+        store.down = False
+        await history.close()
+        return await store.history(session_id)
+
+    assert texts(run(scenario())) == ["user:2", "user:3", "user:4"]
+
+
+def test_what_is_still_kept_when_the_session_ends_is_logged_as_lost(tmp_path, caplog):
+    async def scenario():
+        store, _, history, _ = await a_session(tmp_path)
+        store.down = True
+        await history.append("user", "never stored", None)
+        await history.close()
+
+    with caplog.at_level(logging.ERROR):
+        run(scenario())
+    assert "1 turns of this session were never stored" in caplog.text
+
+
+@pytest.mark.parametrize("text", ["", "all of it"])
+def test_a_record_kept_while_down_replaces_or_removes_its_turn_in_the_view(tmp_path, text):
+    async def scenario():
+        store, _, history, _ = await a_session(tmp_path)
+        await history.record("assistant", "some of it", "t1", interrupted=True)
+        store.down = True
+        await history.record("assistant", text, "t1", interrupted=False)
+        return await history.turns()
+
+    assert texts(run(scenario())) == ([f"assistant:{text}"] if text else [])
