@@ -114,7 +114,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "HISTORY_MAX_TURNS": (
         "200",
         "Embedded pipeline: turns kept per conversation, and response.data messages kept for "
-        "resumed clients (the oldest are pruned).",
+        "resumed clients (the oldest are pruned); also the unsaved turns a session keeps while "
+        "the history store is unreachable.",
     ),
     "HISTORY_MAX_DAYS": (
         "30",

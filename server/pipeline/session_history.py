@@ -7,8 +7,9 @@ session reads and writes its turns through this object:
 
 - A write that fails is kept, in order, and written again before the next one: the first call
   that reaches the store after the outage stores everything kept, in the order it was said.
-  Kept writes are bounded (`MAX_KEPT_WRITES`; beyond it the oldest is dropped and counted);
-  repeated records of the same answer (its heard checkpoints) replace each other.
+  Kept writes are bounded by the store's own retention (`max_turns`, `HISTORY_MAX_TURNS`: a
+  conversation keeps no more turns than that anyway); beyond it the oldest is dropped and
+  counted. Repeated records of the same answer (its heard checkpoints) replace each other.
 - A read that fails (the agent's `history` on every `message`) answers this session's own
   view instead: the last history it read, with every write since — stored or kept — applied.
 - The client is told once per outage: an `error` with code `history_unavailable`
@@ -29,7 +30,6 @@ from layercode_client import protocol as p
 from .store import Turn
 from .stores import HistoryStore, StoreUnavailable, UnknownSession
 
-MAX_KEPT_WRITES = 200  # per session; a conversation's turns, and each answer's latest record
 FINAL_WRITE_S = 5.0  # the session ended: how long its kept writes may still take
 VIEW_TURNS = 50  # the turns a read returns (`HistoryStore.history`'s default limit)
 ERROR_CODE = "history_unavailable"
@@ -89,7 +89,7 @@ class SessionHistory:
         self.report = report
         self.log = log
         self.kept: list[_Write] = []  # failed writes, oldest first, to store before any other
-        self.dropped = 0  # kept writes dropped beyond MAX_KEPT_WRITES in this outage
+        self.dropped = 0  # kept writes dropped beyond the store's `max_turns` in this outage
         self._view: list[Turn] = []  # the last history read, with every write since applied
         self._down: StoreUnavailable | None = None  # the outage the client was told about
         self._lock = asyncio.Lock()  # writes reach the store in the order they were made
@@ -141,7 +141,7 @@ class SessionHistory:
                 self.kept[n] = write
                 return
         self.kept.append(write)
-        if len(self.kept) > MAX_KEPT_WRITES:
+        if len(self.kept) > self.store.max_turns:
             del self.kept[0]
             self.dropped += 1
 

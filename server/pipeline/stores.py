@@ -80,6 +80,7 @@ class HistoryStore(Protocol):
     """
 
     backend: str  # "sqlite", "postgresql"
+    max_turns: int  # turns (and data messages) a conversation keeps: `HISTORY_MAX_TURNS`
 
     async def create(
         self, pipeline_id: str, metadata: dict, session_id: str | None = None

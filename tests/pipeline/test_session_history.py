@@ -8,7 +8,6 @@ import logging
 
 import pytest
 
-from server.pipeline import session_history
 from server.pipeline.session_history import SessionHistory
 from server.pipeline.store import SessionStore
 from server.pipeline.stores import StoreUnavailable
@@ -76,11 +75,10 @@ def test_each_outage_is_reported_once(tmp_path):
     assert len(run(scenario())) == 2
 
 
-def test_kept_writes_are_bounded_and_the_oldest_go(tmp_path, monkeypatch):
-    monkeypatch.setattr(session_history, "MAX_KEPT_WRITES", 3)
-
+def test_kept_writes_are_bounded_by_the_stores_retention_and_the_oldest_go(tmp_path):
     async def scenario():
         store, session_id, history, _ = await a_session(tmp_path)
+        store.max_turns = 3  # HISTORY_MAX_TURNS: the store would keep no more anyway
         store.down = True
         for n in range(5):
             await history.append("user", str(n), None)
