@@ -104,6 +104,8 @@ class SessionHistory:
             except StoreUnavailable as error:
                 self._unavailable(error)
                 return list(self._view)
+            except UnknownSession:  # deleted meanwhile (its socket is being closed): no turns
+                return []
             self._view = list(turns)
             return turns
 
@@ -127,8 +129,8 @@ class SessionHistory:
                            len(self.kept) + self.dropped, str(error) or "timed out")  # fmt: skip
 
     async def _write(self, write: _Write) -> None:
-        write.apply(self._view)
-        async with self._lock:
+        async with self._lock:  # after a read in progress has replaced the view
+            write.apply(self._view)
             self._keep(write)
             try:
                 await self._write_kept()
