@@ -117,6 +117,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "resumed clients (the oldest are pruned); also the unsaved turns a session keeps while "
         "the history store is unreachable.",
     ),
+    "HISTORY_RETRY_SECONDS": (
+        "5",
+        "Embedded pipeline: after a history store call failed, a session leaves the store alone "
+        "this long (0-300 s): its turns are kept and the agent gets the session's own history "
+        "at once, instead of each turn waiting on the database driver's timeouts.",
+    ),
     "HISTORY_MAX_DAYS": (
         "30",
         "Embedded pipeline: conversations untouched for this many days are deleted.",
@@ -256,6 +262,18 @@ def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
     return int(raw)
 
 
+def _seconds(name: str, environ: dict[str, str], low: float, high: float) -> float:
+    """A number of seconds, `low`..`high`."""
+    raw = _env(name, environ)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not low <= value <= high:  # NaN fails too
+        raise SettingsError(f"{name} must be a number of seconds ({low:g}-{high:g}), not {raw!r}")
+    return value
+
+
 def _positive_int(name: str, environ: dict[str, str]) -> int:
     raw = _env(name, environ)
     if not raw.isascii() or not raw.isdigit() or int(raw) <= 0:
@@ -354,6 +372,7 @@ class Settings:
     audio_flood_s: float = 10.0
     history_max_turns: int = 200
     history_max_days: float = 30.0
+    history_retry_s: float = 5.0
     drain_grace: float = 20.0
 
     @property
@@ -472,5 +491,6 @@ class Settings:
             audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),
             history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),
             history_max_days=_positive_float("HISTORY_MAX_DAYS", env),
+            history_retry_s=_seconds("HISTORY_RETRY_SECONDS", env, 0, 300),
             drain_grace=_positive_float("DRAIN_GRACE", env),
         )

@@ -150,6 +150,7 @@ class EmbeddedPipeline:
             audio_burst_s=self.settings.audio_burst_s,
             audio_flood_s=self.settings.audio_flood_s,
             queued_messages=self.settings.max_queued_messages,
+            history_retry_s=self.settings.history_retry_s,
             loop_lag=self.loop_lag,
             on_turn_timings=self.on_turn_timings,
             speculative=self.speculative,

@@ -121,6 +121,7 @@ class PipelineServices:
     audio_burst_s: float = DEFAULT_BURST_S  # client audio allowed ahead of real time
     audio_flood_s: float = DEFAULT_FLOOD_S  # dropped beyond it: a flooding client, closed
     queued_messages: int = 8  # client.response.text/data waiting for the agent, at most
+    history_retry_s: float = 5.0  # a history store that failed is left alone this long
     loop_lag: Callable[[], float] | None = None  # the server's own lag, credited by the pacer
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     speculative: bool = False  # answer at a pause, before the turn is over (speculation.py)
@@ -246,7 +247,10 @@ class PipelineSession:
         self.outbox = Outbox(send_text, number=self._number_data)
         self.log = logging.LoggerAdapter(log, {"ctx": {"session": grant.session_id}})
         # the conversation's turns; a store that fails is reported, not fatal
-        self.history = SessionHistory(services.store, grant.session_id, self.outbox.put, self.log)
+        self.history = SessionHistory(
+            services.store, grant.session_id, self.outbox.put, self.log,
+            retry_s=services.history_retry_s,
+        )  # fmt: skip
         self._resumed_data = False  # client.resume answered (once per connection)
         self._close = close
         self.clock = StreamClock(RATE)

@@ -12,6 +12,11 @@ session reads and writes its turns through this object:
   counted. Repeated records of the same answer (its heard checkpoints) replace each other.
 - A read that fails (the agent's `history` on every `message`) answers this session's own
   view instead: the last history it read, with every write since — stored or kept — applied.
+- After a failure the store is left alone for `retry_s` (`HISTORY_RETRY_SECONDS`): reads
+  answer from the view and writes are kept at once, without a call, so a store whose
+  connections hang (asyncpg waits 2 s to connect, 5 s per command) costs a turn at most one
+  failed attempt per interval. The first read or write after the interval tries again, kept
+  writes first.
 - The client is told once per outage: an `error` with code `history_unavailable`
   (docs/protocol.md); the log says when the store is back and how many writes were kept.
 - When the session ends, kept writes are tried once more (bounded by `FINAL_WRITE_S`); what
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +37,7 @@ from .store import Turn
 from .stores import HistoryStore, StoreUnavailable, UnknownSession
 
 FINAL_WRITE_S = 5.0  # the session ended: how long its kept writes may still take
+RETRY_S = 5.0  # after a failure, the store is not asked again for this long (default)
 VIEW_TURNS = 50  # the turns a read returns (`HistoryStore.history`'s default limit)
 ERROR_CODE = "history_unavailable"
 
@@ -83,6 +90,9 @@ class SessionHistory:
         session_id: str,
         report: Callable[[p.ErrorMessage], None],
         log: logging.Logger | logging.LoggerAdapter,
+        *,
+        retry_s: float = RETRY_S,
+        clock: Callable[[], float] = time.monotonic,
     ):
         self.store = store
         self.session_id = session_id
@@ -92,12 +102,17 @@ class SessionHistory:
         self.dropped = 0  # kept writes dropped beyond the store's `max_turns` in this outage
         self._view: list[Turn] = []  # the last history read, with every write since applied
         self._down: StoreUnavailable | None = None  # the outage the client was told about
+        self.retry_s = retry_s
+        self.clock = clock
+        self._retry_at = 0.0  # while down, the store is not called before this (`clock`)
         self._lock = asyncio.Lock()  # writes reach the store in the order they were made
 
     async def turns(self) -> list[Turn]:
         """The conversation's last turns: the store's, or this session's view while the store
         cannot be read."""
         async with self._lock:
+            if self._resting():
+                return list(self._view)
             try:
                 await self._write_kept()
                 turns = await self.store.history(self.session_id)
@@ -132,6 +147,8 @@ class SessionHistory:
         async with self._lock:  # after a read in progress has replaced the view
             write.apply(self._view)
             self._keep(write)
+            if self._resting():
+                return
             try:
                 await self._write_kept()
             except StoreUnavailable as error:
@@ -165,7 +182,12 @@ class SessionHistory:
                              stored, self.dropped)  # fmt: skip
             self._down, self.dropped = None, 0
 
+    def _resting(self) -> bool:
+        """The store failed less than `retry_s` ago: not to be asked again yet."""
+        return self._down is not None and self.clock() < self._retry_at
+
     def _unavailable(self, error: StoreUnavailable) -> None:
+        self._retry_at = self.clock() + self.retry_s
         if self._down is not None:
             return
         self._down = error

@@ -15,12 +15,14 @@ from tests.support.aio import run
 
 
 class Failing(SessionStore):
-    """The SQLite store, unreachable while `down`."""
+    """The SQLite store, unreachable while `down`; `failed` counts the calls that failed."""
 
     down = False
+    failed = 0
 
     async def _run(self, call, *args):
         if self.down:
+            self.failed += 1
             raise StoreUnavailable("history", "the history database (test) cannot be reached")
         return await super()._run(call, *args)
 
@@ -29,11 +31,24 @@ def texts(turns) -> list[str]:
     return [f"{t.role}:{t.text}" + ("~" if t.interrupted else "") for t in turns]
 
 
-async def a_session(tmp_path):
+class Clock:
+    """A clock that moves only when told."""
+
+    now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def a_session(tmp_path, *, retry_s=0.0, clock=None):
+    """A session on a failing store; by default the store is tried again at every call."""
     store = Failing(tmp_path / "h.sqlite3")
     session_id = await store.create("p", {})
     errors = []
-    history = SessionHistory(store, session_id, errors.append, logging.getLogger("test"))
+    history = SessionHistory(
+        store, session_id, errors.append, logging.getLogger("test"),
+        retry_s=retry_s, clock=clock or Clock(),
+    )  # fmt: skip
     return store, session_id, history, errors
 
 
@@ -112,3 +127,34 @@ def test_a_record_kept_while_down_replaces_or_removes_its_turn_in_the_view(tmp_p
         return await history.turns()
 
     assert texts(run(scenario())) == ([f"assistant:{text}"] if text else [])
+
+
+def test_a_store_that_failed_is_not_asked_again_before_the_retry_interval(tmp_path):
+    """A store whose connections hang costs each call its driver's timeouts: after one failure
+    the session answers from its own view at once, and tries again once the interval is over."""
+
+    async def scenario():
+        clock = Clock()
+        store, session_id, history, errors = await a_session(tmp_path, retry_s=10, clock=clock)
+        await history.append("user", "one", "t1")
+        store.down = True
+        await history.append("user", "two", "t2")  # the one failed attempt of this interval
+        assert store.failed == 1
+        clock.now = 9.9
+        await history.record("assistant", "answer two", "t2", interrupted=False)
+        view = await history.turns()
+        assert store.failed == 1, "the store was asked again within the retry interval"
+        clock.now = 10.0
+        assert texts(await history.turns()) == texts(view)
+        assert store.failed == 2  # one attempt when the interval was over: still down
+        store.down = False
+        await history.append("user", "three", "t3")  # within the new interval: only kept
+        assert history.kept and store.failed == 2
+        clock.now = 20.0
+        await history.append("user", "four", "t4")  # the interval is over: all stored
+        return view, await store.history(session_id), errors
+
+    view, stored, errors = run(scenario())
+    assert texts(view) == ["user:one", "user:two", "assistant:answer two"]
+    assert texts(stored) == [*texts(view), "user:three", "user:four"]
+    assert len(errors) == 1

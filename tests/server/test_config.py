@@ -105,6 +105,13 @@ def test_limits_must_be_positive(name):
         Settings.from_env({name: "0"})
 
 
+@pytest.mark.parametrize("raw", ["-1", "301", "nan", "soon"])
+def test_the_history_retry_interval_is_bounded(raw):
+    assert Settings.from_env({"HISTORY_RETRY_SECONDS": "0"}).history_retry_s == 0
+    with pytest.raises(SettingsError, match="HISTORY_RETRY_SECONDS"):
+        Settings.from_env({"HISTORY_RETRY_SECONDS": raw})
+
+
 def test_hardening_settings_are_read():
     settings = Settings.from_env(
         {
