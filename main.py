@@ -57,10 +57,13 @@ def page_setting(name):
     return "" if ffi.is_none(meta) else meta.content
 
 
-def show_error(text):
+def show_error(text, code=""):
+    """Show `text` in the error banner (none: take it down); `code` is the error's, for a
+    `notice` that ends it (docs/protocol.md)."""
     banner = element("error")
     banner.textContent = text
     banner.hidden = not text
+    banner.setAttribute("data-code", code if text else "")
 
 
 def log_line(kind, who, text, key=None):
@@ -233,7 +236,7 @@ def on_disconnect():
 
 def on_error(error):
     words = ERROR_WORDS.get(error.code)
-    show_error(f"{words}: {error.message}" if words else error.message)
+    show_error(f"{words}: {error.message}" if words else error.message, error.code)
 
 
 def on_message(message):
@@ -245,6 +248,10 @@ def on_message(message):
     elif kind == "response.text":
         agent_text[turn] = (agent_text.get(turn, "") + " " + message["content"]).strip()
         log_line("agent", "agent", agent_text[turn], key=f"agent-{turn}")
+    elif kind == "notice":  # a state an error told of is over (the history is saved again)
+        log_line("system", "session", message["message"])
+        if message.get("resolves") == element("error").getAttribute("data-code"):
+            show_error("")
 
 
 def on_data_message(message):

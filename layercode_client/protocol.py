@@ -306,6 +306,15 @@ class ErrorMessage(Message):
     fields = (("code", STR), ("message", STR), ("turn_id", ID, None))
 
 
+@server_message("notice")
+class Notice(Message):
+    """This project's addition: a state the user was told of is over (code `history_stored`:
+    the history is saved again). `resolves` names the `error` code whose state it ends, so a
+    page can take that error down. Unknown to Layercode's SDK."""
+
+    fields = (("code", STR), ("message", STR), ("resolves", STR, None))
+
+
 def _check_field(type_name, spec, value):
     name, kind = spec[0], spec[1]
     if value is None:

@@ -18,7 +18,9 @@ session reads and writes its turns through this object:
   failed attempt per interval. The first read or write after the interval tries again, kept
   writes first.
 - The client is told once per outage: an `error` with code `history_unavailable`
-  (docs/protocol.md); the log says when the store is back and how many writes were kept.
+  (docs/protocol.md), and when the store is back and the kept writes are stored, a `notice`
+  with code `history_stored` that resolves it (the demo page takes its error down); the log
+  says how many writes were kept and lost.
 - When the session ends, kept writes are tried once more (bounded by `FINAL_WRITE_S`); what
   still cannot be written is lost and logged (docs/scaling.md, "When a store fails").
 """
@@ -40,6 +42,7 @@ FINAL_WRITE_S = 5.0  # the session ended: how long its kept writes may still tak
 RETRY_S = 5.0  # after a failure, the store is not asked again for this long (default)
 VIEW_TURNS = 50  # the turns a read returns (`HistoryStore.history`'s default limit)
 ERROR_CODE = "history_unavailable"
+NOTICE_CODE = "history_stored"
 
 
 @dataclass
@@ -82,13 +85,14 @@ class _Write:
 
 
 class SessionHistory:
-    """The turns of one session, through `store`; `report` sends the client an error."""
+    """The turns of one session, through `store`; `report` sends the client a message (the
+    outage's `error`, then its `notice`)."""
 
     def __init__(
         self,
         store: HistoryStore,
         session_id: str,
-        report: Callable[[p.ErrorMessage], None],
+        report: Callable[[p.Message], object],
         log: logging.Logger | logging.LoggerAdapter,
         *,
         retry_s: float = RETRY_S,
@@ -180,6 +184,16 @@ class SessionHistory:
         if self._down is not None:
             self.log.warning("history store back: %d kept writes stored, %d lost",
                              stored, self.dropped)  # fmt: skip
+            lost = (
+                f" (but the {self.dropped} oldest turns could not be kept)" if self.dropped else ""
+            )
+            self.report(
+                p.Notice(
+                    code=NOTICE_CODE,
+                    message=f"the conversation is saved again, with what was said meanwhile{lost}",
+                    resolves=ERROR_CODE,
+                )
+            )
             self._down, self.dropped = None, 0
 
     def _resting(self) -> bool:

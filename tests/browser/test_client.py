@@ -280,6 +280,22 @@ def test_authorization_errors_are_shown_in_words(page, pipeline, failure, words)
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
 
 
+def test_a_notice_takes_down_the_error_it_resolves_and_no_other(page, pipeline):
+    """The history store away, then back: the banner says so, then goes (docs/protocol.md)."""
+    open_and_connect(page, pipeline)
+    notice = {"type": "notice", "code": "history_stored", "resolves": "history_unavailable"}
+    pipeline.send({"type": "error", "code": "agent_timeout", "message": "the agent is slow"})
+    page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    pipeline.send({**notice, "message": "saved again (1)"})
+    page.wait_for_selector("#log >> text=saved again (1)", timeout=10_000)
+    assert page.inner_text("#error") == "the agent is slow"  # not the error it resolves
+    pipeline.send({"type": "error", "code": "history_unavailable", "message": "cannot save"})
+    page.wait_for_selector("#error >> text=cannot save", timeout=10_000)
+    pipeline.send({**notice, "message": "saved again (2)"})
+    page.wait_for_selector("#error", state="hidden", timeout=10_000)
+    assert "saved again (2)" in page.inner_text("#log")
+
+
 def test_an_abrupt_server_close_reconnects_and_an_unresumable_one_is_an_error(page, pipeline):
     """1011 is a failure the client comes back from by itself (docs/client.md, Reconnect); when
     the backend then refuses to authorize the conversation again, it is an error in words."""

@@ -23,6 +23,15 @@ def test_the_interruption_report_round_trips():
     assert p.decode(report.encode(), allowed=p.CLIENT_MESSAGES) == report
 
 
+def test_a_notice_names_the_error_it_resolves():
+    frame = (
+        '{"type":"notice","code":"history_stored","message":"m","resolves":"history_unavailable"}'
+    )
+    notice = p.decode(frame, allowed=p.SERVER_MESSAGES)
+    assert notice == p.Notice(code="history_stored", message="m", resolves="history_unavailable")
+    assert notice.encode() == frame
+
+
 def test_every_field_of_the_interruption_report_is_optional():
     message = p.decode('{"type": "trigger.response.audio.interrupted"}')
     assert message == p.PlaybackInterrupted()

@@ -183,6 +183,17 @@ async def test_server_messages_reach_callbacks_and_bad_frames_do_not_end_the_ses
     await client.disconnect()
 
 
+async def test_a_notice_reaches_on_message_with_the_error_it_resolves():
+    client, browser, calls = make()
+    await client.connect()
+    notice = {"type": "notice", "code": "history_stored", "message": "saved again",
+              "resolves": "history_unavailable"}  # fmt: skip
+    browser.socket.receive(notice)
+    assert [m[0] for m in calls.of("on_message")] == [notice]
+    assert calls.of("on_error") == [] and client.status == "connected"
+    await client.disconnect()
+
+
 async def test_push_to_talk_gates_audio_with_preroll():
     config = {"transcription": {"trigger": "push_to_talk"}, "audio": {"input_sample_rate": 16000}}
     client, browser, _ = make(answer(config=config))

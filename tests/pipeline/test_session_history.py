@@ -71,11 +71,12 @@ def test_writes_kept_while_down_are_stored_in_order_when_the_store_returns(tmp_p
     expected = ["user:one", "assistant:answer one", "user:two", "assistant:first. second.~"]
     assert texts(view) == expected
     assert texts(stored) == [*expected, "user:three"]
-    assert [e.code for e in errors] == ["history_unavailable"]
+    assert [e.code for e in errors] == ["history_unavailable", "history_stored"]
     assert "cannot be reached" in errors[0].message
+    assert errors[1].resolves == "history_unavailable" and "saved again" in errors[1].message
 
 
-def test_each_outage_is_reported_once(tmp_path):
+def test_each_outage_is_reported_once_and_its_end_too(tmp_path):
     async def scenario():
         store, _, history, errors = await a_session(tmp_path)
         for outage in range(2):
@@ -87,7 +88,8 @@ def test_each_outage_is_reported_once(tmp_path):
             assert history.kept == []
         return errors
 
-    assert len(run(scenario())) == 2
+    told = [m.code for m in run(scenario())]
+    assert told == ["history_unavailable", "history_stored"] * 2
 
 
 def test_kept_writes_are_bounded_by_the_stores_retention_and_the_oldest_go(tmp_path):
@@ -157,4 +159,4 @@ def test_a_store_that_failed_is_not_asked_again_before_the_retry_interval(tmp_pa
     view, stored, errors = run(scenario())
     assert texts(view) == ["user:one", "user:two", "assistant:answer two"]
     assert texts(stored) == [*texts(view), "user:three", "user:four"]
-    assert len(errors) == 1
+    assert [e.code for e in errors] == ["history_unavailable", "history_stored"]

@@ -176,7 +176,8 @@ def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_
     """PostgreSQL stops mid-session: the next turn's history write fails. The client gets an
     `error` (`history_unavailable`) and the conversation goes on — the agent is asked, with the
     history as this session knows it, and its answer plays. When PostgreSQL is back, the
-    turns said meanwhile are stored, in order, before the next one."""
+    turns said meanwhile are stored, in order, before the next one, and the client gets a
+    `notice` (`history_stored`) that ends the error."""
     postgres = postgres_engine_to_stop
     database = postgres.create_database()
     agent = StreamingAgentApp(SECRET, sentences=["Noted.", "Go on."], interval_s=0.1)
@@ -202,8 +203,9 @@ def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_
             error = await client.wait_for("error", after=mark)
             await asyncio.to_thread(postgres.start)
             await say(client, "what do you know?")
+            notice = await client.wait_for("notice", after=mark)
             assert client.close_code is None
-            return client.session_id, away, error.message
+            return client.session_id, away, error.message, notice.message
 
     with (
         serve(agent.app) as agent_url,
@@ -213,11 +215,13 @@ def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_
             agent_webhook_url=agent_url + PATH,
             agent_webhook_secret=SECRET,
             tts_engine="espeak",
+            history_retry_s=0,  # the turn after the restart tries the store again
         ) as url,
     ):
-        session_id, away, error = run(scenario(url))
+        session_id, away, error, notice = run(scenario(url))
 
     assert error["code"] == "history_unavailable", error
+    assert notice["code"] == "history_stored" and notice["resolves"] == error["code"], notice
     assert "PostgreSQL" in error["message"] and "goes on" in error["message"], error
     asked = {m["text"]: m["history"] for m in agent.messages()}
     users = lambda history: [t["text"] for t in history if t["role"] == "user"]  # noqa: E731
