@@ -3,13 +3,14 @@ and its PyScript configs written into it.
 
 A warm load of the page then asks the server for the page alone. Before, each reload revalidated
 the stylesheet (which holds back the page's scripts), the config, main.py and the client's 14
-files, one 304 each, in three waves (config, then the files, then main.py); a warm load's
-wait for its 304s was 60-150 ms of the MicroPython page's 400 ms. Now a file the page names
-is at `v/<digest>/<its path>`, cached for a year as immutable (a changed file gets a new digest,
-so a new URL), and index.html itself, always revalidated, carries the digests. The configs
-are inlined as JSON (PyScript takes a config attribute that is JSON text), which saves the
-config's round trip between PyScript's start and the interpreter's, and lets the page preload
-every client file at once instead of after the interpreter is up.
+files, one 304 each, in three waves (config, then the files, then main.py): 60-150 ms of a
+MicroPython page's reload in its resource timing (an end-to-end gain was lost in the noise of a
+loaded machine; README has the A/B). Now a file the page names is at `v/<digest>/<its path>`,
+cached for a year as immutable (a changed file gets a new digest, so a new URL), and
+index.html itself, always revalidated, carries the digests. The configs are inlined as JSON
+(PyScript takes a config attribute that is JSON text), which saves the config's round trip
+between PyScript's start and the interpreter's, and lets the page preload every client file at
+once instead of after the interpreter is up.
 
 pyscript.toml and pyscript-pyodide.toml stay the configs' source (and are still served as they
 are, for pages of your own); the runtime is already under versioned URLs (server/static.py).
