@@ -69,8 +69,6 @@ def source_variant(folder: Path) -> Path:
     page = render_index("/api/authorize", "demo").decode()
     for shared in ("runtime/", "assets/", "main.py", "client/"):
         page = page.replace(f'"./{shared}', f'"../{shared}')
-    compiled = "../client/mpy/layercode_client/client.mpy"  # the preload
-    page = page.replace(compiled, f"../client/{wheel_filename()}")
     (folder / "index.html").write_text(page)
     (folder / "pyscript.toml").write_text(
         f'interpreter = "{MICROPYTHON_MJS}"\n[files]\n"../client/{wheel_filename()}" = "./*"\n'

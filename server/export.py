@@ -1,6 +1,8 @@
 """Export the page and its runtime as a self-contained static folder.
 
-It holds both pages: `index.html` on MicroPython and `index.html?py=pyodide` on Pyodide.
+It holds both pages: `index.html` on MicroPython and `index.html?py=pyodide` on Pyodide. As the
+server does, the page names its files under content-hashed paths (`v/<digest>/...`, written
+here too): a host may cache everything but index.html for a year (server/page.py).
 The folder can be hosted anywhere (a CDN of your own, object storage, GitHub Pages): every path
 in it is relative, the runtime is inside it, and the authorize endpoint's URL is written into
 the page at export. That endpoint stays on a server (this one, with CORS_ALLOW_ORIGINS naming
@@ -12,8 +14,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from . import vendor
-from .static import ASSETS_DIR, ROOT, render_index
+from . import page, vendor
+from .static import ASSETS_DIR, ROOT, render_page
 from .wheel import MPY_URL_PATH, build_mpy_files, build_wheel
 
 SKIPPED_RUNTIME_FILES = ("*.gz", vendor.DONE_MARKER)
@@ -31,14 +33,19 @@ def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> 
         shutil.rmtree(target)
     target.mkdir(parents=True, exist_ok=True)
 
-    (target / "index.html").write_bytes(render_index(authorize_url, pipeline_id))
+    built, compiled = build_wheel(), build_mpy_files()
+    files = page.collect(ROOT, built, compiled)
+    (target / "index.html").write_bytes(render_page(authorize_url, pipeline_id, files))
+    for path, data in files.files.items():
+        hashed = target / files.url(path)
+        hashed.parent.mkdir(parents=True, exist_ok=True)
+        hashed.write_bytes(data)
     for name in ("main.py", "pyscript.toml", "pyscript-pyodide.toml"):
         shutil.copy(ROOT / name, target / name)
     shutil.copytree(ASSETS_DIR, target / "assets")
-    built = build_wheel()
     (target / "client").mkdir()
     (target / "client" / built.filename).write_bytes(built.data)
-    for name, data in build_mpy_files().items():
+    for name, data in compiled.items():
         path = target / MPY_URL_PATH.strip("/") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

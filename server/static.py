@@ -3,8 +3,10 @@
 Only named files are served from the repository (never the folder itself: it holds the server's
 code and maybe a `.env`). The vendored runtime lives under versioned paths, so it is cached for
 a year as immutable, and sent precompressed (the `.gz` files setup wrote) when the browser
-accepts gzip. The page and the wheel change between releases under the same names, so they are
-revalidated on every load (cheap: an ETag answered with 304).
+accepts gzip. The page names its own files (main.py, the assets, the client) under
+content-hashed URLs, cached as immutable too (server/page.py); index.html, which carries their
+digests, is revalidated on every load (cheap: an ETag answered with 304), and so are the files
+under their plain names (for pages of your own).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from . import page as page_files
 from . import wheel as client_wheel
 from .vendor import VENDOR_DIR
 
@@ -35,6 +38,7 @@ mimetypes.add_type("text/javascript", ".js")
 mimetypes.add_type("text/x-python", ".py")
 mimetypes.add_type("application/toml", ".toml")
 mimetypes.add_type("image/svg+xml", ".svg")
+mimetypes.add_type("application/zip", ".whl")
 
 
 def content_type(name: str) -> str:
@@ -93,9 +97,21 @@ def render_index(authorize_url: str, pipeline_id: str) -> bytes:
     return page.encode()
 
 
+def current_page_files(state) -> page_files.PageFiles:
+    """main.py and the assets as they are on disk now; the client as built at start."""
+    return page_files.collect(ROOT, state.client_wheel, state.client_mpy)
+
+
+def render_page(authorize_url: str, pipeline_id: str, files: page_files.PageFiles) -> bytes:
+    """The page as served and exported: settings filled in, files under hashed URLs."""
+    page = render_index(authorize_url, pipeline_id).decode()
+    return page_files.fingerprint(page, files, ROOT).encode()
+
+
 async def index(request: Request) -> Response:
     settings = request.app.state.settings
-    body = render_index("/api/authorize", settings.pipeline_id)
+    files = current_page_files(request.app.state)
+    body = render_page("/api/authorize", settings.pipeline_id, files)
     etag = '"' + hashlib.md5(body).hexdigest() + '"'
     headers = {"Cache-Control": REVALIDATE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
@@ -140,6 +156,22 @@ async def runtime(request: Request) -> Response:
     return FileResponse(path, media_type=content_type(path.name), headers=headers)
 
 
+async def hashed_file(request: Request) -> Response:
+    """A page file under its content-hashed URL: immutable. A digest that is not the file's
+    (a page loaded before the file changed) gets today's file, revalidated, never cached as
+    that digest's."""
+    path = request.path_params["path"]
+    data = current_page_files(request.app.state).get(path)
+    if data is None:
+        return not_found("page file")
+    if request.path_params["digest"] != page_files.digest_of(data):
+        etag = '"' + page_files.digest_of(data) + '"'
+        return Response(
+            data, media_type=content_type(path), headers={"Cache-Control": REVALIDATE, "ETag": etag}
+        )
+    return Response(data, media_type=content_type(path), headers={"Cache-Control": IMMUTABLE})
+
+
 def load_client_wheel() -> client_wheel.Wheel:
     return client_wheel.build_wheel()
 
@@ -163,6 +195,11 @@ def load_client_mpy() -> dict[str, bytes]:
 routes = [
     Route("/", index, methods=["GET", "HEAD"]),
     Route("/runtime/{path:path}", runtime, methods=["GET", "HEAD"]),
+    Route(
+        "/" + page_files.HASHED_PREFIX + "{digest}/{path:path}",
+        hashed_file,
+        methods=["GET", "HEAD"],
+    ),
     Route(client_wheel.MPY_URL_PATH + "{path:path}", compiled_client_file, methods=["GET", "HEAD"]),
     Route("/client/{filename}", wheel, methods=["GET", "HEAD"]),
     Route("/assets/{path:path}", asset, methods=["GET", "HEAD"]),

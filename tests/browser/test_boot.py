@@ -62,3 +62,31 @@ def test_authorize_error_is_shown_in_words(page, cloud, cloud_settings):
         assert "invalid pipeline id" in page.inner_text("#error")
         assert "lc_browser_test_key" not in page.inner_text("#error")
         assert page.get_attribute("#status", "data-status") == "error"
+
+
+@pytest.mark.parametrize("query", ["", "?py=pyodide"])
+def test_a_reload_asks_the_server_for_the_page_alone(page, query):
+    """Every file the page names is cached as immutable under a content-hashed URL, and its
+    config is in the page: a reload (until Python is ready) asks for index.html and nothing
+    else, not even a revalidation."""
+    asked: list[str] = []
+
+    def record(app):
+        async def recorded(scope, receive, send):
+            if scope["type"] == "http":
+                asked.append(scope["path"])
+            await app(scope, receive, send)
+
+        return recorded
+
+    # The cloud proxy's settings: nothing here connects, and the embedded pipeline's speech
+    # models need not load.
+    with running_app(wrap=record, layercode_api_key="lc_never_used") as url:
+        with page.expect_request_finished(lambda r: "icon.svg" in r.url):  # fetched on its own time
+            page.goto(url + "/" + query)
+            wait_ready(page)
+        assert "/main.py" not in asked and any(p.startswith("/v/") for p in asked)
+        asked.clear()
+        page.reload()
+        wait_ready(page)
+        assert asked == ["/"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
@@ -38,6 +39,10 @@ def test_export_contents(tmp_path):
     assert len(list((target / "client").glob("*.whl"))) == 1
     for url in tomllib.loads((target / "pyscript.toml").read_text())["files"]:
         assert (target / url).is_file(), url  # the client precompiled for MicroPython
+    hashed = re.findall(r'\./(v/[0-9a-f]{16}/[^"\\]+)', page)  # the page's own, and its configs'
+    assert {h.split("/", 2)[2] for h in hashed} >= {"main.py", "assets/style.css"}
+    for name in hashed:
+        assert (target / name).is_file(), name
     # Exporting again over an earlier export replaces it; a foreign folder is refused.
     export_site(tmp_path / "out", "https://auth.example/api/authorize")
     (tmp_path / "foreign").mkdir()

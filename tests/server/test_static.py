@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from io import BytesIO
 
@@ -180,10 +184,8 @@ def test_the_pages_load_the_client_files_the_server_serves(client):
 
     from server.wheel import MPY_URL_PATH, SOURCE_DIR, build_mpy_files, wheel_filename
 
-    page = (ROOT / "index.html").read_text()
     config = tomllib.loads((ROOT / "pyscript-pyodide.toml").read_text())
     assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
-    assert f'"./client/{wheel_filename()}"' in page
     files = tomllib.loads((ROOT / "pyscript.toml").read_text())["files"]
     compiled = build_mpy_files()
     assert files == {f".{MPY_URL_PATH}{name}": f"./{name}" for name in compiled}
@@ -196,5 +198,70 @@ def test_the_pages_load_the_client_files_the_server_serves(client):
         again = client.get(url[1:], headers={"if-none-match": response.headers["etag"]})
         assert again.status_code == 304
     assert all(data[:2] == b"M\x06" for n, data in compiled.items() if n.endswith(".mpy"))
-    assert '"./client/mpy/layercode_client/client.mpy"' in page  # preloaded
     assert client.get("/client/mpy/layercode_client/nothing.mpy").status_code == 404
+
+
+INLINE_CONFIG = re.compile(r'type: "(mpy|py)", config: ("(?:[^"\\]|\\.)*")')
+
+
+def served_configs(page: str) -> dict[str, dict]:
+    """The PyScript configs the served page carries, by script type."""
+    return {kind: json.loads(json.loads(text)) for kind, text in INLINE_CONFIG.findall(page)}
+
+
+def page_references(page: str) -> list[str]:
+    """Every URL the served page (and its configs) names on this server, without the `./`."""
+    names = re.findall(r"""["']\./([^"'\s]+)["']""", INLINE_CONFIG.sub("", page))
+    for config in served_configs(page).values():
+        names += [url.removeprefix("./") for url in config["files"]]
+    return names
+
+
+def test_served_page_names_its_files_under_hashed_immutable_urls(client):
+    """A warm load asks for nothing but the page: each file it names is cached as immutable,
+    under a URL that carries the file's digest; the configs are in the page, not fetched."""
+    page = client.get("/").text
+    configs = served_configs(page)
+    assert set(configs) == {"mpy", "py"}
+    for kind, name in (("mpy", "pyscript.toml"), ("py", "pyscript-pyodide.toml")):
+        source = tomllib.loads((ROOT / name).read_text())
+        assert configs[kind]["interpreter"] == source["interpreter"]
+        assert list(configs[kind]["files"].values()) == list(source["files"].values())
+    references = page_references(page)
+    hashed = [name for name in references if name.startswith("v/")]
+    named = {n.split("/", 2)[2] for n in hashed}
+    assert {"main.py", "assets/style.css", "assets/icon.svg", f"client/{build_wheel().filename}",
+            "client/mpy/layercode_client/client.mpy"} <= named  # fmt: skip
+    assert all(n.startswith(("v/", "runtime/")) for n in references), references
+    for name in hashed:
+        _, digest, path = name.split("/", 2)
+        response = client.get("/" + name)
+        assert response.status_code == 200, name
+        assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        plain = client.get("/" + path)
+        assert response.content == plain.content
+        assert response.headers["content-type"] == plain.headers["content-type"]
+        assert hashlib.sha256(response.content).hexdigest().startswith(digest)
+
+
+def test_a_changed_page_file_gets_a_new_url(tmp_path, monkeypatch):
+    """The digest follows the file's content: an edit gives a new URL, and the old URL (from a
+    page loaded before the edit) gets the new file revalidated, never cached as immutable."""
+    from server import static
+
+    for name in ("index.html", "main.py", "pyscript.toml", "pyscript-pyodide.toml"):
+        shutil.copy(ROOT / name, tmp_path / name)
+    shutil.copytree(ROOT / "assets", tmp_path / "assets")
+    monkeypatch.setattr(static, "ROOT", tmp_path)
+    with TestClient(create_app(Settings(layercode_api_key="k"))) as client:
+        before = [n for n in page_references(client.get("/").text) if n.endswith("/main.py")]
+        (tmp_path / "main.py").write_text("print('changed')\n")
+        after = [n for n in page_references(client.get("/").text) if n.endswith("/main.py")]
+        assert len(before) == len(after) == 1 and before != after
+        fresh = client.get("/" + after[0])
+        assert fresh.text == "print('changed')\n"
+        assert fresh.headers["cache-control"] == "public, max-age=31536000, immutable"
+        stale = client.get("/" + before[0])
+        assert stale.status_code == 200 and stale.text == "print('changed')\n"
+        assert stale.headers["cache-control"] == "no-cache"
+        assert client.get("/v/0123456789abcdef/server/app.py").status_code == 404
