@@ -32,8 +32,8 @@ from dataclasses import dataclass
 
 MODES = ("auto", "on", "off")
 
-# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted,
-# and the turn-end model's "finished" after them is overruled (turns.py).
+# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted.
+# (The turn-end decision asks the recogniser's language model instead: sentence_end.py.)
 _OPEN_ENDINGS = frozenset({
     "a", "an", "the", "and", "or", "but", "so", "because", "if", "than", "whose", "to", "of",
     "for", "from", "with", "without", "about", "at", "by", "into", "onto", "as", "my", "your",
