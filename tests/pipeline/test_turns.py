@@ -325,3 +325,14 @@ def test_an_unknown_end_model_or_vad_is_refused():
         TurnSettings(end_model="magic")
     with pytest.raises(ValueError, match="vad"):
         TurnSettings(vad="ears")
+
+
+def test_the_language_model_tells_words_that_end_a_sentence_from_words_that_go_on():
+    from server.pipeline.sentence_end import end_probability
+
+    least = TurnSettings().sentence_end_min
+    for ending in ("what time is it", "thank you very much", "can you help me", "good morning"):
+        assert end_probability(ending) >= least, ending
+    for going_on in ("book a table for", "please remind me to call", "can you tell me the"):
+        assert end_probability(going_on) < least, going_on
+    assert end_probability("") == 1.0  # no words: the voice decides
