@@ -165,10 +165,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "TURN_END_MODEL": (
         "smart-turn",
-        "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 160 ms pause "
-        "whether the user has finished, and again at 450 ms, overruled while the words so far "
-        "end open, e.g. `a table for`; a pause inside a sentence waits up to 1 s) or `off` "
-        "(a fixed 400 ms of silence ends every turn).",
+        "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 96 ms pause "
+        "whether the user has finished, and again at 450 ms; its `finished` stands only if the "
+        "words heard so far can end a sentence, not e.g. `a table for`; a pause inside a "
+        "sentence waits up to 1 s) or `off` (a fixed 400 ms of silence ends every turn).",
     ),
     "SPECULATIVE_ANSWERS": (
         "auto",

@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Scope
 
 from ..config import Settings
+from . import sentence_end
 from .agent import WebhookAgent
 from .agent_turn import Pacing
 from .authorizer import AGENT_WEBSOCKET_PATH, WEBSOCKET_PATH, EmbeddedAuthorizer
@@ -86,6 +87,8 @@ class EmbeddedPipeline:
         loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
         if self.turn_settings.end_model == "smart-turn":
             loads.append(asyncio.to_thread(SmartTurn().warm))
+            if self.turn_settings.text_veto:  # the language model the words are judged by
+                loads.append(asyncio.to_thread(sentence_end.warm))
         if self.turn_settings.vad == "silero":
             loads.append(asyncio.to_thread(SileroVad))
         await asyncio.gather(*loads)

@@ -24,17 +24,24 @@ onnxruntime, both pinned already.
 
 Measured (bench/endpointing.py; synthetic Piper speech: 52 finished questions, and 24 sentences
 with a 300/450/600 ms hesitation inside): the 400 ms timer cuts 48 of the 72 hesitations; the
-model, asked at 160 ms, cuts 24 at a 0.5 threshold, 18 at 0.8, 9 at 0.9 (the default). It costs
-~90 ms of CPU per answer on one thread (features ~10 ms), so a finished question ends ~250 ms
-after the last sound when the model has a core (the timer: 400 ms); when it does not answer
-"finished" the turn ends after 1 s of silence. Asking at 100 ms cut twice as many hesitations.
+model, asked at 160 ms, cuts 24 at a 0.5 threshold, 18 at 0.8, 9 at 0.9. It costs ~65-90 ms
+of CPU per answer on one thread (features ~10 ms); when it does not answer "finished" the turn
+ends after 1 s of silence. Asked alone at 100 ms it cut twice as many hesitations.
 
-A second look at 450 ms (turns.py) ends 50 of the 52 questions by the model instead of 44
-("Thank you very much." no longer waits the 1 s fallback); alone it cut 24 hesitations instead
-of 15 (Silero VAD), but with its "finished" overruled while the interim transcript ends on an
-open word ("a table for") it cuts the same 15 as before. Those 15 are all cut at the first
-look, where the interim transcript still lags the voice by a word, so the text cannot help
-there yet (bench/endpointing.py, 2026-11-30, load average ~20-45).
+A second look at 450 ms (turns.py) ends the questions the model doubts at first ("Thank you
+very much.") before the 1 s fallback. Alone, the model cannot tell a hesitation whose voice
+falls from an end: "Please remind me to call," scores 0.98. The words can: a "finished" now
+stands only if the recogniser's words of all the audio so far can end a sentence
+(sentence_end.py). With them the first look moved to 96 ms at a 0.95 threshold (0.9 at the
+second). bench/endpointing.py, 2026-11-30, load average 15-20 during the run (figures with the
+model's CPU time; its wall time under that load was several times more): cut-offs of the 72
+hesitations / p50 endpointing — timer 400 ms 48 / 428 ms; the model alone at 160 ms 15 / 241
+ms; the previous default (plus an open-word list at the second look, on the lagging interim)
+15 / 242 ms; asked at 96 ms > 0.95 and at 450 ms > 0.9 without words 19 / 184 ms; with the
+words (the default) 3 / 188 ms (p95 599 ms). The three left: "near" misheard as "so more
+there" (0.115) at the second look, and "Set a timer for, twenty five minutes." ended inside the
+closure of "minutes" (words "twenty five men") after the 450/600 ms hesitation, its "-utes" a
+turn of its own. The model costs ~65 ms of CPU per answer (p95 ~90 ms).
 """
 
 from __future__ import annotations

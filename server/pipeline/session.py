@@ -83,6 +83,7 @@ from .turns import (
     SpeechStarted,
     TurnDetector,
     TurnSettings,
+    WordsWanted,
 )
 from .webhook import MESSAGE_CANCEL, WebhookEvent
 
@@ -158,6 +159,7 @@ class Utterance:
         self._decoded = asyncio.Event()  # everything fed so far has been decoded
         self._decoded.set()
         self.latest = ""  # the latest interim hypothesis
+        self._asked: list[asyncio.Future] = []  # `words_now` callers (one per pause at most)
         self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
 
     def feed(self, pcm: bytes) -> bool:
@@ -181,6 +183,19 @@ class Utterance:
             decoded.cancel()
         return self.latest
 
+    async def words_now(self) -> str:
+        """The words of all audio fed so far, asked of the recogniser once it has decoded it:
+        the periodic interim (`latest`) may lack the last word spoken (stt.py)."""
+        asked = asyncio.get_running_loop().create_future()
+        self._asked.append(asked)
+        self._wake.set()
+        try:
+            await asyncio.wait([asked, self._task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not asked.done():
+                asked.cancel()
+        return asked.result() if not asked.cancelled() else self.latest
+
     async def finish(self) -> str:
         self._finishing = True
         self._wake.set()
@@ -194,9 +209,16 @@ class Utterance:
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
         async with pool.utterance() as recognizer:
             while True:
-                while not self._pending and not self._finishing:
+                while not self._pending and not self._finishing and not self._asked:
                     self._wake.clear()
                     await self._wake.wait()
+                if not self._pending and self._asked:  # everything fed is decoded
+                    words = await recognizer.words()
+                    for asked in self._asked:
+                        if not asked.done():
+                            asked.set_result(words)
+                    self._asked.clear()
+                    continue
                 if not self._pending:
                     break
                 # Whatever queued up while the recogniser was busy goes in one request.
@@ -402,6 +424,8 @@ class PipelineSession:
                     self._speech_paused()
             elif isinstance(event, SpeechResumed):
                 await self._speech_resumed()
+            elif isinstance(event, WordsWanted):
+                self._spawn(self._tell_words(event.look), "turn-end-words")
             elif isinstance(event, SpeechEnded):
                 if self._ignoring_speech:
                     self._ignoring_speech = False
@@ -421,6 +445,15 @@ class PipelineSession:
         with contextlib.suppress(Exception):  # a failure is the detector's to log
             await asyncio.wrap_future(decision)
         async with self._detector_lock:
+            await self._on_detector_events(self.detector.feed(b""))
+
+    async def _tell_words(self, look: int) -> None:
+        """The turn-end model heard an end: tell the detector the words of all audio so far
+        (not the last interim, which may lack the last word), to confirm or overrule it."""
+        turn = self.user_turn
+        words = await turn.utterance.words_now() if turn is not None else ""
+        async with self._detector_lock:
+            self.detector.hint(words, look)
             await self._on_detector_events(self.detector.feed(b""))
 
     async def _admit(self, samples: int) -> bool:
@@ -630,7 +663,6 @@ class PipelineSession:
             return
         turn.interim_counter += 1
         turn.words = len(text.split())
-        self.detector.hint(text)  # words that cannot end a sentence overrule the turn-end model
         self.outbox.put(
             p.UserTranscriptInterimDelta(
                 content=text, turn_id=turn.turn_id, delta_counter=turn.interim_counter

@@ -17,9 +17,10 @@ It costs an agent one extra webhook call (and its model's tokens) per abandoned 
 and one `message.cancel`; `SPECULATIVE_ANSWERS` is `auto` by default: on for the built-in demo
 agent, off for an external one unless set to `on` (docs/protocol.md §4, README).
 
-Why 300 ms and not the turn-end model's 160: pocketsphinx's interim transcript lags the voice.
-Measured on 8 Piper questions fed 20 ms at a time, the interim at 160 ms of silence matched the
-final transcript for 2 ("what is the date to", "what time"), at 300 ms for 7, at 450 ms for 8.
+Why 300 ms and not the turn-end model's first look (96 ms): pocketsphinx's periodic interim
+transcript (one per 300 ms of audio) lags the voice. Measured on 8 Piper questions fed 20 ms at
+a time, the interim at 160 ms of silence matched the final transcript for 2 ("what is the date
+to", "what time"), at 300 ms for 7, at 450 ms for 8.
 A speculation on lagging words is discarded at the end and costs a call for nothing. So the
 speculation serves the turns the model doubts (ended by its second look at 450 ms, or the 1 s
 fallback) and the timer-only mode, the slow tail of endpointing.
@@ -32,8 +33,8 @@ from dataclasses import dataclass
 
 MODES = ("auto", "on", "off")
 
-# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted,
-# and the turn-end model's "finished" after them is overruled (turns.py).
+# Words an English utterance seldom ends on: a speculation on "book a table for" is wasted.
+# (The turn-end decision asks the recogniser's language model instead: sentence_end.py.)
 _OPEN_ENDINGS = frozenset({
     "a", "an", "the", "and", "or", "but", "so", "because", "if", "than", "whose", "to", "of",
     "for", "from", "with", "without", "about", "at", "by", "into", "onto", "as", "my", "your",

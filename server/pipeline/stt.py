@@ -267,6 +267,9 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
                 if state["since"] >= INTERIM_EVERY_BYTES:
                     state["since"] = 0
                     result = _hypothesis(state["decoder"])
+            elif op == "words":  # the hypothesis of every piece decoded so far, now
+                state = active.get(utterance)
+                result = _hypothesis(state["decoder"]) if state is not None else ""
             elif op in ("finish", "cancel"):
                 state = active.pop(utterance, None)
                 result = ""
@@ -433,6 +436,11 @@ class Recognizer:
         finally:
             self._worker.add_backlog(-left)
         return changed
+
+    async def words(self) -> str:
+        """The hypothesis of everything fed so far, now: a `feed`'s interim comes only every
+        `INTERIM_EVERY_BYTES` (300 ms) of audio, so it may lack the last word spoken."""
+        return await asyncio.wrap_future(self._worker.call("words", self._utterance))
 
     async def finish(self) -> str:
         """The final transcript of everything fed."""

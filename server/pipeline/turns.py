@@ -7,16 +7,19 @@ also be louder than an energy floor, so faint noise never opens a turn. A turn s
 endpointing wait, the largest part of voice-to-voice latency). The audio before the start is
 kept as pre-roll so the recogniser hears the first syllable.
 
-With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked once per pause, at
-`model_silence_ms` of silence, whether the turn sounds finished: if so the turn ends there; if
-not, the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper bound,
-longer than a hesitation). If it said no, it is asked once more at `second_look_ms` (450 ms: a
-finished "Thank you very much." the model doubts at 160 ms it is sure of by then). That second
-"finished" is overruled while the interim transcript (`hint`) ends on a word a sentence seldom
-ends on ("a table for", "the", "is": `text_veto`), so a long hesitation is still waited
-through. Only the second: at 160 ms pocketsphinx's interim transcript still lags the voice by a
-word or so ("what is the date to"), and would veto finished questions; by 450 ms it has caught
-up (measured on Piper speech). `end_model="off"` is the fixed timer alone. The model's answer is
+With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
+`model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
+so, once more at `second_look_ms` (450 ms: "Thank you very much." it doubts at first it is
+sure of by then). A "finished" needs the look's threshold (`model_threshold` 0.95 at the first,
+`second_threshold` 0.9 at the second) and, with `text_veto`, words that can end a sentence: the
+detector asks for them (`WordsWanted`), the session answers with the recogniser's hypothesis
+of all the audio so far (`hint`; not the periodic interim, which lags the voice by a word), and
+the turn ends only if the recogniser's own language model gives an end of sentence after the
+last two words a probability of at least `sentence_end_min` (sentence_end.py): the voice of
+"Please remind me to call," sounds finished to the model, "to call" does not end sentences.
+Otherwise the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper
+bound, longer than a hesitation). Why these numbers: bench/endpointing.py (endpointing.py's
+docstring has the figures). `end_model="off"` is the fixed timer alone. The model's answer is
 waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
 in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
 loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
@@ -40,9 +43,9 @@ from dataclasses import dataclass
 
 import webrtcvad
 
+from . import sentence_end
 from .audio import RATE, rms
 from .endpointing import WINDOW_S, SmartTurn
-from .speculation import ends_open
 from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
@@ -65,13 +68,15 @@ class TurnSettings:
     preroll_ms: int = 300  # audio kept from before the start
     min_rms: float = 0.004  # energy floor (full scale 1.0) a voiced frame must pass
     end_model: str = "off"  # "smart-turn": ask the turn-end model at the first short silence
-    model_silence_ms: int = 160  # silence at which the model is asked
-    model_threshold: float = 0.9  # probability of "finished" above which the turn ends
+    model_silence_ms: int = 96  # silence at which the model is asked
+    model_threshold: float = 0.95  # probability of "finished" above which the turn ends
     max_silence_ms: int = 1000  # with the model: silence that ends a turn whatever it said
     model_wait: bool = False  # feed() waits for the model's answer (tests, benchmarks)
     pause_ms: int = 300  # silence reported as a pause (SpeechPaused) before the turn ends
     second_look_ms: int = 450  # with the model: asked again at this silence (0: never)
-    text_veto: bool = True  # words ending open ("for", "the") overrule the second look
+    second_threshold: float = 0.9  # the second look's threshold
+    text_veto: bool = True  # a "finished" needs words that can end a sentence (WordsWanted)
+    sentence_end_min: float = 0.075  # P(end of sentence | last two words) the words need
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -116,7 +121,16 @@ class SpeechEnded:
     speech_end_s: float
 
 
-Event = SpeechStarted | SpeechAudio | SpeechPaused | SpeechResumed | SpeechEnded
+@dataclass
+class WordsWanted:
+    """The model heard an end: the words of the turn so far are wanted to confirm it. Answer
+    with `hint(words, look)`, the recogniser's hypothesis of all audio it was given; until
+    then the turn waits (at most until the fallback)."""
+
+    look: int
+
+
+Event = SpeechStarted | SpeechAudio | SpeechPaused | SpeechResumed | SpeechEnded | WordsWanted
 
 
 class TurnDetector:
@@ -131,6 +145,10 @@ class TurnDetector:
         if self.settings.end_model == "smart-turn":
             self._model = SmartTurn(threshold=self.settings.model_threshold)
             self._model.warm()
+            if self.settings.text_veto:
+                sentence_end.warm()
+        self._look = 0  # the model's looks so far, never reset: a late answer names its own
+        self._words_asked = 0  # the last look whose words were asked for
         self.reset()
 
     def reset(self) -> None:
@@ -149,8 +167,10 @@ class TurnDetector:
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = 0  # times the model was asked during the current pause
-        self._words_open = False  # the transcript so far ends on a word that cannot end it
-        self._decision: Future | None = None  # its answer, while the pause lasts
+        self._decision: Future | None = None  # its answer (a probability), while the pause lasts
+        self._words_for = 0  # the look whose words came (`hint`)
+        self._words_can_end = False  # and whether they can end a sentence
+        self._requests: list[WordsWanted] = []  # to go out with this feed's events
 
     @property
     def pending_decision(self) -> Future | None:
@@ -225,6 +245,8 @@ class TurnDetector:
                 events.append(SpeechPaused(speech_end_s=round(self._last_voice_end_s, 3)))
         if audio:
             events.append(SpeechAudio(bytes(audio)))
+        events += self._requests  # after the audio: the words asked for cover it
+        self._requests = []
         return events
 
     def _remember(self, frame: bytes) -> None:
@@ -244,42 +266,57 @@ class TurnDetector:
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
         if (silent_ms >= s.model_silence_ms and not self._asked) or (self._asked == 1 and second):
             self._asked += 1
+            self._look += 1
             self._decision = self._ask(bytes(self._turn_audio))
         return self._decided_finished()
 
     def _decided_finished(self) -> bool:
-        """The model's answer for this pause, once: True ends the turn; False (or a failure)
-        leaves it to the fallback timer."""
+        """The model's answer for this look, once: True ends the turn. "Finished" needs the
+        look's threshold, and (`text_veto`) words that can end a sentence: they are asked for
+        (WordsWanted) and the answer waits for them. A failure leaves it to the fallback."""
+        s = self.settings
         decision = self._decision
         if decision is None or not decision.done():
             return False
-        self._decision = None
         error = decision.exception()
         if error is not None:
+            self._decision = None
             log.warning("the turn-end model failed (the silence timer decides): %s", error)
             return False
-        second_look = self._asked >= 2  # the transcript has caught up with the voice by then
-        if decision.result() and second_look and self._words_open and self.settings.text_veto:
-            log.debug("the model heard an end, but the words so far cannot end a sentence")
+        threshold = s.model_threshold if self._asked == 1 else s.second_threshold
+        if decision.result() <= threshold:
+            self._decision = None
             return False
-        return bool(decision.result())
+        if s.text_veto and self._words_for != self._look:
+            if self._words_asked != self._look:
+                self._words_asked = self._look
+                self._requests.append(WordsWanted(look=self._look))
+            return False
+        self._decision = None
+        if s.text_veto and not self._words_can_end:
+            log.debug("the model heard an end, but the words so far seldom end a sentence")
+            return False
+        return True
 
-    def hint(self, transcript: str) -> None:
-        """The latest interim transcript of the turn: words that cannot end a sentence ("a
-        table for") overrule the model's second "finished" (`text_veto`); the fallback
-        decides."""
-        self._words_open = ends_open(transcript)
+    def hint(self, words: str, look: int) -> None:
+        """The words of the turn so far, answering `WordsWanted(look)`: if they seldom end a
+        sentence ("a table for", "remind me to call") the model's "finished" is overruled."""
+        if look != self._look or not self._in_speech:
+            return  # a late answer for a look the voice has moved past
+        self._words_for = look
+        probability = sentence_end.end_probability(words)
+        self._words_can_end = probability >= self.settings.sentence_end_min
 
     def _ask(self, pcm: bytes) -> Future:
         model = self._model
         if self.settings.model_wait:
             future: Future = Future()
             try:
-                future.set_result(model.is_complete(pcm))
+                future.set_result(model.probability(pcm))
             except Exception as error:  # the model failing must never break the turn
                 future.set_exception(error)
             return future
-        return _model_thread.submit(model.is_complete, pcm)
+        return _model_thread.submit(model.probability, pcm)
 
     def _end(self) -> list[Event]:
         self._in_speech = False
@@ -287,7 +324,7 @@ class TurnDetector:
         self._turn_audio = bytearray()
         self._asked, self._decision = 0, None
         self._paused = False
-        self._words_open = False
+        self._requests = []
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
 
     def force_end(self) -> list[SpeechEnded]:

@@ -9,6 +9,10 @@ client or the history, and the agent gets `message.cancel`.
 
 from __future__ import annotations
 
+import asyncio
+
+from server.pipeline.agent_turn import AgentState
+from server.pipeline.session import InterruptionSettings
 from server.pipeline.webhook import MESSAGE_CANCEL
 from tests.support.aio import run
 from tests.support.session_runner import (
@@ -55,6 +59,11 @@ async def history(runner: SessionRunner, turns: int) -> list[tuple[str, str]]:
     while not await recorded():
         await runner.eventually(lambda: True)  # one pass of the loop
     return [(t.role, t.text) for t in found]
+
+
+def in_flight(name: str) -> bool:
+    """Is a task by that name still running (the session names its speculation "speculate")?"""
+    return any(t.get_name() == name and not t.done() for t in asyncio.all_tasks())
 
 
 def speculative_messages(agent: StreamingAgent) -> list:
@@ -196,24 +205,33 @@ def test_no_speculation_on_words_that_do_not_look_whole_or_when_it_is_off(tmp_pa
     run(scenario(False, QUESTION))
 
 
-def test_words_over_an_answer_being_spoken_are_an_interruption_answered_as_usual(tmp_path):
-    """While the welcome is still playing (no replay_finished) the user's words are a barge-in,
-    which the interruption machinery decides; the answer to them is an ordinary message."""
+def test_no_speculation_while_an_answer_being_spoken_is_held_by_the_users_words(tmp_path):
+    """The welcome is still playing and the user's first words hold it (too few to confirm a
+    barge-in): a pause whose words look whole must not start a speculative answer, which would
+    supersede the held welcome before the interruption is decided. The turn's end decides it;
+    the answer to it is an ordinary message."""
     agent = StreamingAgent(ANSWER, interval_s=0.1)
     agent.welcome = ["Hi there, how can I help you today?"]
+    needs_three_words = InterruptionSettings(min_words=3)
 
     async def scenario():
-        async with speculative_runner(tmp_path, agent) as runner:
+        async with speculative_runner(tmp_path, agent, interruptions=needs_three_words) as runner:
             await runner.send({"type": "client.ready"})
-            await runner.wait_for("response.audio")
+            welcome = (await runner.wait_for("response.audio")).message["turn_id"]
             mark = len(runner.sent)
-            runner.recognizers.interim = QUESTION
+            runner.recognizers.interim = "what time"  # looks whole; two words hold, not confirm
             await runner.speak(QUESTION, end=False)
-            await runner.audio(SILENCE)  # a pause
-            await runner.audio(SILENCE)  # the end: an interruption, answered as usual
-            await runner.wait_for("response.end", after=mark)
+            await runner.audio(SILENCE)  # a pause, while the welcome is held
+            session = runner.session
+            await runner.eventually(lambda: session.user_turn and session.user_turn.pauses)
+            await runner.eventually(lambda: not in_flight("speculate"))
+            assert session.speculation is None, "speculated over the held welcome"
+            assert session.agent_turn.state is AgentState.HELD
+
+            await runner.audio(SILENCE)  # the end: four words confirm the interruption
+            await runner.wait_for("response.end", lambda m: m["turn_id"] != welcome, after=mark)
             assert speculative_messages(agent) == []
             assert [e.type for e in agent.events] == ["session.start", "message"]
-            assert not agent.events[-1].speculative
+            assert agent.events[-1].text == QUESTION and not agent.events[-1].speculative
 
     run(scenario())

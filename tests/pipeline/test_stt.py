@@ -416,3 +416,19 @@ def test_the_tuned_profile_hears_speech_in_noise_better_than_the_baseline():
         lambda n, t: add_noise(silence(0.5) + speak(t) + silence(0.3), 16000, 10.0, n),
     )
     assert errors["tuned"] < errors["baseline"], heard
+
+
+def test_words_asked_for_cover_all_the_audio_fed_not_only_the_last_interim(pool):
+    """An interim comes every 300 ms of audio; `words()` is the hypothesis now (what the
+    turn detector asks for at a pause)."""
+
+    async def scenario():
+        async with pool.utterance() as recognizer:
+            pcm = speak("Can you help me book a table for two tonight?") + silence(0.2)
+            for offset in range(0, len(pcm), 640):
+                await recognizer.feed(pcm[offset : offset + 640])
+            words = await recognizer.words()
+            return words, await recognizer.finish()
+
+    words, final = run(scenario())
+    assert words == final and "tonight" in words.split(), (words, final)

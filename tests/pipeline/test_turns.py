@@ -15,6 +15,7 @@ from server.pipeline.turns import (
     SpeechStarted,
     TurnDetector,
     TurnSettings,
+    WordsWanted,
 )
 from tests.support.speech import silence, speak, voiced_span, with_pause
 
@@ -158,19 +159,29 @@ def test_endpointing_wait_follows_the_setting_and_force_end_ends_now():
 
 # -- with the turn-end model (Smart Turn) -------------------------------------------------------
 
-MODEL = TurnSettings(end_model="smart-turn", model_wait=True)
+MODEL = TurnSettings(vad="silero", end_model="smart-turn", model_wait=True)  # the server's
+
+
+def feed_answering_words(detector: TurnDetector, pcm: bytes, words: str) -> list:
+    """`detector.feed(pcm)`, answering its WordsWanted with `words` (what the session does
+    with the recogniser's hypothesis)."""
+    events = detector.feed(pcm)
+    for event in list(events):
+        if isinstance(event, WordsWanted):
+            detector.hint(words, event.look)
+            events += detector.feed(b"")
+    return events
 
 
 def ends(
-    pcm: bytes, settings: TurnSettings, chunk: int = 640, hint: str = ""
+    pcm: bytes, settings: TurnSettings, chunk: int = 640, words: str = ""
 ) -> list[tuple[float, float]]:
     """(speech end, when the turn ended) of every turn, stream seconds, fed 20 ms at a time;
-    `hint` is the interim transcript the session would have passed on."""
+    `words`: what the recogniser heard, given when the detector asks (WordsWanted)."""
     detector = TurnDetector(settings)
-    detector.hint(hint)
     found = []
     for offset in range(0, len(pcm), chunk):
-        for event in detector.feed(pcm[offset : offset + chunk]):
+        for event in feed_answering_words(detector, pcm[offset : offset + chunk], words):
             if isinstance(event, SpeechEnded):
                 found.append((event.speech_end_s, (offset + chunk) / 2 / RATE))
     return found
@@ -203,27 +214,42 @@ def test_with_the_model_a_pause_inside_a_sentence_does_not_end_the_turn():
     for text in HESITATIONS:
         for pause_s in (0.3, 0.6):
             pcm, _ = with_pause(text, pause_s)
-            said = text.split(",")[0]  # the interim transcript during the pause
-            turns = ends(silence(0.4) + pcm + silence(1.5), MODEL, hint=said)
+            said = text.split(",")[0]  # the recogniser's words during the pause
+            turns = ends(silence(0.4) + pcm + silence(1.5), MODEL, words=said)
             assert len(turns) == 1, (text, pause_s, turns)  # one turn, ended after the last word
             assert turns[0][0] > 0.4 + voiced_span(pcm)[1] - 0.15
 
 
-def test_words_that_cannot_end_a_sentence_overrule_the_models_second_look():
-    """At 450 ms into "a table for, ..." the model hears an end; the words say otherwise."""
-    pcm, _ = with_pause(HESITATIONS[0], 0.6)
+def test_words_that_seldom_end_a_sentence_overrule_the_models_finished():
+    """At the hesitation in "Please remind me to call, my sister" the voice sounds finished to
+    the model (0.98 at the first look); the words, "to call", seldom end a sentence."""
+    pcm, _ = with_pause("Please remind me to call, my sister on Sunday.", 0.3)
     audio = silence(0.4) + pcm + silence(1.5)
-    assert len(ends(audio, MODEL, hint="I would like to book a table for")) == 1
-    assert len(ends(audio, replace(MODEL, text_veto=False), hint="book a table for")) == 2
+    said = "please remind me to call"
+    assert len(ends(audio, MODEL, words=said)) == 1
+    assert len(ends(audio, replace(MODEL, text_veto=False), words=said)) == 2
+
+
+def test_the_models_finished_waits_for_the_words_and_a_late_answer_is_ignored():
+    detector = TurnDetector(MODEL)
+    pcm = silence(0.4) + speak("What time is it?") + silence(0.3)
+    events = [e for at in range(0, len(pcm), 640) for e in detector.feed(pcm[at : at + 640])]
+    (wanted,) = [e for e in events if isinstance(e, WordsWanted)]
+    assert not any(isinstance(e, SpeechEnded) for e in events)  # it waits for the words
+    detector.hint("what time is it", wanted.look - 1)  # an answer for an earlier look
+    assert detector.feed(b"") == []
+    detector.hint("what time is it", wanted.look)
+    (ended,) = detector.feed(b"")
+    assert isinstance(ended, SpeechEnded)
 
 
 def test_a_second_look_ends_what_the_model_doubted_at_the_first_short_silence():
-    """ "Thank you very much." sounds unfinished to the model at 160 ms, finished at 450 ms:
-    the turn ends then, not at the 1 s fallback."""
+    """ "Thank you very much." sounds unfinished to the model at the first look (0.71), finished
+    at 450 ms (0.96): the turn ends then, not at the 1 s fallback."""
     pcm = silence(0.4) + speak("Thank you very much.") + silence(1.5)
-    (turn,) = ends(pcm, MODEL, hint="thank you very much")
+    (turn,) = ends(pcm, MODEL, words="thank you very much")
     assert MODEL.second_look_ms / 1000 <= turn[1] - turn[0] < MODEL.max_silence_ms / 1000
-    (turn,) = ends(pcm, replace(MODEL, second_look_ms=0), hint="thank you very much")
+    (turn,) = ends(pcm, replace(MODEL, second_look_ms=0), words="thank you very much")
     assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
@@ -236,7 +262,7 @@ def test_the_timer_alone_cuts_a_long_pause_that_the_model_waits_through():
 def test_with_the_model_the_fallback_timer_still_ends_an_unfinished_turn():
     pcm, pause_at = with_pause(HESITATIONS[0], 0.3)
     cut = silence(0.4) + pcm[: int(pause_at * RATE) * 2] + silence(2.0)  # the user never goes on
-    (turn,) = ends(cut, MODEL, hint="I would like to book a table for")
+    (turn,) = ends(cut, MODEL, words="I would like to book a table for")
     assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
@@ -262,7 +288,9 @@ def test_without_waiting_the_answer_is_applied_by_a_later_feed():
     assert not any(isinstance(e, SpeechEnded) for e in events)
     decision = detector.pending_decision
     assert decision is not None
-    assert decision.result(timeout=30) is True
+    assert decision.result(timeout=30) > settings.model_threshold
+    (wanted,) = detector.feed(b"")
+    detector.hint("what time is it", wanted.look)
     (ended,) = detector.feed(b"")
     assert isinstance(ended, SpeechEnded) and not detector.in_speech
 
@@ -272,10 +300,14 @@ def test_a_pause_inside_a_turn_is_reported_and_so_is_the_voice_coming_back():
     voice again; a finished question pauses, then ends once the model has answered."""
     pcm, _ = with_pause(HESITATIONS[0], 0.6)
     detector = TurnDetector(MODEL)
-    detector.hint("I would like to book a table for")  # the interim transcript
     audio = silence(0.4) + pcm + silence(1.5)
-    events = [e for at in range(0, len(audio), 640) for e in detector.feed(audio[at : at + 640])]
-    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    said = "I would like to book a table for"
+    events = [
+        e
+        for at in range(0, len(audio), 640)
+        for e in feed_answering_words(detector, audio[at : at + 640], said)
+    ]
+    kinds = [type(e) for e in events if not isinstance(e, (SpeechAudio, WordsWanted))]
     assert kinds[:3] == [SpeechStarted, SpeechPaused, SpeechResumed], kinds
     assert kinds[-1] is SpeechEnded and kinds.count(SpeechEnded) == 1
     pause = next(e for e in events if isinstance(e, SpeechPaused))
@@ -293,3 +325,14 @@ def test_an_unknown_end_model_or_vad_is_refused():
         TurnSettings(end_model="magic")
     with pytest.raises(ValueError, match="vad"):
         TurnSettings(vad="ears")
+
+
+def test_the_language_model_tells_words_that_end_a_sentence_from_words_that_go_on():
+    from server.pipeline.sentence_end import end_probability
+
+    least = TurnSettings().sentence_end_min
+    for ending in ("what time is it", "thank you very much", "can you help me", "good morning"):
+        assert end_probability(ending) >= least, ending
+    for going_on in ("book a table for", "please remind me to call", "can you tell me the"):
+        assert end_probability(going_on) < least, going_on
+    assert end_probability("") == 1.0  # no words: the voice decides

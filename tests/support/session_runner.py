@@ -129,6 +129,11 @@ class FakeRecognizer:
             return None
         return " ".join(words[: max(1, len(words) // 2)])
 
+    async def words(self) -> str:
+        if self.script.words is not None:
+            return self.script.words
+        return self.script.interim or ""
+
     async def finish(self) -> str:
         return self.script.text
 
@@ -140,6 +145,7 @@ class FakeRecognizerPool:
         self.text = ""
         self.interim_after_bytes = 10**9  # no interim hypotheses unless a test asks for them
         self.interim: str | None = None  # set: the interim hypothesis of every piece fed
+        self.words: str | None = None  # set: the hypothesis asked for at once (`words()`)
 
     @contextlib.asynccontextmanager
     async def utterance(self):
@@ -155,7 +161,7 @@ class FakeDetector:
         self.in_speech = False
         self.fed = 0
 
-    def hint(self, transcript: str) -> None:
+    def hint(self, words: str, look: int) -> None:
         pass
 
     def feed(self, pcm: bytes):
