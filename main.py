@@ -23,6 +23,7 @@ from layercode_client import (
     watch_audio_input_devices,
     watch_audio_output_devices,
 )
+from layercode_client.browser import js_bytes
 
 MICROPYTHON = sys.implementation.name == "micropython"
 window = js.window
@@ -170,11 +171,8 @@ def on_metrics(metric):
 def toggle_recording(event=None):
     button = element("record")
     if client.is_recording:
-        wav = client.stop_recording()
-        data = wav if MICROPYTHON else ffi.to_js(wav)
-        blob = window.Blob.new(
-            ffi.to_js([window.Uint8Array.new(data)]), ffi.to_js({"type": "audio/wav"})
-        )
+        wav = js_bytes(client.stop_recording())
+        blob = window.Blob.new(ffi.to_js([wav]), ffi.to_js({"type": "audio/wav"}))
         link = element("download")
         if link.href:
             window.URL.revokeObjectURL(link.href)

@@ -46,8 +46,9 @@ class Browser:
     def now(self) -> float:
         """Milliseconds on a monotonic clock (`performance.now()`)."""
 
-    def decode_base64(self, text: str) -> bytes:
-        """Optional: base64 decoded by the browser (faster than MicroPython's `binascii`)."""
+    def build_wav(self, frames: int, pieces: list) -> bytes:
+        """Optional: a recording's WAV built by the browser (recording.py's `build_wav` does
+        the same in Python, slowly on MicroPython)."""
 
     async def post_json(self, url: str, body: dict) -> tuple:
         """POST JSON; `(status, text of the body)`. Raises OSError when unreachable."""

@@ -38,11 +38,11 @@ PAGE = """<!doctype html>
 <body><script type="{script_type}" config='{config}'>
 import asyncio
 import json
-import sys
 
 import js
 from pyscript import ffi
 from layercode_client import LayercodeClient
+from layercode_client.browser import js_bytes
 
 def log(*words):
     js.console.log("sdk: " + " ".join(str(w) for w in words))
@@ -67,10 +67,10 @@ async def choose_output(device_id):
     log("output", client.outputDevice)
 
 def stop_recording():
+    started = js.performance.now()
     wav = client.stopRecording()
-    data = wav if sys.implementation.name == "micropython" else ffi.to_js(wav)
-    js.window.recorded = js.Uint8Array.new(data)
-    log("recorded", len(wav))
+    js.window.recorded = js_bytes(wav)
+    log("recorded", len(wav), js.performance.now() - started)
 
 ACTIONS = {{
     "outputs": lambda arg: asyncio.create_task(outputs()),
@@ -203,7 +203,7 @@ def test_recording_gives_a_stereo_wav_of_the_microphone_and_the_agent(page, pipe
     agent = send_tone(pipeline, "a1")
     pipeline.wait_for(page, "trigger.response.audio.replay_finished")
     page.evaluate("act('stop')")
-    size = int(logged_when(console, "recorded"))
+    size = int(logged_when(console, "recorded").split()[0])
     wav = base64.b64decode(page.evaluate("window.recorded.toBase64()"))
     assert len(wav) == size and wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
     channels, rate, _byte_rate, _block, bits = struct.unpack("<HIIHH", wav[22:36])

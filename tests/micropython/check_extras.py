@@ -231,7 +231,12 @@ async def test_recording_fills_gaps_with_silence_and_cuts_an_interrupted_answer(
     client.start_recording()
     browser.clock = 10
     hear(browser, 1000, 160)
-    browser.clock = 600  # 580 ms without microphone audio (muted, say): silence
+    client.mute()  # 580 ms muted: the chunks it drops are silence
+    for n in range(58):
+        browser.clock = 20 + 10 * n
+        hear(browser, 1000, 160)
+    client.unmute()
+    browser.clock = 600
     hear(browser, 1000, 160)
     for _ in range(10):  # 100 ms of agent queued at 600 ms, interrupted at 650 ms
         browser.socket.receive(
@@ -244,6 +249,29 @@ async def test_recording_fills_gaps_with_silence_and_cuts_an_interrupted_answer(
     assert left[9440:9600] == [1000] * 160
     assert set(right[:9600]) == {0} and right[9600:10400] == [2000] * 800
     assert len(right) == 10400  # the recording ends where the cut answer ends
+    await client.disconnect()
+
+
+async def test_recording_counts_chunks_that_come_late_and_dates_a_new_microphone_by_the_clock():
+    """A stalled page gets the worklet's chunks late, in a burst: they still follow each other
+    (by the clock there would be silence that never was). A microphone that starts anew (another
+    device) begins where the clock says."""
+    client, browser, _calls = make()
+    await client.connect()
+    browser.clock = 0
+    client.start_recording()
+    browser.clock = 100
+    hear(browser, 1000)  # 100 ms chunks
+    browser.clock = 800  # the page stalled for 600 ms: six chunks arrive at once
+    for _ in range(6):
+        hear(browser, 1000)
+    await client.set_input_device("mic-1")
+    browser.clock = 1500
+    hear(browser, 2000)
+    left, _right = frames_of(client.stop_recording())
+    assert set(left[:11200]) == {1000}, left.index(0)
+    assert set(left[11200:22400]) == {0} and set(left[22400:24000]) == {2000}
+    assert len(left) == 24000
     await client.disconnect()
 
 
