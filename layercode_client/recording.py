@@ -16,10 +16,10 @@ the start:
 
 `wav()` lays the chunks out (`pieces()`: which chunk goes where, on which channel) and hands
 them to a builder that decodes and interleaves; the recording stops growing at its maximum
-duration (`recording_max_s`). In a page the browser port builds the file (wav.js: typed arrays
-in JS); elsewhere `build_wav` here does, in pure Python: on CPython slices do the per-sample
-work in C, while on MicroPython (no extended slices) it is a per-sample loop, about 0.6 s per
-recorded second under Node on a loaded 2-core machine, which is why the page does not use it.
+duration (`recording_max_s`). `build_wav` here does it in pure Python: on CPython and Pyodide
+slices do the per-sample work in C, while on MicroPython (no extended slices) it is a
+per-sample loop, about 0.6 s per recorded second under Node on a loaded 2-core machine, so a
+MicroPython page builds the file in JS instead (the browser port's `build_wav`: wav.js).
 """
 
 import binascii
