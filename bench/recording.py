@@ -4,9 +4,10 @@ recorded second, on MicroPython and on Pyodide, in Chromium.
 Two ways side by side in the same page, on the same recording (`--seconds` of 100 ms stereo
 chunks, microphone and agent, laid out by layercode_client/recording.py):
 
-- "Python": the WAV built in Python (`recording.build_wav`: on MicroPython a per-sample loop,
-  there are no extended slices) and given to JS as pages did (`Uint8Array.new(bytes)` on
-  MicroPython, `to_js` on Pyodide) — the client before wav.js;
+- "Python": the client before wav.js: chunks decoded by the browser (`Uint8Array.fromBase64`,
+  copied into bytes), the WAV built in Python (`recording.build_wav`: on MicroPython a
+  per-sample loop, there are no extended slices) and given to JS as pages did
+  (`Uint8Array.new(bytes)` on MicroPython, `to_js` on Pyodide);
 - "browser": what `stop_recording()` does in a page now (the browser port's `build_wav`: on
   MicroPython wav.js decodes, places and interleaves and the bytes cross as hex; on Pyodide the
   Python build, faster there) and `browser.js_bytes()`.
@@ -39,7 +40,7 @@ import sys
 import js
 from pyscript import ffi
 from layercode_client.browser import PageBrowser, js_bytes
-from layercode_client.recording import Recording
+from layercode_client.recording import Recording, build_wav
 
 SECONDS = {seconds}
 MICROPYTHON = sys.implementation.name == "micropython"
@@ -66,11 +67,23 @@ def timed(build, to_js):
     return {{"build_ms": built - started, "to_js_ms": done - built, "total_ms": done - started}}
 
 
+def old_decode(text):
+    array = js.Uint8Array.fromBase64(text)
+    return bytes(array) if MICROPYTHON else array.to_bytes()
+
+
+def old_build(frames, pieces):
+    return build_wav(frames, pieces, old_decode)
+
+
 def old_to_js(wav):
     return js.Uint8Array.new(wav if MICROPYTHON else ffi.to_js(wav))
 
 
-results = {{"python": timed(None, old_to_js), "browser": timed(PageBrowser().build_wav, js_bytes)}}
+results = {{
+    "python": timed(old_build, old_to_js),
+    "browser": timed(PageBrowser().build_wav, js_bytes),
+}}
 js.document.body.dataset.result = json.dumps(results)
 </script></body></html>
 """

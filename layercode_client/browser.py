@@ -462,9 +462,9 @@ class PageBrowser:
 
     def build_wav(self, frames, pieces):
         """The recording's WAV (recording.py lays it out). On MicroPython wav.js builds it:
-        in Python the per-sample work is a loop there (`./dev bench recording`: 1.1 s per
-        recorded second against 0.04 s with wav.js). Pyodide's slices do it in C, faster
-        than the trip to JS and back (4 against 18 ms)."""
+        in Python the per-sample work is a loop there (`./dev bench recording`: 0.25 s per
+        recorded second against 0.06 s with wav.js). Pyodide's slices do it in C, faster
+        than the trip to JS and back (4 against 18 ms per recorded second)."""
         if not MICROPYTHON:
             return build_wav(frames, pieces)
         return python_bytes(wav_js().buildWav(frames, ffi.to_js(pieces)))
