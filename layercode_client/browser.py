@@ -52,6 +52,9 @@ MICROPHONE_CONSTRAINTS = {
 window = js.window
 MICROPYTHON = sys.implementation.name == "micropython"
 CROSSING_BYTES = 65536  # bytes per hex string between JS and MicroPython
+# After unmute() the chunk being filled goes out after this much live audio instead of when full
+# (recorder.js): `./dev bench unmute`, p95 of unmute → first audio at the server.
+RESUME_CHUNK_MS = 20
 PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"
 WORKLETS_DIR = PACKAGE_DIR + "worklets/"
 
@@ -253,6 +256,8 @@ class BrowserMicrophone:
         if self._stream is not None:
             for track in self._stream.getAudioTracks():
                 track.enabled = not muted
+        if not muted and self._node is not None:  # the next chunk goes out early (recorder.js)
+            self._node.port.postMessage(ffi.to_js({"type": "unmuted"}))
 
     async def start(self, sample_rate, chunk_ms, on_chunk, device_id=None):
         require_audio_worklet()
@@ -280,9 +285,11 @@ class BrowserMicrophone:
             self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
             await self._context.audioWorklet.addModule(worklet_url("recorder.js"))
             self._source = self._context.createMediaStreamSource(self._stream)
+            chunk = sample_rate * chunk_ms // 1000
+            resume = min(chunk, sample_rate * RESUME_CHUNK_MS // 1000)
             options = {
                 "numberOfOutputs": 0,
-                "processorOptions": {"chunkSamples": sample_rate * chunk_ms // 1000},
+                "processorOptions": {"chunkSamples": chunk, "resumeSamples": resume},
             }
             self._node = window.AudioWorkletNode.new(
                 self._context, "layercode-recorder", ffi.to_js(options)

@@ -18,7 +18,8 @@ class Microphone:
     stream = None  # the MediaStream
 
     def set_muted(self, muted: bool) -> None:
-        """Disable (or enable) the track: a disabled track captures silence only."""
+        """Disable (or enable) the track: a disabled track captures silence only. On enabling,
+        the chunk being filled goes out after a short stretch of live audio."""
 
     def stop(self) -> None: ...
 

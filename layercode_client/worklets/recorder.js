@@ -2,7 +2,9 @@
 // context's float frames (already at the session's rate) to Int16 and posts one chunk of
 // `chunkSamples`, base64-encoded (the `client.audio` content as is), with its RMS level and
 // zero-crossing rate (crossings per sample: the client's VAD tells voice from hiss with it).
-// Everything else happens in Python.
+// Told `unmuted`, it ends the chunk being filled after `resumeSamples` more (live) samples, so
+// the user's first words go out at once instead of when a whole chunk has filled (up to
+// `chunkSamples` later); the chunks after it are whole again. Everything else happens in Python.
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 const CODES = Uint8Array.from(ALPHABET, (char) => char.charCodeAt(0));
 
@@ -31,8 +33,15 @@ class LayercodeRecorder extends AudioWorkletProcessor {
   constructor(options) {
     super();
     this.size = options.processorOptions.chunkSamples;
+    this.resume = options.processorOptions.resumeSamples || this.size;
     this.chunk = new Int16Array(this.size);
     this.filled = 0;
+    this.target = this.size; // the chunk being filled is posted at this many samples
+    this.port.onmessage = (event) => {
+      if (event.data && event.data.type === "unmuted") {
+        this.target = Math.min(this.size, this.filled + this.resume);
+      }
+    };
     this.energy = 0;
     this.crossings = 0;
     this.last = 0;
@@ -46,11 +55,13 @@ class LayercodeRecorder extends AudioWorkletProcessor {
       this.energy += s * s;
       if ((s < 0) !== (this.last < 0)) this.crossings++;
       this.last = s;
-      if (this.filled === this.size) {
-        const level = Math.min(1, Math.sqrt(this.energy / this.size) * 4);
-        const zcr = this.crossings / this.size;
-        this.port.postMessage({ audio: base64(new Uint8Array(this.chunk.buffer)), level, zcr });
+      if (this.filled >= this.target) {
+        const level = Math.min(1, Math.sqrt(this.energy / this.filled) * 4);
+        const zcr = this.crossings / this.filled;
+        const pcm = new Uint8Array(this.chunk.buffer, 0, this.filled * 2);
+        this.port.postMessage({ audio: base64(pcm), level, zcr });
         this.filled = 0;
+        this.target = this.size;
         this.energy = 0;
         this.crossings = 0;
       }
