@@ -168,10 +168,10 @@ def on_metrics(metric):
     note.title = f"from the end of your speech ({metric['user_speech_end']}) to the first sound"
 
 
-def toggle_recording(event=None):
+async def toggle_recording(event=None):
     button = element("record")
     if client.is_recording:
-        wav = js_bytes(client.stop_recording())
+        wav = js_bytes(await client.stop_recording())
         blob = window.Blob.new(ffi.to_js([wav]), ffi.to_js({"type": "audio/wav"}))
         link = element("download")
         if link.href:
@@ -310,7 +310,7 @@ handlers = [
     ("mute", "click", lambda e: client.unmute() if client.is_muted else client.mute()),
     ("device", "change", choose_device),
     ("output", "change", choose_output),
-    ("record", "click", toggle_recording),
+    ("record", "click", lambda e: asyncio.create_task(toggle_recording(e))),
     ("say", "submit", send_text),
 ]
 proxies = []

@@ -4,13 +4,14 @@ recorded second, on MicroPython and on Pyodide, in Chromium.
 Two ways side by side in the same page, on the same recording (`--seconds` of 100 ms stereo
 chunks, microphone and agent, laid out by layercode_client/recording.py):
 
-- "Python": the client before wav.js: chunks decoded by the browser (`Uint8Array.fromBase64`,
-  copied into bytes), the WAV built in Python (`recording.build_wav`: on MicroPython a
-  per-sample loop, there are no extended slices) and given to JS as pages did
+- "Python": the client before JS built the file: chunks decoded by the browser
+  (`Uint8Array.fromBase64`, copied into bytes), the WAV built in Python (`recording.build_wav`:
+  on MicroPython a per-sample loop, there are no extended slices) and given to JS as pages did
   (`Uint8Array.new(bytes)` on MicroPython, `to_js` on Pyodide);
-- "browser": what `stop_recording()` does in a page now (the browser port's `build_wav`: on
-  MicroPython wav.js decodes, places and interleaves and the bytes cross as hex; on Pyodide the
-  Python build, faster there) and `browser.js_bytes()`.
+- "browser": what `stop_recording()` does in a page now (the microphone's `build_wav`: on
+  MicroPython the recorder worklet decodes, places and interleaves on the audio thread and the
+  bytes cross as hex; on Pyodide the Python build, faster there) and `browser.js_bytes()`.
+  The page opens the (fake) microphone so the worklet runs.
 
     ./dev bench recording [--seconds 5] [--runs 3]
 """
@@ -32,6 +33,7 @@ PAGE = """<!doctype html>
 <script>delete WebAssembly.Suspending; delete WebAssembly.promising;</script>
 <script type="module" src="{pyscript}/core.js"></script></head>
 <body><script type="{script_type}" config='{config}'>
+import asyncio
 import binascii
 import json
 import struct
@@ -39,7 +41,7 @@ import sys
 
 import js
 from pyscript import ffi
-from layercode_client.browser import PageBrowser, js_bytes
+from layercode_client.browser import BrowserMicrophone, js_bytes
 from layercode_client.recording import Recording, build_wav
 
 SECONDS = {seconds}
@@ -56,10 +58,10 @@ def recording():
     return rec
 
 
-def timed(build, to_js):
-    rec = recording()
+async def timed(build, to_js):
+    frames, pieces = recording().layout()
     started = js.performance.now()
-    wav = rec.wav(build)
+    wav = await build(frames, pieces)
     built = js.performance.now()
     array = to_js(wav)
     done = js.performance.now()
@@ -72,7 +74,7 @@ def old_decode(text):
     return bytes(array) if MICROPYTHON else array.to_bytes()
 
 
-def old_build(frames, pieces):
+async def old_build(frames, pieces):
     return build_wav(frames, pieces, old_decode)
 
 
@@ -80,11 +82,22 @@ def old_to_js(wav):
     return js.Uint8Array.new(wav if MICROPYTHON else ffi.to_js(wav))
 
 
-results = {{
-    "python": timed(old_build, old_to_js),
-    "browser": timed(PageBrowser().build_wav, js_bytes),
-}}
-js.document.body.dataset.result = json.dumps(results)
+async def run():
+    microphone = BrowserMicrophone()
+    await microphone.start(16000, 100, lambda *chunk: None)
+
+    async def browser_build(frames, pieces):  # as stop_recording() does
+        return await microphone.build_wav(frames, pieces) or build_wav(frames, pieces)
+
+    results = {{
+        "python": await timed(old_build, old_to_js),
+        "browser": await timed(browser_build, js_bytes),
+    }}
+    microphone.stop()
+    js.document.body.dataset.result = json.dumps(results)
+
+
+asyncio.create_task(run())
 </script></body></html>
 """
 

@@ -32,7 +32,6 @@ from .errors import (
     MicrophonePermissionDenied,
     OutputDeviceNotFound,
 )
-from .recording import build_wav
 
 try:
     from pyodide.ffi import JsException  # Pyodide
@@ -106,46 +105,17 @@ def worklet_url(name):
     return window.URL.createObjectURL(blob)
 
 
-_wav_js = []  # wav.js's functions, compiled once
-
-
-def wav_js():
-    """wav.js's functions (`buildWav`, `toHex`, `setHex`), compiled on first use."""
-    if not _wav_js:
-        with open(PACKAGE_DIR + "wav.js") as file:
-            source = file.read() + "\nreturn { buildWav, toHex, setHex };"
-        _wav_js.append(window.Function.new(source)())
-    return _wav_js[0]
-
-
-def python_bytes(array):
-    """A JS Uint8Array as Python bytes. Pyodide copies it at once. MicroPython would copy it
-    element by element (10 µs a byte, measured), so there it crosses as hex text that
-    `bytes.fromhex` reads in C, 64 KB at a time (one long string fails to allocate in a
-    fragmented heap), into a bytearray: a second copy into `bytes` would need twice the memory."""
-    to_bytes = getattr(array, "to_bytes", None)  # Pyodide's
-    if to_bytes is not None:
-        return to_bytes()
-    helpers = wav_js()
-    size = int(array.length)
-    data = bytearray(size)
-    for start in range(0, size, CROSSING_BYTES):
-        end = min(start + CROSSING_BYTES, size)
-        data[start:end] = bytes.fromhex(helpers.toHex(array.subarray(start, end)))
-    return data
-
-
 def js_bytes(data):
     """Python bytes as a JS Uint8Array, for a page to make a Blob of (a recording's WAV, say).
-    The reverse crossing, as hex on MicroPython too (its `Uint8Array.new(bytes)` takes 5 µs a
-    byte)."""
-    if not MICROPYTHON:
-        return ffi.to_js(data)
-    helpers = wav_js()
+    On MicroPython as hex (`Uint8Array.fromHex` reads it in C; `Uint8Array.new(bytes)` takes
+    5 µs a byte there), 64 KB at a time: one long string fails to allocate in a fragmented heap."""
+    if not MICROPYTHON or not has(window.Uint8Array, "fromHex"):
+        return window.Uint8Array.new(ffi.to_js(data)) if MICROPYTHON else ffi.to_js(data)
     array = window.Uint8Array.new(len(data))
     view = memoryview(data)
     for start in range(0, len(data), CROSSING_BYTES):
-        helpers.setHex(array, start, bytes(view[start : start + CROSSING_BYTES]).hex())
+        part = bytes(view[start : start + CROSSING_BYTES]).hex()
+        array.set(window.Uint8Array.fromHex(part), start)
     return array
 
 
@@ -247,6 +217,8 @@ class BrowserMicrophone:
     def __init__(self):
         self._proxies = Proxies()
         self._stream = self._context = self._source = self._node = None
+        self._wavs = {}  # request id -> [asyncio.Event, hex parts or None], until answered
+        self._next_id = 0
 
     @property
     def stream(self):
@@ -295,9 +267,7 @@ class BrowserMicrophone:
                 self._context, "layercode-recorder", ffi.to_js(options)
             )
             self._node.port.onmessage = self._proxies(
-                lambda event: on_chunk(
-                    event.data.audio, float(event.data.level), float(event.data.zcr)
-                )
+                lambda event: self._received(event.data, on_chunk)
             )
             self._source.connect(self._node)
             if self._context.state == "suspended":
@@ -310,7 +280,48 @@ class BrowserMicrophone:
             self.stop()
             raise
 
+    def _received(self, data, on_chunk):
+        if not has(data, "hex"):
+            on_chunk(data.audio, float(data.level), float(data.zcr))
+            return
+        waiting = self._wavs.get(int(data.id))  # a WAV build_wav asked for
+        if waiting is not None:
+            waiting[1] = data.hex
+            waiting[0].set()
+
+    async def build_wav(self, frames, pieces):
+        """A recording's WAV (recording.py lays it out), built by the recorder worklet on
+        MicroPython: the per-sample work is a loop in Python there (`./dev bench recording`).
+        The request carries an id, the reply names it, and the file crosses as hex
+        (`bytes.fromhex` runs in C; copying a typed array into bytes, element by element).
+        None when the worklet is not running or stops first, and on Pyodide (its slices do the
+        work in C, faster than the trip to JS and back): the caller builds it in Python."""
+        if not MICROPYTHON or self._node is None:
+            return None
+        self._next_id += 1
+        request = self._next_id
+        waiting = self._wavs[request] = [asyncio.Event(), None]
+        message = {"type": "wav", "id": request, "frames": frames, "pieces": pieces}
+        self._node.port.postMessage(ffi.to_js(message))
+        try:
+            await waiting[0].wait()
+        finally:
+            self._wavs.pop(request, None)
+        parts = waiting[1]
+        if parts is None:
+            return None
+        parts = [str(parts[i]) for i in range(int(parts.length))]
+        data = bytearray(sum(len(part) for part in parts) // 2)
+        start = 0
+        for part in parts:  # into one bytearray: a copy into `bytes` would need twice the memory
+            end = start + len(part) // 2
+            data[start:end] = bytes.fromhex(part)
+            start = end
+        return data
+
     def stop(self):
+        for waiting in self._wavs.values():  # build_wav's caller builds the file in Python
+            waiting[0].set()
         if self._stream is not None:
             for track in self._stream.getTracks():
                 track.stop()
@@ -466,15 +477,6 @@ class PageBrowser:
 
     def now(self):
         return float(window.performance.now())
-
-    def build_wav(self, frames, pieces):
-        """The recording's WAV (recording.py lays it out). On MicroPython wav.js builds it:
-        in Python the per-sample work is a loop there (`./dev bench recording`: 0.25 s per
-        recorded second against 0.06 s with wav.js). Pyodide's slices do it in C, faster
-        than the trip to JS and back (4 against 18 ms per recorded second)."""
-        if not MICROPYTHON:
-            return build_wav(frames, pieces)
-        return python_bytes(wav_js().buildWav(frames, ffi.to_js(pieces)))
 
     async def post_json(self, url, body):
         options = {

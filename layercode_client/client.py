@@ -948,13 +948,19 @@ class LayercodeClient:
             self._recording = Recording(self._now(), self.options.recording_max_s)
         return Done()
 
-    def stop_recording(self):
-        """Stop recording; the WAV file as bytes (stereo: left the microphone, right the agent,
-        16-bit, 16 kHz). Works after the session ended too."""
+    async def stop_recording(self):
+        """Stop recording (at once); the WAV file as bytes (stereo: left the microphone, right
+        the agent, 16-bit, 16 kHz). Works after the session ended too. Awaited: on MicroPython
+        the microphone's audio worklet builds the file when it runs (browser.py)."""
         if self._recording is None:
             raise InvalidStateError("not recording: call start_recording() first")
         recording, self._recording = self._recording, None
-        return recording.wav(getattr(self._browser, "build_wav", None))
+        build = getattr(self._microphone, "build_wav", None)
+        if build is not None:
+            wav = await build(*recording.layout())
+            if wav is not None:
+                return wav
+        return recording.wav()
 
     # The SDK's camelCase names (and this client's own additions, in the same spelling).
     listOutputDevices = list_output_devices

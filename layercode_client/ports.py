@@ -21,6 +21,10 @@ class Microphone:
         """Disable (or enable) the track: a disabled track captures silence only. On enabling,
         the chunk being filled goes out after a short stretch of live audio."""
 
+    async def build_wav(self, frames: int, pieces: list):
+        """Optional: a recording's WAV built by the microphone's audio worklet, or None
+        (recording.py's `build_wav` does the same in Python, slowly on MicroPython)."""
+
     def stop(self) -> None: ...
 
 
@@ -46,10 +50,6 @@ class Browser:
 
     def now(self) -> float:
         """Milliseconds on a monotonic clock (`performance.now()`)."""
-
-    def build_wav(self, frames: int, pieces: list) -> bytes:
-        """Optional: a recording's WAV built by the browser (recording.py's `build_wav` does
-        the same in Python, slowly on MicroPython)."""
 
     async def post_json(self, url: str, body: dict) -> tuple:
         """POST JSON; `(status, text of the body)`. Raises OSError when unreachable."""

@@ -19,7 +19,7 @@ them to a builder that decodes and interleaves; the recording stops growing at i
 duration (`recording_max_s`). `build_wav` here does it in pure Python: on CPython and Pyodide
 slices do the per-sample work in C, while on MicroPython (no extended slices) it is a
 per-sample loop, about 0.6 s per recorded second under Node on a loaded 2-core machine, so a
-MicroPython page builds the file in JS instead (the browser port's `build_wav`: wav.js).
+MicroPython page has the recorder worklet build the file (the microphone port's `build_wav`).
 """
 
 import binascii
@@ -170,11 +170,14 @@ class Recording:
             pieces.append([1, position, audio, 1, min(limit, frames)])
         return pieces
 
-    def wav(self, build=None):
-        """The WAV file as bytes. `build(frames, pieces) → bytes` defaults to `build_wav` (the
-        browser port offers its own: wav.js)."""
+    def layout(self):
+        """`(frames, pieces)`: what a builder (`build_wav`) needs."""
         frames = self._frames()
-        return (build or build_wav)(frames, self.pieces(frames))
+        return frames, self.pieces(frames)
+
+    def wav(self):
+        """The WAV file as bytes, built in Python."""
+        return build_wav(*self.layout())
 
 
 def build_wav(frames, pieces, decode=None):

@@ -205,7 +205,7 @@ async def test_metrics_with_audio_output_off_report_at_the_response_end():
 async def test_recording_gives_a_stereo_wav_microphone_left_agent_right_in_time():
     client, browser, _calls = make()
     await client.connect()
-    raises(InvalidStateError, client.stop_recording, "start_recording() first")
+    await raises_async(InvalidStateError, client.stop_recording(), "start_recording() first")
     browser.clock = 10_000
     client.startRecording()
     assert client.is_recording and client.isRecording
@@ -214,13 +214,13 @@ async def test_recording_gives_a_stereo_wav_microphone_left_agent_right_in_time(
         hear(browser, 1000, 160)
     browser.clock = 10_020  # the agent answers 20 ms in: 10 ms of 2000
     browser.socket.receive({"type": "response.audio", "content": chunk(2000, 160), "turn_id": "a1"})
-    wav = client.stopRecording()
+    wav = await client.stopRecording()
     assert not client.is_recording
     left, right = frames_of(wav)
     assert len(left) == 800 and set(left) == {1000}
     assert right[:320] == [0] * 320 and right[320:480] == [2000] * 160
     assert set(right[480:]) == {0}
-    raises(InvalidStateError, client.stop_recording, "start_recording() first")
+    await raises_async(InvalidStateError, client.stop_recording(), "start_recording() first")
     await client.disconnect()
 
 
@@ -244,7 +244,7 @@ async def test_recording_fills_gaps_with_silence_and_cuts_an_interrupted_answer(
         )
     browser.clock = 650
     browser.socket.receive({"type": "turn.start", "role": "user", "turn_id": "u2"})
-    left, right = frames_of(client.stop_recording())
+    left, right = frames_of(await client.stop_recording())
     assert left[:160] == [1000] * 160 and set(left[160:9440]) == {0}
     assert left[9440:9600] == [1000] * 160
     assert set(right[:9600]) == {0} and right[9600:10400] == [2000] * 800
@@ -268,7 +268,7 @@ async def test_recording_counts_chunks_that_come_late_and_dates_a_new_microphone
     await client.set_input_device("mic-1")
     browser.clock = 1500
     hear(browser, 2000)
-    left, _right = frames_of(client.stop_recording())
+    left, _right = frames_of(await client.stop_recording())
     assert set(left[:11200]) == {1000}, left.index(0)
     assert set(left[11200:22400]) == {0} and set(left[22400:24000]) == {2000}
     assert len(left) == 24000
@@ -288,7 +288,7 @@ async def test_recording_stops_at_its_maximum_and_upsamples_an_8_khz_microphone(
     for n in range(15):  # 1.5 s at 8 kHz, of which 1 s is kept
         browser.clock = 100 * (n + 1)
         browser.microphone.on_chunk(EIGHT_KHZ, 0.5)
-    left, right = frames_of(client.stop_recording())
+    left, right = frames_of(await client.stop_recording())
     assert len(left) == 16000 and left[:8] == [10, 10, 20, 20, 10, 10, 20, 20]
     assert set(right) == {0}
     await client.disconnect()
