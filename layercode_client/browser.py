@@ -108,8 +108,10 @@ def worklet_url(name):
 def js_bytes(data):
     """Python bytes as a JS Uint8Array, for a page to make a Blob of (a recording's WAV, say).
     On MicroPython as hex (`Uint8Array.fromHex` reads it in C; `Uint8Array.new(bytes)` takes
-    5 µs a byte there), 64 KB at a time: one long string fails to allocate in a fragmented heap."""
-    if not MICROPYTHON or not has(window.Uint8Array, "fromHex"):
+    5 µs a byte there), 64 KB at a time: one long string fails to allocate in a fragmented heap.
+    (`fromHex` came with `Uint8Array.prototype.toHex`; the class itself reaches `Reflect.has`
+    from MicroPython as a wrapper without its static methods.)"""
+    if not MICROPYTHON or not has(window.Uint8Array.prototype, "toHex"):
         return window.Uint8Array.new(ffi.to_js(data)) if MICROPYTHON else ffi.to_js(data)
     array = window.Uint8Array.new(len(data))
     view = memoryview(data)
