@@ -23,6 +23,7 @@ from layercode_client import (
     watch_audio_input_devices,
     watch_audio_output_devices,
 )
+from layercode_client.browser import js_bytes
 
 MICROPYTHON = sys.implementation.name == "micropython"
 window = js.window
@@ -170,14 +171,11 @@ def on_metrics(metric):
     note.title = f"from the end of your speech ({metric['user_speech_end']}) to the first sound"
 
 
-def toggle_recording(event=None):
+async def toggle_recording(event=None):
     button = element("record")
     if client.is_recording:
-        wav = client.stop_recording()
-        data = wav if MICROPYTHON else ffi.to_js(wav)
-        blob = window.Blob.new(
-            ffi.to_js([window.Uint8Array.new(data)]), ffi.to_js({"type": "audio/wav"})
-        )
+        wav = js_bytes(await client.stop_recording())
+        blob = window.Blob.new(ffi.to_js([wav]), ffi.to_js({"type": "audio/wav"}))
         link = element("download")
         if link.href:
             window.URL.revokeObjectURL(link.href)
@@ -319,7 +317,7 @@ handlers = [
     ("mute", "click", lambda e: client.unmute() if client.is_muted else client.mute()),
     ("device", "change", choose_device),
     ("output", "change", choose_output),
-    ("record", "click", toggle_recording),
+    ("record", "click", lambda e: asyncio.create_task(toggle_recording(e))),
     ("say", "submit", send_text),
 ]
 proxies = []

@@ -17,6 +17,7 @@ arguments are checked here before `new WebSocket(...)`; promises reject catchabl
 
 import asyncio
 import json
+import sys
 
 import js
 from pyscript import ffi
@@ -48,7 +49,13 @@ MICROPHONE_CONSTRAINTS = {
 # and a method called on it (fetch, addEventListener) runs with the wrong `this`, throwing an
 # "Illegal invocation" no Python code can catch.
 window = js.window
-WORKLETS_DIR = __file__.rsplit("/", 1)[0] + "/worklets/"
+MICROPYTHON = sys.implementation.name == "micropython"
+CROSSING_BYTES = 65536  # bytes per hex string between JS and MicroPython
+# After unmute() the chunk being filled goes out after this much live audio instead of when full
+# (recorder.js): `./dev bench unmute`, p95 of unmute → first audio at the server.
+RESUME_CHUNK_MS = 20
+PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"
+WORKLETS_DIR = PACKAGE_DIR + "worklets/"
 
 
 def js_error_name(error):
@@ -96,6 +103,22 @@ def worklet_url(name):
         source = file.read()
     blob = window.Blob.new(ffi.to_js([source]), ffi.to_js({"type": "text/javascript"}))
     return window.URL.createObjectURL(blob)
+
+
+def js_bytes(data):
+    """Python bytes as a JS Uint8Array, for a page to make a Blob of (a recording's WAV, say).
+    On MicroPython as hex (`Uint8Array.fromHex` reads it in C; `Uint8Array.new(bytes)` takes
+    5 µs a byte there), 64 KB at a time: one long string fails to allocate in a fragmented heap.
+    (`fromHex` came with `Uint8Array.prototype.toHex`; the class itself reaches `Reflect.has`
+    from MicroPython as a wrapper without its static methods.)"""
+    if not MICROPYTHON or not has(window.Uint8Array.prototype, "toHex"):
+        return window.Uint8Array.new(ffi.to_js(data)) if MICROPYTHON else ffi.to_js(data)
+    array = window.Uint8Array.new(len(data))
+    view = memoryview(data)
+    for start in range(0, len(data), CROSSING_BYTES):
+        part = bytes(view[start : start + CROSSING_BYTES]).hex()
+        array.set(window.Uint8Array.fromHex(part), start)
+    return array
 
 
 class Proxies:
@@ -196,6 +219,8 @@ class BrowserMicrophone:
     def __init__(self):
         self._proxies = Proxies()
         self._stream = self._context = self._source = self._node = None
+        self._wavs = {}  # request id -> [asyncio.Event, hex parts or None], until answered
+        self._next_id = 0
 
     @property
     def stream(self):
@@ -205,6 +230,8 @@ class BrowserMicrophone:
         if self._stream is not None:
             for track in self._stream.getAudioTracks():
                 track.enabled = not muted
+        if not muted and self._node is not None:  # the next chunk goes out early (recorder.js)
+            self._node.port.postMessage(ffi.to_js({"type": "unmuted"}))
 
     async def start(self, sample_rate, chunk_ms, on_chunk, device_id=None):
         require_audio_worklet()
@@ -232,17 +259,17 @@ class BrowserMicrophone:
             self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
             await self._context.audioWorklet.addModule(worklet_url("recorder.js"))
             self._source = self._context.createMediaStreamSource(self._stream)
+            chunk = sample_rate * chunk_ms // 1000
+            resume = min(chunk, sample_rate * RESUME_CHUNK_MS // 1000)
             options = {
                 "numberOfOutputs": 0,
-                "processorOptions": {"chunkSamples": sample_rate * chunk_ms // 1000},
+                "processorOptions": {"chunkSamples": chunk, "resumeSamples": resume},
             }
             self._node = window.AudioWorkletNode.new(
                 self._context, "layercode-recorder", ffi.to_js(options)
             )
             self._node.port.onmessage = self._proxies(
-                lambda event: on_chunk(
-                    event.data.audio, float(event.data.level), float(event.data.zcr)
-                )
+                lambda event: self._received(event.data, on_chunk)
             )
             self._source.connect(self._node)
             if self._context.state == "suspended":
@@ -255,7 +282,48 @@ class BrowserMicrophone:
             self.stop()
             raise
 
+    def _received(self, data, on_chunk):
+        if not has(data, "hex"):
+            on_chunk(data.audio, float(data.level), float(data.zcr))
+            return
+        waiting = self._wavs.get(int(data.id))  # a WAV build_wav asked for
+        if waiting is not None:
+            waiting[1] = data.hex
+            waiting[0].set()
+
+    async def build_wav(self, frames, pieces):
+        """A recording's WAV (recording.py lays it out), built by the recorder worklet on
+        MicroPython: the per-sample work is a loop in Python there (`./dev bench recording`).
+        The request carries an id, the reply names it, and the file crosses as hex
+        (`bytes.fromhex` runs in C; copying a typed array into bytes, element by element).
+        None when the worklet is not running or stops first, and on Pyodide (its slices do the
+        work in C, faster than the trip to JS and back): the caller builds it in Python."""
+        if not MICROPYTHON or self._node is None:
+            return None
+        self._next_id += 1
+        request = self._next_id
+        waiting = self._wavs[request] = [asyncio.Event(), None]
+        message = {"type": "wav", "id": request, "frames": frames, "pieces": pieces}
+        self._node.port.postMessage(ffi.to_js(message))
+        try:
+            await waiting[0].wait()
+        finally:
+            self._wavs.pop(request, None)
+        parts = waiting[1]
+        if parts is None:
+            return None
+        parts = [str(parts[i]) for i in range(int(parts.length))]
+        data = bytearray(sum(len(part) for part in parts) // 2)
+        start = 0
+        for part in parts:  # into one bytearray: a copy into `bytes` would need twice the memory
+            end = start + len(part) // 2
+            data[start:end] = bytes.fromhex(part)
+            start = end
+        return data
+
     def stop(self):
+        for waiting in self._wavs.values():  # build_wav's caller builds the file in Python
+            waiting[0].set()
         if self._stream is not None:
             for track in self._stream.getTracks():
                 track.stop()
@@ -411,21 +479,6 @@ class PageBrowser:
 
     def now(self):
         return float(window.performance.now())
-
-    def decode_base64(self, text):
-        """Base64 → bytes by the browser (`Uint8Array.fromBase64`, Chrome 140+), else Python's
-        (MicroPython's is pure Python and quadratic: 0.9 s for 17 KB)."""
-        try:
-            from_base64 = window.Uint8Array.fromBase64
-        except AttributeError:  # MicroPython, when the browser lacks it
-            from_base64 = None
-        if from_base64 is None:  # Pyodide gives None for undefined
-            import binascii
-
-            return binascii.a2b_base64(text.encode())
-        array = window.Uint8Array.fromBase64(text)
-        to_bytes = getattr(array, "to_bytes", None)  # Pyodide's fast copy
-        return to_bytes() if to_bytes is not None else bytes(array)
 
     async def post_json(self, url, body):
         options = {

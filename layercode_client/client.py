@@ -199,6 +199,7 @@ class LayercodeClient:
         self._status = DISCONNECTED
         self._socket = None
         self._microphone = None
+        self._microphone_rate = None  # the rate _microphone captures at
         self._player = None
         self._connecting = None  # the Work of the connect in progress
         self._tasks = set()  # background work, cancelled on teardown
@@ -449,11 +450,14 @@ class LayercodeClient:
 
     async def _open_microphone(self):
         """Start the microphone on the chosen device (the default unless one was chosen)."""
-        rate = self.config.input_sample_rate if self.config else p.DEFAULT_INPUT_SAMPLE_RATE
+        rate = self._input_rate()
         opening = self._browser_().open_microphone(
             rate, self.options.chunk_ms, self._on_microphone, self._devices.preferred
         )
         await self._keep("_microphone", opening)
+        self._microphone_rate = rate
+        if self._recording is not None:
+            self._recording.microphone_started()
         if self._muted:
             self._microphone.set_muted(True)
 
@@ -687,7 +691,7 @@ class LayercodeClient:
             try:
                 auth = await self._authorize()
                 self._adopt(auth)
-                await self._open_socket(auth)
+                await side_by_side(self._open_socket(auth), self._follow_input_rate())
             except AuthorizationError as error:
                 if not (error.retryable or error.status == 429):  # refused: cannot resume
                     await self._end_session(error)
@@ -703,6 +707,21 @@ class LayercodeClient:
             self._call("on_reconnected", {"conversation_id": ids, "conversationId": ids,
                                           "attempts": attempt + 1})  # fmt: skip
             return
+
+    async def _follow_input_rate(self):
+        """The server now takes another input rate (a reconnect onto another pipeline): the
+        microphone opens again at that rate, then the old one stops. Until then the old one's
+        chunks are dropped (`_on_microphone`): audio at the wrong rate is noise to the server."""
+        old = self._microphone
+        if old is None or self._microphone_rate == self._input_rate():
+            return
+        try:
+            await self._open_microphone()  # replaces _microphone
+        except LayercodeError as error:  # the session goes on, without the microphone
+            self._report(error)
+            self._stop_microphone()
+            return
+        old.stop()
 
     # -- push-to-talk --------------------------------------------------------------------------
 
@@ -929,13 +948,19 @@ class LayercodeClient:
             self._recording = Recording(self._now(), self.options.recording_max_s)
         return Done()
 
-    def stop_recording(self):
-        """Stop recording; the WAV file as bytes (stereo: left the microphone, right the agent,
-        16-bit, 16 kHz). Works after the session ended too."""
+    async def stop_recording(self):
+        """Stop recording (at once); the WAV file as bytes (stereo: left the microphone, right
+        the agent, 16-bit, 16 kHz). Works after the session ended too. Awaited: on MicroPython
+        the microphone's audio worklet builds the file when it runs (browser.py)."""
         if self._recording is None:
             raise InvalidStateError("not recording: call start_recording() first")
         recording, self._recording = self._recording, None
-        return recording.wav(getattr(self._browser, "decode_base64", None))
+        build = getattr(self._microphone, "build_wav", None)
+        if build is not None:
+            wav = await build(*recording.layout())
+            if wav is not None:
+                return wav
+        return recording.wav()
 
     # The SDK's camelCase names (and this client's own additions, in the same spelling).
     listOutputDevices = list_output_devices
@@ -966,6 +991,11 @@ class LayercodeClient:
         zero-crossing rate (for the VAD; None where the port does not measure it)."""
         if self._muted:  # the track is disabled too; a chunk already on its way is dropped
             self._user_level = 0.0
+            if self._recording is not None:
+                rate = self._microphone_rate or self._input_rate()
+                self._recording.skip_microphone(audio, rate, self._now())
+            return
+        if self._microphone_rate != self._input_rate():  # reopening at the server's new rate
             return
         self._user_level = max(0.0, min(1.0, level))
         self._user_level_age = 0

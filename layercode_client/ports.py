@@ -18,7 +18,12 @@ class Microphone:
     stream = None  # the MediaStream
 
     def set_muted(self, muted: bool) -> None:
-        """Disable (or enable) the track: a disabled track captures silence only."""
+        """Disable (or enable) the track: a disabled track captures silence only. On enabling,
+        the chunk being filled goes out after a short stretch of live audio."""
+
+    async def build_wav(self, frames: int, pieces: list):
+        """Optional: a recording's WAV built by the microphone's audio worklet, or None
+        (recording.py's `build_wav` does the same in Python, slowly on MicroPython)."""
 
     def stop(self) -> None: ...
 
@@ -45,9 +50,6 @@ class Browser:
 
     def now(self) -> float:
         """Milliseconds on a monotonic clock (`performance.now()`)."""
-
-    def decode_base64(self, text: str) -> bytes:
-        """Optional: base64 decoded by the browser (faster than MicroPython's `binascii`)."""
 
     async def post_json(self, url: str, body: dict) -> tuple:
         """POST JSON; `(status, text of the body)`. Raises OSError when unreachable."""

@@ -4,26 +4,28 @@
 runs: MicroPython's base64 is slow) at their place on one timeline, in samples at 16 kHz from
 the start:
 
-- the microphone's chunks follow each other (the recorder worklet delivers them without gaps);
-  when the clock says a chunk came later than the previous one's end by more than `GAP_MS` (the
-  microphone was stopped, switched or muted), silence fills the gap;
+- the microphone's chunks follow each other: the recorder worklet delivers them without gaps, so
+  their place is counted, not read from the clock (a main thread that stalls gets the chunks
+  late, in a burst: by the clock that would record silence that never was, and shift the
+  microphone against the agent). A chunk dropped while muted counts as silence of its length.
+  Only a microphone that (re)started (switched, reopened, turned on) has a new start: its first
+  chunk goes where the clock says it began, after a gap of silence;
 - the agent's chunks are placed where the player plays them: right after the audio queued
   before them, or now when the player is idle (the worklet plays back to back from arrival); an
   interruption cuts what was queued at that moment.
 
-`wav()` decodes and interleaves; the recording stops growing at its maximum duration
-(`recording_max_s`). Pure Python: CPython, Pyodide and MicroPython. On MicroPython the
-interleaving is a per-sample loop (no extended slices there): 0.4-0.5 s per recorded second,
-measured under Node on a loaded 2-core machine, plus the copy of each decoded chunk out of JS
-(about 0.15 s per second of audio), so a long recording takes a while to stop there; on
-CPython/Pyodide slices do it in C.
+`wav()` lays the chunks out (`pieces()`: which chunk goes where, on which channel) and hands
+them to a builder that decodes and interleaves; the recording stops growing at its maximum
+duration (`recording_max_s`). `build_wav` here does it in pure Python: on CPython and Pyodide
+slices do the per-sample work in C, while on MicroPython (no extended slices) it is a
+per-sample loop, about 0.6 s per recorded second under Node on a loaded 2-core machine, so a
+MicroPython page has the recorder worklet build the file (the microphone port's `build_wav`).
 """
 
 import binascii
 import struct
 
 RATE = 16000
-GAP_MS = 200
 
 
 def base64_samples(text):
@@ -96,21 +98,39 @@ class Recording:
         self._microphone = []  # [position, base64, repeat]
         self._agent = []  # [position, base64, limit]
         self._microphone_end = 0  # the sample after the last microphone chunk
+        self._microphone_started = True  # the next chunk begins a new run: placed by the clock
         self._agent_end = 0  # the sample after the agent's queued audio
         self.full = False  # reached max_samples: nothing more is kept
 
     def _position(self, now):
         return max(0, int((now - self.started_at) * RATE // 1000))
 
+    def _microphone_position(self, length, now):
+        """Where a microphone chunk of `length` samples that arrived `now` begins."""
+        position = self._microphone_end
+        if self._microphone_started:
+            self._microphone_started = False
+            position = max(position, self._position(now) - length)  # where the clock says
+        return position
+
     def add_microphone(self, audio, sample_rate, now):
         repeat = max(1, RATE // sample_rate)
         length = base64_samples(audio) * repeat
-        position = self._microphone_end
-        arrived = self._position(now) - length  # where the clock says it began
-        if arrived - position > GAP_MS * RATE // 1000:
-            position = arrived
+        position = self._microphone_position(length, now)
         self._keep(self._microphone, [position, audio, repeat], position + length)
         self._microphone_end = position + length
+
+    def skip_microphone(self, audio, sample_rate, now):
+        """A chunk not recorded (muted): silence of its length."""
+        length = base64_samples(audio) * max(1, RATE // sample_rate)
+        end = self._microphone_position(length, now) + length
+        self._microphone_end = min(end, self.max_samples)
+        if end >= self.max_samples:
+            self.full = True
+
+    def microphone_started(self):
+        """A microphone (re)started: its first chunk is placed by the clock."""
+        self._microphone_started = True
 
     def add_agent(self, audio, now):
         position = max(self._agent_end, self._position(now))
@@ -141,15 +161,29 @@ class Recording:
         ends = [self._microphone_end, self._agent_end]
         return min(max(ends), self.max_samples)
 
-    def wav(self, decode=None):
-        """The WAV file as bytes. `decode(base64) → bytes` defaults to `binascii`'s (the browser
-        port offers the browser's own: MicroPython's is pure Python, and quadratic)."""
-        decode = decode or _decode
-        frames = self._frames()
-        left = bytearray(frames * 2)
-        right = bytearray(frames * 2)
-        for position, audio, repeat in self._microphone:
-            _place(left, decode(audio), position, frames, repeat)
+    def pieces(self, frames):
+        """The chunks to write, in order (a later one overwrites an earlier one where they
+        overlap): `[channel (0 left, 1 right), first sample, base64, repeat, end sample]`."""
+        pieces = [[0, position, audio, repeat, frames] for position, audio, repeat in
+                  self._microphone]  # fmt: skip
         for position, audio, limit in self._agent:
-            _place(right, decode(audio), position, min(limit, frames), 1)
-        return wav_header(frames) + bytes(interleave(left, right))
+            pieces.append([1, position, audio, 1, min(limit, frames)])
+        return pieces
+
+    def layout(self):
+        """`(frames, pieces)`: what a builder (`build_wav`) needs."""
+        frames = self._frames()
+        return frames, self.pieces(frames)
+
+    def wav(self):
+        """The WAV file as bytes, built in Python."""
+        return build_wav(*self.layout())
+
+
+def build_wav(frames, pieces, decode=None):
+    """The stereo WAV of `frames` frames with `pieces` (Recording.pieces) placed, in Python."""
+    decode = decode or _decode
+    tracks = (bytearray(frames * 2), bytearray(frames * 2))
+    for channel, position, audio, repeat, end in pieces:
+        _place(tracks[channel], decode(audio), position, min(end, frames), repeat)
+    return wav_header(frames) + bytes(interleave(tracks[0], tracks[1]))

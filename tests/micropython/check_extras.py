@@ -205,7 +205,7 @@ async def test_metrics_with_audio_output_off_report_at_the_response_end():
 async def test_recording_gives_a_stereo_wav_microphone_left_agent_right_in_time():
     client, browser, _calls = make()
     await client.connect()
-    raises(InvalidStateError, client.stop_recording, "start_recording() first")
+    await raises_async(InvalidStateError, client.stop_recording(), "start_recording() first")
     browser.clock = 10_000
     client.startRecording()
     assert client.is_recording and client.isRecording
@@ -214,13 +214,13 @@ async def test_recording_gives_a_stereo_wav_microphone_left_agent_right_in_time(
         hear(browser, 1000, 160)
     browser.clock = 10_020  # the agent answers 20 ms in: 10 ms of 2000
     browser.socket.receive({"type": "response.audio", "content": chunk(2000, 160), "turn_id": "a1"})
-    wav = client.stopRecording()
+    wav = await client.stopRecording()
     assert not client.is_recording
     left, right = frames_of(wav)
     assert len(left) == 800 and set(left) == {1000}
     assert right[:320] == [0] * 320 and right[320:480] == [2000] * 160
     assert set(right[480:]) == {0}
-    raises(InvalidStateError, client.stop_recording, "start_recording() first")
+    await raises_async(InvalidStateError, client.stop_recording(), "start_recording() first")
     await client.disconnect()
 
 
@@ -231,7 +231,12 @@ async def test_recording_fills_gaps_with_silence_and_cuts_an_interrupted_answer(
     client.start_recording()
     browser.clock = 10
     hear(browser, 1000, 160)
-    browser.clock = 600  # 580 ms without microphone audio (muted, say): silence
+    client.mute()  # 580 ms muted: the chunks it drops are silence
+    for n in range(58):
+        browser.clock = 20 + 10 * n
+        hear(browser, 1000, 160)
+    client.unmute()
+    browser.clock = 600
     hear(browser, 1000, 160)
     for _ in range(10):  # 100 ms of agent queued at 600 ms, interrupted at 650 ms
         browser.socket.receive(
@@ -239,11 +244,34 @@ async def test_recording_fills_gaps_with_silence_and_cuts_an_interrupted_answer(
         )
     browser.clock = 650
     browser.socket.receive({"type": "turn.start", "role": "user", "turn_id": "u2"})
-    left, right = frames_of(client.stop_recording())
+    left, right = frames_of(await client.stop_recording())
     assert left[:160] == [1000] * 160 and set(left[160:9440]) == {0}
     assert left[9440:9600] == [1000] * 160
     assert set(right[:9600]) == {0} and right[9600:10400] == [2000] * 800
     assert len(right) == 10400  # the recording ends where the cut answer ends
+    await client.disconnect()
+
+
+async def test_recording_counts_chunks_that_come_late_and_dates_a_new_microphone_by_the_clock():
+    """A stalled page gets the worklet's chunks late, in a burst: they still follow each other
+    (by the clock there would be silence that never was). A microphone that starts anew (another
+    device) begins where the clock says."""
+    client, browser, _calls = make()
+    await client.connect()
+    browser.clock = 0
+    client.start_recording()
+    browser.clock = 100
+    hear(browser, 1000)  # 100 ms chunks
+    browser.clock = 800  # the page stalled for 600 ms: six chunks arrive at once
+    for _ in range(6):
+        hear(browser, 1000)
+    await client.set_input_device("mic-1")
+    browser.clock = 1500
+    hear(browser, 2000)
+    left, _right = frames_of(await client.stop_recording())
+    assert set(left[:11200]) == {1000}, left.index(0)
+    assert set(left[11200:22400]) == {0} and set(left[22400:24000]) == {2000}
+    assert len(left) == 24000
     await client.disconnect()
 
 
@@ -260,7 +288,7 @@ async def test_recording_stops_at_its_maximum_and_upsamples_an_8_khz_microphone(
     for n in range(15):  # 1.5 s at 8 kHz, of which 1 s is kept
         browser.clock = 100 * (n + 1)
         browser.microphone.on_chunk(EIGHT_KHZ, 0.5)
-    left, right = frames_of(client.stop_recording())
+    left, right = frames_of(await client.stop_recording())
     assert len(left) == 16000 and left[:8] == [10, 10, 20, 20, 10, 10, 20, 20]
     assert set(right) == {0}
     await client.disconnect()

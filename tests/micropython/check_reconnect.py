@@ -11,6 +11,7 @@ from layercode_client import (
     ConnectionFailed,
     InvalidStateError,
     LayercodeClient,
+    MicrophoneNotFound,
 )
 from tests.client.fakes import AUTHORIZED, FakeBrowser
 from tests.micropython.runner import raises
@@ -96,6 +97,60 @@ async def test_each_reconnect_code_brings_the_session_back_with_the_same_audio()
         microphone.speak(b"\x01\x00" * 800)  # audio flows on the new socket
         assert types(browser.socket)[-1] == "client.audio"
         await client.disconnect()
+
+
+async def test_a_server_taking_another_input_rate_gets_the_microphone_at_that_rate():
+    """The reconnect lands on a pipeline whose config asks for 8 kHz: the microphone opens
+    again at 8 kHz (muted if it was), then the 16 kHz one stops; its chunks meanwhile never
+    reach the wire. Back at the same rate, nothing is reopened."""
+    client, browser, calls = make()
+    await client.connect()
+    old = browser.microphone
+    assert old.sample_rate == 16000
+    client.mute()
+    config = dict(AUTHORIZED["config"], audio={"input_sample_rate": 8000})
+    browser.answer = (200, authorization(config=config))
+
+    async def while_asking():  # the new socket opens side by side; the old microphone runs
+        await until(lambda: len(browser.sockets) == 2)
+        client.unmute()
+        old.speak(b"\x01\x00" * 1600)
+        client.mute()
+
+    browser.before_microphone = while_asking
+    browser.socket.drop(1012, "restarting")
+    await until(lambda: client.status == "connected")
+    assert client.config.input_sample_rate == 8000
+    new = browser.microphone
+    assert new is not old and new.sample_rate == 8000 and new.muted
+    assert old.stopped and not new.stopped and client.get_stream() == new.stream
+    assert "client.audio" not in types(browser.socket)
+    client.unmute()
+    new.speak(b"\x02\x00" * 800)
+    assert types(browser.socket)[-1] == "client.audio"
+    assert calls.of("on_error") == []
+    browser.before_microphone = None
+    browser.socket.drop(1006, "")  # the same rate again: the microphone is kept
+    await until(lambda: client.status == "connected" and len(browser.sockets) == 3)
+    assert browser.microphone is new and not new.stopped
+    await client.disconnect()
+    assert new.stopped
+
+
+async def test_a_microphone_that_cannot_reopen_at_the_new_rate_leaves_a_text_session():
+    client, browser, calls = make()
+    await client.connect()
+    old = browser.microphone
+    config = dict(AUTHORIZED["config"], audio={"input_sample_rate": 8000})
+    browser.answer = (200, authorization(config=config))
+    browser.microphone_error = MicrophoneNotFound("no usable microphone was found")
+    browser.socket.drop(1012, "restarting")
+    await until(lambda: client.status == "connected")
+    assert old.stopped and client.get_stream() is None
+    assert [e.code for e in calls.of("on_error")] == ["microphone_not_found"]
+    client.send_client_response_text("typed instead")
+    assert types(browser.socket)[-1] == "client.response.text"
+    await client.disconnect()
 
 
 async def test_other_codes_end_the_session():
