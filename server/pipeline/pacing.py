@@ -19,7 +19,10 @@ once, and a client streaming at real time looks as if it sent seconds ahead. `Lo
 how late the loop has been; the pacer raises its bucket's top by that time (expiring at real
 time), so a stall of the server never drops a well-behaved client's audio or closes it
 (measured: bench/soak.py on a machine at load average 14 held /health up for 8 s, and every
-session streaming at real time got `audio_too_fast`).
+session streaming at real time got `audio_too_fast`). Likewise a session that is busy with a
+frame — waiting for a final transcript from a loaded recogniser, for the store — reads nothing
+meanwhile, though the loop runs on: its caller wraps each frame in `holding()`, and the time
+held is credited the same way.
 
     pacer = AudioPacer(sample_rate=16000)
     verdict = pacer.admit(samples)   # ACCEPT, DROP_AND_WARN, DROP or FLOOD
@@ -28,6 +31,7 @@ session streaming at real time got `audio_too_fast`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 
@@ -38,6 +42,10 @@ FLOOD = "flood"  # the client keeps flooding: close the session (4009)
 
 DEFAULT_BURST_S = 5.0
 DEFAULT_FLOOD_S = 10.0
+# The most of the server's own lag a client may catch up beyond the burst: a backlog the server
+# built while starved, never a stall-sized flood (a server held up for minutes has bigger
+# troubles than a dropped chunk).
+MAX_LAG_CREDIT_S = 30.0
 
 
 class AudioPacer:
@@ -55,23 +63,31 @@ class AudioPacer:
         self.sample_rate = sample_rate
         self.capacity = burst_s * sample_rate
         self.flood_samples = flood_s * sample_rate
+        self.max_credit = MAX_LAG_CREDIT_S * sample_rate
         self.clock = clock
         self.lag = lag  # seconds the server's loop has been held up in total (`LoopLag`)
-        self._lag_seen = lag() if lag is not None else 0.0
+        self._held = 0.0  # seconds the session held its reading up, in total (`holding`)
+        self._lag_seen = self._stalled()
         self._tokens = self.capacity
         self._credit = 0.0  # samples the bucket may hold beyond the burst: the server's lag
         self._clipped = 0.0  # refill the bucket's top cut off lately
         self._overflow = 0.0  # samples dropped, draining at real time
         self._dropping = False
         self._last = clock()
+        self._first = None  # when the first chunk came (for `report`)
+        self.received_samples = 0  # in total, admitted or not
         self.dropped_samples = 0  # in total, for logs and tests
 
     def admit(self, samples: int) -> str:
         """What to do with a chunk of `samples` samples arriving now."""
         now = self.clock()
+        if self._first is None:
+            self._first = now
+        shortfall = (now - self._first) * self.sample_rate - self.received_samples
+        self.received_samples += samples
         elapsed = max(0.0, now - self._last) * self.sample_rate
         self._last = now
-        self._refill(elapsed)
+        self._refill(elapsed, shortfall)
         self._overflow = max(0.0, self._overflow - elapsed)
         if samples <= self._tokens + 1:  # a sample of slack for the clock's rounding
             self._tokens -= samples
@@ -87,21 +103,57 @@ class AudioPacer:
             return DROP_AND_WARN
         return DROP
 
-    def _refill(self, elapsed: float) -> None:
+    @contextlib.contextmanager
+    def holding(self):
+        """Wrap the handling of each frame: while it lasts the session reads nothing, and the
+        client's audio waits in the socket. The time held (less the loop's lag meanwhile,
+        already counted) is credited like the loop's lag."""
+        started, lag_before = self.clock(), self._loop_lag()
+        try:
+            yield
+        finally:
+            held = self.clock() - started - (self._loop_lag() - lag_before)
+            self._held += max(0.0, held)
+
+    def _loop_lag(self) -> float:
+        return self.lag() if self.lag is not None else 0.0
+
+    def _stalled(self) -> float:
+        """Seconds the server did not read this client's audio, in total: its loop held up,
+        the session busy with a frame."""
+        return self._loop_lag() + self._held
+
+    def report(self) -> str:
+        """The pacer's state for a log line: audio received against the time it took, what is
+        left of the burst, the server's lag credited."""
+        rate = self.sample_rate
+        wall = self.clock() - (self._first if self._first is not None else self.clock())
+        lag = f", server lag seen {self._loop_lag():.2f} s, session held {self._held:.2f} s"
+        return (
+            f"{self.received_samples / rate:.2f} s of audio in {wall:.2f} s since the first chunk, "
+            f"burst left {self._tokens / rate:.2f} s of {self.capacity / rate:g}, "
+            f"lag credit {self._credit / rate:.2f} s{lag}, overflow {self._overflow / rate:.2f} s"
+        )
+
+    def _refill(self, elapsed: float, shortfall: float) -> None:
         """Refill with the samples of `elapsed` real time, up to the burst plus the server's
-        recent lag. The lag raises the bucket's top, it adds no samples: a client gets back the
-        real time its audio waited for the server, never more (a flooder, its bucket always
-        empty, gains nothing). Both the raise and the record of what the top cut off expire at
-        real time; when the lag is learnt only after the refill it was for (the loop's tick runs
-        after the first frames read), what the top cut off is given back."""
-        self._credit = max(0.0, self._credit - elapsed)
+        lag. The lag raises the bucket's top, it adds no samples: a client gets back the real
+        time its audio waited for the server, never more (a flooder, its bucket always empty,
+        gains nothing). The raise lasts while the client is behind real time — its audio in
+        total short of the time since its first chunk — since that is how long audio may still
+        be waiting for a server that fell behind, and it never exceeds that shortfall nor
+        `MAX_LAG_CREDIT_S`: whatever the credit, a client is never admitted more than real time
+        plus the burst since its first chunk. (A raise that expired at real time left a server
+        that stayed behind reading for longer than the burst — a loop starved of CPU for a
+        minute on a loaded machine — dropping every client's catch-up: bench/soak.py, load 16-20,
+        every session 12 s short of real time got `audio_too_fast`.) When the lag is learnt only
+        after the refill it was for (the loop's tick runs after the first frames read), what the
+        top cut off is given back."""
         self._clipped = max(0.0, self._clipped - elapsed)
-        fresh = 0.0
-        if self.lag is not None:
-            stalled = self.lag()
-            fresh = max(0.0, stalled - self._lag_seen) * self.sample_rate
-            self._lag_seen = stalled
-        self._credit += fresh
+        stalled = self._stalled()
+        fresh = max(0.0, stalled - self._lag_seen) * self.sample_rate
+        self._lag_seen = stalled
+        self._credit = min(self._credit + fresh, self.max_credit, max(0.0, shortfall))
         top = self.capacity + self._credit
         tokens = self._tokens + elapsed
         if tokens > top:

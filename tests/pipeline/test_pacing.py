@@ -193,3 +193,75 @@ def test_a_flooder_gains_nothing_from_the_servers_hold_ups():
             lag.stalled_s += 1.0
         accepted += [pacer.admit(CHUNK) for _ in range(3)].count(pacing.ACCEPT)
     assert accepted * 0.1 <= 5 + 60 + 0.2, accepted
+
+
+def test_audio_that_waited_while_the_session_was_busy_is_not_a_flood():
+    """The session holds its reading 8 s (a final transcript from a loaded recogniser) while the
+    loop runs on: a client streaming at real time has 8 s of audio waiting in the socket, read
+    at once. None of it is dropped (before `holding`, the 3 s beyond the burst were)."""
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock, lag=Lag())
+    assert set(stream(pacer, clock, 10, speed=1.0)) == {pacing.ACCEPT}
+    with pacer.holding():
+        assert pacer.admit(CHUNK) == pacing.ACCEPT  # the chunk that ended the turn
+        clock.now += 8.0
+    verdicts = [pacer.admit(CHUNK) for _ in range(80)]
+    assert set(verdicts) == {pacing.ACCEPT}
+    assert set(stream(pacer, clock, 60, speed=1.0)) == {pacing.ACCEPT}
+
+
+def test_a_hold_during_a_loop_stall_is_credited_once():
+    """The loop's lag during a hold is already counted: a client gets the 8 s back, not 16."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag, flood_s=1000)
+    clock.now += 10.0  # the bucket is full
+    with pacer.holding():
+        pacer.admit(CHUNK)
+        clock.now += 8.0
+        lag.stalled_s += 8.0
+    verdicts = [pacer.admit(CHUNK) for _ in range(200)]  # 20 s at once
+    assert verdicts.count(pacing.ACCEPT) <= (5 + 8) / 0.1 + 1
+
+
+def test_a_flooder_gains_nothing_from_the_sessions_hold_ups():
+    """A client sending 3x real time whose session is held 1 s now and then: it is admitted the
+    burst plus the real time that passed, as without the holds."""
+    clock = Clock()
+    pacer = AudioPacer(RATE, clock=clock, flood_s=1000)
+    accepted = 0
+    for tick in range(600):  # 60 s in 100 ms steps, 3 chunks each
+        clock.now += 0.1
+        with pacer.holding():
+            accepted += [pacer.admit(CHUNK) for _ in range(3)].count(pacing.ACCEPT)
+            if tick % 20 == 10:
+                clock.now += 1.0
+    assert accepted * 0.1 <= 5 + clock.now + 0.2, (accepted, clock.now)
+
+
+def test_a_server_that_stays_behind_longer_than_the_burst_drops_nothing():
+    """The soak on a loaded machine: the server's loop, starved, is held up 1 s in every 2 for
+    24 s, so it falls 12 s behind a client streaming at real time, then reads the backlog at
+    once. None of it is dropped (when the credit expired at real time, 7 s of it were)."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag)
+    assert set(stream(pacer, clock, 10, speed=1.0)) == {pacing.ACCEPT}
+    verdicts = []
+    for _ in range(12):
+        clock.now += 1.0  # held up: nothing read
+        lag.stalled_s += 1.0
+        verdicts += stream(pacer, clock, 1, speed=1.0)  # then 1 s of the backlog in 1 s
+    verdicts += [pacer.admit(CHUNK) for _ in range(120)]  # the 12 s left, at once
+    verdicts += stream(pacer, clock, 60, speed=1.0)
+    assert set(verdicts) == {pacing.ACCEPT}
+
+
+def test_the_credit_never_admits_more_than_real_time_plus_the_burst():
+    """A client that sends nothing while the server is held up gets no more than it is short
+    of real time: a credit from stalls before its first chunk, or one it already caught up,
+    admits nothing beyond the burst."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag, flood_s=1000)
+    lag.stalled_s = 20.0  # before the client's first chunk
+    clock.now += 20.0
+    verdicts = [pacer.admit(CHUNK) for _ in range(300)]  # 30 s at once
+    assert verdicts.count(pacing.ACCEPT) <= 5 / 0.1 + 1
