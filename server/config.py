@@ -112,6 +112,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline: dropped audio, net of real time, after which a client that keeps "
         "sending too fast is closed with 4009.",
     ),
+    "AUDIO_ADDRESS_BURST_SECONDS": (
+        "5",
+        "Embedded pipeline: the burst (audio ahead of real time) shared by all sessions from one "
+        "client address (0-60, 0 off: each session its own `AUDIO_BURST_SECONDS`). Each "
+        "session still earns real time on its own, so many people behind one NAT address are "
+        "never refused for talking; only catching up is shared, so a client opening many "
+        "sessions at once gets one burst, not one each. Per node.",
+    ),
     "FLOOD_PENALTY_SECONDS": (
         "60",
         "Embedded pipeline: after a session is closed for flooding audio (4009), its client "
@@ -370,6 +378,7 @@ class Settings:
     max_queued_messages: int = 8
     audio_burst_s: float = 5.0
     audio_flood_s: float = 10.0
+    audio_address_burst_s: float = 5.0
     flood_penalty_s: float = 60.0
     history_max_turns: int = 200
     history_max_days: float = 30.0
@@ -489,6 +498,7 @@ class Settings:
             max_queued_messages=_positive_int("MAX_QUEUED_MESSAGES", env),
             audio_burst_s=_positive_float("AUDIO_BURST_SECONDS", env),
             audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),
+            audio_address_burst_s=_seconds("AUDIO_ADDRESS_BURST_SECONDS", env, 0, 60),
             flood_penalty_s=_seconds("FLOOD_PENALTY_SECONDS", env, 0, 3600),
             history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),
             history_max_days=_positive_float("HISTORY_MAX_DAYS", env),

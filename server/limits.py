@@ -66,11 +66,13 @@ class FloodPenalty:
     """Addresses refused for `seconds` after one of their sessions was closed for flooding
     audio (4009).
 
-    The audio pacer is per session, and each new session starts with a full burst allowance
-    (and a welcome to synthesise): a client that reconnects each time it is closed had a fresh
-    burst decoded every time, at the authorize rate limit. So a flood close bars the address
-    that asked for the session's key: authorize answers 429 `audio_flood`, and a key it got
-    before is refused at the WebSocket with 4009. Per node, like `MAX_SESSIONS`. Measured
+    Each new session had a full burst allowance (and a welcome to synthesise): a client that
+    reconnects each time it is closed had a fresh burst decoded every time, at the authorize
+    rate limit. (Sessions open at the same time from one address share one burst:
+    `AUDIO_ADDRESS_BURST_SECONDS`, pipeline/pacing.py `AddressBursts`.) So a flood close bars
+    the address that asked for the session's key: authorize answers 429 `audio_flood`, and a
+    key it got before is refused at the WebSocket with 4009. Per node, like `MAX_SESSIONS`.
+    Measured
     (bench/stt_flood.py, the flooder in a process of its own, one shared 2-core machine at load
     15-22): another session's final transcript 1.54x its time alone, against 4.92x without it.
     """

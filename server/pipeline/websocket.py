@@ -222,6 +222,7 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         return
     connection = await pipeline.connections.open(grant.session_id)
     tag = session_tag(grant.session_id)
+    bursts = pipeline.address_bursts
 
     async def close(code: int, reason: str) -> None:
         """The session ends its connection (a hang-up, a flood): the receive side stops, the
@@ -231,9 +232,11 @@ async def pipeline_socket(websocket: WebSocket) -> None:
             penalty.penalise(address)
         connection.stop(code, reason)
 
+    session = None
     try:
         services = pipeline.services_for(websocket.scope)
         session = PipelineSession(grant, services, websocket.send_text, close)
+        session.pacer.share(bursts.open(address))  # one burst per address (pacing.SharedBurst)
         connection.session = session
         # A push-to-talk client sends nothing between presses: it gets a longer timeout.
         idle_s = (
@@ -248,6 +251,8 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         log.exception("session %s failed", tag)
         connection.stop(CloseCode.INTERNAL_ERROR, "the pipeline failed; see server log")
     finally:
+        if session is not None and session.pacer.shared is not None:
+            bursts.release(address)
         await pipeline.connections.release(connection)
     if connection.stop_code is not None:
         log.info("session %s closed: %s", tag, connection.stop_reason)

@@ -132,18 +132,19 @@ def test_audio_that_waited_for_a_stalled_server_is_not_a_flood(lag_seen_first):
     assert set(stream(pacer, clock, 60, speed=1.0)) == {pacing.ACCEPT}
 
 
-def test_a_stall_credit_expires_and_a_flood_is_still_refused():
-    """The credit for a stall is for the audio that waited during it: a client that sends
-    nothing then and floods later gets the burst and no more."""
+def test_a_stall_credit_is_bounded_and_a_flood_is_still_refused():
+    """A client cannot tell the server "my audio waited for you" apart from "I sent nothing
+    then": after an 8 s stall, one that sends nothing for 20 s and then floods gets the burst
+    plus the stall (never more than real time since it connected), and is still closed."""
     clock, lag = Clock(), Lag()
     pacer = AudioPacer(RATE, clock=clock, lag=lag)
     clock.now += 8.0
     lag.stalled_s = 8.0
     pacer.admit(CHUNK)  # the credit arrives with this chunk
-    clock.now += 20.0  # and expires while nothing comes
-    verdicts = [pacer.admit(CHUNK) for _ in range(200)]  # 20 s at once
+    clock.now += 20.0
+    verdicts = [pacer.admit(CHUNK) for _ in range(300)]  # 30 s at once
     accepted = verdicts.count(pacing.ACCEPT)
-    assert accepted <= 5 / 0.1 + 1, accepted
+    assert accepted <= (5 + 8) / 0.1 + 1, accepted
     assert pacing.FLOOD in verdicts
 
 
@@ -256,12 +257,76 @@ def test_a_server_that_stays_behind_longer_than_the_burst_drops_nothing():
 
 
 def test_the_credit_never_admits_more_than_real_time_plus_the_burst():
-    """A client that sends nothing while the server is held up gets no more than it is short
-    of real time: a credit from stalls before its first chunk, or one it already caught up,
-    admits nothing beyond the burst."""
+    """Stalls before the session opened credit nothing; later ones no more than the client is
+    short of real time since it opened."""
     clock, lag = Clock(), Lag()
+    lag.stalled_s = 20.0  # before the session opened
     pacer = AudioPacer(RATE, clock=clock, lag=lag, flood_s=1000)
-    lag.stalled_s = 20.0  # before the client's first chunk
-    clock.now += 20.0
     verdicts = [pacer.admit(CHUNK) for _ in range(300)]  # 30 s at once
     assert verdicts.count(pacing.ACCEPT) <= 5 / 0.1 + 1
+    clock.now += 3.0
+    lag.stalled_s += 3.0  # a stall while it is 27 s ahead of real time: nothing to catch up
+    verdicts = [pacer.admit(CHUNK) for _ in range(300)]
+    assert verdicts.count(pacing.ACCEPT) <= 3 / 0.1 + 1
+
+
+def test_sessions_opened_at_once_from_one_address_share_one_burst():
+    """A flooder opens 5 sessions at once and sends 10x real time on each: together they get
+    one burst (plus a second of slack each, plus real time), not five."""
+    from server.pipeline.pacing import AddressBursts
+
+    clock = Clock()
+    bursts = AddressBursts(5.0, clock=clock)
+    pacers = []
+    for _ in range(5):
+        pacer = AudioPacer(RATE, clock=clock, flood_s=1000)
+        pacer.share(bursts.open("198.51.100.7"))
+        pacers.append(pacer)
+    accepted = 0
+    for _ in range(100):  # 10 s
+        clock.now += 0.01
+        accepted += sum(pacer.admit(CHUNK) == pacing.ACCEPT for pacer in pacers)
+    # one burst refilling at real time, 1 s of slack each, real time each: 16 s (was 30 s)
+    assert accepted * 0.1 <= (5 + clock.now) + 5 * 1.0 + 5 * clock.now + 0.5, accepted
+
+
+def test_many_people_behind_one_address_talking_at_real_time_are_never_refused():
+    """NAT: 30 sessions from one address, each streaming at real time with network jitter."""
+    import random
+
+    from server.pipeline.pacing import AddressBursts
+
+    rng = random.Random(7)
+    clock = Clock()
+    bursts = AddressBursts(5.0, clock=clock)
+    pacers = [AudioPacer(RATE, clock=clock) for _ in range(30)]
+    for pacer in pacers:
+        pacer.share(bursts.open("203.0.113.9"))
+    due = [[] for _ in pacers]  # each chunk arrives 0-300 ms after it was captured
+    for tick in range(1, 3001):  # 5 minutes in 100 ms steps
+        for n in range(len(pacers)):
+            due[n].append(tick * 0.1 + rng.uniform(0.0, 0.3))
+    events = sorted((at, n) for n, times in enumerate(due) for at in times)
+    verdicts = set()
+    for at, n in events:
+        clock.now = max(clock.now, at)
+        verdicts.add(pacers[n].admit(CHUNK))
+    assert verdicts == {pacing.ACCEPT}
+
+
+def test_an_address_burst_outlives_its_sessions_until_refilled_and_is_bounded():
+    from server.pipeline.pacing import AddressBursts
+
+    clock = Clock()
+    bursts = AddressBursts(5.0, max_addresses=2, clock=clock)
+    shared = bursts.open("a")
+    assert shared.take(5.0)
+    bursts.release("a")
+    assert bursts.open("a") is shared  # reconnecting: no fresh burst
+    assert not shared.take(1.0)
+    bursts.release("a")
+    assert bursts.open("b") is not None and len(bursts) == 2
+    assert bursts.open("c") is None  # full of addresses in use or still refilling
+    clock.now += 5.0
+    assert bursts.open("c") is not None and len(bursts) == 2  # "a" refilled: forgotten
+    assert AddressBursts(0.0).open("a") is None  # 0 turns sharing off

@@ -158,3 +158,35 @@ def test_an_address_closed_for_flooding_is_barred_for_a_while(tmp_path):
             assert code == CloseCode.AUDIO_FLOOD and "flooding" in reason, (code, reason)
 
     run(scenario())
+
+
+def test_sessions_opened_at_once_from_one_address_share_one_burst(tmp_path):
+    """Three sessions from one address each send 4 s of audio at once: each alone is within a
+    session's 5 s burst, together they are past the address's (5 s shared, 1 s each of its own):
+    audio is refused (`audio_too_fast`). Before, each session had a burst of its own: 15 s."""
+    same_address = {"X-Forwarded-For": "10.0.0.77"}
+
+    async def scenario():
+        with pipeline_server(tmp_path, tts_engine="espeak", **BEHIND_PROXY) as url:
+            clients = [VoiceClient(url, input_sample_rates=[16000]) for _ in range(3)]
+            for client in clients:
+                await client.authorize(headers=same_address)
+                await client.connect()
+            chunk = base64.b64encode(silence(CHUNK_S)).decode("ascii")
+            for _ in range(40):
+                for client in clients:
+                    await client.send({"type": "client.audio", "content": chunk})
+            refused = [
+                asyncio.create_task(c.wait_for("error", lambda m: m["code"] == "audio_too_fast"))
+                for c in clients
+            ]
+            done, pending = await asyncio.wait(refused, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for client in clients:
+                await client.close()
+            return [task.result().message for task in done]
+
+    errors = run(scenario())
+    assert errors and "faster than real time" in errors[0]["message"]

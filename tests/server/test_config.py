@@ -131,6 +131,13 @@ def test_the_flood_penalty_is_bounded(raw):
         Settings.from_env({"FLOOD_PENALTY_SECONDS": raw})
 
 
+@pytest.mark.parametrize("raw", ["-1", "61", "nan", "soon"])
+def test_the_address_burst_is_bounded(raw):
+    with pytest.raises(SettingsError, match="AUDIO_ADDRESS_BURST_SECONDS"):
+        Settings.from_env({"AUDIO_ADDRESS_BURST_SECONDS": raw})
+    assert Settings.from_env({"AUDIO_ADDRESS_BURST_SECONDS": "0"}).audio_address_burst_s == 0
+
+
 def test_the_flood_penalty_can_be_turned_off():
     assert Settings.from_env({"FLOOD_PENALTY_SECONDS": "0"}).flood_penalty_s == 0
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
