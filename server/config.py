@@ -113,7 +113,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "sending too fast is closed with 4009.",
     ),
     "AUDIO_ADDRESS_BURST_SECONDS": (
-        "5",
+        "0",
         "Embedded pipeline: the burst (audio ahead of real time) shared by all sessions from one "
         "client address (0-60, 0 off: each session its own `AUDIO_BURST_SECONDS`). Each "
         "session still earns real time on its own, so many people behind one NAT address are "
@@ -378,7 +378,7 @@ class Settings:
     max_queued_messages: int = 8
     audio_burst_s: float = 5.0
     audio_flood_s: float = 10.0
-    audio_address_burst_s: float = 5.0
+    audio_address_burst_s: float = 0.0  # off: see README (a busy server's reading jitter)
     flood_penalty_s: float = 60.0
     history_max_turns: int = 200
     history_max_days: float = 30.0

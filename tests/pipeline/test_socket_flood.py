@@ -161,13 +161,15 @@ def test_an_address_closed_for_flooding_is_barred_for_a_while(tmp_path):
 
 
 def test_sessions_opened_at_once_from_one_address_share_one_burst(tmp_path):
-    """Three sessions from one address each send 4 s of audio at once: each alone is within a
-    session's 5 s burst, together they are past the address's (5 s shared, 1 s each of its own):
+    """With AUDIO_ADDRESS_BURST_SECONDS=5, three sessions from one address each send 4 s of
+    audio at once: each alone is within a session's 5 s burst, together they are past the
+    address's (5 s shared, 1 s each of its own):
     audio is refused (`audio_too_fast`). Before, each session had a burst of its own: 15 s."""
     same_address = {"X-Forwarded-For": "10.0.0.77"}
+    shared = {"audio_address_burst_s": 5.0, **BEHIND_PROXY}
 
     async def scenario():
-        with pipeline_server(tmp_path, tts_engine="espeak", **BEHIND_PROXY) as url:
+        with pipeline_server(tmp_path, tts_engine="espeak", **shared) as url:
             clients = [VoiceClient(url, input_sample_rates=[16000]) for _ in range(3)]
             for client in clients:
                 await client.authorize(headers=same_address)
