@@ -55,6 +55,7 @@ class Microphone:
         self._noise = room_noise(CHUNK_S)
         self._speech = bytearray()
         self._spoken = asyncio.Event()
+        self.stopped = False
         self.most_behind_s = 0.0  # how far behind its clock a chunk left, at worst
         self._worst_since: list[tuple[float, float]] = []  # (when, most_behind_s from then on)
 
@@ -62,6 +63,7 @@ class Microphone:
         try:
             await self._stream(stop)
         finally:
+            self.stopped = True
             self._spoken.set()  # a `say` in progress is over: nothing more is sent
 
     async def _stream(self, stop: asyncio.Event) -> None:
@@ -91,6 +93,8 @@ class Microphone:
 
     async def say(self, pcm: bytes) -> float | None:
         """Queue `pcm`; returns the time its last chunk left (None: the microphone stopped)."""
+        if self.stopped:  # its socket closed (e.g. by the server): a later `say` waited forever
+            return None
         self._spoken.clear()
         self._speech += pcm
         await self._spoken.wait()
