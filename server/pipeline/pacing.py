@@ -164,9 +164,10 @@ class AudioPacer:
         that stayed behind reading for longer than the burst — a loop starved of CPU for a
         minute on a loaded machine — dropping every client's catch-up: bench/soak.py, load 16-20,
         every session 12 s short of real time got `audio_too_fast`.) When the lag is learnt only
-        after the refill it was for (the loop's tick runs after the first frames read), what the
-        top cut off is given back."""
-        self._clipped = max(0.0, self._clipped - elapsed)
+        after the refills it was for (the loop's tick runs after the first frames read; a busy
+        loop's backlog builds over many refills), what the top cut off meanwhile is given back:
+        it is kept, like the raise, while and as far as the client is short of real time."""
+        self._clipped = min(self._clipped, self.max_credit, max(0.0, shortfall))
         stalled = self._stalled()
         fresh = max(0.0, stalled - self._lag_seen) * self.sample_rate
         self._lag_seen = stalled

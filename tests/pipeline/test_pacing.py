@@ -330,3 +330,18 @@ def test_an_address_burst_outlives_its_sessions_until_refilled_and_is_bounded():
     clock.now += 5.0
     assert bursts.open("c") is not None and len(bursts) == 2  # "a" refilled: forgotten
     assert AddressBursts(0.0).open("a") is None  # 0 turns sharing off
+
+
+def test_a_backlog_whose_lag_is_learnt_at_its_end_drops_nothing():
+    """The 50-session soak: a busy server reads every session at half real time for 24 s and
+    learns its lag only at the end (one late tick), then reads the 12 s backlog at once. What
+    the bucket's top cut off meanwhile is given back (before, only the last refill's was: 29
+    sessions got `audio_too_fast` with 9 s of credit and an empty bucket)."""
+    clock, lag = Clock(), Lag()
+    pacer = AudioPacer(RATE, clock=clock, lag=lag)
+    assert set(stream(pacer, clock, 10, speed=1.0)) == {pacing.ACCEPT}
+    verdicts = stream(pacer, clock, 12, speed=0.5)  # 12 s of audio read in 24 s
+    lag.stalled_s += 12.0
+    verdicts += [pacer.admit(CHUNK) for _ in range(120)]  # the 12 s left, at once
+    verdicts += stream(pacer, clock, 60, speed=1.0)
+    assert set(verdicts) == {pacing.ACCEPT}
