@@ -15,6 +15,12 @@ recogniser pool grows to the load once, and native arenas to their working size)
 end of the run, with the samples between. Goal (issue 11): 0 dropped, 0 errors, end RSS
 within 10% of after warm-up.
 
+The clients must be real time for the run to mean anything: each microphone measures how far
+behind its clock it falls (a starved bench process sends late, then catches up in a burst,
+as a stalled browser tab would). An `audio_too_fast` that comes after its microphone fell
+behind by more than the server's burst allowance is the bench's, counted apart; a run whose
+microphones fell that far behind is reported as not measured.
+
     ./dev bench soak [--sessions 50] [--talkers 10] [--minutes 2] [--warmup 30] [--ramp 10]
 """
 
@@ -33,6 +39,7 @@ import httpx
 from common import print_table, save
 from load import QUESTIONS, ServerProcess, room_noise
 
+from server.pipeline.pacing import DEFAULT_BURST_S
 from tests.support.speech import silence, speak
 from tests.support.voice_client import CHUNK_S, VoiceClient
 
@@ -48,11 +55,15 @@ class Microphone:
         self._noise = room_noise(CHUNK_S)
         self._speech = bytearray()
         self._spoken = asyncio.Event()
+        self.stopped = False
+        self.most_behind_s = 0.0  # how far behind its clock a chunk left, at worst
+        self._worst_since: list[tuple[float, float]] = []  # (when, most_behind_s from then on)
 
     async def run(self, stop: asyncio.Event) -> None:
         try:
             await self._stream(stop)
         finally:
+            self.stopped = True
             self._spoken.set()  # a `say` in progress is over: nothing more is sent
 
     async def _stream(self, stop: asyncio.Event) -> None:
@@ -61,7 +72,11 @@ class Microphone:
         n = 0
         while not stop.is_set():
             n += 1
-            await asyncio.sleep(max(0.0, start + n * CHUNK_S - time.monotonic()))
+            behind = time.monotonic() - (start + n * CHUNK_S)
+            if behind > self.most_behind_s:
+                self.most_behind_s = behind
+                self._worst_since.append((time.monotonic(), behind))
+            await asyncio.sleep(max(0.0, -behind))
             if self._speech:
                 chunk = bytes(self._speech[:step]).ljust(step, b"\0")
                 del self._speech[:step]
@@ -72,8 +87,14 @@ class Microphone:
             content = base64.b64encode(chunk).decode("ascii")
             await self.client.send({"type": "client.audio", "content": content})
 
+    def most_behind_before(self, when: float) -> float:
+        """How far behind its clock the microphone had fallen, at worst, before `when`."""
+        return max((behind for at, behind in self._worst_since if at <= when), default=0.0)
+
     async def say(self, pcm: bytes) -> float | None:
         """Queue `pcm`; returns the time its last chunk left (None: the microphone stopped)."""
+        if self.stopped:  # its socket closed (e.g. by the server): a later `say` waited forever
+            return None
         self._spoken.clear()
         self._speech += pcm
         await self._spoken.wait()
@@ -87,12 +108,17 @@ class Tally:
         self.dropped: list[str] = []
         self.errors: list[str] = []
         self.transcript_ms: list[float] = []
+        self.mic_behind_s: list[float] = []  # per session: its microphone's worst lateness
+        # `audio_too_fast` after this bench's own microphone fell behind by more than the
+        # burst: the client was not real time (a starved bench process), not the server's fault
+        self.not_real_time: list[str] = []
 
 
 async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, tally: Tally,
                   turn_timeout: float, delay: float) -> None:  # fmt: skip
     await asyncio.sleep(delay)  # people arrive one after another, not in the same millisecond
     client = VoiceClient(url, input_sample_rates=[16000])
+    mic = None
     try:
         await client.connect()
         opened.append(client)
@@ -117,8 +143,15 @@ async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, ta
     except Exception as error:  # the session failed: an error, whatever it was
         tally.errors.append(f"{type(error).__name__}: {error}"[:200])
     finally:
+        if mic is not None:
+            tally.mic_behind_s.append(mic.most_behind_s)
         for item in client.received:
-            if item.type == "error":
+            if item.type != "error":
+                continue
+            behind = mic.most_behind_before(item.at) if mic is not None else 0.0
+            if item.message.get("code") == "audio_too_fast" and behind > DEFAULT_BURST_S:
+                tally.not_real_time.append(f"{behind:.1f} s behind: {item.message}")
+            else:
                 tally.errors.append(f"error message: {item.message}")
         if client.close_code is not None:  # by the server, or by the client's own pings
             tally.errors.append(f"connection closed: {client.close_code} {client.close_reason}")
@@ -203,6 +236,9 @@ async def soak(server: ServerProcess, args) -> dict:
         "rss_end_mib": end_rss,
         "rss_samples": samples,
         "health_ms": health_ms,
+        "mic_most_behind_s": max(tally.mic_behind_s, default=None),
+        "not_real_time": len(tally.not_real_time),
+        "not_real_time_detail": tally.not_real_time[:20],
     }
 
 
@@ -221,7 +257,11 @@ def main() -> None:
         speak(question)  # synthesised before anything runs
     with tempfile.TemporaryDirectory() as data:
         server = ServerProcess(data, log_file=args.server_log)
-        os.nice(10)  # the clients stand in for other machines: the server comes first
+        # The clients stand in for other machines: the server comes first. On a loaded machine
+        # that can starve them (load 13-17: a microphone 19.5 s behind real time); such a run
+        # is reported as not measured. Not niced, they took the server's CPU: it fell 12 s
+        # behind reading every session.
+        os.nice(10)
         try:
             result = asyncio.run(soak(server, args))
         finally:
@@ -230,7 +270,10 @@ def main() -> None:
     growth = (end - warm) / warm
     result["rss_growth"] = growth
     result["load_average"] = os.getloadavg()
+    behind = result["mic_most_behind_s"] or 0.0
     ok = result["dropped_turns"] == 0 and result["errors"] == 0 and growth <= GOAL_RSS_GROWTH
+    if behind > DEFAULT_BURST_S:  # the clients were not real time: the run shows nothing
+        ok = None
     result["ok"] = ok
     print_table(
         f"Soak: {result['connected']}/{args.sessions} sessions streaming for {args.minutes:g} min, "
@@ -243,11 +286,19 @@ def main() -> None:
             ["RSS after warm-up, MiB", warm, ""],
             ["RSS at the end, MiB", end, ""],
             ["RSS growth", f"{growth:+.1%}", f"≤ {GOAL_RSS_GROWTH:.0%}"],
+            ["microphones' worst lateness, s", f"{behind:.2f}", f"≤ {DEFAULT_BURST_S:g}"],
+            ["audio_too_fast after that (bench)", str(result["not_real_time"]), ""],
         ],
     )
-    for line in result["dropped_detail"] + result["error_detail"]:
+    for line in result["dropped_detail"] + result["error_detail"] + result["not_real_time_detail"]:
         print("  ", line)
-    print(f"\n{'met' if ok else 'NOT met'}")
+    if ok is None:
+        print(
+            f"\nnot measured: the bench's microphones fell {behind:.1f} s behind real time "
+            f"(more than the {DEFAULT_BURST_S:g} s burst); give the clients more CPU"
+        )
+    else:
+        print(f"\n{'met' if ok else 'NOT met'}")
     save("soak", result)
 
 

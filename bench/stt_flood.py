@@ -7,8 +7,9 @@ load.py's `ServerProcess`) and real sockets. Session B speaks a short phrase at 
 per message; the figure is the time from the end of its voice to its final `user.transcript`.
 Alone, and while client A floods: speech as fast as the socket takes it, reconnecting (a fresh
 authorize) each time the server closes it for flooding (4009), until B's transcript arrives.
-With `--reference REV` the same runs go against a server built from that commit (`git
-archive`) in the same run: the previous behaviour, measured beside today's.
+A runs in a process of its own (as on another machine), so it cannot hold up B's client. With
+`--reference REV` the same runs go against a server built from that commit (`git archive`) in
+the same run: the previous behaviour, measured beside today's.
 
 Worker (`--runs`): one speech worker (as on a busy node, where utterances share workers). A
 short phrase, fed in 100 ms chunks as fast as the worker answers, alone and while another
@@ -30,7 +31,9 @@ import base64
 import contextlib
 import json
 import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -89,20 +92,51 @@ async def speak_once(url: str, flood: bool) -> tuple[float, dict]:
         await client.connect()
         welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
         await client.finish_playback(welcome.message["turn_id"], timeout=60)
-        stop = asyncio.Event()
-        flooder = asyncio.create_task(flood_until(url, stop, counts)) if flood else None
-        if flooder:
-            while counts["sessions"] == 0:  # the flood is on before B speaks
-                await asyncio.sleep(0.05)
+        flooder = await start_flooder(url) if flood else None
         mark = len(client.received)
         try:
             started = await client.stream(pcm)
             transcript = await client.wait_for("user.transcript", after=mark, timeout=120)
         finally:
-            stop.set()
             if flooder:
-                await flooder
+                counts = await stop_flooder(flooder)
     return (transcript.at - (started + voice_end)) * 1000, counts
+
+
+async def start_flooder(url: str) -> asyncio.subprocess.Process:
+    """Client A in a process of its own, as on another machine: in this one, its send loop
+    (which seldom has to wait for the socket) held up B's sending and receiving, and the
+    figure measured this benchmark's own loop, not the server. Returns once A's first
+    session is flooding."""
+    flooder = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--flood", url, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    await flooder.stdout.readline()  # "flooding"
+    return flooder
+
+
+async def stop_flooder(flooder: asyncio.subprocess.Process) -> dict:
+    flooder.send_signal(signal.SIGTERM)
+    out, _ = await flooder.communicate()
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def flood_main(url: str) -> None:
+    """`--flood URL`: client A until SIGTERM; prints "flooding" once, then its counts."""
+    counts = {"sessions": 0, "seconds": 0.0}
+
+    async def main():
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        task = asyncio.create_task(flood_until(url, stop, counts))
+        while counts["sessions"] == 0 and not task.done():
+            await asyncio.sleep(0.05)
+        print("flooding", flush=True)
+        await task
+
+    asyncio.run(main())
+    print(json.dumps(counts), flush=True)
 
 
 def source_tree(revision: str, into: Path) -> Path:
@@ -240,7 +274,11 @@ def main() -> None:
     parser.add_argument("--session-runs", type=int, default=5, help="0 to skip")
     parser.add_argument("--reference", help="also measure the server at this git revision")
     parser.add_argument("--runs", type=int, default=3, help="worker part; 0 to skip")
+    parser.add_argument("--flood", metavar="URL", help=argparse.SUPPRESS)  # client A's process
     args = parser.parse_args()
+    if args.flood:
+        flood_main(args.flood)
+        return
     speak(PHRASE), speak(FLOOD)  # synthesised before anything is timed
     saved: dict = {"load_average_before": os.getloadavg()}
     if args.session_runs:

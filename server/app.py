@@ -32,7 +32,7 @@ from .agent.app import agent_routes
 from .authorize import CloudAuthorizer, authorize
 from .config import Settings
 from .conversations import delete_conversation
-from .limits import RateLimiter
+from .limits import FloodPenalty, RateLimiter
 from .pipeline.embedded import EmbeddedPipeline, websocket_routes
 from .pipeline.stores import StoreUnavailable
 
@@ -169,6 +169,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.draining = False
     app.state.pipeline = None
     app.state.rate_limiter = RateLimiter(settings.authorize_rate_limit)
+    app.state.flood_penalty = FloodPenalty(settings.flood_penalty_s)
     app.state.client_wheel = static.load_client_wheel()
     app.state.client_mpy = static.load_client_mpy()
     return app

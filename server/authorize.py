@@ -331,10 +331,26 @@ async def check_caller(request: Request) -> None:
         )
 
 
+def check_flood_penalty(request: Request) -> None:
+    """An address whose session was closed for flooding audio gets no new session for a
+    while (limits.FloodPenalty)."""
+    state = request.app.state
+    barred = state.flood_penalty.remaining(client_address(request, state.settings.trusted_proxies))
+    if barred is not None:
+        raise ApiError(
+            429,
+            f"a session from this address was closed for flooding audio (4009); retry in "
+            f"{barred:g} s (FLOOD_PENALTY_SECONDS)",
+            "audio_flood",
+            {"Retry-After": str(int(barred))},
+        )
+
+
 async def authorize(request: Request) -> Response:
     settings = request.app.state.settings
     try:
         await check_caller(request)
+        check_flood_penalty(request)
         body = await read_json_body(request)
         try:
             auth_request = AuthorizeRequest.from_json(body)

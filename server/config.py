@@ -6,6 +6,7 @@ than failing later in a request. The README's configuration table mirrors `ENVIR
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -110,6 +111,20 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "10",
         "Embedded pipeline: dropped audio, net of real time, after which a client that keeps "
         "sending too fast is closed with 4009.",
+    ),
+    "AUDIO_ADDRESS_BURST_SECONDS": (
+        "0",
+        "Embedded pipeline: the burst (audio ahead of real time) shared by all sessions from one "
+        "client address (0-60, 0 off: each session its own `AUDIO_BURST_SECONDS`). Each "
+        "session still earns real time on its own, so many people behind one NAT address are "
+        "never refused for talking; only catching up is shared, so a client opening many "
+        "sessions at once gets one burst, not one each. Per node.",
+    ),
+    "FLOOD_PENALTY_SECONDS": (
+        "60",
+        "Embedded pipeline: after a session is closed for flooding audio (4009), its client "
+        "address is refused for this long (0-3600, 0 off): authorize answers 429 "
+        "`audio_flood`, the WebSocket closes 4009. Per node.",
     ),
     "HISTORY_MAX_TURNS": (
         "200",
@@ -245,6 +260,18 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
     return value
 
 
+def _seconds(name: str, environ: dict[str, str], low: float, high: float) -> float:
+    """A number of seconds, `low`..`high`."""
+    raw = _env(name, environ)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise SettingsError(f"{name} must be a number of seconds ({low:g}-{high:g}), not {raw!r}")
+    return value
+
+
 def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 10_000) -> int:
     """A whole number of milliseconds, `low`..`high`."""
     raw = _env(name, environ)
@@ -370,6 +397,8 @@ class Settings:
     max_queued_messages: int = 8
     audio_burst_s: float = 5.0
     audio_flood_s: float = 10.0
+    audio_address_burst_s: float = 0.0  # off: see README (a busy server's reading jitter)
+    flood_penalty_s: float = 60.0
     history_max_turns: int = 200
     history_max_days: float = 30.0
     history_retry_s: float = 5.0
@@ -489,6 +518,8 @@ class Settings:
             max_queued_messages=_positive_int("MAX_QUEUED_MESSAGES", env),
             audio_burst_s=_positive_float("AUDIO_BURST_SECONDS", env),
             audio_flood_s=_positive_float("AUDIO_FLOOD_SECONDS", env),
+            audio_address_burst_s=_seconds("AUDIO_ADDRESS_BURST_SECONDS", env, 0, 60),
+            flood_penalty_s=_seconds("FLOOD_PENALTY_SECONDS", env, 0, 3600),
             history_max_turns=_positive_int("HISTORY_MAX_TURNS", env),
             history_max_days=_positive_float("HISTORY_MAX_DAYS", env),
             history_retry_s=_seconds("HISTORY_RETRY_SECONDS", env, 0, 300),

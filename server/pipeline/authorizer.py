@@ -33,6 +33,7 @@ from layercode_client.protocol import (
 from ..authorize import ApiError, Proof
 from ..config import Settings
 from ..hosts import websocket_url
+from ..limits import client_address
 from .connections import Connections
 from .keys import SessionGrant, issue_resume_token, resume_token_valid
 from .stores import HistoryStore, Stores, StoreUnavailable
@@ -125,6 +126,7 @@ class EmbeddedAuthorizer:
             config=config,
             metadata=request.metadata,
             resumed=resume_id is not None,
+            client_address=client_address(http, self.settings.trusted_proxies),
         )
         agents_generation = request.agent_id and not request.pipeline_id
         path = AGENT_WEBSOCKET_PATH if agents_generation else WEBSOCKET_PATH

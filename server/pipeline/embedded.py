@@ -28,7 +28,7 @@ from .connections import Connections
 from .echo import EchoSettings
 from .echo_gate import GateSettings
 from .endpointing import SmartTurn
-from .pacing import LoopLag
+from .pacing import AddressBursts, LoopLag
 from .session import InterruptionSettings, PipelineServices
 from .speculation import speculation_enabled
 from .stores import Stores, StoreUnavailable, open_stores
@@ -69,6 +69,7 @@ class EmbeddedPipeline:
         )
         self.on_turn_timings = None  # benchmarks and tests listen here
         self.loop_lag = LoopLag()  # the pacers credit this node's own lag (pacing.py)
+        self.address_bursts = AddressBursts(settings.audio_address_burst_s)  # (pacing.py)
         self._loop_lag_task: asyncio.Task | None = None
         self._agents: dict[str, WebhookAgent] = {}
         self.ready = False  # models loaded and stores open: the node takes sessions

@@ -79,6 +79,7 @@ class SessionGrant:
     config: SessionConfig
     metadata: dict = field(default_factory=dict)
     resumed: bool = False
+    client_address: str = ""  # who asked for the key (limits.client_address): for penalties
 
     def to_json(self) -> dict:
         return {
@@ -87,6 +88,7 @@ class SessionGrant:
             "config": self.config.to_json(),
             "metadata": self.metadata,
             "resumed": self.resumed,
+            "client_address": self.client_address,
         }
 
     @classmethod
@@ -97,6 +99,7 @@ class SessionGrant:
             config=SessionConfig.from_json(data["config"]),
             metadata=data.get("metadata") or {},
             resumed=bool(data.get("resumed")),
+            client_address=str(data.get("client_address") or ""),
         )
 
 

@@ -318,7 +318,8 @@ class PipelineSession:
         )  # fmt: skip
         try:
             async for frame in frames:
-                await self.handle(frame)
+                with self.pacer.holding():  # the client's audio waits meanwhile (pacing.py)
+                    await self.handle(frame)
         finally:
             await self._shutdown()
             writer.cancel()
@@ -471,6 +472,7 @@ class PipelineSession:
             error = f"client.audio is arriving faster than real time (beyond a {seconds:g} s "
             error += "burst): it is dropped until the client slows down"
             self.outbox.put(p.ErrorMessage(code="audio_too_fast", message=error))
+            self.log.warning("audio_too_fast: %s", self.pacer.report())
         return False
 
     async def on_turn_start(self, message: p.TriggerTurnStart) -> None:

@@ -3,10 +3,11 @@
 Checks, before anything else, the Host and Origin (hosts.py: the same allowlist as CORS; a
 connection without Origin is not a browser page and is allowed), that the server is not
 draining, the `client_session_key` (a key store that cannot be reached: 1013, try again
-later), and that the node has room (`MAX_SESSIONS`, 1013 too). A refusal is made after
-accepting, as a close code with a reason (a refusal during the handshake would reach the
-browser as a bare failure, without the reason). Then the session runs until either side
-closes, the session is replaced by a newer connection, the client stays silent for
+later), that the address that asked for the key is not barred for flooding audio
+(`FLOOD_PENALTY_SECONDS`, 4009), and that the node has room (`MAX_SESSIONS`, 1013 too). A
+refusal is made after accepting, as a close code with a reason (a refusal during the handshake
+would reach the browser as a bare failure, without the reason). Then the session runs until
+either side closes, the session is replaced by a newer connection, the client stays silent for
 `IDLE_TIMEOUT` (4008), or the server drains (1012). Close codes: `protocol.CloseCode` and
 docs/protocol.md §4.
 
@@ -31,6 +32,7 @@ from layercode_client.protocol import CloseCode, ErrorMessage
 
 from ..config import Settings
 from ..hosts import host_allowed, origin_allowed
+from ..limits import client_address
 from ..logs import session_tag
 from .connections import Connection
 from .keys import KeyRefused
@@ -199,6 +201,16 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         log.warning("websocket refused: %s", error, exc_info=error.__cause__)
         await _refuse(websocket, CloseCode.TRY_AGAIN_LATER, f"{error.message}; try again")
         return
+    address = grant.client_address or client_address(websocket, settings.trusted_proxies)
+    penalty = websocket.app.state.flood_penalty
+    barred = penalty.remaining(address)
+    if barred is not None:
+        await _refuse(
+            websocket,
+            CloseCode.AUDIO_FLOOD,
+            f"a session from this address was closed for flooding audio; retry in {barred:g} s",
+        )
+        return
     if len(pipeline.connections) >= settings.max_sessions and not pipeline.connections.get(
         grant.session_id
     ):
@@ -210,15 +222,21 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         return
     connection = await pipeline.connections.open(grant.session_id)
     tag = session_tag(grant.session_id)
+    bursts = pipeline.address_bursts
 
     async def close(code: int, reason: str) -> None:
         """The session ends its connection (a hang-up, a flood): the receive side stops, the
-        session cleans up, and the socket closes with `code` below (the first code wins)."""
+        session cleans up, and the socket closes with `code` below (the first code wins). A
+        flood bars the address that asked for the key for a while (limits.FloodPenalty)."""
+        if code == CloseCode.AUDIO_FLOOD:
+            penalty.penalise(address)
         connection.stop(code, reason)
 
+    session = None
     try:
         services = pipeline.services_for(websocket.scope)
         session = PipelineSession(grant, services, websocket.send_text, close)
+        session.pacer.share(bursts.open(address))  # one burst per address (pacing.SharedBurst)
         connection.session = session
         # A push-to-talk client sends nothing between presses: it gets a longer timeout.
         idle_s = (
@@ -233,6 +251,8 @@ async def pipeline_socket(websocket: WebSocket) -> None:
         log.exception("session %s failed", tag)
         connection.stop(CloseCode.INTERNAL_ERROR, "the pipeline failed; see server log")
     finally:
+        if session is not None and session.pacer.shared is not None:
+            bursts.release(address)
         await pipeline.connections.release(connection)
     if connection.stop_code is not None:
         log.info("session %s closed: %s", tag, connection.stop_reason)

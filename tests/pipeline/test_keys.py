@@ -38,6 +38,7 @@ def test_a_grant_survives_json():
         config=SessionConfig(trigger="push_to_talk", can_interrupt=False, input_sample_rate=16000),
         metadata={"user": {"id": 7}},
         resumed=True,
+        client_address="10.0.0.66",
     )
     assert SessionGrant.from_json(original.to_json()) == original
 

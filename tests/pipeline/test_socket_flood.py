@@ -4,6 +4,11 @@ One session sends a minute of speech as fast as the socket takes it (a broken or
 client). The pipeline paces audio to real time plus `AUDIO_BURST_SECONDS`: the excess is
 dropped with an `audio_too_fast` error, never queued for the speech recogniser, and a client
 that keeps flooding is closed with 4009. Then two other sessions speak, and both are heard.
+The flooder's address is then barred for `FLOOD_PENALTY_SECONDS`: it cannot come back with a
+fresh burst allowance per session.
+
+Clients here come through a trusted proxy (127.0.0.1) that names them in `X-Forwarded-For`, so
+each has an address of its own, as on the internet.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import asyncio
 import base64
 import threading
 import time
+
+import httpx
 
 from layercode_client.protocol import CloseCode
 from server.app import create_app
@@ -24,6 +31,8 @@ from tests.support.voice_client import VoiceClient
 
 FLOOD_S = 60.0
 CHUNK_S = 0.1
+FLOODER = {"X-Forwarded-For": "10.0.0.66"}
+BEHIND_PROXY = {"trusted_proxies": ("127.0.0.1",)}
 
 
 async def flood(client: VoiceClient, seconds: float) -> None:
@@ -41,8 +50,9 @@ async def flood(client: VoiceClient, seconds: float) -> None:
 
 def test_a_flooding_client_is_refused_and_two_others_are_still_heard(tmp_path):
     async def scenario():
-        with pipeline_server(tmp_path, tts_engine="espeak") as url:
+        with pipeline_server(tmp_path, tts_engine="espeak", **BEHIND_PROXY) as url:
             flooder = VoiceClient(url, input_sample_rates=[16000])
+            await flooder.authorize(headers=FLOODER)
             await flooder.connect()
             await flood(flooder, FLOOD_S)
             error = await flooder.wait_for("error", lambda m: m["code"] == "audio_too_fast")
@@ -111,3 +121,74 @@ def test_a_flooding_client_is_closed_once_and_nothing_it_sends_after_is_read(tmp
         run(scenario())
     closes = [r for r in caplog.records if "keeps arriving faster" in r.getMessage()]
     assert len(closes) == 1, len(closes)
+
+
+def test_an_address_closed_for_flooding_is_barred_for_a_while(tmp_path):
+    """Before, each new session of a flooder started with a full burst allowance that went to
+    speech recognition: reconnecting at the authorize rate limit kept the recognisers busy with
+    its audio (bench/stt_flood.py: another session's transcript 20 s late). Now a 4009 bars
+    the address: authorize answers 429 `audio_flood`, a key it got before is refused with 4009,
+    and another address is served as before."""
+
+    async def scenario():
+        with pipeline_server(tmp_path, tts_engine="espeak", **BEHIND_PROXY) as url:
+            spare = VoiceClient(url, input_sample_rates=[16000])
+            await spare.authorize(headers=FLOODER)  # a key kept for after the close
+            flooder = VoiceClient(url, input_sample_rates=[16000])
+            await flooder.authorize(headers=FLOODER)
+            await flooder.connect()
+            await flood(flooder, FLOOD_S)
+            assert (await flooder.wait_closed())[0] == CloseCode.AUDIO_FLOOD
+            await flooder.close()
+
+            async with httpx.AsyncClient() as http:
+                body = {"pipeline_id": "test"}
+                again = await http.post(f"{url}/api/authorize", json=body, headers=FLOODER)
+                other = await http.post(
+                    f"{url}/api/authorize", json=body, headers={"X-Forwarded-For": "10.0.0.1"}
+                )
+            assert again.status_code == 429, again.text
+            assert again.json()["code"] == "audio_flood"
+            assert int(again.headers["Retry-After"]) > 0
+            assert other.status_code == 200, other.text
+
+            await spare.connect(ready=False)
+            code, reason = await spare.wait_closed()
+            await spare.close()
+            assert code == CloseCode.AUDIO_FLOOD and "flooding" in reason, (code, reason)
+
+    run(scenario())
+
+
+def test_sessions_opened_at_once_from_one_address_share_one_burst(tmp_path):
+    """With AUDIO_ADDRESS_BURST_SECONDS=5, three sessions from one address each send 4 s of
+    audio at once: each alone is within a session's 5 s burst, together they are past the
+    address's (5 s shared, 1 s each of its own):
+    audio is refused (`audio_too_fast`). Before, each session had a burst of its own: 15 s."""
+    same_address = {"X-Forwarded-For": "10.0.0.77"}
+    shared = {"audio_address_burst_s": 5.0, **BEHIND_PROXY}
+
+    async def scenario():
+        with pipeline_server(tmp_path, tts_engine="espeak", **shared) as url:
+            clients = [VoiceClient(url, input_sample_rates=[16000]) for _ in range(3)]
+            for client in clients:
+                await client.authorize(headers=same_address)
+                await client.connect()
+            chunk = base64.b64encode(silence(CHUNK_S)).decode("ascii")
+            for _ in range(40):
+                for client in clients:
+                    await client.send({"type": "client.audio", "content": chunk})
+            refused = [
+                asyncio.create_task(c.wait_for("error", lambda m: m["code"] == "audio_too_fast"))
+                for c in clients
+            ]
+            done, pending = await asyncio.wait(refused, return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for client in clients:
+                await client.close()
+            return [task.result().message for task in done]
+
+    errors = run(scenario())
+    assert errors and "faster than real time" in errors[0]["message"]

@@ -130,6 +130,23 @@ def test_hardening_settings_are_read():
     assert settings.trusted_proxies == ("10.0.0.1",)
     assert "backend-secret" in settings.secrets and "backend-secret" not in repr(settings)
     assert (settings.max_sessions, settings.idle_timeout) == (7, 30.0)
+
+
+@pytest.mark.parametrize("raw", ["-1", "3601", "nan", "soon"])
+def test_the_flood_penalty_is_bounded(raw):
+    with pytest.raises(SettingsError, match="FLOOD_PENALTY_SECONDS"):
+        Settings.from_env({"FLOOD_PENALTY_SECONDS": raw})
+
+
+@pytest.mark.parametrize("raw", ["-1", "61", "nan", "soon"])
+def test_the_address_burst_is_bounded(raw):
+    with pytest.raises(SettingsError, match="AUDIO_ADDRESS_BURST_SECONDS"):
+        Settings.from_env({"AUDIO_ADDRESS_BURST_SECONDS": raw})
+    assert Settings.from_env({"AUDIO_ADDRESS_BURST_SECONDS": "0"}).audio_address_burst_s == 0
+
+
+def test_the_flood_penalty_can_be_turned_off():
+    assert Settings.from_env({"FLOOD_PENALTY_SECONDS": "0"}).flood_penalty_s == 0
     with pytest.raises(SettingsError, match="PUBLIC_URL"):
         Settings.from_env({"PUBLIC_URL": "voice.example.com"})
 
