@@ -184,9 +184,17 @@ class EchoGuard:
         self.refused_reference_s = 0.0
         self.gate = EchoGate(
             s.gate, self._reference, self._reference_near, self._min_lag, self._max_lag,
-            self._audible,
+            self._audible, self._cancelling,
         )  # fmt: skip
         self._emitted = 0  # samples output (whole blocks): the gate's timeline
+
+    def _cancelling(self) -> bool:
+        """Locked, the lock proven, and the cancellation matching the microphone."""
+        return (
+            self.state == EchoState.LOCKED
+            and self._converging_blocks is None
+            and self._doubt_since is None
+        )
 
     # -- reference -------------------------------------------------------------------------------
 

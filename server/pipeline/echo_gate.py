@@ -65,9 +65,7 @@ WINDOW = 15  # blocks of envelope per delay search (0.3 s)
 
 @dataclass(frozen=True)
 class GateSettings:
-    # Off by default for now: on, bench/echo.py's barge-in (a person in the agent's own Piper
-    # voice over its echo) slowed from a 121-124 ms median to 180-300 ms, with misses.
-    enabled: bool = False
+    enabled: bool = True
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
     learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
@@ -136,10 +134,12 @@ class EchoGate:
         min_lag: int,
         max_lag: int,
         audible: float,
+        filter_cancelling: Callable[[], bool] = lambda: False,
     ):
         self.settings = settings
         self._reference = reference
         self._due_near_position = due_near
+        self._filter_cancelling = filter_cancelling
         self._min_block = min_lag // BLOCK
         self._max_block = -(-max_lag // BLOCK)
         self._audible_db = 10 * np.log10(audible + FLOOR)
@@ -154,6 +154,8 @@ class EchoGate:
         self._doubt_from: int | None = None  # block where an unexplained sound began
         self._first_audible: int | None = None  # before the first lock
         self._passing = False  # before the first lock: gave up (no echo), passing
+        self._confirmed = False  # the latest periodic search found the echo at `lag`
+        self._person = False  # an unexplained sound passing without a hold, while it lasts
         self.locks = 0  # delay locks and changes, for tests and benchmarks
 
     @property
@@ -239,9 +241,12 @@ class EchoGate:
         self._out.add(_samples(pcm))
         if not self._due_near_position(block * BLOCK):
             self._first_audible = self._doubt_from = None
+            self._confirmed = self._person = False
             return self._release() + pcm
         if (block + 1) % self.settings.every == 0 and self.lag is not None:
-            self._search(block + 1)
+            self._confirmed = self._search(block + 1) is not None
+            if self._confirmed:
+                self._person = False
         if self.lag is None or self._gain is None:
             return self._before_lock(block, pcm, audible)
         done = b""
@@ -253,11 +258,24 @@ class EchoGate:
             return self._resolve()
         if not audible or self._explained(block):
             return done + bytes(len(pcm))
+        if self._person or self._confirmed:
+            # The latest search found the echo at the lock's delay: what the echo does not
+            # explain now is someone talking over it, not the echo at a new delay, and is
+            # released at once. Their voice then fails the searches; until one finds the echo
+            # alone again, their next words are theirs too.
+            self._person = True
+            return done + pcm
         self._doubt_from = block
         self._held.append((block, pcm, audible))
         return done + self._resolve()
 
     def _before_lock(self, block: int, pcm: bytes, audible: bool) -> bytes:
+        if self._filter_cancelling():
+            # The linear filter has proven its lock and is cancelling: its output is quiet
+            # where the echo was, so there is nothing to learn gains from, and what is audible
+            # is not our echo. No hold.
+            self._first_audible = None
+            return self._release() + pcm
         if self._passing:
             if (block + 1) % self.settings.every == 0 and audible:
                 self._search(block + 1)

@@ -212,3 +212,37 @@ def test_agent_audio_beyond_the_bound_is_refused_and_counted():
 def test_gate_settings_out_of_bounds_are_refused(bad):
     with pytest.raises(ValueError, match="echo gate"):
         GateSettings(**bad)
+
+
+GATED = EchoSettings(gate=GateSettings(enabled=True))  # the default, spelled out
+
+
+def held_after(mic: bytes, guard: EchoGuard, from_s: float) -> int:
+    """The most microphone audio (bytes) `guard` had taken in but not yet given out, 20 ms
+    block by block, from stream time `from_s` on: what the VAD waits for."""
+    guard.add_reference(speak(ANSWER), DUE_S)
+    fed = out = held = 0
+    for offset in range(0, len(mic) - FRAME * 2 + 1, FRAME * 2):
+        chunk = mic[offset : offset + FRAME * 2]
+        fed += len(chunk)
+        out += len(guard.clean(chunk))
+        if offset >= from_s * RATE * 2:
+            held = max(held, fed - out)
+    return held
+
+
+@pytest.mark.parametrize(("delay_s", "level_db"), [(0.05, -20), (0.3, -6)])
+def test_a_person_over_a_cancelled_echo_is_not_held(delay_s, level_db):
+    """The linear filter cancels this echo (its output is quiet where the echo was), so the
+    gate, on by default, has nothing to learn and must not hold the person's voice while it
+    looks for an echo the filter already removed: the VAD hears them at once."""
+    mic = microphone(delay_s, level_db, person=True)
+    assert held_after(mic, EchoGuard(GATED), person_starts_s() - 0.1) == 0
+
+
+def test_a_person_over_a_processed_echo_the_gate_follows_is_not_held():
+    """Through a browser's capture processing the gate mutes the echo; the echo was found at
+    the lock's delay a moment before the person spoke, so what it does not explain is the
+    person, released at once instead of held `doubt_s` as if the echo had moved."""
+    mic = microphone(0.3, -6, person=True, processed=True)
+    assert held_after(mic, EchoGuard(GATED), person_starts_s() - 0.1) == 0
