@@ -10,10 +10,13 @@ Per interruption:
 - stop_ms: from the moment the chunk carrying the user's first voiced sample reached the server
   (sent over loopback) to the last byte of the interrupted turn's audio the client received —
   0 when nothing of it arrived after that moment;
-- leaked_bytes: audio of the interrupted turn received after the user's `turn.start`.
+- leaked_bytes: audio of the interrupted turn received after the user's `turn.start`;
+- turn_start_ms: from that same moment to the user's `turn.start` (what the echo defence in
+  front of the VAD could delay).
 
 Side by side, each server a `python -m server` process with the same agent: this tree, this
-tree with FALSE_INTERRUPTION_MS=0 (cancel at once instead of holding), and, with
+tree with FALSE_INTERRUPTION_MS=0 (cancel at once instead of holding), this tree with the echo
+defence's envelope gate off (ECHO_GATE=false; on by default), and, with
 `--reference DIR`, another checkout (e.g. `git worktree add /tmp/main main`: the code before
 turns became owned units). Goal: stop_ms p95 ≤ 250, leaked bytes 0.
 
@@ -152,8 +155,10 @@ async def measure(url: str, interruptions: int) -> list[dict]:
 def summary(results: list[dict]) -> dict:
     stops = [r["stop_ms"] for r in results]
     leaks = [r["leaked_bytes"] for r in results]
+    starts = [r["turn_start_ms"] for r in results]
     return {
         "stop_ms": {"p50": median(stops), "p95": p95(stops)},
+        "turn_start_ms": {"p50": median(starts), "p95": p95(starts)},
         "leaked_bytes": {"total": sum(leaks), "max": max(leaks, default=0)},
         "interruptions_leaking": sum(1 for x in leaks if x),
         "n": len(results),
@@ -169,6 +174,7 @@ def main() -> None:
     configurations = {
         "this tree": (ROOT, {}),
         "this tree, no hold": (ROOT, {"FALSE_INTERRUPTION_MS": "0"}),
+        "this tree, ECHO_GATE=false": (ROOT, {"ECHO_GATE": "false"}),
     }
     if args.reference:
         configurations[f"reference ({args.reference.name})"] = (args.reference.resolve(), {})
@@ -188,13 +194,23 @@ def main() -> None:
             s["stop_ms"]["p95"],
             s["leaked_bytes"]["total"],
             f"{s['interruptions_leaking']}/{s['n']}",
+            s["turn_start_ms"]["p50"],
+            s["turn_start_ms"]["p95"],
         ]
         for name, s in summaries.items()
     ]
     print_table(
         "Barge-in: first voiced frame at the server → last agent audio byte (goal p95 ≤ 250 ms, "
         "0 bytes after turn.start)",
-        ["server", "stop p50 ms", "stop p95 ms", "bytes leaked", "leaking"],
+        [
+            "server",
+            "stop p50 ms",
+            "stop p95 ms",
+            "bytes leaked",
+            "leaking",
+            "turn.start p50 ms",
+            "turn.start p95 ms",
+        ],
         rows,
     )
     save("bargein", {"summary": summaries, "interruptions": runs})

@@ -24,24 +24,37 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    band energies at the delay, the loudest within one block either side for the jitter of
    chunk placement, plus the gain) by more than `margin_db` by less than `excess_db` on
    average;
-4. **holds a block it does not explain** (a person, or the echo at a new delay: a playback
-   stall) until `doubt_s` of microphone from it is in, then searches that span alone: a delay
-   found there is adopted; each held block is then muted if the echo explains it and released
-   as it was if not (a person talking over the agent). Before the first lock, audible blocks
-   are held up to `give_up_s` from the first, then released (a headset: no echo).
+4. **releases at once a block it does not explain when the lock is fresh**: the latest
+   periodic search found the echo at the lock's delay, so the sound is someone talking over
+   the agent, not the echo at a new delay (that sound's later words too, until a search finds
+   the echo alone again);
+5. otherwise **holds a block it does not explain** (a person, or the echo at a new delay: a
+   playback stall) until `doubt_s` of microphone from it is in, then searches that span alone:
+   a delay found there is adopted; each held block is then muted if the echo explains it and
+   released as it was if not (a person talking over the agent). Before the first lock, audible
+   blocks are held up to `give_up_s` from the first, then released (a headset: no echo);
+6. **stands aside** while it has no gains of its own and the linear filter is cancelling (its
+   lock proven and matching): the filter's output is quiet where the echo was, there is
+   nothing to learn from it, and what is audible is not our echo. Holding there would only
+   delay a person: it held their first 300 ms.
 
 Nothing is lost and stream time is unchanged (a held block comes out later, in order), so a
-person's turn starts at the stream time they started; the wall clock pays the hold, at most
-`give_up_s` once and `doubt_s` per unexplained sound (the microphone is usually ahead of the
-output, the filter's holds included, so mostly nothing).
+person's turn starts at the stream time they started; the VAD decides later by the hold, at
+most `give_up_s` once and `doubt_s` per unexplained sound while the lock is in question.
 
 Measured: the Chromium recordings above, replayed, 0 turn starts (without the gate: a start
 within 0.3 s of the echo); tests/pipeline/test_echo.py and bench/echo.py, with an echo processed
 like Chromium's (`capture_processing` in tests/support/echo.py), 0 starts; a person over it is
-heard, but a first short word said over a loud processed echo can be lost. Open, and why the
-gate is off by default: in bench/echo.py's barge-in (a person in the agent's own Piper voice
-over its echo, 12 points per row) the gate moved the turn start from a 121-124 ms median to
-180-300 ms, maxima 300-923 ms, and missed 1-4 of 12 (load 17-47, stream time).
+heard, but a first short word said over a loud processed echo can be lost.
+
+Barge-in (bench/echo.py, a person over the agent's echo, 12 points per row, stream time at
+the VAD's decision): before points 4 and 6 the gate moved the turn start from a 121-124 ms
+median to 280-300 ms on every echo the linear filter cancels (it held the person's first
+0.3 s, its gains never learned) and missed 1-2 of 12, in espeak's voice as in Piper's: the
+voice was not the cause. With them, those rows match the gate off exactly; over an echo
+processed like Chromium's (which without the gate interrupts by itself) the person is heard
+at a 154-241 ms median, a short first word ("Wait,") over an echo as loud as the person can
+still be lost (1-2 of 12). On by default.
 """
 
 from __future__ import annotations
