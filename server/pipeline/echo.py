@@ -268,9 +268,10 @@ class EchoGuard:
         out = bytearray()
         for offset in range(0, whole, BLOCK * 2):
             pcm = data[offset : offset + BLOCK * 2]
-            self.gate.observe(_samples(pcm))
+            self.gate.observe(_samples(pcm), idle=not self._chunks)
             out += self._block(pcm)
-        if not self.gate.settings.enabled:  # ECHO_GATE off: no second pass
+        gate_idle = not self._chunks and self.gate.idle(len(out) // 2 // BLOCK)
+        if not self.gate.settings.enabled or gate_idle:  # nothing for the gate to do
             self._emitted += len(out) // 2
             if self._chunks:
                 self._forget_old_reference()

@@ -24,10 +24,10 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    band energies at the delay, the loudest within one block either side for the jitter of
    chunk placement, plus the gain) by more than `margin_db` by less than `excess_db` on
    average;
-4. **releases at once a block it does not explain when the lock is fresh**: the latest
-   periodic search found the echo at the lock's delay, so the sound is someone talking over
-   the agent, not the echo at a new delay (that sound's later words too, until a search finds
-   the echo alone again);
+4. **releases at once a block far above the predicted echo when the lock is fresh** (by
+   `sure_db`; the last two periodic searches found the echo at the lock's delay): someone
+   talking over the agent, not the echo at a new delay (that sound's later words too, until a
+   search finds the echo alone again);
 5. otherwise **holds a block it does not explain** (a person, or the echo at a new delay: a
    playback stall) until `doubt_s` of microphone from it is in, then searches that span alone:
    a delay found there is adopted; each held block is then muted if the echo explains it and
@@ -85,6 +85,7 @@ class GateSettings:
     every: int = 5  # blocks between delay searches while agent audio is due
     margin_db: float = 6.0  # a band this much over the predicted echo is not echo
     excess_db: float = 2.0  # mean excess over the bands above which a block is not echo
+    sure_db: float = 4.0  # ... above which, the lock confirmed, it is released without a hold
     doubt_s: float = 0.16  # an unexplained sound held this long before deciding
     give_up_s: float = 0.3  # held before the first lock, from the first audible block
 
@@ -96,6 +97,8 @@ class GateSettings:
             raise ValueError("echo gate doubt_s must be in (0, 1] s and give_up_s in (0, 2] s")
         if self.every < 1 or self.margin_db < 0 or self.excess_db < 0:
             raise ValueError("echo gate every must be >= 1, margin_db and excess_db >= 0")
+        if not self.excess_db <= self.sure_db <= 40:
+            raise ValueError("echo gate sure_db must be in [excess_db, 40] dB")
 
 
 def _band_matrix() -> np.ndarray:
@@ -106,6 +109,7 @@ def _band_matrix() -> np.ndarray:
 
 _BANDS = _band_matrix()
 _WINDOW_FN = np.hanning(2 * BLOCK)
+_SILENT = np.full(N_BANDS, 10 * np.log10(FLOOR))  # the envelope of a silent block
 
 
 def envelope(samples: np.ndarray) -> np.ndarray:
@@ -167,7 +171,7 @@ class EchoGate:
         self._doubt_from: int | None = None  # block where an unexplained sound began
         self._first_audible: int | None = None  # before the first lock
         self._passing = False  # before the first lock: gave up (no echo), passing
-        self._confirmed = False  # the latest periodic search found the echo at `lag`
+        self._confirmed = 0  # periodic searches in a row that found the echo at `lag`
         self._person = False  # an unexplained sound passing without a hold, while it lasts
         self.locks = 0  # delay locks and changes, for tests and benchmarks
 
@@ -176,12 +180,28 @@ class EchoGate:
         """Locked with its gains learned: it tells the echo from a person on its own."""
         return self.lag is not None and self._gain is not None
 
+    def idle(self, blocks: int) -> bool:
+        """Pass `blocks` output blocks through untouched, if nothing is held: no agent audio is
+        held at all, so none can be echo. False (nothing done) while blocks are held."""
+        if self._held:
+            return False
+        for _ in range(blocks):
+            self._out.skip()
+        self._first_audible = self._doubt_from = None
+        self._confirmed, self._person = 0, False
+        return True
+
     def reference_changed(self) -> None:
         self._ref_cache = {}
 
-    def observe(self, samples: np.ndarray) -> None:
-        """One microphone block (BLOCK samples) as received."""
-        if self.settings.enabled:
+    def observe(self, samples: np.ndarray, *, idle: bool = False) -> None:
+        """One microphone block (BLOCK samples) as received. `idle`: no agent audio is held at
+        all, so the block cannot be echo: it is counted, not analysed."""
+        if not self.settings.enabled:
+            return
+        if idle:
+            self._heard.skip()
+        else:
             self._heard.add(samples)
 
     def _ref_envelope(self, block: int) -> np.ndarray:
@@ -238,26 +258,34 @@ class EchoGate:
 
     # -- gating ----------------------------------------------------------------------------------
 
-    def _explained(self, block: int) -> bool:
+    def _excess(self, block: int) -> float:
+        """How far (dB, mean over the bands) the output block stands above the predicted echo
+        plus `margin_db`; infinite when there is no prediction."""
         out = self._out.get(block, block + 1)
         if out is None or self._gain is None:
-            return False
+            return float("inf")
         ref = self._ref_envelopes(block - self.lag - SMEAR, block - self.lag + SMEAR + 1)
         predicted = ref.max(axis=0) + self._gain
-        excess = np.maximum(0.0, out[0] - predicted - self.settings.margin_db)
-        return float(excess.mean()) <= self.settings.excess_db
+        return float(np.maximum(0.0, out[0] - predicted - self.settings.margin_db).mean())
+
+    def _explained(self, block: int) -> bool:
+        return self._excess(block) <= self.settings.excess_db
 
     def gate(self, block: int, pcm: bytes, audible: bool) -> bytes:
         """One block of the filter's output (block index `block`): what goes on now."""
         if not self.settings.enabled:
             return pcm
-        self._out.add(_samples(pcm))
         if not self._due_near_position(block * BLOCK):
+            self._out.skip()
             self._first_audible = self._doubt_from = None
-            self._confirmed = self._person = False
+            self._confirmed, self._person = 0, False
             return self._release() + pcm
+        self._out.add(_samples(pcm))
         if (block + 1) % self.settings.every == 0 and self.lag is not None:
-            self._confirmed = self._search(block + 1) is not None
+            lag = self.lag
+            found = self._search(block + 1)
+            same = found is not None and abs(found - lag) <= SMEAR
+            self._confirmed = self._confirmed + 1 if same else 0
             if self._confirmed:
                 self._person = False
         if self.lag is None or self._gain is None:
@@ -269,13 +297,14 @@ class EchoGate:
         if self._held:
             self._held.append((block, pcm, audible))
             return self._resolve()
-        if not audible or self._explained(block):
+        excess = self._excess(block)
+        if not audible or excess <= self.settings.excess_db:
             return done + bytes(len(pcm))
-        if self._person or self._confirmed:
-            # The latest search found the echo at the lock's delay: what the echo does not
-            # explain now is someone talking over it, not the echo at a new delay, and is
-            # released at once. Their voice then fails the searches; until one finds the echo
-            # alone again, their next words are theirs too.
+        if self._person or (self._confirmed >= 2 and excess >= self.settings.sure_db):
+            # The last two searches found the echo at the lock's delay (it has not moved), and
+            # this block stands far above it: someone talking over it, released at once.
+            # Their voice then fails the searches; until one finds the echo alone again,
+            # their next words are theirs too.
             self._person = True
             return done + pcm
         self._doubt_from = block
@@ -348,6 +377,12 @@ class _Envelopes:
     def add(self, samples: np.ndarray) -> None:
         self._kept.append(envelope(np.concatenate((self._last, samples))))
         self._last = samples
+        self.count += 1
+
+    def skip(self) -> None:
+        """A block that cannot be echo (no agent audio due): silence, without the FFT."""
+        self._kept.append(_SILENT)
+        self._last = np.zeros(BLOCK)
         self.count += 1
 
     def get(self, start: int, stop: int) -> np.ndarray | None:
