@@ -268,10 +268,9 @@ class EchoGuard:
         out = bytearray()
         for offset in range(0, whole, BLOCK * 2):
             pcm = data[offset : offset + BLOCK * 2]
-            self.gate.observe(_samples(pcm), idle=not self._chunks)
+            self.gate.observe(_samples(pcm))
             out += self._block(pcm)
-        gate_idle = not self._chunks and self.gate.idle(len(out) // 2 // BLOCK)
-        if not self.gate.settings.enabled or gate_idle:  # nothing for the gate to do
+        if not self.gate.settings.enabled:  # ECHO_GATE off: no second pass
             self._emitted += len(out) // 2
             if self._chunks:
                 self._forget_old_reference()
