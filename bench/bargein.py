@@ -20,7 +20,7 @@ defence's envelope gate off (ECHO_GATE=false; on by default), and, with
 `--reference DIR`, another checkout (e.g. `git worktree add /tmp/main main`: the code before
 turns became owned units). Goal: stop_ms p95 ≤ 250, leaked bytes 0.
 
-    python bench/bargein.py [--interruptions 20] [--reference DIR]
+    python bench/bargein.py [--interruptions 20] [--reference DIR] [--without NAME]
 """
 
 from __future__ import annotations
@@ -169,6 +169,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interruptions", type=int, default=20)
     parser.add_argument("--reference", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument(
+        "--without", action="append", default=[], help="leave out a configuration by name"
+    )
     args = parser.parse_args()
 
     configurations = {
@@ -178,6 +181,8 @@ def main() -> None:
     }
     if args.reference:
         configurations[f"reference ({args.reference.name})"] = (args.reference.resolve(), {})
+    for name in args.without:
+        configurations.pop(name)
 
     agent = StreamingAgentApp(SECRET)
     runs = {}
