@@ -54,7 +54,10 @@ median to 280-300 ms on every echo the linear filter cancels (it held the person
 voice was not the cause. With them, those rows match the gate off exactly; over an echo
 processed like Chromium's (which without the gate interrupts by itself, 10-17 per minute)
 the person is heard at a 174-241 ms median (before: 182-297), and a short first word ("Wait,")
-over an echo as loud as the person can still be lost (1-3 of 12): open. On by default.
+over an echo as loud as the person can still be lost (1-3 of 12): open. Off by default:
+bench/bargein.py, with no echo at all and the person in the agent's own Piper voice, turn.start
+p95 280 ms against 160 ms off, and one run missed a barge-in (the gate can lock on the
+person's voice and learn it as echo). Open.
 """
 
 from __future__ import annotations
@@ -78,7 +81,9 @@ WINDOW = 15  # blocks of envelope per delay search (0.3 s)
 
 @dataclass(frozen=True)
 class GateSettings:
-    enabled: bool = True
+    # Off by default: bench/bargein.py (no echo at all, the person in the agent's own Piper
+    # voice) missed a barge-in with it on (the gate can lock on and learn the person as echo).
+    enabled: bool = False
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
     learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
