@@ -10,14 +10,17 @@ Per interruption:
 - stop_ms: from the moment the chunk carrying the user's first voiced sample reached the server
   (sent over loopback) to the last byte of the interrupted turn's audio the client received —
   0 when nothing of it arrived after that moment;
-- leaked_bytes: audio of the interrupted turn received after the user's `turn.start`.
+- leaked_bytes: audio of the interrupted turn received after the user's `turn.start`;
+- turn_start_ms: from that same moment to the user's `turn.start` (what the echo defence in
+  front of the VAD could delay).
 
 Side by side, each server a `python -m server` process with the same agent: this tree, this
-tree with FALSE_INTERRUPTION_MS=0 (cancel at once instead of holding), and, with
+tree with FALSE_INTERRUPTION_MS=0 (cancel at once instead of holding), this tree with the echo
+defence's envelope gate on (ECHO_GATE=true; off by default), and, with
 `--reference DIR`, another checkout (e.g. `git worktree add /tmp/main main`: the code before
 turns became owned units). Goal: stop_ms p95 ≤ 250, leaked bytes 0.
 
-    python bench/bargein.py [--interruptions 20] [--reference DIR]
+    python bench/bargein.py [--interruptions 20] [--reference DIR] [--without NAME]
 """
 
 from __future__ import annotations
@@ -109,8 +112,13 @@ async def interrupt_once(talk: Conversation, question: bytes, voice_at_s: float,
     started = await client.stream(question)
     # The chunk holding the first voiced sample is sent once its last sample is "captured".
     voice_reached = started + (int(voice_at_s / CHUNK_S) + 1) * CHUNK_S
-    user = await client.wait_for("turn.start", lambda m: m["role"] == "user", after=mark)
-    await client.wait_for("user.transcript", after=mark)
+    try:
+        user = await client.wait_for("turn.start", lambda m: m["role"] == "user", after=mark)
+        await client.wait_for("user.transcript", after=mark)
+    except TimeoutError:  # the person was not heard: a missed barge-in
+        talk.interrupted.add(target)
+        talk.mark = len(client.received)
+        return {"missed": True, "stop_ms": None, "leaked_bytes": 0, "turn_start_ms": None}
     talk.interrupted.add(target)
     talk.mark = len(client.received)
     of_target = [
@@ -124,6 +132,7 @@ async def interrupt_once(talk: Conversation, question: bytes, voice_at_s: float,
     )
     last = max(r.at for r in of_target)
     return {
+        "missed": False,
         "stop_ms": round(max(0.0, last - voice_reached) * 1000, 1),
         "leaked_bytes": leaked,
         "turn_start_ms": round((user.at - voice_reached) * 1000, 1),
@@ -142,6 +151,9 @@ async def measure(url: str, interruptions: int) -> list[dict]:
             delay = rng.uniform(0.8, 2.5)  # into the answer's audio
             result = await interrupt_once(talk, question, voice_at_s, delay)
             results.append(result)
+            if result["missed"]:
+                print(f"  {n + 1:2d}: missed (no user turn)")
+                continue
             print(
                 f"  {n + 1:2d}: stop {result['stop_ms']:6.0f} ms, "
                 f"leaked {result['leaked_bytes']:7d} bytes"
@@ -150,13 +162,18 @@ async def measure(url: str, interruptions: int) -> list[dict]:
 
 
 def summary(results: list[dict]) -> dict:
+    missed = sum(1 for r in results if r["missed"])
+    results = [r for r in results if not r["missed"]]
     stops = [r["stop_ms"] for r in results]
     leaks = [r["leaked_bytes"] for r in results]
+    starts = [r["turn_start_ms"] for r in results]
     return {
         "stop_ms": {"p50": median(stops), "p95": p95(stops)},
+        "turn_start_ms": {"p50": median(starts), "p95": p95(starts)},
         "leaked_bytes": {"total": sum(leaks), "max": max(leaks, default=0)},
         "interruptions_leaking": sum(1 for x in leaks if x),
-        "n": len(results),
+        "missed": missed,
+        "n": len(results) + missed,
     }
 
 
@@ -164,14 +181,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--interruptions", type=int, default=20)
     parser.add_argument("--reference", type=Path, help="a checkout of the code to compare with")
+    parser.add_argument(
+        "--without", action="append", default=[], help="leave out a configuration by name"
+    )
     args = parser.parse_args()
 
     configurations = {
         "this tree": (ROOT, {}),
         "this tree, no hold": (ROOT, {"FALSE_INTERRUPTION_MS": "0"}),
+        "this tree, ECHO_GATE=true": (ROOT, {"ECHO_GATE": "true"}),
     }
     if args.reference:
         configurations[f"reference ({args.reference.name})"] = (args.reference.resolve(), {})
+    for name in args.without:
+        configurations.pop(name)
 
     agent = StreamingAgentApp(SECRET)
     runs = {}
@@ -188,13 +211,25 @@ def main() -> None:
             s["stop_ms"]["p95"],
             s["leaked_bytes"]["total"],
             f"{s['interruptions_leaking']}/{s['n']}",
+            f"{s['missed']}/{s['n']}",
+            s["turn_start_ms"]["p50"],
+            s["turn_start_ms"]["p95"],
         ]
         for name, s in summaries.items()
     ]
     print_table(
         "Barge-in: first voiced frame at the server → last agent audio byte (goal p95 ≤ 250 ms, "
         "0 bytes after turn.start)",
-        ["server", "stop p50 ms", "stop p95 ms", "bytes leaked", "leaking"],
+        [
+            "server",
+            "stop p50 ms",
+            "stop p95 ms",
+            "bytes leaked",
+            "leaking",
+            "missed",
+            "turn.start p50 ms",
+            "turn.start p95 ms",
+        ],
         rows,
     )
     save("bargein", {"summary": summaries, "interruptions": runs})

@@ -8,25 +8,31 @@ time (audio samples), no wall clock except the CPU cost:
 - turn starts per minute of agent speech with only the echo at the microphone (goal 0), for
   50/150/300 ms × -6/-20 dB (the issue's matrix), plus a late browser (900 ms), an 8 kHz
   microphone, a reverberant room, a playback stall and an echo through a browser's capture
-  processing (harder cases, shown as they are);
-- barge-in delay: a person (a different sentence) talking over the answer at four points of each
-  answer, from the person's first voiced 10 ms to the detector's start (goal ≤ 300 ms), against
-  the same person on a silent microphone without the guard (the floor the VAD sets);
+  processing (harder cases, shown as they are): without the guard, with the guard but its
+  envelope gate off (`ECHO_GATE=false`), and with both (the default);
+- barge-in delay: a person (a different sentence, in espeak's voice by default, unlike the
+  agent's Piper voice; `--person piper` for the agent's own) talking over the answer at four
+  points of each answer, from the person's first voiced 10 ms to the detector's start in
+  stream time at the moment the guard let the detector decide (goal ≤ 300 ms), with the gate
+  on and off, against the same person on a silent microphone without the guard (the floor the
+  VAD sets);
 - CPU per 100 ms of microphone audio while agent audio is recent, and when none is.
 
-    ./dev bench echo
+    ./dev bench echo [--person espeak|piper]
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from typing import ClassVar
 
 from common import median, print_table, save
 
-from server.pipeline.echo import EchoGuard
+from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.echo_gate import GateSettings
 from tests.support.echo import RATE, microphone, turn_starts
-from tests.support.speech import speak, voiced_span
+from tests.support.speech import speak, speak_espeak, voiced_span
 
 ANSWERS = [
     "Sure. The museum opens at nine in the morning and closes at six in the evening. "
@@ -82,8 +88,8 @@ class TimedGuard(EchoGuard):
             TimedGuard.cpu_s += time.process_time() - start
 
 
-def guard_for(answer: bytes) -> TimedGuard:
-    guard = TimedGuard()
+def guard_for(answer: bytes, gate: bool = True) -> TimedGuard:
+    guard = TimedGuard(EchoSettings(gate=GateSettings(enabled=gate)))
     guard.add_reference(answer, DUE_S)
     return guard
 
@@ -91,13 +97,14 @@ def guard_for(answer: bytes) -> TimedGuard:
 def echo_only(answers: list[bytes], options: dict) -> dict:
     """Turn starts with the echo alone, off and on; and how long the guard needed to lock,
     from the first audible echo (each answer starts a fresh guard: a session's first answer)."""
-    off = on = 0
+    off = on = no_gate = 0
     speech_s = 0.0
     lock_ms = []
     for answer in answers:
         mic = microphone(answer, DUE_S, **options)
         speech_s += len(answer) / 2 / RATE
         off += len(turn_starts(mic, None))
+        no_gate += len(turn_starts(mic, guard_for(answer, gate=False)))
         TimedGuard.locked_at = []
         on += len(turn_starts(mic, guard_for(answer)))
         echo_starts = DUE_S + options["delay_s"] + voiced_span(answer)[0]
@@ -107,13 +114,17 @@ def echo_only(answers: list[bytes], options: dict) -> dict:
         "lock_ms": lock_ms,
         "speech_s": round(speech_s, 1),
         "starts_off": off,
+        "starts_gate_off": no_gate,
         "starts_on": on,
         "per_min_off": round(off / minutes, 1),
+        "per_min_gate_off": round(no_gate / minutes, 1),
         "per_min_on": round(on / minutes, 1),
     }
 
 
-def barge_in(answers: list[bytes], question: bytes, options: dict | None) -> dict:
+def barge_in(
+    answers: list[bytes], question: bytes, options: dict | None, gate: bool = True
+) -> dict:
     """Milliseconds from the person's voice to the detector's start; None when missed (>1 s)
     or when a start came before the person spoke (the echo interrupted first)."""
     onset = voiced_span(question)[0]
@@ -127,7 +138,7 @@ def barge_in(answers: list[bytes], question: bytes, options: dict | None) -> dic
                 starts = turn_starts(mic, None)
             else:
                 mic = microphone(answer, DUE_S, person=question, person_at_s=at, **options)
-                starts = turn_starts(mic, guard_for(answer))
+                starts = turn_starts(mic, guard_for(answer, gate))
             first = starts[0] - voice_s if starts else None
             ok = first is not None and 0 <= first <= 1.0
             delays.append(round(first * 1000) if ok else None)
@@ -157,8 +168,11 @@ def cpu_cost(answers: list[bytes]) -> dict:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--person", choices=("espeak", "piper"), default="espeak")
+    args = parser.parse_args()
     answers = [speak(text) for text in ANSWERS]
-    question = speak(QUESTION)
+    question = speak_espeak(QUESTION) if args.person == "espeak" else speak(QUESTION)
     echo_rows, echo_data = [], {}
     for name, options in CONDITIONS:
         result = echo_only(answers, options)
@@ -168,33 +182,53 @@ def main() -> None:
                 name,
                 f"{result['speech_s']:.0f}",
                 result["starts_off"],
+                result["starts_gate_off"],
                 result["starts_on"],
                 f"{result['per_min_off']:.1f}",
+                f"{result['per_min_gate_off']:.1f}",
                 f"{result['per_min_on']:.1f}",
                 "/".join(str(ms) for ms in result["lock_ms"]),
             ]
         )
     print_table(
         "Echo only at the microphone: user turn starts (interruptions) over the agent's speech",
-        ["condition", "speech s", "starts off", "starts on", "/min off", "/min on", "lock ms"],
+        [
+            "condition",
+            "speech s",
+            "starts off",
+            "gate off",
+            "gate on",
+            "/min off",
+            "/min gate off",
+            "/min gate on",
+            "lock ms",
+        ],
         echo_rows,
     )
     barge_rows, barge_data = [], {}
     for name, options in [("no echo, no guard (floor)", None), *CONDITIONS]:
-        result = barge_in(answers, question, options)
-        barge_data[name] = result
-        heard = len(result["delays_ms"]) - result["missed"]
-        barge_rows.append(
-            [
-                name,
+        results = {
+            gate: barge_in(answers, question, options, gate)
+            for gate in ((True,) if options is None else (False, True))
+        }
+        barge_data[name] = {"gate_on": results[True], "gate_off": results.get(False)}
+        row = [name]
+        for gate in (False, True):
+            result = results.get(gate)
+            if result is None:
+                row += ["", "", ""]
+                continue
+            heard = len(result["delays_ms"]) - result["missed"]
+            row += [
                 f"{result['median_ms']:.0f}",
                 f"{result['max_ms']:.0f}",
                 f"{heard}/{len(result['delays_ms'])}",
             ]
-        )
+        barge_rows.append(row)
     print_table(
-        "Barge-in: a person over the agent, person's first voice → turn start (stream ms)",
-        ["condition (guard on)", "median ms", "max ms", "heard"],
+        f"Barge-in: a person ({args.person}) over the agent, person's first voice → turn start "
+        "(stream ms), the guard's gate off | on",
+        ["condition", "off median", "off max", "off heard", "on median", "on max", "on heard"],
         barge_rows,
     )
     cpu = cpu_cost(answers)
@@ -205,7 +239,13 @@ def main() -> None:
     required = [name for name, _ in REQUIRED]
     save(
         "echo",
-        {"echo_only": echo_data, "barge_in": barge_data, "cpu": cpu, "required": required},
+        {
+            "person": args.person,
+            "echo_only": echo_data,
+            "barge_in": barge_data,
+            "cpu": cpu,
+            "required": required,
+        },
     )
 
 

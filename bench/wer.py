@@ -26,7 +26,7 @@ from common import print_table, save
 
 from server.pipeline.audio import resample
 from server.pipeline.stt import DECODER_CONFIG, PROFILES, AudioPreparation, new_decoder
-from server.pipeline.tts import EspeakTTS
+from server.pipeline.tts.espeak import EspeakTTS
 from tests.support.sentences import ASKED, edit_distance, words
 from tests.support.speech import add_noise, silence, speak
 

@@ -207,8 +207,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "false",
         "Echo defence: also mute what the agent's echo explains by its spectral envelope "
         "(`server/pipeline/echo_gate.py`), for echo a browser's own capture processing left "
-        "too changed for the linear canceller. Off by default: on, a person talking over the "
-        "agent is detected later (median 180-300 ms instead of about 120 ms in bench/echo.py).",
+        "too changed for the linear canceller (Chromium with echo cancellation on). Where the "
+        "linear canceller works, the gate stands aside and a person talking over the agent is "
+        "heard as fast as without it (bench/echo.py). Off by default: with no echo at all and a "
+        "person in the agent's own voice (bench/bargein.py) it can still learn the person as "
+        "echo and miss a barge-in.",
     ),
     "ECHO_MAX_DELAY_MS": (
         "1200",

@@ -52,8 +52,8 @@ parts:
 5. **The envelope gate** (echo_gate.py) after all this: echo a browser's own processing made
    non-linear (Chromium's canceller, suppressor and gain control leave it correlating 0.1-0.8
    with what was sent) is not subtracted enough; its spectral envelope still follows the
-   reference, and blocks it explains are muted. Off by default for now (`EchoSettings.gate`):
-   on, a person in the agent's own voice talking over it was heard later (bench/echo.py).
+   reference, and blocks it explains are muted. On by default (`EchoSettings.gate`); it stands
+   aside while the filter is cancelling (`_cancelling()`), so a person is heard as fast.
 
 The lock and the learned path are kept across agent turns: later answers start cancelled. The
 session tells the guard what will not play: `drop_reference_after(stream_s)` when the agent is
@@ -184,9 +184,17 @@ class EchoGuard:
         self.refused_reference_s = 0.0
         self.gate = EchoGate(
             s.gate, self._reference, self._reference_near, self._min_lag, self._max_lag,
-            self._audible,
+            self._audible, self._cancelling,
         )  # fmt: skip
         self._emitted = 0  # samples output (whole blocks): the gate's timeline
+
+    def _cancelling(self) -> bool:
+        """Locked, the lock proven, and the cancellation matching the microphone."""
+        return (
+            self.state == EchoState.LOCKED
+            and self._converging_blocks is None
+            and self._doubt_since is None
+        )
 
     # -- reference -------------------------------------------------------------------------------
 
@@ -262,7 +270,7 @@ class EchoGuard:
             pcm = data[offset : offset + BLOCK * 2]
             self.gate.observe(_samples(pcm))
             out += self._block(pcm)
-        if not self.gate.settings.enabled:  # ECHO_GATE off (the default): no second pass
+        if not self.gate.settings.enabled:  # ECHO_GATE off: no second pass
             self._emitted += len(out) // 2
             if self._chunks:
                 self._forget_old_reference()

@@ -24,24 +24,40 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    band energies at the delay, the loudest within one block either side for the jitter of
    chunk placement, plus the gain) by more than `margin_db` by less than `excess_db` on
    average;
-4. **holds a block it does not explain** (a person, or the echo at a new delay: a playback
-   stall) until `doubt_s` of microphone from it is in, then searches that span alone: a delay
-   found there is adopted; each held block is then muted if the echo explains it and released
-   as it was if not (a person talking over the agent). Before the first lock, audible blocks
-   are held up to `give_up_s` from the first, then released (a headset: no echo).
+4. **releases at once a block far above the predicted echo when the lock is fresh** (by
+   `sure_db`; the last two periodic searches found the echo at the lock's delay): someone
+   talking over the agent, not the echo at a new delay (that sound's later words too, until a
+   search finds the echo alone again);
+5. otherwise **holds a block it does not explain** (a person, or the echo at a new delay: a
+   playback stall) until `doubt_s` of microphone from it is in, then searches that span alone:
+   a delay found there is adopted; each held block is then muted if the echo explains it and
+   released as it was if not (a person talking over the agent). Before the first lock, audible
+   blocks are held up to `give_up_s` from the first, then released (a headset: no echo);
+6. **stands aside** while it has no gains of its own and the linear filter is cancelling (its
+   lock proven and matching): the filter's output is quiet where the echo was, there is
+   nothing to learn from it, and what is audible is not our echo. Holding there would only
+   delay a person: it held their first 300 ms.
 
 Nothing is lost and stream time is unchanged (a held block comes out later, in order), so a
-person's turn starts at the stream time they started; the wall clock pays the hold, at most
-`give_up_s` once and `doubt_s` per unexplained sound (the microphone is usually ahead of the
-output, the filter's holds included, so mostly nothing).
+person's turn starts at the stream time they started; the VAD decides later by the hold, at
+most `give_up_s` once and `doubt_s` per unexplained sound while the lock is in question.
 
 Measured: the Chromium recordings above, replayed, 0 turn starts (without the gate: a start
 within 0.3 s of the echo); tests/pipeline/test_echo.py and bench/echo.py, with an echo processed
 like Chromium's (`capture_processing` in tests/support/echo.py), 0 starts; a person over it is
-heard, but a first short word said over a loud processed echo can be lost. Open, and why the
-gate is off by default: in bench/echo.py's barge-in (a person in the agent's own Piper voice
-over its echo, 12 points per row) the gate moved the turn start from a 121-124 ms median to
-180-300 ms, maxima 300-923 ms, and missed 1-4 of 12 (load 17-47, stream time).
+heard, but a first short word said over a loud processed echo can be lost.
+
+Barge-in (bench/echo.py, a person over the agent's echo, 12 points per row, stream time at
+the VAD's decision): before points 4 and 6 the gate moved the turn start from a 121-124 ms
+median to 280-300 ms on every echo the linear filter cancels (it held the person's first
+0.3 s, its gains never learned) and missed 1-2 of 12, in espeak's voice as in Piper's: the
+voice was not the cause. With them, those rows match the gate off exactly; over an echo
+processed like Chromium's (which without the gate interrupts by itself, 10-17 per minute)
+the person is heard at a 174-241 ms median (before: 182-297), and a short first word ("Wait,")
+over an echo as loud as the person can still be lost (1-3 of 12): open. Off by default:
+bench/bargein.py, with no echo at all and the person in the agent's own Piper voice, turn.start
+p95 280 ms against 160 ms off, and one run missed a barge-in (the gate can lock on the
+person's voice and learn it as echo). Open.
 """
 
 from __future__ import annotations
@@ -65,8 +81,8 @@ WINDOW = 15  # blocks of envelope per delay search (0.3 s)
 
 @dataclass(frozen=True)
 class GateSettings:
-    # Off by default for now: on, bench/echo.py's barge-in (a person in the agent's own Piper
-    # voice over its echo) slowed from a 121-124 ms median to 180-300 ms, with misses.
+    # Off by default: bench/bargein.py (no echo at all, the person in the agent's own Piper
+    # voice) missed a barge-in with it on (the gate can lock on and learn the person as echo).
     enabled: bool = False
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
@@ -74,6 +90,7 @@ class GateSettings:
     every: int = 5  # blocks between delay searches while agent audio is due
     margin_db: float = 6.0  # a band this much over the predicted echo is not echo
     excess_db: float = 2.0  # mean excess over the bands above which a block is not echo
+    sure_db: float = 4.0  # ... above which, the lock confirmed, it is released without a hold
     doubt_s: float = 0.16  # an unexplained sound held this long before deciding
     give_up_s: float = 0.3  # held before the first lock, from the first audible block
 
@@ -85,6 +102,8 @@ class GateSettings:
             raise ValueError("echo gate doubt_s must be in (0, 1] s and give_up_s in (0, 2] s")
         if self.every < 1 or self.margin_db < 0 or self.excess_db < 0:
             raise ValueError("echo gate every must be >= 1, margin_db and excess_db >= 0")
+        if not self.excess_db <= self.sure_db <= 40:
+            raise ValueError("echo gate sure_db must be in [excess_db, 40] dB")
 
 
 def _band_matrix() -> np.ndarray:
@@ -136,10 +155,12 @@ class EchoGate:
         min_lag: int,
         max_lag: int,
         audible: float,
+        filter_cancelling: Callable[[], bool] = lambda: False,
     ):
         self.settings = settings
         self._reference = reference
         self._due_near_position = due_near
+        self._filter_cancelling = filter_cancelling
         self._min_block = min_lag // BLOCK
         self._max_block = -(-max_lag // BLOCK)
         self._audible_db = 10 * np.log10(audible + FLOOR)
@@ -154,6 +175,8 @@ class EchoGate:
         self._doubt_from: int | None = None  # block where an unexplained sound began
         self._first_audible: int | None = None  # before the first lock
         self._passing = False  # before the first lock: gave up (no echo), passing
+        self._confirmed = 0  # periodic searches in a row that found the echo at `lag`
+        self._person = False  # an unexplained sound passing without a hold, while it lasts
         self.locks = 0  # delay locks and changes, for tests and benchmarks
 
     @property
@@ -223,14 +246,18 @@ class EchoGate:
 
     # -- gating ----------------------------------------------------------------------------------
 
-    def _explained(self, block: int) -> bool:
+    def _excess(self, block: int) -> float:
+        """How far (dB, mean over the bands) the output block stands above the predicted echo
+        plus `margin_db`; infinite when there is no prediction."""
         out = self._out.get(block, block + 1)
         if out is None or self._gain is None:
-            return False
+            return float("inf")
         ref = self._ref_envelopes(block - self.lag - SMEAR, block - self.lag + SMEAR + 1)
         predicted = ref.max(axis=0) + self._gain
-        excess = np.maximum(0.0, out[0] - predicted - self.settings.margin_db)
-        return float(excess.mean()) <= self.settings.excess_db
+        return float(np.maximum(0.0, out[0] - predicted - self.settings.margin_db).mean())
+
+    def _explained(self, block: int) -> bool:
+        return self._excess(block) <= self.settings.excess_db
 
     def gate(self, block: int, pcm: bytes, audible: bool) -> bytes:
         """One block of the filter's output (block index `block`): what goes on now."""
@@ -239,9 +266,15 @@ class EchoGate:
         self._out.add(_samples(pcm))
         if not self._due_near_position(block * BLOCK):
             self._first_audible = self._doubt_from = None
+            self._confirmed, self._person = 0, False
             return self._release() + pcm
         if (block + 1) % self.settings.every == 0 and self.lag is not None:
-            self._search(block + 1)
+            lag = self.lag
+            found = self._search(block + 1)
+            same = found is not None and abs(found - lag) <= SMEAR
+            self._confirmed = self._confirmed + 1 if same else 0
+            if self._confirmed:
+                self._person = False
         if self.lag is None or self._gain is None:
             return self._before_lock(block, pcm, audible)
         done = b""
@@ -251,13 +284,27 @@ class EchoGate:
         if self._held:
             self._held.append((block, pcm, audible))
             return self._resolve()
-        if not audible or self._explained(block):
+        excess = self._excess(block)
+        if not audible or excess <= self.settings.excess_db:
             return done + bytes(len(pcm))
+        if self._person or (self._confirmed >= 2 and excess >= self.settings.sure_db):
+            # The last two searches found the echo at the lock's delay (it has not moved), and
+            # this block stands far above it: someone talking over it, released at once.
+            # Their voice then fails the searches; until one finds the echo alone again,
+            # their next words are theirs too.
+            self._person = True
+            return done + pcm
         self._doubt_from = block
         self._held.append((block, pcm, audible))
         return done + self._resolve()
 
     def _before_lock(self, block: int, pcm: bytes, audible: bool) -> bytes:
+        if self._filter_cancelling():
+            # The linear filter has proven its lock and is cancelling: its output is quiet
+            # where the echo was, so there is nothing to learn gains from, and what is audible
+            # is not our echo. No hold.
+            self._first_audible = None
+            return self._release() + pcm
         if self._passing:
             if (block + 1) % self.settings.every == 0 and audible:
                 self._search(block + 1)

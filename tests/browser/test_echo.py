@@ -13,8 +13,8 @@ Through Chromium's capture path (echo cancellation, noise suppression and gain c
 the page asks) this echo correlates only 0.1-0.8 with what was sent, and the WAV, recorded
 without the pauses the live session makes between sentences, moves its delay by up to 200 ms
 from one sentence to the next: the linear filter cannot prove a lock on it, and the envelope
-gate (server/pipeline/echo_gate.py, `ECHO_GATE=true`; off by default because it slows the
-detection of a person talking over the agent) is what keeps it out.
+gate (server/pipeline/echo_gate.py, `ECHO_GATE=true`, off by default: with no echo and a person
+in the agent's own voice it can miss a barge-in, bench/bargein.py) is what keeps it out.
 """
 
 from __future__ import annotations

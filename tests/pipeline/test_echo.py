@@ -208,7 +208,33 @@ def test_agent_audio_beyond_the_bound_is_refused_and_counted():
 
 
 @pytest.mark.parametrize("bad", [{"lock_score": 0.0}, {"learn_score": 1.5}, {"doubt_s": 0.0},
-                                 {"every": 0}, {"margin_db": -1.0}])  # fmt: skip
+                                 {"every": 0}, {"margin_db": -1.0}, {"sure_db": 1.0}])  # fmt: skip
 def test_gate_settings_out_of_bounds_are_refused(bad):
     with pytest.raises(ValueError, match="echo gate"):
         GateSettings(**bad)
+
+
+GATED = EchoSettings(gate=GateSettings(enabled=True))  # the default, spelled out
+
+
+def held_after(mic: bytes, guard: EchoGuard, from_s: float) -> int:
+    """The most microphone audio (bytes) `guard` had taken in but not yet given out, 20 ms
+    block by block, from stream time `from_s` on: what the VAD waits for."""
+    guard.add_reference(speak(ANSWER), DUE_S)
+    fed = out = held = 0
+    for offset in range(0, len(mic) - FRAME * 2 + 1, FRAME * 2):
+        chunk = mic[offset : offset + FRAME * 2]
+        fed += len(chunk)
+        out += len(guard.clean(chunk))
+        if offset >= from_s * RATE * 2:
+            held = max(held, fed - out)
+    return held
+
+
+@pytest.mark.parametrize(("delay_s", "level_db"), [(0.05, -20), (0.3, -6)])
+def test_a_person_over_a_cancelled_echo_is_not_held(delay_s, level_db):
+    """The linear filter cancels this echo (its output is quiet where the echo was), so the
+    gate, on by default, has nothing to learn and must not hold the person's voice while it
+    looks for an echo the filter already removed: the VAD hears them at once."""
+    mic = microphone(delay_s, level_db, person=True)
+    assert held_after(mic, EchoGuard(GATED), person_starts_s() - 0.1) == 0

@@ -39,6 +39,23 @@ def speak(text: str, rate: int = 16000) -> bytes:
     return resample(pcm, voice.config.sample_rate, rate)
 
 
+@functools.cache
+def _espeak():
+    from server.pipeline.tts.espeak import EspeakTTS
+
+    engine = EspeakTTS()
+    engine.warm()
+    return engine
+
+
+@functools.lru_cache(maxsize=64)
+def speak_espeak(text: str, rate: int = 16000) -> bytes:
+    """`text` spoken by espeak-ng as PCM16 mono at `rate`: a second voice, unlike the agent's
+    Piper voice (a person talking over the agent in the echo tests and benchmarks)."""
+    engine = _espeak()
+    return resample(engine._synthesize(text), engine._native_rate, rate)
+
+
 def silence(seconds: float, rate: int = 16000) -> bytes:
     return bytes(int(seconds * rate) * 2)
 
