@@ -15,13 +15,17 @@ recogniser pool grows to the load once, and native arenas to their working size)
 end of the run, with the samples between. Goal (issue 11): 0 dropped, 0 errors, end RSS
 within 10% of after warm-up.
 
-The clients must be real time for the run to mean anything: each microphone measures how far
-behind its clock it falls (a starved bench process sends late, then catches up in a burst,
-as a stalled browser tab would). An `audio_too_fast` that comes after its microphone fell
-behind by more than the server's burst allowance is the bench's, counted apart; a run whose
-microphones fell that far behind is reported as not measured.
+The clients must be real time for the run to mean anything. One Python process cannot carry 50
+microphones at real time (at load 2.5 one fell 7.8 s behind), so the sessions are spread over
+`--client-procs` processes (by default 10 sessions each), which report their counts to this
+one; it samples the server. Each microphone measures how far behind its clock it falls (a
+starved bench process sends late, then catches up in a burst, as a stalled browser tab would).
+An `audio_too_fast` that comes after its microphone fell behind by more than the server's burst
+allowance is the bench's, counted apart; a run whose microphones fell that far behind is
+reported as not measured.
 
     ./dev bench soak [--sessions 50] [--talkers 10] [--minutes 2] [--warmup 30] [--ramp 10]
+                     [--client-procs N]
 """
 
 from __future__ import annotations
@@ -29,15 +33,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import math
+import multiprocessing
 import os
 import random
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import httpx
 from common import print_table, save
-from load import QUESTIONS, ServerProcess, room_noise
+from load import QUESTIONS, START_TIMEOUT_S, ServerProcess, room_noise
 
 from server.pipeline.pacing import DEFAULT_BURST_S
 from tests.support.speech import silence, speak
@@ -101,8 +108,14 @@ class Microphone:
         return None if self._speech else time.monotonic()
 
 
+COUNTS = ("connected", "turns", "answered", "dropped", "errors")  # followed live by the parent
+SESSIONS_PER_PROCESS = 10  # what one client process carries at real time (50 did not)
+SPAWN = multiprocessing.get_context("spawn")  # not fork: the parent has Piper's threads
+
+
 class Tally:
     def __init__(self) -> None:
+        self.connected = 0
         self.turns = 0
         self.answered = 0
         self.dropped: list[str] = []
@@ -113,15 +126,77 @@ class Tally:
         # burst: the client was not real time (a starved bench process), not the server's fault
         self.not_real_time: list[str] = []
 
+    def counts(self) -> list[int]:
+        return [self.connected, self.turns, self.answered, len(self.dropped), len(self.errors)]
 
-async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, tally: Tally,
-                  turn_timeout: float, delay: float) -> None:  # fmt: skip
+    def __iadd__(self, other: Tally) -> Tally:  # a client process's tally into the run's
+        for name, value in vars(other).items():
+            setattr(self, name, getattr(self, name) + value)
+        return self
+
+
+class Shared:
+    """What the parent and its client processes share; each process gets it as it starts
+    (multiprocessing's locks cannot travel with a task)."""
+
+    def __init__(self, processes: int) -> None:
+        self.ready = SPAWN.Barrier(processes + 1)  # every process is up: the run's clock starts
+        self.stop = SPAWN.Event()  # set by the parent: the run is over
+        self.live = SPAWN.Array("i", processes * len(COUNTS))  # a row of counts per process
+
+    def counts(self) -> dict[str, int]:
+        return {name: sum(self.live[i :: len(COUNTS)]) for i, name in enumerate(COUNTS)}
+
+
+_shared: Shared  # in a client process, set as it starts
+
+
+def _share(shared: Shared) -> None:
+    global _shared
+    _shared = shared
+
+
+def client_process(row: int, url: str, numbers: range, speech: dict[str, bytes], args) -> Tally:
+    """Sessions `numbers` (of `--sessions`; the first `--talkers` talk), until the parent stops."""
+    random.seed(row)
+    _shared.ready.wait()
+    return asyncio.run(clients(row, url, numbers, speech, args))
+
+
+async def clients(row: int, url: str, numbers: range, speech: dict[str, bytes], args) -> Tally:
+    stop = asyncio.Event()
+    tally = Tally()
+    tasks = [
+        asyncio.create_task(
+            session(
+                url,
+                n < args.talkers,
+                stop,
+                tally,
+                speech,
+                args.turn_timeout,
+                delay=args.ramp * n / args.sessions,
+            )
+        )
+        for n in numbers
+    ]
+    counts = slice(row * len(COUNTS), (row + 1) * len(COUNTS))
+    while not _shared.stop.is_set():
+        _shared.live[counts] = tally.counts()
+        await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*tasks)
+    return tally
+
+
+async def session(url: str, talking: bool, stop: asyncio.Event, tally: Tally,
+                  speech: dict[str, bytes], turn_timeout: float, delay: float) -> None:  # fmt: skip
     await asyncio.sleep(delay)  # people arrive one after another, not in the same millisecond
     client = VoiceClient(url, input_sample_rates=[16000])
     mic = None
     try:
         await client.connect()
-        opened.append(client)
+        tally.connected += 1
         mic = Microphone(client)
         microphone = asyncio.create_task(mic.run(stop))
         try:
@@ -134,7 +209,8 @@ async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, ta
                 await asyncio.sleep(random.uniform(0.5, 2.0))
                 if stop.is_set():
                     break
-                await converse_once(client, mic, QUESTIONS[n % len(QUESTIONS)], tally, turn_timeout)
+                question = QUESTIONS[n % len(QUESTIONS)]
+                await converse_once(client, mic, question, speech[question], tally, turn_timeout)
                 n += 1
             await stop.wait()
         finally:
@@ -152,16 +228,17 @@ async def session(url: str, talking: bool, stop: asyncio.Event, opened: list, ta
             if item.message.get("code") == "audio_too_fast" and behind > DEFAULT_BURST_S:
                 tally.not_real_time.append(f"{behind:.1f} s behind: {item.message}")
             else:
-                tally.errors.append(f"error message: {item.message}")
+                late = f"its microphone ≤ {behind:.1f} s behind"
+                tally.errors.append(f"error message ({late}): {item.message}")
         if client.close_code is not None:  # by the server, or by the client's own pings
             tally.errors.append(f"connection closed: {client.close_code} {client.close_reason}")
         await client.close()
 
 
-async def converse_once(client: VoiceClient, mic: Microphone, question: str, tally: Tally,
-                        turn_timeout: float) -> None:  # fmt: skip
+async def converse_once(client: VoiceClient, mic: Microphone, question: str, pcm: bytes,
+                        tally: Tally, turn_timeout: float) -> None:  # fmt: skip
     mark = len(client.received)
-    spoken = await mic.say(speak(question) + silence(0.2))
+    spoken = await mic.say(pcm)
     if spoken is None:
         return  # the run ended while it was being said: not a turn
     tally.turns += 1
@@ -178,51 +255,29 @@ async def converse_once(client: VoiceClient, mic: Microphone, question: str, tal
     await client.send({"type": "trigger.response.audio.replay_finished", "reason": "completed"})
 
 
-async def soak(server: ServerProcess, args) -> dict:
-    stop = asyncio.Event()
-    opened: list = []
-    tally = Tally()
-    talkers = min(args.talkers, args.sessions)
-    tasks = [
-        asyncio.create_task(
-            session(
-                server.url,
-                n < talkers,
-                stop,
-                opened,
-                tally,
-                args.turn_timeout,
-                delay=args.ramp * n / args.sessions,
-            )
-        )
-        for n in range(args.sessions)
-    ]
-    started = time.monotonic()
-    samples: list[tuple] = []  # (seconds since start, RSS MiB, its own, processes)
-    health_ms: list[float] = []  # how long /health takes: the server's event loop's lag
-    warm_rss = None
-    while time.monotonic() - started < args.minutes * 60:
-        await asyncio.sleep(min(5.0, args.minutes * 60 / 10))
-        asked = time.monotonic()
-        async with httpx.AsyncClient() as http:  # a new connection: keep-alive ends at 5 s
-            await http.get(f"{server.url}/health", timeout=60)
-        health_ms.append((time.monotonic() - asked) * 1000)
-        at = time.monotonic() - started
-        samples.append((at, server.rss_mib(), server.own_rss_mib(), len(server._processes())))
-        if warm_rss is None and at >= args.warmup and tally.answered >= talkers:
-            warm_rss = samples[-1][1]
-        print(f"  {at:5.0f} s: {len(opened)} connected, {tally.turns} turns, "
-              f"{len(tally.dropped)} dropped, {len(tally.errors)} errors, "
-              f"server RSS {samples[-1][1]:.0f} MiB (its own {samples[-1][2]:.0f}, "
-              f"{samples[-1][3]} processes), /health {health_ms[-1]:.0f} ms",
-              flush=True)  # fmt: skip
-    end_rss = server.rss_mib()
-    stop.set()
-    await asyncio.gather(*tasks)
+def soak(server: ServerProcess, speech: dict[str, bytes], args) -> dict:
+    processes = args.client_procs or math.ceil(args.sessions / SESSIONS_PER_PROCESS)
+    shared = Shared(processes)
+    with ProcessPoolExecutor(processes, SPAWN, initializer=_share, initargs=(shared,)) as pool:
+        parts = [
+            pool.submit(client_process, row, server.url, range(row, args.sessions, processes),
+                        speech, args)
+            for row in range(processes)
+        ]  # fmt: skip
+        try:
+            shared.ready.wait(START_TIMEOUT_S)
+            samples, health_ms, warm_rss = watch(server, shared, args)
+            end_rss = server.rss_mib()
+        finally:
+            shared.stop.set()
+        tally = Tally()
+        for part in parts:
+            tally += part.result()
     return {
         "sessions": args.sessions,
-        "connected": len(opened),
-        "talking": talkers,
+        "client_processes": processes,
+        "connected": tally.connected,
+        "talking": args.talkers,
         "seconds": args.minutes * 60,
         "turns": tally.turns,
         "dropped_turns": len(tally.dropped),
@@ -242,6 +297,30 @@ async def soak(server: ServerProcess, args) -> dict:
     }
 
 
+def watch(server: ServerProcess, shared: Shared, args) -> tuple[list, list, float | None]:
+    """Samples the server's RSS and /health while the clients run; prints the progress."""
+    started = time.monotonic()
+    samples: list[tuple] = []  # (seconds since start, RSS MiB, its own, processes)
+    health_ms: list[float] = []  # how long /health takes: the server's event loop's lag
+    warm_rss = None
+    while time.monotonic() - started < args.minutes * 60:
+        time.sleep(min(5.0, args.minutes * 60 / 10))
+        asked = time.monotonic()
+        httpx.get(f"{server.url}/health", timeout=60)  # a new connection each time
+        health_ms.append((time.monotonic() - asked) * 1000)
+        at = time.monotonic() - started
+        samples.append((at, server.rss_mib(), server.own_rss_mib(), len(server._processes())))
+        counts = shared.counts()
+        if warm_rss is None and at >= args.warmup and counts["answered"] >= args.talkers:
+            warm_rss = samples[-1][1]
+        print(f"  {at:5.0f} s: {counts['connected']} connected, {counts['turns']} turns, "
+              f"{counts['dropped']} dropped, {counts['errors']} errors, "
+              f"server RSS {samples[-1][1]:.0f} MiB (its own {samples[-1][2]:.0f}, "
+              f"{samples[-1][3]} processes), /health {health_ms[-1]:.0f} ms",
+              flush=True)  # fmt: skip
+    return samples, health_ms, warm_rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=50)
@@ -251,19 +330,24 @@ def main() -> None:
     parser.add_argument("--ramp", type=float, default=10.0, help="seconds to open the sessions")
     parser.add_argument("--turn-timeout", type=float, default=60.0, help="seconds")
     parser.add_argument("--server-log", type=Path, help="write the server's log (warnings) here")
+    parser.add_argument(
+        "--client-procs",
+        type=int,
+        help=f"processes the sessions are spread over (default: {SESSIONS_PER_PROCESS} each)",
+    )
     args = parser.parse_args()
-    random.seed(1)
-    for question in QUESTIONS:
-        speak(question)  # synthesised before anything runs
+    args.talkers = min(args.talkers, args.sessions)
+    # synthesised before anything runs, once for all the client processes
+    speech = {question: speak(question) + silence(0.2) for question in QUESTIONS}
     with tempfile.TemporaryDirectory() as data:
         server = ServerProcess(data, log_file=args.server_log)
         # The clients stand in for other machines: the server comes first. On a loaded machine
         # that can starve them (load 13-17: a microphone 19.5 s behind real time); such a run
         # is reported as not measured. Not niced, they took the server's CPU: it fell 12 s
-        # behind reading every session.
+        # behind reading every session. The client processes inherit it.
         os.nice(10)
         try:
-            result = asyncio.run(soak(server, args))
+            result = soak(server, speech, args)
         finally:
             server.stop()
     warm, end = result["rss_after_warmup_mib"] or float("nan"), result["rss_end_mib"]
@@ -277,7 +361,8 @@ def main() -> None:
     result["ok"] = ok
     print_table(
         f"Soak: {result['connected']}/{args.sessions} sessions streaming for {args.minutes:g} min, "
-        f"{result['talking']} talking (load average {os.getloadavg()[0]:.1f})",
+        f"{result['talking']} talking, from {result['client_processes']} client processes "
+        f"(load average {os.getloadavg()[0]:.1f})",
         ["figure", "value", "goal"],
         [
             ["turns spoken", str(result["turns"]), ""],
