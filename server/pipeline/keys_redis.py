@@ -111,7 +111,8 @@ class RedisKeys:
             raise _unavailable() from error
         for entry, value in zip(entries, values, strict=True):
             if value is None or value == USED:
-                del self._issued[entry]
+                # another authorize counting at the same time may have forgotten it already
+                self._issued.pop(entry, None)
         return len(self._issued)
 
     async def ping(self) -> None:

@@ -116,6 +116,24 @@ def test_outstanding_counts_the_issuing_nodes_unused_keys_until_any_node_redeems
     run(scenario())
 
 
+def test_outstanding_counted_by_many_authorizes_at_once_on_keys_used_meanwhile(open_keys):
+    """Authorize calls `outstanding()` concurrently: each one reads Redis, and both find the
+    same used keys to forget. The second must not fail on a key the first already forgot
+    (it did: a KeyError, a 500 on /api/authorize, seen by bench/load.py with 8 talkers on
+    two nodes)."""
+
+    async def scenario():
+        node_a, node_b = await open_keys(), await open_keys()
+        keys = [await node_a.issue(grant(f"sess_{n}")) for n in range(3)]
+        for key in keys:
+            await node_b.redeem(key)
+        counts = await asyncio.gather(*(node_a.outstanding() for _ in range(4)))
+        assert counts == [0, 0, 0, 0]
+        await asyncio.gather(node_a.close(), node_b.close())
+
+    run(scenario())
+
+
 def test_an_unused_key_expires_after_the_ttl_in_memory():
     async def scenario():
         clock = FakeClock()
