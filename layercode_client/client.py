@@ -951,7 +951,8 @@ class LayercodeClient:
     async def stop_recording(self):
         """Stop recording (at once); the WAV file as bytes (stereo: left the microphone, right
         the agent, 16-bit, 16 kHz). Works after the session ended too. Awaited: on MicroPython
-        the microphone's audio worklet builds the file when it runs (browser.py)."""
+        the microphone's audio worklet builds the file when it runs (browser.py); without one
+        (the session ended) Python builds it, the browser decoding the chunks."""
         if self._recording is None:
             raise InvalidStateError("not recording: call start_recording() first")
         recording, self._recording = self._recording, None
@@ -960,7 +961,7 @@ class LayercodeClient:
             wav = await build(*recording.layout())
             if wav is not None:
                 return wav
-        return recording.wav()
+        return recording.wav(getattr(self._browser_(), "decode_base64", None))
 
     # The SDK's camelCase names (and this client's own additions, in the same spelling).
     listOutputDevices = list_output_devices

@@ -51,6 +51,10 @@ class Browser:
     def now(self) -> float:
         """Milliseconds on a monotonic clock (`performance.now()`)."""
 
+    def decode_base64(self, text: str) -> bytes:
+        """Optional: base64 decoded by the browser, for a recording's WAV built in Python
+        (recording.py's `build_wav`; MicroPython's `binascii` is pure Python, slow)."""
+
     async def post_json(self, url: str, body: dict) -> tuple:
         """POST JSON; `(status, text of the body)`. Raises OSError when unreachable."""
 

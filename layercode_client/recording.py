@@ -175,9 +175,10 @@ class Recording:
         frames = self._frames()
         return frames, self.pieces(frames)
 
-    def wav(self):
-        """The WAV file as bytes, built in Python."""
-        return build_wav(*self.layout())
+    def wav(self, decode=None):
+        """The WAV file as bytes, built in Python; `decode` (base64 → bytes) defaults to
+        `binascii`'s."""
+        return build_wav(*self.layout(), decode)
 
 
 def build_wav(frames, pieces, decode=None):

@@ -275,6 +275,37 @@ async def test_recording_counts_chunks_that_come_late_and_dates_a_new_microphone
     await client.disconnect()
 
 
+class DecodingBrowser(FakeBrowser):
+    """A page's browser port that decodes base64 itself (`Uint8Array.fromBase64` there)."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoded = []  # the texts it decoded
+
+    def decode_base64(self, text):
+        self.decoded.append(text)
+        return binascii.a2b_base64(text.encode())
+
+
+async def test_a_recording_stopped_after_the_session_ended_is_decoded_by_the_browser():
+    """No microphone is left to build the WAV (its worklet does on MicroPython), so Python
+    builds it, and the browser's decoder decodes the chunks: MicroPython's `binascii` is pure
+    Python (about 29 ms per 100 ms chunk)."""
+    client, browser, _calls = make(DecodingBrowser())
+    await client.connect()
+    browser.clock = 0
+    client.start_recording()
+    for n in range(3):  # 300 ms of microphone, then 100 ms of the agent
+        browser.clock = 100 * (n + 1)
+        hear(browser, 1000)
+    browser.socket.receive({"type": "response.audio", "content": chunk(2000), "turn_id": "a1"})
+    await client.disconnect()
+    left, right = frames_of(await client.stop_recording())
+    assert browser.decoded == [chunk(1000)] * 3 + [chunk(2000)]
+    assert set(left[:4800]) == {1000} and set(left[4800:]) == {0} and len(left) == 6400
+    assert set(right[:4800]) == {0} and set(right[4800:]) == {2000}
+
+
 EIGHT_KHZ = b64(struct.pack("<hh", 10, 20) * 400)  # 100 ms at 8 kHz
 
 
