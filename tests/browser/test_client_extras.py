@@ -68,26 +68,38 @@ async def choose_output(device_id):
 
 async def stop_recording():
     built = []  # whether the recorder worklet built the WAV (else Python did)
-    microphone = client._microphone
-    build = microphone.build_wav
+    decoded = []  # chunks the browser decoded for a WAV built in Python
+    microphone = client._microphone  # None once the session ended
+    if microphone is not None:
+        build = microphone.build_wav
 
-    async def watched(frames, pieces):
-        wav = await build(frames, pieces)
-        built.append(wav is not None)
-        return wav
+        async def watched(frames, pieces):
+            wav = await build(frames, pieces)
+            built.append(wav is not None)
+            return wav
 
-    microphone.build_wav = watched
+        microphone.build_wav = watched
+    browser = client._browser
+    decode = getattr(browser, "decode_base64", None)  # optional (ports.py)
+    if decode is not None:
+
+        def counted(text):
+            decoded.append(text)
+            return decode(text)
+
+        browser.decode_base64 = counted
     started = js.performance.now()
     wav = await client.stopRecording()
     js.window.recorded = js_bytes(wav)
     log("recorded", len(wav), "worklet" if built == [True] else "python",
-        js.performance.now() - started)
+        js.performance.now() - started, len(decoded))
 
 ACTIONS = {{
     "outputs": lambda arg: asyncio.create_task(outputs()),
     "output": lambda arg: asyncio.create_task(choose_output(arg)),
     "record": lambda arg: client.startRecording(),
     "stop": lambda arg: asyncio.create_task(stop_recording()),
+    "disconnect": lambda arg: client.disconnect(),
 }}
 
 def act(name, arg=None):
@@ -240,3 +252,36 @@ def test_recording_gives_a_stereo_wav_of_the_microphone_and_the_agent(page, pipe
     spacings = [b - a for a, b in itertools.combinations(gaps, 2)]
     # (±0.4 s: where a quiet run is detected wanders with the gain control.)
     assert any(abs(spacing - period) < 0.4 for spacing in spacings), (gaps, period)
+
+
+@pytest.mark.parametrize("pipeline", ["micropython"], indirect=True)
+def test_a_recording_stopped_after_the_session_ended_is_built_with_the_browsers_decoder(
+    page, pipeline
+):
+    """No microphone worklet is left to build the WAV: Python builds it on MicroPython, the
+    browser decoding every chunk (MicroPython's own base64 is pure Python, slow)."""
+    console = open_page(page, pipeline)
+    pipeline.wait_for(page, "client.audio", count=3)
+    page.evaluate("act('record')")
+    before = len(pipeline.messages("client.audio"))
+    pipeline.wait_for(page, "client.audio", count=before + 30)  # 3 s of microphone
+    agent = send_tone(pipeline, "a1")
+    pipeline.wait_for(page, "trigger.response.audio.replay_finished")
+    page.evaluate("act('disconnect')")
+    console.wait_for("status disconnected")
+    page.evaluate("act('stop')")
+    size, builder, _ms, decoded = logged_when(console, "recorded").split()
+    assert builder == "python"
+    wav = base64.b64decode(page.evaluate("window.recorded.toBase64()"))
+    assert len(wav) == int(size) and wav[:4] == b"RIFF" and wav[8:12] == b"WAVE"
+    channels, rate, _byte_rate, _block, bits = struct.unpack("<HIIHH", wav[22:36])
+    assert (channels, rate, bits) == (2, 16000, 16)
+    frames = np.frombuffer(wav[44:], "<i2").reshape(-1, 2)
+    left, right = frames[:, 0].tobytes(), frames[:, 1].tobytes()
+    # Every chunk went through the browser's decoder: the microphone's and the agent's one.
+    microphone_chunks = len(left) / 3200  # (the first may start a little after the start)
+    assert abs(int(decoded) - 1 - microphone_chunks) < 1, (decoded, microphone_chunks)
+    # Left: the microphone audio that went on the wire (a run of it); right: the agent's answer
+    # sample for sample, after the user's audio began.
+    assert len(left) >= 3 * 32000 and left[32000:64000] in pipeline.audio()
+    assert agent in right and right.index(agent) > 0
