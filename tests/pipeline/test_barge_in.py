@@ -1,5 +1,10 @@
 """Barge-in end to end: a real socket, real speech, and an agent webhook that streams its answer
-a sentence every 700 ms (tests/support/streaming_agent.py), as LLM-backed agents do."""
+a sentence every 700 ms (tests/support/streaming_agent.py), as LLM-backed agents do.
+
+The agent's answer then stays open (`hold_after`) until the pipeline hangs up: on a loaded
+machine the interruption is confirmed only once the speech recogniser has heard a word, which
+can be after a whole answer of ten sentences streamed to its end (a held answer's stream is
+still read, into a bounded queue), and then no hang-up could be seen."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ SECRET = "streaming-agent-secret"
 
 
 def test_barge_in_stops_a_streaming_agent_and_history_keeps_what_was_heard(tmp_path):
-    agent = StreamingAgentApp(SECRET)
+    agent = StreamingAgentApp(SECRET, hold_after=4)
 
     question = silence(0.2) + speak("Stop. What time is it?") + silence(1.0)  # made before
 
@@ -40,6 +45,9 @@ def test_barge_in_stops_a_streaming_agent_and_history_keeps_what_was_heard(tmp_p
             leaked = [r.type for r in later if r.message.get("turn_id") == welcome]
             assert leaked == [], leaked
             assert answer.message["turn_id"] != welcome
+            # The pipeline closed the interrupted answer's stream, while the session goes on.
+            await asyncio.to_thread(agent.wait_for_hang_up, welcome)
+            assert welcome not in agent.completed
 
         message = agent.messages()[0]
         said = next(h for h in message["history"] if h["role"] == "assistant")
@@ -49,10 +57,6 @@ def test_barge_in_stops_a_streaming_agent_and_history_keeps_what_was_heard(tmp_p
         heard = len(said["text"].split())
         # About two seconds of a sentence every 700 ms had played: some words, far from all.
         assert 1 <= heard < len(" ".join(SENTENCES[:3]).split()), said["text"]
-        # Long enough for the welcome's stream to have ended, had it been left open:
-        await asyncio.sleep(max(0.0, first.at + agent.answer_s + 1.0 - time.monotonic()))
-        assert welcome not in agent.completed, "the interrupted answer's stream was left open"
-        assert welcome in agent.hung_up
 
     with serve(agent.app) as agent_url:
         settings = Settings(

@@ -39,10 +39,20 @@ SENTENCES = [
 
 
 class StreamingAgentApp:
-    def __init__(self, secret: str, sentences: list[str] | None = None, interval_s: float = 0.7):
+    def __init__(
+        self,
+        secret: str,
+        sentences: list[str] | None = None,
+        interval_s: float = 0.7,
+        hold_after: int | None = None,
+    ):
         self.secret = secret
         self.sentences = sentences or SENTENCES
         self.interval_s = interval_s
+        # After this many sentences an answer stays open saying nothing more (an LLM still
+        # thinking, a slow tool call) until its caller hangs up: a test of the hang-up then
+        # does not race the answer's natural end.
+        self.hold_after = hold_after
         self.events: list[dict] = []
         self.completed: list = []  # turn ids of the answers streamed to their end
         self.hung_up: list = []  # turn ids of the answers whose caller closed the stream
@@ -64,6 +74,8 @@ class StreamingAgentApp:
     async def answer(self, turn_id) -> AsyncIterator[bytes]:
         try:
             for n, sentence in enumerate(self.sentences):
+                if n == self.hold_after:
+                    await asyncio.Event().wait()  # never set: only a hang-up ends it
                 if n:
                     await asyncio.sleep(self.interval_s)
                 yield to_sse(AgentSpeech(sentence), turn_id)
@@ -71,6 +83,7 @@ class StreamingAgentApp:
         except (asyncio.CancelledError, GeneratorExit):  # the caller hung up
             with self._lock:
                 self.hung_up.append(turn_id)
+                self._lock.notify_all()
             raise
         with self._lock:
             self.completed.append(turn_id)
@@ -94,6 +107,15 @@ class StreamingAgentApp:
             if not self._lock.wait_for(first, timeout):
                 raise TimeoutError(f"the agent was never sent {what}")
             return first()
+
+    def wait_for_hang_up(self, turn_id: str, timeout: float = 60.0) -> None:
+        """Once the caller closed the stream of the answer to `turn_id` (from a test's
+        thread)."""
+        with self._lock:
+            if not self._lock.wait_for(lambda: turn_id in self.hung_up, timeout):
+                raise TimeoutError(
+                    f"the answer {turn_id} was never hung up: its stream was left open"
+                )
 
     def wait_for_message(self, text: str, timeout: float = 60.0) -> dict:
         """The `message` event whose text is `text`, once it arrives."""
