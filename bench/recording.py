@@ -12,6 +12,11 @@ chunks, microphone and agent, laid out by layercode_client/recording.py):
   MicroPython the recorder worklet decodes, places and interleaves on the audio thread and the
   bytes cross as hex; on Pyodide the Python build, faster there) and `browser.js_bytes()`.
   The page opens the (fake) microphone so the worklet runs.
+- "ended, binascii" and "ended, browser decodes": stopped after the session ended, when no
+  microphone worklet is left: the WAV built in Python (`recording.build_wav`), its chunks
+  decoded by `binascii` (pure Python on MicroPython: how it was) or by the page's browser port
+  (`PageBrowser.decode_base64`: `Uint8Array.fromBase64`, the bytes across as hex: what
+  `stop_recording()` does now), then `browser.js_bytes()`.
 
     ./dev bench recording [--seconds 5] [--runs 3]
 """
@@ -41,7 +46,7 @@ import sys
 
 import js
 from pyscript import ffi
-from layercode_client.browser import BrowserMicrophone, js_bytes
+from layercode_client.browser import BrowserMicrophone, PageBrowser, js_bytes
 from layercode_client.recording import Recording, build_wav
 
 SECONDS = {seconds}
@@ -94,6 +99,15 @@ async def run():
         "browser": await timed(browser_build, js_bytes),
     }}
     microphone.stop()
+
+    async def ended_binascii(frames, pieces):  # the session ended: no worklet left
+        return build_wav(frames, pieces)
+
+    async def ended_browser(frames, pieces):
+        return build_wav(frames, pieces, PageBrowser().decode_base64)
+
+    results["ended, binascii"] = await timed(ended_binascii, js_bytes)
+    results["ended, browser decodes"] = await timed(ended_browser, js_bytes)
     js.document.body.dataset.result = json.dumps(results)
 
 
@@ -102,6 +116,9 @@ asyncio.create_task(run())
 """
 
 INTERPRETERS = ("MicroPython", "Pyodide")
+# (before, after) pairs: while the microphone runs; stopped after the session ended.
+COMPARED = (("python", "browser"), ("ended, binascii", "ended, browser decodes"))
+WAYS = [way for pair in COMPARED for way in pair]
 
 
 def run_page(playwright, pipeline, url, interpreter, seconds) -> dict:
@@ -152,17 +169,18 @@ def main() -> None:
     load_after = os.getloadavg()
 
     per_second = {
-        which: {way: figures(results, way, args.seconds) for way in ("python", "browser")}
+        which: {way: figures(results, way, args.seconds) for way in WAYS}
         for which, results in runs.items()
     }
     rows = []
     for which in INTERPRETERS:
-        for way in ("python", "browser"):
-            got = per_second[which][way]
-            rows.append([f"{which}, {way}", f"{got['build_ms']:.1f}", f"{got['to_js_ms']:.1f}",
-                         f"{got['total_ms']:.1f}"])  # fmt: skip
-        before, after = (per_second[which][w]["total_ms"] for w in ("python", "browser"))
-        rows.append([f"{which}, speed-up", "", "", f"{before / after:.1f}×"])
+        for before_way, after_way in COMPARED:
+            for way in (before_way, after_way):
+                got = per_second[which][way]
+                rows.append([f"{which}, {way}", f"{got['build_ms']:.1f}",
+                             f"{got['to_js_ms']:.1f}", f"{got['total_ms']:.1f}"])  # fmt: skip
+            before, after = (per_second[which][w]["total_ms"] for w in (before_way, after_way))
+            rows.append([f"{which}, speed-up", "", "", f"{before / after:.1f}×"])
     print_table(
         f"stop_recording() + WAV to JS, ms per recorded second (median of {args.runs}, "
         f"{args.seconds} s recordings), MicroPython {MICROPYTHON.version}, Pyodide "
