@@ -498,8 +498,9 @@ class PageBrowser:
     def decode_base64(self, text):
         """Base64 → bytes for a recording's WAV built in Python (no microphone worklet left to
         build it). On MicroPython by the browser (`Uint8Array.fromBase64`, Chrome 140+, with
-        `toHex`): its `binascii` is pure Python there, about 29 ms per 100 ms chunk. Pyodide's
-        `binascii` is C: faster than crossing to JS and back."""
+        `toHex`): its `binascii` is pure Python there, and the WAV took eleven times as long
+        with it (`./dev bench recording`). Pyodide's `binascii` is C: faster than crossing to
+        JS and back."""
         if MICROPYTHON and has(window.Uint8Array.prototype, "toHex"):
             return python_bytes(window.Uint8Array.fromBase64(text))
         return binascii.a2b_base64(text.encode())

@@ -290,7 +290,7 @@ class DecodingBrowser(FakeBrowser):
 async def test_a_recording_stopped_after_the_session_ended_is_decoded_by_the_browser():
     """No microphone is left to build the WAV (its worklet does on MicroPython), so Python
     builds it, and the browser's decoder decodes the chunks: MicroPython's `binascii` is pure
-    Python (about 29 ms per 100 ms chunk)."""
+    Python, slow."""
     client, browser, _calls = make(DecodingBrowser())
     await client.connect()
     browser.clock = 0
