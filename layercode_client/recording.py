@@ -20,6 +20,8 @@ duration (`recording_max_s`). `build_wav` here does it in pure Python: on CPytho
 slices do the per-sample work in C, while on MicroPython (no extended slices) it is a
 per-sample loop, about 0.6 s per recorded second under Node on a loaded 2-core machine, so a
 MicroPython page has the recorder worklet build the file (the microphone port's `build_wav`).
+With no worklet left (the session ended), Python builds it there too, the browser decoding the
+base64 (the browser port's `decode_base64`: MicroPython's `binascii` is pure Python, slow).
 """
 
 import binascii
