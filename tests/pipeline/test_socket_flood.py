@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import threading
 import time
 
@@ -51,7 +50,34 @@ async def flood(client: VoiceClient, seconds: float) -> None:
             return
 
 
-def test_a_flooding_client_is_refused_and_two_others_are_still_heard(tmp_path):
+def pacers_stand_still(monkeypatch, sessions: int) -> None:
+    """The audio pacers of the first `sessions` sessions opened get a clock that stands still.
+
+    A flood is audio faster than real time *as the server reads it*. A server starved of CPU
+    (load 15-20 on two cores) reads a flooding client's frames at about real time, so it
+    rightly refuses nothing (the flooder cannot get ahead of it), and these tests waited in
+    vain for `audio_too_fast` (seen failing). With the clock still, the audio arrives at once
+    whatever the machine's load; pacing against real time is checked in test_pacing.py and by
+    the stalled-server test here."""
+    opened = []
+
+    def pacer(*args, **kwargs):
+        opened.append(True)
+        if len(opened) <= sessions:
+            kwargs["clock"] = still
+        return AudioPacer(*args, **kwargs)
+
+    monkeypatch.setattr(session, "AudioPacer", pacer)
+
+
+def still() -> float:
+    """A clock that stands still (seconds)."""
+    return 1000.0
+
+
+def test_a_flooding_client_is_refused_and_two_others_are_still_heard(tmp_path, monkeypatch):
+    pacers_stand_still(monkeypatch, sessions=1)  # the flooder's
+
     async def scenario():
         with pipeline_server(tmp_path, tts_engine="espeak", **BEHIND_PROXY) as url:
             flooder = VoiceClient(url, input_sample_rates=[16000])
@@ -106,10 +132,13 @@ def test_a_client_is_not_blamed_for_audio_that_waited_for_a_stalled_server(tmp_p
     assert errors == []
 
 
-def test_a_flooding_client_is_closed_once_and_nothing_it_sends_after_is_read(tmp_path, caplog):
+def test_a_flooding_client_is_closed_once_and_nothing_it_sends_after_is_read(
+    tmp_path, caplog, monkeypatch
+):
     """The close wins over the frames still arriving: before, the receive loop kept reading a
     flooder's frames after its session closed it, logging the close once per frame (thousands
     of lines: a log flood) and decoding for seconds while others waited."""
+    pacers_stand_still(monkeypatch, sessions=1)
 
     async def scenario():
         with pipeline_server(tmp_path, tts_engine="espeak") as url:
@@ -126,12 +155,13 @@ def test_a_flooding_client_is_closed_once_and_nothing_it_sends_after_is_read(tmp
     assert len(closes) == 1, len(closes)
 
 
-def test_an_address_closed_for_flooding_is_barred_for_a_while(tmp_path):
+def test_an_address_closed_for_flooding_is_barred_for_a_while(tmp_path, monkeypatch):
     """Before, each new session of a flooder started with a full burst allowance that went to
     speech recognition: reconnecting at the authorize rate limit kept the recognisers busy with
     its audio (bench/stt_flood.py: another session's transcript 20 s late). Now a 4009 bars
     the address: authorize answers 429 `audio_flood`, a key it got before is refused with 4009,
     and another address is served as before."""
+    pacers_stand_still(monkeypatch, sessions=1)  # the flooder's: the spare only has a key
 
     async def scenario():
         with pipeline_server(tmp_path, tts_engine="espeak", **BEHIND_PROXY) as url:
@@ -169,14 +199,13 @@ def test_sessions_opened_at_once_from_one_address_share_one_burst(tmp_path, monk
     address's (5 s shared, 1 s each of its own):
     audio is refused (`audio_too_fast`). Before, each session had a burst of its own: 15 s.
 
-    The pacers' clock stands still, so the audio arrives at once however loaded the machine
-    is: on a loaded one the server read the 120 chunks over seconds, each session rightly
-    earning that real time (and its lag's credit), and nothing was refused. The real-time
-    refill is checked in test_pacing.py and by the other tests here."""
+    The pacers' clock stands still (`pacers_stand_still`): on a loaded machine the server
+    read the 120 chunks over seconds, each session rightly earning that real time, and
+    nothing was refused (seen failing)."""
     same_address = {"X-Forwarded-For": "10.0.0.77"}
     settings = Settings(data_dir=tmp_path / "data", tts_engine="espeak",
                         audio_address_burst_s=5.0, **BEHIND_PROXY)  # fmt: skip
-    monkeypatch.setattr(session, "AudioPacer", functools.partial(AudioPacer, clock=still))
+    pacers_stand_still(monkeypatch, sessions=3)
     app = create_app(settings)
 
     async def scenario(url):
@@ -204,8 +233,3 @@ def test_sessions_opened_at_once_from_one_address_share_one_burst(tmp_path, monk
     with serve(app) as url:
         errors = run(scenario(url))
     assert errors and "faster than real time" in errors[0]["message"]
-
-
-def still() -> float:
-    """A clock that stands still (seconds)."""
-    return 1000.0
