@@ -24,6 +24,7 @@ from server.pipeline.signature import HEADER, verify
 from server.pipeline.webhook import AgentEnd, AgentSpeech, to_sse
 
 PATH = "/agent"
+KEEP_ALIVE = b": thinking\n\n"  # an SSE comment: the stream is alive, nothing to say yet
 SENTENCES = [
     "Let me tell you a long story about the sea.",
     "The waves rolled in slowly under a grey sky.",
@@ -50,8 +51,8 @@ class StreamingAgentApp:
         self.sentences = sentences or SENTENCES
         self.interval_s = interval_s
         # After this many sentences an answer stays open saying nothing more (an LLM still
-        # thinking, a slow tool call) until its caller hangs up: a test of the hang-up then
-        # does not race the answer's natural end.
+        # thinking, a slow tool call), sending keep-alives, until its caller hangs up: a test
+        # of the hang-up then races neither the answer's end nor the pipeline's idle timeout.
         self.hold_after = hold_after
         self.events: list[dict] = []
         self.completed: list = []  # turn ids of the answers streamed to their end
@@ -74,8 +75,9 @@ class StreamingAgentApp:
     async def answer(self, turn_id) -> AsyncIterator[bytes]:
         try:
             for n, sentence in enumerate(self.sentences):
-                if n == self.hold_after:
-                    await asyncio.Event().wait()  # never set: only a hang-up ends it
+                while n == self.hold_after:  # thinking: keep-alives until the caller hangs up
+                    yield KEEP_ALIVE
+                    await asyncio.sleep(self.interval_s)
                 if n:
                     await asyncio.sleep(self.interval_s)
                 yield to_sse(AgentSpeech(sentence), turn_id)
