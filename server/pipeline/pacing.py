@@ -273,9 +273,13 @@ class LoopLag:
 
     Only a hold-up counts (the process descheduled, a blocking call), not a loop that is merely
     busy: a busy loop wakes each tick late by the callbacks queued before it, tens of
-    milliseconds, and a flooding client's own frames add to that. Were that credited, a flood
-    would earn its own excuse; a 250 ms hold-up is out of reach of any one client's frames
-    (tens of microseconds each, a millisecond or so for the largest).
+    milliseconds, and holds no client's audio up for longer than that, since each session takes
+    every frame that has arrived in each turn of the loop (websocket.py, `_Reader`; when it took
+    a frame per three turns, a loop busy with 50 sessions built seconds of backlog in each with
+    no tick 250 ms late: bench/soak.py). Crediting every tick's lateness would not let a flooder
+    excuse itself (the credit is bounded by the client's shortfall from real time), but it
+    would credit any client behind real time on a server that is merely busy, and pay it out
+    as a burst larger than `AUDIO_BURST_SECONDS`.
     """
 
     def __init__(self, interval_s: float = 0.05, slack_s: float = 0.25,

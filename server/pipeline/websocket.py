@@ -20,6 +20,7 @@ dropped there, and the session goes on: it only ever sees frames it can parse, s
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -127,32 +128,97 @@ def _content_length(message: dict) -> int:
         return 0
 
 
+# What the session's reader takes from the socket ahead of the session, at most (besides one
+# message of any size): about 6 s of 16 kHz audio in 100 ms frames; the rest waits in the socket.
+READ_AHEAD_CHARS = 256 * 1024
+
+
+class _Reader:
+    """Reads the socket's messages ahead of the session, up to `READ_AHEAD_CHARS` of them.
+
+    Why a reader of its own: a frame the session waited for through a task of its own, raced
+    with the stop (a `receive` task, `asyncio.wait`), cost the session three turns of the event
+    loop, even when the frame had long arrived. On a loop kept busy by many sessions (every
+    turn over 33 ms, none late enough to count as a hold-up in `LoopLag`) a session read less
+    than real time, and its audio built a backlog that came at once when the loop was quiet
+    again: clients streaming at real time were refused with `audio_too_fast` (bench/soak.py, 50
+    sessions, load 4: 38 of them within a second, the loop's lag at 0.00 s; on a loop busy 100
+    ms a turn, a session read 3 s of audio in 10). The session takes every frame this reader
+    holds without a turn of the loop (`pop`), so its audio waits a turn or so, never a backlog
+    that grows.
+    """
+
+    def __init__(self, websocket: WebSocket):
+        self.websocket = websocket
+        self.messages: collections.deque[dict] = collections.deque()
+        self._chars = 0  # held in `messages`
+        self.arrived = asyncio.Event()  # a message (or the reader's end) is there to take
+        self._room = asyncio.Event()
+        self.failed: BaseException | None = None  # what ended the reading, raised in `pop`
+        self.task = asyncio.create_task(self._read(), name="websocket-reader")
+
+    async def _read(self) -> None:
+        try:
+            while True:
+                # No await suspends while the socket's library has messages queued: a backlog
+                # is taken in one go, up to the limit.
+                message = await self.websocket.receive()
+                self.messages.append(message)
+                self._chars += _size(message)
+                self.arrived.set()
+                if message["type"] == "websocket.disconnect":
+                    return
+                while self._chars >= READ_AHEAD_CHARS:  # bounded: the rest waits in the socket
+                    self._room.clear()
+                    await self._room.wait()
+        except Exception as error:  # the session gets it as it would from `receive`
+            self.failed = error
+            self.arrived.set()
+
+    def pop(self) -> dict | None:
+        """The next message read, if there is one (None: wait on `arrived`)."""
+        if self.messages:
+            message = self.messages.popleft()
+            self._chars -= _size(message)
+            self._room.set()
+            return message
+        if self.failed is not None:
+            raise self.failed
+        self.arrived.clear()
+        return None
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self.task
+
+
+def _size(message: dict) -> int:
+    return len(message.get("text") or message.get("bytes") or "")
+
+
 async def _text_frames(
     websocket: WebSocket, connection: Connection, settings: Settings, idle_s: float
 ) -> AsyncIterator[str]:
     """Text frames until the client leaves, is idle for `idle_s`, or the connection is stopped."""
+    reader = _Reader(websocket)
     stopped = asyncio.create_task(connection.stopped.wait(), name="connection-stopped")
     try:
+        # A stop wins over a frame that is ready too: a flooding client always has one, so
+        # checking only for frames kept reading (and logging) after the session closed it.
         while not connection.stopped.is_set():
-            receive = asyncio.create_task(websocket.receive(), name="websocket-receive")
-            done, _ = await asyncio.wait(
-                {receive, stopped},
-                timeout=idle_s,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            # A stop wins over a frame that is ready too: a flooding client always has one, so
-            # checking only `receive` kept reading (and logging) after the session closed it.
-            if stopped in done or receive not in done:
-                receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await receive
+            message = reader.pop()
+            if message is None:  # nothing has arrived: wait for a frame, the stop or the idle
+                arrived = asyncio.create_task(reader.arrived.wait(), name="websocket-arrived")
+                done, _ = await asyncio.wait(
+                    {arrived, stopped}, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                arrived.cancel()
                 if not done:
                     connection.stop(
-                        CloseCode.IDLE_TIMEOUT,
-                        f"idle timeout: nothing received for {idle_s:g} s",
+                        CloseCode.IDLE_TIMEOUT, f"idle timeout: nothing received for {idle_s:g} s"
                     )
-                return
-            message = receive.result()
+                continue
             if message["type"] == "websocket.disconnect":
                 return
             if message.get("text") is not None:
@@ -169,6 +235,7 @@ async def _text_frames(
                 await websocket.send_text(error.encode())
     finally:
         stopped.cancel()
+        await reader.close()
 
 
 async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:

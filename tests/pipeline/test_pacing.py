@@ -171,7 +171,12 @@ def test_the_loop_lag_adds_up_how_late_the_loop_wakes():
 
 def test_a_busy_loop_is_not_a_held_up_loop():
     """Ticks that wake a little late (the loop busy with other callbacks, a flood's frames among
-    them) earn no credit: only a hold-up longer than the slack counts."""
+    them) earn no credit: only a hold-up longer than the slack counts. A busy loop holds no
+    audio up beyond a turn or so: each session reads every frame that has arrived in each turn
+    (test_socket_reading.py, a real-time client on a loop busy 50 ms a turn is not refused). The
+    slack is not what stops a flooder (the credit is bounded by its shortfall from real time,
+    `test_the_credit_never_admits_more_than_real_time_plus_the_burst`); it keeps a merely busy
+    server from crediting clients that are behind real time with a burst beyond the setting."""
     from server.pipeline.pacing import LoopLag
 
     lag = LoopLag(slack_s=0.25)
