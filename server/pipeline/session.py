@@ -443,8 +443,9 @@ class PipelineSession:
         self._spawn(self._apply_decision(decision), "turn-end-decision")
 
     async def _apply_decision(self, decision) -> None:
-        with contextlib.suppress(Exception):  # a failure is the detector's to log
-            await asyncio.wrap_future(decision)
+        await asyncio.wait([asyncio.wrap_future(decision)])  # a failure is the detector's to log
+        if decision.cancelled():
+            return  # the voice went on before the model's thread took it (turns.py)
         async with self._detector_lock:
             await self._on_detector_events(self.detector.feed(b""))
 

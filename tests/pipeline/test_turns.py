@@ -336,3 +336,35 @@ def test_the_language_model_tells_words_that_end_a_sentence_from_words_that_go_o
     for going_on in ("book a table for", "please remind me to call", "can you tell me the"):
         assert end_probability(going_on) < least, going_on
     assert end_probability("") == 1.0  # no words: the voice decides
+
+
+def test_a_look_still_waiting_for_the_models_thread_is_cancelled_when_the_voice_goes_on():
+    """Under load, looks queue behind other sessions' in the model's one thread; one whose
+    pause is over by then would cost a whole inference (~60 ms of CPU) for nothing."""
+    import threading
+
+    from server.pipeline import turns
+
+    busy, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        busy.set()
+        release.wait()
+
+    blocker = turns._model_thread.submit(other_session)
+    try:
+        busy.wait()
+        detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
+        question = speak("What time is it?")
+        pcm = silence(0.4) + question + silence(0.2)
+        for offset in range(0, len(pcm), 640):
+            detector.feed(pcm[offset : offset + 640])
+        look = detector.pending_decision
+        assert look is not None and not look.done()  # queued behind the other session
+        for offset in range(0, len(question), 640):  # the user goes on
+            detector.feed(question[offset : offset + 640])
+        assert look.cancelled()
+        assert detector.pending_decision is not look
+    finally:
+        release.set()
+        blocker.result()
