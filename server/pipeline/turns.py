@@ -183,9 +183,10 @@ class TurnDetector:
 
     def _is_voiced(self, frame: bytes) -> bool:
         if self._silero is not None:
-            # Silero runs on every frame, quiet or not: its state follows the whole stream.
-            voiced = self._silero.is_speech(frame)
-            return voiced and rms(frame) >= self.settings.min_rms
+            if rms(frame) < self.settings.min_rms:
+                self._silero.skip(frame)  # never voiced: heard later, if needed (vad.py)
+                return False
+            return self._silero.is_speech(frame)
         return rms(frame) >= self.settings.min_rms and self._vad.is_speech(frame, RATE)
 
     def feed(self, pcm: bytes) -> list[Event]:
