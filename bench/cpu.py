@@ -10,12 +10,12 @@ load bench streams them (Piper speech, 16 kHz, 100 ms chunks):
 
 Each chunk goes through the session's stages in order: pacing (`AudioPacer.admit`), 8 → 16 kHz
 resampling (an 8 kHz microphone, the official SDK's rate), the echo guard with no agent audio
-due, and the turn detector (Silero VAD on every 32 ms frame, the turn-end model at pauses, the
-sentence-end lookup on the words it asks for). Speech recognition runs in worker processes in
-the server: its cost is measured here by decoding the user turns' audio the way a worker does
-(the default profile, `words` asked whenever the model wants them). A speculative answer's
-extra cost is one agent call and one first-sentence synthesis per abandoned speculation: the
-synthesis of the demo agent's first sentence is timed.
+due, and the turn detector (Silero VAD on each 32 ms frame above the energy floor, the turn-end
+model at pauses, the sentence-end lookup on the words it asks for). Speech recognition runs in
+worker processes in the server: its cost is measured here by decoding the user turns' audio the
+way a worker does (the default profile). A speculative answer's extra cost is one agent call
+and one first-sentence synthesis per abandoned speculation (a pause the voice resumed after):
+the synthesis of a first sentence is timed, the pauses and resumptions counted.
 
 Times are the process's CPU time (`time.process_time`: every thread of it, so a math
 library's helper threads count), per second of microphone audio. CPU time, not wall time: it
@@ -41,6 +41,8 @@ from server.pipeline.stt import AudioPreparation, _hypothesis, new_decoder
 from server.pipeline.turns import (
     SpeechAudio,
     SpeechEnded,
+    SpeechPaused,
+    SpeechResumed,
     SpeechStarted,
     TurnDetector,
     TurnSettings,
@@ -100,7 +102,7 @@ def session_path(pcm16k: bytes, settings: TurnSettings) -> tuple[Stages, dict]:
                 return asked(pcm)
 
         model.probability = timed
-    turns, turn_audio, turn_pcm = 0, 0, bytearray()
+    turns, pauses, resumed, turn_audio, turn_pcm = 0, 0, 0, 0, bytearray()
     turn_pcms: list[bytes] = []
     words_asked: list[int] = []  # bytes of the turn when the words were asked
     step = int(8000 * CHUNK_S) * 2
@@ -122,6 +124,10 @@ def session_path(pcm16k: bytes, settings: TurnSettings) -> tuple[Stages, dict]:
                     turn_pcm = bytearray(event.preroll)
                 elif isinstance(event, SpeechAudio):
                     turn_pcm += event.pcm
+                elif isinstance(event, SpeechPaused):
+                    pauses += 1  # a speculative answer may start here
+                elif isinstance(event, SpeechResumed):
+                    resumed += 1  # ... and be abandoned here
                 elif isinstance(event, WordsWanted):
                     words_asked.append(len(turn_pcm))
                     with stages.timing("sentence-end words"):
@@ -136,7 +142,8 @@ def session_path(pcm16k: bytes, settings: TurnSettings) -> tuple[Stages, dict]:
     model_cpu = stages.cpu.get("turn-end model (asks)", 0.0)
     stages.cpu["turn detector (VAD, rules)"] -= model_cpu
     info = {"turns": turns, "model_asks": stages.calls.get("turn-end model (asks)", 0),
-            "words_asked": len(words_asked), "turn_pcms": turn_pcms}  # fmt: skip
+            "words_asked": len(words_asked), "pauses": pauses, "resumed": resumed,
+            "turn_pcms": turn_pcms}  # fmt: skip
     return stages, info
 
 
@@ -193,7 +200,8 @@ def main() -> None:
         per_s["total"] = sum(per_s.values())
         results[name] = {"ms_cpu_per_audio_s": per_s, "audio_s": seconds,
                          "turns": info["turns"], "model_asks": info["model_asks"],
-                         "words_asked": info["words_asked"]}  # fmt: skip
+                         "words_asked": info["words_asked"], "pauses": info["pauses"],
+                         "resumed_after_pause": info["resumed"]}  # fmt: skip
         for stage, value in per_s.items():
             rows.setdefault(stage, {})[name] = value
     speculation = first_sentence_cpu() * 1000
@@ -207,8 +215,12 @@ def main() -> None:
     talk = results["talker"]
     print(f"talker: {talk['turns']} turns, {talk['model_asks']} turn-end model asks "
           f"({talk['model_asks'] / max(1, talk['turns']):.2f} per turn), "
-          f"{talk['words_asked']} sentence-end look-ups")  # fmt: skip
-    print(f"a speculation abandoned costs one first-sentence synthesis: {speculation:.0f} ms CPU")
+          f"{talk['words_asked']} sentence-end look-ups; {talk['pauses']} pauses (a speculation "
+          f"may start), {talk['resumed_after_pause']} resumed after one (abandoned)")  # fmt: skip
+    print(
+        f"an abandoned speculation costs one first-sentence synthesis: {speculation:.0f} ms CPU "
+        "(and an agent call)"
+    )
     print("load average (1, 5, 15 min): before "
           f"{' '.join(f'{x:.2f}' for x in load_before)}, after "
           f"{' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
