@@ -21,8 +21,8 @@ state hearing every frame gives), the last `CATCH_UP_FRAMES` (0.25 s) after a lo
 Measured on 20 questions with 1.5-4 s gaps, in silence and in noise around the floor: the same
 turns, 0-4 of 2682 frames judged otherwise, a few turn edges one frame (32 ms) earlier or later
 (resetting the state after a long quiet instead differed more). CPU (bench/cpu.py, the load
-bench's talker and quiet listener, load ~17): detector 12.9 → 5.1 ms per second of a talker's
-audio, 9.2 → 0.4 of a listener's.
+bench's talker and quiet listener, two runs each, load 15-19): the turn detector 8.2-9.1 → 5.5-6.6
+ms per second of a talker's audio, 7.5-10.4 → 0.4-0.5 of a listener's.
 """
 
 from __future__ import annotations
