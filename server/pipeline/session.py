@@ -443,8 +443,14 @@ class PipelineSession:
         self._spawn(self._apply_decision(decision), "turn-end-decision")
 
     async def _apply_decision(self, decision) -> None:
-        with contextlib.suppress(Exception):  # a failure is the detector's to log
-            await asyncio.wrap_future(decision)
+        try:
+            await asyncio.wrap_future(decision)  # cancelling this task cancels the look too
+        except asyncio.CancelledError:
+            if asyncio.current_task().cancelling():
+                raise
+            return  # the look was dropped: the voice went on before the model took it
+        except Exception:  # a failure is the detector's to log
+            pass
         async with self._detector_lock:
             await self._on_detector_events(self.detector.feed(b""))
 

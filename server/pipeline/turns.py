@@ -183,9 +183,10 @@ class TurnDetector:
 
     def _is_voiced(self, frame: bytes) -> bool:
         if self._silero is not None:
-            # Silero runs on every frame, quiet or not: its state follows the whole stream.
-            voiced = self._silero.is_speech(frame)
-            return voiced and rms(frame) >= self.settings.min_rms
+            if rms(frame) < self.settings.min_rms:
+                self._silero.skip(frame)  # never voiced: heard later, if needed (vad.py)
+                return False
+            return self._silero.is_speech(frame)
         return rms(frame) >= self.settings.min_rms and self._vad.is_speech(frame, RATE)
 
     def feed(self, pcm: bytes) -> list[Event]:
@@ -228,7 +229,8 @@ class TurnDetector:
             if voiced:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
-                self._asked, self._decision = 0, None  # the user went on
+                self._drop_decision()  # the user went on
+                self._asked = 0
             else:
                 self._silent_frames += 1
             if self._model is not None:
@@ -318,11 +320,20 @@ class TurnDetector:
             return future
         return _model_thread.submit(model.probability, pcm)
 
+    def _drop_decision(self) -> None:
+        """Forget this pause's look; one still waiting for the model's thread is cancelled, so
+        the model never runs for a pause that is over (under load, looks queue behind other
+        sessions': the voice often comes back first)."""
+        if self._decision is not None:
+            self._decision.cancel()  # no effect once it runs or has run
+        self._decision = None
+
     def _end(self) -> list[Event]:
         self._in_speech = False
         self._silent_frames = 0
         self._turn_audio = bytearray()
-        self._asked, self._decision = 0, None
+        self._drop_decision()
+        self._asked = 0
         self._paused = False
         self._requests = []
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]

@@ -54,3 +54,24 @@ def test_same_rate_passes_through_and_levels():
     assert rms(bytes(3200)) == 0.0
     assert rms(b"") == 0.0
     assert 0.2 < rms(tone(300, 16000, amplitude=10000)) < 0.25
+
+
+class GatheringResampler(Resampler):
+    """The general filter for every ratio, as before the whole-number fast path."""
+
+    def _filter(self, signal, offset, positions):
+        return self._filter_gather(signal, offset, positions)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 320, 1600])
+def test_upsampling_by_a_whole_number_gives_the_general_filters_samples(chunk):
+    """8 → 16 kHz (the official SDK's microphone) takes a faster path: the same output."""
+    noise = np.random.default_rng(3).normal(0, 8000, 8000 * 2).astype("<i2").tobytes()
+    pcm = noise + tone(440, 8000, 0.5)
+    outputs = []
+    for kind in (Resampler, GatheringResampler):
+        resampler = kind(8000, 16000)
+        parts = [resampler.process(pcm[at : at + chunk]) for at in range(0, len(pcm), chunk)]
+        outputs.append(b"".join(parts) + resampler.flush())
+    assert outputs[0] == outputs[1]
+    assert len(outputs[0]) == 2 * len(pcm)

@@ -84,6 +84,58 @@ def room_noise(kind: str, seconds: float, dbfs: float = -30.0) -> np.ndarray:
     return wave / np.sqrt(np.mean(wave**2)) * 32768 * 10 ** (dbfs / 20)
 
 
+def silero_runs(detector: TurnDetector) -> list[bytes]:
+    """Count the frames Silero is run on (its `_run`), from now on."""
+    vad = detector._silero
+    ran: list[bytes] = []
+    model = vad._run
+    vad._run = lambda frame: ran.append(frame) or model(frame)
+    return ran
+
+
+def test_silero_is_not_run_on_a_microphone_below_the_energy_floor():
+    """An open microphone in a quiet room (the load bench's listeners): ~9 ms of CPU per
+    second of audio before, nothing now (bench/cpu.py)."""
+    rng = np.random.default_rng(1)
+    detector = TurnDetector(TurnSettings(vad="silero"))
+    ran = silero_runs(detector)
+    for _ in range(20):
+        assert detector.feed(rng.normal(0, 60, RATE // 10).astype("<i2").tobytes()) == []
+    assert ran == []
+
+
+def test_skipping_quiet_frames_leaves_the_turns_as_hearing_every_frame_gives():
+    """Skipped frames are heard before the next loud one (the last 0.25 s of a long quiet):
+    on questions with 1.5-4 s gaps, in silence and in noise around the energy floor, the same
+    turns, each edge within one frame of where a detector that heard every frame puts it."""
+    from server.pipeline.vad import SileroVad
+    from tests.support.sentences import ASKED
+
+    speech = b"".join(silence(4.0 if n % 2 else 1.5) + speak(q) for n, q in enumerate(ASKED[:8]))
+    samples = np.frombuffer(speech + silence(1.5), dtype="<i2").astype(np.float64)
+    for level in (0, 60, 130):
+        noise = np.random.default_rng(level).normal(0, level, samples.size) if level else 0
+        pcm = as_pcm(samples + noise)
+        edges = {}
+        for catch_up in (None, 8):  # None: every skipped frame is heard (as before)
+            detector = TurnDetector(TurnSettings(vad="silero"))
+            detector._silero = SileroVad(catch_up_frames=catch_up)
+            ran = silero_runs(detector)
+            events = [
+                e for at in range(0, len(pcm), 3200) for e in detector.feed(pcm[at : at + 3200])
+            ]
+            edges[catch_up] = [
+                (type(e), getattr(e, "start_s", None) or e.speech_end_s)
+                for e in events
+                if isinstance(e, (SpeechStarted, SpeechEnded))
+            ]
+            if catch_up is not None and level < 100:  # below the floor between turns
+                assert len(ran) < 0.6 * len(pcm) // 1024  # the quiet between turns is skipped
+        assert len(edges[None]) == len(edges[8]) == 16, level
+        for (kind, at), (same_kind, there) in zip(edges[None], edges[8], strict=True):
+            assert kind is same_kind and abs(at - there) <= 0.032 + 1e-9, (level, at, there)
+
+
 def as_pcm(samples: np.ndarray) -> bytes:
     return np.clip(np.rint(samples), -32768, 32767).astype("<i2").tobytes()
 
@@ -336,3 +388,35 @@ def test_the_language_model_tells_words_that_end_a_sentence_from_words_that_go_o
     for going_on in ("book a table for", "please remind me to call", "can you tell me the"):
         assert end_probability(going_on) < least, going_on
     assert end_probability("") == 1.0  # no words: the voice decides
+
+
+def test_a_look_still_waiting_for_the_models_thread_is_cancelled_when_the_voice_goes_on():
+    """Under load, looks queue behind other sessions' in the model's one thread; one whose
+    pause is over by then would cost a whole inference (~60 ms of CPU) for nothing."""
+    import threading
+
+    from server.pipeline import turns
+
+    busy, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        busy.set()
+        release.wait()
+
+    blocker = turns._model_thread.submit(other_session)
+    try:
+        busy.wait()
+        detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
+        question = speak("What time is it?")
+        pcm = silence(0.4) + question + silence(0.2)
+        for offset in range(0, len(pcm), 640):
+            detector.feed(pcm[offset : offset + 640])
+        look = detector.pending_decision
+        assert look is not None and not look.done()  # queued behind the other session
+        for offset in range(0, len(question), 640):  # the user goes on
+            detector.feed(question[offset : offset + 640])
+        assert look.cancelled()
+        assert detector.pending_decision is not look
+    finally:
+        release.set()
+        blocker.result()

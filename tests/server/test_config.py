@@ -206,3 +206,19 @@ def test_speculative_answers_are_on_by_default_only_for_the_demo_agent():
     on = Settings.from_env({"AGENT_WEBHOOK_URL": "https://a.example/hook",
                             "AGENT_WEBHOOK_SECRET": "s", "SPECULATIVE_ANSWERS": "on"})  # fmt: skip
     assert EmbeddedPipeline(on, http=None).speculative
+
+
+def test_the_server_runs_numpys_blas_on_one_thread_unless_told_otherwise():
+    """OpenBLAS's helper threads spin-wait on the cores the sessions share (server/__init__.py):
+    the server's process sets one thread before numpy loads, and an operator's value stands."""
+    import os
+    import subprocess
+    import sys
+
+    check = "import server, numpy, os; print(os.environ['OPENBLAS_NUM_THREADS'])"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    for given, expected in ((None, "1"), ("2", "2")):
+        run_env = env if given is None else {**env, "OPENBLAS_NUM_THREADS": given}
+        out = subprocess.run([sys.executable, "-c", check], env=run_env, capture_output=True,
+                             text=True, check=True)  # fmt: skip
+        assert out.stdout.strip() == expected
