@@ -13,27 +13,29 @@ so, once more at `second_look_ms` (450 ms: "I would like to make an appointment 
 doctor." it doubts at first it is sure of by then). With Silero, a look also waits until Silero
 itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under
 the floor while Silero, which follows the stream, still hears speech (0.57-0.83 where most
-sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold (`model_threshold` 0.95 at the first,
-`second_threshold` 0.9 at the second) and, with `text_veto`, words that can end a sentence: the
-detector asks for them (`WordsWanted`), the session answers with the recogniser's hypothesis
-of all the audio so far (`hint`; not the periodic interim, which lags the voice by a word), and
-the turn ends only if the recogniser's own language model gives an end of sentence after the
-last two words a probability of at least `sentence_end_min` (sentence_end.py): the voice of
-"Please remind me to call," sounds finished to the model, "to call" does not end sentences.
-At the first look, where the silence is short, voice and words must agree more: words that end
-a sentence clearly (P >= `clear_end_min`, 0.2) let a less sure voice end the turn (above
-`clear_end_model_min`, 0.6: "Thank you very much." scores 0.71 at 96 ms and waited for the
-second look, the slow tail of bench/latency.py), and after a number (`clear_end_after_number`)
-the words need that clear an end whatever the voice: a unit often follows, and its first
-syllable is heard as a word of its own ("set a timer for twenty five men", P 0.135, the model
-0.99). Each look's inputs are kept in `looks` and logged at debug level.
-Otherwise the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper
-bound, longer than a hesitation). Why these numbers: bench/endpointing.py (endpointing.py's
-docstring has the figures). `end_model="off"` is the fixed timer alone. The model's answer is
-waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
-in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
-loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
-moment it resolves, with `feed(b"")`).
+sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold
+(`model_threshold` 0.95 at the first, `second_threshold` 0.9 at the second) and, with
+`text_veto`, words that can end a sentence: the detector asks for them (`WordsWanted`), the
+session answers with the recogniser's hypothesis of all the audio so far (`hint`; not the
+periodic interim, which lags the voice by a word), and the turn ends only if the recogniser's
+own language model gives an end of sentence after the last two words a probability of at least
+`sentence_end_min` (sentence_end.py): the voice of "Please remind me to call," sounds finished
+to the model, "to call" does not end sentences. At the first look, where the silence is short,
+voice and words must agree more: words that end a sentence clearly (P >= `clear_end_min`, 0.2)
+let a less sure voice end the turn (above `clear_end_model_min`, 0.6: "Thank you very much."
+scores 0.71 at 96 ms and waited for the second look, the slow tail of bench/latency.py), and
+after a number (`clear_end_after_number`) the words need that clear an end whatever the voice:
+a unit often follows, and its first syllable is heard as a word of its own ("set a timer for
+twenty five men", P 0.135, the model 0.99). Not after one or two words: "Yes," and "Goodbye,"
+(P 0.22, 0.29; the voice 0.91, 0.71) often begin a longer answer. Each look's inputs are kept
+in `looks` and logged at debug level. Otherwise the turn waits for speech to resume or for
+`max_silence_ms` (the fallback and upper bound, longer than a hesitation). Why these numbers:
+bench/endpointing.py (endpointing.py's docstring has the figures). `end_model="off"` is the
+fixed timer alone. The model's answer is waited for in `feed` (`model_wait=True`:
+deterministic, for tests and benchmarks) or computed in a thread and applied by the first
+`feed` after it is ready (`model_wait=False`: the event loop never waits on it;
+`pending_decision` is the future, for a caller that wants to act the moment it resolves, with
+`feed(b"")`).
 
 A pause of `pause_ms` inside a turn is reported (`SpeechPaused`, once per pause) and, if the
 voice comes back before the turn ends, so is that (`SpeechResumed`): the session starts a
@@ -56,6 +58,7 @@ import webrtcvad
 from . import sentence_end
 from .audio import RATE, rms
 from .endpointing import WINDOW_S, SmartTurn
+from .speculation import words_of
 from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
@@ -90,6 +93,7 @@ class TurnSettings:
     # At the first look, words that clearly end a sentence let a less sure voice end the turn.
     clear_end_min: float = 0.2  # P(end | last two words) that clearly ends a sentence
     clear_end_model_min: float = 0.6  # the first look's threshold with such words
+    clear_end_min_words: int = 3  # and only after this many words ("Yes," "Goodbye," go on)
     # At the first look, after a number the words must end a sentence clearly (sentence_end.py)
     clear_end_after_number: bool = True
     look_needs_vad_silence: bool = True  # a look waits for the VAD model to hear silence too
@@ -352,8 +356,17 @@ class TurnDetector:
         self._decision = None
         if not s.text_veto:
             return self._verdict(look, True)
-        wanted = s.sentence_end_min if probability > threshold else s.clear_end_min
-        if self._asked == 1 and s.clear_end_after_number and sentence_end.near_a_number(look.words):
+        if probability > threshold:
+            wanted = s.sentence_end_min
+        elif len(words_of(look.words or "")) >= s.clear_end_min_words:
+            wanted = s.clear_end_min
+        else:
+            return self._verdict(look, False)
+        if (
+            self._asked == 1
+            and s.clear_end_after_number
+            and sentence_end.near_a_number(look.words or "")
+        ):
             wanted = max(wanted, s.clear_end_min)
         return self._verdict(
             look, look.end_probability is not None and look.end_probability >= wanted

@@ -267,6 +267,15 @@ def test_words_that_clearly_end_a_sentence_end_the_turn_the_voice_doubted_at_the
     assert turn[1] - turn[0] >= MODEL.second_look_ms / 1000
 
 
+def test_one_or_two_clear_words_do_not_lower_the_voices_bar():
+    """ "Yes," and "Goodbye," end sentences clearly (P(end) 0.22, 0.29) and the voice is fairly
+    sure at the comma (0.91, 0.71), yet they begin longer answers here."""
+    for text in ("Yes, that is right.", "Goodbye, see you later."):
+        pcm = speak(text)
+        turns = turns_heard(silence(0.4) + pcm + silence(1.5))
+        assert len(turns) == 1, (text, turns)
+
+
 class Recogniser:
     """The server's recogniser (pocketsphinx, configured as stt.py does), fed the turn's audio
     as the session feeds it, answering WordsWanted with its hypothesis at that moment."""
