@@ -40,7 +40,7 @@ from server.pipeline.turns import (
     TurnSettings,
     WordsWanted,
 )
-from tests.support.sentences import ASKED, PAUSED
+from tests.support.sentences import ASKED, ASKED_HELD_OUT, PAUSED, PAUSED_HELD_OUT
 from tests.support.speech import silence, speak, voiced_span, with_pause
 
 RATE = 16000
@@ -95,6 +95,8 @@ class Recogniser:
 
 
 def turns_of(pcm: bytes, settings: TurnSettings, recogniser: Recogniser) -> list[dict]:
+    """Every turn the detector found in `pcm`, with its endpointing and the inputs of the
+    decisions that ended it (`looks`: the model's answer, the words, P(end), the silence)."""
     detector = TurnDetector(settings)
     found, asked = [], (0.0, 0.0)
     for offset in range(0, len(pcm), FRAME):
@@ -119,50 +121,63 @@ def turns_of(pcm: bytes, settings: TurnSettings, recogniser: Recogniser) -> list
                 found.append(
                     {"speech_end_s": event.speech_end_s, "ended_s": now,
                      "endpointing_ms": 1000 * (waited + wall),
-                     "endpointing_cpu_ms": 1000 * (waited + cpu), "by_model": by_model}
+                     "endpointing_cpu_ms": 1000 * (waited + cpu), "by_model": by_model,
+                     "looks": [str(look) for look in detector.looks]}
                 )  # fmt: skip
     return found
 
 
 def modes() -> dict[str, TurnSettings]:
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
+    before = {  # the rules added after the 3/72 run off
+        "look_needs_vad_silence": False,
+        "clear_end_after_number": False,
+        "clear_end_model_min": 0.95,
+    }
     return {
         "TURN_END_MODEL=off: timer 400 ms": TurnSettings(vad="silero"),
         "model > 0.9 at 160 ms alone (the first model)": TurnSettings(
             model_silence_ms=160, model_threshold=0.9, second_look_ms=0, text_veto=False, **model
         ),
         "model > 0.95 at 96 ms, > 0.9 at 450 ms, no words": TurnSettings(text_veto=False, **model),
-        "... + the words must end a sentence (default)": TurnSettings(**model),
+        "... + the words must end a sentence (before)": TurnSettings(**before, **model),
+        "... + Silero hears the silence, clear words (default)": TurnSettings(**model),
     }
 
 
-def measure(settings: TurnSettings, pauses: list[float], recogniser: Recogniser) -> dict:
-    waits, cpu, early = [], [], 0
-    for text in ASKED:
+def measure(
+    settings: TurnSettings, pauses: list[float], recogniser: Recogniser, asked, paused
+) -> dict:
+    waits, cpu, early, cut, whole_cut, cases = [], [], 0, [], [], 0
+    for text in asked:
         speech = speak(text)
+        last_voice = LEAD_S + voiced_span(speech)[1]
         turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings, recogniser)
         waits.append(turns[-1]["endpointing_ms"] if turns else float("nan"))
         cpu.append(turns[-1]["endpointing_cpu_ms"] if turns else float("nan"))
         early += bool(turns) and turns[-1]["by_model"]
-    cut, cases = [], 0
-    for text in PAUSED:
+        cuts = [t for t in turns if t["speech_end_s"] < last_voice - 0.15]
+        whole_cut += [[text, cuts[0]["looks"]]] if cuts else []
+    for text in paused:
         for pause in pauses:
             pcm, _ = with_pause(text, pause)
             last_voice = LEAD_S + voiced_span(pcm)[1]
             turns = turns_of(silence(LEAD_S) + pcm + silence(TAIL_S), settings, recogniser)
             cases += 1
-            if any(t["speech_end_s"] < last_voice - 0.15 for t in turns):
-                cut.append([text, pause])
+            cuts = [t for t in turns if t["speech_end_s"] < last_voice - 0.15]
+            cut += [[text, pause, cuts[0]["looks"]]] if cuts else []
     return {
         "endpointing_cpu_p50_ms": round(median(cpu), 1),
         "endpointing_cpu_p95_ms": round(p95(cpu), 1),
         "endpointing_p50_ms": round(median(waits), 1),
         "endpointing_p95_ms": round(p95(waits), 1),
         "ended_by_the_model": early,
-        "questions": len(ASKED),
+        "questions": len(asked),
         "cut_off": len(cut),
         "paused_cases": cases,
         "cut_off_cases": cut,
+        "finished_sentences_cut": len(whole_cut),
+        "finished_sentences_cut_cases": whole_cut,
     }
 
 
@@ -170,18 +185,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pauses", default="0.3,0.45,0.6")
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
+    parser.add_argument("--sets", default="tuned,held out", help="tuned and/or held out")
     args = parser.parse_args()
     pauses = [float(p) for p in args.pauses.split(",")]
     endpointing.SmartTurn().warm()
     recogniser = Recogniser()
     wanted = [w for w in args.modes.split(",") if w]
+    sets = {"tuned": (ASKED, PAUSED), "held out": (ASKED_HELD_OUT, PAUSED_HELD_OUT)}
     results = {}
     for name, settings in modes().items():
         if wanted and not any(w in name for w in wanted):
             continue
-        results[name] = measure(settings, pauses, recogniser)
-        r = results[name]
-        print(f"  {name}: {r['endpointing_cpu_p50_ms']:.0f} ms, {r['cut_off']} cut off")
+        for set_name in args.sets.split(","):
+            row = f"{name} [{set_name}]"
+            results[row] = measure(settings, pauses, recogniser, *sets[set_name])
+            r = results[row]
+            print(f"  {row}: {r['endpointing_cpu_p50_ms']:.0f} ms, {r['cut_off']} cut off")
     load = os.getloadavg()
     model_ms = [1000 * wall for _, wall, _ in _answers.values()]
     model_cpu_ms = [1000 * cpu for _, _, cpu in _answers.values()]
@@ -189,6 +208,7 @@ def main() -> None:
         [
             name,
             f"{r['cut_off']}/{r['paused_cases']}",
+            f"{r['finished_sentences_cut']}/{r['questions']}",
             r["endpointing_cpu_p50_ms"],
             r["endpointing_cpu_p95_ms"],
             r["endpointing_p50_ms"],
@@ -198,12 +218,14 @@ def main() -> None:
         for name, r in results.items()
     ]
     print_table(
-        f"Endpointing (synthetic Piper speech; {len(ASKED)} finished questions, "
-        f"{len(PAUSED)} sentences x pauses {args.pauses} s; load average "
+        f"Endpointing (synthetic Piper speech; finished questions / sentences with a pause, "
+        f"tuned {len(ASKED)}/{len(PAUSED)}, held out {len(ASKED_HELD_OUT)}/"
+        f"{len(PAUSED_HELD_OUT)}; pauses {args.pauses} s; load average "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f})",
         [
             "mode",
             "cut off mid-sentence",
+            "finished ones cut",
             "p50 ms (model CPU)",
             "p95",
             "p50 ms (model wall)",
@@ -219,8 +241,10 @@ def main() -> None:
             f"p50 {statistics.median(model_ms):.0f} ms, p95 {p95(model_ms):.0f} ms (contention)"
         )
     for name, r in results.items():
-        if r["cut_off_cases"]:
-            print(f"  cut off by {name!r}: {r['cut_off_cases']}")
+        for text, *pause, looks in r["cut_off_cases"] + r["finished_sentences_cut_cases"]:
+            print(f"  cut by {name!r}: {text!r} {pause}")
+            for look in looks:
+                print(f"      {look}")
     save(
         "endpointing",
         {

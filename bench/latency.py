@@ -21,7 +21,7 @@ latency is added. Same machine, same clock.
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
 
-(`engine:off` runs the engine with SPECULATIVE_ANSWERS=off.)
+(`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
                     **timings,
                 }
             )
-            print(f"  turn {len(results):2d}: {results[-1]['browser_ms']:6.0f} ms played")
+            split = ", ".join(f"{name} {timings.get(name, 0):.0f}" for name in SPLIT[:4])
+            print(f"  turn {len(results):2d}: {results[-1]['browser_ms']:6.0f} ms played ({split})")
     return results
 
 
@@ -193,7 +194,7 @@ def main() -> None:
     parser.add_argument("--browser-modes", default="auto,off", help="SPECULATIVE_ANSWERS values")
     args = parser.parse_args()
 
-    runs = {engine: run_engine(engine, args.turns) for engine in args.engines.split(",")}
+    runs = {engine: run_engine(engine, args.turns) for engine in args.engines.split(",") if engine}
     for mode in args.browser_modes.split(",") if args.browser_turns else []:
         runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
     summaries = {engine: summary(results) for engine, results in runs.items()}

@@ -182,8 +182,11 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "smart-turn",
         "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 96 ms pause "
         "whether the user has finished, and again at 450 ms; its `finished` stands only if the "
-        "words heard so far can end a sentence, not e.g. `a table for`; a pause inside a "
-        "sentence waits up to 1 s) or `off` (a fixed 400 ms of silence ends every turn).",
+        "words heard so far can end a sentence, not e.g. `a table for`; at 96 ms words that "
+        "end a sentence clearly let a less sure voice end the turn, and after a number the "
+        "words must end one clearly; a look waits until Silero hears silence, not only quiet; "
+        "a pause inside a sentence waits up to 1 s) or `off` (a fixed 400 ms of silence ends "
+        "every turn).",
     ),
     "SPECULATIVE_ANSWERS": (
         "auto",

@@ -9,21 +9,33 @@ kept as pre-roll so the recogniser hears the first syllable.
 
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
 `model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
-so, once more at `second_look_ms` (450 ms: "Thank you very much." it doubts at first it is
-sure of by then). A "finished" needs the look's threshold (`model_threshold` 0.95 at the first,
-`second_threshold` 0.9 at the second) and, with `text_veto`, words that can end a sentence: the
-detector asks for them (`WordsWanted`), the session answers with the recogniser's hypothesis
-of all the audio so far (`hint`; not the periodic interim, which lags the voice by a word), and
-the turn ends only if the recogniser's own language model gives an end of sentence after the
-last two words a probability of at least `sentence_end_min` (sentence_end.py): the voice of
-"Please remind me to call," sounds finished to the model, "to call" does not end sentences.
-Otherwise the turn waits for speech to resume or for `max_silence_ms` (the fallback and upper
-bound, longer than a hesitation). Why these numbers: bench/endpointing.py (endpointing.py's
-docstring has the figures). `end_model="off"` is the fixed timer alone. The model's answer is
-waited for in `feed` (`model_wait=True`: deterministic, for tests and benchmarks) or computed
-in a thread and applied by the first `feed` after it is ready (`model_wait=False`: the event
-loop never waits on it; `pending_decision` is the future, for a caller that wants to act the
-moment it resolves, with `feed(b"")`).
+so, once more at `second_look_ms` (450 ms: "I would like to make an appointment with the
+doctor." it doubts at first it is sure of by then). With Silero, a look also waits until Silero
+itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under
+the floor while Silero, which follows the stream, still hears speech (0.57-0.83 where most
+sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold
+(`model_threshold` 0.95 at the first, `second_threshold` 0.9 at the second) and, with
+`text_veto`, words that can end a sentence: the detector asks for them (`WordsWanted`), the
+session answers with the recogniser's hypothesis of all the audio so far (`hint`; not the
+periodic interim, which lags the voice by a word), and the turn ends only if the recogniser's
+own language model gives an end of sentence after the last two words a probability of at least
+`sentence_end_min` (sentence_end.py): the voice of "Please remind me to call," sounds finished
+to the model, "to call" does not end sentences. At the first look, where the silence is short,
+voice and words must agree more: words that end a sentence clearly (P >= `clear_end_min`, 0.2)
+let a less sure voice end the turn (above `clear_end_model_min`, 0.6: "Thank you very much."
+scores 0.71 at 96 ms and waited for the second look, the slow tail of bench/latency.py), and
+after a number (`clear_end_after_number`) the words need that clear an end whatever the voice:
+a unit often follows, and its first syllable is heard as a word of its own ("set a timer for
+twenty five men", P 0.135, the model 0.99). Not after one or two words: "Yes," and "Goodbye,"
+(P 0.22, 0.29; the voice 0.91, 0.71) often begin a longer answer. Each look's inputs are kept
+in `looks` and logged at debug level. Otherwise the turn waits for speech to resume or for
+`max_silence_ms` (the fallback and upper bound, longer than a hesitation). Why these numbers:
+bench/endpointing.py (endpointing.py's docstring has the figures). `end_model="off"` is the
+fixed timer alone. The model's answer is waited for in `feed` (`model_wait=True`:
+deterministic, for tests and benchmarks) or computed in a thread and applied by the first
+`feed` after it is ready (`model_wait=False`: the event loop never waits on it;
+`pending_decision` is the future, for a caller that wants to act the moment it resolves, with
+`feed(b"")`).
 
 A pause of `pause_ms` inside a turn is reported (`SpeechPaused`, once per pause) and, if the
 voice comes back before the turn ends, so is that (`SpeechResumed`): the session starts a
@@ -46,6 +58,7 @@ import webrtcvad
 from . import sentence_end
 from .audio import RATE, rms
 from .endpointing import WINDOW_S, SmartTurn
+from .speculation import words_of
 from .vad import SileroVad
 
 log = logging.getLogger("server.pipeline")
@@ -77,6 +90,13 @@ class TurnSettings:
     second_threshold: float = 0.9  # the second look's threshold
     text_veto: bool = True  # a "finished" needs words that can end a sentence (WordsWanted)
     sentence_end_min: float = 0.075  # P(end of sentence | last two words) the words need
+    # At the first look, words that clearly end a sentence let a less sure voice end the turn.
+    clear_end_min: float = 0.2  # P(end | last two words) that clearly ends a sentence
+    clear_end_model_min: float = 0.6  # the first look's threshold with such words
+    clear_end_min_words: int = 3  # and only after this many words ("Yes," "Goodbye," go on)
+    # At the first look, after a number the words must end a sentence clearly (sentence_end.py)
+    clear_end_after_number: bool = True
+    look_needs_vad_silence: bool = True  # a look waits for the VAD model to hear silence too
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -130,6 +150,28 @@ class WordsWanted:
     look: int
 
 
+@dataclass
+class Look:
+    """One question to the turn-end model and the inputs that decided it, for the log (debug
+    level) and for bench/endpointing.py, which prints them for every turn it cut."""
+
+    look: int
+    silence_ms: int  # silence when the model was asked
+    probability: float | None = None  # the model's "finished"
+    words: str | None = None  # the recogniser's words, when they were asked for
+    end_probability: float | None = None  # P(end of sentence | the last two words)
+    finished: bool | None = None  # the verdict
+
+    def __str__(self) -> str:
+        def number(value):
+            return "-" if value is None else f"{value:.3f}"
+
+        return (
+            f"look {self.look} at {self.silence_ms} ms: model {number(self.probability)}, "
+            f"words {self.words!r}, P(end) {number(self.end_probability)} -> {self.finished}"
+        )
+
+
 Event = SpeechStarted | SpeechAudio | SpeechPaused | SpeechResumed | SpeechEnded | WordsWanted
 
 
@@ -148,6 +190,8 @@ class TurnDetector:
             if self.settings.text_veto:
                 sentence_end.warm()
         self._look = 0  # the model's looks so far, never reset: a late answer names its own
+        # The looks of the current (or last) turn and their inputs, newest last.
+        self.looks: collections.deque[Look] = collections.deque(maxlen=16)
         self._words_asked = 0  # the last look whose words were asked for
         self.reset()
 
@@ -164,12 +208,12 @@ class TurnDetector:
         self._in_speech = False
         self._silent_frames = 0
         self._last_voice_end_s = 0.0
+        self._detector_hears_voice = False  # the VAD's verdict on the last frame, energy aside
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = 0  # times the model was asked during the current pause
         self._decision: Future | None = None  # its answer (a probability), while the pause lasts
-        self._words_for = 0  # the look whose words came (`hint`)
-        self._words_can_end = False  # and whether they can end a sentence
+        self._words_for = 0  # the look whose words came (`hint`; they are in `looks`)
         self._requests: list[WordsWanted] = []  # to go out with this feed's events
 
     @property
@@ -182,11 +226,21 @@ class TurnDetector:
         return self._in_speech
 
     def _is_voiced(self, frame: bytes) -> bool:
+        """Voice and energy above the floor. With Silero, `_detector_hears_voice` keeps its own
+        verdict, energy aside: a look at the silence waits for it (`_turn_is_over`)."""
         if self._silero is not None:
-            if rms(frame) < self.settings.min_rms:
-                self._silero.skip(frame)  # never voiced: heard later, if needed (vad.py)
+            quiet = rms(frame) < self.settings.min_rms
+            if quiet and not self._in_speech:
+                # Between turns a quiet frame is never voiced and no look asks the detector:
+                # Silero hears it later, if a loud frame follows soon (vad.py's `skip`).
+                self._silero.skip(frame)
+                self._detector_hears_voice = False
                 return False
-            return self._silero.is_speech(frame)
+            # Within a turn Silero hears every frame, quiet or not: a look at a silence waits
+            # for its verdict (a stop inside a word is quiet, yet still speech to Silero).
+            self._detector_hears_voice = self._silero.is_speech(frame)
+            return self._detector_hears_voice and not quiet
+        # webrtcvad keeps no state to speak of: its verdict on quiet frames is not asked.
         return rms(frame) >= self.settings.min_rms and self._vad.is_speech(frame, RATE)
 
     def feed(self, pcm: bytes) -> list[Event]:
@@ -217,6 +271,7 @@ class TurnDetector:
                     self._recent.clear()
                     self._window.clear()
                     self._turn_audio = bytearray(preroll)
+                    self.looks.clear()
                     events.append(SpeechStarted(preroll=preroll, start_s=round(start_s, 3)))
                 continue
             if voiced and self._paused:  # the user went on, from this frame
@@ -266,10 +321,16 @@ class TurnDetector:
         if silent_ms >= s.max_silence_ms:
             return True
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
-        if (silent_ms >= s.model_silence_ms and not self._asked) or (self._asked == 1 and second):
+        first = silent_ms >= s.model_silence_ms and not self._asked
+        # The silence must be silence to the detector's model too, not only quiet: the stop
+        # inside "min-utes" is ~100 ms under the energy floor while Silero, which follows the
+        # stream, still hears speech (0.57-0.83, against 0.02-0.49 at 96 ms after most ends).
+        agrees = not (s.look_needs_vad_silence and self._detector_hears_voice)
+        if (first or (self._asked == 1 and second)) and agrees:
             self._asked += 1
             self._look += 1
             self._decision = self._ask(bytes(self._turn_audio))
+            self.looks.append(Look(look=self._look, silence_ms=silent_ms))
         return self._decided_finished()
 
     def _decided_finished(self) -> bool:
@@ -285,20 +346,45 @@ class TurnDetector:
             self._decision = None
             log.warning("the turn-end model failed (the silence timer decides): %s", error)
             return False
+        look = self.looks[-1]
+        look.probability = probability = decision.result()
         threshold = s.model_threshold if self._asked == 1 else s.second_threshold
-        if decision.result() <= threshold:
+        # At the first look, words that clearly end a sentence lower the voice's bar; not at
+        # the second, where the trailing silence alone pushes the model over 0.9 on most
+        # sentences cut at a hesitation (bench/endpointing.py).
+        clear_words_may_do = s.text_veto and self._asked == 1 and s.clear_end_model_min < threshold
+        lowest = s.clear_end_model_min if clear_words_may_do else threshold
+        if probability <= lowest:
             self._decision = None
-            return False
+            return self._verdict(look, False)
         if s.text_veto and self._words_for != self._look:
             if self._words_asked != self._look:
                 self._words_asked = self._look
                 self._requests.append(WordsWanted(look=self._look))
             return False
         self._decision = None
-        if s.text_veto and not self._words_can_end:
-            log.debug("the model heard an end, but the words so far seldom end a sentence")
-            return False
-        return True
+        if not s.text_veto:
+            return self._verdict(look, True)
+        if probability > threshold:
+            wanted = s.sentence_end_min
+        elif len(words_of(look.words or "")) >= s.clear_end_min_words:
+            wanted = s.clear_end_min
+        else:
+            return self._verdict(look, False)
+        if (
+            self._asked == 1
+            and s.clear_end_after_number
+            and sentence_end.near_a_number(look.words or "")
+        ):
+            wanted = max(wanted, s.clear_end_min)
+        return self._verdict(
+            look, look.end_probability is not None and look.end_probability >= wanted
+        )
+
+    def _verdict(self, look: Look, finished: bool) -> bool:
+        look.finished = finished
+        log.debug("turn end %s", look)
+        return finished
 
     def hint(self, words: str, look: int) -> None:
         """The words of the turn so far, answering `WordsWanted(look)`: if they seldom end a
@@ -307,7 +393,8 @@ class TurnDetector:
             return  # a late answer for a look the voice has moved past
         self._words_for = look
         probability = sentence_end.end_probability(words)
-        self._words_can_end = probability >= self.settings.sentence_end_min
+        if self.looks and self.looks[-1].look == look:
+            self.looks[-1].words, self.looks[-1].end_probability = words, probability
 
     def _ask(self, pcm: bytes) -> Future:
         model = self._model

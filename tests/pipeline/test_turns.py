@@ -296,13 +296,117 @@ def test_the_models_finished_waits_for_the_words_and_a_late_answer_is_ignored():
 
 
 def test_a_second_look_ends_what_the_model_doubted_at_the_first_short_silence():
-    """ "Thank you very much." sounds unfinished to the model at the first look (0.71), finished
-    at 450 ms (0.96): the turn ends then, not at the 1 s fallback."""
+    """ "I would like to make an appointment with the doctor." sounds unfinished to the model at
+    the first look (0.37), finished at 450 ms (0.96): the turn ends then, not at the 1 s
+    fallback."""
+    pcm = silence(0.4) + speak("I would like to make an appointment with the doctor.")
+    pcm += silence(1.5)
+    said = "i would like to make an appointment with the doctor"
+    (turn,) = ends(pcm, MODEL, words=said)
+    assert MODEL.second_look_ms / 1000 <= turn[1] - turn[0] < MODEL.max_silence_ms / 1000
+    (turn,) = ends(pcm, replace(MODEL, second_look_ms=0), words=said)
+    assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
+
+
+def test_words_that_clearly_end_a_sentence_end_the_turn_the_voice_doubted_at_the_first_look():
+    """ "Thank you very much." sounds unfinished at the first look (0.71 < 0.95); its words end
+    sentences clearly (P(end) 0.23): the turn ends then, not at the second look (the slow tail
+    of bench/latency.py). Words that merely can end one do not lower the voice's bar."""
     pcm = silence(0.4) + speak("Thank you very much.") + silence(1.5)
     (turn,) = ends(pcm, MODEL, words="thank you very much")
-    assert MODEL.second_look_ms / 1000 <= turn[1] - turn[0] < MODEL.max_silence_ms / 1000
-    (turn,) = ends(pcm, replace(MODEL, second_look_ms=0), words="thank you very much")
-    assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
+    assert turn[1] - turn[0] < MODEL.second_look_ms / 1000
+    (turn,) = ends(pcm, MODEL, words="thank you very")  # P(end) 0.11: the voice must be sure
+    assert turn[1] - turn[0] >= MODEL.second_look_ms / 1000
+
+
+def test_one_or_two_clear_words_do_not_lower_the_voices_bar():
+    """ "Yes," and "Goodbye," end sentences clearly (P(end) 0.22, 0.29) and the voice is fairly
+    sure at the comma (0.91, 0.71), yet they begin longer answers here."""
+    for text in ("Yes, that is right.", "Goodbye, see you later."):
+        pcm = speak(text)
+        turns = turns_heard(silence(0.4) + pcm + silence(1.5))
+        assert len(turns) == 1, (text, turns)
+
+
+class Recogniser:
+    """The server's recogniser (pocketsphinx, configured as stt.py does), fed the turn's audio
+    as the session feeds it, answering WordsWanted with its hypothesis at that moment."""
+
+    def __init__(self) -> None:
+        from server.pipeline import stt
+
+        self._stt = stt
+        self._decoder = stt.new_decoder()
+        self._prepare = None
+
+    def feed(self, event) -> None:
+        if isinstance(event, SpeechStarted):
+            if self._prepare is not None:
+                self._decoder.end_utt()
+            self._decoder.start_utt()
+            self._prepare = self._stt.AudioPreparation(self._stt.DEFAULT_PROFILE)
+            pcm = event.preroll
+        elif isinstance(event, SpeechAudio):
+            pcm = event.pcm
+        else:
+            return
+        audio = self._prepare.process(pcm)
+        if audio:
+            self._decoder.process_raw(audio, False, False)
+
+    def words(self) -> str:
+        found = self._decoder.hyp()
+        return found.hypstr if found else ""
+
+
+def turns_heard(pcm: bytes, settings: TurnSettings = MODEL) -> list[tuple[float, str]]:
+    """(speech end, the words heard when the detector asked) of every turn, the detector told
+    what the real recogniser heard of the audio so far."""
+    detector, recogniser, found, heard = TurnDetector(settings), Recogniser(), [], ""
+    for offset in range(0, len(pcm), 640):
+        events = detector.feed(pcm[offset : offset + 640])
+        while events:
+            event = events.pop(0)
+            recogniser.feed(event)
+            if isinstance(event, WordsWanted):
+                heard = recogniser.words()
+                detector.hint(heard, event.look)
+                events += detector.feed(b"")
+            elif isinstance(event, SpeechEnded):
+                found.append((event.speech_end_s, heard))
+    return found
+
+
+def test_a_stop_inside_a_word_is_no_silence_while_silero_hears_speech():
+    """The closure before the "t" of "minutes" is ~100 ms under the energy floor (silence, to
+    the energy). At the first look the recogniser heard "call me back in ten men", words that
+    can end a sentence, and the model was sure (0.97): the turn was cut, "-utes" a turn of its
+    own. Silero, which follows the stream, still hears speech there (0.83): the look waits for
+    it to hear silence too."""
+    only_silero = replace(MODEL, clear_end_after_number=False)
+    pcm = speak("Call me back in ten minutes.")  # held out: not in bench/endpointing.py's set
+    turns = turns_heard(silence(0.4) + pcm + silence(1.5), only_silero)
+    assert len(turns) == 1, turns
+    assert turns[0][0] > 0.4 + voiced_span(pcm)[1] - 0.15, turns
+
+
+def test_after_a_number_a_short_silence_needs_words_that_clearly_end_a_sentence():
+    """ "Set a timer for, twenty five minutes.": in the closure of "minutes" Silero hears
+    silence for a frame (0.22) and the model is sure (0.99) of "the timer for twenty five men"
+    (P(end) 0.135, enough for most words). After a number a unit often follows, heard first as a
+    short word: at the first look the words must end a sentence clearly (P(end) >= 0.2)."""
+    only_numbers = replace(MODEL, look_needs_vad_silence=False)
+    for pcm in (
+        with_pause("Set a timer for, twenty five minutes.", 0.45)[0],
+        with_pause("Call me back in ten, minutes please.", 0.3)[0],  # held out
+    ):
+        turns = turns_heard(silence(0.4) + pcm + silence(1.5), only_numbers)
+        assert len(turns) == 1, turns
+        assert turns[0][0] > 0.4 + voiced_span(pcm)[1] - 0.15, turns
+    # A finished sentence ending in a number still ends at the first look, its words clear.
+    pcm = speak("Please call me back in ten minutes.")
+    (turn,) = ends(silence(0.4) + pcm + silence(1.5), MODEL, words="call me back in ten minutes")
+    assert turn[1] - turn[0] < MODEL.second_look_ms / 1000
 
 
 def test_the_timer_alone_cuts_a_long_pause_that_the_model_waits_through():
@@ -420,3 +524,12 @@ def test_a_look_still_waiting_for_the_models_thread_is_cancelled_when_the_voice_
     finally:
         release.set()
         blocker.result()
+
+
+def test_words_near_a_number_are_told_apart():
+    from server.pipeline.sentence_end import near_a_number
+
+    for text in ("set a timer for twenty five men", "call me back in ten", "room 12 please"):
+        assert near_a_number(text), text
+    for text in ("what time is it", "thank you very much", "", "twenty minutes from now"):
+        assert not near_a_number(text), text
