@@ -139,6 +139,20 @@ def test_a_word_shared_with_the_agent_in_the_same_voice_is_not_taken_for_echo():
     assert starts and 0 <= starts[0] - (at + voiced_span(person)[0]) <= 0.3
 
 
+def test_audio_held_to_prove_a_lock_comes_out_once_no_agent_audio_is_due():
+    """A lock found near the end of an answer's echo (processed like Chromium's: the proof
+    takes its full `converge_s`) is still unproven when no agent audio can be heard any more.
+    What was held for the proof must come out then, not wait for the next answer: a person's
+    words held there would wait for an answer that needs them first."""
+    answer = speak(ANSWER)[: round(0.6 * RATE) * 2]
+    guard = EchoGuard()
+    guard.add_reference(answer, 0.0)
+    mic = speaker_echo(answer, 0.0, 1.1, -6, processed=True) + bytes(3 * RATE * 2)
+    out = guard.clean(mic)
+    assert guard.delay is not None, "no lock: this test proves nothing"
+    assert len(out) == len(mic) - len(mic) % (FRAME * 2)
+
+
 def test_audio_the_client_never_played_is_not_subtracted_from_the_person():
     """The client stopped playing early and nobody told the guard: subtracting the answer's
     unplayed rest would add the agent's voice to the person's; the guard passes the mic."""
