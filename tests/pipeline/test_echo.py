@@ -16,10 +16,12 @@ import pytest
 from server.pipeline.echo import EchoGuard, EchoSettings
 from server.pipeline.echo_gate import GateSettings
 from server.pipeline.timing import StreamClock
+from server.pipeline.turns import SpeechStarted, TurnDetector
 from tests.support.echo import FRAME, RATE, samples
 from tests.support.echo import microphone as speaker_echo
 from tests.support.echo import turn_starts as detector_starts
 from tests.support.speech import speak, voiced_span
+from tests.support.streaming_agent import SENTENCES
 
 ANSWER = (
     "Sure. The museum opens at nine in the morning and closes at six in the evening. "
@@ -252,3 +254,49 @@ def test_a_person_over_a_cancelled_echo_is_not_held(delay_s, level_db):
     looks for an echo the filter already removed: the VAD hears them at once."""
     mic = microphone(delay_s, level_db, person=True)
     assert held_after(mic, EchoGuard(GATED), person_starts_s() - 0.1) == 0
+
+
+def barge_ins(guard: EchoGuard, into_s: list[float]) -> list[float | None]:
+    """A session's worth of barge-ins through one guard, no echo at all (a headset): per
+    round an answer is due, a person says "Stop. What time is it?" `into_s` seconds into it
+    in the agent's own Piper voice, and the answer is dropped where the VAD hears them, as the
+    session does. Each round's turn start (stream time) after the person's voice, or None."""
+    answer = b"".join(speak(sentence) for sentence in SENTENCES[:3])
+    question = speak("Stop. What time is it?")
+    detector = TurnDetector()
+    rng = np.random.default_rng(5)
+    fed = out = 0
+    starts: list[float | None] = []
+    for at in into_s:
+        due = fed / RATE + 0.5
+        guard.add_reference(answer, due)
+        lead = round((due + at) * RATE) - fed
+        mic = np.concatenate((np.zeros(lead), samples(question), np.zeros(3 * RATE)))
+        mic = np.clip(mic + rng.normal(0, 30, mic.size), -32768, 32767).astype("<i2").tobytes()
+        voice_s = (fed + lead) / RATE + voiced_span(question)[0]
+        start = None
+        for offset in range(0, len(mic), FRAME * 2):
+            fed += FRAME
+            pcm = guard.clean(mic[offset : offset + FRAME * 2])
+            out += len(pcm) // 2
+            heard = any(isinstance(e, SpeechStarted) for e in detector.feed(pcm))
+            if heard and start is None:
+                start = round(out / RATE - voice_s, 2)
+                guard.drop_reference_after(fed / RATE)
+        starts.append(start)
+        guard.drop_reference_after(fed / RATE)
+    return starts
+
+
+def test_a_person_in_the_agents_voice_is_never_learned_as_echo():
+    """With no echo, a person starting as far into the answer as an echo could lag lines up
+    with the answer's onset, envelope for envelope. The gate learned their voice as the echo
+    (gains of +26 dB: bench/bargein.py missed a barge-in) and held or muted the first words
+    of the next ones (turn starts 1.1-1.2 s late). Round after round, the gate on must hear
+    them exactly as the guard without it does."""
+    into_s = [0.9, 1.0, 1.1, 1.2, 0.8, 1.0]
+    without = barge_ins(EchoGuard(EchoSettings(gate=GateSettings(enabled=False))), into_s)
+    assert None not in without
+    guard = EchoGuard(GATED)
+    assert barge_ins(guard, into_s) == without
+    assert not guard.gate.ready
