@@ -37,7 +37,7 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    a delay found there is adopted; if `PERSON_BLOCKS` held blocks are still unexplained, it is
    a person and the hold is released whole, else each held block is muted if the echo
    explains it and released as it was if not. Before the first lock, audible blocks are held
-   up to `give_up_s` from the first, then released (a headset: no echo);
+   up to `give_up_s` from the first, then released (a headset: no echo).
    Once a person is found (4 or 5), every audible block passes, explained or not, until a
    search over a window free of their unexplained blocks finds the echo alone again: a person
    as loud as the echo has parts of a word it could explain on its own, and muting those (or
@@ -101,9 +101,7 @@ WINDOW = 15  # blocks of envelope per delay search (0.3 s)
 
 @dataclass(frozen=True)
 class GateSettings:
-    # Off by default: bench/bargein.py (no echo at all, the person in the agent's own Piper
-    # voice) missed a barge-in with it on (the gate can lock on and learn the person as echo).
-    enabled: bool = False
+    enabled: bool = True  # ECHO_GATE
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
     learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
@@ -332,11 +330,10 @@ class EchoGate:
             return done + pcm
         if not audible or excess <= self.settings.excess_db:
             return done + bytes(len(pcm))
-        if self._person or (self._confirmed >= 2 and excess >= self.settings.sure_db):
+        if self._confirmed >= 2 and excess >= self.settings.sure_db:
             # The last two searches found the echo at the lock's delay (it has not moved), and
             # this block stands far above it: someone talking over it, released at once.
-            # Their voice then fails the searches; until one finds the echo alone again,
-            # their next words are theirs too.
+            # Their next words are theirs too, until a search finds the echo alone again.
             self._person, self._person_last = True, block
             return done + pcm
         self._doubt_from = block
@@ -376,13 +373,14 @@ class EchoGate:
         if self._heard.count < self._doubt_from + self._doubt:
             return b""
         # Only what was heard since the sound began: before it, the echo was explained. A
-        # delay found there (the echo moved) is adopted; either way each held block is then
-        # muted if the echo explains it and released as it was if not (a person).
+        # delay found there (the echo moved) is adopted; then PERSON_BLOCKS blocks still
+        # unexplained are a person's (all of it released), fewer are echo the prediction
+        # missed (each muted if the echo explains it, released as it was if not).
         self._search(self._doubt_from + self._doubt, self._doubt, learn=False)
         self._doubt_from = None
-        unexplained = sum(1 for b, _, audible in self._held if audible and not self._explained(b))
-        if unexplained >= PERSON_BLOCKS:
-            self._person, self._person_last = True, self._held[-1][0]
+        unexplained = [b for b, _, audible in self._held if audible and not self._explained(b)]
+        if len(unexplained) >= PERSON_BLOCKS:  # a person: released whole, and passing on
+            self._person, self._person_last = True, unexplained[-1]
             return self._release()
         return self._gate_held()
 
