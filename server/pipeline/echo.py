@@ -88,7 +88,6 @@ BLOCK = 320  # 20 ms: one VAD frame per block
 PRE_S = 0.004  # the echo-path filter starts this far before the found delay
 BAND_HZ = (100.0, 3800.0)  # used by the delay search: present at 8 kHz and 16 kHz microphones
 DOUBT_WINDOW_S = 0.2  # microphone audio searched while the lock is in doubt
-FOUND_FRESH_S = 2.0  # a delay found this recently tells the gate it may learn (echo_gate.py)
 AUDIBLE = 0.002  # rms (full scale 1): half the VAD's energy floor, can never open a turn
 
 
@@ -185,10 +184,9 @@ class EchoGuard:
         self.refused_reference_s = 0.0
         self.gate = EchoGate(
             s.gate, self._reference, self._reference_near, self._min_lag, self._max_lag,
-            self._audible, self._cancelling, self._echo_delay,
+            self._audible, self._cancelling,
         )  # fmt: skip
         self._emitted = 0  # samples output (whole blocks): the gate's timeline
-        self._found: tuple[int, int] | None = None  # (delay, position) of the last search's find
 
     def _cancelling(self) -> bool:
         """Locked, the lock proven, and the cancellation matching the microphone."""
@@ -197,12 +195,6 @@ class EchoGuard:
             and self._converging_blocks is None
             and self._doubt_since is None
         )
-
-    def _echo_delay(self) -> int | None:
-        """The delay a search found within the last `FOUND_FRESH_S`, proven or not."""
-        if self._found is None or self.position - self._found[1] > FOUND_FRESH_S * RATE:
-            return None
-        return self._found[0]
 
     # -- reference -------------------------------------------------------------------------------
 
@@ -396,7 +388,6 @@ class EchoGuard:
         if score < self.settings.lock_score:
             return
         delay = self._max_lag - peak  # mic[t] ~ ref[t - delay]
-        self._found = (delay, end)
         if self.delay is not None and abs(delay - self.delay) <= self._pre:
             self._candidate = self._doubt_since = None  # the lock is right
             return
