@@ -209,8 +209,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "(`server/pipeline/echo_gate.py`), for echo a browser's own capture processing left "
         "too changed for the linear canceller (Chromium with echo cancellation on). Where the "
         "linear canceller works, the gate stands aside and a person talking over the agent is "
-        "heard as fast as without it (bench/echo.py); with no echo at all it learns nothing "
-        "and a person is heard as without it (bench/bargein.py).",
+        "heard as fast as without it (bench/echo.py); with no echo at all, a person in the "
+        "agent's own voice can be heard later than without it (bench/bargein.py).",
     ),
     "ECHO_MAX_DELAY_MS": (
         "1200",
