@@ -16,7 +16,7 @@ Per interruption:
 
 Side by side, each server a `python -m server` process with the same agent: this tree, this
 tree with FALSE_INTERRUPTION_MS=0 (cancel at once instead of holding), this tree with the echo
-defence's envelope gate off (ECHO_GATE=false; on by default), and, with
+defence's envelope gate on (ECHO_GATE=true; off by default), and, with
 `--reference DIR`, another checkout (e.g. `git worktree add /tmp/main main`: the code before
 turns became owned units). Goal: stop_ms p95 ≤ 250, leaked bytes 0.
 
@@ -192,7 +192,7 @@ def main() -> None:
     configurations = {
         "this tree": (ROOT, {}),
         "this tree, no hold": (ROOT, {"FALSE_INTERRUPTION_MS": "0"}),
-        "this tree, ECHO_GATE=false": (ROOT, {"ECHO_GATE": "false"}),
+        "this tree, ECHO_GATE=true": (ROOT, {"ECHO_GATE": "true"}),
     }
     if args.reference:
         configurations[f"reference ({args.reference.name})"] = (args.reference.resolve(), {})

@@ -204,13 +204,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "speakers) from the microphone before turn detection, so it never interrupts the agent.",
     ),
     "ECHO_GATE": (
-        "true",
+        "false",
         "Echo defence: also mute what the agent's echo explains by its spectral envelope "
         "(`server/pipeline/echo_gate.py`), for echo a browser's own capture processing left "
         "too changed for the linear canceller (Chromium with echo cancellation on). Where the "
         "linear canceller works, the gate stands aside and a person talking over the agent is "
-        "heard as fast as without it (bench/echo.py); with no echo at all, a person in the "
-        "agent's own voice can be heard later than without it (bench/bargein.py).",
+        "heard as fast as without it (bench/echo.py). Off by default: with no echo at all and a "
+        "person in the agent's own voice (bench/bargein.py) it can still learn the person as "
+        "echo and miss a barge-in.",
     ),
     "ECHO_MAX_DELAY_MS": (
         "1200",
@@ -376,7 +377,7 @@ class Settings:
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     echo_defence: bool = True
-    echo_gate: bool = True
+    echo_gate: bool = False
     echo_max_delay_ms: int = 1200
     agent_webhook_url: str = ""
     agent_webhook_secret: str = field(default="", repr=False)

@@ -106,7 +106,10 @@ WINDOW = 15  # blocks of envelope per delay search (0.3 s)
 
 @dataclass(frozen=True)
 class GateSettings:
-    enabled: bool = True  # ECHO_GATE
+    # Off by default (ECHO_GATE): on, the Chromium echo test passed 9 runs in 10 and a person
+    # in the agent's own voice with no echo is heard later (bench/bargein.py turn.start p95
+    # 495 ms against 182 ms off); see the module docstring.
+    enabled: bool = False
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
     learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
