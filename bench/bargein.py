@@ -153,6 +153,9 @@ async def measure(url: str, interruptions: int) -> list[dict]:
             results.append(result)
             if result["missed"]:
                 print(f"  {n + 1:2d}: missed (no user turn)")
+                # Nobody was heard, so no new answer comes until someone is: the person
+                # asks again (not measured), or the next round would wait in vain.
+                await client.stream(question)
                 continue
             print(
                 f"  {n + 1:2d}: stop {result['stop_ms']:6.0f} ms, "

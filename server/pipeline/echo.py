@@ -292,7 +292,7 @@ class EchoGuard:
         mic = _samples(pcm)
         self._mic = np.concatenate((self._mic[BLOCK:], mic))
         if not self._chunks or not self._reference_near(position):
-            return self._release() + pcm
+            return self._release() + self._proof_cut_short() + pcm
         self._blocks_since_search += 1
         trusted = self.state == EchoState.LOCKED and self._doubt_since is None
         every = self._track_blocks if trusted else self._search_blocks
@@ -442,6 +442,20 @@ class EchoGuard:
         if right:
             return bytes(sum(len(p) for p in held))
         self.state, self.delay, self._candidate = EchoState.NO_ECHO, None, None
+        return b"".join(held)
+
+    def _proof_cut_short(self) -> bytes:
+        """No agent audio can be heard any more while a lock is being proven (found late in
+        an answer's last words, or the answer was cut short): the proof cannot finish now.
+        What was held comes out as it was: the echo died away `max_delay_s` earlier, so it is
+        a person or silence. The proof starts over with the next answer. Held until then, a
+        person's words waited for an answer that needed them first (nothing is due, so no
+        block would ever finish the proof)."""
+        held, self._held_after_lock = self._held_after_lock, []
+        if self._converging_blocks is not None:
+            self._converging_blocks = 0
+            self._proof = [0.0, 0.0]
+            self._mic_energy = self._residual_energy = 0.0
         return b"".join(held)
 
     # -- cancellation ----------------------------------------------------------------------------
