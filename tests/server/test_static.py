@@ -257,7 +257,7 @@ def test_a_changed_page_file_gets_a_new_url(tmp_path, monkeypatch):
         before = [n for n in page_references(client.get("/").text) if n.endswith("/main.py")]
         (tmp_path / "main.py").write_text("print('changed')\n")
         after = [n for n in page_references(client.get("/").text) if n.endswith("/main.py")]
-        assert len(before) == len(after) == 1 and before != after
+        assert len(set(before)) == len(set(after)) == 1 and before != after
         fresh = client.get("/" + after[0])
         assert fresh.text == "print('changed')\n"
         assert fresh.headers["cache-control"] == "public, max-age=31536000, immutable"
@@ -265,3 +265,25 @@ def test_a_changed_page_file_gets_a_new_url(tmp_path, monkeypatch):
         assert stale.status_code == 200 and stale.text == "print('changed')\n"
         assert stale.headers["cache-control"] == "no-cache"
         assert client.get("/v/0123456789abcdef/server/app.py").status_code == 404
+
+
+def test_the_page_preloads_main_py_from_where_pyscript_fetches_it(client):
+    """PyScript fetches main.py only once the interpreter is up; the page asks for it at the
+    start, under the same URL, so PyScript's fetch takes the preloaded response."""
+    page = client.get("/").text
+    preloaded = re.findall(r'early\("preload", "\./(v/[0-9a-f]+/main\.py)", "fetch"\)', page)
+    loaded = re.findall(r'\{ src: "\./(v/[0-9a-f]+/main\.py)" \}', page)
+    assert len(preloaded) == len(loaded) == 1 and preloaded == loaded
+    assert client.get("/" + loaded[0]).content == (ROOT / "main.py").read_bytes()
+
+
+def test_the_configs_leave_out_plugins_the_vendored_pyscript_has():
+    """`plugins = ["!name"]` leaves a PyScript plugin out only if `name` is one: a renamed
+    plugin would be loaded again, silently."""
+    core = next((vendor.VENDOR_DIR / "pyscript" / vendor.PYSCRIPT.version).glob("core-*.js"))
+    known = set(re.findall(r'"?([\w-]+)"?:\(\)=>import\("\./[\w-]+\.js"\)', core.read_text()))
+    assert {"py-editor", "py-terminal", "error"} <= known
+    for name in ("pyscript.toml", "pyscript-pyodide.toml"):
+        left_out = tomllib.loads((ROOT / name).read_text())["plugins"]
+        assert left_out and all(p.startswith("!") and p[1:] in known for p in left_out)
+        assert "!error" not in left_out  # it shows Python's errors on the page
