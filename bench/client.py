@@ -178,7 +178,8 @@ def main() -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         wav = room_noise_wav(tmp / "room.wav")
         app = bench_app(Settings(data_dir=tmp / "data"))
-        url = stack.enter_context(serve(app))
+        # The embedded pipeline loads its speech models at start: over 30 s on a loaded machine.
+        url = stack.enter_context(serve(app, start_timeout_s=300))
         with sync_playwright() as playwright:
             for n in range(args.runs):
                 for which in CLIENTS:  # interleaved: all see the same conditions
