@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from server import snapshot
+from server.vendor import pyodide_url
 from tests.browser.conftest import RequestLog, running_app, slow_wasm, wait_ready
 from tests.conftest import chromium_launch_args
 
@@ -150,3 +152,23 @@ def test_a_warm_pyodide_load_reuses_the_compiled_wasm(playwright, tmp_path):
         assert "v8.wasm.moduleCacheHit" in names
     finally:
         context.close()
+
+
+@pytest.mark.skipif(snapshot.loader_name() is None, reason="setup made no Pyodide snapshot")
+def test_the_pyodide_page_starts_from_the_snapshot_setup_made(page):
+    """With a snapshot in place (server/snapshot.py), the Pyodide page's interpreter is the
+    snapshot's loader, Pyodide restores its memory instead of starting Python, and the page's
+    Python runs on it to ready. (The page's features on it: test_client.py's Pyodide tests.)"""
+    loader = snapshot.loader_name()
+    requests = RequestLog(page)
+    console_errors = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    with running_app(layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/?py=pyodide")
+        wait_ready(page, timeout_ms=120_000)
+        assert page.evaluate("globalThis.layercodePyodideSnapshot") == loader.removesuffix(".mjs")
+    name = loader.removesuffix(".mjs")
+    assert f"{url}{pyodide_url()}/{name}.bin" in requests.urls
+    assert f"{url}{pyodide_url()}/{name}.mjs" in requests.urls
+    assert requests.outside() == []
+    assert console_errors == [], "\n".join(console_errors)
