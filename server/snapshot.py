@@ -11,7 +11,7 @@ Setup (`./dev setup`, `python -m server.snapshot`) makes the snapshot from the v
 in Chromium and writes, beside Pyodide in its versioned folder:
 
 - `snapshot-<digest>.bin` (and its `.gz`): the snapshot, about 30 MB (6 MB gzipped);
-- `snapshot-<digest>.mjs`: a four-line module that PyScript takes as the page's `interpreter`
+- `snapshot-<digest>.mjs`: a few-line module that PyScript takes as the page's `interpreter`
   instead of `pyodide.mjs`. PyScript builds loadPyodide's options itself and has no setting
   for a snapshot; this module re-exports Pyodide's `loadPyodide` with `_loadSnapshot` added,
   and records the snapshot's name in `globalThis.layercodePyodideSnapshot` (a test checks the
@@ -64,9 +64,11 @@ document.body.dataset.done = String(answer.status);
 LOADER = """// Pyodide from its memory snapshot made by setup (server/snapshot.py): runtime glue.
 import {{ loadPyodide as load, version }} from "./pyodide.mjs";
 export {{ version }};
-const snapshot = fetch(new URL("./{name}.bin", import.meta.url)).then((r) => r.arrayBuffer());
+let snapshot = fetch(new URL("./{name}.bin", import.meta.url)).then((r) => r.arrayBuffer());
 const indexURL = new URL(".", import.meta.url).href;
-export const loadPyodide = (options) => load({{ ...options, indexURL, _loadSnapshot: snapshot }})
+// A thenable, not the promise: Pyodide keeps its options, and 30 MB need not outlive the restore.
+const once = {{ then: (ok, no) => (snapshot.then(ok, no), (snapshot = null)) }};
+export const loadPyodide = (options) => load({{ ...options, indexURL, _loadSnapshot: once }})
   .then((pyodide) => ((globalThis.layercodePyodideSnapshot = "{name}"), pyodide));
 """
 
