@@ -12,8 +12,8 @@ it, but it takes any module as `interpreter`: here a four-line module that re-ex
 This bench makes a snapshot in Chromium from the vendored Pyodide, then loads the same bare
 PyScript `py` page (it imports `pyscript` and marks itself ready) on plain Pyodide and on the
 snapshot, side by side, each in a fresh browser context, and prints the medians. The snapshot
-(30 MB, 6 MB gzipped) is served plain from a temporary folder. The demo page does not use a
-snapshot yet: this measures what it would gain.
+(30 MB, 6 MB gzipped) is served plain from a temporary folder. The demo page starts from the
+snapshot setup makes (server/snapshot.py); this measures the snapshot alone.
 
     ./dev bench pyodide_snapshot [--runs N]
 """
