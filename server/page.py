@@ -24,6 +24,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from . import snapshot, vendor
 from .wheel import MPY_URL_PATH, Wheel
 
 HASHED_PREFIX = "v/"  # + digest + "/" + the file's path from the page
@@ -81,10 +82,21 @@ def fingerprint(page: str, files: PageFiles, root: Path) -> str:
 
 def config_json(path: Path, files: PageFiles) -> str:
     config = tomllib.loads(path.read_text())
+    if "interpreter" in config:
+        config["interpreter"] = pyodide_interpreter(config["interpreter"])
     config["files"] = {
         _hashed_reference(url, files): target for url, target in config.get("files", {}).items()
     }
     return json.dumps(config, separators=(",", ":"))
+
+
+def pyodide_interpreter(interpreter: str) -> str:
+    """The Pyodide page's `interpreter`: the loader of Pyodide's memory snapshot when setup made
+    one (server/snapshot.py), else Pyodide itself as the config names it. Other interpreters
+    are left as they are."""
+    plain = f".{vendor.pyodide_url()}/pyodide.mjs"
+    loader = snapshot.loader_name() if interpreter == plain else None
+    return f".{vendor.pyodide_url()}/{loader}" if loader else interpreter
 
 
 def _hashed_reference(url: str, files: PageFiles) -> str:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from pathlib import Path
+
 import pytest
 
+from server import snapshot
+from server.vendor import pyodide_url
 from tests.browser.conftest import RequestLog, running_app, slow_wasm, wait_ready
+from tests.conftest import chromium_launch_args
 
 pytestmark = pytest.mark.browser
 
@@ -90,3 +97,78 @@ def test_a_reload_asks_the_server_for_the_page_alone(page, query):
         page.reload()
         wait_ready(page)
         assert asked == ["/"]
+
+
+def cached_wasm_bytes(profile: Path) -> int:
+    """How much compiled WebAssembly Chromium has stored in this profile's code cache."""
+    folder = profile / "Default" / "Code Cache" / "wasm"
+    return sum(f.stat().st_size for f in folder.glob("*") if f.is_file()) if folder.is_dir() else 0
+
+
+def traced_event_names(cdp, categories: str, action) -> set[str]:
+    """The names of the trace events (of `categories`) Chromium records while `action` runs."""
+    done: list[dict] = []
+    cdp.on("Tracing.tracingComplete", lambda event: done.append(event))
+    cdp.send("Tracing.start", {"categories": categories, "transferMode": "ReturnAsStream"})
+    action()
+    cdp.send("Tracing.end")
+    while not done:
+        # Lets the completion event arrive, without spinning.
+        cdp.send("Runtime.evaluate", {"expression": "new Promise(r => setTimeout(r, 50))",
+                                      "awaitPromise": True})  # fmt: skip
+    chunks = []
+    while True:
+        read = cdp.send("IO.read", {"handle": done[0]["stream"]})
+        chunks.append(base64.b64decode(read["data"]) if read.get("base64Encoded") else read["data"])
+        if read["eof"]:
+            break
+    text = "".join(c.decode() if isinstance(c, bytes) else c for c in chunks)
+    return {event.get("name") for event in json.loads(text)["traceEvents"]}
+
+
+def test_a_warm_pyodide_load_reuses_the_compiled_wasm(playwright, tmp_path):
+    """Chromium keeps Pyodide's compiled wasm in the profile's code cache, and a return visit
+    takes it back instead of compiling 10 MB of wasm again. (Preloaded with
+    `<link rel=preload>`, the wasm's code was written to the cache on every visit and never
+    read back: Chromium offers cached code only to a `fetch()` of the file.)"""
+    profile = tmp_path / "profile"
+    context = playwright.chromium.launch_persistent_context(profile, **chromium_launch_args())
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        with running_app(layercode_api_key="lc_never_used") as url:
+            page.goto(url + "/?py=pyodide")
+            wait_ready(page, timeout_ms=120_000)
+            # Chromium stores the code once enough of it is optimised, seconds after the load.
+            while cached_wasm_bytes(profile) < 500_000:
+                page.wait_for_timeout(250)
+
+            def reload() -> None:
+                page.reload()
+                wait_ready(page, timeout_ms=120_000)
+
+            cdp = context.new_cdp_session(page)
+            # Chromium's wasm cache events are in its DevTools timeline category.
+            names = traced_event_names(cdp, "disabled-by-default-devtools.timeline", reload)
+        assert "v8.wasm.moduleCacheHit" in names
+    finally:
+        context.close()
+
+
+@pytest.mark.skipif(snapshot.loader_name() is None, reason="setup made no Pyodide snapshot")
+def test_the_pyodide_page_starts_from_the_snapshot_setup_made(page):
+    """With a snapshot in place (server/snapshot.py), the Pyodide page's interpreter is the
+    snapshot's loader, Pyodide restores its memory instead of starting Python, and the page's
+    Python runs on it to ready. (The page's features on it: test_client.py's Pyodide tests.)"""
+    loader = snapshot.loader_name()
+    requests = RequestLog(page)
+    console_errors = []
+    page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    with running_app(layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/?py=pyodide")
+        wait_ready(page, timeout_ms=120_000)
+        assert page.evaluate("globalThis.layercodePyodideSnapshot") == loader.removesuffix(".mjs")
+    name = loader.removesuffix(".mjs")
+    assert f"{url}{pyodide_url()}/{name}.bin" in requests.urls
+    assert f"{url}{pyodide_url()}/{name}.mjs" in requests.urls
+    assert requests.outside() == []
+    assert console_errors == [], "\n".join(console_errors)

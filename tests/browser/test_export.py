@@ -8,6 +8,7 @@ import tomllib
 import pytest
 from starlette.staticfiles import StaticFiles
 
+from server import snapshot, vendor
 from server.app import create_app
 from server.config import Settings
 from server.export import export_site
@@ -43,6 +44,11 @@ def test_export_contents(tmp_path):
     assert {h.split("/", 2)[2] for h in hashed} >= {"main.py", "assets/style.css"}
     for name in hashed:
         assert (target / name).is_file(), name
+    loader = snapshot.loader_name()
+    if loader:  # the Pyodide page starts from setup's snapshot in the export too
+        assert f"{vendor.pyodide_url()}/{loader}" in page
+        runtime = target / vendor.pyodide_url().strip("/")
+        assert (runtime / loader).is_file() and (runtime / loader).with_suffix(".bin").is_file()
     # Exporting again over an earlier export replaces it; a foreign folder is refused.
     export_site(tmp_path / "out", "https://auth.example/api/authorize")
     (tmp_path / "foreign").mkdir()
@@ -65,6 +71,9 @@ def test_exported_page_authorizes_cross_origin(page, tmp_path, interpreter, quer
         page.goto(site_origin + "/" + query)
         wait_ready(page)
         assert page.get_attribute("body", "data-interpreter") == interpreter
+        if interpreter == "pyodide" and snapshot.loader_name():
+            started_from = page.evaluate("globalThis.layercodePyodideSnapshot")
+            assert started_from == snapshot.loader_name().removesuffix(".mjs")
         page.click("#connect")
         page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
         assert "connected (sess_" in page.inner_text("#log")

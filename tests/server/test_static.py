@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ from starlette.testclient import TestClient
 from server import vendor
 from server.app import create_app
 from server.config import Settings
+from server.page import pyodide_interpreter
 from server.wheel import build_wheel
 from tests.conftest import ROOT
 
@@ -225,7 +227,8 @@ def test_served_page_names_its_files_under_hashed_immutable_urls(client):
     assert set(configs) == {"mpy", "py"}
     for kind, name in (("mpy", "pyscript.toml"), ("py", "pyscript-pyodide.toml")):
         source = tomllib.loads((ROOT / name).read_text())
-        assert configs[kind]["interpreter"] == source["interpreter"]
+        # Pyodide's is the snapshot's loader when setup made one (tested below).
+        assert configs[kind]["interpreter"] == pyodide_interpreter(source["interpreter"])
         assert list(configs[kind]["files"].values()) == list(source["files"].values())
     references = page_references(page)
     hashed = [name for name in references if name.startswith("v/")]
@@ -257,7 +260,7 @@ def test_a_changed_page_file_gets_a_new_url(tmp_path, monkeypatch):
         before = [n for n in page_references(client.get("/").text) if n.endswith("/main.py")]
         (tmp_path / "main.py").write_text("print('changed')\n")
         after = [n for n in page_references(client.get("/").text) if n.endswith("/main.py")]
-        assert len(before) == len(after) == 1 and before != after
+        assert len(set(before)) == len(set(after)) == 1 and before != after
         fresh = client.get("/" + after[0])
         assert fresh.text == "print('changed')\n"
         assert fresh.headers["cache-control"] == "public, max-age=31536000, immutable"
@@ -265,3 +268,60 @@ def test_a_changed_page_file_gets_a_new_url(tmp_path, monkeypatch):
         assert stale.status_code == 200 and stale.text == "print('changed')\n"
         assert stale.headers["cache-control"] == "no-cache"
         assert client.get("/v/0123456789abcdef/server/app.py").status_code == 404
+
+
+def test_the_page_preloads_main_py_from_where_pyscript_fetches_it(client):
+    """PyScript fetches main.py only once the interpreter is up; the page asks for it at the
+    start, under the same URL, so PyScript's fetch takes the preloaded response."""
+    page = client.get("/").text
+    preloaded = re.findall(r'early\("preload", "\./(v/[0-9a-f]+/main\.py)", "fetch"\)', page)
+    loaded = re.findall(r'\{ src: "\./(v/[0-9a-f]+/main\.py)" \}', page)
+    assert len(preloaded) == len(loaded) == 1 and preloaded == loaded
+    assert client.get("/" + loaded[0]).content == (ROOT / "main.py").read_bytes()
+
+
+def test_the_configs_leave_out_plugins_the_vendored_pyscript_has():
+    """`plugins = ["!name"]` leaves a PyScript plugin out only if `name` is one: a renamed
+    plugin would be loaded again, silently."""
+    core = next((vendor.VENDOR_DIR / "pyscript" / vendor.PYSCRIPT.version).glob("core-*.js"))
+    known = set(re.findall(r'"?([\w-]+)"?:\(\)=>import\("\./[\w-]+\.js"\)', core.read_text()))
+    assert {"py-editor", "py-terminal", "error"} <= known
+    for name in ("pyscript.toml", "pyscript-pyodide.toml"):
+        left_out = tomllib.loads((ROOT / name).read_text())["plugins"]
+        assert left_out and all(p.startswith("!") and p[1:] in known for p in left_out)
+        assert "!error" not in left_out  # it shows Python's errors on the page
+
+
+def test_the_pyodide_page_starts_from_a_snapshot_only_when_setup_made_one(tmp_path, monkeypatch):
+    """With a complete snapshot beside Pyodide (server/snapshot.py), the Pyodide page's config
+    names its loader, served gzipped and immutable like the rest of the runtime; without one
+    (or with only the snapshot, its loader not yet written), the page names Pyodide itself.
+    The MicroPython page never changes."""
+    from server import static
+
+    folder = tmp_path / "pyodide" / vendor.PYODIDE.version
+    shutil.copytree(vendor.PYODIDE.target, folder, ignore=shutil.ignore_patterns("snapshot-*"))
+    monkeypatch.setattr(vendor, "VENDOR_DIR", tmp_path)
+    monkeypatch.setattr(static, "VENDOR_DIR", tmp_path)
+    sources = {
+        kind: tomllib.loads((ROOT / name).read_text())["interpreter"]
+        for kind, name in (("mpy", "pyscript.toml"), ("py", "pyscript-pyodide.toml"))
+    }
+    with TestClient(create_app(Settings(layercode_api_key="k"))) as client:
+        configs = served_configs(client.get("/").text)
+        assert {kind: config["interpreter"] for kind, config in configs.items()} == sources
+        name = "snapshot-0123456789abcdef"
+        (folder / f"{name}.bin").write_bytes(b"memory" * 1000)
+        (folder / f"{name}.bin.gz").write_bytes(gzip.compress(b"memory" * 1000))
+        assert served_configs(client.get("/").text)["py"]["interpreter"] == sources["py"]
+        (folder / f"{name}.mjs").write_text("export const version = 'x';\n")
+        configs = served_configs(client.get("/").text)
+        assert configs["py"]["interpreter"] == f".{PYODIDE}/{name}.mjs"
+        assert configs["mpy"]["interpreter"] == sources["mpy"]
+        for file, kind in ((f"{name}.mjs", "text/javascript"), (f"{name}.bin", "application/")):
+            response = client.get(f"{PYODIDE}/{file}", headers={"accept-encoding": "gzip"})
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith(kind)
+            assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+        assert response.headers["content-encoding"] == "gzip"
+        assert response.content == b"memory" * 1000

@@ -1,0 +1,171 @@
+"""A memory snapshot of Pyodide for the Pyodide page, made once by setup in Chromium.
+
+Most of a Pyodide page's start is Pyodide's own interpreter start-up (Python initialising and
+importing its modules: seconds on a loaded machine, cold or warm), not the download nor the
+wasm compile. Pyodide can start instead from a snapshot of its memory taken just after that
+(`loadPyodide({_makeSnapshot: true})` then `pyodide.makeMemorySnapshot()`; restored with
+`loadPyodide({_loadSnapshot})`). bench/pyodide_snapshot.py measured a bare PyScript page
+Python-ready in 0.29x the plain time.
+
+Setup (`./dev setup`, `python -m server.snapshot`) makes the snapshot from the vendored Pyodide
+in Chromium and writes, beside Pyodide in its versioned folder:
+
+- `snapshot-<digest>.bin` (and its `.gz`): the snapshot, about 30 MB (6 MB gzipped);
+- `snapshot-<digest>.mjs`: a few-line module that PyScript takes as the page's `interpreter`
+  instead of `pyodide.mjs`. PyScript builds loadPyodide's options itself and has no setting
+  for a snapshot; this module re-exports Pyodide's `loadPyodide` with `_loadSnapshot` added,
+  and records the snapshot's name in `globalThis.layercodePyodideSnapshot` (a test checks the
+  page really started from it). It is runtime glue, like PyScript's config: the client
+  library's only JavaScript remains its two audio worklets.
+
+Both names carry the snapshot's digest, so they are cached as immutable like the rest of the
+runtime, and a new snapshot is a new URL. A snapshot belongs to one Pyodide version: it lives in
+that version's folder (re-vendoring Pyodide removes it, and setup makes a new one). The
+Pyodide page loads no Pyodide packages (the client is unpacked from its wheel by PyScript),
+so the snapshot holds Python as Pyodide starts it, nothing more.
+
+When there is no snapshot (no Chromium, or this step failed or was skipped), the server names
+`pyodide.mjs` as before: the page starts plain Pyodide (server/page.py).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sys
+import threading
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+from . import vendor
+
+PREFIX = "snapshot-"
+DIGEST_CHARS = 16
+CHROMIUM = "/usr/bin/chromium"
+MAKE_TIMEOUT_MS = 600_000  # a loaded 2-core machine takes tens of seconds
+
+# The page that makes the snapshot: Pyodide exactly as the demo page starts it (WebAssembly
+# JSPI hidden, as index.html does), snapshot taken before anything else runs.
+MAKE_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+</head><body><script type="module">
+delete WebAssembly.Suspending;
+delete WebAssembly.promising;
+const { loadPyodide } = await import("./pyodide.mjs");
+const indexURL = new URL(".", location.href).href;
+const pyodide = await loadPyodide({ indexURL, _makeSnapshot: true });
+const snapshot = pyodide.makeMemorySnapshot();
+const answer = await fetch("./snapshot-upload", { method: "POST", body: snapshot });
+document.body.dataset.done = String(answer.status);
+</script></body></html>
+"""
+
+LOADER = """// Pyodide from its memory snapshot made by setup (server/snapshot.py): runtime glue.
+import {{ loadPyodide as load, version }} from "./pyodide.mjs";
+export {{ version }};
+let snapshot = fetch(new URL("./{name}.bin", import.meta.url)).then((r) => r.arrayBuffer());
+const indexURL = new URL(".", import.meta.url).href;
+// A thenable, not the promise: Pyodide keeps its options, and 30 MB need not outlive the restore.
+const once = {{ then: (ok, no) => (snapshot.then(ok, no), (snapshot = null)) }};
+export const loadPyodide = (options) => load({{ ...options, indexURL, _loadSnapshot: once }})
+  .then((pyodide) => ((globalThis.layercodePyodideSnapshot = "{name}"), pyodide));
+"""
+
+
+def log(message: str) -> None:
+    print(f"[snapshot] {message}", file=sys.stderr, flush=True)
+
+
+def loader_name(folder: Path | None = None) -> str | None:
+    """The file name of the snapshot's loader module in Pyodide's folder, or None if there is
+    no complete snapshot (the loader is written last)."""
+    folder = folder or vendor.PYODIDE.target
+    for loader in sorted(folder.glob(PREFIX + "*.mjs")):
+        if loader.with_suffix(".bin").is_file():
+            return loader.name
+    return None
+
+
+def make_snapshot(folder: Path) -> bytes:
+    """Start Pyodide from `folder` in Chromium with `_makeSnapshot` and return its snapshot."""
+    from playwright.sync_api import sync_playwright  # a test dependency: only setup needs it
+
+    received: list[bytes] = []
+
+    class Handler(SimpleHTTPRequestHandler):
+        extensions_map: ClassVar[dict[str, str]] = {
+            **SimpleHTTPRequestHandler.extensions_map,
+            ".wasm": "application/wasm",
+            ".mjs": "text/javascript",
+        }
+
+        def do_GET(self) -> None:
+            if self.path.split("?")[0] == "/make.html":
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(MAKE_PAGE)))
+                self.end_headers()
+                self.wfile.write(MAKE_PAGE)
+                return
+            super().do_GET()
+
+        def do_POST(self) -> None:
+            received.append(self.rfile.read(int(self.headers["Content-Length"])))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                page = browser.new_page()
+                page.goto(f"http://127.0.0.1:{server.server_address[1]}/make.html")
+                page.wait_for_selector("body[data-done]", state="attached", timeout=MAKE_TIMEOUT_MS)
+                status = page.get_attribute("body", "data-done")
+            finally:
+                browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    if status != "204" or not received:
+        raise RuntimeError(f"the snapshot page ended with status {status}")
+    return received[0]
+
+
+def main() -> None:
+    folder = vendor.PYODIDE.target
+    if not (folder / vendor.DONE_MARKER).is_file():
+        log("Pyodide is not vendored: run ./dev setup")
+        return
+    if loader_name(folder):
+        log("Pyodide snapshot already in place")
+        return
+    if not Path(CHROMIUM).is_file():
+        log("no Chromium: the Pyodide page starts without a snapshot (./dev setup installs it)")
+        return
+    log(f"making a memory snapshot of Pyodide {vendor.PYODIDE.version} in Chromium")
+    try:
+        data = make_snapshot(folder)
+    except Exception as error:  # the page works without: say so and go on
+        log(f"could not make the snapshot ({error}): the Pyodide page starts without one")
+        return
+    name = PREFIX + hashlib.sha256(data).hexdigest()[:DIGEST_CHARS]
+    for stale in folder.glob(PREFIX + "*"):
+        stale.unlink()
+    (folder / f"{name}.bin").write_bytes(data)
+    (folder / f"{name}.bin.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
+    partial_loader = folder / f"{name}.mjs.partial"
+    partial_loader.write_text(LOADER.format(name=name))
+    partial_loader.rename(folder / f"{name}.mjs")  # last: its presence means a complete snapshot
+    log(f"wrote {name}.bin ({len(data) / 2**20:.0f} MB) and its loader {name}.mjs")
+
+
+if __name__ == "__main__":
+    main()
