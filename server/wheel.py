@@ -19,6 +19,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import pyc
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "layercode_client"
 SOURCE_DIR = ROOT / PACKAGE
@@ -75,8 +77,11 @@ def build_wheel(source_dir: Path = SOURCE_DIR) -> Wheel:
         b"Wheel-Version: 1.0\nGenerator: layercode-py server/wheel.py\n"
         b"Root-Is-Purelib: true\nTag: py3-none-any\n"
     )
+    sources = _source_files(source_dir)
     entries = [
-        *_source_files(source_dir),
+        *sources,
+        # For the Pyodide page: the sources precompiled by setup, where it made them (pyc.py).
+        *pyc.bytecode_for(sources).items(),
         (f"{dist_info}/METADATA", metadata),
         (f"{dist_info}/WHEEL", wheel_meta),
     ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server import snapshot
+from server import pyc, snapshot, vendor
 from server.vendor import pyodide_url
 from tests.browser.conftest import RequestLog, running_app, slow_wasm, wait_ready
 from tests.conftest import chromium_launch_args
@@ -172,3 +172,45 @@ def test_the_pyodide_page_starts_from_the_snapshot_setup_made(page):
     assert f"{url}{pyodide_url()}/{name}.mjs" in requests.urls
     assert requests.outside() == []
     assert console_errors == [], "\n".join(console_errors)
+
+
+# PyScript's hooks, taken once the page's own module scripts ran (PyScript reads the page's
+# config when its module first runs: importing it earlier would start it with none).
+KEEP_INTERPRETER = """
+addEventListener("DOMContentLoaded", () => import("/runtime/pyscript/%s/core.js").then(
+  ({ hooks }) => hooks.main.onReady.add(({ interpreter }) => {
+    globalThis.layercodeTestInterpreter = interpreter;
+  })));
+"""
+CLIENT_BYTECODE = """
+import importlib.util, json, sys
+found = {}
+for name, module in sorted(sys.modules.items()):
+    if name.startswith("layercode_client"):
+        try:
+            with open(module.__spec__.cached, "rb") as f:
+                pyc = f.read()
+        except OSError:
+            found[name] = "no .pyc"
+            continue
+        with open(module.__file__, "rb") as f:
+            source_hash = importlib.util.source_hash(f.read())
+        checked = int.from_bytes(pyc[4:8], "little") == 3
+        found[name] = "checked, matches" if checked and pyc[8:16] == source_hash else pyc[:16].hex()
+json.dumps(found)
+"""
+
+
+@pytest.mark.skipif(not pyc.cache_folder().is_dir(), reason="setup compiled no client bytecode")
+def test_the_pyodide_page_imports_the_client_from_its_precompiled_bytecode(page):
+    """With setup's bytecode in place (server/pyc.py), every module of the client the Pyodide
+    page imported has a checked hash-based .pyc matching its source beside it, unpacked from the
+    wheel, which Python loads instead of compiling the source."""
+    page.add_init_script(KEEP_INTERPRETER % vendor.PYSCRIPT.version)
+    with running_app(layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/?py=pyodide")
+        wait_ready(page, timeout_ms=120_000)
+        found = json.loads(page.evaluate("code => layercodeTestInterpreter.runPython(code)",
+                                         CLIENT_BYTECODE))  # fmt: skip
+    assert "layercode_client.client" in found
+    assert set(found.values()) == {"checked, matches"}, found
