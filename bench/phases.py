@@ -15,20 +15,26 @@ shows here as a short `instantiateStreaming`.)
 The server runs in proxy mode (an API key that is never used): the page only has to start,
 not to connect, so no speech models are loaded. Medians over N runs.
 
-    ./dev bench phases [--runs 3] [--pages pyodide,micropython]
+`--without-bytecode` adds the Pyodide page served without setup's bytecode for the client
+(server/pyc.py), from a second server, interleaved: the A/B of that choice.
+
+    ./dev bench phases [--runs 3] [--pages pyodide,micropython] [--without-bytecode]
 """
 
 import argparse
+import contextlib
 import tempfile
+from pathlib import Path
 
 from common import chromium_launch_args, median, print_table, save, serve
 from playwright.sync_api import sync_playwright
 
-from server import vendor
+from server import pyc, vendor
 from server.app import create_app
 from server.config import Settings
 
 PAGES = {"pyodide": "/?py=pyodide", "micropython": "/"}
+NO_BYTECODE = "pyodide, client compiled in the page"
 
 PROBE = """
 (() => {
@@ -158,18 +164,40 @@ def report(which: str, visit: str, runs: list[dict]) -> dict:
     return {"marks": marks, "resources": resources}
 
 
+def without_bytecode_app():
+    """Our app serving the client's wheel without setup's bytecode (server/pyc.py), for A/B."""
+    keep = pyc.cache_folder
+    pyc.cache_folder = lambda: Path("/nonexistent")  # the wheel is built when the app is made
+    try:
+        return create_app(Settings(layercode_api_key="lc_never_used"))
+    finally:
+        pyc.cache_folder = keep
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--pages", default="pyodide,micropython")
+    parser.add_argument(
+        "--without-bytecode",
+        action="store_true",
+        help="also the Pyodide page with the client compiled in the page (no setup bytecode)",
+    )
     args = parser.parse_args()
     pages = args.pages.split(",")
+    if args.without_bytecode:
+        pages.append(NO_BYTECODE)
     results: dict[str, list[dict]] = {which: [] for which in pages}
-    app = create_app(Settings(layercode_api_key="lc_never_used"))
-    with serve(app) as url, sync_playwright() as playwright:
+    with contextlib.ExitStack() as stack:
+        url = stack.enter_context(serve(create_app(Settings(layercode_api_key="lc_never_used"))))
+        urls = {which: url for which in pages}
+        if args.without_bytecode:
+            urls[NO_BYTECODE] = stack.enter_context(serve(without_bytecode_app()))
+        playwright = stack.enter_context(sync_playwright())
         for n in range(args.runs):
             for which in pages[n % len(pages) :] + pages[: n % len(pages)]:
-                run = one_run(playwright, url, which)
+                page = "pyodide" if which == NO_BYTECODE else which
+                run = one_run(playwright, urls[which], page)
                 results[which].append(run)
                 print(f"  run {n + 1} {which}: cold ready "
                       f"{max(run['cold']['marks'].values()):.0f} ms, warm ready "
