@@ -12,7 +12,8 @@ the .pyc only if the hash it holds matches, so a .pyc that no longer matches its
 ignored (the source is compiled as before), never run in its place. They are made by the
 vendored Pyodide itself under Node, by setup (`python -m server.pyc`, which `./dev` runs), and
 kept in `.cache/pyodide-pyc/<Pyodide version>/`, one file per source digest: a changed module
-gets its bytecode at the next setup, and until then the server leaves it out of the wheel.
+gets its bytecode at the next setup (which removes the old one), and until then the server
+leaves it out of the wheel.
 Without Node or that step the wheel has no bytecode and the page compiles the client as before.
 (MicroPython's page has its own precompiled client: server/wheel.py.)
 """
@@ -111,13 +112,15 @@ def main() -> None:
         return
     folder = cache_folder()
     sources = dict(_source_files(SOURCE_DIR))
-    have = bytecode_for(list(sources.items()), folder)
     missing = {
-        n: d
-        for n, d in sources.items()
-        if n.endswith(".py") and not any(k.startswith(n.rpartition("/")[0] + "/__pycache__/"
-                                         + n.rpartition("/")[2][:-3] + ".") for k in have)
-    }  # fmt: skip
+        name: data
+        for name, data in sources.items()
+        if name.endswith(".py") and not any(folder.glob(f"{digest(data)}.*.pyc"))
+    }
+    current = {digest(d) for d in sources.values()}
+    for stale in folder.glob("*.pyc"):  # bytecode of sources edited since: at most one per module
+        if stale.name.split(".")[0] not in current:
+            stale.unlink()
     if not missing:
         return
     log(f"compiling {len(missing)} client modules with Pyodide {vendor.PYODIDE.version}")
