@@ -34,7 +34,7 @@ from server.app import create_app
 from server.config import Settings
 
 PAGES = {"pyodide": "/?py=pyodide", "micropython": "/"}
-NO_BYTECODE = "pyodide, client compiled in the page"
+NO_BYTECODE = "pyodide (client from source)"
 
 PROBE = """
 (() => {
