@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _imp
 import zipfile
 from io import BytesIO
 
@@ -20,13 +21,16 @@ def test_bytecode_is_offered_only_for_the_sources_it_was_made_from(tmp_path):
     assert entries == {"pkg/__pycache__/a.cpython-314.pyc": b"bytecode of x = 1"}
 
 
-def test_the_wheel_carries_setups_bytecode_beside_the_sources():
-    names = zipfile.ZipFile(BytesIO(build_wheel().data)).namelist()
-    sources = [n for n in names if n.startswith("layercode_client/") and n.endswith(".py")]
-    compiled = [n for n in names if "/__pycache__/" in n]
-    if not pyc.cache_folder().is_dir():
-        assert compiled == []
-        return
-    for source in sources:
-        folder, _, module = source.rpartition("/")
-        assert any(n.startswith(f"{folder}/__pycache__/{module[:-3]}.") for n in compiled), source
+def test_the_wheels_bytecode_matches_the_sources_beside_it():
+    """Whatever bytecode setup left (none, all, or some modules edited since), each .pyc in the
+    wheel is a checked hash-based one (PEP 552) of the source the wheel carries."""
+    wheel = zipfile.ZipFile(BytesIO(build_wheel().data))
+    for name in wheel.namelist():
+        if "/__pycache__/" not in name:
+            continue
+        folder, _, file = name.partition("/__pycache__/")
+        source = wheel.read(f"{folder}/{file.split('.')[0]}.py")
+        data = wheel.read(name)
+        key = int.from_bytes(data[:4], "little")  # the magic number, as CPython keys the hash
+        assert int.from_bytes(data[4:8], "little") == 0b11, name  # hash-based, checked
+        assert data[8:16] == _imp.source_hash(key, source), name
