@@ -94,6 +94,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import RATE
+from .echo_fine import STEP, Combs, ReferenceCombs
 
 BLOCK = 320  # 20 ms, as in echo.py
 BANDS_HZ = (150.0, 3800.0)
@@ -102,6 +103,11 @@ FLOOR = 1e6  # band energy added before the log: quieter than the VAD's floor, s
 SMEAR = 1  # blocks either side of the delay the predicted echo takes its loudest from
 PERSON_BLOCKS = 3  # a hold with this many blocks the echo does not explain is a person's
 WINDOW = 15  # blocks of envelope per delay search (0.3 s)
+COMB_LOCK = 0.45  # median comb match over a search window at the echo's offset (echo_fine.py)
+COMB_ECHO = 0.35  # a block's comb matching the reference this well is the echo's
+COMB_KEEP = 0.1  # the offset held stays unless another matches this much better
+COMB_SPAN = 4  # blocks either side of the envelope's delay where the comb's offset is searched
+PERSON_COMBS = 3  # audible blocks in a row whose comb contradicts the echo: a person
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,7 @@ class GateSettings:
     sure_db: float = 4.0  # ... above which, the lock confirmed, it is released without a hold
     doubt_s: float = 0.16  # an unexplained sound held this long before deciding
     give_up_s: float = 0.3  # held before the first lock, from the first audible block
+    combs: bool = True  # tell a person from the echo by harmonics too (off: envelope only)
 
     def __post_init__(self) -> None:
         for name in ("lock_score", "learn_score"):
@@ -194,6 +201,11 @@ class EchoGate:
         self._doubt = max(1, round(settings.doubt_s * RATE / BLOCK))
         self._heard = _Envelopes(WINDOW + 2 * self._give_up + self._doubt + 64)  # microphone
         self._out = _Envelopes(WINDOW + 1)  # the filter's output
+        self._heard_combs = Combs(WINDOW + 2 * self._give_up + self._doubt + 64)
+        self._out_combs = Combs(WINDOW + 1)
+        self._ref_combs = ReferenceCombs(reference)
+        self.offset: int | None = None  # samples from due to heard, to 10 ms: the comb's
+        self._contradictions = 0  # audible blocks in a row whose comb is not the echo's
         self._ref_cache: dict[int, np.ndarray] = {}
         self.lag: int | None = None  # blocks from due to heard, once locked
         self._gain: np.ndarray | None = None  # dB from reference to output, per band
@@ -214,11 +226,13 @@ class EchoGate:
 
     def reference_changed(self) -> None:
         self._ref_cache = {}
+        self._ref_combs.changed()
 
     def observe(self, samples: np.ndarray) -> None:
         """One microphone block (BLOCK samples) as received."""
         if self.settings.enabled:
             self._heard.add(samples)
+            self._heard_combs.add(samples)
 
     def _ref_envelope(self, block: int) -> np.ndarray:
         cached = self._ref_cache.get(block)
@@ -253,22 +267,69 @@ class EchoGate:
         if scores[best] < s.lock_score or beaten:
             return None
         lag = self._min_block + best
+        if s.combs:
+            offset = self._comb_search(end, window, lag)
+            if offset is None:
+                return None  # the envelope follows the reference, its harmonics do not
+            self.offset = offset
         if self.lag is None or abs(lag - self.lag) > SMEAR:
             self.lag = lag
             self.locks += 1
         out = self._out.get(end - window, end) if learn else None
         if out is not None:
             aligned = ref[ref.shape[0] - window - best : ref.shape[0] - best]
-            self._learn(out, aligned)
+            self._learn(out, aligned, end - window)
         return lag
 
-    def _learn(self, out: np.ndarray, aligned: np.ndarray) -> None:
+    def _comb_search(self, end: int, window: int, lag: int) -> int | None:
+        """The offset (samples, 10 ms steps, within COMB_SPAN blocks of the envelope's delay
+        `lag`) where the microphone's combs over `window` blocks before `end` match the
+        reference's, median at least COMB_LOCK; None if none does."""
+        heard = [(b, self._heard_combs.get(b)) for b in range(end - window, end)]
+        heard = [(b, h) for b, h in heard if h is not None and h.any()]
+        if len(heard) < 3:
+            return None
+        medians = {}
+        for offset in range((lag - COMB_SPAN) * BLOCK, (lag + COMB_SPAN) * BLOCK + 1, STEP):
+            scores = [self._ref_combs.match(h, b, offset, steps=0) for b, h in heard]
+            scores = [x for x in scores if x is not None]
+            if len(scores) >= 3:
+                medians[offset] = float(np.median(scores))
+        if not medians or max(medians.values()) < COMB_LOCK:
+            return None
+        best = max(medians, key=medians.__getitem__)
+        # Chromium's delay wobbles by 10-30 ms from one window to the next: the offset held
+        # stays while it is nearly as good (a jump of 30 ms made five echo blocks a "person").
+        kept = medians.get(self.offset, -1.0) if self.offset is not None else -1.0
+        return self.offset if kept >= COMB_LOCK and kept >= medians[best] - COMB_KEEP else best
+
+    def _comb_match(self, block: int) -> float | None:
+        """How well the block's comb matches the reference's at the echo's offset, as heard or
+        after the filter, whichever matches better (the filter's partial subtraction can
+        blur a processed echo's comb: 0.2 after it where the microphone had 0.7); None where
+        there is nothing to compare (an unvoiced reference, flat audio)."""
+        if self.offset is None:
+            return None
+        scores = [
+            self._ref_combs.match(comb, block, self.offset)
+            for comb in (self._heard_combs.get(block), self._out_combs.get(block))
+            if comb is not None and comb.any()
+        ]
+        scores = [x for x in scores if x is not None]
+        return max(scores) if scores else None
+
+    def _learn(self, out: np.ndarray, aligned: np.ndarray, first: int) -> None:
         """Band gains from the reference to the filter's output, where that output is the echo:
         its envelope follows the reference's too (not a person's voice, not silence)."""
         # Only blocks where the reference was playing: over its silences (a pause, the part
         # dropped when the agent was interrupted) an audible output is someone else, and its
         # level over the silent reference learned as a gain made a person "echo" (+26 dB).
         loud = (out.max(axis=1) >= self._audible_db) & (aligned.max(axis=1) >= self._audible_db)
+        # ... and whose harmonics are the reference's: a person in the agent's voice has the
+        # envelope of speech, not the comb of the words the agent was saying then.
+        if self.settings.combs:
+            matches = [self._comb_match(first + i) for i in range(out.shape[0])]
+            loud &= np.array([m is not None and m >= COMB_ECHO for m in matches])
         if self._gain is not None:  # ... and, once there are gains, what they nearly explain
             over = np.maximum(0.0, out - aligned - self._gain - self.settings.margin_db)
             loud &= over.mean(axis=1) <= self.settings.sure_db
@@ -297,7 +358,9 @@ class EchoGate:
         """One block of the filter's output (block index `block`): what goes on now."""
         if not self.settings.enabled:
             return pcm
-        self._out.add(_samples(pcm))
+        samples = _samples(pcm)
+        self._out.add(samples)
+        self._out_combs.add(samples)
         if not self._due_near_position(block * BLOCK):
             self._first_audible = self._doubt_from = None
             self._confirmed, self._person, self._whole = 0, False, False
@@ -317,17 +380,27 @@ class EchoGate:
         if self._held and self._doubt_from is None:  # held while looking for the first lock
             self._first_audible = None
             done = self._gate_held()
+        excess = self._excess(block)
+        match = self._comb_match(block) if audible and self.settings.combs else None
+        contradicts = match is not None and match < COMB_ECHO
+        self._contradictions = self._contradictions + 1 if contradicts else 0
+        if self._contradictions >= PERSON_COMBS and not self._whole:
+            # The comb of the words being played is not in these blocks: someone is talking
+            # over the agent. All they say passes, from what is held, until a search finds
+            # the echo alone again.
+            self._doubt_from = None
+            self._whole, self._person_last = True, block
+            return done + self._release() + pcm
         if self._held:
             self._held.append((block, pcm, audible))
             return self._resolve()
-        excess = self._excess(block)
         if self._whole and audible:
             # Someone is talking over the agent: their words stay whole, also where the echo
             # would explain a block on its own (muted, a short first word lost its middle).
-            if excess > self.settings.excess_db:
+            if excess > self.settings.excess_db or contradicts:
                 self._person_last = block
             return done + pcm
-        if not audible or excess <= self.settings.excess_db:
+        if not audible or (excess <= self.settings.excess_db and not contradicts):
             return done + bytes(len(pcm))
         if self._person or (self._confirmed >= 2 and excess >= self.settings.sure_db):
             # The last two searches found the echo at the lock's delay (it has not moved), and
