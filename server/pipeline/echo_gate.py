@@ -15,16 +15,21 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
 
 1. **finds the delay** by correlating the microphone's envelope (mean removed per band) with the
    reference's over the delay range, every `every` blocks while agent audio is due; a peak of
-   `lock_score` that beats every delay more than 3 blocks away by `lock_margin` locks it;
+   `lock_score` that beats every delay more than 3 blocks away by `lock_margin` locks it,
+   if the harmonics agree: within 4 blocks of it, the microphone's combs (echo_fine.py) must
+   match the reference's at one offset (10 ms steps), median `COMB_LOCK`. A person in the
+   agent's voice lines up with the reference's envelope (0.85-0.95) but not its comb (median
+   0.16): with no echo the gate never locks (before the comb: 17 locks in 20 barge-ins);
 2. **learns each band's gain** from the reference to the filter's *output*, where that output
    follows the reference (`learn_score`: it is echo, not a person and not silence): the upper
    quartile in dB. Where the filter cancels, what is left of the echo is quiet and a person
    talking over it stands far above it; where it cannot, the output is the echo as heard.
-   Only from blocks where the reference was playing and, once there are gains, that they
-   nearly explain: a person in the agent's voice starting as far into an answer as an echo
-   lags lines up with the reference's onset (envelopes 0.85-0.95), and their level over the
-   reference's silences was learned as +26 dB gains. (The guard's sample-level correlation
-   would tell them apart, but finds no delay in Chromium's processed echo: not usable.)
+   Only from blocks whose comb matches the reference's (the echo's own harmonics), where the
+   reference was playing and, once there are gains, that they nearly explain: a person in
+   the agent's voice starting as far into an answer as an echo lags lines up with the
+   reference's onset (envelopes 0.85-0.95), and their level over the reference's silences
+   was learned as +26 dB gains. (The guard's sample-level correlation would tell them apart,
+   but finds no delay in Chromium's processed echo; the comb does, to 10 ms.)
 3. **mutes a block the echo explains**: its bands exceed the predicted echo (the reference's
    band energies at the delay, the loudest within one block either side for the jitter of
    chunk placement, plus the gain) by more than `margin_db` by less than `excess_db` on
@@ -44,7 +49,14 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    ending the pass on a search that still found the echo under the word's start) left the VAD
    100 ms of a short first word ("Wait,"), and the turn opened on the next words, 0.7-0.9 s
    late;
-6. **stands aside** while it has no gains of its own and the linear filter is cancelling (its
+6. **lets a person through at their third block** in a row (`PERSON_COMBS`) whose comb does
+   not match the reference's at the offset (`COMB_ECHO`), as heard or after the filter:
+   released with what is held, and all they say passes as after a hold (5). Echo alone has
+   such runs of two at most (Chromium's, recorded: once its offset is held through 10-30 ms
+   wobbles, `COMB_KEEP`); a person over it starts one at once. The envelope cannot do this:
+   over a loud echo a person's first word is "explained", and they waited for `doubt_s` or
+   the next words (0.8-0.9 s late in 3 of 5 Chromium recordings);
+7. **stands aside** while it has no gains of its own and the linear filter is cancelling (its
    lock proven and matching): the filter's output is quiet where the echo was, there is
    nothing to learn from it, and what is audible is not our echo. Holding there would only
    delay a person: it held their first 300 ms.
@@ -112,10 +124,7 @@ PERSON_COMBS = 3  # audible blocks in a row whose comb contradicts the echo: a p
 
 @dataclass(frozen=True)
 class GateSettings:
-    # Off by default (ECHO_GATE): on, the Chromium echo test passed 9 runs in 10 and a person
-    # in the agent's own voice with no echo is heard later (bench/bargein.py turn.start p95
-    # 495 ms against 182 ms off); see the module docstring.
-    enabled: bool = False
+    enabled: bool = True  # ECHO_GATE
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
     learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
