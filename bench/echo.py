@@ -9,13 +9,14 @@ time (audio samples), no wall clock except the CPU cost:
   50/150/300 ms × -6/-20 dB (the issue's matrix), plus a late browser (900 ms), an 8 kHz
   microphone, a reverberant room, a playback stall and an echo through a browser's capture
   processing (harder cases, shown as they are): without the guard, with the guard but its
-  envelope gate off (`ECHO_GATE=false`), and with both (the default);
+  gate off (`ECHO_GATE=false`), with the gate of before (envelope only, `combs=False`), and
+  with the gate as it is (envelope and harmonics, echo_fine.py: the default);
 - barge-in delay: a person (a different sentence, in espeak's voice by default, unlike the
   agent's Piper voice; `--person piper` for the agent's own) talking over the answer at four
   points of each answer, from the person's first voiced 10 ms to the detector's start in
   stream time at the moment the guard let the detector decide (goal ≤ 300 ms), with the gate
-  on and off, against the same person on a silent microphone without the guard (the floor the
-  VAD sets);
+  off, as before and as it is, against the same person on a silent microphone without the
+  guard (the floor the VAD sets);
 - CPU per 100 ms of microphone audio while agent audio is recent, and when none is.
 
     ./dev bench echo [--person espeak|piper]

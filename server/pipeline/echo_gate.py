@@ -79,21 +79,31 @@ processed like Chromium's (which without the gate interrupts by itself, 10-17 pe
 the person is heard at a 174-241 ms median (before: 182-297), and a short first word ("Wait,")
 over an echo as loud as the person can still be lost (1-3 of 12): open.
 
-Since point 5's whole release (bench/echo.py, 300 ms, -6 dB, processed, 12 points): first
-words lost in espeak's voice 3/12 (starts 0.35-0.85 s late) to 1/12 (683 ms); in the
-agent's own Piper voice still 2/12 (one 741 ms late, one missed: a person 3 dB quieter than
-the echo, in the same voice, stands under the sure_db release and under PERSON_BLOCKS);
-passing all they say after a single sure block fixed one but let Chromium's echo in. Echo
-alone: still 0 turn starts in every row.
+Since point 5's whole release, envelope only: first words lost over the processed echo in
+espeak's voice 1/12, in the agent's own Piper voice 2/12 (a person 3 dB quieter than the echo,
+in the same voice, stands under the sure_db release and under PERSON_BLOCKS).
 
-With no echo at all and the person in the agent's own Piper voice (bench/bargein.py), the gate
-learned the person as echo (point 2) and missed 1 barge-in in 26; 30 such barge-ins replayed
-through the guard: turn start median 320 ms, max 1.2 s, against 107 and 285 without the gate.
-Learning only where the reference plays and the gains nearly explain: none missed in 30
-replayed, but turn start median 293 ms, max 1.2 s: it still learns such a person as echo,
-less (open; the guard's sample-level correlation, which tells them apart, finds nothing in
-Chromium's echo). bench/bargein.py, 20 live barge-ins: none missed, turn.start p95 495 ms
-against 182 ms without the gate.
+With the comb (points 1, 2 and 6; bench/echo.py, 12 points per row, load 1.4-12 on 2 shared
+cores): echo alone, 0 turn starts in all 13 rows, as before (the linear filter alone: 17.4 and
+10.5 per minute on the two processed rows). A person over it is heard 12/12 in every row, in
+espeak's voice and in the agent's own Piper voice; on the processed rows at a 137-162 ms median,
+at most 221 ms (espeak), and 124-142, at most 162 ms (Piper), where the envelope alone gave
+186-202, at most 683 ms (espeak) and lost 1 of 12, at most 741 ms (Piper). Elsewhere the gate
+stands aside: the same figures as without it. CPU: 1.7-1.8 ms per 100 ms of microphone while
+agent audio is recent (0.9-1.1 before the comb).
+
+Chromium's real echo (tests/fixtures, 8 sessions, replayed by tests/pipeline/test_echo.py): 0
+turn starts from the echo alone in 3 of 3 (the linear filter alone: a start 0.3 s into each); a
+person over it heard 140-240 ms after their voice starts in 5 of 5, in Piper's voice and in
+espeak's (the agent's own), where the envelope alone took 200-940 ms (3 of 5 over 300 ms).
+
+With no echo and the person in the agent's own Piper voice, the envelope alone locked on the
+person (17 locks in 20 replayed barge-ins), learned them as echo and held their turn start up
+to 1.07 s; with the comb it never locks, and every turn starts exactly when it does without the
+gate (tests/pipeline/test_echo.py). bench/bargein.py, 20 live barge-ins
+each at load 7-12: none missed; turn.start p50/p95 150/312 ms with the gate, 159/752 ms
+without, 141/468 ms with the envelope alone: at that load the wall clock varies more from
+run to run than between settings (without the gate one start took 1.1 s).
 """
 
 from __future__ import annotations

@@ -5,10 +5,14 @@ changes the agent's echo in ways no simulation here reproduces well enough to tr
 echo defence is measured on what Chromium actually delivered. `record()` runs the page in
 Chromium, as tests/browser/test_echo.py does, with a fake microphone that is the agent's
 welcome (espeak, exactly as the pipeline sent it) played back, optionally with a person
-(espeak's other voice... the same engine, other words) saying something over it, and keeps
-what the session's echo guard was given: every microphone chunk after resampling, every
-reference chunk with its due stream time, every "dropped after". `replay()` feeds a recording
-to a guard in the same order, so a test sees exactly the stream the live session saw.
+saying something else over it 3 dB quieter (in Piper's voice, or in espeak's: the agent's
+own), and keeps what the session's echo guard was given: every microphone chunk after
+resampling, every reference chunk with its due stream time, every "dropped after", and where
+the person's voice starts in stream time. `replay()` feeds a recording to a guard in the
+same order, so a test sees the stream the live session saw (its echo arrives 1.4-1.5 s after
+it was due: the guard needs ECHO_MAX_DELAY_MS 2500, as that test's app has).
+
+Recorded with Chromium 156 (Debian), 8 sessions, about 2 MB:
 
     .venv/bin/python -m tests.support.chromium_echo   # rewrites tests/fixtures/chromium_echo_*.npz
 """
