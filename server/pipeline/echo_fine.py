@@ -57,21 +57,28 @@ def comb(samples: np.ndarray) -> np.ndarray:
 
 
 class Combs:
-    """The combs of the latest blocks of one stream (microphone or filter output), by index."""
+    """The combs of the latest blocks of one stream (microphone or filter output), by index.
+    Each is computed when first asked for: most blocks never are (no agent audio is due, or
+    the block is quiet)."""
 
     def __init__(self, keep: int):
-        self._kept: deque[np.ndarray] = deque(maxlen=keep)
+        self._kept: deque[list] = deque(maxlen=keep)  # [40 ms of samples, comb or None]
         self._last = np.zeros(BLOCK)
         self.count = 0
 
     def add(self, samples: np.ndarray) -> None:
-        self._kept.append(comb(np.concatenate((self._last, samples))))
+        self._kept.append([np.concatenate((self._last, samples)), None])
         self._last = samples
         self.count += 1
 
     def get(self, block: int) -> np.ndarray | None:
         first = self.count - len(self._kept)
-        return self._kept[block - first] if first <= block < self.count else None
+        if not first <= block < self.count:
+            return None
+        kept = self._kept[block - first]
+        if kept[1] is None:
+            kept[1] = comb(kept[0])
+        return kept[1]
 
 
 class ReferenceCombs:

@@ -89,8 +89,9 @@ cores): echo alone, 0 turn starts in all 13 rows, as before (the linear filter a
 espeak's voice and in the agent's own Piper voice; on the processed rows at a 137-162 ms median,
 at most 221 ms (espeak), and 124-142, at most 162 ms (Piper), where the envelope alone gave
 186-202, at most 683 ms (espeak) and lost 1 of 12, at most 741 ms (Piper). Elsewhere the gate
-stands aside: the same figures as without it. CPU: 1.7-1.8 ms per 100 ms of microphone while
-agent audio is recent (0.9-1.1 before the comb).
+stands aside: the same figures as without it. CPU (bench/echo.py's; combs are computed only when
+asked for): 1.13-1.30 ms per 100 ms of microphone while agent audio is recent, against
+1.20-1.21 for the envelope alone in the same run (load 9-10).
 
 Chromium's real echo (tests/fixtures, 8 sessions, replayed by tests/pipeline/test_echo.py): 0
 turn starts from the echo alone in 3 of 3 (the linear filter alone: a start 0.3 s into each); a
