@@ -384,6 +384,7 @@ class EchoGate:
         if not self._due_near_position(block * BLOCK):
             self._first_audible = self._doubt_from = None
             self._confirmed, self._person, self._whole = 0, False, False
+            self._contradictions = 0
             return self._release() + pcm
         if (block + 1) % self.settings.every == 0 and self.lag is not None:
             lag = self.lag
