@@ -42,7 +42,7 @@ _WINDOW_FN = np.hanning(_FRAME)
 _FREQS = np.fft.rfftfreq(_FRAME, 1 / RATE)
 _BAND = (_FREQS >= 100.0) & (_FREQS <= 2500.0)
 _SMOOTH = np.ones(9) / 9  # 225 Hz: wider than a harmonic, narrower than a band gain
-_FLOOR = 1e6  # power added before the log: hiss and silence give a flat (unmatched) comb
+_FLOOR = 1e6  # power added before the log: silence gives no comb, hiss a random one
 VOICED_RMS = 300.0  # a reference frame quieter than this (-40 dBFS) has no comb to match
 
 

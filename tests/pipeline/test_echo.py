@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.echo_fine import comb
 from server.pipeline.echo_gate import GateSettings
 from server.pipeline.timing import StreamClock
 from server.pipeline.turns import SpeechStarted, TurnDetector
@@ -361,3 +362,22 @@ def test_a_person_over_chromiums_processed_echo_starts_a_turn_within_300ms(name)
     With the envelope alone they were heard 0.8-0.9 s late in 3 of 5 recordings."""
     starts, person_s = chromium_starts(name, GATED.gate)
     assert starts and 0 <= starts[0] - person_s <= 0.3, (starts, person_s)
+
+
+def test_a_comb_survives_band_gains_and_tells_another_pitch():
+    """What the gate leans on (echo_fine.py): a voice's harmonics scaled band by band, as a
+    browser's suppressor and gain control do, keep their comb; another pitch has another."""
+    t = np.arange(640) / RATE
+
+    def voice(f0: float) -> np.ndarray:
+        return sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 20) if k * f0 < 3800)
+
+    spectrum = np.fft.rfft(voice(140.0) * 3000)
+    gains = np.repeat(10 ** (np.random.default_rng(1).uniform(-12, 0, 16) / 20), 21)[:321]
+    processed = np.fft.irfft(spectrum * gains, 640)
+    played, echo = comb(voice(140.0) * 3000), comb(processed)
+    assert played @ echo > 0.7
+    assert played @ comb(voice(190.0) * 3000) < 0.35
+    assert not comb(np.zeros(640)).any()  # silence: no comb, nothing to compare
+    hiss = comb(np.random.default_rng(2).normal(0, 30, 640))
+    assert abs(hiss @ played) < 0.35  # a random comb: it matches nothing
