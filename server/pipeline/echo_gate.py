@@ -101,10 +101,11 @@ espeak's (the agent's own), where the envelope alone took 200-940 ms (3 of 5 ove
 With no echo and the person in the agent's own Piper voice, the envelope alone locked on the
 person (17 locks in 20 replayed barge-ins), learned them as echo and held their turn start up
 to 1.07 s; with the comb it never locks, and every turn starts exactly when it does without the
-gate (tests/pipeline/test_echo.py). bench/bargein.py, 20 live barge-ins
-each at load 7-12: none missed; turn.start p50/p95 150/312 ms with the gate, 159/752 ms
-without, 141/468 ms with the envelope alone: at that load the wall clock varies more from
-run to run than between settings (without the gate one start took 1.1 s).
+gate (tests/pipeline/test_echo.py). bench/bargein.py, 20 live barge-ins per server, two runs
+at load 7-13: none missed; turn.start p50/p95 150/312 and 138/300 ms with the gate, 159/752
+and 139/321 ms without, 141/468 and 140/498 ms with the envelope alone (its holds: 400-530 ms
+starts in both runs). At that load the wall clock varies from run to run as much as between
+settings (without the gate one start took 1.1 s).
 """
 
 from __future__ import annotations
