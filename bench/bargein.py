@@ -16,11 +16,13 @@ Per interruption:
 
 Side by side, each server a `python -m server` process with the same agent: this tree, this
 tree with FALSE_INTERRUPTION_MS=0 (cancel at once instead of holding), this tree with the echo
-defence's envelope gate on (ECHO_GATE=true; off by default), and, with
-`--reference DIR`, another checkout (e.g. `git worktree add /tmp/main main`: the code before
-turns became owned units). Goal: stop_ms p95 ≤ 250, leaked bytes 0.
+defence's gate off (ECHO_GATE=false: what the gate costs a person), and, with
+`--reference DIR`, another checkout (e.g. `git archive main | tar -x -C /tmp/main`), with
+`--reference-env KEY=VALUE` settings of its own (e.g. ECHO_GATE=true for a gate of before).
+Goal: stop_ms p95 ≤ 250, leaked bytes 0.
 
-    python bench/bargein.py [--interruptions 20] [--reference DIR] [--without NAME]
+    python bench/bargein.py [--interruptions 20] [--reference DIR [--reference-env K=V]]
+                            [--without NAME]
 """
 
 from __future__ import annotations
@@ -185,6 +187,9 @@ def main() -> None:
     parser.add_argument("--interruptions", type=int, default=20)
     parser.add_argument("--reference", type=Path, help="a checkout of the code to compare with")
     parser.add_argument(
+        "--reference-env", action="append", default=[], help="KEY=VALUE for the reference's server"
+    )
+    parser.add_argument(
         "--without", action="append", default=[], help="leave out a configuration by name"
     )
     args = parser.parse_args()
@@ -192,10 +197,12 @@ def main() -> None:
     configurations = {
         "this tree": (ROOT, {}),
         "this tree, no hold": (ROOT, {"FALSE_INTERRUPTION_MS": "0"}),
-        "this tree, ECHO_GATE=true": (ROOT, {"ECHO_GATE": "true"}),
+        "this tree, ECHO_GATE=false": (ROOT, {"ECHO_GATE": "false"}),
     }
     if args.reference:
-        configurations[f"reference ({args.reference.name})"] = (args.reference.resolve(), {})
+        env = dict(pair.split("=", 1) for pair in args.reference_env)
+        label = ", ".join([args.reference.name, *args.reference_env])
+        configurations[f"reference ({label})"] = (args.reference.resolve(), env)
     for name in args.without:
         configurations.pop(name)
 

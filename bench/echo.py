@@ -9,13 +9,14 @@ time (audio samples), no wall clock except the CPU cost:
   50/150/300 ms × -6/-20 dB (the issue's matrix), plus a late browser (900 ms), an 8 kHz
   microphone, a reverberant room, a playback stall and an echo through a browser's capture
   processing (harder cases, shown as they are): without the guard, with the guard but its
-  envelope gate off (`ECHO_GATE=false`), and with both (the default);
+  gate off (`ECHO_GATE=false`), with the gate of before (envelope only, `combs=False`), and
+  with the gate as it is (envelope and harmonics, echo_fine.py: the default);
 - barge-in delay: a person (a different sentence, in espeak's voice by default, unlike the
   agent's Piper voice; `--person piper` for the agent's own) talking over the answer at four
   points of each answer, from the person's first voiced 10 ms to the detector's start in
   stream time at the moment the guard let the detector decide (goal ≤ 300 ms), with the gate
-  on and off, against the same person on a silent microphone without the guard (the floor the
-  VAD sets);
+  off, as before and as it is, against the same person on a silent microphone without the
+  guard (the floor the VAD sets);
 - CPU per 100 ms of microphone audio while agent audio is recent, and when none is.
 
     ./dev bench echo [--person espeak|piper]
@@ -88,8 +89,15 @@ class TimedGuard(EchoGuard):
             TimedGuard.cpu_s += time.process_time() - start
 
 
-def guard_for(answer: bytes, gate: bool = True) -> TimedGuard:
-    guard = TimedGuard(EchoSettings(gate=GateSettings(enabled=gate)))
+GATES = {  # the guard's second line: none, the envelope gate alone (before), with combs (now)
+    "off": GateSettings(enabled=False),
+    "envelope": GateSettings(enabled=True, combs=False),
+    "combs": GateSettings(enabled=True),
+}
+
+
+def guard_for(answer: bytes, gate: str = "combs") -> TimedGuard:
+    guard = TimedGuard(EchoSettings(gate=GATES[gate]))
     guard.add_reference(answer, DUE_S)
     return guard
 
@@ -97,14 +105,15 @@ def guard_for(answer: bytes, gate: bool = True) -> TimedGuard:
 def echo_only(answers: list[bytes], options: dict) -> dict:
     """Turn starts with the echo alone, off and on; and how long the guard needed to lock,
     from the first audible echo (each answer starts a fresh guard: a session's first answer)."""
-    off = on = no_gate = 0
+    off = on = no_gate = envelope = 0
     speech_s = 0.0
     lock_ms = []
     for answer in answers:
         mic = microphone(answer, DUE_S, **options)
         speech_s += len(answer) / 2 / RATE
         off += len(turn_starts(mic, None))
-        no_gate += len(turn_starts(mic, guard_for(answer, gate=False)))
+        no_gate += len(turn_starts(mic, guard_for(answer, "off")))
+        envelope += len(turn_starts(mic, guard_for(answer, "envelope")))
         TimedGuard.locked_at = []
         on += len(turn_starts(mic, guard_for(answer)))
         echo_starts = DUE_S + options["delay_s"] + voiced_span(answer)[0]
@@ -115,15 +124,17 @@ def echo_only(answers: list[bytes], options: dict) -> dict:
         "speech_s": round(speech_s, 1),
         "starts_off": off,
         "starts_gate_off": no_gate,
+        "starts_envelope": envelope,
         "starts_on": on,
         "per_min_off": round(off / minutes, 1),
         "per_min_gate_off": round(no_gate / minutes, 1),
+        "per_min_envelope": round(envelope / minutes, 1),
         "per_min_on": round(on / minutes, 1),
     }
 
 
 def barge_in(
-    answers: list[bytes], question: bytes, options: dict | None, gate: bool = True
+    answers: list[bytes], question: bytes, options: dict | None, gate: str = "combs"
 ) -> dict:
     """Milliseconds from the person's voice to the detector's start; None when missed (>1 s)
     or when a start came before the person spoke (the echo interrupted first)."""
@@ -183,9 +194,11 @@ def main() -> None:
                 f"{result['speech_s']:.0f}",
                 result["starts_off"],
                 result["starts_gate_off"],
+                result["starts_envelope"],
                 result["starts_on"],
                 f"{result['per_min_off']:.1f}",
                 f"{result['per_min_gate_off']:.1f}",
+                f"{result['per_min_envelope']:.1f}",
                 f"{result['per_min_on']:.1f}",
                 "/".join(str(ms) for ms in result["lock_ms"]),
             ]
@@ -197,9 +210,11 @@ def main() -> None:
             "speech s",
             "starts off",
             "gate off",
+            "envelope gate",
             "gate on",
             "/min off",
             "/min gate off",
+            "/min envelope",
             "/min gate on",
             "lock ms",
         ],
@@ -209,11 +224,11 @@ def main() -> None:
     for name, options in [("no echo, no guard (floor)", None), *CONDITIONS]:
         results = {
             gate: barge_in(answers, question, options, gate)
-            for gate in ((True,) if options is None else (False, True))
+            for gate in (("combs",) if options is None else GATES)
         }
-        barge_data[name] = {"gate_on": results[True], "gate_off": results.get(False)}
+        barge_data[name] = results
         row = [name]
-        for gate in (False, True):
+        for gate in GATES:
             result = results.get(gate)
             if result is None:
                 row += ["", "", ""]
@@ -227,8 +242,19 @@ def main() -> None:
         barge_rows.append(row)
     print_table(
         f"Barge-in: a person ({args.person}) over the agent, person's first voice → turn start "
-        "(stream ms), the guard's gate off | on",
-        ["condition", "off median", "off max", "off heard", "on median", "on max", "on heard"],
+        "(stream ms), the guard's gate off | envelope only (before) | with combs (now)",
+        [
+            "condition",
+            "off median",
+            "off max",
+            "off heard",
+            "env median",
+            "env max",
+            "env heard",
+            "on median",
+            "on max",
+            "on heard",
+        ],
         barge_rows,
     )
     cpu = cpu_cost(answers)

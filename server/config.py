@@ -207,14 +207,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "speakers) from the microphone before turn detection, so it never interrupts the agent.",
     ),
     "ECHO_GATE": (
-        "false",
-        "Echo defence: also mute what the agent's echo explains by its spectral envelope "
-        "(`server/pipeline/echo_gate.py`), for echo a browser's own capture processing left "
-        "too changed for the linear canceller (Chromium with echo cancellation on). Where the "
-        "linear canceller works, the gate stands aside and a person talking over the agent is "
-        "heard as fast as without it (bench/echo.py). Off by default: with no echo at all and a "
-        "person in the agent's own voice (bench/bargein.py) it can still learn the person as "
-        "echo and miss a barge-in.",
+        "true",
+        "Echo defence: also mute what the agent's echo explains by its spectral envelope and "
+        "harmonics (`server/pipeline/echo_gate.py`, `echo_fine.py`), for echo a browser's own "
+        "capture processing left too changed for the linear canceller (Chromium with echo "
+        "cancellation on). A person's voice, in any voice, does not carry the harmonics of the "
+        "words being played: it is let through within 60 ms of them, and with no echo at all "
+        "the gate never locks (bench/echo.py, bench/bargein.py). `false`: the linear canceller "
+        "alone.",
     ),
     "ECHO_MAX_DELAY_MS": (
         "1200",
@@ -380,7 +380,7 @@ class Settings:
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     echo_defence: bool = True
-    echo_gate: bool = False
+    echo_gate: bool = True
     echo_max_delay_ms: int = 1200
     agent_webhook_url: str = ""
     agent_webhook_secret: str = field(default="", repr=False)

@@ -49,11 +49,13 @@ parts:
    than our echo has lately been is never muted in doubt: that is a person.
 4. **Passing the microphone** when no agent audio was due within the delay range (a few list
    checks per block), or where subtracting made it louder (the reference did not play).
-5. **The envelope gate** (echo_gate.py) after all this: echo a browser's own processing made
+5. **The gate** (echo_gate.py) after all this: echo a browser's own processing made
    non-linear (Chromium's canceller, suppressor and gain control leave it correlating 0.1-0.8
-   with what was sent) is not subtracted enough; its spectral envelope still follows the
-   reference, and blocks it explains are muted. On by default (`EchoSettings.gate`); it stands
-   aside while the filter is cancelling (`_cancelling()`), so a person is heard as fast.
+   with what was sent) is not subtracted enough; its spectral envelope and its harmonics
+   (echo_fine.py) still follow the reference, and blocks they explain are muted, while a
+   person, whose harmonics are not the words being played, passes. On by default
+   (`EchoSettings.gate`, `ECHO_GATE`); it stands aside while the filter is cancelling
+   (`_cancelling()`), so a person is heard as fast.
 
 The lock and the learned path are kept across agent turns: later answers start cancelled. The
 session tells the guard what will not play: `drop_reference_after(stream_s)` when the agent is

@@ -15,16 +15,21 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
 
 1. **finds the delay** by correlating the microphone's envelope (mean removed per band) with the
    reference's over the delay range, every `every` blocks while agent audio is due; a peak of
-   `lock_score` that beats every delay more than 3 blocks away by `lock_margin` locks it;
+   `lock_score` that beats every delay more than 3 blocks away by `lock_margin` locks it,
+   if the harmonics agree: within 4 blocks of it, the microphone's combs (echo_fine.py) must
+   match the reference's at one offset (10 ms steps), median `COMB_LOCK`. A person in the
+   agent's voice lines up with the reference's envelope (0.85-0.95) but not its comb (median
+   0.16): with no echo the gate never locks (before the comb: 17 locks in 20 barge-ins);
 2. **learns each band's gain** from the reference to the filter's *output*, where that output
    follows the reference (`learn_score`: it is echo, not a person and not silence): the upper
    quartile in dB. Where the filter cancels, what is left of the echo is quiet and a person
    talking over it stands far above it; where it cannot, the output is the echo as heard.
-   Only from blocks where the reference was playing and, once there are gains, that they
-   nearly explain: a person in the agent's voice starting as far into an answer as an echo
-   lags lines up with the reference's onset (envelopes 0.85-0.95), and their level over the
-   reference's silences was learned as +26 dB gains. (The guard's sample-level correlation
-   would tell them apart, but finds no delay in Chromium's processed echo: not usable.)
+   Only from blocks whose comb matches the reference's (the echo's own harmonics), where the
+   reference was playing and, once there are gains, that they nearly explain: a person in
+   the agent's voice starting as far into an answer as an echo lags lines up with the
+   reference's onset (envelopes 0.85-0.95), and their level over the reference's silences
+   was learned as +26 dB gains. (The guard's sample-level correlation would tell them apart,
+   but finds no delay in Chromium's processed echo; the comb does, to 10 ms.)
 3. **mutes a block the echo explains**: its bands exceed the predicted echo (the reference's
    band energies at the delay, the loudest within one block either side for the jitter of
    chunk placement, plus the gain) by more than `margin_db` by less than `excess_db` on
@@ -44,7 +49,14 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    ending the pass on a search that still found the echo under the word's start) left the VAD
    100 ms of a short first word ("Wait,"), and the turn opened on the next words, 0.7-0.9 s
    late;
-6. **stands aside** while it has no gains of its own and the linear filter is cancelling (its
+6. **lets a person through at their third block** in a row (`PERSON_COMBS`) whose comb does
+   not match the reference's at the offset (`COMB_ECHO`), as heard or after the filter:
+   released with what is held, and all they say passes as after a hold (5). Echo alone has
+   such runs of two at most (Chromium's, recorded: once its offset is held through 10-30 ms
+   wobbles, `COMB_KEEP`); a person over it starts one at once. The envelope cannot do this:
+   over a loud echo a person's first word is "explained", and they waited for `doubt_s` or
+   the next words (0.8-0.9 s late in 3 of 5 Chromium recordings);
+7. **stands aside** while it has no gains of its own and the linear filter is cancelling (its
    lock proven and matching): the filter's output is quiet where the echo was, there is
    nothing to learn from it, and what is audible is not our echo. Holding there would only
    delay a person: it held their first 300 ms.
@@ -67,21 +79,33 @@ processed like Chromium's (which without the gate interrupts by itself, 10-17 pe
 the person is heard at a 174-241 ms median (before: 182-297), and a short first word ("Wait,")
 over an echo as loud as the person can still be lost (1-3 of 12): open.
 
-Since point 5's whole release (bench/echo.py, 300 ms, -6 dB, processed, 12 points): first
-words lost in espeak's voice 3/12 (starts 0.35-0.85 s late) to 1/12 (683 ms); in the
-agent's own Piper voice still 2/12 (one 741 ms late, one missed: a person 3 dB quieter than
-the echo, in the same voice, stands under the sure_db release and under PERSON_BLOCKS);
-passing all they say after a single sure block fixed one but let Chromium's echo in. Echo
-alone: still 0 turn starts in every row.
+Since point 5's whole release, envelope only: first words lost over the processed echo in
+espeak's voice 1/12, in the agent's own Piper voice 2/12 (a person 3 dB quieter than the echo,
+in the same voice, stands under the sure_db release and under PERSON_BLOCKS).
 
-With no echo at all and the person in the agent's own Piper voice (bench/bargein.py), the gate
-learned the person as echo (point 2) and missed 1 barge-in in 26; 30 such barge-ins replayed
-through the guard: turn start median 320 ms, max 1.2 s, against 107 and 285 without the gate.
-Learning only where the reference plays and the gains nearly explain: none missed in 30
-replayed, but turn start median 293 ms, max 1.2 s: it still learns such a person as echo,
-less (open; the guard's sample-level correlation, which tells them apart, finds nothing in
-Chromium's echo). bench/bargein.py, 20 live barge-ins: none missed, turn.start p95 495 ms
-against 182 ms without the gate.
+With the comb (points 1, 2 and 6; bench/echo.py, 12 points per row, load 1.4-12 on 2 shared
+cores): echo alone, 0 turn starts in all 13 rows, as before (the linear filter alone: 17.4 and
+10.5 per minute on the two processed rows). A person over it is heard 12/12 in every row, in
+espeak's voice and in the agent's own Piper voice; on the processed rows at a 137-162 ms median,
+at most 221 ms (espeak), and 124-142, at most 162 ms (Piper), where the envelope alone gave
+186-202, at most 683 ms (espeak) and lost 1 of 12, at most 741 ms (Piper). Elsewhere the gate
+stands aside: the same figures as without it. CPU (bench/echo.py's; combs are computed only when
+asked for): 1.13-1.30 ms per 100 ms of microphone while agent audio is recent, against
+1.20-1.21 for the envelope alone in the same run (load 9-10).
+
+Chromium's real echo (tests/fixtures, 8 sessions, replayed by tests/pipeline/test_echo.py): 0
+turn starts from the echo alone in 3 of 3 (the linear filter alone: a start 0.3 s into each); a
+person over it heard 140-240 ms after their voice starts in 5 of 5, in Piper's voice and in
+espeak's (the agent's own), where the envelope alone took 200-940 ms (3 of 5 over 300 ms).
+
+With no echo and the person in the agent's own Piper voice, the envelope alone locked on the
+person (17 locks in 20 replayed barge-ins), learned them as echo and held their turn start up
+to 1.07 s; with the comb it never locks, and every turn starts exactly when it does without the
+gate (tests/pipeline/test_echo.py). bench/bargein.py, 20 live barge-ins per server, two runs
+at load 7-13: none missed; turn.start p50/p95 150/312 and 138/300 ms with the gate, 159/752
+and 139/321 ms without, 141/468 and 140/498 ms with the envelope alone (its holds: 400-530 ms
+starts in both runs). At that load the wall clock varies from run to run as much as between
+settings (without the gate one start took 1.1 s).
 """
 
 from __future__ import annotations
@@ -94,6 +118,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .audio import RATE
+from .echo_fine import STEP, Combs, ReferenceCombs
 
 BLOCK = 320  # 20 ms, as in echo.py
 BANDS_HZ = (150.0, 3800.0)
@@ -102,14 +127,16 @@ FLOOR = 1e6  # band energy added before the log: quieter than the VAD's floor, s
 SMEAR = 1  # blocks either side of the delay the predicted echo takes its loudest from
 PERSON_BLOCKS = 3  # a hold with this many blocks the echo does not explain is a person's
 WINDOW = 15  # blocks of envelope per delay search (0.3 s)
+COMB_LOCK = 0.45  # median comb match over a search window at the echo's offset (echo_fine.py)
+COMB_ECHO = 0.35  # a block's comb matching the reference this well is the echo's
+COMB_KEEP = 0.1  # the offset held stays unless another matches this much better
+COMB_SPAN = 4  # blocks either side of the envelope's delay where the comb's offset is searched
+PERSON_COMBS = 3  # audible blocks in a row whose comb contradicts the echo: a person
 
 
 @dataclass(frozen=True)
 class GateSettings:
-    # Off by default (ECHO_GATE): on, the Chromium echo test passed 9 runs in 10 and a person
-    # in the agent's own voice with no echo is heard later (bench/bargein.py turn.start p95
-    # 495 ms against 182 ms off); see the module docstring.
-    enabled: bool = False
+    enabled: bool = True  # ECHO_GATE
     lock_score: float = 0.85  # envelope correlation at the echo's delay (measured 0.89-0.98)
     lock_margin: float = 0.1  # ... above any delay more than 3 blocks away (measured <= 0.80)
     learn_score: float = 0.7  # the filter's output is echo (its gains are learned) from here
@@ -119,6 +146,7 @@ class GateSettings:
     sure_db: float = 4.0  # ... above which, the lock confirmed, it is released without a hold
     doubt_s: float = 0.16  # an unexplained sound held this long before deciding
     give_up_s: float = 0.3  # held before the first lock, from the first audible block
+    combs: bool = True  # tell a person from the echo by harmonics too (off: envelope only)
 
     def __post_init__(self) -> None:
         for name in ("lock_score", "learn_score"):
@@ -194,6 +222,11 @@ class EchoGate:
         self._doubt = max(1, round(settings.doubt_s * RATE / BLOCK))
         self._heard = _Envelopes(WINDOW + 2 * self._give_up + self._doubt + 64)  # microphone
         self._out = _Envelopes(WINDOW + 1)  # the filter's output
+        self._heard_combs = Combs(WINDOW + 2 * self._give_up + self._doubt + 64)
+        self._out_combs = Combs(WINDOW + 1)
+        self._ref_combs = ReferenceCombs(reference)
+        self.offset: int | None = None  # samples from due to heard, to 10 ms: the comb's
+        self._contradictions = 0  # audible blocks in a row whose comb is not the echo's
         self._ref_cache: dict[int, np.ndarray] = {}
         self.lag: int | None = None  # blocks from due to heard, once locked
         self._gain: np.ndarray | None = None  # dB from reference to output, per band
@@ -214,11 +247,13 @@ class EchoGate:
 
     def reference_changed(self) -> None:
         self._ref_cache = {}
+        self._ref_combs.changed()
 
     def observe(self, samples: np.ndarray) -> None:
         """One microphone block (BLOCK samples) as received."""
         if self.settings.enabled:
             self._heard.add(samples)
+            self._heard_combs.add(samples)
 
     def _ref_envelope(self, block: int) -> np.ndarray:
         cached = self._ref_cache.get(block)
@@ -253,22 +288,69 @@ class EchoGate:
         if scores[best] < s.lock_score or beaten:
             return None
         lag = self._min_block + best
+        if s.combs:
+            offset = self._comb_search(end, window, lag)
+            if offset is None:
+                return None  # the envelope follows the reference, its harmonics do not
+            self.offset = offset
         if self.lag is None or abs(lag - self.lag) > SMEAR:
             self.lag = lag
             self.locks += 1
         out = self._out.get(end - window, end) if learn else None
         if out is not None:
             aligned = ref[ref.shape[0] - window - best : ref.shape[0] - best]
-            self._learn(out, aligned)
+            self._learn(out, aligned, end - window)
         return lag
 
-    def _learn(self, out: np.ndarray, aligned: np.ndarray) -> None:
+    def _comb_search(self, end: int, window: int, lag: int) -> int | None:
+        """The offset (samples, 10 ms steps, within COMB_SPAN blocks of the envelope's delay
+        `lag`) where the microphone's combs over `window` blocks before `end` match the
+        reference's, median at least COMB_LOCK; None if none does."""
+        heard = [(b, self._heard_combs.get(b)) for b in range(end - window, end)]
+        heard = [(b, h) for b, h in heard if h is not None and h.any()]
+        if len(heard) < 3:
+            return None
+        medians = {}
+        for offset in range((lag - COMB_SPAN) * BLOCK, (lag + COMB_SPAN) * BLOCK + 1, STEP):
+            scores = [self._ref_combs.match(h, b, offset, steps=0) for b, h in heard]
+            scores = [x for x in scores if x is not None]
+            if len(scores) >= 3:
+                medians[offset] = float(np.median(scores))
+        if not medians or max(medians.values()) < COMB_LOCK:
+            return None
+        best = max(medians, key=medians.__getitem__)
+        # Chromium's delay wobbles by 10-30 ms from one window to the next: the offset held
+        # stays while it is nearly as good (a jump of 30 ms made five echo blocks a "person").
+        kept = medians.get(self.offset, -1.0) if self.offset is not None else -1.0
+        return self.offset if kept >= COMB_LOCK and kept >= medians[best] - COMB_KEEP else best
+
+    def _comb_match(self, block: int) -> float | None:
+        """How well the block's comb matches the reference's at the echo's offset, as heard or
+        after the filter, whichever matches better (the filter's partial subtraction can
+        blur a processed echo's comb: 0.2 after it where the microphone had 0.7); None where
+        there is nothing to compare (an unvoiced reference, flat audio)."""
+        if self.offset is None:
+            return None
+        scores = [
+            self._ref_combs.match(comb, block, self.offset)
+            for comb in (self._heard_combs.get(block), self._out_combs.get(block))
+            if comb is not None and comb.any()
+        ]
+        scores = [x for x in scores if x is not None]
+        return max(scores) if scores else None
+
+    def _learn(self, out: np.ndarray, aligned: np.ndarray, first: int) -> None:
         """Band gains from the reference to the filter's output, where that output is the echo:
         its envelope follows the reference's too (not a person's voice, not silence)."""
         # Only blocks where the reference was playing: over its silences (a pause, the part
         # dropped when the agent was interrupted) an audible output is someone else, and its
         # level over the silent reference learned as a gain made a person "echo" (+26 dB).
         loud = (out.max(axis=1) >= self._audible_db) & (aligned.max(axis=1) >= self._audible_db)
+        # ... and whose harmonics are the reference's: a person in the agent's voice has the
+        # envelope of speech, not the comb of the words the agent was saying then.
+        if self.settings.combs:
+            matches = [self._comb_match(first + i) for i in range(out.shape[0])]
+            loud &= np.array([m is not None and m >= COMB_ECHO for m in matches])
         if self._gain is not None:  # ... and, once there are gains, what they nearly explain
             over = np.maximum(0.0, out - aligned - self._gain - self.settings.margin_db)
             loud &= over.mean(axis=1) <= self.settings.sure_db
@@ -297,10 +379,13 @@ class EchoGate:
         """One block of the filter's output (block index `block`): what goes on now."""
         if not self.settings.enabled:
             return pcm
-        self._out.add(_samples(pcm))
+        samples = _samples(pcm)
+        self._out.add(samples)
+        self._out_combs.add(samples)
         if not self._due_near_position(block * BLOCK):
             self._first_audible = self._doubt_from = None
             self._confirmed, self._person, self._whole = 0, False, False
+            self._contradictions = 0
             return self._release() + pcm
         if (block + 1) % self.settings.every == 0 and self.lag is not None:
             lag = self.lag
@@ -317,17 +402,27 @@ class EchoGate:
         if self._held and self._doubt_from is None:  # held while looking for the first lock
             self._first_audible = None
             done = self._gate_held()
+        excess = self._excess(block)
+        match = self._comb_match(block) if audible and self.settings.combs else None
+        contradicts = match is not None and match < COMB_ECHO
+        self._contradictions = self._contradictions + 1 if contradicts else 0
+        if self._contradictions >= PERSON_COMBS and not self._whole:
+            # The comb of the words being played is not in these blocks: someone is talking
+            # over the agent. All they say passes, from what is held, until a search finds
+            # the echo alone again.
+            self._doubt_from = None
+            self._whole, self._person_last = True, block
+            return done + self._release() + pcm
         if self._held:
             self._held.append((block, pcm, audible))
             return self._resolve()
-        excess = self._excess(block)
         if self._whole and audible:
             # Someone is talking over the agent: their words stay whole, also where the echo
             # would explain a block on its own (muted, a short first word lost its middle).
-            if excess > self.settings.excess_db:
+            if excess > self.settings.excess_db or contradicts:
                 self._person_last = block
             return done + pcm
-        if not audible or excess <= self.settings.excess_db:
+        if not audible or (excess <= self.settings.excess_db and not contradicts):
             return done + bytes(len(pcm))
         if self._person or (self._confirmed >= 2 and excess >= self.settings.sure_db):
             # The last two searches found the echo at the lock's delay (it has not moved), and

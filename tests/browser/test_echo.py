@@ -12,9 +12,11 @@ same microphone interrupts it (the test can fail).
 Through Chromium's capture path (echo cancellation, noise suppression and gain control on, as
 the page asks) this echo correlates only 0.1-0.8 with what was sent, and the WAV, recorded
 without the pauses the live session makes between sentences, moves its delay by up to 200 ms
-from one sentence to the next: the linear filter cannot prove a lock on it, and the envelope
-gate (server/pipeline/echo_gate.py, `ECHO_GATE=true`, off by default: with no echo and a person
-in the agent's own voice it can miss a barge-in, bench/bargein.py) is what keeps it out.
+from one sentence to the next: the linear filter cannot prove a lock on it, and the echo
+gate (server/pipeline/echo_gate.py, `ECHO_GATE`, on by default) is what keeps it out.
+tests/support/chromium_echo.py records this session's microphone and reference as fixtures, so
+tests/pipeline/test_echo.py replays Chromium's real echo (alone, and with a person over it)
+in plain pytest.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def welcome_outcome(received: list[dict]) -> str | None:
 
 
 def test_the_agents_own_voice_from_the_speakers_never_interrupts_it(playwright, tmp_path):
-    received = run_session(playwright, tmp_path, echo_gate=True)
+    received = run_session(playwright, tmp_path)  # the default: ECHO_GATE on
     assert welcome_outcome(received) == "ended"
     welcome = next(m for m in received if m["type"] == "turn.start")["turn_id"]
     kinds = [m["type"] for m in received if m.get("turn_id") == welcome]

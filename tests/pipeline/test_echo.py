@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 
 from server.pipeline.echo import EchoGuard, EchoSettings
+from server.pipeline.echo_fine import comb
 from server.pipeline.echo_gate import GateSettings
 from server.pipeline.timing import StreamClock
 from server.pipeline.turns import SpeechStarted, TurnDetector
+from tests.support import chromium_echo
 from tests.support.echo import FRAME, RATE, samples
 from tests.support.echo import microphone as speaker_echo
 from tests.support.echo import turn_starts as detector_starts
@@ -300,7 +302,9 @@ def test_a_person_in_the_agents_voice_is_not_learned_as_echo():
     assert None not in without and max(without) <= 0.3, "the VAD itself is late"
     starts = barge_ins(EchoGuard(GATED), into_s)
     assert None not in starts, starts
-    assert all(gated - plain <= 0.2 for gated, plain in zip(starts, without, strict=True)), starts
+    # The comb check (echo_fine.py) refuses the envelope's lock on them: no cost at all.
+    # Envelope only, it held some of them 0.2-0.3 s more.
+    assert starts == without
 
 
 WEATHER = (
@@ -327,3 +331,53 @@ def test_a_short_first_word_over_a_loud_processed_echo_is_heard(answer_text, sha
     guard.add_reference(answer, DUE_S)
     starts = detector_starts(mic, guard)
     assert starts and 0 <= starts[0] - (at + voiced_span(question)[0]) <= 0.3
+
+
+# Chromium's own processed echo, recorded (tests/support/chromium_echo.py): the app of
+# tests/browser/test_echo.py, whose echo arrives up to 2.5 s after it was due.
+CHROMIUM = {"max_delay_s": 2.5}
+ALONE = [name for name, voice, _ in chromium_echo.CASES if voice is None]
+PERSON = [name for name, voice, _ in chromium_echo.CASES if voice is not None]
+
+
+def chromium_starts(name: str, gate: GateSettings) -> tuple[list[float], float | None]:
+    recording = chromium_echo.load(name)
+    guard = EchoGuard(EchoSettings(**CHROMIUM, gate=gate))
+    return chromium_echo.replay(recording, guard, TurnDetector()), recording.person_s
+
+
+@pytest.mark.parametrize("name", ALONE)
+def test_chromiums_processed_echo_never_starts_a_turn(name):
+    """The linear canceller alone opens a turn 0.3 s into this echo; the gate keeps it out
+    (its delay wobbles 10-30 ms from window to window: five blocks once looked like a person
+    when the comb's offset followed every wobble)."""
+    assert chromium_starts(name, GateSettings(enabled=False))[0], "the test cannot fail"
+    assert chromium_starts(name, GATED.gate)[0] == []
+
+
+@pytest.mark.parametrize("name", PERSON)
+def test_a_person_over_chromiums_processed_echo_starts_a_turn_within_300ms(name):
+    """A person over Chromium's echo, in another voice (Piper) or the agent's own (espeak):
+    their harmonics are not the echo's, so the gate lets them through within a few blocks.
+    With the envelope alone they were heard 0.8-0.9 s late in 3 of 5 recordings."""
+    starts, person_s = chromium_starts(name, GATED.gate)
+    assert starts and 0 <= starts[0] - person_s <= 0.3, (starts, person_s)
+
+
+def test_a_comb_survives_band_gains_and_tells_another_pitch():
+    """What the gate leans on (echo_fine.py): a voice's harmonics scaled band by band, as a
+    browser's suppressor and gain control do, keep their comb; another pitch has another."""
+    t = np.arange(640) / RATE
+
+    def voice(f0: float) -> np.ndarray:
+        return sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 20) if k * f0 < 3800)
+
+    spectrum = np.fft.rfft(voice(140.0) * 3000)
+    gains = np.repeat(10 ** (np.random.default_rng(1).uniform(-12, 0, 16) / 20), 21)[:321]
+    processed = np.fft.irfft(spectrum * gains, 640)
+    played, echo = comb(voice(140.0) * 3000), comb(processed)
+    assert played @ echo > 0.7
+    assert played @ comb(voice(190.0) * 3000) < 0.35
+    assert not comb(np.zeros(640)).any()  # silence: no comb, nothing to compare
+    hiss = comb(np.random.default_rng(2).normal(0, 30, 640))
+    assert abs(hiss @ played) < 0.35  # a random comb: it matches nothing

@@ -67,9 +67,9 @@ def test_echo_defence_is_on_and_searches_up_to_1200ms_by_default():
     assert not settings.echo_defence and settings.echo_max_delay_ms == 2000
 
 
-def test_the_echo_gate_is_off_unless_asked_for():
-    assert not Settings.from_env({}).echo_gate
-    assert Settings.from_env({"ECHO_GATE": "on"}).echo_gate
+def test_the_echo_gate_is_on_unless_turned_off():
+    assert Settings.from_env({}).echo_gate
+    assert not Settings.from_env({"ECHO_GATE": "off"}).echo_gate
 
 
 def test_origins_are_normalised():
