@@ -44,9 +44,11 @@ from tests.support.sentences import (
     ASKED,
     ASKED_HELD_OUT,
     ASKED_HELD_OUT_2,
+    ASKED_HELD_OUT_3,
     PAUSED,
     PAUSED_HELD_OUT,
     PAUSED_HELD_OUT_2,
+    PAUSED_HELD_OUT_3,
 )
 from tests.support.speech import silence, speak, voiced_span, with_pause
 
@@ -217,7 +219,9 @@ def main() -> None:
     parser.add_argument("--pauses", default="0.3,0.45,0.6")
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
-        "--sets", default="tuned,held out,held out 2", help="tuned, held out, held out 2"
+        "--sets",
+        default="tuned,held out,held out 2",
+        help="tuned, held out, held out 2, held out 3",
     )
     parser.add_argument(
         "--chunk-ms",
@@ -233,6 +237,7 @@ def main() -> None:
         "tuned": (ASKED, PAUSED),
         "held out": (ASKED_HELD_OUT, PAUSED_HELD_OUT),
         "held out 2": (ASKED_HELD_OUT_2, PAUSED_HELD_OUT_2),
+        "held out 3": (ASKED_HELD_OUT_3, PAUSED_HELD_OUT_3),
     }
     results = {}
     for chunk_ms in [int(c) for c in args.chunk_ms.split(",")]:

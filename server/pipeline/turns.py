@@ -27,9 +27,20 @@ scores 0.71 at 96 ms and waited for the second look, the slow tail of bench/late
 after a number (`clear_end_after_number`) the words need that clear an end whatever the voice:
 a unit often follows, and its first syllable is heard as a word of its own ("set a timer for
 twenty five men", P 0.135, the model 0.99). Not after one or two words: "Yes," and "Goodbye,"
-(P 0.22, 0.29; the voice 0.91, 0.71) often begin a longer answer. Each look's inputs are kept
-in `looks` and logged at debug level. Otherwise the turn waits for speech to resume or for
-`max_silence_ms` (the fallback and upper bound, longer than a hesitation). Why these numbers:
+(P 0.22, 0.29; the voice 0.91, 0.71) often begin a longer answer. The words are asked for at
+the look, beside the model (`words_at_look`): the recogniser's answer and the model's no
+longer add up. A "finished" ends the turn only once Silero has heard
+`finished_vad_frames` (2) silent frames in a row: in the stop inside "fifteen min-utes" it hears
+one (0.31), and the model (0.97) and the words ("fifteen min", P 0.22) agree on an end, yet
+"-utes" comes by the next frame. At the second look, where the trailing silence alone makes the
+model sure of nearly anything, words that end a sentence only weakly (P < `clear_end_min`) end
+the turn at `weak_words_end_ms` (700 ms) of silence, not at once: misheard words at a
+hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. Each rule
+can be turned off by name (`RULES_OFF`, the TURN_END_RULES_OFF setting) for the behaviour
+before it. Each look's inputs, and when each came, are kept in `looks` and logged at debug
+level (bench/latency.py splits the endpointing wait with them). Otherwise the turn waits for
+speech to resume or for `max_silence_ms` (the fallback and upper bound, longer than a
+hesitation). Why these numbers:
 bench/endpointing.py (endpointing.py's docstring has the figures). `end_model="off"` is the
 fixed timer alone. The model's answer is waited for in `feed` (`model_wait=True`:
 deterministic, for tests and benchmarks) or computed in a thread and applied by the first

@@ -194,3 +194,29 @@ PAUSED_HELD_OUT_2 = [
     "My daughter is, seven years old.",
     "Send the photos to, my brother in Canada.",
 ]
+
+# Held out, third set: written (2026-11-30) after the second set's figures were printed and
+# before its cut sentences were read, for any rule chosen after that reading.
+ASKED_HELD_OUT_3 = [
+    "Can you call a plumber for me?",
+    "What is on my calendar tomorrow?",
+    "I would like to check out now.",
+    "How much is the parking per hour?",
+    "Please close the garage door.",
+    "Is breakfast included?",
+]
+
+PAUSED_HELD_OUT_3 = [
+    "I would like to change the, delivery address.",
+    "Can you recommend a good, Italian restaurant nearby?",
+    "The battery is at, twelve percent.",
+    "I forgot to bring my, passport to the airport.",
+    "Please set the oven to, two hundred degrees.",
+    "We are meeting at the, coffee shop downtown.",
+    "Could you check if my, parcel has been shipped?",
+    "I want to book a flight for, two adults and a child.",
+    "Remind me to water the, plants every Monday.",
+    "The store closes in, thirty minutes.",
+    "Can I get a glass of, orange juice please?",
+    "My appointment is on, the fourteenth of March.",
+]
