@@ -4,7 +4,9 @@ cuts a sentence at a pause inside it. The fixed timer and the turn-end model, si
 Two sets of synthetic speech (Piper; no recorded speech offline), from tests/support/sentences.py:
 - 52 finished questions, each followed by silence: endpointing = from the last voiced frame to
   the turn's end. With the model that is the silence waited before asking it plus the time its
-  answer took here (measured for every answer, as the server would wait for it);
+  answer took here (measured for every answer, as the server would wait for it), or, when the
+  turn ends on audio that came later (a finished confirmed by the next frame), whichever of the
+  two came last;
 - 24 sentences with a hesitation inside (a comma where the voice pauses), the pause made 300,
   450 and 600 ms long: a cut-off is a turn that ended inside the pause.
 
@@ -110,15 +112,17 @@ def turns_of(
     last sample was spoken), with its endpointing and the inputs of the decisions that ended it
     (`looks`: the model's answer, the words, P(end), the silence)."""
     detector = TurnDetector(settings)
-    found, asked = [], (0.0, 0.0)
+    found, asked, asked_s = [], (0.0, 0.0), 0.0
     for offset in range(0, len(pcm), chunk):
+        now = min(offset + chunk, len(pcm)) / 2 / RATE  # when this chunk arrives
         remembered_probability.last = None
         events = detector.feed(pcm[offset : offset + chunk])
-        asked = remembered_probability.last or asked
+        if remembered_probability.last:  # the model was asked on this chunk's arrival
+            asked, asked_s = remembered_probability.last, now
         while events:
             event = events.pop(0)
             if isinstance(event, SpeechStarted):
-                asked = (0.0, 0.0)
+                asked, asked_s = (0.0, 0.0), 0.0
                 recogniser.start(event.preroll)
             elif isinstance(event, SpeechAudio):
                 recogniser.feed(event.pcm)
@@ -126,15 +130,16 @@ def turns_of(
                 detector.hint(recogniser.words(), event.look)
                 events += detector.feed(b"")
             elif isinstance(event, SpeechEnded):
-                now = min(offset + chunk, len(pcm)) / 2 / RATE
                 waited = now - event.speech_end_s
                 by_model = settings.end_model != "off" and waited < settings.max_silence_ms / 1000
                 wall, cpu = asked if by_model else (0.0, 0.0)
+                # The model runs while later audio arrives (the server does not wait for it):
+                # the turn ends when both its answer and the audio that confirms it are in.
                 found.append(
                     {"speech_end_s": event.speech_end_s, "ended_s": now,
-                     "endpointing_ms": 1000 * (waited + wall),
-                     "endpointing_cpu_ms": 1000 * (waited + cpu), "by_model": by_model,
-                     "looks": [str(look) for look in detector.looks]}
+                     "endpointing_ms": 1000 * (max(now, asked_s + wall) - event.speech_end_s),
+                     "endpointing_cpu_ms": 1000 * (max(now, asked_s + cpu) - event.speech_end_s),
+                     "by_model": by_model, "looks": [str(look) for look in detector.looks]}
                 )  # fmt: skip
     return found
 
