@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import ClassVar
 
 import pytest
 
@@ -46,8 +47,8 @@ class FakeModel:
     """Answers each look in turn from `answers` (the last one repeated); `gate`, when set,
     holds every answer until the test opens it."""
 
-    answers: list[float] = [0.99]
-    gate: threading.Event | None = None
+    answers: ClassVar[list[float]] = [0.99]
+    gate: ClassVar[threading.Event | None] = None
 
     def __init__(self, threshold: float = 0.5, threads: int = 1):
         self.asked = 0
