@@ -274,7 +274,8 @@ def main() -> None:
     print_table(
         f"Endpointing (synthetic Piper speech; finished questions / sentences with a pause, "
         f"tuned {len(ASKED)}/{len(PAUSED)}, held out {len(ASKED_HELD_OUT)}/"
-        f"{len(PAUSED_HELD_OUT)}, held out 2 {len(ASKED_HELD_OUT_2)}/{len(PAUSED_HELD_OUT_2)}; "
+        f"{len(PAUSED_HELD_OUT)}, held out 2 {len(ASKED_HELD_OUT_2)}/{len(PAUSED_HELD_OUT_2)}, "
+        f"held out 3 {len(ASKED_HELD_OUT_3)}/{len(PAUSED_HELD_OUT_3)}; "
         f"pauses {args.pauses} s; load average "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f})",
         [
