@@ -4,7 +4,9 @@ cuts a sentence at a pause inside it. The fixed timer and the turn-end model, si
 Two sets of synthetic speech (Piper; no recorded speech offline), from tests/support/sentences.py:
 - 52 finished questions, each followed by silence: endpointing = from the last voiced frame to
   the turn's end. With the model that is the silence waited before asking it plus the time its
-  answer took here (measured for every answer, as the server would wait for it);
+  answer took here (measured for every answer, as the server would wait for it), or, when the
+  turn ends on audio that came later (a finished confirmed by the next frame), whichever of the
+  two came last;
 - 24 sentences with a hesitation inside (a comma where the voice pauses), the pause made 300,
   450 and 600 ms long: a cut-off is a turn that ended inside the pause.
 
@@ -40,7 +42,16 @@ from server.pipeline.turns import (
     TurnSettings,
     WordsWanted,
 )
-from tests.support.sentences import ASKED, ASKED_HELD_OUT, PAUSED, PAUSED_HELD_OUT
+from tests.support.sentences import (
+    ASKED,
+    ASKED_HELD_OUT,
+    ASKED_HELD_OUT_2,
+    ASKED_HELD_OUT_3,
+    PAUSED,
+    PAUSED_HELD_OUT,
+    PAUSED_HELD_OUT_2,
+    PAUSED_HELD_OUT_3,
+)
 from tests.support.speech import silence, speak, voiced_span, with_pause
 
 RATE = 16000
@@ -94,19 +105,24 @@ class Recogniser:
         return self.heard[-1]
 
 
-def turns_of(pcm: bytes, settings: TurnSettings, recogniser: Recogniser) -> list[dict]:
-    """Every turn the detector found in `pcm`, with its endpointing and the inputs of the
-    decisions that ended it (`looks`: the model's answer, the words, P(end), the silence)."""
+def turns_of(
+    pcm: bytes, settings: TurnSettings, recogniser: Recogniser, chunk: int = FRAME
+) -> list[dict]:
+    """Every turn the detector found in `pcm` fed `chunk` bytes at a time (arriving when their
+    last sample was spoken), with its endpointing and the inputs of the decisions that ended it
+    (`looks`: the model's answer, the words, P(end), the silence)."""
     detector = TurnDetector(settings)
-    found, asked = [], (0.0, 0.0)
-    for offset in range(0, len(pcm), FRAME):
+    found, asked, asked_s = [], (0.0, 0.0), 0.0
+    for offset in range(0, len(pcm), chunk):
+        now = min(offset + chunk, len(pcm)) / 2 / RATE  # when this chunk arrives
         remembered_probability.last = None
-        events = detector.feed(pcm[offset : offset + FRAME])
-        asked = remembered_probability.last or asked
+        events = detector.feed(pcm[offset : offset + chunk])
+        if remembered_probability.last:  # the model was asked on this chunk's arrival
+            asked, asked_s = remembered_probability.last, now
         while events:
             event = events.pop(0)
             if isinstance(event, SpeechStarted):
-                asked = (0.0, 0.0)
+                asked, asked_s = (0.0, 0.0), 0.0
                 recogniser.start(event.preroll)
             elif isinstance(event, SpeechAudio):
                 recogniser.feed(event.pcm)
@@ -114,15 +130,16 @@ def turns_of(pcm: bytes, settings: TurnSettings, recogniser: Recogniser) -> list
                 detector.hint(recogniser.words(), event.look)
                 events += detector.feed(b"")
             elif isinstance(event, SpeechEnded):
-                now = (offset + FRAME) / 2 / RATE
                 waited = now - event.speech_end_s
                 by_model = settings.end_model != "off" and waited < settings.max_silence_ms / 1000
                 wall, cpu = asked if by_model else (0.0, 0.0)
+                # The model runs while later audio arrives (the server does not wait for it):
+                # the turn ends when both its answer and the audio that confirms it are in.
                 found.append(
                     {"speech_end_s": event.speech_end_s, "ended_s": now,
-                     "endpointing_ms": 1000 * (waited + wall),
-                     "endpointing_cpu_ms": 1000 * (waited + cpu), "by_model": by_model,
-                     "looks": [str(look) for look in detector.looks]}
+                     "endpointing_ms": 1000 * (max(now, asked_s + wall) - event.speech_end_s),
+                     "endpointing_cpu_ms": 1000 * (max(now, asked_s + cpu) - event.speech_end_s),
+                     "by_model": by_model, "looks": [str(look) for look in detector.looks]}
                 )  # fmt: skip
     return found
 
@@ -134,6 +151,12 @@ def modes() -> dict[str, TurnSettings]:
         "clear_end_after_number": False,
         "clear_end_model_min": 0.95,
     }
+    previous = {  # the rules added after the 1/72 run off
+        "words_at_look": False,
+        "finished_vad_frames": 1,
+        "weak_words_end_ms": 0,
+    }
+    model.update(previous)
     return {
         "TURN_END_MODEL=off: timer 400 ms": TurnSettings(vad="silero"),
         "model > 0.9 at 160 ms alone (the first model)": TurnSettings(
@@ -141,31 +164,44 @@ def modes() -> dict[str, TurnSettings]:
         ),
         "model > 0.95 at 96 ms, > 0.9 at 450 ms, no words": TurnSettings(text_veto=False, **model),
         "... + the words must end a sentence (before)": TurnSettings(**before, **model),
-        "... + Silero hears the silence, clear words (default)": TurnSettings(**model),
+        "... + Silero hears the silence, clear words (previous)": TurnSettings(**model),
+        "... + a finished waits for 2 VAD-silent frames": TurnSettings(
+            **{**model, "finished_vad_frames": 2}
+        ),
+        "... + weak words at the 2nd look end at 700 ms (default)": TurnSettings(
+            vad="silero", end_model="smart-turn", model_wait=True
+        ),
     }
 
 
 def measure(
-    settings: TurnSettings, pauses: list[float], recogniser: Recogniser, asked, paused
+    settings: TurnSettings,
+    pauses: list[float],
+    recogniser: Recogniser,
+    asked,
+    paused,
+    chunk: int = FRAME,
 ) -> dict:
-    waits, cpu, early, cut, whole_cut, cases = [], [], 0, [], [], 0
+    waits, cpu, early, cut, whole_cut, cases, ends, paused_looks = [], [], 0, [], [], 0, [], []
     for text in asked:
         speech = speak(text)
         last_voice = LEAD_S + voiced_span(speech)[1]
-        turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings, recogniser)
+        turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings, recogniser, chunk)
         waits.append(turns[-1]["endpointing_ms"] if turns else float("nan"))
         cpu.append(turns[-1]["endpointing_cpu_ms"] if turns else float("nan"))
         early += bool(turns) and turns[-1]["by_model"]
         cuts = [t for t in turns if t["speech_end_s"] < last_voice - 0.15]
         whole_cut += [[text, cuts[0]["looks"]]] if cuts else []
+        ends += [[text, round(turns[-1]["endpointing_ms"]), turns[-1]["looks"]]] if turns else []
     for text in paused:
         for pause in pauses:
             pcm, _ = with_pause(text, pause)
             last_voice = LEAD_S + voiced_span(pcm)[1]
-            turns = turns_of(silence(LEAD_S) + pcm + silence(TAIL_S), settings, recogniser)
+            turns = turns_of(silence(LEAD_S) + pcm + silence(TAIL_S), settings, recogniser, chunk)
             cases += 1
             cuts = [t for t in turns if t["speech_end_s"] < last_voice - 0.15]
             cut += [[text, pause, cuts[0]["looks"]]] if cuts else []
+            paused_looks.append([text, pause, [look for t in turns for look in t["looks"]]])
     return {
         "endpointing_cpu_p50_ms": round(median(cpu), 1),
         "endpointing_cpu_p95_ms": round(p95(cpu), 1),
@@ -178,6 +214,8 @@ def measure(
         "cut_off_cases": cut,
         "finished_sentences_cut": len(whole_cut),
         "finished_sentences_cut_cases": whole_cut,
+        "finished_sentences_ends": ends,  # every question's last turn: its wait and looks
+        "paused_looks": paused_looks,  # every look of every sentence with a pause
     }
 
 
@@ -185,22 +223,38 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pauses", default="0.3,0.45,0.6")
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
-    parser.add_argument("--sets", default="tuned,held out", help="tuned and/or held out")
+    parser.add_argument(
+        "--sets",
+        default="tuned,held out,held out 2",
+        help="tuned, held out, held out 2, held out 3",
+    )
+    parser.add_argument(
+        "--chunk-ms",
+        default="20,100",
+        help="audio fed this many ms at a time (the demo page sends 100 ms chunks)",
+    )
     args = parser.parse_args()
     pauses = [float(p) for p in args.pauses.split(",")]
     endpointing.SmartTurn().warm()
     recogniser = Recogniser()
     wanted = [w for w in args.modes.split(",") if w]
-    sets = {"tuned": (ASKED, PAUSED), "held out": (ASKED_HELD_OUT, PAUSED_HELD_OUT)}
+    sets = {
+        "tuned": (ASKED, PAUSED),
+        "held out": (ASKED_HELD_OUT, PAUSED_HELD_OUT),
+        "held out 2": (ASKED_HELD_OUT_2, PAUSED_HELD_OUT_2),
+        "held out 3": (ASKED_HELD_OUT_3, PAUSED_HELD_OUT_3),
+    }
     results = {}
-    for name, settings in modes().items():
-        if wanted and not any(w in name for w in wanted):
-            continue
-        for set_name in args.sets.split(","):
-            row = f"{name} [{set_name}]"
-            results[row] = measure(settings, pauses, recogniser, *sets[set_name])
-            r = results[row]
-            print(f"  {row}: {r['endpointing_cpu_p50_ms']:.0f} ms, {r['cut_off']} cut off")
+    for chunk_ms in [int(c) for c in args.chunk_ms.split(",")]:
+        for name, settings in modes().items():
+            if wanted and not any(w in name for w in wanted):
+                continue
+            for set_name in args.sets.split(","):
+                row = f"{name} [{set_name}, {chunk_ms} ms chunks]"
+                chunk = RATE * chunk_ms // 1000 * 2
+                results[row] = measure(settings, pauses, recogniser, *sets[set_name], chunk)
+                r = results[row]
+                print(f"  {row}: {r['endpointing_cpu_p50_ms']:.0f} ms, {r['cut_off']} cut off")
     load = os.getloadavg()
     model_ms = [1000 * wall for _, wall, _ in _answers.values()]
     model_cpu_ms = [1000 * cpu for _, _, cpu in _answers.values()]
@@ -220,7 +274,9 @@ def main() -> None:
     print_table(
         f"Endpointing (synthetic Piper speech; finished questions / sentences with a pause, "
         f"tuned {len(ASKED)}/{len(PAUSED)}, held out {len(ASKED_HELD_OUT)}/"
-        f"{len(PAUSED_HELD_OUT)}; pauses {args.pauses} s; load average "
+        f"{len(PAUSED_HELD_OUT)}, held out 2 {len(ASKED_HELD_OUT_2)}/{len(PAUSED_HELD_OUT_2)}, "
+        f"held out 3 {len(ASKED_HELD_OUT_3)}/{len(PAUSED_HELD_OUT_3)}; "
+        f"pauses {args.pauses} s; load average "
         f"{load[0]:.1f} {load[1]:.1f} {load[2]:.1f})",
         [
             "mode",

@@ -17,9 +17,17 @@ Then (b), played in the browser: the demo page in Chromium with the questions as
 microphone. The server reports, on each `response.end`, when the user's voice stopped
 (`speech_end_epoch_ms`, wall clock); the page records when the client handed the turn's first
 audio to the player worklet (`Date.now()`), to which the AudioContext's own reported output
-latency is added. Same machine, same clock.
+latency is added. Same machine, same clock. Each browser mode is a SPECULATIVE_ANSWERS value,
+optionally with the turn-end rules turned off (TURN_END_RULES_OFF; `auto:previous` is the
+decision before 2026-11-30's rules), side by side in the same run. The endpointing wait is split
+at the look that ended the turn (turns.py logs each look with its timestamps): `to_look_ms`
+from the end of the voice to the look (the silence it waits for, `look_silence_ms` of stream,
+plus the 100 ms audio chunk that brings it), then from the look: the model's answer
+(`model_ms`), the recogniser's words (`words_ms`), and the verdict to the turn's end
+(`verdict_to_end_ms`: a held finished, the event loop).
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
+                            [--browser-modes auto,auto:previous,auto:vad-silence]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 """
@@ -29,13 +37,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import tempfile
+import time
 from pathlib import Path
 
 from common import median, p95, print_table, save, serve
 
 from server.app import create_app
 from server.config import Settings
+from server.pipeline.turns import Look
 from tests.support.speech import silence, speak, voiced_span
 from tests.support.voice_client import VoiceClient
 
@@ -52,6 +63,8 @@ TAIL_S = 1.5
 # The goals (p50 / p95) of the issue that brought the turn-end model and speculative answers.
 TARGETS = {"voice_to_voice_ms": "≤ 450 / ≤ 550", "endpointing_ms": "≤ 220 / -"}
 SPLIT = ("endpointing_ms", "transcript_ms", "webhook_ms", "tts_first_audio_ms", "after_endpoint_ms")
+# The endpointing wait split at the look that ended the turn (browser modes; LookLog.split).
+LOOK_SPLIT = ("to_look_ms", "look_silence_ms", "model_ms", "words_ms", "verdict_to_end_ms")
 
 
 async def one_turn(client: VoiceClient, question: str) -> dict:
@@ -117,8 +130,60 @@ MessagePort.prototype.postMessage = function (data, ...rest) {
 """
 
 
-def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
-    """Voice-to-voice to the moment the page starts playing the answer."""
+# A browser mode's turn-end rules off (TURN_END_RULES_OFF): "previous" is the decision before
+# the rules of 2026-11-30 (the words asked after the model, a finished ending at the first
+# frame Silero hears as silent, weak words at the 450 ms look ending the turn at once).
+PREVIOUS_RULES = ("words-at-look", "vad-confirm", "weak-words-wait")
+
+
+class LookLog(logging.Handler):
+    """Every turn-end look the server's detectors decided (turns.py logs each at debug level
+    with its timestamps): where the endpointing wait goes, matched to turns by time."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.looks: dict[int, Look] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.args and isinstance(record.args[0], Look):
+            self.looks[id(record.args[0])] = record.args[0]
+
+    def split(self, timings: dict) -> dict:
+        """The endpointing wait of one turn, split at the look that ended it (wall clock ms):
+        to the look (the silence the look waits for, and the audio chunk that brings it), the
+        model's answer, the words, the verdict, and from the verdict to the turn's end (a
+        held finished, the event loop)."""
+        to_epoch = time.time() - time.monotonic()
+        speech_end = timings["speech_end_epoch_ms"] / 1000
+        endpoint = speech_end + timings.get("endpointing_ms", 0) / 1000
+        ended = [
+            look
+            for look in self.looks.values()
+            if look.finished and speech_end - 0.1 < look.asked_at + to_epoch <= endpoint
+        ]
+        if not ended:
+            return {}
+        look = max(ended, key=lambda look: look.asked_at)
+        asked = look.asked_at + to_epoch
+
+        def since_asked(at):
+            return round(1000 * (at - look.asked_at), 1) if at is not None else None
+
+        return {
+            "look_silence_ms": look.silence_ms,
+            "to_look_ms": round(1000 * (asked - speech_end), 1),
+            "model_ms": since_asked(look.model_at),
+            "words_ms": since_asked(look.words_at),
+            "verdict_ms": since_asked(look.decided_at),
+            "verdict_to_end_ms": round(1000 * (endpoint - asked), 1)
+            - (since_asked(look.decided_at) or 0),
+        }
+
+
+def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
+    """Voice-to-voice to the moment the page starts playing the answer. `mode`: the
+    SPECULATIVE_ANSWERS value, then optionally `:` and the turn-end rules turned off
+    (`+`-separated TURN_END_RULES_OFF names, or `previous`)."""
     from playwright.sync_api import sync_playwright
 
     from tests.conftest import chromium_launch_args
@@ -141,7 +206,16 @@ def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
     with tempfile.TemporaryDirectory() as data, sync_playwright() as playwright:
         wav = write_wav(Path(data) / "questions.wav", loop, 16000)
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
-        settings = Settings(data_dir=Path(data), speculative_answers=speculative)
+        speculative, _, off = mode.partition(":")
+        off_rules = PREVIOUS_RULES if off == "previous" else tuple(n for n in off.split("+") if n)
+        settings = Settings(
+            data_dir=Path(data), speculative_answers=speculative, turn_end_rules_off=off_rules
+        )
+        looks = LookLog()
+        pipeline_log = logging.getLogger("server.pipeline")
+        level = pipeline_log.level
+        pipeline_log.setLevel(logging.DEBUG)
+        pipeline_log.addHandler(looks)
         with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
             page = browser.new_page()
             page.add_init_script(PLAYBACK_PROBE)
@@ -159,6 +233,8 @@ def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
                 " * 1000))"
             )
         browser.close()
+        pipeline_log.removeHandler(looks)
+        pipeline_log.setLevel(level)
     results = []
     for turn_id, timings in ends.items():
         if turn_id in played:
@@ -169,19 +245,24 @@ def browser_turns(turns: int, speculative: str = "auto") -> list[dict]:
                     ),
                     "output_latency_ms": round(output_ms, 1),
                     **timings,
+                    **looks.split(timings),
                 }
             )
-            split = ", ".join(f"{name} {timings.get(name, 0):.0f}" for name in SPLIT[:4])
-            print(f"  turn {len(results):2d}: {results[-1]['browser_ms']:6.0f} ms played ({split})")
+            r = results[-1]
+            split = ", ".join(f"{name} {r.get(name) or 0:.0f}" for name in SPLIT[:4] + LOOK_SPLIT)
+            print(f"  turn {len(results):2d}: {r['browser_ms']:6.0f} ms played ({split})")
     return results
 
 
 def summary(results: list[dict]) -> dict:
     key = "browser_ms" if results and "browser_ms" in results[0] else "client_ms"
     figures = {"voice_to_voice_ms": [r[key] for r in results]}
-    for name in SPLIT:
-        figures[name] = [r[name] for r in results if name in r]
-    out = {name: {"p50": median(v), "p95": p95(v)} for name, v in figures.items()}
+    for name in SPLIT + LOOK_SPLIT:
+        figures[name] = [r[name] for r in results if r.get(name) is not None]
+    out = {
+        name: {"p50": median(v) if v else "-", "p95": p95(v) if v else "-"}
+        for name, v in figures.items()
+    }
     out["speculated"] = {"p50": sum("speculative_ms" in r for r in results), "p95": len(results)}
     return out
 
@@ -191,7 +272,12 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--engines", default="piper,piper:off,espeak")
     parser.add_argument("--browser-turns", type=int, default=20)
-    parser.add_argument("--browser-modes", default="auto,off", help="SPECULATIVE_ANSWERS values")
+    parser.add_argument(
+        "--browser-modes",
+        default="auto,auto:previous,auto:vad-silence",
+        help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
+        "names joined by '+' ('previous': the turn-end rules before 2026-11-30's)",
+    )
     args = parser.parse_args()
 
     runs = {engine: run_engine(engine, args.turns) for engine in args.engines.split(",") if engine}
@@ -199,7 +285,7 @@ def main() -> None:
         runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
     summaries = {engine: summary(results) for engine, results in runs.items()}
     rows = []
-    for name in ("voice_to_voice_ms", *SPLIT, "speculated"):
+    for name in ("voice_to_voice_ms", *SPLIT, *LOOK_SPLIT, "speculated"):
         row = [name]
         for engine in runs:
             row += [summaries[engine][name]["p50"], summaries[engine][name]["p95"]]

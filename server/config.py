@@ -21,6 +21,10 @@ __all__ = ["ENVIRONMENT", "Settings", "SettingsError"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The turn-end rules TURN_END_RULES_OFF may name (server/pipeline/turns.py's RULES_OFF, which
+# a test keeps equal: config does not import the pipeline).
+TURN_END_RULES = ("vad-silence", "words-at-look", "vad-confirm", "weak-words-wait")
+
 # name → (default, what it does); the README's table is generated from the same words.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
     "HOST": ("127.0.0.1", "Interface to listen on (`--host` overrides)."),
@@ -187,6 +191,16 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "words must end one clearly; a look waits until Silero hears silence, not only quiet; "
         "a pause inside a sentence waits up to 1 s) or `off` (a fixed 400 ms of silence ends "
         "every turn).",
+    ),
+    "TURN_END_RULES_OFF": (
+        "",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: comma-separated rules of the "
+        "turn-end decision to turn off, for the behaviour before them (compared in `./dev bench "
+        "endpointing` and `latency`): `vad-silence` (a look waits until Silero hears silence), "
+        "`words-at-look` (the words are asked for beside the model, not after it), "
+        "`vad-confirm` (a `finished` waits for a second frame Silero hears as silent: a stop "
+        "inside a word is not an end), `weak-words-wait` (at the 450 ms look, words that end a "
+        "sentence only weakly end the turn at 700 ms of silence, not at once).",
     ),
     "SPECULATIVE_ANSWERS": (
         "auto",
@@ -377,6 +391,7 @@ class Settings:
     tts_engine: str = "piper"
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
+    turn_end_rules_off: tuple[str, ...] = ()
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     echo_defence: bool = True
@@ -455,6 +470,13 @@ class Settings:
         turn_end_model = _env("TURN_END_MODEL", env)
         if turn_end_model not in ("smart-turn", "off"):
             raise SettingsError("TURN_END_MODEL must be smart-turn or off")
+        turn_end_rules_off = _names(_env("TURN_END_RULES_OFF", env))
+        unknown = sorted(set(turn_end_rules_off) - set(TURN_END_RULES))
+        if unknown:
+            raise SettingsError(
+                f"TURN_END_RULES_OFF: unknown {', '.join(unknown)}; "
+                f"known: {', '.join(TURN_END_RULES)}"
+            )
         speculative_answers = _env("SPECULATIVE_ANSWERS", env)
         if speculative_answers not in ("auto", "on", "off"):
             raise SettingsError("SPECULATIVE_ANSWERS must be auto, on or off")
@@ -498,6 +520,7 @@ class Settings:
             tts_engine=tts_engine,
             vad=vad,
             turn_end_model=turn_end_model,
+            turn_end_rules_off=turn_end_rules_off,
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             echo_defence=_bool("ECHO_DEFENCE", env),

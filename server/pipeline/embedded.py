@@ -34,7 +34,7 @@ from .speculation import speculation_enabled
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
-from .turns import TurnSettings
+from .turns import TurnSettings, rules_off
 from .vad import SileroVad
 from .websocket import pipeline_socket
 
@@ -53,7 +53,11 @@ class EmbeddedPipeline:
         self.connections = Connections()
         self.recognizers = RecognizerPool(profile=settings.stt_profile)
         self.tts = make_tts(settings.tts_engine)
-        self.turn_settings = TurnSettings(vad=settings.vad, end_model=settings.turn_end_model)
+        self.turn_settings = TurnSettings(
+            vad=settings.vad,
+            end_model=settings.turn_end_model,
+            **rules_off(settings.turn_end_rules_off),
+        )
         self.interruptions = InterruptionSettings(
             false_interruption_s=settings.false_interruption_s,
             min_words=settings.interruption_min_words,

@@ -27,9 +27,23 @@ scores 0.71 at 96 ms and waited for the second look, the slow tail of bench/late
 after a number (`clear_end_after_number`) the words need that clear an end whatever the voice:
 a unit often follows, and its first syllable is heard as a word of its own ("set a timer for
 twenty five men", P 0.135, the model 0.99). Not after one or two words: "Yes," and "Goodbye,"
-(P 0.22, 0.29; the voice 0.91, 0.71) often begin a longer answer. Each look's inputs are kept
-in `looks` and logged at debug level. Otherwise the turn waits for speech to resume or for
-`max_silence_ms` (the fallback and upper bound, longer than a hesitation). Why these numbers:
+(P 0.22, 0.29; the voice 0.91, 0.71) often begin a longer answer. The words are asked for at
+the look, beside the model (`words_at_look`): the recogniser's answer and the model's no
+longer add up (bench/latency.py in the browser, 15 turns, load 1.4-2.7: the words came 100 ms
+after the look when asked after the model, 34 ms beside it; endpointing p50 272 -> 239 ms; but
+asked that early they may lack the last word's end: "Thank you very much." went to the second
+look once in three). A "finished" ends the turn only once Silero has heard
+`finished_vad_frames` (2) silent frames in a row: in the stop inside "fifteen min-utes" it hears
+one (0.31), and the model (0.97) and the words ("fifteen min", P 0.22) agree on an end, yet
+"-utes" comes by the next frame. At the second look, where the trailing silence alone makes the
+model sure of nearly anything, words that end a sentence only weakly (P < `clear_end_min`) end
+the turn at `weak_words_end_ms` (700 ms) of silence, not at once: misheard words at a
+hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. Each rule
+can be turned off by name (`RULES_OFF`, the TURN_END_RULES_OFF setting) for the behaviour
+before it. Each look's inputs, and when each came, are kept in `looks` and logged at debug
+level (bench/latency.py splits the endpointing wait with them). Otherwise the turn waits for
+speech to resume or for `max_silence_ms` (the fallback and upper bound, longer than a
+hesitation). Why these numbers:
 bench/endpointing.py (endpointing.py's docstring has the figures). `end_model="off"` is the
 fixed timer alone. The model's answer is waited for in `feed` (`model_wait=True`:
 deterministic, for tests and benchmarks) or computed in a thread and applied by the first
@@ -50,8 +64,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import webrtcvad
 
@@ -97,12 +112,24 @@ class TurnSettings:
     # At the first look, after a number the words must end a sentence clearly (sentence_end.py)
     clear_end_after_number: bool = True
     look_needs_vad_silence: bool = True  # a look waits for the VAD model to hear silence too
+    # The words are asked for at the look, beside the model (False: once the model heard an end)
+    words_at_look: bool = True
+    # A "finished" ends the turn only once the VAD model has heard this many silent frames in
+    # a row (1: at once): the voice after a stop inside a word comes back by the next frame.
+    finished_vad_frames: int = 2
+    # At the second look, words that end a sentence only weakly (P(end) < clear_end_min) end
+    # the turn at this much silence, not at once (0: at once; at most max_silence_ms).
+    weak_words_end_ms: int = 700
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
             raise ValueError(f"vad must be one of {tuple(VADS)}, not {self.vad!r}")
         if self.end_model not in END_MODELS:
             raise ValueError(f"end_model must be one of {END_MODELS}, not {self.end_model!r}")
+        if not 1 <= self.finished_vad_frames <= 10:
+            raise ValueError("finished_vad_frames must be 1..10")
+        if not 0 <= self.weak_words_end_ms <= 5000:
+            raise ValueError("weak_words_end_ms must be 0..5000")
 
     @property
     def frame_ms(self) -> int:
@@ -111,6 +138,27 @@ class TurnSettings:
     @property
     def frame_bytes(self) -> int:
         return RATE * self.frame_ms // 1000 * 2  # 640 (webrtc) or 1024 (silero: 512 samples)
+
+
+# Rules of the turn-end decision that a deployment may turn off (TURN_END_RULES_OFF), each with
+# the settings that turn it off: the behaviour before it, measured side by side in the benches.
+RULES_OFF: dict[str, dict[str, object]] = {
+    "vad-silence": {"look_needs_vad_silence": False},  # a look waits for Silero's silence
+    "words-at-look": {"words_at_look": False},  # the words are asked beside the model
+    "vad-confirm": {"finished_vad_frames": 1},  # a finished needs 2 VAD-silent frames
+    "weak-words-wait": {"weak_words_end_ms": 0},  # weak words at the 2nd look wait to 700 ms
+}
+
+
+def rules_off(names: tuple[str, ...] | list[str]) -> dict[str, object]:
+    """The `TurnSettings` fields that turn off the named rules (RULES_OFF); unknown names are
+    refused with the known ones."""
+    fields: dict[str, object] = {}
+    for name in names:
+        if name not in RULES_OFF:
+            raise ValueError(f"unknown turn-end rule {name!r}: one of {', '.join(RULES_OFF)}")
+        fields.update(RULES_OFF[name])
+    return fields
 
 
 @dataclass
@@ -161,14 +209,28 @@ class Look:
     words: str | None = None  # the recogniser's words, when they were asked for
     end_probability: float | None = None  # P(end of sentence | the last two words)
     finished: bool | None = None  # the verdict
+    held: str = ""  # a "finished" waiting to be confirmed by more silence, and what came of it
+    # When (time.monotonic()) each input came: where a look's time goes (bench/latency.py).
+    asked_at: float = field(default_factory=time.monotonic)
+    model_at: float | None = None  # the model's answer was ready
+    words_asked_at: float | None = None
+    words_at: float | None = None
+    decided_at: float | None = None
 
     def __str__(self) -> str:
         def number(value):
             return "-" if value is None else f"{value:.3f}"
 
+        def after(at):
+            return "-" if at is None else f"{1000 * (at - self.asked_at):.0f}"
+
         return (
             f"look {self.look} at {self.silence_ms} ms: model {number(self.probability)}, "
             f"words {self.words!r}, P(end) {number(self.end_probability)} -> {self.finished}"
+            f"{' ' + self.held if self.held else ''} "
+            f"(ms after asking: model {after(self.model_at)}, words asked "
+            f"{after(self.words_asked_at)}, came {after(self.words_at)}, verdict "
+            f"{after(self.decided_at)})"
         )
 
 
@@ -209,6 +271,9 @@ class TurnDetector:
         self._silent_frames = 0
         self._last_voice_end_s = 0.0
         self._detector_hears_voice = False  # the VAD's verdict on the last frame, energy aside
+        self._vad_silent_frames = 0  # frames in a row the VAD heard no voice, energy aside
+        # A "finished" waiting for more silence: (silence in ms, VAD-silent frames) it needs.
+        self._hold: tuple[int, int] | None = None
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = 0  # times the model was asked during the current pause
@@ -288,6 +353,11 @@ class TurnDetector:
                 self._asked = 0
             else:
                 self._silent_frames += 1
+            if voiced or self._detector_hears_voice:
+                self._vad_silent_frames = 0
+                self._drop_hold("voice")
+            else:
+                self._vad_silent_frames += 1
             if self._model is not None:
                 self._remember(frame)
             if not voiced and self._turn_is_over():
@@ -320,6 +390,8 @@ class TurnDetector:
             return silent_ms >= s.end_silence_ms
         if silent_ms >= s.max_silence_ms:
             return True
+        if self._hold is not None:
+            return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
         first = silent_ms >= s.model_silence_ms and not self._asked
         # The silence must be silence to the detector's model too, not only quiet: the stop
@@ -329,9 +401,20 @@ class TurnDetector:
         if (first or (self._asked == 1 and second)) and agrees:
             self._asked += 1
             self._look += 1
+            look = Look(look=self._look, silence_ms=silent_ms)
+            self.looks.append(look)
             self._decision = self._ask(bytes(self._turn_audio))
-            self.looks.append(Look(look=self._look, silence_ms=silent_ms))
+            self._decision.add_done_callback(lambda _: setattr(look, "model_at", time.monotonic()))
+            if s.text_veto and s.words_at_look:
+                self._want_words()  # beside the model, not after it: neither waits on the other
         return self._decided_finished()
+
+    def _want_words(self) -> None:
+        """Ask for the words of this look (WordsWanted), once."""
+        if self._words_asked != self._look:
+            self._words_asked = self._look
+            self.looks[-1].words_asked_at = time.monotonic()
+            self._requests.append(WordsWanted(look=self._look))
 
     def _decided_finished(self) -> bool:
         """The model's answer for this look, once: True ends the turn. "Finished" needs the
@@ -358,9 +441,7 @@ class TurnDetector:
             self._decision = None
             return self._verdict(look, False)
         if s.text_veto and self._words_for != self._look:
-            if self._words_asked != self._look:
-                self._words_asked = self._look
-                self._requests.append(WordsWanted(look=self._look))
+            self._want_words()
             return False
         self._decision = None
         if not s.text_veto:
@@ -377,14 +458,47 @@ class TurnDetector:
             and sentence_end.near_a_number(look.words or "")
         ):
             wanted = max(wanted, s.clear_end_min)
-        return self._verdict(
-            look, look.end_probability is not None and look.end_probability >= wanted
-        )
+        end_probability = look.end_probability
+        if end_probability is None or end_probability < wanted:
+            return self._verdict(look, False)
+        # Finished; it ends the turn once the silence is confirmed (at once, mostly).
+        silence_ms = 0
+        if self._asked > 1 and end_probability < s.clear_end_min:
+            silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
+        self._hold = (silence_ms, s.finished_vad_frames)
+        if self._hold_is_over():
+            return self._verdict(look, True)
+        look.held = f"held for {silence_ms} ms, {s.finished_vad_frames} VAD-silent frames"
+        return self._verdict(look, True, log_it=False)
 
-    def _verdict(self, look: Look, finished: bool) -> bool:
-        look.finished = finished
-        log.debug("turn end %s", look)
-        return finished
+    def _hold_is_over(self) -> bool:
+        """Has the silence a held "finished" waits for come (ending the turn)?"""
+        silence_ms, vad_frames = self._hold
+        done = (
+            self._silent_frames * self.settings.frame_ms >= silence_ms
+            and self._vad_silent_frames >= vad_frames
+        )
+        if done:
+            self._hold = None
+            if self.looks and self.looks[-1].held:
+                self.looks[-1].held += " -> ended"
+                log.debug("turn end %s", self.looks[-1])
+        return done
+
+    def _drop_hold(self, why: str) -> None:
+        """The voice came back before a held "finished" was confirmed: the turn goes on."""
+        if self._hold is None:
+            return
+        self._hold = None
+        if self.looks and self.looks[-1].held:
+            self.looks[-1].held += f" -> dropped ({why})"
+            log.debug("turn end %s", self.looks[-1])
+
+    def _verdict(self, look: Look, finished: bool, log_it: bool = True) -> bool:
+        look.finished, look.decided_at = finished, time.monotonic()
+        if log_it:
+            log.debug("turn end %s", look)
+        return finished and self._hold is None
 
     def hint(self, words: str, look: int) -> None:
         """The words of the turn so far, answering `WordsWanted(look)`: if they seldom end a
@@ -395,6 +509,7 @@ class TurnDetector:
         probability = sentence_end.end_probability(words)
         if self.looks and self.looks[-1].look == look:
             self.looks[-1].words, self.looks[-1].end_probability = words, probability
+            self.looks[-1].words_at = time.monotonic()
 
     def _ask(self, pcm: bytes) -> Future:
         model = self._model
@@ -420,6 +535,8 @@ class TurnDetector:
         self._silent_frames = 0
         self._turn_audio = bytearray()
         self._drop_decision()
+        self._hold = None
+        self._vad_silent_frames = 0
         self._asked = 0
         self._paused = False
         self._requests = []

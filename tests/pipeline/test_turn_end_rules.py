@@ -1,0 +1,162 @@
+"""The turn-end decision's rules (turns.py), with a scripted voice detector and turn-end model:
+what each rule changes, and that TURN_END_RULES_OFF gives back the behaviour before it.
+
+The fake Silero hears a voice in any frame that is not all zeros: a frame of tiny samples is
+quiet to the energy floor yet speech to it, as the stop inside "min-utes" is to the real one.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from typing import ClassVar
+
+import pytest
+
+from server.config import TURN_END_RULES, Settings, SettingsError
+from server.pipeline import turns
+from server.pipeline.turns import (
+    RULES_OFF,
+    SpeechEnded,
+    SpeechStarted,
+    TurnDetector,
+    TurnSettings,
+    WordsWanted,
+    rules_off,
+)
+
+FRAME = 1024  # one Silero frame: 32 ms at 16 kHz
+LOUD = b"\x00\x20" * (FRAME // 2)  # voice, well above the energy floor
+STOP = b"\x01\x00" * (FRAME // 2)  # under the floor, yet a voice to the (fake) VAD
+QUIET = bytes(FRAME)  # silence to both
+SETTINGS = TurnSettings(vad="silero", end_model="smart-turn", model_wait=True)
+
+
+class FakeVad:
+    def __init__(self, threshold: float = 0.5):
+        pass
+
+    def skip(self, frame: bytes) -> None:
+        pass
+
+    def is_speech(self, frame: bytes) -> bool:
+        return any(frame)
+
+
+class FakeModel:
+    """Answers each look in turn from `answers` (the last one repeated); `gate`, when set,
+    holds every answer until the test opens it."""
+
+    answers: ClassVar[list[float]] = [0.99]
+    gate: ClassVar[threading.Event | None] = None
+
+    def __init__(self, threshold: float = 0.5, threads: int = 1):
+        self.asked = 0
+
+    def warm(self) -> None:
+        pass
+
+    def probability(self, pcm: bytes) -> float:
+        if FakeModel.gate is not None:
+            FakeModel.gate.wait()
+        self.asked += 1
+        return FakeModel.answers[min(self.asked, len(FakeModel.answers)) - 1]
+
+
+@pytest.fixture(autouse=True)
+def fakes(monkeypatch):
+    monkeypatch.setattr(turns, "SileroVad", FakeVad)
+    monkeypatch.setattr(turns, "SmartTurn", FakeModel)
+    FakeModel.answers, FakeModel.gate = [0.99], None
+
+
+def run(frames: list[bytes], settings: TurnSettings, words: str) -> list:
+    """Every event, frame by frame, the detector's WordsWanted answered with `words`; each
+    SpeechEnded is replaced by the number of silent frames before it (when the turn ended)."""
+    detector, events, silent = TurnDetector(settings), [], 0
+    for frame in frames:
+        silent = silent + 1 if frame != LOUD else 0
+        pending = detector.feed(frame)
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, WordsWanted):
+                detector.hint(words, event.look)
+                pending += detector.feed(b"")
+            events.append(silent if isinstance(event, SpeechEnded) else event)
+    return events
+
+
+def ends(events: list) -> list[int]:
+    return [e for e in events if isinstance(e, int)]
+
+
+def test_a_finished_waits_for_a_second_frame_the_vad_hears_as_silence():
+    """At the look (96 ms under the floor, the last frame silent to the VAD) the model and the
+    words say finished; the next frame is a voice to the VAD again (a stop inside a word, then
+    its rest): the turn goes on. Before (`vad-confirm` off) it ended at the look."""
+    frames = [QUIET] * 5 + [LOUD] * 20 + [STOP, STOP, QUIET, STOP] + [LOUD] * 5 + [QUIET] * 10
+    events = run(frames, SETTINGS, "what time is it")
+    assert ends(events) == [3]  # one turn, ended after the last word
+    before = run(frames, replace(SETTINGS, **rules_off(["vad-confirm"])), "what time is it")
+    assert ends(before) == [3, 3]  # cut at the stop
+
+
+def test_at_the_second_look_weak_words_end_the_turn_only_after_a_longer_silence():
+    """At the 450 ms look the model is sure of nearly anything (the silence alone); words that
+    end a sentence only weakly ("what can you do", P(end) 0.128 < 0.2) end the turn at 700 ms,
+    so a voice back at 600 ms goes on. Before (`weak-words-wait` off) it ended at 450 ms."""
+    FakeModel.answers = [0.05, 0.97] * 2  # unsure at 96 ms, sure at 450 ms, twice
+    pause = [QUIET] * 19  # 608 ms
+    frames = [QUIET] * 5 + [LOUD] * 20 + pause + [LOUD] * 5 + [QUIET] * 40
+    events = run(frames, SETTINGS, "what can you do")
+    assert [type(e) for e in events if not isinstance(e, int)].count(SpeechStarted) == 1
+    (end,) = ends(events)
+    assert end * 32 >= SETTINGS.weak_words_end_ms  # the last silence, long enough
+    FakeModel.answers = [0.05, 0.97] * 2
+    before = run(frames, replace(SETTINGS, **rules_off(["weak-words-wait"])), "what can you do")
+    assert ends(before)[0] * 32 == 480  # cut inside the 608 ms pause
+
+
+def test_at_the_second_look_clear_words_still_end_the_turn_at_once():
+    FakeModel.answers = [0.05, 0.97]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    (end,) = ends(run(frames, SETTINGS, "what is the weather like today"))  # P(end) 0.30
+    assert end * 32 == 480
+
+
+def test_the_words_are_asked_for_beside_the_model_not_after_its_answer():
+    """The model answers in its thread; the words are wanted at the look, in the same feed, so
+    the recogniser's answer and the model's overlap. Before (`words-at-look` off) the words
+    were asked only once the model had answered."""
+    for settings, at_look in ((SETTINGS, True), (replace(SETTINGS, words_at_look=False), False)):
+        FakeModel.gate = threading.Event()
+        detector = TurnDetector(replace(settings, model_wait=False))
+        events = []
+        try:
+            for frame in [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 3:
+                events += detector.feed(frame)
+            wanted = [e for e in events if isinstance(e, WordsWanted)]
+            assert bool(wanted) is at_look
+            assert not detector.pending_decision.done()  # the model has not answered yet
+        finally:
+            FakeModel.gate.set()  # never leave the model's thread waiting
+        detector.pending_decision.result()
+        after = detector.feed(b"")
+        if not at_look:
+            wanted = [e for e in after if isinstance(e, WordsWanted)]
+        (look,) = wanted
+        detector.hint("what time is it", look.look)
+        assert any(isinstance(e, SpeechEnded) for e in after + detector.feed(b""))
+
+
+def test_every_rule_can_be_turned_off_by_name_and_an_unknown_name_is_refused():
+    assert tuple(RULES_OFF) == TURN_END_RULES  # config names what turns.py knows
+    previous = TurnSettings(**rules_off(["vad-silence", "words-at-look", "vad-confirm"]))
+    assert not previous.look_needs_vad_silence and not previous.words_at_look
+    assert previous.finished_vad_frames == 1 and previous.weak_words_end_ms > 0
+    with pytest.raises(ValueError, match="vad-confirm"):
+        rules_off(["vad-confrim"])
+    settings = Settings.from_env({"TURN_END_RULES_OFF": "vad-confirm, Weak-Words-Wait"})
+    assert settings.turn_end_rules_off == ("vad-confirm", "weak-words-wait")
+    with pytest.raises(SettingsError, match="TURN_END_RULES_OFF"):
+        Settings.from_env({"TURN_END_RULES_OFF": "all"})
