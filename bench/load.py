@@ -48,6 +48,7 @@ import httpx
 import numpy as np
 from common import ROOT, median, p95, print_table, save
 
+from server.pipeline.timing import STAGES
 from tests.support.cluster import cluster
 from tests.support.engines import engine_folder, postgres_server, redis_server, stop_process
 from tests.support.servers import free_port
@@ -311,6 +312,9 @@ def talking_levels(server, levels: list[int], args) -> dict:
               f"clients CPU {CLIENT_CPU[-1]:.0f}% ({parts}); answers with a gap "
               f"> 50 ms: {gaps['with_gap_over_50ms']}/{gaps['answers']}, "
               f"worst {gaps['worst_ms']:.0f} ms")  # fmt: skip
+        talk_runs[n]["queues_ms"] = queues = queue_trace(SPLITS)
+        print("        queue / work, p50 / p95 ms: " + "; ".join(
+            f"{name} {q[0]:.0f} / {q[1]:.0f}" for name, q in queues.items()))  # fmt: skip
     best = 0  # the largest N such that it and every smaller level measured kept within
     for n in sorted(talk_runs):
         if not talk_runs[n]["ok"]:
@@ -318,6 +322,17 @@ def talking_levels(server, levels: list[int], args) -> dict:
         best = n
     return {"rows": rows, "talking": talk_runs, "lone_p95_ms": lone, "warmup": warmup,
             "largest_talking_within_tolerance": best}  # fmt: skip
+
+
+def queue_trace(splits: list[dict]) -> dict[str, tuple[float, float]]:
+    """p50 and p95 of each traced stage (server/pipeline/timing.py STAGES) over the turns:
+    where each turn's requests waited for the shared model thread, recogniser and voice."""
+    found = {}
+    for name in STAGES:
+        values = [t[f"{name}_ms"] for t in splits if f"{name}_ms" in t]
+        if values:
+            found[name] = (median(values), p95(values))
+    return found
 
 
 def connected_level(server, args, lone: float) -> tuple[list, dict]:

@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, InvalidStateError
+from typing import NamedTuple
 
 import numpy as np
 
@@ -234,7 +235,9 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) -> None:
-    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error)` out.
+    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error,
+    started, ended)` out, `started` and `ended` on the machine's monotonic clock (one clock for
+    every process), so the server can tell a request's wait in the queue from its work.
 
     Each utterance has its own decoder and its own `AudioPreparation` (the profile's noise
     estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
@@ -242,12 +245,13 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
     """
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
-    connection.send(("ready", None, None))
+    connection.send(("ready", None, None, 0.0, 0.0))
     while True:
         try:
             request_id, op, utterance, payload = connection.recv()
         except EOFError:
             return
+        started = time.monotonic()
         try:
             result = None
             if op == "feed":
@@ -286,14 +290,34 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
                         decoder.reinit_feat()  # the next utterance starts fresh
                         idle.append(decoder)
             elif op == "stop":
-                connection.send((request_id, None, None))
+                connection.send((request_id, None, None, started, time.monotonic()))
                 return
-            connection.send((request_id, result, None))
+            connection.send((request_id, result, None, started, time.monotonic()))
         except Exception as error:  # reported to the caller, the worker goes on
-            connection.send((request_id, None, f"{type(error).__name__}: {error}"))
+            failure = f"{type(error).__name__}: {error}"
+            connection.send((request_id, None, failure, started, time.monotonic()))
 
 
 # -- the server's side --------------------------------------------------------------------------
+
+
+class Reply(NamedTuple):
+    """A worker's answer to one request, and when: sent by the server, taken up by the worker,
+    answered (monotonic seconds). `waited` is its time in the queue, behind other requests;
+    `ran` the worker's work on it."""
+
+    result: object
+    sent: float
+    started: float
+    ended: float
+
+    @property
+    def waited(self) -> float:
+        return max(0.0, self.started - self.sent)
+
+    @property
+    def ran(self) -> float:
+        return max(0.0, self.ended - self.started)
 
 
 class SpeechWorker:
@@ -316,7 +340,7 @@ class SpeechWorker:
         self.backlog_bytes = 0  # audio its utterances were fed and it has not decoded yet
         self._counts = threading.Lock()  # the counters change on the loop and the reader thread
         self._ids = itertools.count()
-        self._pending: dict[int, tuple[Future, int]] = {}
+        self._pending: dict[int, tuple[Future, int, float]] = {}  # future, bytes, sent at
         self._send_lock = threading.Lock()
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, name="stt-reader", daemon=True)
@@ -358,13 +382,13 @@ class SpeechWorker:
     def _read(self) -> None:
         while True:
             try:
-                request_id, result, error = self._connection.recv()
+                request_id, result, error, started, ended = self._connection.recv()
             except (EOFError, OSError):
                 break
             if request_id == "ready":
                 self._ready.set()
                 continue
-            future, size = self._pending.pop(request_id, (None, 0))
+            future, size, sent = self._pending.pop(request_id, (None, 0, 0.0))
             if future is None:
                 continue
             with self._counts:
@@ -373,8 +397,8 @@ class SpeechWorker:
                 if error:
                     future.set_exception(RuntimeError(f"the speech recogniser failed: {error}"))
                 else:
-                    future.set_result(result)
-        for future, _ in self._pending.values():
+                    future.set_result(Reply(result, sent, started, ended))
+        for future, _, _ in self._pending.values():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(RuntimeError("the speech recogniser stopped"))
         self._pending.clear()
@@ -382,13 +406,14 @@ class SpeechWorker:
             self.queued_bytes = 0
 
     def call(self, op: str, utterance: str, payload=None) -> Future:
+        """Send one request; the future resolves to its `Reply`."""
         future: Future = Future()
         size = len(payload) if isinstance(payload, bytes) else 0
         with self._send_lock:
             request_id = next(self._ids)
             with self._counts:
                 self.queued_bytes += size
-            self._pending[request_id] = (future, size)
+            self._pending[request_id] = (future, size, time.monotonic())
             self._connection.send((request_id, op, utterance, payload))
         return future
 
@@ -412,6 +437,11 @@ class Recognizer:
         self._finished = False
         self._released = False
         self.sent_bytes = 0  # audio handed to the worker so far
+        # Every request's time in the worker's queue and at work, summed (the trace of a turn:
+        # timing.py), and the last `words` or `finish` answer.
+        self.waited_s = 0.0
+        self.ran_s = 0.0
+        self.last_reply: Reply | None = None
 
     async def feed(self, pcm: bytes) -> str | None:
         """Decode more audio; a new interim hypothesis when it changed, else None.
@@ -428,7 +458,7 @@ class Recognizer:
                 piece = usable[offset : offset + FEED_PIECE_BYTES]
                 self.sent_bytes += len(piece)
                 future = self._worker.call("feed", self._utterance, piece)
-                interim = await asyncio.wrap_future(future)
+                interim = self._count(await asyncio.wrap_future(future))
                 left -= len(piece)
                 self._worker.add_backlog(-len(piece))
                 if interim and interim != self._last_interim:
@@ -440,13 +470,21 @@ class Recognizer:
     async def words(self) -> str:
         """The hypothesis of everything fed so far, now: a `feed`'s interim comes only every
         `INTERIM_EVERY_BYTES` (300 ms) of audio, so it may lack the last word spoken."""
-        return await asyncio.wrap_future(self._worker.call("words", self._utterance))
+        future = self._worker.call("words", self._utterance)
+        return self._count(await asyncio.wrap_future(future), last=True)
 
     async def finish(self) -> str:
         """The final transcript of everything fed."""
         self._finished = True
         future = self._worker.call("finish", self._utterance)
-        return (await asyncio.wrap_future(future)).strip()
+        return self._count(await asyncio.wrap_future(future), last=True).strip()
+
+    def _count(self, reply: Reply, last: bool = False):
+        self.waited_s += reply.waited
+        self.ran_s += reply.ran
+        if last:
+            self.last_reply = reply
+        return reply.result
 
     def close(self) -> None:
         """Hand the decoder back, whether or not the utterance was finished.

@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -161,6 +162,23 @@ class Look:
     words: str | None = None  # the recogniser's words, when they were asked for
     end_probability: float | None = None  # P(end of sentence | the last two words)
     finished: bool | None = None  # the verdict
+    # When (monotonic) the model was asked, took the look up, answered: its queue and its work.
+    asked_at: float | None = None
+    started_at: float | None = None
+    answered_at: float | None = None
+
+    @property
+    def queued_s(self) -> float:
+        """How long the look waited for the model's thread (0 until the model took it)."""
+        if self.asked_at is None or self.started_at is None:
+            return 0.0
+        return self.started_at - self.asked_at
+
+    @property
+    def worked_s(self) -> float:
+        if self.started_at is None or self.answered_at is None:
+            return 0.0
+        return self.answered_at - self.started_at
 
     def __str__(self) -> str:
         def number(value):
@@ -329,8 +347,9 @@ class TurnDetector:
         if (first or (self._asked == 1 and second)) and agrees:
             self._asked += 1
             self._look += 1
-            self._decision = self._ask(bytes(self._turn_audio))
-            self.looks.append(Look(look=self._look, silence_ms=silent_ms))
+            look = Look(look=self._look, silence_ms=silent_ms)
+            self.looks.append(look)
+            self._decision = self._ask(bytes(self._turn_audio), look)
         return self._decided_finished()
 
     def _decided_finished(self) -> bool:
@@ -396,16 +415,25 @@ class TurnDetector:
         if self.looks and self.looks[-1].look == look:
             self.looks[-1].words, self.looks[-1].end_probability = words, probability
 
-    def _ask(self, pcm: bytes) -> Future:
+    def _ask(self, pcm: bytes, look: Look) -> Future:
         model = self._model
+
+        def probability() -> float:
+            look.started_at = time.monotonic()
+            try:
+                return model.probability(pcm)
+            finally:
+                look.answered_at = time.monotonic()
+
+        look.asked_at = time.monotonic()
         if self.settings.model_wait:
             future: Future = Future()
             try:
-                future.set_result(model.probability(pcm))
+                future.set_result(probability())
             except Exception as error:  # the model failing must never break the turn
                 future.set_exception(error)
             return future
-        return _model_thread.submit(model.probability, pcm)
+        return _model_thread.submit(probability)
 
     def _drop_decision(self) -> None:
         """Forget this pause's look; one still waiting for the model's thread is cancelled, so
