@@ -191,6 +191,7 @@ class Utterance:
         asked = asyncio.get_running_loop().create_future()
         self._asked.append(asked)
         self._wake.set()
+        self._hurry(True)
         since = self._trace_mark()
         try:
             await asyncio.wait([asked, self._task], return_when=asyncio.FIRST_COMPLETED)
@@ -203,11 +204,17 @@ class Utterance:
     async def finish(self) -> str:
         self._finishing = True
         self._wake.set()
+        self._hurry(True)
         since = self._trace_mark()
         try:
             return await self._task
         finally:
             self._trace("final", since)
+
+    def _hurry(self, urgent: bool) -> None:
+        """Someone waits for the words (or no longer): the recogniser's priority lane (stt.py)."""
+        if self._recognizer is not None:
+            self._recognizer.urgent = urgent or self._finishing
 
     def _trace_mark(self) -> tuple[float, float, float]:
         recognizer = self._recognizer
@@ -231,6 +238,7 @@ class Utterance:
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
         async with pool.utterance() as recognizer:
             self._recognizer = recognizer
+            self._hurry(bool(self._asked))  # asked, or finishing, before the decoder came
             while True:
                 while not self._pending and not self._finishing and not self._asked:
                     self._wake.clear()
@@ -241,6 +249,7 @@ class Utterance:
                         if not asked.done():
                             asked.set_result(words)
                     self._asked.clear()
+                    self._hurry(False)
                     continue
                 if not self._pending:
                     break

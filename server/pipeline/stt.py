@@ -21,11 +21,18 @@ cancelled utterance stops after the piece in flight — its decode is cancelled 
 decoder counts as busy until the worker has really let it go. Workers are chosen by the audio
 they still have to decode (every piece of the feeds in progress, not only the one in their
 queue) and the decoders they hold, not by a count that drops before the work does.
+
+A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, the
+`STT_PRIORITY_LANE` setting): when the session waits for an utterance's words (a look at a
+pause, the final transcript), that utterance's remaining pieces and the request for its words
+go before other utterances' streaming pieces on the same worker, which lose nothing but a few
+milliseconds: their words are wanted only at their own turn's end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -235,9 +242,13 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) -> None:
-    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error,
-    started, ended)` out, `started` and `ended` on the machine's monotonic clock (one clock for
-    every process), so the server can tell a request's wait in the queue from its work.
+    """A worker's loop: requests `(id, op, utterance, payload, urgent)` in, `(id, result,
+    error, started, ended)` out, `started` and `ended` on the machine's monotonic clock (one
+    clock for every process), so the server can tell a request's wait in the queue from its
+    work.
+
+    Urgent requests go first (`Requests`): those of an utterance whose words someone waits for
+    now, at the end of a turn, before other utterances' streaming pieces.
 
     Each utterance has its own decoder and its own `AudioPreparation` (the profile's noise
     estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
@@ -246,11 +257,9 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None, 0.0, 0.0))
-    while True:
-        try:
-            request_id, op, utterance, payload = connection.recv()
-        except EOFError:
-            return
+    requests = Requests(connection)
+    while (request := requests.next()) is not None:
+        request_id, op, utterance, payload, _ = request
         started = time.monotonic()
         try:
             result = None
@@ -296,6 +305,44 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
         except Exception as error:  # reported to the caller, the worker goes on
             failure = f"{type(error).__name__}: {error}"
             connection.send((request_id, None, failure, started, time.monotonic()))
+
+
+class Requests:
+    """A worker's requests in two lanes: urgent ones first, each lane in arrival order.
+
+    Everything already in the pipe is read before each pick, so an urgent request sent behind
+    streaming pieces is seen at once. An urgent request is one a turn's end waits for: its
+    words, its final transcript, and the pieces of its audio still to decode before them
+    (`Recognizer.urgent`). The server sends at most one piece per utterance at a time, plus a
+    `words`, `finish` or `cancel`, so both lanes are bounded by the utterances the worker
+    holds. One utterance's requests never overtake each other: they are sent one at a time,
+    except a `cancel` behind the piece in flight, which goes in the streaming lane and so
+    never passes it.
+    """
+
+    def __init__(self, connection):
+        self._connection = connection
+        self._urgent: collections.deque = collections.deque()
+        self._streaming: collections.deque = collections.deque()
+        self._closed = False
+
+    def next(self) -> tuple | None:
+        """The next request to serve (waiting for one if there is none); None once the
+        server has hung up and every request it sent is served."""
+        while not self._closed and not (self._urgent or self._streaming):
+            self._read()  # blocks for the next request
+        while not self._closed and self._connection.poll():
+            self._read()
+        lane = self._urgent or self._streaming
+        return lane.popleft() if lane else None
+
+    def _read(self) -> None:
+        try:
+            request = self._connection.recv()
+        except EOFError:
+            self._closed = True
+            return
+        (self._urgent if request[4] else self._streaming).append(request)
 
 
 # -- the server's side --------------------------------------------------------------------------
@@ -405,8 +452,9 @@ class SpeechWorker:
         with self._counts:
             self.queued_bytes = 0
 
-    def call(self, op: str, utterance: str, payload=None) -> Future:
-        """Send one request; the future resolves to its `Reply`."""
+    def call(self, op: str, utterance: str, payload=None, urgent: bool = False) -> Future:
+        """Send one request (`urgent`: before other utterances' streaming pieces); the future
+        resolves to its `Reply`."""
         future: Future = Future()
         size = len(payload) if isinstance(payload, bytes) else 0
         with self._send_lock:
@@ -414,7 +462,7 @@ class SpeechWorker:
             with self._counts:
                 self.queued_bytes += size
             self._pending[request_id] = (future, size, time.monotonic())
-            self._connection.send((request_id, op, utterance, payload))
+            self._connection.send((request_id, op, utterance, payload, urgent))
         return future
 
     def stop(self) -> None:
@@ -429,9 +477,15 @@ class SpeechWorker:
 class Recognizer:
     """One utterance, on one worker. Calls must not overlap (the session awaits each)."""
 
-    def __init__(self, worker: SpeechWorker, utterance: str, on_release=None):
+    def __init__(
+        self, worker: SpeechWorker, utterance: str, on_release=None, priority_lane: bool = True
+    ):
         self._worker = worker
         self._utterance = utterance
+        self._lane = priority_lane
+        # Someone waits for this utterance's words now (a look at a pause, the final
+        # transcript): with the priority lane its pieces go before other utterances' streaming.
+        self.urgent = False
         self._on_release = on_release
         self._last_interim = ""
         self._finished = False
@@ -457,7 +511,8 @@ class Recognizer:
             for offset in range(0, len(usable), FEED_PIECE_BYTES):
                 piece = usable[offset : offset + FEED_PIECE_BYTES]
                 self.sent_bytes += len(piece)
-                future = self._worker.call("feed", self._utterance, piece)
+                urgent = self._lane and self.urgent
+                future = self._worker.call("feed", self._utterance, piece, urgent)
                 interim = self._count(await asyncio.wrap_future(future))
                 left -= len(piece)
                 self._worker.add_backlog(-len(piece))
@@ -470,13 +525,13 @@ class Recognizer:
     async def words(self) -> str:
         """The hypothesis of everything fed so far, now: a `feed`'s interim comes only every
         `INTERIM_EVERY_BYTES` (300 ms) of audio, so it may lack the last word spoken."""
-        future = self._worker.call("words", self._utterance)
+        future = self._worker.call("words", self._utterance, urgent=self._lane)
         return self._count(await asyncio.wrap_future(future), last=True)
 
     async def finish(self) -> str:
         """The final transcript of everything fed."""
         self._finished = True
-        future = self._worker.call("finish", self._utterance)
+        future = self._worker.call("finish", self._utterance, urgent=self._lane)
         return self._count(await asyncio.wrap_future(future), last=True).strip()
 
     def _count(self, reply: Reply, last: bool = False):
@@ -527,11 +582,13 @@ class RecognizerPool:
         spare: int = 2,
         max_workers: int = 8,
         profile: str = DEFAULT_PROFILE,
+        priority_lane: bool = True,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
             raise ValueError(f"unknown decoder profile {profile!r} (known: {known})")
         self.profile = profile
+        self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -563,7 +620,9 @@ class RecognizerPool:
         if not self._workers:
             await asyncio.to_thread(self.warm)
         worker = await self._claim_decoder()
-        recognizer = Recognizer(worker, f"utt-{next(self._ids)}", self._wake_waiters)
+        recognizer = Recognizer(
+            worker, f"utt-{next(self._ids)}", self._wake_waiters, self.priority_lane
+        )
         try:
             yield recognizer
         finally:
