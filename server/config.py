@@ -201,6 +201,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "empty top band mirrored: fewer word errors), `narrowband` (the mirroring only) or "
         "`baseline` (audio as it comes).",
     ),
+    "TURN_END_WORDS_EARLY": (
+        "true",
+        "Embedded pipeline endpointing (`smart-turn`): ask the recogniser for the words heard "
+        "so far at the same time as the turn-end model, not after it says `finished` — the "
+        "same decisions, without the two waits adding up under load (`false`: one after the "
+        "other, as before).",
+    ),
     "STT_PRIORITY_LANE": (
         "true",
         "Embedded pipeline recogniser: a turn's end jumps the queue — the words a turn-end "
@@ -387,6 +394,7 @@ class Settings:
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
+    turn_end_words_early: bool = True
     echo_defence: bool = True
     echo_gate: bool = False
     echo_max_delay_ms: int = 1200
@@ -509,6 +517,7 @@ class Settings:
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),
+            turn_end_words_early=_bool("TURN_END_WORDS_EARLY", env),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

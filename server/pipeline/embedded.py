@@ -55,7 +55,11 @@ class EmbeddedPipeline:
             profile=settings.stt_profile, priority_lane=settings.stt_priority_lane
         )
         self.tts = make_tts(settings.tts_engine)
-        self.turn_settings = TurnSettings(vad=settings.vad, end_model=settings.turn_end_model)
+        self.turn_settings = TurnSettings(
+            vad=settings.vad,
+            end_model=settings.turn_end_model,
+            words_with_look=settings.turn_end_words_early,
+        )
         self.interruptions = InterruptionSettings(
             false_interruption_s=settings.false_interruption_s,
             min_words=settings.interruption_min_words,

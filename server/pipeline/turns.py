@@ -15,9 +15,11 @@ itself hears silence, not only the energy floor: the stop inside "min-utes" is ~
 the floor while Silero, which follows the stream, still hears speech (0.57-0.83 where most
 sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold
 (`model_threshold` 0.95 at the first, `second_threshold` 0.9 at the second) and, with
-`text_veto`, words that can end a sentence: the detector asks for them (`WordsWanted`), the
-session answers with the recogniser's hypothesis of all the audio so far (`hint`; not the
-periodic interim, which lags the voice by a word), and the turn ends only if the recogniser's
+`text_veto`, words that can end a sentence: the detector asks for them (`WordsWanted`: with
+the look, so the recogniser's answer and the model's are computed side by side, or with
+`words_with_look` off only once the model heard an end), the session answers with the
+recogniser's hypothesis of all the audio so far (`hint`; not the periodic interim, which lags
+the voice by a word), and the turn ends only if the recogniser's
 own language model gives an end of sentence after the last two words a probability of at least
 `sentence_end_min` (sentence_end.py): the voice of "Please remind me to call," sounds finished
 to the model, "to call" does not end sentences. At the first look, where the silence is short,
@@ -98,6 +100,9 @@ class TurnSettings:
     # At the first look, after a number the words must end a sentence clearly (sentence_end.py)
     clear_end_after_number: bool = True
     look_needs_vad_silence: bool = True  # a look waits for the VAD model to hear silence too
+    # Scheduling only: the words (text_veto) are asked with the look, beside the model, not
+    # once it has answered; the same verdict, sooner under load (docs/scaling.md)
+    words_with_look: bool = True
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -350,6 +355,9 @@ class TurnDetector:
             look = Look(look=self._look, silence_ms=silent_ms)
             self.looks.append(look)
             self._decision = self._ask(bytes(self._turn_audio), look)
+            if s.text_veto and s.words_with_look:  # in parallel: neither waits for the other
+                self._words_asked = self._look
+                self._requests.append(WordsWanted(look=self._look))
         return self._decided_finished()
 
     def _decided_finished(self) -> bool:

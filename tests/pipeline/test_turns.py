@@ -433,9 +433,11 @@ def test_a_failing_model_leaves_the_turn_to_the_fallback_timer(monkeypatch):
     assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
-def test_without_waiting_the_answer_is_applied_by_a_later_feed():
-    """`model_wait=False`: the model runs in a thread; feed never blocks on it."""
-    settings = TurnSettings(end_model="smart-turn")
+@pytest.mark.parametrize("words_early", [True, False])
+def test_without_waiting_the_answer_is_applied_by_a_later_feed(words_early):
+    """`model_wait=False`: the model runs in a thread; feed never blocks on it. The words are
+    asked with the look (`words_with_look`), or once the model has said "finished"."""
+    settings = TurnSettings(end_model="smart-turn", words_with_look=words_early)
     detector = TurnDetector(settings)
     pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
     events = []
@@ -445,7 +447,11 @@ def test_without_waiting_the_answer_is_applied_by_a_later_feed():
     decision = detector.pending_decision
     assert decision is not None
     assert decision.result(timeout=30) > settings.model_threshold
-    (wanted,) = detector.feed(b"")
+    if words_early:
+        (wanted,) = [e for e in events if isinstance(e, WordsWanted)]
+        assert detector.feed(b"") == []  # the model's "finished" waits for the words
+    else:
+        (wanted,) = detector.feed(b"")
     detector.hint("what time is it", wanted.look)
     (ended,) = detector.feed(b"")
     assert isinstance(ended, SpeechEnded) and not detector.in_speech
@@ -472,7 +478,7 @@ def test_a_pause_inside_a_turn_is_reported_and_so_is_the_voice_coming_back():
     # The model answers later, in its thread: the pause is reported meanwhile.
     settings = TurnSettings(end_model="smart-turn", pause_ms=160)
     events = run(silence(0.4) + speak("What time is it?") + silence(0.2), 640, settings)
-    kinds = [type(e) for e in events if not isinstance(e, SpeechAudio)]
+    kinds = [type(e) for e in events if not isinstance(e, (SpeechAudio, WordsWanted))]
     assert kinds == [SpeechStarted, SpeechPaused]
 
 
@@ -533,3 +539,60 @@ def test_words_near_a_number_are_told_apart():
         assert near_a_number(text), text
     for text in ("what time is it", "thank you very much", "", "twenty minutes from now"):
         assert not near_a_number(text), text
+
+
+def test_the_words_are_asked_with_the_look_not_after_the_models_answer():
+    """The recogniser's words and the model's answer are computed side by side: under load
+    each waits in its own queue, and one after the other the two waits add up."""
+    import threading
+
+    from server.pipeline import turns
+
+    busy, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        busy.set()
+        release.wait()
+
+    blocker = turns._model_thread.submit(other_session)
+    try:
+        busy.wait()
+        detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
+        pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
+        wanted = []
+        for offset in range(0, len(pcm), 640):
+            wanted += [e for e in detector.feed(pcm[offset : offset + 640])
+                       if isinstance(e, WordsWanted)]  # fmt: skip
+        look = detector.pending_decision
+        assert look is not None and not look.done()  # the model has not answered yet
+        assert [w.look for w in wanted] == [detector.looks[-1].look]
+    finally:
+        release.set()
+        blocker.result()
+
+
+def test_with_words_early_off_the_words_wait_for_the_models_finished():
+    import threading
+
+    from server.pipeline import turns
+
+    busy, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        busy.set()
+        release.wait()
+
+    blocker = turns._model_thread.submit(other_session)
+    try:
+        busy.wait()
+        settings = TurnSettings(vad="silero", end_model="smart-turn", words_with_look=False)
+        detector = TurnDetector(settings)
+        pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
+        events = []
+        for offset in range(0, len(pcm), 640):
+            events += detector.feed(pcm[offset : offset + 640])
+        assert detector.pending_decision is not None
+        assert not any(isinstance(e, WordsWanted) for e in events)
+    finally:
+        release.set()
+        blocker.result()
