@@ -285,11 +285,14 @@ def measured(server: ServerProcess, run) -> tuple[object, float, float]:
 # `--compare`: the scheduling before the queues were traced (docs/scaling.md), as a reference
 PREVIOUS_SCHEDULING = {"STT_PRIORITY_LANE": "false", "TURN_END_WORDS_EARLY": "false"}
 PREVIOUS = 0  # the reference's key among the deployments
+COMPARING = "--compare" in sys.argv
 
 
 def label(nodes: int) -> str:
     if nodes == PREVIOUS:
         return "1 node, previous scheduling"
+    if nodes == 1 and COMPARING:
+        return "1 node, as configured"
     if nodes == 1:
         return "1 node, memory + SQLite"
     return f"{nodes} nodes + HAProxy, Redis + PostgreSQL"
