@@ -596,3 +596,36 @@ def test_with_words_early_off_the_words_wait_for_the_models_finished():
     finally:
         release.set()
         blocker.result()
+
+
+def test_a_looks_wait_for_the_models_thread_is_told_from_its_work():
+    """The trace of a turn (timing.py): a look queued behind another session's is taken up only
+    once that one is done, and its queue and work are kept apart."""
+    import threading
+    import time
+
+    from server.pipeline import turns
+
+    busy, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        busy.set()
+        release.wait()
+
+    blocker = turns._model_thread.submit(other_session)
+    try:
+        busy.wait()
+        detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
+        pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
+        for offset in range(0, len(pcm), 640):
+            detector.feed(pcm[offset : offset + 640])
+        look = detector.looks[-1]
+        assert look.started_at is None and look.queued_s == 0.0  # not taken up yet
+        released_at = time.monotonic()
+    finally:
+        release.set()
+        blocker.result()
+    detector.pending_decision.result()
+    assert look.asked_at < released_at <= look.started_at <= look.answered_at
+    assert look.queued_s == look.started_at - look.asked_at
+    assert look.worked_s == look.answered_at - look.started_at
