@@ -25,8 +25,15 @@ grows its speech-recogniser pool to the load it meets, once. Every level measure
 are compared with is not the maximum of a handful of turns. Each answer's playback gaps (audio
 arriving after what came before it has played) are counted too.
 
+With `--compare` the talking levels run twice on one node, side by side in the same run: with
+the scheduling before the queues were traced (`PREVIOUS_SCHEDULING`: first come, first served
+in the recogniser's workers, the words asked after the turn-end model's answer), then as
+configured. Every level also prints the trace of the shared queues (server/pipeline/timing.py
+`STAGES`): how long each turn's requests waited for the turn-end model's thread, a recogniser
+worker and a Piper thread, against how long they worked.
+
     python bench/load.py [--talkers 1,4,8,10,12,14] [--connected 50] [--turns 4]
-                         [--samples 20] [--no-warmup] [--nodes 1,2]
+                         [--samples 20] [--no-warmup] [--nodes 1,2] [--compare]
 """
 
 from __future__ import annotations
@@ -48,6 +55,7 @@ import httpx
 import numpy as np
 from common import ROOT, median, p95, print_table, save
 
+from server.pipeline.timing import STAGES
 from tests.support.cluster import cluster
 from tests.support.engines import engine_folder, postgres_server, redis_server, stop_process
 from tests.support.servers import free_port
@@ -158,9 +166,9 @@ class ServerProcess(ProcessTrees):
 
 
 @contextlib.contextmanager
-def one_node() -> Iterator[ServerProcess]:
+def one_node(env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     with tempfile.TemporaryDirectory() as data:
-        server = ServerProcess(data)
+        server = ServerProcess(data, env=env)
         try:
             yield server
         finally:
@@ -274,7 +282,17 @@ def measured(server: ServerProcess, run) -> tuple[object, float, float]:
     return result, cpu, server.rss_mib()
 
 
+# `--compare`: the scheduling before the queues were traced (docs/scaling.md), as a reference
+PREVIOUS_SCHEDULING = {"STT_PRIORITY_LANE": "false", "TURN_END_RULES_OFF": "words-at-look"}
+PREVIOUS = 0  # the reference's key among the deployments
+COMPARING = "--compare" in sys.argv
+
+
 def label(nodes: int) -> str:
+    if nodes == PREVIOUS:
+        return "1 node, previous scheduling"
+    if nodes == 1 and COMPARING:
+        return "1 node, as configured"
     if nodes == 1:
         return "1 node, memory + SQLite"
     return f"{nodes} nodes + HAProxy, Redis + PostgreSQL"
@@ -311,6 +329,9 @@ def talking_levels(server, levels: list[int], args) -> dict:
               f"clients CPU {CLIENT_CPU[-1]:.0f}% ({parts}); answers with a gap "
               f"> 50 ms: {gaps['with_gap_over_50ms']}/{gaps['answers']}, "
               f"worst {gaps['worst_ms']:.0f} ms")  # fmt: skip
+        talk_runs[n]["queues_ms"] = queues = queue_trace(SPLITS)
+        print("        queue / work, p50 / p95 ms: " + "; ".join(
+            f"{name} {q[0]:.0f} / {q[1]:.0f}" for name, q in queues.items()))  # fmt: skip
     best = 0  # the largest N such that it and every smaller level measured kept within
     for n in sorted(talk_runs):
         if not talk_runs[n]["ok"]:
@@ -318,6 +339,17 @@ def talking_levels(server, levels: list[int], args) -> dict:
         best = n
     return {"rows": rows, "talking": talk_runs, "lone_p95_ms": lone, "warmup": warmup,
             "largest_talking_within_tolerance": best}  # fmt: skip
+
+
+def queue_trace(splits: list[dict]) -> dict[str, tuple[float, float]]:
+    """p50 and p95 of each traced stage (server/pipeline/timing.py STAGES) over the turns:
+    where each turn's requests waited for the shared model thread, recogniser and voice."""
+    found = {}
+    for name in STAGES:
+        values = [t[f"{name}_ms"] for t in splits if f"{name}_ms" in t]
+        if values:
+            found[name] = (median(values), p95(values))
+    return found
 
 
 def connected_level(server, args, lone: float) -> tuple[list, dict]:
@@ -344,6 +376,13 @@ def main() -> None:
         help="measure from a cold server (the pool grows during the first level)",
     )
     parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the talking levels on one node twice, side by side: first with the "
+        f"previous scheduling ({' '.join(f'{k}={v}' for k, v in PREVIOUS_SCHEDULING.items())}), "
+        "then as configured",
+    )
+    parser.add_argument(
         "--nodes",
         default="1",
         help="deployments compared side by side: 1 = one node as ./dev start runs it, "
@@ -355,6 +394,8 @@ def main() -> None:
         speak(question)  # synthesize the inputs before anything is timed
     levels = [int(x) for x in args.talkers.split(",")]
     deployments = [int(x) for x in args.nodes.split(",")]
+    if args.compare:
+        deployments = [PREVIOUS, 1]
     # The simulated clients stand in for people on other machines: they yield the CPU to the
     # servers (a starved client only delays its own measurements, against us).
     os.nice(10)
@@ -363,7 +404,11 @@ def main() -> None:
     connected_run = None
     for count in deployments:
         print(f"{label(count)}:")
-        with one_node() if count == 1 else nodes_behind_haproxy(count) as server:
+        if count == PREVIOUS:
+            deployment = one_node(PREVIOUS_SCHEDULING)
+        else:
+            deployment = one_node() if count == 1 else nodes_behind_haproxy(count)
+        with deployment as server:
             results[count] = talking_levels(server, levels, args)
             if args.connected and count == 1:
                 row, connected_run = connected_level(server, args, results[count]["lone_p95_ms"])
@@ -382,18 +427,29 @@ def main() -> None:
               f"{result['largest_talking_within_tolerance']}")  # fmt: skip
     if len(results) > 1:
         print_table(
-            "Side by side, same machine and cores: p50 / p95 voice-to-voice ms, CPU %",
+            "Side by side, same machine and cores: p50 / p95 voice-to-voice ms (× lone p95), CPU %",
             ["talking", *(label(c) for c in results)],
             [
-                [f"{n}"] + [f"{r['talking'][n]['p50_ms']:.0f} / {r['talking'][n]['p95_ms']:.0f}, "
+                [f"{n}"] + [f"{r['talking'][n]['p50_ms']:.0f} / {r['talking'][n]['p95_ms']:.0f} "
+                            f"({r['talking'][n]['p95_ms'] / r['lone_p95_ms']:.2f}×), "
                             f"{r['talking'][n]['cpu_percent']:.0f}%" for r in results.values()]
                 for n in levels
+            ],
+        )  # fmt: skip
+        print_table(
+            "Side by side: where the turns waited, p50 / p95 ms per turn (queue vs work)",
+            ["talking", "stage", *(label(c) for c in results)],
+            [
+                [f"{n}", stage] + [
+                    "{:.0f} / {:.0f}".format(*r["talking"][n]["queues_ms"].get(stage, (0, 0)))
+                    for r in results.values()]
+                for n in levels for stage in STAGES
             ],
         )  # fmt: skip
     print("load average (1, 5, 15 min): before "
           f"{' '.join(f'{x:.2f}' for x in load_before)}, after "
           f"{' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
-    first = results[deployments[0]]
+    first = results[1] if 1 in results else results[deployments[0]]  # as configured
     report = {
         "warmup": first["warmup"],
         "lone_p95_ms": first["lone_p95_ms"],

@@ -215,6 +215,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "empty top band mirrored: fewer word errors), `narrowband` (the mirroring only) or "
         "`baseline` (audio as it comes).",
     ),
+    "STT_PRIORITY_LANE": (
+        "true",
+        "Embedded pipeline recogniser: a turn's end jumps the queue — the words a turn-end "
+        "look or the final transcript waits for are decoded before other sessions' streaming "
+        "audio on the same worker (`false`: first come, first served, as before; "
+        "`./dev bench load --compare` runs both).",
+    ),
     "ECHO_DEFENCE": (
         "true",
         "Embedded pipeline: remove the agent's own voice (heard back through the user's "
@@ -394,6 +401,7 @@ class Settings:
     turn_end_rules_off: tuple[str, ...] = ()
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
+    stt_priority_lane: bool = True
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -523,6 +531,7 @@ class Settings:
             turn_end_rules_off=turn_end_rules_off,
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
+            stt_priority_lane=_bool("STT_PRIORITY_LANE", env),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

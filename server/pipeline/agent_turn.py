@@ -350,7 +350,10 @@ class AgentTurn:
             due = now + self.tracker.ahead(now) + (len(self.audio) - self.sent) / BYTES_PER_SECOND
             span = Span(sentence, len(self.audio), len(self.audio))
             self.spans.append(span)
-            async for pcm in self.tts.synthesize(sentence, due=due):
+            first = not self.spans[:-1]  # the first sentence: its queue and work are traced
+            async for pcm in self.tts.synthesize(
+                sentence, due=due, on_timing=self._trace_tts if first else None
+            ):
                 self.audio += pcm
                 span.end = len(self.audio)
                 self._notify()
@@ -358,6 +361,10 @@ class AgentTurn:
             self._notify()
         self.synthesising = False
         self._notify()
+
+    def _trace_tts(self, queued_s: float, worked_s: float) -> None:
+        self.timings.add_stage("tts_queue", queued_s)
+        self.timings.add_stage("tts_work", worked_s)
 
     def _may_not_synthesise(self, ahead: int) -> bool:
         """Held, ahead of sending by `ahead` bytes, or speculating with a sentence made."""

@@ -51,7 +51,9 @@ class EmbeddedPipeline:
         self.stores: Stores | None = None  # opened by start()
         self.authorizer: EmbeddedAuthorizer | None = None  # made by start(), on the stores
         self.connections = Connections()
-        self.recognizers = RecognizerPool(profile=settings.stt_profile)
+        self.recognizers = RecognizerPool(
+            profile=settings.stt_profile, priority_lane=settings.stt_priority_lane
+        )
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(
             vad=settings.vad,

@@ -72,7 +72,7 @@ from .playback import SentAudio
 from .session_history import SessionHistory
 from .speculation import Speculation, looks_complete, same_words
 from .stores import HistoryStore, StoreUnavailable, UnknownSession
-from .stt import RecognizerPool
+from .stt import Recognizer, RecognizerPool
 from .timing import StreamClock, TurnTimings
 from .tts import TextToSpeech
 from .turns import (
@@ -160,6 +160,8 @@ class Utterance:
         self._decoded.set()
         self.latest = ""  # the latest interim hypothesis
         self._asked: list[asyncio.Future] = []  # `words_now` callers (one per pause at most)
+        self._recognizer: Recognizer | None = None  # once a decoder is claimed
+        self.trace: dict[str, float] = {}  # seconds by timing.STAGES name (words, final)
         self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
 
     def feed(self, pcm: bytes) -> bool:
@@ -189,17 +191,44 @@ class Utterance:
         asked = asyncio.get_running_loop().create_future()
         self._asked.append(asked)
         self._wake.set()
+        self._hurry(True)
+        since = self._trace_mark()
         try:
             await asyncio.wait([asked, self._task], return_when=asyncio.FIRST_COMPLETED)
         finally:
             if not asked.done():
                 asked.cancel()
+            self._trace("words", since)
         return asked.result() if not asked.cancelled() else self.latest
 
     async def finish(self) -> str:
         self._finishing = True
         self._wake.set()
-        return await self._task
+        self._hurry(True)
+        since = self._trace_mark()
+        try:
+            return await self._task
+        finally:
+            self._trace("final", since)
+
+    def _hurry(self, urgent: bool) -> None:
+        """Someone waits for the words (or no longer): the recogniser's priority lane (stt.py)."""
+        if self._recognizer is not None:
+            self._recognizer.urgent = urgent or self._finishing
+
+    def _trace_mark(self) -> tuple[float, float, float]:
+        recognizer = self._recognizer
+        if recognizer is None:
+            return time.monotonic(), 0.0, 0.0
+        return time.monotonic(), recognizer.waited_s, recognizer.ran_s
+
+    def _trace(self, stage: str, since: tuple[float, float, float]) -> None:
+        """How long `stage` took since `since`, and the recogniser's queue and work in it."""
+        started, waited, ran = since
+        now = self._trace_mark()
+        for name, value in ((stage, now[0] - started), (f"{stage}_queue", now[1] - waited),
+                            (f"{stage}_work", now[2] - ran)):  # fmt: skip
+            self.trace[name] = self.trace.get(name, 0.0) + value
 
     async def cancel(self) -> None:
         self._task.cancel()
@@ -208,6 +237,8 @@ class Utterance:
 
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
         async with pool.utterance() as recognizer:
+            self._recognizer = recognizer
+            self._hurry(bool(self._asked))  # asked, or finishing, before the decoder came
             while True:
                 while not self._pending and not self._finishing and not self._asked:
                     self._wake.clear()
@@ -218,6 +249,7 @@ class Utterance:
                         if not asked.done():
                             asked.set_result(words)
                     self._asked.clear()
+                    self._hurry(False)
                     continue
                 if not self._pending:
                     break
@@ -746,6 +778,8 @@ class PipelineSession:
         agent = speculation.agent
         for name in ("speech_end", "endpoint", "transcript"):
             setattr(agent.timings, name, getattr(turn.timings, name))
+        for name, seconds in turn.timings.stages.items():
+            agent.timings.add_stage(name, seconds)
         await self.history.append("user", text, turn.turn_id)
         self.log.info("user said %r (answered speculatively)", text,
                       extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
@@ -766,6 +800,7 @@ class PipelineSession:
         text = await turn.utterance.finish()
         turn.state = UserState.DONE
         timings.transcript = time.monotonic()
+        self._trace_queues(turn)
         self.outbox.put(p.TurnEnd(role="user", turn_id=turn.turn_id))
         agent = self.agent_turn
         held = agent is not None and agent.state is AgentState.HELD
@@ -793,6 +828,15 @@ class PipelineSession:
         await self.history.append("user", text, turn.turn_id)
         self.log.info("user said %r", text, extra={"ctx": {"turn": turn.turn_id}})
         self._start_agent_turn(event, timings)
+
+    def _trace_queues(self, turn: UserTurn) -> None:
+        """The turn's waits and work in the shared queues (timing.STAGES): its looks at the
+        turn-end model, and the recogniser's words and final transcript."""
+        for look in getattr(self.detector, "looks", ()):  # this turn's (cleared at its start)
+            turn.timings.add_stage("model_queue", look.queued_s)
+            turn.timings.add_stage("model_work", look.worked_s)
+        for name, seconds in turn.utterance.trace.items():
+            turn.timings.add_stage(name, seconds)
 
     async def _resume_after_window(self, agent: AgentTurn, turn: UserTurn) -> None:
         """Resume the held answer once the window since the speech started has passed —

@@ -21,11 +21,18 @@ cancelled utterance stops after the piece in flight — its decode is cancelled 
 decoder counts as busy until the worker has really let it go. Workers are chosen by the audio
 they still have to decode (every piece of the feeds in progress, not only the one in their
 queue) and the decoders they hold, not by a count that drops before the work does.
+
+A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, the
+`STT_PRIORITY_LANE` setting): when the session waits for an utterance's words (a look at a
+pause, the final transcript), that utterance's remaining pieces and the request for its words
+go before other utterances' streaming pieces on the same worker, which lose nothing but a few
+milliseconds: their words are wanted only at their own turn's end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -35,6 +42,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Future, InvalidStateError
+from typing import NamedTuple
 
 import numpy as np
 
@@ -234,7 +242,13 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) -> None:
-    """A worker's loop: requests `(id, op, utterance, payload)` in, `(id, result, error)` out.
+    """A worker's loop: requests `(id, op, utterance, payload, urgent)` in, `(id, result,
+    error, started, ended)` out, `started` and `ended` on the machine's monotonic clock (one
+    clock for every process), so the server can tell a request's wait in the queue from its
+    work.
+
+    Urgent requests go first (`Requests`): those of an utterance whose words someone waits for
+    now, at the end of a turn, before other utterances' streaming pieces.
 
     Each utterance has its own decoder and its own `AudioPreparation` (the profile's noise
     estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
@@ -242,12 +256,11 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
     """
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
-    connection.send(("ready", None, None))
-    while True:
-        try:
-            request_id, op, utterance, payload = connection.recv()
-        except EOFError:
-            return
+    connection.send(("ready", None, None, 0.0, 0.0))
+    requests = Requests(connection)
+    while (request := requests.next()) is not None:
+        request_id, op, utterance, payload, _ = request
+        started = time.monotonic()
         try:
             result = None
             if op == "feed":
@@ -286,14 +299,72 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
                         decoder.reinit_feat()  # the next utterance starts fresh
                         idle.append(decoder)
             elif op == "stop":
-                connection.send((request_id, None, None))
+                connection.send((request_id, None, None, started, time.monotonic()))
                 return
-            connection.send((request_id, result, None))
+            connection.send((request_id, result, None, started, time.monotonic()))
         except Exception as error:  # reported to the caller, the worker goes on
-            connection.send((request_id, None, f"{type(error).__name__}: {error}"))
+            failure = f"{type(error).__name__}: {error}"
+            connection.send((request_id, None, failure, started, time.monotonic()))
+
+
+class Requests:
+    """A worker's requests in two lanes: urgent ones first, each lane in arrival order.
+
+    Everything already in the pipe is read before each pick, so an urgent request sent behind
+    streaming pieces is seen at once. An urgent request is one a turn's end waits for: its
+    words, its final transcript, and the pieces of its audio still to decode before them
+    (`Recognizer.urgent`). The server sends at most one piece per utterance at a time, plus a
+    `words`, `finish` or `cancel`, so both lanes are bounded by the utterances the worker
+    holds. One utterance's requests never overtake each other: they are sent one at a time,
+    except a `cancel` behind the piece in flight, which goes in the streaming lane and so
+    never passes it.
+    """
+
+    def __init__(self, connection):
+        self._connection = connection
+        self._urgent: collections.deque = collections.deque()
+        self._streaming: collections.deque = collections.deque()
+        self._closed = False
+
+    def next(self) -> tuple | None:
+        """The next request to serve (waiting for one if there is none); None once the
+        server has hung up and every request it sent is served."""
+        while not self._closed and not (self._urgent or self._streaming):
+            self._read()  # blocks for the next request
+        while not self._closed and self._connection.poll():
+            self._read()
+        lane = self._urgent or self._streaming
+        return lane.popleft() if lane else None
+
+    def _read(self) -> None:
+        try:
+            request = self._connection.recv()
+        except EOFError:
+            self._closed = True
+            return
+        (self._urgent if request[4] else self._streaming).append(request)
 
 
 # -- the server's side --------------------------------------------------------------------------
+
+
+class Reply(NamedTuple):
+    """A worker's answer to one request, and when: sent by the server, taken up by the worker,
+    answered (monotonic seconds). `waited` is its time in the queue, behind other requests;
+    `ran` the worker's work on it."""
+
+    result: object
+    sent: float
+    started: float
+    ended: float
+
+    @property
+    def waited(self) -> float:
+        return max(0.0, self.started - self.sent)
+
+    @property
+    def ran(self) -> float:
+        return max(0.0, self.ended - self.started)
 
 
 class SpeechWorker:
@@ -316,7 +387,7 @@ class SpeechWorker:
         self.backlog_bytes = 0  # audio its utterances were fed and it has not decoded yet
         self._counts = threading.Lock()  # the counters change on the loop and the reader thread
         self._ids = itertools.count()
-        self._pending: dict[int, tuple[Future, int]] = {}
+        self._pending: dict[int, tuple[Future, int, float]] = {}  # future, bytes, sent at
         self._send_lock = threading.Lock()
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, name="stt-reader", daemon=True)
@@ -358,13 +429,13 @@ class SpeechWorker:
     def _read(self) -> None:
         while True:
             try:
-                request_id, result, error = self._connection.recv()
+                request_id, result, error, started, ended = self._connection.recv()
             except (EOFError, OSError):
                 break
             if request_id == "ready":
                 self._ready.set()
                 continue
-            future, size = self._pending.pop(request_id, (None, 0))
+            future, size, sent = self._pending.pop(request_id, (None, 0, 0.0))
             if future is None:
                 continue
             with self._counts:
@@ -373,23 +444,25 @@ class SpeechWorker:
                 if error:
                     future.set_exception(RuntimeError(f"the speech recogniser failed: {error}"))
                 else:
-                    future.set_result(result)
-        for future, _ in self._pending.values():
+                    future.set_result(Reply(result, sent, started, ended))
+        for future, _, _ in self._pending.values():
             with contextlib.suppress(InvalidStateError):
                 future.set_exception(RuntimeError("the speech recogniser stopped"))
         self._pending.clear()
         with self._counts:
             self.queued_bytes = 0
 
-    def call(self, op: str, utterance: str, payload=None) -> Future:
+    def call(self, op: str, utterance: str, payload=None, urgent: bool = False) -> Future:
+        """Send one request (`urgent`: before other utterances' streaming pieces); the future
+        resolves to its `Reply`."""
         future: Future = Future()
         size = len(payload) if isinstance(payload, bytes) else 0
         with self._send_lock:
             request_id = next(self._ids)
             with self._counts:
                 self.queued_bytes += size
-            self._pending[request_id] = (future, size)
-            self._connection.send((request_id, op, utterance, payload))
+            self._pending[request_id] = (future, size, time.monotonic())
+            self._connection.send((request_id, op, utterance, payload, urgent))
         return future
 
     def stop(self) -> None:
@@ -404,14 +477,25 @@ class SpeechWorker:
 class Recognizer:
     """One utterance, on one worker. Calls must not overlap (the session awaits each)."""
 
-    def __init__(self, worker: SpeechWorker, utterance: str, on_release=None):
+    def __init__(
+        self, worker: SpeechWorker, utterance: str, on_release=None, priority_lane: bool = True
+    ):
         self._worker = worker
         self._utterance = utterance
+        self._lane = priority_lane
+        # Someone waits for this utterance's words now (a look at a pause, the final
+        # transcript): with the priority lane its pieces go before other utterances' streaming.
+        self.urgent = False
         self._on_release = on_release
         self._last_interim = ""
         self._finished = False
         self._released = False
         self.sent_bytes = 0  # audio handed to the worker so far
+        # Every request's time in the worker's queue and at work, summed (the trace of a turn:
+        # timing.py), and the last `words` or `finish` answer.
+        self.waited_s = 0.0
+        self.ran_s = 0.0
+        self.last_reply: Reply | None = None
 
     async def feed(self, pcm: bytes) -> str | None:
         """Decode more audio; a new interim hypothesis when it changed, else None.
@@ -427,8 +511,9 @@ class Recognizer:
             for offset in range(0, len(usable), FEED_PIECE_BYTES):
                 piece = usable[offset : offset + FEED_PIECE_BYTES]
                 self.sent_bytes += len(piece)
-                future = self._worker.call("feed", self._utterance, piece)
-                interim = await asyncio.wrap_future(future)
+                urgent = self._lane and self.urgent
+                future = self._worker.call("feed", self._utterance, piece, urgent)
+                interim = self._count(await asyncio.wrap_future(future))
                 left -= len(piece)
                 self._worker.add_backlog(-len(piece))
                 if interim and interim != self._last_interim:
@@ -440,13 +525,21 @@ class Recognizer:
     async def words(self) -> str:
         """The hypothesis of everything fed so far, now: a `feed`'s interim comes only every
         `INTERIM_EVERY_BYTES` (300 ms) of audio, so it may lack the last word spoken."""
-        return await asyncio.wrap_future(self._worker.call("words", self._utterance))
+        future = self._worker.call("words", self._utterance, urgent=self._lane)
+        return self._count(await asyncio.wrap_future(future), last=True)
 
     async def finish(self) -> str:
         """The final transcript of everything fed."""
         self._finished = True
-        future = self._worker.call("finish", self._utterance)
-        return (await asyncio.wrap_future(future)).strip()
+        future = self._worker.call("finish", self._utterance, urgent=self._lane)
+        return self._count(await asyncio.wrap_future(future), last=True).strip()
+
+    def _count(self, reply: Reply, last: bool = False):
+        self.waited_s += reply.waited
+        self.ran_s += reply.ran
+        if last:
+            self.last_reply = reply
+        return reply.result
 
     def close(self) -> None:
         """Hand the decoder back, whether or not the utterance was finished.
@@ -489,11 +582,13 @@ class RecognizerPool:
         spare: int = 2,
         max_workers: int = 8,
         profile: str = DEFAULT_PROFILE,
+        priority_lane: bool = True,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
             raise ValueError(f"unknown decoder profile {profile!r} (known: {known})")
         self.profile = profile
+        self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -525,7 +620,9 @@ class RecognizerPool:
         if not self._workers:
             await asyncio.to_thread(self.warm)
         worker = await self._claim_decoder()
-        recognizer = Recognizer(worker, f"utt-{next(self._ids)}", self._wake_waiters)
+        recognizer = Recognizer(
+            worker, f"utt-{next(self._ids)}", self._wake_waiters, self.priority_lane
+        )
         try:
             yield recognizer
         finally:

@@ -3,13 +3,15 @@
 The VAD speaks in stream time (seconds of audio received); latency is wall time. `StreamClock`
 maps one to the other from the arrival time of the latest chunk — exact for a client streaming
 in real time, which is what microphones do. `TurnTimings` collects the marks of one turn and
-reports the split the latency benchmark prints.
+reports the split the latency benchmark prints, and the trace of the queues inside it: how long
+the turn's requests waited for the turn-end model's thread, a recogniser worker or a Piper
+thread, against how long each of them worked (`add_stage`; docs/scaling.md has the figures).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class StreamClock:
@@ -36,6 +38,22 @@ class StreamClock:
         return self.seconds + (wall_time - self.last_arrival)
 
 
+# Where a turn's requests waited and worked (seconds, summed over the turn's requests):
+STAGES = {
+    "model_queue": "looks waiting for the turn-end model's thread",
+    "model_work": "the turn-end model running",
+    "words": "the words of a look: asked until answered (all of it)",
+    "words_queue": "of which the turn's requests waiting in its recogniser worker's queue",
+    "words_work": "of which the worker decoding them (the turn's audio not yet decoded, then "
+    "the words)",
+    "final": "the final transcript: asked until answered (all of it)",
+    "final_queue": "of which waiting in the recogniser worker's queue",
+    "final_work": "of which the worker decoding",
+    "tts_queue": "the first sentence waiting for a Piper thread",
+    "tts_work": "Piper making the first sentence",
+}
+
+
 @dataclass
 class TurnTimings:
     speech_end: float | None = None  # the user's voice stopped
@@ -43,10 +61,18 @@ class TurnTimings:
     transcript: float | None = None  # the final transcript was ready
     webhook_first_event: float | None = None  # the agent's first SSE event arrived
     first_audio: float | None = None  # the first synthesized audio was queued to the client
+    # The trace of the queues, in seconds by name (STAGES), summed over the turn's requests.
+    stages: dict[str, float] = field(default_factory=dict)
 
     def mark(self, name: str) -> None:
         if getattr(self, name) is None:
             setattr(self, name, time.monotonic())
+
+    def add_stage(self, name: str, seconds: float) -> None:
+        """Add to one of STAGES: seconds a request of this turn waited or worked."""
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}")
+        self.stages[name] = self.stages.get(name, 0.0) + max(0.0, seconds)
 
     def report(self) -> dict[str, float]:
         """Milliseconds per stage (only those measured), plus the totals.
@@ -74,6 +100,7 @@ class TurnTimings:
         first_event, endpoint = self.webhook_first_event, self.endpoint
         if first_event is not None and endpoint is not None and first_event < endpoint:
             report["speculative_ms"] = round((endpoint - first_event) * 1000, 1)
+        report.update({f"{name}_ms": round(s * 1000, 1) for name, s in self.stages.items()})
         if self.speech_end is not None:
             # On the wall clock, so a client on this machine can time its own playback from it.
             since = time.monotonic() - self.speech_end

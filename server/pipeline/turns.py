@@ -15,9 +15,11 @@ itself hears silence, not only the energy floor: the stop inside "min-utes" is ~
 the floor while Silero, which follows the stream, still hears speech (0.57-0.83 where most
 sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold
 (`model_threshold` 0.95 at the first, `second_threshold` 0.9 at the second) and, with
-`text_veto`, words that can end a sentence: the detector asks for them (`WordsWanted`), the
-session answers with the recogniser's hypothesis of all the audio so far (`hint`; not the
-periodic interim, which lags the voice by a word), and the turn ends only if the recogniser's
+`text_veto`, words that can end a sentence: the detector asks for them (`WordsWanted`: with
+the look, so the recogniser's answer and the model's are computed side by side, or with
+`words_at_look` off only once the model heard an end), the session answers with the
+recogniser's hypothesis of all the audio so far (`hint`; not the periodic interim, which lags
+the voice by a word), and the turn ends only if the recogniser's
 own language model gives an end of sentence after the last two words a probability of at least
 `sentence_end_min` (sentence_end.py): the voice of "Please remind me to call," sounds finished
 to the model, "to call" does not end sentences. At the first look, where the silence is short,
@@ -212,10 +214,25 @@ class Look:
     held: str = ""  # a "finished" waiting to be confirmed by more silence, and what came of it
     # When (time.monotonic()) each input came: where a look's time goes (bench/latency.py).
     asked_at: float = field(default_factory=time.monotonic)
-    model_at: float | None = None  # the model's answer was ready
+    # The model's thread took the look up, and answered: its queue and its work (timing.py).
+    started_at: float | None = None
+    answered_at: float | None = None
     words_asked_at: float | None = None
     words_at: float | None = None
     decided_at: float | None = None
+
+    @property
+    def queued_s(self) -> float:
+        """How long the look waited for the model's thread (0 until the model took it)."""
+        if self.started_at is None:
+            return 0.0
+        return self.started_at - self.asked_at
+
+    @property
+    def worked_s(self) -> float:
+        if self.started_at is None or self.answered_at is None:
+            return 0.0
+        return self.answered_at - self.started_at
 
     def __str__(self) -> str:
         def number(value):
@@ -228,7 +245,7 @@ class Look:
             f"look {self.look} at {self.silence_ms} ms: model {number(self.probability)}, "
             f"words {self.words!r}, P(end) {number(self.end_probability)} -> {self.finished}"
             f"{' ' + self.held if self.held else ''} "
-            f"(ms after asking: model {after(self.model_at)}, words asked "
+            f"(ms after asking: model {after(self.answered_at)}, words asked "
             f"{after(self.words_asked_at)}, came {after(self.words_at)}, verdict "
             f"{after(self.decided_at)})"
         )
@@ -403,8 +420,7 @@ class TurnDetector:
             self._look += 1
             look = Look(look=self._look, silence_ms=silent_ms)
             self.looks.append(look)
-            self._decision = self._ask(bytes(self._turn_audio))
-            self._decision.add_done_callback(lambda _: setattr(look, "model_at", time.monotonic()))
+            self._decision = self._ask(bytes(self._turn_audio), look)
             if s.text_veto and s.words_at_look:
                 self._want_words()  # beside the model, not after it: neither waits on the other
         return self._decided_finished()
@@ -511,16 +527,24 @@ class TurnDetector:
             self.looks[-1].words, self.looks[-1].end_probability = words, probability
             self.looks[-1].words_at = time.monotonic()
 
-    def _ask(self, pcm: bytes) -> Future:
+    def _ask(self, pcm: bytes, look: Look) -> Future:
         model = self._model
+
+        def probability() -> float:
+            look.started_at = time.monotonic()
+            try:
+                return model.probability(pcm)
+            finally:
+                look.answered_at = time.monotonic()
+
         if self.settings.model_wait:
             future: Future = Future()
             try:
-                future.set_result(model.probability(pcm))
+                future.set_result(probability())
             except Exception as error:  # the model failing must never break the turn
                 future.set_exception(error)
             return future
-        return _model_thread.submit(model.probability, pcm)
+        return _model_thread.submit(probability)
 
     def _drop_decision(self) -> None:
         """Forget this pause's look; one still waiting for the model's thread is cancelled, so

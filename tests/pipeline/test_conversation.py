@@ -89,6 +89,12 @@ def test_full_voice_turn_speech_in_audio_out(tmp_path):
             timings = end.message["timings"]
             for name in ("endpointing_ms", "transcript_ms", "webhook_ms", "tts_first_audio_ms"):
                 assert timings[name] >= 0, name
+            # The trace of the shared queues: the model's look, the recogniser's words and
+            # final transcript, Piper's first sentence, each as its wait and its work.
+            for stage in ("model", "words", "final", "tts"):
+                for part in ("queue", "work"):
+                    assert timings[f"{stage}_{part}_ms"] >= 0, (stage, part, timings)
+            assert timings["model_work_ms"] > 0 and timings["tts_work_ms"] > 0, timings
 
             await client.send({"type": "trigger.response.audio.replay_finished"})
             await client.wait_for("turn.end", lambda m: m.get("turn_id") == agent_turn)

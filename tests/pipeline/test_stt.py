@@ -439,3 +439,103 @@ def test_words_asked_for_cover_all_the_audio_fed_not_only_the_last_interim(pool)
 
     words, final = run(scenario())
     assert words == final and "tonight" in words.split(), (words, final)
+
+
+class FakeDecoder:
+    """pocketsphinx's decoder as the worker uses it, hearing nothing."""
+
+    def start_utt(self):
+        pass
+
+    def process_raw(self, audio, no_search, full_utt):
+        pass
+
+    def hyp(self):
+        return None
+
+    def end_utt(self):
+        pass
+
+    def reinit_feat(self):
+        pass
+
+
+def served_order(monkeypatch, requests: list[tuple]) -> list:
+    """The ids of `requests`, all already in the worker's pipe, in the order it answers them
+    (its loop runs in a thread here, on fake decoders)."""
+    import multiprocessing
+    import threading
+
+    from server.pipeline import stt
+
+    monkeypatch.setattr(stt, "new_decoder", FakeDecoder)
+    ours, theirs = multiprocessing.Pipe()
+    for request in requests:
+        ours.send(request)
+    ours.send(("end", "stop", "", None, False))
+    worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 3, "baseline"))
+    worker.start()
+    answered = [ours.recv()[0] for _ in range(len(requests) + 2)]  # "ready" first
+    worker.join()
+    return answered[1:-1]
+
+
+def test_a_turn_ends_words_overtake_other_utterances_streaming_pieces(monkeypatch):
+    piece = b"\x01\x00" * 1600
+    order = served_order(
+        monkeypatch,
+        [
+            (1, "feed", "streaming-a", piece, False),
+            (2, "feed", "streaming-b", piece, False),
+            (3, "feed", "ending", piece, True),  # its last piece, then its words
+            (4, "words", "ending", None, True),
+            (5, "feed", "streaming-a", piece, False),
+        ],
+    )
+    # All were waiting when the worker looked: the urgent ones first, each lane in order.
+    assert order == [3, 4, 1, 2, 5]
+
+
+def test_without_urgent_requests_the_worker_serves_in_arrival_order(monkeypatch):
+    piece = b"\x01\x00" * 1600
+    requests = [(n, "feed", f"u{n % 2}", piece, False) for n in range(1, 6)]
+    requests.append((6, "cancel", "u1", None, False))
+    assert served_order(monkeypatch, requests) == [1, 2, 3, 4, 5, 6]
+
+
+class RecordingWorker:
+    """A SpeechWorker that records each call and answers at once."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, bool]] = []
+
+    def add_backlog(self, size):
+        pass
+
+    def call(self, op, utterance, payload=None, urgent=False):
+        from concurrent.futures import Future
+
+        from server.pipeline.stt import Reply
+
+        self.calls.append((op, urgent))
+        future = Future()
+        future.set_result(Reply("", 0.0, 0.0, 0.0))
+        return future
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_an_utterance_someone_waits_for_sends_its_pieces_and_words_urgent(lane):
+    from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
+
+    async def scenario():
+        worker = RecordingWorker()
+        recognizer = Recognizer(worker, "u", priority_lane=lane)
+        await recognizer.feed(b"\x00" * FEED_PIECE_BYTES)
+        recognizer.urgent = True
+        await recognizer.feed(b"\x00" * FEED_PIECE_BYTES)
+        await recognizer.words()
+        await recognizer.finish()
+        return worker.calls
+
+    calls = run(scenario())
+    assert calls == [("feed", False), ("feed", lane), ("words", lane), ("finish", lane)]

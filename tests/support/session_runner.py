@@ -107,7 +107,9 @@ class FakeTTS:
     def close(self) -> None:
         pass
 
-    async def synthesize(self, text: str, due: float | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, due: float | None = None, on_timing=None
+    ) -> AsyncIterator[bytes]:
         await asyncio.sleep(self.delay_s)
         self.made.append(text)
         pcm = b"\x10\x00" * int(len(text.split()) * WORD_S * RATE)
@@ -119,6 +121,7 @@ class FakeRecognizer:
     def __init__(self, script: FakeRecognizerPool):
         self.script = script
         self.fed = 0
+        self.waited_s = self.ran_s = 0.0  # the trace of the queues (stt.Recognizer): none here
 
     async def feed(self, pcm: bytes) -> str | None:
         self.fed += len(pcm)

@@ -17,12 +17,15 @@ unheard, and the event loop is never blocked.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Protocol
 
 from ..audio import RATE
 
 CHUNK_BYTES = RATE * 2 * 250 // 1000  # 250 ms per response.audio at most
+# `on_timing(queued_s, worked_s)`: how long the text waited for the engine, and its synthesis
+# (the trace of a turn, timing.py); called once, before the audio, by engines that queue.
+Timing = Callable[[float, float], None]
 
 
 class TextToSpeech(Protocol):
@@ -32,7 +35,9 @@ class TextToSpeech(Protocol):
 
     def close(self) -> None: ...
 
-    def synthesize(self, text: str, due: float | None = None) -> AsyncIterator[bytes]: ...
+    def synthesize(
+        self, text: str, due: float | None = None, on_timing: Timing | None = None
+    ) -> AsyncIterator[bytes]: ...
 
 
 def chunks(pcm: bytes) -> Iterator[bytes]:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from ..audio import RATE, Resampler
-from . import CHUNK_BYTES
+from . import CHUNK_BYTES, Timing
 from .bridge import stream_from_thread
 
 
@@ -79,7 +79,10 @@ class EspeakTTS:
         for offset in range(0, len(pcm), CHUNK_BYTES):
             emit(pcm[offset : offset + CHUNK_BYTES])  # raises _Stop once the consumer is gone
 
-    async def synthesize(self, text: str, due: float | None = None) -> AsyncIterator[bytes]:
-        """As it is made (a few milliseconds per sentence: `due` does not matter here)."""
+    async def synthesize(
+        self, text: str, due: float | None = None, on_timing: Timing | None = None
+    ) -> AsyncIterator[bytes]:
+        """As it is made (a few milliseconds per sentence: `due` does not matter here, nor is
+        there a queue to trace: `on_timing` is not called)."""
         async for pcm in stream_from_thread(lambda emit: self._produce(text, emit)):
             yield pcm

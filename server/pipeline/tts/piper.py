@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..audio import RATE, resample
 from ..deadline import DeadlineExecutor
-from . import chunks
+from . import Timing, chunks
 
 
 class PiperTTS:
@@ -131,16 +131,26 @@ class PiperTTS:
             pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(sentence))
         return resample(pcm, voice.config.sample_rate, RATE)
 
-    async def synthesize(self, text: str, due: float | None = None) -> AsyncIterator[bytes]:
+    async def synthesize(
+        self, text: str, due: float | None = None, on_timing: Timing | None = None
+    ) -> AsyncIterator[bytes]:
         """`text` in one inference, run when it is due before other sessions' sentences.
 
         `due` (monotonic seconds, default now) is when the listener needs its first audio.
         """
         due = time.monotonic() if due is None else due
-        future = self._executor.submit(due, self._synthesize, text)
+        submitted, started = time.monotonic(), []
+
+        def timed() -> bytes:
+            started.append(time.monotonic())
+            return self._synthesize(text)
+
+        future = self._executor.submit(due, timed)
         try:
             pcm = await asyncio.wrap_future(future)
         finally:
             future.cancel()  # a consumer that went away leaves no queued work behind
+        if on_timing is not None and started:
+            on_timing(started[0] - submitted, time.monotonic() - started[0])
         for piece in chunks(pcm):
             yield piece
