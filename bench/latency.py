@@ -172,7 +172,7 @@ class LookLog(logging.Handler):
         return {
             "look_silence_ms": look.silence_ms,
             "to_look_ms": round(1000 * (asked - speech_end), 1),
-            "model_ms": since_asked(look.model_at),
+            "model_ms": since_asked(look.answered_at),
             "words_ms": since_asked(look.words_at),
             "verdict_ms": since_asked(look.decided_at),
             "verdict_to_end_ms": round(1000 * (endpoint - asked), 1)
