@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -499,33 +502,16 @@ def test_the_language_model_tells_words_that_end_a_sentence_from_words_that_go_o
 def test_a_look_still_waiting_for_the_models_thread_is_cancelled_when_the_voice_goes_on():
     """Under load, looks queue behind other sessions' in the model's one thread; one whose
     pause is over by then would cost a whole inference (~60 ms of CPU) for nothing."""
-    import threading
-
-    from server.pipeline import turns
-
-    busy, release = threading.Event(), threading.Event()
-
-    def other_session() -> None:
-        busy.set()
-        release.wait()
-
-    blocker = turns._model_thread.submit(other_session)
-    try:
-        busy.wait()
+    with model_thread_held():
         detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
         question = speak("What time is it?")
-        pcm = silence(0.4) + question + silence(0.2)
-        for offset in range(0, len(pcm), 640):
-            detector.feed(pcm[offset : offset + 640])
+        feed_question(detector)
         look = detector.pending_decision
         assert look is not None and not look.done()  # queued behind the other session
         for offset in range(0, len(question), 640):  # the user goes on
             detector.feed(question[offset : offset + 640])
         assert look.cancelled()
         assert detector.pending_decision is not look
-    finally:
-        release.set()
-        blocker.result()
 
 
 def test_words_near_a_number_are_told_apart():
@@ -562,90 +548,65 @@ def test_words_that_end_a_sentence_weakly_do_not_end_the_turn_at_the_second_look
     assert len(turns_heard(audio, replace(MODEL, **rules_off(["weak-words-wait"])))) == 2
 
 
+@contextlib.contextmanager
+def model_thread_held():
+    """The turn-end model's shared thread busy with another session's look until the block
+    ends: this detector's looks queue behind it, as under load."""
+    from server.pipeline import turns
+
+    busy, release = threading.Event(), threading.Event()
+
+    def other_session() -> None:
+        busy.set()
+        release.wait()
+
+    blocker = turns._model_thread.submit(other_session)
+    try:
+        busy.wait()
+        yield
+    finally:
+        release.set()
+        blocker.result()
+
+
+def feed_question(detector: TurnDetector) -> list:
+    """'What time is it?' and 200 ms of silence, in 20 ms frames: the events."""
+    pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
+    events = []
+    for offset in range(0, len(pcm), 640):
+        events += detector.feed(pcm[offset : offset + 640])
+    return events
+
+
 def test_the_words_are_asked_with_the_look_not_after_the_models_answer():
     """The recogniser's words and the model's answer are computed side by side: under load
     each waits in its own queue, and one after the other the two waits add up."""
-    import threading
-
-    from server.pipeline import turns
-
-    busy, release = threading.Event(), threading.Event()
-
-    def other_session() -> None:
-        busy.set()
-        release.wait()
-
-    blocker = turns._model_thread.submit(other_session)
-    try:
-        busy.wait()
+    with model_thread_held():
         detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
-        pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
-        wanted = []
-        for offset in range(0, len(pcm), 640):
-            wanted += [e for e in detector.feed(pcm[offset : offset + 640])
-                       if isinstance(e, WordsWanted)]  # fmt: skip
+        wanted = [e for e in feed_question(detector) if isinstance(e, WordsWanted)]
         look = detector.pending_decision
         assert look is not None and not look.done()  # the model has not answered yet
         assert [w.look for w in wanted] == [detector.looks[-1].look]
-    finally:
-        release.set()
-        blocker.result()
 
 
 def test_with_words_early_off_the_words_wait_for_the_models_finished():
-    import threading
-
-    from server.pipeline import turns
-
-    busy, release = threading.Event(), threading.Event()
-
-    def other_session() -> None:
-        busy.set()
-        release.wait()
-
-    blocker = turns._model_thread.submit(other_session)
-    try:
-        busy.wait()
+    with model_thread_held():
         settings = TurnSettings(vad="silero", end_model="smart-turn", words_at_look=False)
         detector = TurnDetector(settings)
-        pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
-        events = []
-        for offset in range(0, len(pcm), 640):
-            events += detector.feed(pcm[offset : offset + 640])
+        events = feed_question(detector)
         assert detector.pending_decision is not None
         assert not any(isinstance(e, WordsWanted) for e in events)
-    finally:
-        release.set()
-        blocker.result()
 
 
 def test_a_looks_wait_for_the_models_thread_is_told_from_its_work():
     """The trace of a turn (timing.py): a look queued behind another session's is taken up only
     once that one is done, and its queue and work are kept apart."""
-    import threading
-    import time
-
-    from server.pipeline import turns
-
-    busy, release = threading.Event(), threading.Event()
-
-    def other_session() -> None:
-        busy.set()
-        release.wait()
-
-    blocker = turns._model_thread.submit(other_session)
-    try:
-        busy.wait()
+    with model_thread_held():
         detector = TurnDetector(TurnSettings(vad="silero", end_model="smart-turn"))
-        pcm = silence(0.4) + speak("What time is it?") + silence(0.2)
-        for offset in range(0, len(pcm), 640):
-            detector.feed(pcm[offset : offset + 640])
+        feed_question(detector)
         look = detector.looks[-1]
         assert look.started_at is None and look.queued_s == 0.0  # not taken up yet
         released_at = time.monotonic()
-    finally:
-        release.set()
-        blocker.result()
     detector.pending_decision.result()
     assert look.asked_at < released_at <= look.started_at <= look.answered_at
     assert look.queued_s == look.started_at - look.asked_at
