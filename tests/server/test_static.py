@@ -310,7 +310,7 @@ def test_the_pyodide_page_starts_from_a_snapshot_only_when_setup_made_one(tmp_pa
     with TestClient(create_app(Settings(layercode_api_key="k"))) as client:
         configs = served_configs(client.get("/").text)
         assert {kind: config["interpreter"] for kind, config in configs.items()} == sources
-        name = "snapshot-0123456789abcdef"
+        name = "snapshot-sparse-0123456789abcdef"
         (folder / f"{name}.bin").write_bytes(b"memory" * 1000)
         (folder / f"{name}.bin.gz").write_bytes(gzip.compress(b"memory" * 1000))
         assert served_configs(client.get("/").text)["py"]["interpreter"] == sources["py"]
