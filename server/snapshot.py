@@ -10,19 +10,27 @@ Python-ready in 0.29x the plain time.
 Setup (`./dev setup`, `python -m server.snapshot`) makes the snapshot from the vendored Pyodide
 in Chromium and writes, beside Pyodide in its versioned folder:
 
-- `snapshot-<digest>.bin` (and its `.gz`): the snapshot, about 30 MB (6 MB gzipped);
-- `snapshot-<digest>.mjs`: a few-line module that PyScript takes as the page's `interpreter`
+- `snapshot-sparse-<digest>.bin` (and its `.gz`): the snapshot without its empty pages (half
+  of Pyodide's 30 MB memory is free heap, zeros): 14 MB, 6 MB gzipped. The page waits for it
+  before Pyodide starts, and a warm load inflates it again from the HTTP cache;
+- `snapshot-sparse-<digest>.mjs`: a module that PyScript takes as the page's `interpreter`
   instead of `pyodide.mjs`. PyScript builds loadPyodide's options itself and has no setting
-  for a snapshot; this module re-exports Pyodide's `loadPyodide` with `_loadSnapshot` added,
-  and records the snapshot's name in `globalThis.layercodePyodideSnapshot` (a test checks the
-  page really started from it). It is runtime glue, like PyScript's config: the client
-  library's only JavaScript remains its two audio worklets.
+  for a snapshot; this module rebuilds the memory from the sparse file, starts Pyodide with
+  `_loadSnapshot` as soon as PyScript imports it (PyScript calls loadPyodide only after it
+  opened its IndexedDB package cache, which this page never reads), hands that Pyodide to
+  PyScript's loadPyodide call with its stdout and stderr, and records the snapshot's name in
+  `globalThis.layercodePyodideSnapshot` (a test checks the page really started from it). It is
+  runtime glue, like PyScript's config: the client library's only JavaScript remains its two
+  audio worklets. A page whose config names packages would have PyScript pass more options:
+  the module refuses them with an error saying to name `pyodide.mjs` instead.
 
-Both names carry the snapshot's digest, so they are cached as immutable like the rest of the
-runtime, and a new snapshot is a new URL. A snapshot belongs to one Pyodide version: it lives in
-that version's folder (re-vendoring Pyodide removes it, and setup makes a new one). The
-Pyodide page loads no Pyodide packages (the client is unpacked from its wheel by PyScript),
-so the snapshot holds Python as Pyodide starts it, nothing more.
+Both names carry a digest of the snapshot and of the loader's code, so they are cached as
+immutable like the rest of the runtime, and a new snapshot or loader is a new URL. A snapshot
+belongs to one Pyodide version: it lives in that version's folder (re-vendoring Pyodide removes
+it, and setup makes a new one). Setup makes a new sparse snapshot without Chromium from a full
+one an earlier setup left (`snapshot-<digest>.bin`), or from the sparse one when only the loader
+changed. The Pyodide page loads no Pyodide packages (the client is unpacked from its wheel by
+PyScript), so the snapshot holds Python as Pyodide starts it, nothing more.
 
 When there is no snapshot (no Chromium, or this step failed or was skipped), the server names
 `pyodide.mjs` as before: the page starts plain Pyodide (server/page.py).
