@@ -159,15 +159,23 @@ def test_a_warm_pyodide_load_reuses_the_compiled_wasm(playwright, tmp_path):
 def test_the_pyodide_page_starts_from_the_snapshot_setup_made(page):
     """With a snapshot in place (server/snapshot.py), the Pyodide page's interpreter is the
     snapshot's loader, Pyodide restores its memory instead of starting Python, and the page's
-    Python runs on it to ready. (The page's features on it: test_client.py's Pyodide tests.)"""
+    Python runs on it to ready. The loader starts Pyodide before PyScript asks for it, then
+    hands it PyScript's stdout and stderr: Python's errors still reach PyScript (its error
+    plugin shows them on the page). (The page's features on it: test_client.py's Pyodide
+    tests.)"""
     loader = snapshot.loader_name()
     requests = RequestLog(page)
     console_errors = []
     page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+    page.add_init_script(KEEP_INTERPRETER % vendor.PYSCRIPT.version)
     with running_app(layercode_api_key="lc_never_used") as url:
         page.goto(url + "/?py=pyodide")
         wait_ready(page, timeout_ms=120_000)
         assert page.evaluate("globalThis.layercodePyodideSnapshot") == loader.removesuffix(".mjs")
+        page.evaluate("layercodeTestInterpreter.runPython(\"import sys; "
+                      "print('written to stderr', file=sys.stderr)\")")  # fmt: skip
+        page.wait_for_selector(".py-error:has-text('written to stderr')", state="attached")
+    console_errors = [m for m in console_errors if m != "written to stderr"]  # PyScript's log
     name = loader.removesuffix(".mjs")
     assert f"{url}{pyodide_url()}/{name}.bin" in requests.urls
     assert f"{url}{pyodide_url()}/{name}.mjs" in requests.urls
