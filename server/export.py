@@ -18,7 +18,9 @@ from . import page, vendor
 from .static import ASSETS_DIR, ROOT, render_page
 from .wheel import MPY_URL_PATH, build_mpy_files, build_wheel
 
-SKIPPED_RUNTIME_FILES = ("*.gz", vendor.DONE_MARKER)
+# A full Pyodide snapshot an earlier setup left (`snapshot-<digest>.*`, 30 MB) is not the page's:
+# it loads the sparse one (`snapshot-sparse-<digest>.*`, server/snapshot.py).
+SKIPPED_RUNTIME_FILES = ("*.gz", vendor.DONE_MARKER, "snapshot-[0-9a-f]*")
 
 
 def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> Path:

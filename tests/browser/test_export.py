@@ -49,6 +49,7 @@ def test_export_contents(tmp_path):
         assert f"{vendor.pyodide_url()}/{loader}" in page
         runtime = target / vendor.pyodide_url().strip("/")
         assert (runtime / loader).is_file() and (runtime / loader).with_suffix(".bin").is_file()
+        assert {p.name.split("-")[1] for p in runtime.glob("snapshot-*")} == {"sparse"}
     # Exporting again over an earlier export replaces it; a foreign folder is refused.
     export_site(tmp_path / "out", "https://auth.example/api/authorize")
     (tmp_path / "foreign").mkdir()
