@@ -82,7 +82,9 @@ def fingerprint(page: str, files: PageFiles, root: Path) -> str:
 
 def config_json(path: Path, files: PageFiles) -> str:
     config = tomllib.loads(path.read_text())
-    if "interpreter" in config:
+    if "interpreter" in config and not config.get("packages"):
+        # The snapshot's loader starts Pyodide before PyScript asks, so it cannot take the
+        # packages a config names: such a page starts Pyodide itself (and installs them).
         config["interpreter"] = pyodide_interpreter(config["interpreter"])
     config["files"] = {
         _hashed_reference(url, files): target for url, target in config.get("files", {}).items()

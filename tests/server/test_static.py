@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from server import vendor
 from server.app import create_app
 from server.config import Settings
-from server.page import pyodide_interpreter
+from server.page import PageFiles, config_json, pyodide_interpreter
 from server.wheel import build_wheel
 from tests.conftest import ROOT
 
@@ -318,6 +318,10 @@ def test_the_pyodide_page_starts_from_a_snapshot_only_when_setup_made_one(tmp_pa
         configs = served_configs(client.get("/").text)
         assert configs["py"]["interpreter"] == f".{PYODIDE}/{name}.mjs"
         assert configs["mpy"]["interpreter"] == sources["mpy"]
+        with_packages = tmp_path / "pyscript-pyodide.toml"  # an app that adds numpy, say
+        with_packages.write_text(f'interpreter = "{sources["py"]}"\npackages = ["numpy"]\n')
+        served = json.loads(config_json(with_packages, PageFiles({})))
+        assert served["interpreter"] == sources["py"]  # the loader would refuse the packages
         for file, kind in ((f"{name}.mjs", "text/javascript"), (f"{name}.bin", "application/")):
             response = client.get(f"{PYODIDE}/{file}", headers={"accept-encoding": "gzip"})
             assert response.status_code == 200
