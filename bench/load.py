@@ -245,7 +245,7 @@ class OpenMic:
         self.client, self.mode = client, mode
         self._said: list[list] = []  # [pcm, samples sent, future of its capture time]
         self._playing: tuple[str, float] | None = None  # (turn id, when it starts playing)
-        self._echo: tuple[str, int, np.ndarray] = ("", 0, np.zeros(0))  # its made echo, cached
+        self._echo: tuple = ("", 0, None)  # the answer's made echo and its schedule, cached
         self._noise = np.frombuffer(room_noise(10.0), "<i2").astype(np.float64)
         self._task: asyncio.Task | None = None
 
@@ -295,22 +295,41 @@ class OpenMic:
         out = np.zeros(step)
         if self.mode not in ("echo", "processed-echo") or self._playing is None:
             return out
-        turn_id, playing_from = self._playing
-        made = self._made_echo(turn_id)
-        first = round((at - playing_from - ECHO_DELAY_S) * 16000)
-        lo, hi = max(0, first), min(made.size, first + step)
-        if hi > lo:
-            out[lo - first : hi - first] = made[lo:hi]
+        turn_id, _ = self._playing
+        made, starts, offsets = self._made_echo(turn_id)
+        if not starts.size:
+            return out
+        # Played as a player plays it: each chunk on arrival or when the one before ends,
+        # whichever is later (the server's due times, which the guard's reference follows).
+        heard = at - ECHO_DELAY_S + np.arange(step) / 16000
+        k = np.searchsorted(starts, heard, side="right") - 1
+        ok = k >= 0
+        position = np.where(ok, offsets[k] + np.rint((heard - starts[k]) * 16000), -1).astype(int)
+        ends = np.append(offsets[1:], made.size)
+        ok &= (position >= 0) & (position < ends[k]) & (position < made.size)
+        out[ok] = made[position[ok]]
         return out
 
-    def _made_echo(self, turn_id: str) -> np.ndarray:
-        """The answer's audio so far as the microphone hears it (made again as more comes)."""
-        audio = self.client.audio_of_turn(turn_id)
-        if self._echo[:2] != (turn_id, len(audio)):
+    def _made_echo(self, turn_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The answer's audio so far as the microphone hears it (made again as more comes),
+        and each chunk's start of play and offset in it."""
+        chunks = [
+            (item.at, base64.b64decode(item.message["content"]))
+            for item in self.client.received
+            if item.type == "response.audio" and item.message.get("turn_id") == turn_id
+        ]
+        if self._echo[:2] != (turn_id, len(chunks)):
+            audio = b"".join(pcm for _, pcm in chunks)
             echo = np.frombuffer(audio, "<i2").astype(np.float64) * 10 ** (ECHO_DB / 20)
             if self.mode == "processed-echo" and echo.size:
                 echo = capture_processing(echo, seed=7)
-            self._echo = (turn_id, len(audio), echo)
+            starts, offsets, ends, offset = [], [], 0.0, 0
+            for arrived, pcm in chunks:
+                starts.append(max(arrived, ends))
+                offsets.append(offset)
+                ends = starts[-1] + len(pcm) / 32000
+                offset += len(pcm) // 2
+            self._echo = (turn_id, len(chunks), (echo, np.array(starts), np.array(offsets, int)))
         return self._echo[2]
 
 
