@@ -25,15 +25,33 @@ grows its speech-recogniser pool to the load it meets, once. Every level measure
 are compared with is not the maximum of a handful of turns. Each answer's playback gaps (audio
 arriving after what came before it has played) are counted too.
 
-With `--compare` the talking levels run twice on one node, side by side in the same run: with
-the scheduling before the queues were traced (`PREVIOUS_SCHEDULING`: first come, first served
-in the recogniser's workers, the words asked after the turn-end model's answer), then as
-configured. Every level also prints the trace of the shared queues (server/pipeline/timing.py
-`STAGES`): how long each turn's requests waited for the turn-end model's thread, a recogniser
-worker and a Piper thread, against how long they worked.
+With `--reference KEY=VALUE` (repeatable, e.g. `--reference ECHO_GATE=false`) the talking
+levels run on two one-node servers side by side in the same run: the reference (these
+settings over the environment), then as configured. `--compare` is the shorthand for the
+scheduling before the queues were traced (`PREVIOUS_SCHEDULING`: first come, first served in
+the recogniser's workers, the words asked after the turn-end model's answer). With more than one
+column the servers run together and the levels are interleaved: each level on every column in
+turn, `--rounds N` times (alternating which column goes first), every column's figures pooled
+over its rounds, and each round's p95 printed (the spread). At 8-10 talkers the spread from run
+to run is larger than the effects compared, so only columns measured this way compare. Every
+level also prints the trace of the shared queues (server/pipeline/timing.py `STAGES`): how long
+each turn's requests waited for the turn-end model's thread, a recogniser worker and a Piper
+thread, against how long they worked, and the echo guard's own CPU (`echo_work`).
+
+What the talkers' microphones send while the answer plays (`--mic`): by default nothing (the
+stream pauses, as this bench always did; the echo guard then sees agent audio due only over the
+question's trailing silence and, the stream's time being behind the wall clock, over the start
+of the next question: no echo, so the gate holds nothing long). A browser's microphone never
+pauses: `noise` streams room noise all the session (a headset), `echo` adds the answer as the
+speakers play it, heard back 150 ms later 10 dB down (the linear filter cancels it; the gate
+stands aside), `processed-echo` the same through a browser's capture processing
+(tests/support/echo.py), which only the echo gate keeps out: its expensive path. With
+`ECHO_GATE=false` that echo interrupts the agent, which the last table counts.
 
     python bench/load.py [--talkers 1,4,8,10,12,14] [--connected 50] [--turns 4]
                          [--samples 20] [--no-warmup] [--nodes 1,2] [--compare]
+                         [--reference KEY=VALUE ...] [--rounds N]
+                         [--mic pause|noise|echo|processed-echo]
 """
 
 from __future__ import annotations
@@ -42,13 +60,14 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import itertools
 import os
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -57,6 +76,7 @@ from common import ROOT, median, p95, print_table, save
 
 from server.pipeline.timing import STAGES
 from tests.support.cluster import cluster
+from tests.support.echo import capture_processing
 from tests.support.engines import engine_folder, postgres_server, redis_server, stop_process
 from tests.support.servers import free_port
 from tests.support.speech import silence, speak, voiced_span
@@ -203,27 +223,151 @@ def room_noise(seconds: float) -> bytes:
     return (rng.normal(0, 60, int(seconds * 16000))).astype("<i2").tobytes()
 
 
+MIC = "pause"  # --mic: what a talker's microphone sends while the answer plays
+MIC_MODES = {
+    "pause": "nothing (the stream pauses while the answer plays, then goes on)",
+    "noise": "room noise, the whole session, as a browser's open microphone does (a headset)",
+    "echo": "room noise and the answer's echo, 150 ms late, 10 dB down (speakers: the linear "
+    "filter cancels it)",
+    "processed-echo": "the same echo through a browser's capture processing "
+    "(tests/support/echo.py): the linear filter cannot cancel it, the echo gate works",
+}
+ECHO_DELAY_S, ECHO_DB = 0.15, -10.0
+EXTRA_TURNS: list[int] = []  # per session, user turns the talker did not start (echo, noise)
+
+
+class OpenMic:
+    """A talker's microphone left open for the whole session (`--mic` other than "pause"),
+    100 ms a chunk in real time: room noise, what `say()` queues, and with an echo the
+    answer being played (`play()`), as heard back through the speakers."""
+
+    def __init__(self, client: VoiceClient, mode: str):
+        self.client, self.mode = client, mode
+        self._said: list[list] = []  # [pcm, samples sent, future of its capture time]
+        self._playing: tuple[str, float] | None = None  # (turn id, when it starts playing)
+        self._echo: tuple = ("", 0, None)  # the answer's made echo and its schedule, cached
+        self._noise = np.frombuffer(room_noise(10.0), "<i2").astype(np.float64)
+        self._task: asyncio.Task | None = None
+
+    async def __aenter__(self) -> OpenMic:
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def say(self, pcm: bytes) -> float:
+        """Queue `pcm` (16 kHz); the monotonic time its first sample is captured."""
+        captured = asyncio.get_running_loop().create_future()
+        self._said.append([np.frombuffer(pcm, "<i2").astype(np.float64), 0, captured])
+        return await captured
+
+    def play(self, turn_id: str, at: float) -> None:
+        self._playing = (turn_id, at)
+
+    async def _run(self) -> None:
+        step, start = 1600, time.monotonic()
+        for n in itertools.count():
+            await asyncio.sleep(max(0.0, start + (n + 1) * 0.1 - time.monotonic()))
+            at = start + n * 0.1  # when this chunk's first sample was captured
+            noise = self._noise[(n * step) % (self._noise.size - step) :][:step]
+            chunk = noise + self._speech(step, at) + self._echo_at(at, step)
+            pcm = np.clip(np.rint(chunk), -32768, 32767).astype("<i2").tobytes()
+            await self.client.send(
+                {"type": "client.audio", "content": base64.b64encode(pcm).decode("ascii")}
+            )
+
+    def _speech(self, step: int, at: float) -> np.ndarray:
+        out = np.zeros(step)
+        if self._said:
+            said = self._said[0]
+            if said[1] == 0:
+                said[2].set_result(at)
+            part = said[0][said[1] : said[1] + step]
+            out[: part.size] = part
+            said[1] += step
+            if said[1] >= said[0].size:
+                self._said.pop(0)
+        return out
+
+    def _echo_at(self, at: float, step: int) -> np.ndarray:
+        out = np.zeros(step)
+        if self.mode not in ("echo", "processed-echo") or self._playing is None:
+            return out
+        turn_id, _ = self._playing
+        made, starts, offsets = self._made_echo(turn_id)
+        if not starts.size:
+            return out
+        # Played as a player plays it: each chunk on arrival or when the one before ends,
+        # whichever is later (the server's due times, which the guard's reference follows).
+        heard = at - ECHO_DELAY_S + np.arange(step) / 16000
+        k = np.searchsorted(starts, heard, side="right") - 1
+        ok = k >= 0
+        position = np.where(ok, offsets[k] + np.rint((heard - starts[k]) * 16000), -1).astype(int)
+        ends = np.append(offsets[1:], made.size)
+        ok &= (position >= 0) & (position < ends[k]) & (position < made.size)
+        out[ok] = made[position[ok]]
+        return out
+
+    def _made_echo(self, turn_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The answer's audio so far as the microphone hears it (made again as more comes),
+        and each chunk's start of play and offset in it."""
+        chunks = [
+            (item.at, base64.b64decode(item.message["content"]))
+            for item in self.client.received
+            if item.type == "response.audio" and item.message.get("turn_id") == turn_id
+        ]
+        if self._echo[:2] != (turn_id, len(chunks)):
+            audio = b"".join(pcm for _, pcm in chunks)
+            echo = np.frombuffer(audio, "<i2").astype(np.float64) * 10 ** (ECHO_DB / 20)
+            if self.mode == "processed-echo" and echo.size:
+                echo = capture_processing(echo, seed=7)
+            starts, offsets, ends, offset = [], [], 0.0, 0
+            for arrived, pcm in chunks:
+                starts.append(max(arrived, ends))
+                offsets.append(offset)
+                ends = starts[-1] + len(pcm) / 32000
+                offset += len(pcm) // 2
+            self._echo = (turn_id, len(chunks), (echo, np.array(starts), np.array(offsets, int)))
+        return self._echo[2]
+
+
 async def converse(url: str, turns: int, start_delay: float) -> list[float]:
     latencies = []
     async with VoiceClient(url) as client:
         await client.connect()
-        welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
-        await client.finish_playback(welcome.message["turn_id"], timeout=60)
-        await asyncio.sleep(start_delay)
-        for n in range(turns):
-            speech = speak(QUESTIONS[n % len(QUESTIONS)])
-            mark = len(client.received)
-            started = await client.stream(silence(0.3) + speech + silence(1.2))
-            speech_end = started + 0.3 + voiced_span(speech)[1]
-            first = await client.wait_for("response.audio", after=mark, timeout=60)
-            latencies.append((first.at - speech_end) * 1000)
-            end = await client.wait_for("response.end", after=mark, timeout=60)
-            SPLITS.append(end.message.get("timings") or {})
-            GAPS.append(playback_gap_ms(client.received[mark:], end.message["turn_id"]))
-            played = len(client.audio_of_turn(end.message["turn_id"])) / 32000
-            await asyncio.sleep(max(0.0, played - (time.monotonic() - first.at)))
-            await client.send({"type": "trigger.response.audio.replay_finished"})
-            await asyncio.sleep(random.uniform(0.2, 1.0))
+        mic = OpenMic(client, MIC) if MIC != "pause" else None
+        async with mic or contextlib.nullcontext():
+            welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
+            if mic:
+                mic.play(welcome.message["turn_id"], welcome.at)
+            # The welcome's end, or (its echo interrupted it: `--mic processed-echo` without
+            # the gate) the end of the answer to its echo.
+            await client.wait_for("response.end", timeout=60)
+            await client.send(
+                {"type": "trigger.response.audio.replay_finished", "reason": "completed"}
+            )
+            await asyncio.sleep(start_delay)
+            for n in range(turns):
+                speech = speak(QUESTIONS[n % len(QUESTIONS)])
+                mark = len(client.received)
+                said = silence(0.3) + speech + silence(1.2)
+                started = await (mic.say(said) if mic else client.stream(said))
+                speech_end = started + 0.3 + voiced_span(speech)[1]
+                first = await client.wait_for("response.audio", after=mark, timeout=60)
+                if mic:
+                    mic.play(first.message["turn_id"], first.at)
+                latencies.append((first.at - speech_end) * 1000)
+                end = await client.wait_for("response.end", after=mark, timeout=60)
+                SPLITS.append(end.message.get("timings") or {})
+                GAPS.append(playback_gap_ms(client.received[mark:], end.message["turn_id"]))
+                played = len(client.audio_of_turn(end.message["turn_id"])) / 32000
+                await asyncio.sleep(max(0.0, played - (time.monotonic() - first.at)))
+                await client.send({"type": "trigger.response.audio.replay_finished"})
+                await asyncio.sleep(random.uniform(0.2, 1.0))
+        users = client.of_type("turn.start")
+        EXTRA_TURNS.append(sum(m.get("role") == "user" for m in users) - turns)
     return latencies
 
 
@@ -284,30 +428,137 @@ def measured(server: ServerProcess, run) -> tuple[object, float, float]:
 
 # `--compare`: the scheduling before the queues were traced (docs/scaling.md), as a reference
 PREVIOUS_SCHEDULING = {"STT_PRIORITY_LANE": "false", "TURN_END_RULES_OFF": "words-at-look"}
-PREVIOUS = 0  # the reference's key among the deployments
-COMPARING = "--compare" in sys.argv
 
 
-def label(nodes: int) -> str:
-    if nodes == PREVIOUS:
-        return "1 node, previous scheduling"
-    if nodes == 1 and COMPARING:
-        return "1 node, as configured"
-    if nodes == 1:
-        return "1 node, memory + SQLite"
-    return f"{nodes} nodes + HAProxy, Redis + PostgreSQL"
+def reference_env(args, parser: argparse.ArgumentParser) -> dict[str, str]:
+    """The reference column's environment: `--compare`'s previous scheduling, then every
+    `--reference KEY=VALUE` over it (empty: no reference column)."""
+    env = dict(PREVIOUS_SCHEDULING) if args.compare else {}
+    for item in args.reference:
+        key, equals, value = item.partition("=")
+        if not equals or not key.isidentifier():
+            parser.error(f"--reference {item!r}: expected KEY=VALUE, e.g. ECHO_GATE=false")
+        env[key] = value
+    return env
+
+
+def columns(args, reference: dict[str, str]) -> list[tuple[str, Callable]]:
+    """The deployments side by side, the reference first: (label, opener of the server)."""
+    if reference:
+        named = " ".join(f"{k}={v}" for k, v in reference.items())
+        name = "previous scheduling" if reference == PREVIOUS_SCHEDULING else named
+        return [(f"1 node, {name}", lambda: one_node(reference)), (CONFIGURED, one_node)]
+    found: list[tuple[str, Callable]] = []
+    for count in (int(x) for x in args.nodes.split(",")):
+        if count == 1:
+            found.append(("1 node, memory + SQLite", one_node))
+        else:
+            found.append((f"{count} nodes + HAProxy, Redis + PostgreSQL",
+                          lambda count=count: nodes_behind_haproxy(count)))  # fmt: skip
+    return found
+
+
+CONFIGURED = "1 node, as configured"
+
+
+def interleaved(servers: dict, levels: list[int], args) -> dict[str, dict]:
+    """Every column at one level, then the next level, `--rounds` times (each round in the
+    other order of columns): the columns see the same machine minute by minute, and a level's
+    figures pool all its rounds. Run-to-run spread at 8-10 talkers is larger than the effects
+    compared, so figures from separate runs cannot be compared."""
+    warmups = {}
+    for name, server in servers.items():
+        print(f"{name}:")
+        warmups[name] = warm_up(server, max(levels)) if args.warmup else None
+    once = argparse.Namespace(**{**vars(args), "warmup": False})
+    runs: dict[str, dict[int, list]] = {name: {n: [] for n in levels} for name in servers}
+    for round_ in range(args.rounds):
+        order = list(servers) if round_ % 2 == 0 else list(servers)[::-1]
+        for n in levels:
+            for name in order:
+                print(f"{name}, round {round_ + 1}/{args.rounds}:")
+                EXTRA_TURNS.clear()
+                started = time.monotonic()
+                run = talking_levels(servers[name], [n], once)["talking"][n]
+                seconds = time.monotonic() - started
+                run.update(splits=list(SPLITS), gaps=list(GAPS), extra=sum(EXTRA_TURNS),
+                           session_s=n * seconds)  # fmt: skip
+                runs[name][n].append(run)
+    return {name: pooled(runs[name], levels, warmups[name]) for name in servers}
+
+
+def pooled(runs: dict[int, list[dict]], levels: list[int], warmup: dict | None) -> dict:
+    """One column's rounds, level by level, as talking_levels() reports one run (plus the
+    spread of the rounds' p95s, the echo guard's CPU and the user turns nobody started)."""
+    rows, talk_runs, lone = [], {}, None
+    for n in levels:
+        rounds = runs[n]
+        latencies = [ms for r in rounds for ms in r["latencies_ms"]]
+        splits = [t for r in rounds for t in r["splits"]]
+        gaps = [g for r in rounds for g in r["gaps"]]
+        figure = p95(latencies)
+        lone = lone or figure
+        cpu = sum(r["cpu_percent"] for r in rounds) / len(rounds)
+        rss = max(r["rss_mib"] for r in rounds)
+        echo_ms = sum(t.get("echo_work_ms", 0.0) for t in splits)
+        talk_runs[n] = {
+            "p95_ms": figure, "p50_ms": median(latencies), "cpu_percent": cpu, "rss_mib": rss,
+            "ok": figure <= TOLERANCE * lone, "turns": len(latencies), "latencies_ms": latencies,
+            "p95_split_ms": {k: p95([t[k] for t in splits if k in t]) for k in SPLIT_NAMES},
+            "playback_gaps": {"answers": len(gaps), "with_gap_over_50ms": sum(g > 50 for g in gaps),
+                              "worst_ms": max(gaps, default=0.0)},
+            "queues_ms": queue_trace(splits),
+            "rounds_p95_ms": [r["p95_ms"] for r in rounds],
+            # the guard's CPU (its filter, and the gate when on) per 100 ms of session
+            "echo_ms_per_100ms": echo_ms / (sum(r["session_s"] for r in rounds) * 10),
+            "unstarted_user_turns": sum(r["extra"] for r in rounds),
+        }  # fmt: skip
+        verdict = "yes" if talk_runs[n]["ok"] else "no"
+        rows.append([f"{n} talking", figure, f"{figure / lone:.2f}", cpu, rss, verdict])
+    return {"rows": rows, "talking": talk_runs, "lone_p95_ms": lone, "warmup": warmup,
+            "largest_talking_within_tolerance": largest_within(talk_runs)}  # fmt: skip
+
+
+def print_spread(results: dict[str, dict], levels: list[int]) -> None:
+    print_table(
+        "Side by side: each round's p95 ms (the spread), the echo guard's CPU (ms per 100 ms of "
+        "session), user turns the talkers did not start",
+        ["talking", *results],
+        [
+            [f"{n}"] + [
+                f"{' '.join(f'{x:.0f}' for x in r['talking'][n]['rounds_p95_ms'])}; "
+                f"echo {r['talking'][n]['echo_ms_per_100ms']:.3f}; "
+                f"{r['talking'][n]['unstarted_user_turns']}"
+                for r in results.values()]
+            for n in levels
+        ],
+    )  # fmt: skip
+
+
+def largest_within(talk_runs: dict[int, dict]) -> int:
+    """The largest N such that it and every smaller level measured kept within."""
+    best = 0
+    for n in sorted(talk_runs):
+        if not talk_runs[n]["ok"]:
+            break
+        best = n
+    return best
+
+
+def warm_up(server, talkers: int) -> dict:
+    """The server sizes its recogniser pool to the load it meets (a new worker process costs
+    ~1 s of CPU once): measure it as it runs after that first burst."""
+    latencies, cpu, _ = measured(server, talking(server.url, talkers, 2))
+    warmup = {"talking": talkers, "p95_ms": p95(latencies), "cpu_percent": cpu}
+    print(f"  warm-up, {talkers} talking (not compared): p95 "
+          f"{warmup['p95_ms']:.0f} ms, server CPU {cpu:.0f}%")  # fmt: skip
+    return warmup
 
 
 def talking_levels(server, levels: list[int], args) -> dict:
     """The talking levels on one deployment: warm-up, then each level against the lone p95."""
-    rows, talk_runs, lone, warmup = [], {}, None, None
-    if args.warmup:
-        # The server sizes its recogniser pool to the load it meets (a new worker process
-        # costs ~1 s of CPU once); measure it as it runs after that first burst.
-        latencies, cpu, _ = measured(server, talking(server.url, max(levels), 2))
-        warmup = {"talking": max(levels), "p95_ms": p95(latencies), "cpu_percent": cpu}
-        print(f"  warm-up, {max(levels)} talking (not compared): p95 "
-              f"{warmup['p95_ms']:.0f} ms, server CPU {cpu:.0f}%")  # fmt: skip
+    rows, talk_runs, lone = [], {}, None
+    warmup = warm_up(server, max(levels)) if args.warmup else None
     for n in levels:
         SPLITS.clear()
         GAPS.clear()
@@ -321,6 +572,7 @@ def talking_levels(server, levels: list[int], args) -> dict:
                 "worst_ms": max(GAPS, default=0.0)}  # fmt: skip
         talk_runs[n] = {"p95_ms": figure, "p50_ms": median(latencies), "cpu_percent": cpu,
                         "rss_mib": rss, "ok": ok, "turns": len(latencies),
+                        "latencies_ms": latencies,
                         "p95_split_ms": split, "playback_gaps": gaps}  # fmt: skip
         verdict = "yes" if ok else "no"
         rows.append([f"{n} talking", figure, f"{figure / lone:.2f}", cpu, rss, verdict])
@@ -332,13 +584,8 @@ def talking_levels(server, levels: list[int], args) -> dict:
         talk_runs[n]["queues_ms"] = queues = queue_trace(SPLITS)
         print("        queue / work, p50 / p95 ms: " + "; ".join(
             f"{name} {q[0]:.0f} / {q[1]:.0f}" for name, q in queues.items()))  # fmt: skip
-    best = 0  # the largest N such that it and every smaller level measured kept within
-    for n in sorted(talk_runs):
-        if not talk_runs[n]["ok"]:
-            break
-        best = n
     return {"rows": rows, "talking": talk_runs, "lone_p95_ms": lone, "warmup": warmup,
-            "largest_talking_within_tolerance": best}  # fmt: skip
+            "largest_talking_within_tolerance": largest_within(talk_runs)}  # fmt: skip
 
 
 def queue_trace(splits: list[dict]) -> dict[str, tuple[float, float]]:
@@ -378,9 +625,31 @@ def main() -> None:
     parser.add_argument(
         "--compare",
         action="store_true",
-        help="run the talking levels on one node twice, side by side: first with the "
-        f"previous scheduling ({' '.join(f'{k}={v}' for k, v in PREVIOUS_SCHEDULING.items())}), "
-        "then as configured",
+        help="shorthand for --reference "
+        f"{' --reference '.join(f'{k}={v}' for k, v in PREVIOUS_SCHEDULING.items())}: "
+        "the previous scheduling",
+    )
+    parser.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run the talking levels on one node twice, side by side and interleaved: first "
+        "with these settings (repeatable, e.g. ECHO_GATE=false), then as configured",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="with more than one column: run every level this many times per column, "
+        "interleaved, and pool them (the spread of the rounds is printed)",
+    )
+    parser.add_argument(
+        "--mic",
+        choices=list(MIC_MODES),
+        default="pause",
+        help="what the talkers' microphones send while the answer plays: "
+        + "; ".join(f"{k}: {v}" for k, v in MIC_MODES.items()),
     )
     parser.add_argument(
         "--nodes",
@@ -389,36 +658,39 @@ def main() -> None:
         "N > 1 = N nodes behind HAProxy on Redis + PostgreSQL (e.g. 1,2)",
     )
     args = parser.parse_args()
+    if not 1 <= args.rounds <= 20:
+        parser.error("--rounds must be in 1..20")
+    global MIC
+    MIC = args.mic
     random.seed(1)
     for question in QUESTIONS:
         speak(question)  # synthesize the inputs before anything is timed
     levels = [int(x) for x in args.talkers.split(",")]
-    deployments = [int(x) for x in args.nodes.split(",")]
-    if args.compare:
-        deployments = [PREVIOUS, 1]
+    reference = reference_env(args, parser)
+    deployments = columns(args, reference)
     # The simulated clients stand in for people on other machines: they yield the CPU to the
     # servers (a starved client only delays its own measurements, against us).
     os.nice(10)
     load_before = os.getloadavg()
-    results: dict[int, dict] = {}
     connected_run = None
-    for count in deployments:
-        print(f"{label(count)}:")
-        if count == PREVIOUS:
-            deployment = one_node(PREVIOUS_SCHEDULING)
+    with contextlib.ExitStack() as stack:
+        servers = {name: stack.enter_context(opener()) for name, opener in deployments}
+        if len(servers) == 1 and args.rounds == 1:
+            name, server = next(iter(servers.items()))
+            print(f"{name}:")
+            results = {name: talking_levels(server, levels, args)}
         else:
-            deployment = one_node() if count == 1 else nodes_behind_haproxy(count)
-        with deployment as server:
-            results[count] = talking_levels(server, levels, args)
-            if args.connected and count == 1:
-                row, connected_run = connected_level(server, args, results[count]["lone_p95_ms"])
-                results[count]["rows"].append(row)
+            results = interleaved(servers, levels, args)
+        one = CONFIGURED if reference else "1 node, memory + SQLite"
+        if args.connected and one in servers:
+            row, connected_run = connected_level(servers[one], args, results[one]["lone_p95_ms"])
+            results[one]["rows"].append(row)
     load_after = os.getloadavg()
 
     header = ["sessions", "p95 ms", "× lone", "server CPU %", "server RSS MiB", f"≤ {TOLERANCE}×"]
-    for count, result in results.items():
+    for name, result in results.items():
         print_table(
-            f"{label(count)}, {os.cpu_count()} cores: p95 voice-to-voice vs a lone session "
+            f"{name}, {os.cpu_count()} cores: p95 voice-to-voice vs a lone session "
             f"(≤ ×{TOLERANCE})",
             header,
             result["rows"],
@@ -428,7 +700,7 @@ def main() -> None:
     if len(results) > 1:
         print_table(
             "Side by side, same machine and cores: p50 / p95 voice-to-voice ms (× lone p95), CPU %",
-            ["talking", *(label(c) for c in results)],
+            ["talking", *results],
             [
                 [f"{n}"] + [f"{r['talking'][n]['p50_ms']:.0f} / {r['talking'][n]['p95_ms']:.0f} "
                             f"({r['talking'][n]['p95_ms'] / r['lone_p95_ms']:.2f}×), "
@@ -438,7 +710,7 @@ def main() -> None:
         )  # fmt: skip
         print_table(
             "Side by side: where the turns waited, p50 / p95 ms per turn (queue vs work)",
-            ["talking", "stage", *(label(c) for c in results)],
+            ["talking", "stage", *results],
             [
                 [f"{n}", stage] + [
                     "{:.0f} / {:.0f}".format(*r["talking"][n]["queues_ms"].get(stage, (0, 0)))
@@ -446,11 +718,16 @@ def main() -> None:
                 for n in levels for stage in STAGES
             ],
         )  # fmt: skip
+    if "rounds_p95_ms" in next(iter(results.values()))["talking"][levels[0]]:
+        print_spread(results, levels)
     print("load average (1, 5, 15 min): before "
           f"{' '.join(f'{x:.2f}' for x in load_before)}, after "
           f"{' '.join(f'{x:.2f}' for x in load_after)}")  # fmt: skip
-    first = results[1] if 1 in results else results[deployments[0]]  # as configured
+    first = results[CONFIGURED if reference else deployments[0][0]]  # as configured
     report = {
+        "mic": MIC,
+        "reference": reference,
+        "rounds": args.rounds,
         "warmup": first["warmup"],
         "lone_p95_ms": first["lone_p95_ms"],
         "talking": first["talking"],
@@ -460,7 +737,7 @@ def main() -> None:
     }
     if len(results) > 1:
         report["deployments"] = {
-            label(c): {k: v for k, v in r.items() if k != "rows"} for c, r in results.items()
+            name: {k: v for k, v in r.items() if k != "rows"} for name, r in results.items()
         }
     save("load", report)
 

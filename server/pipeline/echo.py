@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -189,6 +190,7 @@ class EchoGuard:
             self._audible, self._cancelling,
         )  # fmt: skip
         self._emitted = 0  # samples output (whole blocks): the gate's timeline
+        self._cpu_s = 0.0  # this thread's CPU in clean(), since take_cpu_s()
 
     def _cancelling(self) -> bool:
         """Locked, the lock proven, and the cancellation matching the microphone."""
@@ -261,6 +263,18 @@ class EchoGuard:
         held). The output stream is the input stream, sample for sample, only later, so stream
         time stays the count of samples fed.
         """
+        started = time.thread_time()
+        try:
+            return self._clean(mic_pcm16)
+        finally:
+            self._cpu_s += time.thread_time() - started
+
+    def take_cpu_s(self) -> float:
+        """CPU seconds spent in clean() since the last call (benchmarks: bench/load.py)."""
+        spent, self._cpu_s = self._cpu_s, 0.0
+        return spent
+
+    def _clean(self, mic_pcm16: bytes) -> bytes:
         data = self._partial + mic_pcm16
         whole = len(data) - len(data) % (BLOCK * 2)
         self._partial = data[whole:]

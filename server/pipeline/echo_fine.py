@@ -62,12 +62,12 @@ class Combs:
     the block is quiet)."""
 
     def __init__(self, keep: int):
-        self._kept: deque[list] = deque(maxlen=keep)  # [40 ms of samples, comb or None]
+        self._kept: deque[list] = deque(maxlen=keep)  # [block before, block, comb or None]
         self._last = np.zeros(BLOCK)
         self.count = 0
 
     def add(self, samples: np.ndarray) -> None:
-        self._kept.append([np.concatenate((self._last, samples)), None])
+        self._kept.append([self._last, samples, None])
         self._last = samples
         self.count += 1
 
@@ -76,9 +76,9 @@ class Combs:
         if not first <= block < self.count:
             return None
         kept = self._kept[block - first]
-        if kept[1] is None:
-            kept[1] = comb(kept[0])
-        return kept[1]
+        if kept[2] is None:
+            kept[2] = comb(np.concatenate((kept[0], kept[1])))
+        return kept[2]
 
 
 class ReferenceCombs:

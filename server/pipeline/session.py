@@ -797,6 +797,7 @@ class PipelineSession:
         timings = turn.timings
         timings.speech_end = self.clock.wall_time_of(speech_end_s)
         timings.endpoint = time.monotonic()
+        timings.add_stage("echo_work", self.echo.take_cpu_s())
         text = await turn.utterance.finish()
         turn.state = UserState.DONE
         timings.transcript = time.monotonic()

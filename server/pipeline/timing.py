@@ -51,6 +51,8 @@ STAGES = {
     "final_work": "of which the worker decoding",
     "tts_queue": "the first sentence waiting for a Piper thread",
     "tts_work": "Piper making the first sentence",
+    "echo_work": "the echo guard cleaning the microphone since the turn before (the answer's "
+    "playback included: echo.py, echo_gate.py)",
 }
 
 

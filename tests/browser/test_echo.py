@@ -53,8 +53,10 @@ def captured_welcome(url: str) -> bytes:
         return pool.submit(asyncio.run, capture()).result(timeout=60)
 
 
-def run_session(playwright, tmp_path, **settings) -> list[dict]:
-    """One page session whose microphone is the welcome's echo; every message received."""
+def run_session(playwright, tmp_path, *, constraints: dict | None = None, **settings) -> list[dict]:
+    """One page session whose microphone is the welcome's echo; every message received.
+    `constraints`: microphone constraints that replace the page's own (echoCancellation,
+    noiseSuppression, autoGainControl), set in the page before it asks for the microphone."""
     received: list[dict] = []
     with running_app(data_dir=tmp_path / "data", **SETTINGS, **settings) as url:
         welcome = captured_welcome(url)
@@ -63,6 +65,8 @@ def run_session(playwright, tmp_path, **settings) -> list[dict]:
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
         try:
             page = browser.new_page()
+            if constraints:
+                page.add_init_script(OVERRIDE_CONSTRAINTS % json.dumps(constraints))
             page.on(
                 "websocket",
                 lambda ws: ws.on("framereceived", lambda f: received.append(json.loads(f))),
@@ -78,6 +82,16 @@ def run_session(playwright, tmp_path, **settings) -> list[dict]:
         finally:
             browser.close()
     return received
+
+
+# Chromium's capture processing as a user's page might ask for it (the client asks for all on).
+OVERRIDE_CONSTRAINTS = """
+const media = navigator.mediaDevices, ask = media.getUserMedia.bind(media);
+media.getUserMedia = (c) => {
+  if (c && c.audio && typeof c.audio === "object") Object.assign(c.audio, %s);
+  return ask(c);
+};
+"""
 
 
 def wait_for_welcome_end(page, received: list[dict]) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from server.pipeline.echo import EchoGuard, EchoSettings
 from server.pipeline.echo_fine import comb
-from server.pipeline.echo_gate import GateSettings
+from server.pipeline.echo_gate import PERSON_COMBS, GateSettings
 from server.pipeline.timing import StreamClock
 from server.pipeline.turns import SpeechStarted, TurnDetector
 from tests.support import chromium_echo
@@ -333,11 +333,50 @@ def test_a_short_first_word_over_a_loud_processed_echo_is_heard(answer_text, sha
     assert starts and 0 <= starts[0] - (at + voiced_span(question)[0]) <= 0.3
 
 
+THANKS = "You said: thank you. You're welcome!"
+HELLO = (
+    "You said: hello, how are you. I can tell you the time or the date, and I repeat what I "
+    "heard. You can interrupt me whenever you like."
+)
+
+
+@pytest.mark.parametrize(
+    ("answer_text", "delay_s", "level_db", "seed"),
+    [(THANKS, 0.15, -10, 3), (THANKS, 0.3, -6, 2), (THANKS, 0.6, -10, 2), (HELLO, 0.15, -20, 1)],
+)
+def test_an_echo_the_filter_only_partly_cancels_does_not_start_a_turn(
+    answer_text, delay_s, level_db, seed
+):
+    """A short answer (the demo agent's), its echo processed like a browser's: the linear
+    filter proved a lock on it (8 dB over its first 0.3 s) and the gate stood aside, so what
+    the filter left opened a turn (bench/load.py --mic processed-echo: 20 of 81 such echoes).
+    The gate keeps looking while the filter cancels, and gates the residue once it has its
+    gains. A limit: 11 of the 81 still start one, within an answer's first second or two."""
+    answer = speak(answer_text)
+    mic = speaker_echo(answer, DUE_S, delay_s, level_db, processed=True, seed=seed)
+    off = EchoGuard(EchoSettings(gate=GateSettings(enabled=False)))
+    off.add_reference(answer, DUE_S)
+    assert detector_starts(mic, off), "the filter alone lets it through, or this proves nothing"
+    guard = EchoGuard(GATED)
+    guard.add_reference(answer, DUE_S)
+    assert detector_starts(mic, guard) == []
+
+
 # Chromium's own processed echo, recorded (tests/support/chromium_echo.py): the app of
 # tests/browser/test_echo.py, whose echo arrives up to 2.5 s after it was due.
-CHROMIUM = {"max_delay_s": 2.5}
-ALONE = [name for name, voice, _ in chromium_echo.CASES if voice is None]
-PERSON = [name for name, voice, _ in chromium_echo.CASES if voice is not None]
+CHROMIUM = {"max_delay_s": chromium_echo.MAX_DELAY_S}
+ALONE = [case.name for case in chromium_echo.CASES if case.voice is None]
+# A short first word ("Wait,") 6 dB under the echo and under Chromium's noise suppression of a
+# noisy room: its blocks keep the echo's comb (0.5-0.9) and the envelope explains them; the
+# person is heard on their next words, 0.7 s after the first. A limit, shown as it is.
+LOST_FIRST_WORD = {"noise_piper_6db"}
+PERSON = [
+    pytest.param(case.name, marks=pytest.mark.xfail(strict=True, reason="first word lost"))
+    if case.name in LOST_FIRST_WORD
+    else case.name
+    for case in chromium_echo.CASES
+    if case.voice is not None
+]
 
 
 def chromium_starts(name: str, gate: GateSettings) -> tuple[list[float], float | None]:
@@ -350,16 +389,29 @@ def chromium_starts(name: str, gate: GateSettings) -> tuple[list[float], float |
 def test_chromiums_processed_echo_never_starts_a_turn(name):
     """The linear canceller alone opens a turn 0.3 s into this echo; the gate keeps it out
     (its delay wobbles 10-30 ms from window to window: five blocks once looked like a person
-    when the comb's offset followed every wobble)."""
+    when the comb's offset followed every wobble). Another answer, Chromium's canceller off,
+    and a noisy room too."""
     assert chromium_starts(name, GateSettings(enabled=False))[0], "the test cannot fail"
     assert chromium_starts(name, GATED.gate)[0] == []
 
 
+@pytest.mark.parametrize("name", [case.name for case in chromium_echo.CASES])
+def test_chromiums_echo_alone_stays_short_of_a_person(name):
+    """The margin: on the echo alone (before the person speaks, where one does) the gate never
+    sees as many non-matching blocks in a row as it takes for a person (at most 2 of 3 in
+    the 15 recordings, and in 8 more recorded the same way and not kept)."""
+    margins = chromium_echo.Margins(name)
+    assert margins.echo_starts == []
+    assert margins.echo_run < PERSON_COMBS
+
+
 @pytest.mark.parametrize("name", PERSON)
 def test_a_person_over_chromiums_processed_echo_starts_a_turn_within_300ms(name):
-    """A person over Chromium's echo, in another voice (Piper) or the agent's own (espeak):
-    their harmonics are not the echo's, so the gate lets them through within a few blocks.
-    With the envelope alone they were heard 0.8-0.9 s late in 3 of 5 recordings."""
+    """A person over Chromium's echo, in another voice (Piper) or the agent's own (espeak),
+    3 dB under it or 6: their harmonics are not the echo's, so the gate lets them through
+    within a few blocks. With the envelope alone they were heard 0.8-0.9 s late in 3 of 5
+    recordings; 6 dB under, where their blocks keep half the echo's comb, 1 s late until a
+    weak match the envelope does not explain counted against the echo too (`COMB_WEAK`)."""
     starts, person_s = chromium_starts(name, GATED.gate)
     assert starts and 0 <= starts[0] - person_s <= 0.3, (starts, person_s)
 
