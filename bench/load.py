@@ -27,7 +27,8 @@ arriving after what came before it has played) are counted too.
 
 With `--compare` the talking levels run twice on one node, side by side in the same run: with
 the scheduling before the queues were traced (`PREVIOUS_SCHEDULING`: first come, first served
-in the recogniser's workers, the words asked after the turn-end model's answer), then as
+in the recogniser's workers, at the server's priority, the words asked after the turn-end
+model's answer), then as
 configured. Every level also prints the trace of the shared queues (server/pipeline/timing.py
 `STAGES`): how long each turn's requests waited for the turn-end model's thread, a recogniser
 worker and a Piper thread, against how long they worked.
@@ -283,7 +284,11 @@ def measured(server: ServerProcess, run) -> tuple[object, float, float]:
 
 
 # `--compare`: the scheduling before the queues were traced (docs/scaling.md), as a reference
-PREVIOUS_SCHEDULING = {"STT_PRIORITY_LANE": "false", "TURN_END_RULES_OFF": "words-at-look"}
+PREVIOUS_SCHEDULING = {
+    "STT_PRIORITY_LANE": "false",
+    "TURN_END_RULES_OFF": "words-at-look",
+    "STT_WORKER_NICE": "0",
+}
 PREVIOUS = 0  # the reference's key among the deployments
 COMPARING = "--compare" in sys.argv
 

@@ -27,6 +27,15 @@ A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, 
 pause, the final transcript), that utterance's remaining pieces and the request for its words
 go before other utterances' streaming pieces on the same worker, which lose nothing but a few
 milliseconds: their words are wanted only at their own turn's end.
+
+The workers run below the server's priority (`RecognizerPool(worker_nice=...)`, the
+`STT_WORKER_NICE` setting, 10 by default): streaming recognition is most of a loaded node's CPU
+(at ten talkers about half of it, more than the voice and the turn-end model together), and
+nobody waits for it until their own turn ends, while the turn-end model and the first
+sentence's synthesis, in the server's process, are what a turn's end waits for. A process may
+always lower its own priority, so this needs no permission; the cost is that a turn's own tail
+(its last pieces, its words) is decoded at the lower priority too, behind whatever the server
+is doing (docs/scaling.md, "Where a turn waits under load", has the figures).
 """
 
 from __future__ import annotations
@@ -241,7 +250,9 @@ def _hypothesis(decoder) -> str:
     return found.hypstr if found else ""
 
 
-def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) -> None:
+def serve_decoders(
+    connection, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0
+) -> None:
     """A worker's loop: requests `(id, op, utterance, payload, urgent)` in, `(id, result,
     error, started, ended)` out, `started` and `ended` on the machine's monotonic clock (one
     clock for every process), so the server can tell a request's wait in the queue from its
@@ -253,7 +264,13 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
     Each utterance has its own decoder and its own `AudioPreparation` (the profile's noise
     estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
     `cancel`: its pieces pass through them in order, so one voice never colours another's.
+
+    `nice`: how much lower than the server's this process runs (`RecognizerPool`'s
+    `worker_nice`): streaming decode yields the cores to the work a turn's end waits for.
     """
+    if nice:
+        with contextlib.suppress(OSError):  # lowering one's own priority is always allowed
+            os.nice(nice)
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None, 0.0, 0.0))
@@ -370,12 +387,12 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE):
+    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
             target=serve_decoders,
-            args=(child, decoders, profile),
+            args=(child, decoders, profile, nice),
             name="stt-worker",
             daemon=True,
         )
@@ -583,12 +600,14 @@ class RecognizerPool:
         max_workers: int = 8,
         profile: str = DEFAULT_PROFILE,
         priority_lane: bool = True,
+        worker_nice: int = 0,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
             raise ValueError(f"unknown decoder profile {profile!r} (known: {known})")
         self.profile = profile
         self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
+        self.worker_nice = worker_nice  # the workers' priority below the server's (0-19)
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -609,7 +628,8 @@ class RecognizerPool:
         with self._lock:
             if not self._workers:
                 self._workers = [
-                    SpeechWorker(self._decoders, self.profile) for _ in range(self._count)
+                    SpeechWorker(self._decoders, self.profile, self.worker_nice)
+                    for _ in range(self._count)
                 ]
         for worker in self._workers:
             worker.wait_ready()
@@ -661,7 +681,7 @@ class RecognizerPool:
         self._grower.start()
 
     def _add_worker(self) -> None:
-        worker = SpeechWorker(self._decoders, self.profile)
+        worker = SpeechWorker(self._decoders, self.profile, self.worker_nice)
         try:
             worker.wait_ready()
         except RuntimeError as error:

@@ -159,6 +159,22 @@ def test_the_pool_grows_a_worker_before_its_ready_decoders_run_out():
     assert pool.workers == 0
 
 
+@pytest.mark.parametrize("nice", [0, 7])
+def test_the_workers_run_below_the_servers_priority_by_worker_nice(nice):
+    """Streaming recognition yields the cores to what a turn's end waits for (STT_WORKER_NICE):
+    the workers lower their own priority before they load a decoder or answer anyone."""
+    import os
+
+    pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, worker_nice=nice)
+    pool.warm()
+    try:
+        (worker,) = pool._workers
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == min(19, ours + nice)
+    finally:
+        pool.close()
+
+
 def test_with_every_decoder_busy_an_utterance_waits_for_one_instead_of_loading_one():
     pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, max_workers=1)
     pool.warm()
