@@ -70,8 +70,12 @@ def test_echo_defence_is_on_and_searches_up_to_1200ms_by_default():
 
 
 def test_the_recognisers_workers_run_10_below_the_server_unless_set():
+    from server.pipeline.embedded import EmbeddedPipeline  # what the pool is given
+
     assert Settings.from_env({}).stt_worker_nice == 10
-    assert Settings.from_env({"STT_WORKER_NICE": "0"}).stt_worker_nice == 0
+    assert EmbeddedPipeline(Settings.from_env({}), http=None).recognizers.worker_nice == 10
+    same = Settings.from_env({"STT_WORKER_NICE": "0"})
+    assert EmbeddedPipeline(same, http=None).recognizers.worker_nice == 0
 
 
 def test_the_echo_gate_is_on_unless_turned_off():
