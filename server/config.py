@@ -224,11 +224,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "STT_WORKER_NICE": (
         "10",
-        "Embedded pipeline recogniser: how far below the server's priority its worker "
-        "processes run (0-19, as `nice`): other sessions' streaming recognition yields the "
-        "cores to the turn-end model, the final transcript and the first sentence's voice, "
-        "which a turn's end waits for (`0`: the same priority, as before; "
-        "`./dev bench load --compare` runs both).",
+        "Embedded pipeline recogniser: how far below the server's priority its workers "
+        "decode other sessions' streaming audio (0-19, as `nice`), so it yields the cores to "
+        "the turn-end model and the first sentence's voice; a turn's own end is decoded at "
+        "the server's priority where the OS allows raising it back (root with CAP_SYS_NICE), "
+        "else below too (`0`: the same priority, as before; `./dev bench load --compare` "
+        "runs both).",
     ),
     "ECHO_DEFENCE": (
         "true",

@@ -28,14 +28,14 @@ pause, the final transcript), that utterance's remaining pieces and the request 
 go before other utterances' streaming pieces on the same worker, which lose nothing but a few
 milliseconds: their words are wanted only at their own turn's end.
 
-The workers run below the server's priority (`RecognizerPool(worker_nice=...)`, the
-`STT_WORKER_NICE` setting, 10 by default): streaming recognition is most of a loaded node's CPU
-(at ten talkers about half of it, more than the voice and the turn-end model together), and
-nobody waits for it until their own turn ends, while the turn-end model and the first
-sentence's synthesis, in the server's process, are what a turn's end waits for. A process may
-always lower its own priority, so this needs no permission; the cost is that a turn's own tail
-(its last pieces, its words) is decoded at the lower priority too, behind whatever the server
-is doing (docs/scaling.md, "Where a turn waits under load", has the figures).
+Other sessions' streaming pieces are decoded below the server's priority
+(`RecognizerPool(worker_nice=...)`, the `STT_WORKER_NICE` setting, 10 by default;
+`WorkerPriority`): streaming recognition is most of a loaded node's CPU (at ten talkers about
+half of it, more than the voice and the turn-end model together) and nobody waits for it until
+their own turn ends, while the turn-end model and the first sentence's synthesis, in the
+server's process, are what a turn's end waits for. Urgent requests go back to the server's
+priority where the OS allows it (root with CAP_SYS_NICE, or RLIMIT_NICE); elsewhere they stay
+below too (docs/scaling.md, "Where a turn waits under load", has the figures for both).
 """
 
 from __future__ import annotations
@@ -265,18 +265,17 @@ def serve_decoders(
     estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
     `cancel`: its pieces pass through them in order, so one voice never colours another's.
 
-    `nice`: how much lower than the server's this process runs (`RecognizerPool`'s
-    `worker_nice`): streaming decode yields the cores to the work a turn's end waits for.
+    `nice`: how much lower than the server's this process decodes streaming pieces
+    (`RecognizerPool`'s `worker_nice`, `WorkerPriority`).
     """
-    if nice:
-        with contextlib.suppress(OSError):  # lowering one's own priority is always allowed
-            os.nice(nice)
+    priority = WorkerPriority(nice)
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None, 0.0, 0.0))
     requests = Requests(connection)
     while (request := requests.next()) is not None:
-        request_id, op, utterance, payload, _ = request
+        request_id, op, utterance, payload, urgent = request
+        priority.serve(urgent)
         started = time.monotonic()
         try:
             result = None
@@ -322,6 +321,34 @@ def serve_decoders(
         except Exception as error:  # reported to the caller, the worker goes on
             failure = f"{type(error).__name__}: {error}"
             connection.send((request_id, None, failure, started, time.monotonic()))
+
+
+class WorkerPriority:
+    """A worker's priority, request by request: `nice` below the server's for other
+    sessions' streaming pieces, the server's own for urgent requests (a turn's end waits).
+
+    Lowering one's priority is always allowed; raising it back needs root with
+    CAP_SYS_NICE or a high enough RLIMIT_NICE (`ulimit -e`). Where it is refused, the worker
+    stays below for everything (the first request that may not go back up finds out).
+    """
+
+    def __init__(self, nice: int):
+        self.base = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, inherited
+        self.low = min(19, self.base + nice)
+        self.may_raise = True
+        self.current = self.base
+        self.serve(False)
+
+    def serve(self, urgent: bool) -> None:
+        wanted = self.base if urgent and self.may_raise else self.low
+        if wanted == self.current:
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)
+        except PermissionError:
+            self.may_raise = False  # below for good: it only ever failed going up
+            return
+        self.current = wanted
 
 
 class Requests:

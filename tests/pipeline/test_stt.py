@@ -519,6 +519,44 @@ def test_without_urgent_requests_the_worker_serves_in_arrival_order(monkeypatch)
     assert served_order(monkeypatch, requests) == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_worker_decodes_a_turns_end_at_the_servers_priority_and_streaming_below(
+    monkeypatch,
+):
+    """Other sessions' streaming pieces yield the cores (STT_WORKER_NICE); the pieces and
+    words a turn's end waits for go back to the server's priority, where the OS lets a process
+    raise its priority again (root here, as CI runs), else they stay below too."""
+    import multiprocessing
+    import os
+    import threading
+
+    from server.pipeline import stt
+
+    heard = []
+
+    class PriorityDecoder(FakeDecoder):
+        def process_raw(self, audio, no_search, full_utt):
+            heard.append(os.getpriority(os.PRIO_PROCESS, 0))  # this thread's, on Linux
+
+    monkeypatch.setattr(stt, "new_decoder", PriorityDecoder)
+    piece = b"\x01\x00" * 1600
+    ours, theirs = multiprocessing.Pipe()
+    for request in [
+        (1, "feed", "streaming", piece, False),
+        (2, "feed", "ending", piece, True),
+        (3, "feed", "streaming", piece, False),
+    ]:
+        ours.send(request)
+    ours.send(("end", "stop", "", None, False))
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 2, "baseline", 5))
+    worker.start()
+    answered = [ours.recv()[0] for _ in range(5)]
+    worker.join()
+    assert answered == ["ready", 2, 1, 3, "end"]
+    urgent = base if os.geteuid() == 0 else base + 5
+    assert heard == [urgent, base + 5, base + 5]
+
+
 class RecordingWorker:
     """A SpeechWorker that records each call and answers at once."""
 
