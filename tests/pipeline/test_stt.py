@@ -557,6 +557,33 @@ def test_a_worker_decodes_a_turns_end_at_the_servers_priority_and_streaming_belo
     assert heard == [urgent, base + 5, base + 5]
 
 
+def test_a_worker_that_may_not_raise_its_priority_again_stays_below_for_everything(
+    monkeypatch,
+):
+    """Without root (or CAP_SYS_NICE) a process may lower its priority but not raise it: the
+    worker then decodes a turn's end below the server too, and stops trying."""
+    import os
+
+    from server.pipeline.stt import WorkerPriority
+
+    now = {"nice": 0}
+    tried = []
+
+    def setpriority(which, who, value):
+        tried.append(value)
+        if value < now["nice"]:
+            raise PermissionError("raising a priority needs CAP_SYS_NICE")
+        now["nice"] = value
+
+    monkeypatch.setattr(os, "getpriority", lambda which, who: now["nice"])
+    monkeypatch.setattr(os, "setpriority", setpriority)
+    priority = WorkerPriority(10)
+    for urgent in (True, False, True):
+        priority.serve(urgent)
+    assert now["nice"] == 10 and not priority.may_raise
+    assert tried == [10, 0]  # lowered once, refused once going back up, then never asked
+
+
 class RecordingWorker:
     """A SpeechWorker that records each call and answers at once."""
 
