@@ -25,11 +25,11 @@ grows its speech-recogniser pool to the load it meets, once. Every level measure
 are compared with is not the maximum of a handful of turns. Each answer's playback gaps (audio
 arriving after what came before it has played) are counted too.
 
-With `--reference KEY=VALUE` (repeatable, e.g. `--reference ECHO_GATE=false`) the talking
-levels run on two one-node servers side by side in the same run: the reference (these
-settings over the environment), then as configured. `--compare` is the shorthand for the
-scheduling before the queues were traced (`PREVIOUS_SCHEDULING`: first come, first served in
-the recogniser's workers, the words asked after the turn-end model's answer). With more than one
+With `--reference KEY=VALUE` (repeatable, e.g. `--reference ECHO_GATE=false`) the talking levels
+run on two one-node servers side by side in the same run: the reference (these settings over the
+environment), then as configured. `--compare` is the shorthand for the scheduling before the
+queues were traced (`PREVIOUS_SCHEDULING`: first come, first served in the recogniser's workers,
+at the server's priority, the words asked after the turn-end model's answer). With more than one
 column the servers run together and the levels are interleaved: each level on every column in
 turn, `--rounds N` times (alternating which column goes first), every column's figures pooled
 over its rounds, and each round's p95 printed (the spread). At 8-10 talkers the spread from run
@@ -427,7 +427,11 @@ def measured(server: ServerProcess, run) -> tuple[object, float, float]:
 
 
 # `--compare`: the scheduling before the queues were traced (docs/scaling.md), as a reference
-PREVIOUS_SCHEDULING = {"STT_PRIORITY_LANE": "false", "TURN_END_RULES_OFF": "words-at-look"}
+PREVIOUS_SCHEDULING = {
+    "STT_PRIORITY_LANE": "false",
+    "TURN_END_RULES_OFF": "words-at-look",
+    "STT_WORKER_NICE": "0",
+}
 
 
 def reference_env(args, parser: argparse.ArgumentParser) -> dict[str, str]:

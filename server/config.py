@@ -222,6 +222,15 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "audio on the same worker (`false`: first come, first served, as before; "
         "`./dev bench load --compare` runs both).",
     ),
+    "STT_WORKER_NICE": (
+        "10",
+        "Embedded pipeline recogniser: how far below the server's priority its workers "
+        "decode other sessions' streaming audio (0-19, as `nice`), so it yields the cores to "
+        "the turn-end model and the first sentence's voice; a turn's own end is decoded at "
+        "the server's priority where the OS allows raising it back (root with CAP_SYS_NICE), "
+        "else below too (`0`: the same priority, as before; `./dev bench load --compare` "
+        "runs both).",
+    ),
     "ECHO_DEFENCE": (
         "true",
         "Embedded pipeline: remove the agent's own voice (heard back through the user's "
@@ -285,6 +294,14 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
     if value <= 0:
         raise SettingsError(f"{name} must be greater than zero")
     return value
+
+
+def _nice(name: str, environ: dict[str, str]) -> int:
+    """A `nice` increment, 0 (the same priority) to 19 (the lowest)."""
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= 19:
+        raise SettingsError(f"{name} must be a whole number from 0 to 19, not {raw!r}")
+    return int(raw)
 
 
 def _seconds(name: str, environ: dict[str, str], low: float, high: float) -> float:
@@ -402,6 +419,7 @@ class Settings:
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
+    stt_worker_nice: int = 10
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -532,6 +550,7 @@ class Settings:
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),
+            stt_worker_nice=_nice("STT_WORKER_NICE", env),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

@@ -52,7 +52,9 @@ class EmbeddedPipeline:
         self.authorizer: EmbeddedAuthorizer | None = None  # made by start(), on the stores
         self.connections = Connections()
         self.recognizers = RecognizerPool(
-            profile=settings.stt_profile, priority_lane=settings.stt_priority_lane
+            profile=settings.stt_profile,
+            priority_lane=settings.stt_priority_lane,
+            worker_nice=settings.stt_worker_nice,
         )
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(

@@ -27,6 +27,15 @@ A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, 
 pause, the final transcript), that utterance's remaining pieces and the request for its words
 go before other utterances' streaming pieces on the same worker, which lose nothing but a few
 milliseconds: their words are wanted only at their own turn's end.
+
+Other sessions' streaming pieces are decoded below the server's priority
+(`RecognizerPool(worker_nice=...)`, the `STT_WORKER_NICE` setting, 10 by default;
+`WorkerPriority`): streaming recognition is most of a loaded node's CPU (at ten talkers about
+half of it, more than the voice and the turn-end model together) and nobody waits for it until
+their own turn ends, while the turn-end model and the first sentence's synthesis, in the
+server's process, are what a turn's end waits for. Urgent requests go back to the server's
+priority where the OS allows it (root with CAP_SYS_NICE, or RLIMIT_NICE); elsewhere they stay
+below too (docs/scaling.md, "Where a turn waits under load", has the figures for both).
 """
 
 from __future__ import annotations
@@ -241,7 +250,9 @@ def _hypothesis(decoder) -> str:
     return found.hypstr if found else ""
 
 
-def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) -> None:
+def serve_decoders(
+    connection, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0
+) -> None:
     """A worker's loop: requests `(id, op, utterance, payload, urgent)` in, `(id, result,
     error, started, ended)` out, `started` and `ended` on the machine's monotonic clock (one
     clock for every process), so the server can tell a request's wait in the queue from its
@@ -253,13 +264,18 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
     Each utterance has its own decoder and its own `AudioPreparation` (the profile's noise
     estimate and narrowband judgement), made at its first `feed` and dropped at `finish` or
     `cancel`: its pieces pass through them in order, so one voice never colours another's.
+
+    `nice`: how much lower than the server's this process decodes streaming pieces
+    (`RecognizerPool`'s `worker_nice`, `WorkerPriority`).
     """
+    priority = WorkerPriority(nice)
     idle = [new_decoder() for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None, 0.0, 0.0))
     requests = Requests(connection)
     while (request := requests.next()) is not None:
-        request_id, op, utterance, payload, _ = request
+        request_id, op, utterance, payload, urgent = request
+        priority.serve(urgent)
         started = time.monotonic()
         try:
             result = None
@@ -305,6 +321,34 @@ def serve_decoders(connection, decoders: int, profile: str = DEFAULT_PROFILE) ->
         except Exception as error:  # reported to the caller, the worker goes on
             failure = f"{type(error).__name__}: {error}"
             connection.send((request_id, None, failure, started, time.monotonic()))
+
+
+class WorkerPriority:
+    """A worker's priority, request by request: `nice` below the server's for other
+    sessions' streaming pieces, the server's own for urgent requests (a turn's end waits).
+
+    Lowering one's priority is always allowed; raising it back needs root with
+    CAP_SYS_NICE or a high enough RLIMIT_NICE (`ulimit -e`). Where it is refused, the worker
+    stays below for everything (the first request that may not go back up finds out).
+    """
+
+    def __init__(self, nice: int):
+        self.base = os.getpriority(os.PRIO_PROCESS, 0)  # the server's, inherited
+        self.low = min(19, self.base + nice)
+        self.may_raise = True
+        self.current = self.base
+        self.serve(False)
+
+    def serve(self, urgent: bool) -> None:
+        wanted = self.base if urgent and self.may_raise else self.low
+        if wanted == self.current:
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, wanted)
+        except PermissionError:
+            self.may_raise = False  # below for good: it only ever failed going up
+            return
+        self.current = wanted
 
 
 class Requests:
@@ -370,12 +414,12 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE):
+    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
             target=serve_decoders,
-            args=(child, decoders, profile),
+            args=(child, decoders, profile, nice),
             name="stt-worker",
             daemon=True,
         )
@@ -583,12 +627,14 @@ class RecognizerPool:
         max_workers: int = 8,
         profile: str = DEFAULT_PROFILE,
         priority_lane: bool = True,
+        worker_nice: int = 0,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
             raise ValueError(f"unknown decoder profile {profile!r} (known: {known})")
         self.profile = profile
         self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
+        self.worker_nice = worker_nice  # the workers' priority below the server's (0-19)
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -609,7 +655,8 @@ class RecognizerPool:
         with self._lock:
             if not self._workers:
                 self._workers = [
-                    SpeechWorker(self._decoders, self.profile) for _ in range(self._count)
+                    SpeechWorker(self._decoders, self.profile, self.worker_nice)
+                    for _ in range(self._count)
                 ]
         for worker in self._workers:
             worker.wait_ready()
@@ -661,7 +708,7 @@ class RecognizerPool:
         self._grower.start()
 
     def _add_worker(self) -> None:
-        worker = SpeechWorker(self._decoders, self.profile)
+        worker = SpeechWorker(self._decoders, self.profile, self.worker_nice)
         try:
             worker.wait_ready()
         except RuntimeError as error:

@@ -159,6 +159,22 @@ def test_the_pool_grows_a_worker_before_its_ready_decoders_run_out():
     assert pool.workers == 0
 
 
+@pytest.mark.parametrize("nice", [0, 7])
+def test_the_workers_run_below_the_servers_priority_by_worker_nice(nice):
+    """Streaming recognition yields the cores to what a turn's end waits for (STT_WORKER_NICE):
+    the workers lower their own priority before they load a decoder or answer anyone."""
+    import os
+
+    pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, worker_nice=nice)
+    pool.warm()
+    try:
+        (worker,) = pool._workers
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.process.pid) == min(19, ours + nice)
+    finally:
+        pool.close()
+
+
 def test_with_every_decoder_busy_an_utterance_waits_for_one_instead_of_loading_one():
     pool = RecognizerPool(workers=1, decoders_per_worker=1, spare=0, max_workers=1)
     pool.warm()
@@ -501,6 +517,71 @@ def test_without_urgent_requests_the_worker_serves_in_arrival_order(monkeypatch)
     requests = [(n, "feed", f"u{n % 2}", piece, False) for n in range(1, 6)]
     requests.append((6, "cancel", "u1", None, False))
     assert served_order(monkeypatch, requests) == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_worker_decodes_a_turns_end_at_the_servers_priority_and_streaming_below(
+    monkeypatch,
+):
+    """Other sessions' streaming pieces yield the cores (STT_WORKER_NICE); the pieces and
+    words a turn's end waits for go back to the server's priority, where the OS lets a process
+    raise its priority again (root here, as CI runs), else they stay below too."""
+    import multiprocessing
+    import os
+    import threading
+
+    from server.pipeline import stt
+
+    heard = []
+
+    class PriorityDecoder(FakeDecoder):
+        def process_raw(self, audio, no_search, full_utt):
+            heard.append(os.getpriority(os.PRIO_PROCESS, 0))  # this thread's, on Linux
+
+    monkeypatch.setattr(stt, "new_decoder", PriorityDecoder)
+    piece = b"\x01\x00" * 1600
+    ours, theirs = multiprocessing.Pipe()
+    for request in [
+        (1, "feed", "streaming", piece, False),
+        (2, "feed", "ending", piece, True),
+        (3, "feed", "streaming", piece, False),
+    ]:
+        ours.send(request)
+    ours.send(("end", "stop", "", None, False))
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 2, "baseline", 5))
+    worker.start()
+    answered = [ours.recv()[0] for _ in range(5)]
+    worker.join()
+    assert answered == ["ready", 2, 1, 3, "end"]
+    urgent = base if os.geteuid() == 0 else base + 5
+    assert heard == [urgent, base + 5, base + 5]
+
+
+def test_a_worker_that_may_not_raise_its_priority_again_stays_below_for_everything(
+    monkeypatch,
+):
+    """Without root (or CAP_SYS_NICE) a process may lower its priority but not raise it: the
+    worker then decodes a turn's end below the server too, and stops trying."""
+    import os
+
+    from server.pipeline.stt import WorkerPriority
+
+    now = {"nice": 0}
+    tried = []
+
+    def setpriority(which, who, value):
+        tried.append(value)
+        if value < now["nice"]:
+            raise PermissionError("raising a priority needs CAP_SYS_NICE")
+        now["nice"] = value
+
+    monkeypatch.setattr(os, "getpriority", lambda which, who: now["nice"])
+    monkeypatch.setattr(os, "setpriority", setpriority)
+    priority = WorkerPriority(10)
+    for urgent in (True, False, True):
+        priority.serve(urgent)
+    assert now["nice"] == 10 and not priority.may_raise
+    assert tried == [10, 0]  # lowered once, refused once going back up, then never asked
 
 
 class RecordingWorker:

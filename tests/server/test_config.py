@@ -38,6 +38,8 @@ def test_key_is_not_in_repr():
         ({"TURN_END_MODEL": "psychic"}, "TURN_END_MODEL"),
         ({"VAD": "ears"}, "VAD"),
         ({"STT_PROFILE": "loud"}, "STT_PROFILE"),
+        ({"STT_WORKER_NICE": "20"}, "STT_WORKER_NICE"),
+        ({"STT_WORKER_NICE": "-5"}, "STT_WORKER_NICE"),
         ({"FALSE_INTERRUPTION_MS": "-1"}, "FALSE_INTERRUPTION_MS"),
         ({"FALSE_INTERRUPTION_MS": "0.5"}, "FALSE_INTERRUPTION_MS"),
         ({"INTERRUPTION_MIN_WORDS": "0"}, "INTERRUPTION_MIN_WORDS"),
@@ -65,6 +67,15 @@ def test_echo_defence_is_on_and_searches_up_to_1200ms_by_default():
     assert settings.echo_defence and settings.echo_max_delay_ms == 1200
     settings = Settings.from_env({"ECHO_DEFENCE": "off", "ECHO_MAX_DELAY_MS": "2000"})
     assert not settings.echo_defence and settings.echo_max_delay_ms == 2000
+
+
+def test_the_recognisers_workers_run_10_below_the_server_unless_set():
+    from server.pipeline.embedded import EmbeddedPipeline  # what the pool is given
+
+    assert Settings.from_env({}).stt_worker_nice == 10
+    assert EmbeddedPipeline(Settings.from_env({}), http=None).recognizers.worker_nice == 10
+    same = Settings.from_env({"STT_WORKER_NICE": "0"})
+    assert EmbeddedPipeline(same, http=None).recognizers.worker_nice == 0
 
 
 def test_the_echo_gate_is_on_unless_turned_off():
