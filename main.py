@@ -24,6 +24,7 @@ from layercode_client import (
     watch_audio_output_devices,
 )
 from layercode_client.browser import js_bytes
+from layercode_client.options import CHUNK_MS_BOUNDS
 
 MICROPYTHON = sys.implementation.name == "micropython"
 window = js.window
@@ -56,6 +57,16 @@ def element(element_id):
 def page_setting(name):
     meta = document.querySelector(f'meta[name="layercode:{name}"]')
     return "" if ffi.is_none(meta) else meta.content
+
+
+def chunk_ms_asked():
+    """The page's `?chunk_ms=N` (the microphone's chunk length, docs/client.md), or the
+    client's default when absent or out of bounds: benches compare chunk lengths with it."""
+    asked = js.URLSearchParams.new(window.location.search).get("chunk_ms")
+    if ffi.is_none(asked) or not str(asked).isdigit():
+        return {}
+    low, high = CHUNK_MS_BOUNDS
+    return {"chunk_ms": int(str(asked))} if low <= int(str(asked)) <= high else {}
 
 
 def show_error(text, code=""):
@@ -276,6 +287,7 @@ client = LayercodeClient(
     on_reconnecting=on_reconnecting,
     on_reconnected=on_reconnected,
     on_metrics=on_metrics,
+    **chunk_ms_asked(),
 )
 
 

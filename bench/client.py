@@ -32,7 +32,10 @@ The official SDK comes from the npm registry (pinned, integrity-checked, by setu
 pointed at the local WebSocket (tests/support/official_sdk.py); it offers no sample rate, so it
 streams at 8000 Hz while ours streams at 16000 Hz.
 
-    ./dev bench client [--runs 5] [--window 8]
+Our pages stream the microphone in `chunk_ms` chunks (40 ms by default); `--chunk-ms 100`
+adds both pages with 100 ms chunks (`?chunk_ms=100`, the default before) to the same run.
+
+    ./dev bench client [--runs 5] [--window 8] [--chunk-ms 100]
 """
 
 import argparse
@@ -74,6 +77,15 @@ new MutationObserver(() => {
     document.body.dataset.connectedMs = performance.now();
 }).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-status"]});
 """
+
+
+def with_chunk_lengths(chunk_lengths: list[int]) -> dict[str, str]:
+    """CLIENTS, plus our two pages at each of these chunk lengths (`?chunk_ms=`)."""
+    clients = dict(CLIENTS)
+    for chunk_ms in chunk_lengths:
+        clients[f"MicroPython page, {chunk_ms} ms chunks"] = f"/?chunk_ms={chunk_ms}"
+        clients[f"Pyodide page, {chunk_ms} ms chunks"] = f"/?py=pyodide&chunk_ms={chunk_ms}"
+    return clients
 
 
 def bench_app(settings: Settings) -> Starlette:
@@ -122,7 +134,7 @@ def load_and_connect(page, reload: bool = False) -> dict:
     return {"connected_ms": connected, "click_to_connected_ms": connected - float(started)}
 
 
-def one_run(playwright, url: str, wav: Path, which: str, window: float) -> dict:
+def one_run(playwright, url: str, wav: Path, which: str, path: str, window: float) -> dict:
     # A persistent profile, empty at first: a throwaway context (`browser.new_context()`) is
     # off the record, and Chromium keeps no code cache for those, so its reload recompiled
     # Pyodide's wasm every time.
@@ -133,7 +145,7 @@ def one_run(playwright, url: str, wav: Path, which: str, window: float) -> dict:
     try:
         page = context.pages[0] if context.pages else context.new_page()
         page.add_init_script(OUR_PROBE)
-        page.bench_url = url + CLIENTS[which]
+        page.bench_url = url + path
         cold = load_and_connect(page)
         cdp = context.new_cdp_session(page)
         cdp.send("Performance.enable")
@@ -171,9 +183,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--window", type=float, default=8.0)
+    parser.add_argument(
+        "--chunk-ms", default="", help="also our pages with these chunk lengths, comma-separated"
+    )
     args = parser.parse_args()
+    clients = with_chunk_lengths([int(c) for c in args.chunk_ms.split(",") if c])
 
-    results: dict[str, list[dict]] = {which: [] for which in CLIENTS}
+    results: dict[str, list[dict]] = {which: [] for which in clients}
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         wav = room_noise_wav(tmp / "room.wav")
@@ -185,9 +201,9 @@ def main() -> None:
                 # Interleaved, and in a rotating order: all see the same conditions, and none is
                 # always first in a round (A/B runs of two variants of our page on the loaded
                 # machine: swapping their order moved about 90 ms of cold time to the first).
-                order = list(CLIENTS)[n % len(CLIENTS) :] + list(CLIENTS)[: n % len(CLIENTS)]
+                order = list(clients)[n % len(clients) :] + list(clients)[: n % len(clients)]
                 for which in order:
-                    run = one_run(playwright, url, wav, which, args.window)
+                    run = one_run(playwright, url, wav, which, clients[which], args.window)
                     results[which].append(run)
                     print(f"  run {n + 1} {which:16s}: "
                           + ", ".join(f"{k} {v:.1f}" for k, v in run.items()))  # fmt: skip
@@ -207,6 +223,15 @@ def main() -> None:
         ["figure", "MicroPython", "Pyodide", "official", "mpy/official", "pyodide/official"],
         rows,
     )
+    extra = [w for w in clients if w not in CLIENTS]
+    if extra:  # the pages at other chunk lengths, against the official SDK
+        print_table(
+            "Our pages at other chunk lengths (`?chunk_ms=`), main-thread CPU, median",
+            ["page", "CPU ms per s of audio", "/official"],
+            [[w, f"{medians[w]['cpu_ms_per_s']:.1f}",
+              f"{medians[w]['cpu_ms_per_s'] / medians['official SDK']['cpu_ms_per_s']:.2f}×"]
+             for w in [*list(CLIENTS)[:2], *extra]],
+        )  # fmt: skip
     save("client", {"runs": args.runs, "medians": medians, "detail": results})
 
 

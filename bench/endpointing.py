@@ -144,7 +144,12 @@ def turns_of(
     return found
 
 
+# The silences at which `words-again` asks the words once more, compared (the default marked).
+WORDS_AGAIN_MS = [192]
+
+
 def modes() -> dict[str, TurnSettings]:
+    default = TurnSettings().words_again_ms
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
     before = {  # the rules added after the 3/72 run off
         "look_needs_vad_silence": False,
@@ -168,9 +173,17 @@ def modes() -> dict[str, TurnSettings]:
         "... + a finished waits for 2 VAD-silent frames": TurnSettings(
             **{**model, "finished_vad_frames": 2}
         ),
-        "... + weak words at the 2nd look end at 700 ms (default)": TurnSettings(
-            vad="silero", end_model="smart-turn", model_wait=True
+        "... + weak words at the 2nd look end at 700 ms (previous)": TurnSettings(
+            vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=0
         ),
+        **{
+            f"... + vetoing words asked again at {ms} ms{' (default)' if ms == default else ''}": (
+                TurnSettings(
+                    vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=ms
+                )
+            )
+            for ms in WORDS_AGAIN_MS
+        },
     }
 
 
@@ -222,6 +235,11 @@ def measure(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pauses", default="0.3,0.45,0.6")
+    parser.add_argument(
+        "--words-again-ms",
+        default=",".join(str(ms) for ms in WORDS_AGAIN_MS),
+        help="the silences (ms) at which words that vetoed the first look are asked again",
+    )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
         "--sets",
@@ -234,6 +252,7 @@ def main() -> None:
         help="audio fed this many ms at a time (the demo page sends 100 ms chunks)",
     )
     args = parser.parse_args()
+    WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
     pauses = [float(p) for p in args.pauses.split(",")]
     endpointing.SmartTurn().warm()
     recogniser = Recogniser()

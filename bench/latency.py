@@ -19,15 +19,17 @@ microphone. The server reports, on each `response.end`, when the user's voice st
 audio to the player worklet (`Date.now()`), to which the AudioContext's own reported output
 latency is added. Same machine, same clock. Each browser mode is a SPECULATIVE_ANSWERS value,
 optionally with the turn-end rules turned off (TURN_END_RULES_OFF; `auto:previous` is the
-decision before 2026-11-30's rules), side by side in the same run. The endpointing wait is split
+decision before 2026-11-30's rules), and optionally `@` and the page's microphone chunk length
+(`?chunk_ms=`: `auto@100` is the 100 ms chunks the page sent before 20 ms became the default),
+side by side in the same run. The endpointing wait is split
 at the look that ended the turn (turns.py logs each look with its timestamps): `to_look_ms`
 from the end of the voice to the look (the silence it waits for, `look_silence_ms` of stream,
-plus the 100 ms audio chunk that brings it), then from the look: the model's answer
+plus the wait for the audio chunk that brings it), then from the look: the model's answer
 (`model_ms`), the recogniser's words (`words_ms`), and the verdict to the turn's end
 (`verdict_to_end_ms`: a held finished, the event loop).
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
-                            [--browser-modes auto,auto:previous,auto:vad-silence]
+                            [--browser-modes auto,auto@100,auto:words-again@100]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 """
@@ -183,7 +185,8 @@ class LookLog(logging.Handler):
 def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
     """Voice-to-voice to the moment the page starts playing the answer. `mode`: the
     SPECULATIVE_ANSWERS value, then optionally `:` and the turn-end rules turned off
-    (`+`-separated TURN_END_RULES_OFF names, or `previous`)."""
+    (`+`-separated TURN_END_RULES_OFF names, or `previous`), then optionally `@` and the page's
+    chunk length in ms (`?chunk_ms=`)."""
     from playwright.sync_api import sync_playwright
 
     from tests.conftest import chromium_launch_args
@@ -206,6 +209,7 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
     with tempfile.TemporaryDirectory() as data, sync_playwright() as playwright:
         wav = write_wav(Path(data) / "questions.wav", loop, 16000)
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
+        mode, _, chunk_ms = mode.partition("@")
         speculative, _, off = mode.partition(":")
         off_rules = PREVIOUS_RULES if off == "previous" else tuple(n for n in off.split("+") if n)
         settings = Settings(
@@ -220,7 +224,7 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
             page = browser.new_page()
             page.add_init_script(PLAYBACK_PROBE)
             page.on("websocket", watch)
-            page.goto(url)
+            page.goto(url + (f"/?chunk_ms={int(chunk_ms)}" if chunk_ms else ""))
             page.wait_for_selector("body[data-state=ready]", state="attached", timeout=60_000)
             page.click("#connect")
             print(f"\nbrowser: {turns} turns through the demo page (about {turns * 9} s)")
@@ -274,9 +278,10 @@ def main() -> None:
     parser.add_argument("--browser-turns", type=int, default=20)
     parser.add_argument(
         "--browser-modes",
-        default="auto,auto:previous,auto:vad-silence",
+        default="auto,auto@100,auto:words-again@100",
         help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
-        "names joined by '+' ('previous': the turn-end rules before 2026-11-30's)",
+        "names joined by '+' ('previous': the turn-end rules before 2026-11-30's), then optionally "
+        "'@' and the page's chunk_ms",
     )
     args = parser.parse_args()
 

@@ -2,12 +2,15 @@
 
 The official SDK runs Silero VAD, an ONNX model and runtime fetched from a CDN (offline, or
 behind a strict content policy, it fails). This detector needs nothing fetched and costs next
-to nothing: per microphone chunk (100 ms by default) the recorder worklet measures the level
+to nothing: per microphone chunk (40 ms by default) the recorder worklet measures the level
 (RMS) and the zero-crossing rate, and `SpeechDetector` compares the level with a noise floor it
 keeps learning, with hysteresis (start above the floor + 10 dB, stay above + 6 dB) and a
 ceiling on the zero-crossing rate (steady hiss and broadband noise cross zero about every other
 sample, voiced speech far less often). Speech starts after `min_speech` voiced chunks in a row
-and ends after `redemption` unvoiced ones.
+and ends after `redemption` unvoiced ones. The floor's rates below are per 100 ms chunk (the
+official SDK's), and `buffer_frames` counts such chunks: both are scaled to the chunk length in
+use, so a shorter `chunk_ms` changes neither how fast the floor moves nor how much pre-roll is
+kept.
 
 `VoiceGate` does what the official SDK does with its VAD: while the user is not speaking, the
 microphone's chunks are held back (the newest `buffer_frames` kept as pre-roll); at speech
@@ -38,6 +41,12 @@ DEFAULT_REDEMPTION_MS = 500
 DEFAULT_BUFFER_CHUNKS = 10  # the official SDK's `buffer_frames` default: about 1 s of pre-roll
 MAX_MS = 5000
 MAX_BUFFER_CHUNKS = 50
+REFERENCE_CHUNK_MS = 100  # the chunk the rates above and `buffer_frames` are counted in
+
+
+def _per_chunk(rate, chunk_ms):
+    """A rate per 100 ms chunk as the same rate over time, per chunk of `chunk_ms`."""
+    return 1 - (1 - rate) ** (chunk_ms / REFERENCE_CHUNK_MS)
 
 
 def _bounded(value, low, high, default):
@@ -49,12 +58,16 @@ def _bounded(value, low, high, default):
 class SpeechDetector:
     """Speech start and end from each chunk's level and zero-crossing rate."""
 
-    __slots__ = ("_min_speech", "_redemption", "_unvoiced", "_voiced", "floor", "speaking")
+    __slots__ = ("_fall", "_min_speech", "_redemption", "_rise", "_rise_in_speech", "_unvoiced",
+                 "_voiced", "floor", "speaking")  # fmt: skip
 
     def __init__(self, chunk_ms, min_speech_ms=DEFAULT_MIN_SPEECH_MS,
                  redemption_ms=DEFAULT_REDEMPTION_MS):  # fmt: skip
         self._min_speech = max(1, -(-int(min_speech_ms) // chunk_ms))  # chunks, rounded up
         self._redemption = max(1, -(-int(redemption_ms) // chunk_ms))
+        self._fall = _per_chunk(FLOOR_FALL, chunk_ms)
+        self._rise = _per_chunk(FLOOR_RISE, chunk_ms)
+        self._rise_in_speech = _per_chunk(FLOOR_RISE_IN_SPEECH, chunk_ms)
         self.floor = INITIAL_FLOOR
         self.speaking = False
         self._voiced = 0  # voiced chunks in a row
@@ -86,11 +99,11 @@ class SpeechDetector:
 
     def _learn_floor(self, level, voiced):
         if level < self.floor:
-            self.floor += (level - self.floor) * FLOOR_FALL
+            self.floor += (level - self.floor) * self._fall
         elif not voiced:
-            self.floor += (level - self.floor) * FLOOR_RISE
+            self.floor += (level - self.floor) * self._rise
         elif self.speaking:
-            self.floor += (level - self.floor) * FLOOR_RISE_IN_SPEECH
+            self.floor += (level - self.floor) * self._rise_in_speech
         self.floor = max(MIN_FLOOR, self.floor)
 
 
@@ -110,9 +123,8 @@ class VoiceGate:
             _bounded(redemption, 0, MAX_MS, DEFAULT_REDEMPTION_MS / frame_ms) * frame_ms,
         )
         self.gate_audio = config.get("gate_audio") is not False
-        self._held_max = int(
-            _bounded(config.get("buffer_frames"), 0, MAX_BUFFER_CHUNKS, DEFAULT_BUFFER_CHUNKS)
-        )
+        frames = _bounded(config.get("buffer_frames"), 0, MAX_BUFFER_CHUNKS, DEFAULT_BUFFER_CHUNKS)
+        self._held_max = int(frames * REFERENCE_CHUNK_MS // chunk_ms)  # the same pre-roll in ms
         self._held = []  # the pre-roll: at most _held_max chunks, the oldest dropped first
 
     @classmethod

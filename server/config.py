@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The turn-end rules TURN_END_RULES_OFF may name (server/pipeline/turns.py's RULES_OFF, which
 # a test keeps equal: config does not import the pipeline).
-TURN_END_RULES = ("vad-silence", "words-at-look", "vad-confirm", "weak-words-wait")
+TURN_END_RULES = ("vad-silence", "words-at-look", "vad-confirm", "weak-words-wait", "words-again")
 
 # name → (default, what it does); the README's table is generated from the same words.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
@@ -200,7 +200,9 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "`words-at-look` (the words are asked for beside the model, not after it), "
         "`vad-confirm` (a `finished` waits for a second frame Silero hears as silent: a stop "
         "inside a word is not an end), `weak-words-wait` (at the 450 ms look, words that end a "
-        "sentence only weakly end the turn at 700 ms of silence, not at once).",
+        "sentence only weakly end the turn at 700 ms of silence, not at once), `words-again` (at "
+        "the first look, words that veto a voice that sounds finished are asked again at 192 ms "
+        "of silence: the recogniser often lacks the last word at 96 ms).",
     ),
     "SPECULATIVE_ANSWERS": (
         "auto",

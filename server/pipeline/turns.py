@@ -40,7 +40,12 @@ one (0.31), and the model (0.97) and the words ("fifteen min", P 0.22) agree on 
 "-utes" comes by the next frame. At the second look, where the trailing silence alone makes the
 model sure of nearly anything, words that end a sentence only weakly (P < `clear_end_min`) end
 the turn at `weak_words_end_ms` (700 ms) of silence, not at once: misheard words at a
-hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. Each rule
+hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. When the
+words vetoed a voice that sounded finished at the first look, they are asked once more at
+`words_again_ms` (192 ms) of silence and the first look decided again with them (same answer
+of the model, same thresholds): asked at 96 ms the recogniser often still lacks the last word
+("close to my" for "close tonight", "my foie" for "my flight"), and those turns waited for the
+second look at 480 ms; a hesitation's words ("a table for") stay what they were. Each rule
 can be turned off by name (`RULES_OFF`, the TURN_END_RULES_OFF setting) for the behaviour
 before it. Each look's inputs, and when each came, are kept in `looks` and logged at debug
 level (bench/latency.py splits the endpointing wait with them). Otherwise the turn waits for
@@ -122,6 +127,10 @@ class TurnSettings:
     # At the second look, words that end a sentence only weakly (P(end) < clear_end_min) end
     # the turn at this much silence, not at once (0: at once; at most max_silence_ms).
     weak_words_end_ms: int = 700
+    # At the first look, a voice that sounds finished but words that do not end a sentence:
+    # the words are asked once more at this much silence and the look decided again with them
+    # (the recogniser often lacks the last word at 96 ms: "to my" for "tonight"). 0: never.
+    words_again_ms: int = 192
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -132,6 +141,8 @@ class TurnSettings:
             raise ValueError("finished_vad_frames must be 1..10")
         if not 0 <= self.weak_words_end_ms <= 5000:
             raise ValueError("weak_words_end_ms must be 0..5000")
+        if not 0 <= self.words_again_ms <= 5000:
+            raise ValueError("words_again_ms must be 0..5000")
 
     @property
     def frame_ms(self) -> int:
@@ -149,6 +160,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "words-at-look": {"words_at_look": False},  # the words are asked beside the model
     "vad-confirm": {"finished_vad_frames": 1},  # a finished needs 2 VAD-silent frames
     "weak-words-wait": {"weak_words_end_ms": 0},  # weak words at the 2nd look wait to 700 ms
+    "words-again": {"words_again_ms": 0},  # words vetoing the 1st look are asked again
 }
 
 
@@ -207,6 +219,7 @@ class Look:
 
     look: int
     silence_ms: int  # silence when the model was asked
+    words_again: bool = False  # the first look's model answer, decided again with new words
     probability: float | None = None  # the model's "finished"
     words: str | None = None  # the recogniser's words, when they were asked for
     end_probability: float | None = None  # P(end of sentence | the last two words)
@@ -241,8 +254,9 @@ class Look:
         def after(at):
             return "-" if at is None else f"{1000 * (at - self.asked_at):.0f}"
 
+        again = " (words again)" if self.words_again else ""
         return (
-            f"look {self.look} at {self.silence_ms} ms: model {number(self.probability)}, "
+            f"look {self.look} at {self.silence_ms} ms{again}: model {number(self.probability)}, "
             f"words {self.words!r}, P(end) {number(self.end_probability)} -> {self.finished}"
             f"{' ' + self.held if self.held else ''} "
             f"(ms after asking: model {after(self.answered_at)}, words asked "
@@ -295,6 +309,9 @@ class TurnDetector:
         self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = 0  # times the model was asked during the current pause
         self._decision: Future | None = None  # its answer (a probability), while the pause lasts
+        # The first look's answer, when its words vetoed it: decided again with new words
+        # (`words_again_ms`), once a pause.
+        self._words_again: float | None = None
         self._words_for = 0  # the look whose words came (`hint`; they are in `looks`)
         self._requests: list[WordsWanted] = []  # to go out with this feed's events
 
@@ -368,6 +385,7 @@ class TurnDetector:
                 self._last_voice_end_s = frame_end_s
                 self._drop_decision()  # the user went on
                 self._asked = 0
+                self._words_again = None
             else:
                 self._silent_frames += 1
             if voiced or self._detector_hears_voice:
@@ -415,7 +433,15 @@ class TurnDetector:
         # inside "min-utes" is ~100 ms under the energy floor while Silero, which follows the
         # stream, still hears speech (0.57-0.83, against 0.02-0.49 at 96 ms after most ends).
         agrees = not (s.look_needs_vad_silence and self._detector_hears_voice)
-        if (first or (self._asked == 1 and second)) and agrees:
+        again = (
+            self._words_again is not None
+            and silent_ms >= s.words_again_ms
+            and self._decision is None
+            and not second
+        )
+        if again and agrees:
+            self._decide_with_words_again(silent_ms)
+        elif (first or (self._asked == 1 and second)) and agrees:
             self._asked += 1
             self._look += 1
             look = Look(look=self._look, silence_ms=silent_ms)
@@ -424,6 +450,18 @@ class TurnDetector:
             if s.text_veto and s.words_at_look:
                 self._want_words()  # beside the model, not after it: neither waits on the other
         return self._decided_finished()
+
+    def _decide_with_words_again(self, silent_ms: int) -> None:
+        """Decide the first look again with the words as the recogniser hears them now: the
+        model's answer is the first look's (its audio gained only silence), the thresholds too."""
+        probability, self._words_again = self._words_again, None
+        self._look += 1
+        look = Look(look=self._look, silence_ms=silent_ms, words_again=True)
+        look.started_at = look.answered_at = look.asked_at
+        self.looks.append(look)
+        self._decision = Future()
+        self._decision.set_result(probability)
+        self._want_words()
 
     def _want_words(self) -> None:
         """Ask for the words of this look (WordsWanted), once."""
@@ -467,7 +505,7 @@ class TurnDetector:
         elif len(words_of(look.words or "")) >= s.clear_end_min_words:
             wanted = s.clear_end_min
         else:
-            return self._verdict(look, False)
+            return self._words_vetoed(look, probability)
         if (
             self._asked == 1
             and s.clear_end_after_number
@@ -476,7 +514,7 @@ class TurnDetector:
             wanted = max(wanted, s.clear_end_min)
         end_probability = look.end_probability
         if end_probability is None or end_probability < wanted:
-            return self._verdict(look, False)
+            return self._words_vetoed(look, probability)
         # Finished; it ends the turn once the silence is confirmed (at once, mostly).
         silence_ms = 0
         if self._asked > 1 and end_probability < s.clear_end_min:
@@ -486,6 +524,13 @@ class TurnDetector:
             return self._verdict(look, True)
         look.held = f"held for {silence_ms} ms, {s.finished_vad_frames} VAD-silent frames"
         return self._verdict(look, True, log_it=False)
+
+    def _words_vetoed(self, look: Look, probability: float) -> bool:
+        """The voice sounded finished, the words did not: at the first look, they are asked
+        again later (`words_again_ms`), once."""
+        if self._asked == 1 and not look.words_again and self.settings.words_again_ms:
+            self._words_again = probability
+        return self._verdict(look, False)
 
     def _hold_is_over(self) -> bool:
         """Has the silence a held "finished" waits for come (ending the turn)?"""
@@ -562,6 +607,7 @@ class TurnDetector:
         self._hold = None
         self._vad_silent_frames = 0
         self._asked = 0
+        self._words_again = None
         self._paused = False
         self._requests = []
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]

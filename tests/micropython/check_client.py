@@ -196,7 +196,7 @@ async def test_a_notice_reaches_on_message_with_the_error_it_resolves():
 
 async def test_push_to_talk_gates_audio_with_preroll():
     config = {"transcription": {"trigger": "push_to_talk"}, "audio": {"input_sample_rate": 16000}}
-    client, browser, _ = make(answer(config=config))
+    client, browser, _ = make(answer(config=config), chunk_ms=100)  # the chunks below: 100 ms
     raises(InvalidStateError, client.trigger_user_turn_started, "not connected")
     await client.connect()
     mic, socket = browser.microphone, browser.socket

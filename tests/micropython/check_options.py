@@ -21,7 +21,7 @@ def test_the_seeds_camel_case_and_pythons_names_are_the_same_options():
     assert client.session_id == client.sessionId == "sess_9"
     assert client.status == "disconnected" and client.userAudioAmplitude == 0.0
     other = LayercodeClient(pipeline_id="p", authorize_session_endpoint="/a")
-    assert other.options.metadata == {} and other.options.chunk_ms == 100
+    assert other.options.metadata == {} and other.options.chunk_ms == 40
     assert snake_case("onUserAmplitudeChange") == "on_user_amplitude_change"
     assert snake_case("already_snake") == "already_snake"
 
@@ -35,3 +35,12 @@ def test_mistakes_fail_at_construction_naming_the_option():
         ({"pipeline_id": "p", "authorize_session_endpoint": "/a", "metadata": [1]}, "metadata"),
     ):
         raises(ConfigurationError, lambda o=options: LayercodeClient(o), named)
+
+
+def test_the_chunk_length_is_a_whole_number_of_ms_within_bounds():
+    def client(chunk_ms):
+        return LayercodeClient(pipeline_id="p", authorize_session_endpoint="/a", chunk_ms=chunk_ms)
+
+    assert client(10).options.chunk_ms == 10 and client(1000).options.chunk_ms == 1000
+    for wrong in (0, 9, 1001, 20.5, "50", True, None):
+        raises(ConfigurationError, lambda c=wrong: client(c), "chunk_ms")

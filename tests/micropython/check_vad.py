@@ -68,8 +68,8 @@ def test_the_gate_holds_back_silence_and_sends_the_preroll_at_speech_start():
 async def test_the_client_gates_the_microphone_and_sends_vad_events_like_the_sdk():
     config = {"transcription": {"trigger": "automatic"}, "vad": CLOUD_VAD}
     speaking = []
-    client, browser, calls = make(
-        answer(config=config), on_user_is_speaking_change=lambda s: speaking.append(s)
+    client, browser, calls = make(  # 100 ms chunks: the counts below are of those
+        answer(config=config), chunk_ms=100, on_user_is_speaking_change=speaking.append
     )
     await client.connect()
     mic, socket = browser.microphone, browser.socket
@@ -97,7 +97,7 @@ async def test_the_client_gates_the_microphone_and_sends_vad_events_like_the_sdk
 
 async def test_mute_and_disconnect_end_speech_for_the_pipeline():
     config = {"transcription": {"trigger": "automatic"}, "vad": CLOUD_VAD}
-    client, browser, _ = make(answer(config=config))
+    client, browser, _ = make(answer(config=config), chunk_ms=100)  # 100 ms chunks
     await client.connect()
     for _ in range(3):
         browser.microphone.speak(chunk(0), VOICE, VOICED_ZCR)
@@ -140,3 +140,20 @@ async def test_the_default_follows_the_official_sdk_vad_on_unless_the_pipeline_t
     browser.microphone.speak(chunk(1), QUIET, 0.3)
     assert browser.socket.types() == ["client.ready"]
     await client.disconnect()
+
+
+def test_a_shorter_chunk_keeps_the_vads_times_in_ms():
+    """The floor's rates and `buffer_frames` are per 100 ms chunk (the official SDK's): at 50 ms
+    chunks the floor moves as far in two chunks as in one of 100 ms, and the pre-roll keeps
+    twice as many chunks (the same ms); min speech and redemption stay in ms."""
+    assert VoiceGate(50, CLOUD_VAD)._held_max == 2 * VoiceGate(100, CLOUD_VAD)._held_max == 6
+    long, short = SpeechDetector(100), SpeechDetector(50)
+    long.push(0.002)  # quieter than the floor: it falls
+    short.push(0.002)
+    short.push(0.002)
+    assert abs(long.floor - short.floor) < 1e-9
+    long.push(0.015)  # louder, not voice: it rises
+    short.push(0.015)
+    short.push(0.015)
+    assert abs(long.floor - short.floor) < 1e-9
+    assert short._redemption == 2 * long._redemption and short._min_speech == 2 * long._min_speech

@@ -160,3 +160,57 @@ def test_every_rule_can_be_turned_off_by_name_and_an_unknown_name_is_refused():
     assert settings.turn_end_rules_off == ("vad-confirm", "weak-words-wait")
     with pytest.raises(SettingsError, match="TURN_END_RULES_OFF"):
         Settings.from_env({"TURN_END_RULES_OFF": "all"})
+
+
+class LaggingWords:
+    """The recogniser's hypothesis as it grows: `first` until the silence reaches `silent`
+    frames, then `then` (at 96 ms it often lacks the last word: "to my" for "tonight")."""
+
+    def __init__(self, first: str, then: str, silent: int):
+        self.first, self.then, self.silent = first, then, silent
+
+
+def run_lagging(frames: list[bytes], settings: TurnSettings, words: LaggingWords) -> list:
+    """`run`, with the words the recogniser gives depending on the silence so far."""
+    detector, events, silent = TurnDetector(settings), [], 0
+    for frame in frames:
+        silent = silent + 1 if frame != LOUD else 0
+        pending = detector.feed(frame)
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, WordsWanted):
+                heard = words.then if silent >= words.silent else words.first
+                detector.hint(heard, event.look)
+                pending += detector.feed(b"")
+            events.append(silent if isinstance(event, SpeechEnded) else event)
+    return events
+
+
+def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look():
+    """At 96 ms the voice sounds finished (0.98) but the recogniser has "... close to my"
+    (P(end) 0.006); by 192 ms it has "tonight": the turn ends then, on the first look's
+    answer (the model is not asked again). Before (`words-again` off) it waited for the
+    second look at 480 ms."""
+    FakeModel.answers = [0.98]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    words = LaggingWords("what time does the store close to my", "what time does the store "
+                         "close tonight", silent=5)  # fmt: skip
+    detector_events = run_lagging(frames, SETTINGS, words)
+    (end,) = ends(detector_events)
+    assert end * 32 == 192  # the default words_again_ms
+    looks = [e for e in detector_events if isinstance(e, WordsWanted)]
+    assert len(looks) == 2  # the first look's words, and once more
+    FakeModel.answers = [0.98]
+    (before,) = ends(run_lagging(frames, replace(SETTINGS, **rules_off(["words-again"])), words))
+    assert before * 32 == 480
+
+
+def test_words_asked_again_that_still_do_not_end_a_sentence_keep_the_turn_open():
+    """A hesitation: "a table for" stays "a table for"; asking again changes nothing, and the
+    voice coming back at 400 ms goes on in the same turn."""
+    FakeModel.answers = [0.98, 0.2]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
+    words = LaggingWords("i would like a table for", "i would like a table for", silent=5)
+    events = run_lagging(frames, SETTINGS, words)
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    assert len(ends(events)) == 1
