@@ -46,9 +46,10 @@ RECONNECT_BOUNDS = (
 )
 # The microphone's chunk (`chunk_ms`): each goes out as one `client.audio`. Shorter chunks bring
 # the end of the user's voice to the server sooner (the turn-end look waits for the chunk that
-# carries its silence), each costs main-thread time: 40 ms keeps the MicroPython page's CPU near
-# the official SDK's (docs/client.md has the measurements; it was 100 ms before).
-CHUNK_MS = 40
+# carries its silence), each costs main-thread time: 100 ms, as the official SDK sends, keeps both
+# pages' CPU under the official SDK's; 40 ms ends turns sooner at 1.03-1.19x its CPU
+# (docs/client.md has the measurements).
+CHUNK_MS = 100
 CHUNK_MS_BOUNDS = (10, 1000)
 RECORDING_MAX_S = 300
 RECORDING_LIMIT_S = 3600  # the longest `recording_max_s` allowed (about 230 MB of WAV)

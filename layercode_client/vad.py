@@ -2,7 +2,7 @@
 
 The official SDK runs Silero VAD, an ONNX model and runtime fetched from a CDN (offline, or
 behind a strict content policy, it fails). This detector needs nothing fetched and costs next
-to nothing: per microphone chunk (40 ms by default) the recorder worklet measures the level
+to nothing: per microphone chunk (100 ms by default) the recorder worklet measures the level
 (RMS) and the zero-crossing rate, and `SpeechDetector` compares the level with a noise floor it
 keeps learning, with hysteresis (start above the floor + 10 dB, stay above + 6 dB) and a
 ceiling on the zero-crossing rate (steady hiss and broadband noise cross zero about every other
