@@ -489,7 +489,7 @@ class EchoGate:
                 # No gains yet (the residue's envelope follows the reference's too loosely
                 # to learn them: 0.0-0.6 on a short answer's first second): what the
                 # microphone heard as the echo alone, to its harmonics, is muted.
-                residue = audible and self._residue(block, filter_delay)
+                residue = audible and self.settings.combs and self._residue(block, filter_delay)
                 return self._release() + (bytes(len(pcm)) if residue else pcm)
             return self._release() + (bytes(len(pcm)) if self._explained(block) else pcm)
         if self._passing:
