@@ -187,10 +187,14 @@ class EchoGuard:
         self.refused_reference_s = 0.0
         self.gate = EchoGate(
             s.gate, self._reference, self._reference_near, self._min_lag, self._max_lag,
-            self._audible, self._cancelling,
+            self._audible, self._cancelling_delay,
         )  # fmt: skip
         self._emitted = 0  # samples output (whole blocks): the gate's timeline
         self._cpu_s = 0.0  # this thread's CPU in clean(), since take_cpu_s()
+
+    def _cancelling_delay(self) -> int | None:
+        """The filter's delay (samples) while it is cancelling, else None."""
+        return self.delay if self._cancelling() else None
 
     def _cancelling(self) -> bool:
         """Locked, the lock proven, and the cancellation matching the microphone."""
