@@ -72,7 +72,8 @@ and at most 0.80 at any other delay. So the gate, on the filter's output,
    heard the echo alone: its comb matches the reference's at the echo's offset (the filter's
    delay until the gate has one) by `COMB_RESIDUE`. Those residues opened a turn in 6 of 81
    such echoes (the demo agent's welcome and two answers, 150-600 ms, -6 to -20 dB, three
-   seeds) and 9 of 81 with three other seeds, now 0 of both; a person's voice over the
+   seeds) and 9 of 81 with three other seeds, now 0 of both (and 0 of 162 with six more,
+   25 before: `bench/echo_sweep.py`); a person's voice over the
    echo takes the microphone's comb under it within a block (216 barge-ins over cancelled
    and processed short answers: 3 heard 20 ms later, 2 sooner, the rest unchanged).
 
