@@ -70,9 +70,10 @@ def fakes(monkeypatch):
     FakeModel.answers, FakeModel.gate = [0.99], None
 
 
-def run(frames: list[bytes], settings: TurnSettings, words: str) -> list:
-    """Every event, frame by frame, the detector's WordsWanted answered with `words`; each
-    SpeechEnded is replaced by the number of silent frames before it (when the turn ended)."""
+def run(frames: list[bytes], settings: TurnSettings, words) -> list:
+    """Every event, frame by frame, the detector's WordsWanted answered with `words` (or, when
+    it is callable, with `words(silent frames so far)`); each SpeechEnded is replaced by the
+    number of silent frames before it (when the turn ended)."""
     detector, events, silent = TurnDetector(settings), [], 0
     for frame in frames:
         silent = silent + 1 if frame != LOUD else 0
@@ -80,7 +81,7 @@ def run(frames: list[bytes], settings: TurnSettings, words: str) -> list:
         while pending:
             event = pending.pop(0)
             if isinstance(event, WordsWanted):
-                detector.hint(words, event.look)
+                detector.hint(words(silent) if callable(words) else words, event.look)
                 pending += detector.feed(b"")
             events.append(silent if isinstance(event, SpeechEnded) else event)
     return events
@@ -169,21 +170,8 @@ class LaggingWords:
     def __init__(self, first: str, then: str, silent: int):
         self.first, self.then, self.silent = first, then, silent
 
-
-def run_lagging(frames: list[bytes], settings: TurnSettings, words: LaggingWords) -> list:
-    """`run`, with the words the recogniser gives depending on the silence so far."""
-    detector, events, silent = TurnDetector(settings), [], 0
-    for frame in frames:
-        silent = silent + 1 if frame != LOUD else 0
-        pending = detector.feed(frame)
-        while pending:
-            event = pending.pop(0)
-            if isinstance(event, WordsWanted):
-                heard = words.then if silent >= words.silent else words.first
-                detector.hint(heard, event.look)
-                pending += detector.feed(b"")
-            events.append(silent if isinstance(event, SpeechEnded) else event)
-    return events
+    def __call__(self, silent: int) -> str:
+        return self.then if silent >= self.silent else self.first
 
 
 def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look():
@@ -195,13 +183,13 @@ def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     words = LaggingWords("what time does the store close to my", "what time does the store "
                          "close tonight", silent=5)  # fmt: skip
-    detector_events = run_lagging(frames, SETTINGS, words)
+    detector_events = run(frames, SETTINGS, words)
     (end,) = ends(detector_events)
     assert end * 32 == 192  # the default words_again_ms
     looks = [e for e in detector_events if isinstance(e, WordsWanted)]
     assert len(looks) == 2  # the first look's words, and once more
     FakeModel.answers = [0.98]
-    (before,) = ends(run_lagging(frames, replace(SETTINGS, **rules_off(["words-again"])), words))
+    (before,) = ends(run(frames, replace(SETTINGS, **rules_off(["words-again"])), words))
     assert before * 32 == 480
 
 
@@ -211,6 +199,6 @@ def test_words_asked_again_that_still_do_not_end_a_sentence_keep_the_turn_open()
     FakeModel.answers = [0.98, 0.2]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
     words = LaggingWords("i would like a table for", "i would like a table for", silent=5)
-    events = run_lagging(frames, SETTINGS, words)
+    events = run(frames, SETTINGS, words)
     assert [type(e) for e in events].count(SpeechStarted) == 1
     assert len(ends(events)) == 1
