@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from server import pyc, snapshot, vendor
+from server.static import ROOT
 from server.vendor import pyodide_url
 from server.wheel import SOURCE_DIR, _source_files
 from tests.browser.conftest import RequestLog, running_app, slow_wasm, wait_ready
@@ -98,6 +100,28 @@ def test_a_reload_asks_the_server_for_the_page_alone(page, query):
         page.reload()
         wait_ready(page)
         assert asked == ["/"]
+
+
+@pytest.mark.parametrize("query", ["", "?py=pyodide"])
+def test_the_page_loads_none_of_the_plugins_its_config_leaves_out(page, query):
+    """PyScript's core sets up both interpreters, and for the one a page does not use it has
+    no config, so it imported every optional plugin (five modules fetched and run before the
+    interpreter starts, their hooks run on the page's interpreter too): the page gives that
+    interpreter a config leaving out the same plugins. The error plugin stays, preloaded."""
+    left_out = [
+        name.removeprefix("!")
+        for name in tomllib.loads((ROOT / "pyscript.toml").read_text())["plugins"]
+        if name.startswith("!")
+    ]
+    assert left_out and "error" not in left_out
+    with running_app(layercode_api_key="lc_never_used") as url:
+        requests = RequestLog(page)
+        page.goto(url + "/" + query)
+        wait_ready(page)
+    files = [u.rsplit("/", 1)[-1] for u in requests.urls if "/runtime/pyscript/" in u]
+    loaded = [f for f in files if any(f.startswith(name + "-") for name in left_out)]
+    assert loaded == [], f"the page loaded plugins its config leaves out: {loaded}"
+    assert any(f.startswith("error-") for f in files)
 
 
 def cached_wasm_bytes(profile: Path) -> int:

@@ -1,0 +1,165 @@
+"""A/B of a change to the page's start: page load → ready and → `connected`, cold and warm, for
+the page as it is and as it was before the change, interleaved in one run on one server (the
+machine is shared and loaded: only runs side by side compare).
+
+The older variant is today's page with the change taken out of its HTML: a rewrite named in
+VARIANTS, applied by a thin wrapper around the app to `/` when the page is asked for with
+`?ab=<name>` (the page itself ignores the parameter). Each run starts Chromium on a new, empty
+profile: the load is cold, the reload in that profile warm (as `./dev bench client` measures
+them). The page connects by itself the moment it is ready (bench/client.py's probe) through the
+embedded pipeline, and the official SDK's page runs in the same rotation as the reference.
+
+    ./dev bench start_ab [--runs 4] [--variants plugins] [--pages micropython,pyodide]
+"""
+
+import argparse
+import contextlib
+import os
+import re
+import tempfile
+from pathlib import Path
+
+from client import OUR_PROBE, bench_app, room_noise_wav
+from common import chromium_launch_args, median, print_table, save, serve
+from playwright.sync_api import sync_playwright
+
+from server import snapshot, vendor
+from server.config import Settings
+
+
+def without_plugin_changes(page: str) -> str:
+    """Before: no preload of PyScript's error plugin, and no config for the other interpreter
+    (so PyScript loaded every optional plugin for it)."""
+    page = re.sub(r'\s*<link rel="modulepreload" href="[^"]*/error-[^"]*\.js">', "", page)
+    return page.replace("document.head.append(otherConfig);", "")
+
+
+def with_loader(name: str):
+    """The Pyodide page started by another snapshot loader (an earlier one's files, put beside
+    today's in Pyodide's folder for the A/B): `--loader-before NAME`."""
+    today = snapshot.loader_name()
+    others = sorted(p.name for p in vendor.PYODIDE.target.glob(snapshot.PREFIX + "*.mjs"))
+    if name not in others:
+        raise SystemExit(f"no loader {name} in {vendor.PYODIDE.target} (there: {others})")
+    return lambda page: page.replace(today, name)
+
+
+VARIANTS = {"none": lambda page: page, "plugins": without_plugin_changes}
+PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
+OFFICIAL = "/official.html"
+
+
+def with_variants(app):
+    """`app`, with `/` rewritten by VARIANTS[name] when asked for with `?ab=<name>`."""
+
+    async def wrapped(scope, receive, send):
+        query = scope.get("query_string", b"").decode()
+        match = re.search(r"(?:^|&)ab=([a-z_]+)", query)
+        if scope["type"] != "http" or scope["path"] != "/" or not match:
+            return await app(scope, receive, send)
+        rewrite = VARIANTS[match.group(1)]
+        start: dict = {}
+
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            body = rewrite(message.get("body", b"").decode()).encode()
+            headers = [(k, v) for k, v in start["headers"] if k not in (b"content-length", b"etag")]
+            headers.append((b"content-length", str(len(body)).encode()))
+            headers.append((b"cache-control", b"no-store"))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        # No ETag (the page itself is always sent, to be rewritten), no compression.
+        dropped = (b"if-none-match", b"accept-encoding")
+        scope = {**scope, "headers": [h for h in scope["headers"] if h[0] not in dropped]}
+        await app(scope, receive, capture)
+
+    return wrapped
+
+
+def load(page, reload: bool) -> dict:
+    page.reload() if reload else page.goto(page.bench_url)
+    page.wait_for_selector("body[data-connected-ms]", state="attached", timeout=120_000)
+    figures = {"connected": float(page.get_attribute("body", "data-connected-ms"))}
+    ready = page.get_attribute("body", "data-ready-ms")
+    if ready is not None:
+        figures["ready"] = float(ready)
+    return figures
+
+
+def one_run(playwright, url: str, wav: Path) -> dict:
+    profile = tempfile.TemporaryDirectory()
+    context = playwright.chromium.launch_persistent_context(
+        profile.name, **chromium_launch_args(wav=wav)
+    )
+    try:
+        page = context.pages[0] if context.pages else context.new_page()
+        page.add_init_script(OUR_PROBE)
+        page.bench_url = url
+        cold = load(page, reload=False)
+        page.wait_for_timeout(3000)  # Chromium writes its code cache after a load
+        return {"cold": cold, "warm": load(page, reload=True)}
+    finally:
+        context.close()
+        profile.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--variants", default=",".join(v for v in VARIANTS if v != "none"))
+    parser.add_argument("--pages", default=",".join(PAGES))
+    parser.add_argument(
+        "--loader-before", help="A/B of the Pyodide snapshot's loader (variant 'loader')"
+    )
+    parser.add_argument("--loader-now", help="the loader the server names (default: setup's)")
+    args = parser.parse_args()
+    if args.loader_now:  # two loaders side by side: the server must name today's
+        snapshot.loader_name = lambda folder=None: args.loader_now
+    if args.loader_before:
+        VARIANTS["loader"] = with_loader(args.loader_before)
+    cases = {"official SDK": OFFICIAL}
+    for name in args.pages.split(","):
+        joiner = "&" if "?" in PAGES[name] else "?"
+        # Both through the same rewriting path (the page sent whole, uncompressed, every time).
+        cases[f"{name}, now"] = f"{PAGES[name]}{joiner}ab=none"
+        for variant in args.variants.split(","):
+            cases[f"{name}, before {variant}"] = f"{PAGES[name]}{joiner}ab={variant}"
+    results: dict[str, list[dict]] = {case: [] for case in cases}
+    loads = [os.getloadavg()[0]]
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        wav = room_noise_wav(tmp / "room.wav")
+        app = with_variants(bench_app(Settings(data_dir=tmp / "data")))
+        url = stack.enter_context(serve(app, start_timeout_s=300))
+        with sync_playwright() as playwright:
+            names = list(cases)
+            for n in range(args.runs):
+                for case in names[n % len(names) :] + names[: n % len(names)]:
+                    run = one_run(playwright, url + cases[case], wav)
+                    results[case].append(run)
+                    loads.append(os.getloadavg()[0])
+                    print(f"  run {n + 1} {case}: " + ", ".join(
+                        f"{visit} {k} {v:.0f}" for visit in run for k, v in run[visit].items()
+                    ))  # fmt: skip
+    rows = []
+    for case, runs in results.items():
+        cells = [case]
+        for visit in ("cold", "warm"):
+            for figure in ("ready", "connected"):
+                values = [r[visit][figure] for r in runs if figure in r[visit]]
+                cells.append(f"{median(values):.0f}" if values else "—")
+        rows.append(cells)
+    print_table(
+        f"page load → ready / connected (ms, median of {args.runs}; "
+        f"load average {min(loads):.1f}-{max(loads):.1f})",
+        ["page", "cold ready", "cold connected", "warm ready", "warm connected"],
+        rows,
+    )
+    save("start_ab", {"runs": args.runs, "load": loads, "results": results})
+
+
+if __name__ == "__main__":
+    main()
