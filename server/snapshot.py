@@ -11,17 +11,20 @@ Setup (`./dev setup`, `python -m server.snapshot`) makes the snapshot from the v
 in Chromium and writes, beside Pyodide in its versioned folder:
 
 - `snapshot-sparse-<digest>.bin` (and its `.gz`): the snapshot without its empty pages (half
-  of Pyodide's 30 MB memory is free heap, zeros): 14 MB, 6 MB gzipped. The page waits for it
-  before Pyodide starts, and a warm load inflates it again from the HTTP cache;
+  of Pyodide's 30 MB memory is free heap, zeros): 14 MB, 6 MB gzipped. A warm load inflates
+  it again from the HTTP cache;
 - `snapshot-sparse-<digest>.mjs`: a module that PyScript takes as the page's `interpreter`
   instead of `pyodide.mjs`. PyScript builds loadPyodide's options itself and has no setting
   for a snapshot; this module rebuilds the memory from the sparse file, starts Pyodide with
   `_loadSnapshot` as soon as PyScript imports it (PyScript calls loadPyodide only after it
-  opened its IndexedDB package cache, which this page never reads), hands that Pyodide to
-  PyScript's loadPyodide call with its stdout and stderr, and records the snapshot's name in
-  `globalThis.layercodePyodideSnapshot` (a test checks the page really started from it). It is
-  runtime glue, like PyScript's config: the client library's only JavaScript remains its two
-  audio worklets. A config that names packages gets `pyodide.mjs` instead (server/page.py):
+  opened its IndexedDB package cache, which this page never reads) and gives it the memory at
+  once, of the size setup wrote into the module, so that Pyodide instantiates its wasm while
+  the snapshot downloads and is rebuilt (its `fsInit` hook holds the restore until then; a
+  warm load used to wait 100-200 ms for the snapshot, then instantiate for 110), hands that
+  Pyodide to PyScript's loadPyodide call with its stdout and stderr, and records the
+  snapshot's name in `globalThis.layercodePyodideSnapshot` (a test checks the page really
+  started from it). It is runtime glue, like PyScript's config: the client library's only
+  JavaScript remains its two audio worklets. A config that names packages gets `pyodide.mjs` instead (server/page.py):
   PyScript would pass them as options, which this module refuses with a clear error.
 
 Both names carry a digest of the snapshot and of the loader's code, so they are cached as
@@ -81,10 +84,10 @@ export {{ version }};
 // The snapshot is stored without its empty pages (server/snapshot.py, `sparse`): header "LCSP",
 // the memory's size, the number of runs, each run's offset and length (u32 little-endian), then
 // the runs' bytes. The memory is rebuilt here: a new array is zero, so only the runs are copied.
-const expand = (buffer) => {{
+const expand = (buffer, memory) => {{
   const words = new DataView(buffer);
   if (words.getUint32(0, true) !== 0x5053434c) throw new Error("not a sparse Pyodide snapshot");
-  const memory = new Uint8Array(words.getUint32(4, true));
+  if (words.getUint32(4, true) !== memory.length) throw new Error("the snapshot's size changed");
   const runs = words.getUint32(8, true);
   let at = 12 + 8 * runs;
   for (let run = 0; run < runs; run++) {{
@@ -93,26 +96,37 @@ const expand = (buffer) => {{
     memory.set(new Uint8Array(buffer, at, length), offset);
     at += length;
   }}
-  return memory;
 }};
-let snapshot = fetch(new URL("./{name}.bin", import.meta.url))
-  .then((r) => r.arrayBuffer())
-  .then(expand);
+// Pyodide sizes its memory from the snapshot before it instantiates the wasm, and restores it
+// after: it gets the memory (of the size setup wrote here) at once, and the wasm is instantiated
+// while the snapshot downloads and is rebuilt into it; `fsInit`, which Pyodide awaits before it
+// finishes starting (and restores), waits for that. A snapshot that fails to load fails
+// `loadPyodide` below with its own error, and Pyodide stays waiting (it must not restore zeros).
+let memory = new Uint8Array({size});
+const filled = fetch(new URL("./{name}.bin", import.meta.url))
+  .then((r) => {{
+    if (!r.ok) throw new Error(`the Pyodide snapshot could not be loaded (HTTP ${{r.status}})`);
+    return r.arrayBuffer();
+  }})
+  .then((buffer) => expand(buffer, memory))
+  .finally(() => (memory = null));
 const indexURL = new URL(".", import.meta.url).href;
-// A thenable, not the promise: Pyodide keeps its options, and 30 MB need not outlive the restore.
-const once = {{ then: (ok, no) => (snapshot.then(ok, no), (snapshot = null)) }};
+// A thenable, not the array: Pyodide keeps its options, and 30 MB need not outlive the restore.
+let snapshot = memory;
+const once = {{ then: (ok) => (ok(snapshot), (snapshot = null)) }};
+const fsInit = () => filled.catch(() => new Promise(() => {{}}));
 // Pyodide starts as soon as PyScript imports this module, not when it calls loadPyodide: in
 // between, PyScript opens its package cache (IndexedDB), which a page without packages never
 // reads (50-90 ms of a warm load). PyScript passes only stdout and stderr then, which Pyodide
 // takes the same way once started; a page with packages must name pyodide.mjs instead.
-const started = load({{ indexURL, _loadSnapshot: once }});
+const started = Promise.all([load({{ indexURL, _loadSnapshot: once, fsInit }}), filled]);
 started.catch(() => {{}}); // reported to PyScript when it calls loadPyodide, not twice
 export const loadPyodide = ({{ stdout, stderr, indexURL: _, ...others }}) => {{
   const unknown = Object.keys(others).filter((name) => others[name] !== undefined);
   if (unknown.length)
     return Promise.reject(new Error(`The Pyodide snapshot's loader starts Pyodide before ` +
       `it is asked, so it takes no ${{unknown.join(", ")}}: name pyodide.mjs as the interpreter`));
-  return started.then((pyodide) => {{
+  return started.then(([pyodide]) => {{
     if (stdout) pyodide.setStdout({{ batched: stdout }});
     if (stderr) pyodide.setStderr({{ batched: stderr }});
     globalThis.layercodePyodideSnapshot = "{name}";
@@ -270,7 +284,8 @@ def main() -> None:
     (folder / f"{name}.bin").write_bytes(data)
     (folder / f"{name}.bin.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
     partial_loader = folder / f"{name}.mjs.partial"
-    partial_loader.write_text(LOADER.format(name=name))
+    size = struct.unpack_from("<I", data, 4)[0]  # the memory's, from the sparse header
+    partial_loader.write_text(LOADER.format(name=name, size=size))
     partial_loader.rename(folder / f"{name}.mjs")  # last: its presence means a complete snapshot
     log(f"wrote {name}.bin ({len(data) / 2**20:.0f} MB) and its loader {name}.mjs")
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import json
 import tomllib
 from pathlib import Path
@@ -205,6 +207,57 @@ def test_the_pyodide_page_starts_from_the_snapshot_setup_made(page):
     assert f"{url}{pyodide_url()}/{name}.mjs" in requests.urls
     assert requests.outside() == []
     assert console_errors == [], "\n".join(console_errors)
+
+
+def snapshot_held_until_instantiating(app, released: list[str]):
+    """Hold the snapshot's download until the page says Pyodide instantiates its wasm (it
+    asks for `/test-instantiating`). An older loader awaited the snapshot before that: it is
+    let go after 20 s, so such a page still starts, and `released` says which came first."""
+    state: dict = {}
+
+    async def held(scope, receive, send):
+        if scope["type"] == "http":
+            instantiating = state.setdefault("instantiating", asyncio.Event())
+            if scope["path"] == "/test-instantiating":
+                instantiating.set()
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if scope["path"].endswith(".bin") and snapshot.PREFIX in scope["path"]:
+                try:
+                    await asyncio.wait_for(instantiating.wait(), 20)
+                    released.append("instantiating")
+                except TimeoutError:
+                    released.append("held 20 s")
+        await app(scope, receive, send)
+
+    return held
+
+
+SAY_INSTANTIATING = """
+const instantiateStreaming = WebAssembly.instantiateStreaming;
+WebAssembly.instantiateStreaming = function (...args) {
+  fetch("/test-instantiating");
+  return instantiateStreaming.apply(this, args);
+};
+"""
+
+
+def test_pyodide_instantiates_its_wasm_while_the_snapshot_downloads(page):
+    """The loader gives Pyodide the snapshot's memory at once (its size is written into the
+    loader) and fills it as the download arrives, so the wasm is instantiated meanwhile instead
+    of after (a warm load waited 100-200 ms for the snapshot's read, then instantiated for
+    about 110 ms). Pyodide restores the memory only once it is filled (`fsInit`)."""
+    released: list[str] = []
+    page.add_init_script(SAY_INSTANTIATING)
+    wrap = functools.partial(snapshot_held_until_instantiating, released=released)
+    with running_app(wrap=wrap, layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/?py=pyodide")
+        wait_ready(page, timeout_ms=120_000)
+        assert page.evaluate("globalThis.layercodePyodideSnapshot") == (
+            snapshot.loader_name().removesuffix(".mjs")
+        )
+    assert released and set(released) == {"instantiating"}, released
 
 
 # PyScript's hooks, taken once the page's own module scripts ran (PyScript reads the page's
