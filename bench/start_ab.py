@@ -14,17 +14,21 @@ embedded pipeline, and the official SDK's page runs in the same rotation as the 
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import tempfile
 from pathlib import Path
 
-from client import OUR_PROBE, bench_app, room_noise_wav
+from client import OUR_PROBE, room_noise_wav
 from common import chromium_launch_args, median, print_table, save, serve
 from playwright.sync_api import sync_playwright
 
-from server import snapshot, vendor
+from server import page as page_files
+from server import snapshot, static, vendor
+from server.app import create_app
 from server.config import Settings
+from tests.support.official_sdk import with_official_sdk
 
 
 def without_plugin_changes(page: str) -> str:
@@ -44,7 +48,28 @@ def with_loader(name: str):
     return lambda page: page.replace(today, name)
 
 
-VARIANTS = {"none": lambda page: page, "plugins": without_plugin_changes}
+def with_the_wheel(page: str) -> str:
+    """Before: the Pyodide page's config unpacks the client's wheel (PyScript does it in
+    Python) instead of naming its files one by one (server/page.py, FILE_BY_FILE)."""
+    files = static.current_page_files(SERVED["app"].state)
+    path = static.ROOT / "pyscript-pyodide.toml"
+
+    def config(file_by_file: bool) -> str:
+        keep, page_files.FILE_BY_FILE = page_files.FILE_BY_FILE, file_by_file
+        try:
+            return json.dumps(page_files.config_json(path, files)).replace("<", "\\u003c")
+        finally:
+            page_files.FILE_BY_FILE = keep
+
+    return page.replace(config(True), config(False))
+
+
+SERVED: dict = {}  # the app, for rewrites that need its files
+VARIANTS = {
+    "none": lambda page: page,
+    "plugins": without_plugin_changes,
+    "wheel": with_the_wheel,
+}
 PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
 OFFICIAL = "/official.html"
 
@@ -132,7 +157,8 @@ def main() -> None:
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
         wav = room_noise_wav(tmp / "room.wav")
-        app = with_variants(bench_app(Settings(data_dir=tmp / "data")))
+        SERVED["app"] = create_app(Settings(data_dir=tmp / "data"))
+        app = with_variants(with_official_sdk(SERVED["app"]))
         url = stack.enter_context(serve(app, start_timeout_s=300))
         with sync_playwright() as playwright:
             names = list(cases)

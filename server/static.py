@@ -181,6 +181,19 @@ async def compiled_client_file(request: Request) -> Response:
     data = request.app.state.client_mpy.get(request.path_params["path"])
     if data is None:
         return not_found("compiled client file")
+    return _revalidated_bytes(request, data)
+
+
+async def client_wheel_file(request: Request) -> Response:
+    """One file of the client's wheel, as the Pyodide page names them (server/page.py)."""
+    members = page_files.wheel_members(request.app.state.client_wheel.data)
+    data = members.get(request.path_params["path"])
+    if data is None:
+        return not_found("client file")
+    return _revalidated_bytes(request, data)
+
+
+def _revalidated_bytes(request: Request, data: bytes) -> Response:
     etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
     headers = {"Cache-Control": REVALIDATE, "ETag": etag}
     if request.headers.get("if-none-match") == etag:
@@ -201,6 +214,7 @@ routes = [
         methods=["GET", "HEAD"],
     ),
     Route(client_wheel.MPY_URL_PATH + "{path:path}", compiled_client_file, methods=["GET", "HEAD"]),
+    Route("/" + page_files.WHEEL_FILES + "{path:path}", client_wheel_file, methods=["GET", "HEAD"]),
     Route("/client/{filename}", wheel, methods=["GET", "HEAD"]),
     Route("/assets/{path:path}", asset, methods=["GET", "HEAD"]),
     Route("/{name}", page_file, methods=["GET", "HEAD"]),
