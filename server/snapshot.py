@@ -24,8 +24,9 @@ in Chromium and writes, beside Pyodide in its versioned folder:
   Pyodide to PyScript's loadPyodide call with its stdout and stderr, and records the
   snapshot's name in `globalThis.layercodePyodideSnapshot` (a test checks the page really
   started from it). It is runtime glue, like PyScript's config: the client library's only
-  JavaScript remains its two audio worklets. A config that names packages gets `pyodide.mjs` instead (server/page.py):
-  PyScript would pass them as options, which this module refuses with a clear error.
+  JavaScript remains its two audio worklets. A config that names packages gets `pyodide.mjs`
+  instead (server/page.py): PyScript would pass them as options, which this module refuses
+  with a clear error.
 
 Both names carry a digest of the snapshot and of the loader's code, so they are cached as
 immutable like the rest of the runtime, and a new snapshot or loader is a new URL. A snapshot
