@@ -33,6 +33,10 @@ plus the wait for the audio chunk that brings it), then from the look: the model
                             [--browser-modes auto,auto@40,auto:words-again]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
+
+Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
+run in a process paid 20-60 ms more per turn than the same mode later (the models' first
+inferences, the recogniser's and Chromium's caches), which favoured every mode but the first.
 """
 
 from __future__ import annotations
@@ -272,11 +276,29 @@ def summary(results: list[dict]) -> dict:
     return out
 
 
+def warm_up(turns: int, engines: list[str], browser_modes: list[str]) -> None:
+    """Untimed turns through the first mode, so the first measured mode pays no more than the
+    others for what a process and a browser do once (their figures are thrown away)."""
+    if turns <= 0:
+        return
+    print(f"\nwarm-up: {turns} untimed turns")
+    if engines:
+        run_engine(engines[0], turns)
+    if browser_modes:
+        browser_turns(turns, browser_modes[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--engines", default="piper,piper:off,espeak")
     parser.add_argument("--browser-turns", type=int, default=20)
+    parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=3,
+        help="untimed turns through the first mode before the measured ones (0: none)",
+    )
     parser.add_argument(
         "--browser-modes",
         default="auto,auto@40,auto:words-again",
@@ -286,8 +308,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    runs = {engine: run_engine(engine, args.turns) for engine in args.engines.split(",") if engine}
-    for mode in args.browser_modes.split(",") if args.browser_turns else []:
+    engines = [engine for engine in args.engines.split(",") if engine]
+    browser_modes = args.browser_modes.split(",") if args.browser_turns else []
+    warm_up(args.warm_up, engines, browser_modes)
+    runs = {engine: run_engine(engine, args.turns) for engine in engines}
+    for mode in browser_modes:
         runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
     summaries = {engine: summary(results) for engine, results in runs.items()}
     rows = []
