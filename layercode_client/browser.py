@@ -302,10 +302,16 @@ class BrowserMicrophone:
             raise
 
     def _received(self, data, on_chunk):
-        if not has(data, "hex"):
+        """A message from the recorder worklet: a chunk (every `chunk_ms`: few calls into JS
+        here, each costs the page's main thread) or, rarely, a WAV build_wav asked for."""
+        try:
             audio = data.frame if self.framed else data.audio  # a JS String object, kept as is
-            on_chunk(audio, float(data.level), float(data.zcr))
+        except AttributeError:  # no chunk: a WAV (both interpreters raise for a missing key)
+            self._wav_received(data)
             return
+        on_chunk(audio, float(data.level), float(data.zcr))
+
+    def _wav_received(self, data):
         waiting = self._wavs.get(int(data.id))  # a WAV build_wav asked for
         if waiting is not None:
             waiting[1] = data.hex

@@ -1009,10 +1009,9 @@ class LayercodeClient:
             return
         self._user_level = max(0.0, min(1.0, level))
         self._user_level_age = 0
-        now = self._now()
-        self._metrics.heard(level, now)
+        self._metrics.heard(level, self._now)  # asks the clock only for a voiced chunk
         if self._recording is not None:
-            self._recording.add_microphone(self._audio_of(audio), self._input_rate(), now)
+            self._recording.add_microphone(self._audio_of(audio), self._input_rate(), self._now())
         if self._socket is None:
             return
         if self.push_to_talk and not self._push_to_talk_held:
