@@ -20,8 +20,8 @@ audio to the player worklet (`Date.now()`), to which the AudioContext's own repo
 latency is added. Same machine, same clock. Each browser mode is a SPECULATIVE_ANSWERS value,
 optionally with the turn-end rules turned off (TURN_END_RULES_OFF; `auto:previous` is the
 decision before 2026-11-30's rules), and optionally `@` and the page's microphone chunk length
-(`?chunk_ms=`: `auto@40` is 40 ms chunks, a shorter wait for the chunk that carries the
-look's silence than the default 100 ms),
+(`?chunk_ms=`: `auto@100` is 100 ms chunks, the default before 40 ms and the official SDK's:
+a longer wait for the chunk that carries the look's silence),
 side by side in the same run. The endpointing wait is split
 at the look that ended the turn (turns.py logs each look with its timestamps): `to_look_ms`
 from the end of the voice to the look (the silence it waits for, `look_silence_ms` of stream,
@@ -30,7 +30,7 @@ plus the wait for the audio chunk that brings it), then from the look: the model
 (`verdict_to_end_ms`: a held finished, the event loop).
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
-                            [--browser-modes auto,auto@40,auto:words-again]
+                            [--browser-modes auto,auto@100,auto:words-again]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 
@@ -301,7 +301,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--browser-modes",
-        default="auto,auto@40,auto:words-again",
+        default="auto,auto@100,auto:words-again",
         help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
         "names joined by '+' ('previous': the turn-end rules before 2026-11-30's), then optionally "
         "'@' and the page's chunk_ms",

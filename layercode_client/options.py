@@ -46,10 +46,11 @@ RECONNECT_BOUNDS = (
 )
 # The microphone's chunk (`chunk_ms`): each goes out as one `client.audio`. Shorter chunks bring
 # the end of the user's voice to the server sooner (the turn-end look waits for the chunk that
-# carries its silence), each costs main-thread time: 100 ms, as the official SDK sends, keeps both
-# pages' CPU under the official SDK's; 40 ms ends turns sooner at 1.03-1.19x its CPU
+# carries its silence), each costs main-thread time. Since the recorder worklet frames each chunk
+# as its whole message (protocol.py's `ClientAudio.framing`), 40 ms chunks keep both pages' CPU
+# at or under the official SDK's (100 ms chunks); before, they cost 1.03-1.19x
 # (docs/client.md has the measurements).
-CHUNK_MS = 100
+CHUNK_MS = 40
 CHUNK_MS_BOUNDS = (10, 1000)
 RECORDING_MAX_S = 300
 RECORDING_LIMIT_S = 3600  # the longest `recording_max_s` allowed (about 230 MB of WAV)

@@ -76,7 +76,7 @@ def test_connect_authorizes_opens_socket_player_microphone_then_reports_connecte
     assert body["audio"]["input_sample_rates"] == [16000, 8000]
     assert "session_id" not in body
     assert browser.socket.url == AUTHORIZED["websocket_url"] + "?client_session_key=lcsk_test"
-    assert browser.microphone.sample_rate == 16000 and browser.microphone.chunk_ms == 100
+    assert browser.microphone.sample_rate == 16000 and browser.microphone.chunk_ms == 40
     assert browser.socket.types() == ["client.ready"]
     assert calls.of("on_status_change") == [("connecting",), ("connected",)]
     assert [i["sessionId"] for (i,) in calls.of("on_connect")] == ["sess_1"]
@@ -288,7 +288,8 @@ def test_push_to_talk_gates_audio_with_preroll_and_interrupts_the_agent():
     config = {"transcription": {"trigger": "push_to_talk"}, "audio": {"input_sample_rate": 16000}}
 
     async def scenario():
-        client, browser, _ = make(FakeBrowser((200, authorized(config=config))))
+        # The chunks below are 100 ms long.
+        client, browser, _ = make(FakeBrowser((200, authorized(config=config))), chunk_ms=100)
         await client.connect()
         mic, socket = browser.microphone, browser.socket
         for n in range(5):  # before the press: kept, last 300 ms only

@@ -21,7 +21,7 @@ def test_the_seeds_camel_case_and_pythons_names_are_the_same_options():
     assert client.session_id == client.sessionId == "sess_9"
     assert client.status == "disconnected" and client.userAudioAmplitude == 0.0
     other = LayercodeClient(pipeline_id="p", authorize_session_endpoint="/a")
-    assert other.options.metadata == {} and other.options.chunk_ms == 100
+    assert other.options.metadata == {} and other.options.chunk_ms == 40
     assert snake_case("onUserAmplitudeChange") == "on_user_amplitude_change"
     assert snake_case("already_snake") == "already_snake"
 
