@@ -76,7 +76,7 @@ def test_connect_authorizes_opens_socket_player_microphone_then_reports_connecte
     assert body["audio"]["input_sample_rates"] == [16000, 8000]
     assert "session_id" not in body
     assert browser.socket.url == AUTHORIZED["websocket_url"] + "?client_session_key=lcsk_test"
-    assert browser.microphone.sample_rate == 16000 and browser.microphone.chunk_ms == 40
+    assert browser.microphone.sample_rate == 16000 and browser.microphone.chunk_ms == 100
     assert browser.socket.types() == ["client.ready"]
     assert calls.of("on_status_change") == [("connecting",), ("connected",)]
     assert [i["sessionId"] for (i,) in calls.of("on_connect")] == ["sess_1"]
