@@ -52,7 +52,8 @@ RECONNECT_BOUNDS = (
 # page (the default) 0.66-0.81x the official SDK's CPU (100 ms chunks), so that is its default;
 # the Pyodide page (and CPython) keeps 100 ms, as the official SDK: at 40 ms it read 1.01-1.06x
 # (docs/client.md has the measurements).
-CHUNK_MS = 40 if MICROPYTHON else 100
+CHUNK_MS_ON = {"micropython": 40, "other": 100}
+CHUNK_MS = CHUNK_MS_ON["micropython" if MICROPYTHON else "other"]
 CHUNK_MS_BOUNDS = (10, 1000)
 RECORDING_MAX_S = 300
 RECORDING_LIMIT_S = 3600  # the longest `recording_max_s` allowed (about 230 MB of WAV)
