@@ -34,6 +34,12 @@ plus the wait for the audio chunk that brings it), then from the look: the model
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 
+Run of 2026-11-30 after the microphone's chunks were framed in the worklet (12 turns a mode,
+load average 5-10 on the shared 2-core machine, so every stage is slow: Piper's first audio
+284 ms, the model 142 ms): the MicroPython page at its default 40 ms chunks (`auto`) against
+100 ms (`auto@100`), voice-to-voice p50 / p95 748 / 1256 ms against 930 / 1293, endpointing p50
+278 against 460 ms, the end of the voice to the look 110 against 160 ms (p50).
+
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first
 inferences, the recogniser's and Chromium's caches), which favoured every mode but the first.
