@@ -32,8 +32,9 @@ The official SDK comes from the npm registry (pinned, integrity-checked, by setu
 pointed at the local WebSocket (tests/support/official_sdk.py); it offers no sample rate, so it
 streams at 8000 Hz while ours streams at 16000 Hz.
 
-Our pages stream the microphone in `chunk_ms` chunks (40 ms by default); `--chunk-ms 100`
-adds both pages with 100 ms chunks (`?chunk_ms=100`, the default before) to the same run.
+Our pages stream the microphone in `chunk_ms` chunks (by default 40 ms on MicroPython, 100 ms
+on Pyodide); `--chunk-ms 40,100` adds both pages at those lengths (`?chunk_ms=`) to the same
+run.
 
     ./dev bench client [--runs 5] [--window 8] [--chunk-ms 100]
 """

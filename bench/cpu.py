@@ -22,18 +22,25 @@ library's helper threads count), per second of microphone audio. CPU time, not w
 holds under contention (others share the cores), though a loaded machine runs slower per
 instruction (caches), so state the load average beside it.
 
-    python bench/cpu.py [--repeat 3]
+Each chunk arrives as a `client.audio` message: its decoding (JSON, then base64) is a stage of
+its own, since a shorter chunk means more messages for the same audio (`--chunk-ms`: the demo
+page sends 40 ms at 16 kHz, the official SDK 100 ms at 8 kHz; the stages after the decoding
+see the load bench's 8 kHz audio either way).
+
+    python bench/cpu.py [--repeat 3] [--chunk-ms 100]
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import time
 from contextlib import contextmanager
 
 from common import print_table, save
 
+from layercode_client import protocol as p
 from server.pipeline.audio import RATE, Resampler, resample
 from server.pipeline.echo import EchoGuard
 from server.pipeline.pacing import AudioPacer
@@ -108,6 +115,10 @@ def session_path(pcm16k: bytes, settings: TurnSettings) -> tuple[Stages, dict]:
     step = int(8000 * CHUNK_S) * 2
     for offset in range(0, len(pcm8k), step):
         chunk = pcm8k[offset : offset + step]
+        frame = p.ClientAudio(content=base64.b64encode(chunk).decode()).encode()
+        with stages.timing("client.audio message (JSON, base64)"):  # as session.py decodes it
+            message = p.decode(frame, allowed=p.CLIENT_MESSAGES)
+            chunk = base64.b64decode(message.content, validate=True)
         with stages.timing("pacing"):
             pacer.admit(len(chunk) // 2)
         with stages.timing("resample 8->16 kHz"):
@@ -184,7 +195,12 @@ def first_sentence_cpu() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="times the four questions")
+    parser.add_argument(
+        "--chunk-ms", type=int, default=100, help="the microphone's chunk, 10-1000 ms"
+    )
     args = parser.parse_args()
+    global CHUNK_S
+    CHUNK_S = max(10, min(1000, args.chunk_ms)) / 1000
     settings = TurnSettings(vad="silero", end_model="smart-turn", model_wait=True)
     talker = talker_audio(args.repeat)
     listener = room_noise(len(talker) // 2)
@@ -207,7 +223,8 @@ def main() -> None:
     speculation = first_sentence_cpu() * 1000
     load_after = os.getloadavg()
     print_table(
-        f"CPU ms per second of microphone audio ({seconds:.0f} s each, in-process)",
+        f"CPU ms per second of microphone audio ({seconds:.0f} s each, {CHUNK_S * 1000:.0f} ms "
+        "chunks, in-process)",
         ["stage", "talker", "listener"],
         [[stage, f"{v.get('talker', 0):.2f}", f"{v.get('listener', 0):.2f}"]
          for stage, v in rows.items()],

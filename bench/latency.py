@@ -20,8 +20,8 @@ audio to the player worklet (`Date.now()`), to which the AudioContext's own repo
 latency is added. Same machine, same clock. Each browser mode is a SPECULATIVE_ANSWERS value,
 optionally with the turn-end rules turned off (TURN_END_RULES_OFF; `auto:previous` is the
 decision before 2026-11-30's rules), and optionally `@` and the page's microphone chunk length
-(`?chunk_ms=`: `auto@40` is 40 ms chunks, a shorter wait for the chunk that carries the
-look's silence than the default 100 ms),
+(`?chunk_ms=`: `auto@100` is 100 ms chunks, the default before 40 ms and the official SDK's:
+a longer wait for the chunk that carries the look's silence),
 side by side in the same run. The endpointing wait is split
 at the look that ended the turn (turns.py logs each look with its timestamps): `to_look_ms`
 from the end of the voice to the look (the silence it waits for, `look_silence_ms` of stream,
@@ -30,9 +30,19 @@ plus the wait for the audio chunk that brings it), then from the look: the model
 (`verdict_to_end_ms`: a held finished, the event loop).
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
-                            [--browser-modes auto,auto@40,auto:words-again]
+                            [--browser-modes auto,auto@100,auto:words-again]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
+
+Run of 2026-11-30 after the microphone's chunks were framed in the worklet (12 turns a mode,
+load average 5-10 on the shared 2-core machine, so every stage is slow: Piper's first audio
+284 ms, the model 142 ms): the MicroPython page at its default 40 ms chunks (`auto`) against
+100 ms (`auto@100`), voice-to-voice p50 / p95 748 / 1256 ms against 930 / 1293, endpointing p50
+278 against 460 ms, the end of the voice to the look 110 against 160 ms (p50).
+
+Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
+run in a process paid 20-60 ms more per turn than the same mode later (the models' first
+inferences, the recogniser's and Chromium's caches), which favoured every mode but the first.
 """
 
 from __future__ import annotations
@@ -272,22 +282,43 @@ def summary(results: list[dict]) -> dict:
     return out
 
 
+def warm_up(turns: int, engines: list[str], browser_modes: list[str]) -> None:
+    """Untimed turns through the first mode, so the first measured mode pays no more than the
+    others for what a process and a browser do once (their figures are thrown away)."""
+    if turns <= 0:
+        return
+    print(f"\nwarm-up: {turns} untimed turns")
+    if engines:
+        run_engine(engines[0], turns)
+    if browser_modes:
+        browser_turns(turns, browser_modes[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--turns", type=int, default=20)
     parser.add_argument("--engines", default="piper,piper:off,espeak")
     parser.add_argument("--browser-turns", type=int, default=20)
     parser.add_argument(
+        "--warm-up",
+        type=int,
+        default=3,
+        help="untimed turns through the first mode before the measured ones (0: none)",
+    )
+    parser.add_argument(
         "--browser-modes",
-        default="auto,auto@40,auto:words-again",
+        default="auto,auto@100,auto:words-again",
         help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
         "names joined by '+' ('previous': the turn-end rules before 2026-11-30's), then optionally "
         "'@' and the page's chunk_ms",
     )
     args = parser.parse_args()
 
-    runs = {engine: run_engine(engine, args.turns) for engine in args.engines.split(",") if engine}
-    for mode in args.browser_modes.split(",") if args.browser_turns else []:
+    engines = [engine for engine in args.engines.split(",") if engine]
+    browser_modes = args.browser_modes.split(",") if args.browser_turns else []
+    warm_up(args.warm_up, engines, browser_modes)
+    runs = {engine: run_engine(engine, args.turns) for engine in engines}
+    for mode in browser_modes:
         runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
     summaries = {engine: summary(results) for engine, results in runs.items()}
     rows = []

@@ -234,6 +234,7 @@ class BrowserMicrophone:
     def __init__(self):
         self._proxies = Proxies()
         self._stream = self._context = self._source = self._node = None
+        self.framed = False  # chunks come as whole `client.audio` messages (`framing`)
         self._wavs = {}  # request id -> [asyncio.Event, hex parts or None], until answered
         self._next_id = 0
 
@@ -248,7 +249,7 @@ class BrowserMicrophone:
         if not muted and self._node is not None:  # the next chunk goes out early (recorder.js)
             self._node.port.postMessage(ffi.to_js({"type": "unmuted"}))
 
-    async def start(self, sample_rate, chunk_ms, on_chunk, device_id=None):
+    async def start(self, sample_rate, chunk_ms, on_chunk, device_id=None, framing=None):
         require_audio_worklet()
         constraints = dict(MICROPHONE_CONSTRAINTS)
         if device_id and device_id != "default":
@@ -280,6 +281,9 @@ class BrowserMicrophone:
                 "numberOfOutputs": 0,
                 "processorOptions": {"chunkSamples": chunk, "resumeSamples": resume},
             }
+            if framing is not None:  # the worklet posts whole messages (recorder.js)
+                options["processorOptions"]["framing"] = list(framing)
+                self.framed = True
             self._node = window.AudioWorkletNode.new(
                 self._context, "layercode-recorder", ffi.to_js(options)
             )
@@ -298,13 +302,24 @@ class BrowserMicrophone:
             raise
 
     def _received(self, data, on_chunk):
-        if not has(data, "hex"):
-            on_chunk(data.audio, float(data.level), float(data.zcr))
+        """A message from the recorder worklet: a chunk (every `chunk_ms`: few calls into JS
+        here, each costs the page's main thread) or, rarely, a WAV build_wav asked for."""
+        try:
+            audio = data.frame if self.framed else data.audio  # a JS String object, kept as is
+        except AttributeError:  # no chunk: a WAV (both interpreters raise for a missing key)
+            self._wav_received(data)
             return
+        on_chunk(audio, float(data.level), float(data.zcr))
+
+    def _wav_received(self, data):
         waiting = self._wavs.get(int(data.id))  # a WAV build_wav asked for
         if waiting is not None:
             waiting[1] = data.hex
             waiting[0].set()
+
+    def text_of(self, chunk):
+        """A framed chunk's text, as `str` (a recording reads its audio back)."""
+        return chunk.valueOf() if self.framed else chunk
 
     async def build_wav(self, frames, pieces):
         """A recording's WAV (recording.py lays it out), built by the recorder worklet on
@@ -520,9 +535,9 @@ class PageBrowser:
     async def open_socket(self, url, on_message, on_close):
         return await BrowserSocket.open(url, on_message, on_close)
 
-    async def open_microphone(self, sample_rate, chunk_ms, on_chunk, device_id=None):
+    async def open_microphone(self, sample_rate, chunk_ms, on_chunk, device_id=None, framing=None):
         microphone = BrowserMicrophone()
-        await microphone.start(sample_rate, chunk_ms, on_chunk, device_id)
+        await microphone.start(sample_rate, chunk_ms, on_chunk, device_id, framing)
         return microphone
 
     async def list_input_devices(self, request_permission=False, kind="audioinput"):

@@ -65,6 +65,9 @@ RUNNING = set()  # every Work not yet ended: CPython's loop keeps only weak task
 # response.data seqs delivered beyond a gap, at most: a gap still open past this many (its
 # message pruned from the server's store) is given up, the oldest first.
 MAX_DATA_AHEAD = 256
+# The microphone's chunks come as whole `client.audio` messages where the browser can frame them
+# (protocol.py's `ClientAudio.framing`): the per-chunk path never builds JSON in Python.
+AUDIO_FRAMING = p.ClientAudio.framing()
 
 
 class ServerError(LayercodeError):
@@ -200,6 +203,8 @@ class LayercodeClient:
         self._socket = None
         self._microphone = None
         self._microphone_rate = None  # the rate _microphone captures at
+        # Its chunks are whole `client.audio` messages (ports.Microphone): how to read one.
+        self._framed = None
         self._player = None
         self._connecting = None  # the Work of the connect in progress
         self._tasks = set()  # background work, cancelled on teardown
@@ -452,10 +457,13 @@ class LayercodeClient:
         """Start the microphone on the chosen device (the default unless one was chosen)."""
         rate = self._input_rate()
         opening = self._browser_().open_microphone(
-            rate, self.options.chunk_ms, self._on_microphone, self._devices.preferred
-        )
+            rate, self.options.chunk_ms, self._on_microphone, self._devices.preferred,
+            framing=AUDIO_FRAMING,
+        )  # fmt: skip
         await self._keep("_microphone", opening)
         self._microphone_rate = rate
+        framed = getattr(self._microphone, "framed", False)
+        self._framed = self._microphone.text_of if framed else None
         if self._recording is not None:
             self._recording.microphone_started()
         if self._muted:
@@ -988,22 +996,22 @@ class LayercodeClient:
         return collections.deque((), max(1, self.options.preroll_ms // self.options.chunk_ms))
 
     def _on_microphone(self, audio, level, zero_crossings=None):
-        """A chunk from the microphone: base64 PCM16 at the session's rate, its level, and its
+        """A chunk from the microphone: base64 PCM16 at the session's rate, or its whole
+        `client.audio` message (a framed microphone's, sent as it came), its level, and its
         zero-crossing rate (for the VAD; None where the port does not measure it)."""
         if self._muted:  # the track is disabled too; a chunk already on its way is dropped
             self._user_level = 0.0
             if self._recording is not None:
                 rate = self._microphone_rate or self._input_rate()
-                self._recording.skip_microphone(audio, rate, self._now())
+                self._recording.skip_microphone(self._audio_of(audio), rate, self._now())
             return
         if self._microphone_rate != self._input_rate():  # reopening at the server's new rate
             return
         self._user_level = max(0.0, min(1.0, level))
         self._user_level_age = 0
-        now = self._now()
-        self._metrics.heard(level, now)
+        self._metrics.heard(level, self._now)  # asks the clock only for a voiced chunk
         if self._recording is not None:
-            self._recording.add_microphone(audio, self._input_rate(), now)
+            self._recording.add_microphone(self._audio_of(audio), self._input_rate(), self._now())
         if self._socket is None:
             return
         if self.push_to_talk and not self._push_to_talk_held:
@@ -1030,8 +1038,17 @@ class LayercodeClient:
         if self._vad is not None and self._vad.end() is not None:
             self._on_vad_event(VAD_END)
 
+    def _audio_of(self, chunk):
+        """A microphone chunk's base64 audio (a framed one's read back from its message)."""
+        if self._framed is None:
+            return chunk
+        return p.ClientAudio.content_of(self._framed(chunk))
+
     def _send_audio(self, audio):
-        self._send(p.ClientAudio(content=audio))
+        if self._framed is None:
+            self._send(p.ClientAudio(content=audio))
+        elif self._socket is not None:  # the whole message already (AUDIO_FRAMING)
+            self._socket.send(audio)
 
     def _play(self, message):
         if message.turn_id in self._dropped_turns:

@@ -47,9 +47,11 @@ class TurnMetrics:
 
     # -- the user --------------------------------------------------------------------------------
 
-    def heard(self, level, now):
+    def heard(self, level, clock):
+        """A microphone chunk of this level arrived; `clock()` is now (asked only for a voiced
+        chunk: on the page each reading is a call into the browser, per chunk)."""
         if level >= SPEECH_LEVEL:
-            self._voiced_at = now
+            self._voiced_at = clock()
 
     def user_turn_ended(self, now, source):
         voiced = self._voiced_at

@@ -7,6 +7,7 @@ Python's spelling or the SDK's camelCase.
 missing required option, an unknown one or one of the wrong kind fails at construction, naming it.
 """
 
+from .compat import MICROPYTHON
 from .errors import ConfigurationError
 from .protocol import ANY, DICT, STR, SUPPORTED_INPUT_SAMPLE_RATES, Record
 
@@ -46,10 +47,13 @@ RECONNECT_BOUNDS = (
 )
 # The microphone's chunk (`chunk_ms`): each goes out as one `client.audio`. Shorter chunks bring
 # the end of the user's voice to the server sooner (the turn-end look waits for the chunk that
-# carries its silence), each costs main-thread time: 100 ms, as the official SDK sends, keeps both
-# pages' CPU under the official SDK's; 40 ms ends turns sooner at 1.03-1.19x its CPU
+# carries its silence), each costs main-thread time. Since the recorder worklet frames each chunk
+# as its whole message (protocol.py's `ClientAudio.framing`), 40 ms chunks cost the MicroPython
+# page (the default) 0.66-0.81x the official SDK's CPU (100 ms chunks), so that is its default;
+# the Pyodide page (and CPython) keeps 100 ms, as the official SDK: at 40 ms it read 1.01-1.06x
 # (docs/client.md has the measurements).
-CHUNK_MS = 100
+CHUNK_MS_ON = {"micropython": 40, "other": 100}
+CHUNK_MS = CHUNK_MS_ON["micropython" if MICROPYTHON else "other"]
 CHUNK_MS_BOUNDS = (10, 1000)
 RECORDING_MAX_S = 300
 RECORDING_LIMIT_S = 3600  # the longest `recording_max_s` allowed (about 230 MB of WAV)

@@ -7,15 +7,24 @@ document the shape (no `typing.Protocol`: MicroPython has no `typing`); nothing 
 
 
 class Socket:
-    def send(self, text: str) -> None: ...
+    def send(self, text: str) -> None:
+        """Send a text frame: a `str`, or a framed microphone chunk as the microphone gave it."""
 
     def close(self, code: int = 1000, reason: str = "") -> None: ...
 
 
 class Microphone:
-    """Delivers base64 PCM16 chunks at the requested rate to `on_chunk(audio, level)`."""
+    """Delivers base64 PCM16 chunks at the requested rate to `on_chunk(audio, level)`.
+
+    Opened with `framing` (protocol.py's `ClientAudio.framing()`), a microphone may deliver
+    each chunk as its whole `client.audio` message instead, ready for `Socket.send` as it
+    is (an opaque object: the browser's keeps the text in JS); it then says `framed`."""
 
     stream = None  # the MediaStream
+    framed = False  # chunks are whole `client.audio` messages (`framing`)
+
+    def text_of(self, chunk) -> str:
+        """A chunk as `str`: a framed one's message text, otherwise its base64 audio."""
 
     def set_muted(self, muted: bool) -> None:
         """Disable (or enable) the track: a disabled track captures silence only. On enabling,
@@ -64,10 +73,11 @@ class Browser:
         Raises ConnectionFailed when it cannot open."""
 
     async def open_microphone(
-        self, sample_rate: int, chunk_ms: int, on_chunk, device_id=None
+        self, sample_rate: int, chunk_ms: int, on_chunk, device_id=None, framing=None
     ) -> Microphone:
-        """Start the microphone (`device_id`, or the default when None); `on_chunk(audio: str,
-        level: float)` every `chunk_ms`."""
+        """Start the microphone (`device_id`, or the default when None); `on_chunk(audio,
+        level: float, zero_crossings)` every `chunk_ms`, `audio` a framed message where the
+        microphone takes `framing` (Microphone above)."""
 
     async def list_input_devices(self, request_permission: bool = False) -> list:
         """The audio inputs as dicts: `deviceId`, `device_id`, `groupId`, `kind`, `label`,

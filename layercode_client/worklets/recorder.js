@@ -2,6 +2,10 @@
 // context's float frames (already at the session's rate) to Int16 and posts one chunk of
 // `chunkSamples`, base64-encoded (the `client.audio` content as is), with its RMS level and
 // zero-crossing rate (crossings per sample: the client's VAD tells voice from hiss with it).
+// Given `framing` ([before, after]: protocol.py's `ClientAudio.framing()`), it posts the whole
+// `client.audio` message instead, `frame`, as a String object: Python hands it to the socket
+// as it came, never building it nor copying its text in and out (most of the page's CPU per
+// chunk on MicroPython); a primitive string would be converted to a Python str on arrival.
 // Told `unmuted`, it ends the chunk being filled after `resumeSamples` more (live) samples, so
 // the user's first words go out at once instead of when a whole chunk has filled (up to
 // `chunkSamples` later); the chunks after it are whole again. Everything else happens in Python,
@@ -116,6 +120,7 @@ class LayercodeRecorder extends AudioWorkletProcessor {
     super();
     this.size = options.processorOptions.chunkSamples;
     this.resume = options.processorOptions.resumeSamples || this.size;
+    this.framing = options.processorOptions.framing || null;
     this.chunk = new Int16Array(this.size);
     this.filled = 0;
     this.target = this.size; // the chunk being filled is posted at this many samples
@@ -145,7 +150,12 @@ class LayercodeRecorder extends AudioWorkletProcessor {
         const level = Math.min(1, Math.sqrt(this.energy / this.filled) * 4);
         const zcr = this.crossings / this.filled;
         const pcm = new Uint8Array(this.chunk.buffer, 0, this.filled * 2);
-        this.port.postMessage({ audio: base64(pcm), level, zcr });
+        if (this.framing) {
+          const frame = new String(this.framing[0] + base64(pcm) + this.framing[1]);
+          this.port.postMessage({ frame, level, zcr });
+        } else {
+          this.port.postMessage({ audio: base64(pcm), level, zcr });
+        }
         this.filled = 0;
         this.target = this.size;
         this.energy = 0;

@@ -13,7 +13,7 @@ import struct
 import numpy as np
 import pytest
 
-from layercode_client.options import CHUNK_MS
+from layercode_client.options import CHUNK_MS_ON
 from server.vendor import micropython_url, pyodide_url, pyscript_url
 from server.wheel import wheel_filename
 from tests.browser.test_client import mic_browser, spoken_wav, tone  # noqa: F401 (fixtures)
@@ -223,7 +223,8 @@ def test_recording_gives_a_stereo_wav_of_the_microphone_and_the_agent(page, pipe
     pipeline.wait_for(page, "client.audio", count=3)
     page.evaluate("act('record')")
     before = len(pipeline.messages("client.audio"))
-    pipeline.wait_for(page, "client.audio", count=before + 8000 // CHUNK_MS)  # 8 s of microphone
+    chunk_ms = CHUNK_MS_ON.get(pipeline.interpreter, CHUNK_MS_ON["other"])  # the default there
+    pipeline.wait_for(page, "client.audio", count=before + 8000 // chunk_ms)  # 8 s of microphone
     agent = send_tone(pipeline, "a1")
     pipeline.wait_for(page, "trigger.response.audio.replay_finished")
     page.evaluate("act('stop')")

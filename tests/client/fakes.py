@@ -12,16 +12,30 @@ def b64(pcm):
     return binascii.b2a_base64(pcm, newline=False).decode()
 
 
+class FramedChunk:
+    """A framed microphone chunk (ports.Microphone), opaque as the browser's (a JS String
+    object): not a `str`, so the client can only send it as it came or read it via `text_of`."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = text
+
+
 class FakeSocket:
     def __init__(self, url, on_message, on_close):
         self.url = url
         self.on_message = on_message
         self.on_close = on_close
         self.sent = []  # every message, parsed
+        self.framed_sent = []  # the framed microphone chunks sent, as the client passed them
         self.closed = None  # (code, reason) once closed
 
     def send(self, text):
         assert self.closed is None, "sent on a closed socket"
+        if isinstance(text, FramedChunk):
+            self.framed_sent.append(text)
+            text = text.text
         self.sent.append(json.loads(text))
 
     def close(self, code=1000, reason=""):
@@ -40,7 +54,9 @@ class FakeSocket:
 
 
 class FakeMicrophone:
-    def __init__(self, sample_rate, chunk_ms, on_chunk, device_id=None):
+    def __init__(self, sample_rate, chunk_ms, on_chunk, device_id=None, framing=None):
+        self.framing = framing  # given: chunks come as FramedChunk messages
+        self.framed = framing is not None
         self.sample_rate = sample_rate
         self.chunk_ms = chunk_ms
         self.on_chunk = on_chunk
@@ -55,12 +71,20 @@ class FakeMicrophone:
     def stop(self):
         self.stopped = True
 
+    def text_of(self, chunk):
+        return chunk.text if self.framed else chunk
+
+    def chunk(self, audio):
+        """What `on_chunk` gets for this base64 audio: it framed, where asked (FramedChunk)."""
+        return FramedChunk(self.framing[0] + audio + self.framing[1]) if self.framed else audio
+
     def speak(self, pcm, level=0.5, zero_crossings=None):
         if not self.stopped:
+            audio = self.chunk(b64(pcm))
             if zero_crossings is None:
-                self.on_chunk(b64(pcm), level)
+                self.on_chunk(audio, level)
             else:
-                self.on_chunk(b64(pcm), level, zero_crossings)
+                self.on_chunk(audio, level, zero_crossings)
 
 
 class FakePlayer:
@@ -141,6 +165,7 @@ class FakeBrowser:
         self.microphones = []
         self.players = []
         self.microphone_error = None
+        self.framed_microphone = True  # the microphone frames its chunks when asked (browser.py)
         self.before_microphone = None  # an async callable run while "asking for the microphone"
         self.unreachable = False
         self.socket_error = None  # raised by open_socket while set (a server not back yet)
@@ -200,12 +225,13 @@ class FakeBrowser:
         self.sockets.append(FakeSocket(url, on_message, on_close))
         return self.sockets[-1]
 
-    async def open_microphone(self, sample_rate, chunk_ms, on_chunk, device_id=None):
+    async def open_microphone(self, sample_rate, chunk_ms, on_chunk, device_id=None, framing=None):
         if self.before_microphone is not None:
             await self.before_microphone()
         if self.microphone_error is not None:
             raise self.microphone_error
-        self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk, device_id))
+        framing = framing if self.framed_microphone else None  # as a browser that cannot frame
+        self.microphones.append(FakeMicrophone(sample_rate, chunk_ms, on_chunk, device_id, framing))
         return self.microphones[-1]
 
     async def open_player(self, sample_rate, on_drained, on_started=None):

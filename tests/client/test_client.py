@@ -288,7 +288,8 @@ def test_push_to_talk_gates_audio_with_preroll_and_interrupts_the_agent():
     config = {"transcription": {"trigger": "push_to_talk"}, "audio": {"input_sample_rate": 16000}}
 
     async def scenario():
-        client, browser, _ = make(FakeBrowser((200, authorized(config=config))))
+        # The chunks below are 100 ms long.
+        client, browser, _ = make(FakeBrowser((200, authorized(config=config))), chunk_ms=100)
         await client.connect()
         mic, socket = browser.microphone, browser.socket
         for n in range(5):  # before the press: kept, last 300 ms only

@@ -3,6 +3,7 @@ messages as they were (docs/protocol.md)."""
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -69,3 +70,14 @@ def test_client_settings_carry_the_sessions_false_interruption_window():
     assert p.decode('{"type": "client.settings"}') == p.ClientSettings()
     with pytest.raises(ProtocolError):
         p.decode('{"type": "client.settings", "false_interruption_ms": "300"}')
+
+
+def test_client_audio_framing_wraps_any_base64_into_the_encoded_message():
+    # The recorder worklet builds each chunk's message from these: it must equal encode().
+    before, after = p.ClientAudio.framing()
+    for raw in (b"", b"\x00", b"\xff\xfe\x00\x01" * 300, bytes(range(256)) * 5):
+        content = base64.b64encode(raw).decode()
+        text = before + content + after
+        assert text == p.ClientAudio(content=content).encode()
+        assert p.decode(text) == p.ClientAudio(content=content)
+        assert p.ClientAudio.content_of(text) == content

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from layercode_client.protocol import ClientAudio
+
 RECORDER_JS = Path(__file__).resolve().parents[2] / "layercode_client" / "worklets" / "recorder.js"
 SCRIPT = """
 const fs = require("fs");
-const [source, plan] = process.argv.slice(1);
+const [source, plan, framing] = process.argv.slice(1);
 const posted = [];
 let Recorder;
 globalThis.AudioWorkletProcessor = class {
@@ -25,22 +27,28 @@ globalThis.AudioWorkletProcessor = class {
 };
 globalThis.registerProcessor = (name, processor) => { Recorder = processor; };
 new Function(fs.readFileSync(source, "utf8"))();
-const recorder = new Recorder({ processorOptions: { chunkSamples: 1600, resumeSamples: 320 } });
+const options = { chunkSamples: 1600, resumeSamples: 320 };
+if (framing) options.framing = JSON.parse(framing);
+const recorder = new Recorder({ processorOptions: options });
 for (const step of JSON.parse(plan)) {
   if (step === "unmuted") recorder.port.onmessage({ data: { type: "unmuted" } });
   else for (let n = 0; n < step; n++) recorder.process([[new Float32Array(128).fill(0.25)]]);
 }
-process.stdout.write(JSON.stringify(posted));
+// A framed chunk is a String object (Python keeps it in JS): say so, as its text.
+process.stdout.write(JSON.stringify(posted.map((m) => m.frame instanceof String
+  ? { ...m, frame: m.frame.valueOf(), frameIsStringObject: true } : m)));
 """
 
 
-def posted_chunks(plan: list) -> list[dict]:
-    """Run `plan` (a number: that many 128-sample render quanta; "unmuted": the message)."""
+def posted_chunks(plan: list, framing: tuple[str, str] | None = None) -> list[dict]:
+    """Run `plan` (a number: that many 128-sample render quanta; "unmuted": the message),
+    the worklet given `framing` if any."""
     node = shutil.which("node")
     if node is None:
         pytest.fail("Node.js is needed (./dev setup installs it)")
     result = subprocess.run(
-        [node, "-e", SCRIPT, str(RECORDER_JS), json.dumps(plan)],
+        [node, "-e", SCRIPT, str(RECORDER_JS), json.dumps(plan),
+         json.dumps(framing) if framing else ""],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -69,3 +77,18 @@ def test_a_chunk_with_less_than_the_early_stretch_left_ends_when_full():
 
 def test_without_unmute_every_chunk_is_whole():
     assert {samples(c) for c in posted_chunks([40])} == {1600}
+
+
+def test_given_the_framing_it_posts_each_chunk_as_its_whole_client_audio_message():
+    # The client sends these as they come (protocol.py's ClientAudio.framing): the message must
+    # be exactly what encode() makes of the chunk's base64, and a String object (not converted
+    # into a Python str on arrival).
+    chunks = posted_chunks([13, "unmuted", 15], framing=ClientAudio.framing())
+    assert len(chunks) == 3 and all(c["frameIsStringObject"] for c in chunks)
+    for chunk, length in zip(
+        chunks, [1600, 384, 1600], strict=True
+    ):  # the second ended early (unmuted)
+        assert "audio" not in chunk and abs(chunk["level"] - 1) < 1e-9
+        content = ClientAudio.content_of(chunk["frame"])
+        assert chunk["frame"] == ClientAudio(content=content).encode()
+        assert base64.b64decode(content) == int(0.25 * 0x7FFF).to_bytes(2, "little") * length

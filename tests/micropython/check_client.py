@@ -14,6 +14,7 @@ from layercode_client import (
     ProtocolError,
     ServerError,
 )
+from layercode_client import protocol as p
 from tests.client.fakes import AUTHORIZED, FakeBrowser, b64
 from tests.micropython.runner import raises, raises_async
 
@@ -89,6 +90,31 @@ async def test_connect_authorizes_opens_player_socket_microphone_then_connected(
     assert client.user_audio_amplitude == 0.4
     sent = browser.socket.sent[1]
     assert sent["type"] == "client.audio" and unb64(sent["content"]) == PCM
+    await client.disconnect()
+
+
+async def test_a_framed_microphone_chunk_goes_to_the_socket_as_it_came():
+    # The browser's recorder worklet frames each chunk as its whole client.audio message (a JS
+    # String object): the client sends that object, never building the JSON in Python.
+    client, browser, _calls = make()
+    await client.connect()
+    mic = browser.microphone
+    assert mic.framed and mic.framing == p.ClientAudio.framing()
+    mic.speak(PCM, level=0.4)
+    chunk = browser.socket.framed_sent[0]
+    assert chunk.text == p.ClientAudio(content=b64(PCM)).encode()
+    assert len(browser.socket.framed_sent) == 1 and unb64(browser.socket.sent[1]["content"]) == PCM
+    await client.disconnect()
+
+
+async def test_a_microphone_that_cannot_frame_gets_its_chunks_encoded():
+    browser = FakeBrowser()
+    browser.framed_microphone = False
+    client, browser, _calls = make(browser)
+    await client.connect()
+    browser.microphone.speak(PCM, level=0.4)
+    assert browser.socket.framed_sent == [] and browser.socket.types()[1] == "client.audio"
+    assert unb64(browser.socket.sent[1]["content"]) == PCM
     await client.disconnect()
 
 
@@ -212,7 +238,7 @@ async def test_push_to_talk_gates_audio_with_preroll():
         "trigger.turn.end"
     ]
     sent = [unb64(m["content"])[0] for m in socket.sent if "content" in m]
-    assert sent == [2, 3, 4, 9]
+    assert sent == [2, 3, 4, 9] and len(socket.framed_sent) == 4  # as the microphone framed them
     await client.disconnect()
 
 

@@ -41,7 +41,7 @@ def chunk(value, samples=1600):
 
 
 def hear(browser, value, samples=1600, level=0.5):
-    browser.microphone.on_chunk(chunk(value, samples), level)
+    browser.microphone.on_chunk(browser.microphone.chunk(chunk(value, samples)), level)
 
 
 def frames_of(wav):
@@ -318,7 +318,7 @@ async def test_recording_stops_at_its_maximum_and_upsamples_an_8_khz_microphone(
     client.start_recording()
     for n in range(15):  # 1.5 s at 8 kHz, of which 1 s is kept
         browser.clock = 100 * (n + 1)
-        browser.microphone.on_chunk(EIGHT_KHZ, 0.5)
+        browser.microphone.on_chunk(browser.microphone.chunk(EIGHT_KHZ), 0.5)
     left, right = frames_of(await client.stop_recording())
     assert len(left) == 16000 and left[:8] == [10, 10, 20, 20, 10, 10, 20, 20]
     assert set(right) == {0}

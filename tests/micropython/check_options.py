@@ -1,6 +1,7 @@
 """Options checks: the seed's names in either spelling; mistakes fail by name."""
 
 from layercode_client import ConfigurationError, LayercodeClient
+from layercode_client.compat import MICROPYTHON
 from layercode_client.options import snake_case
 from tests.micropython.runner import raises
 
@@ -21,7 +22,8 @@ def test_the_seeds_camel_case_and_pythons_names_are_the_same_options():
     assert client.session_id == client.sessionId == "sess_9"
     assert client.status == "disconnected" and client.userAudioAmplitude == 0.0
     other = LayercodeClient(pipeline_id="p", authorize_session_endpoint="/a")
-    assert other.options.metadata == {} and other.options.chunk_ms == 100
+    # 40 ms chunks on MicroPython (the default page), 100 ms elsewhere (options.py's CHUNK_MS).
+    assert other.options.metadata == {} and other.options.chunk_ms == (40 if MICROPYTHON else 100)
     assert snake_case("onUserAmplitudeChange") == "on_user_amplitude_change"
     assert snake_case("already_snake") == "already_snake"
 

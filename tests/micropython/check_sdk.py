@@ -230,7 +230,7 @@ async def test_mute_sends_no_audio_reads_zero_and_unmute_resumes_at_once():
     await client.connect()
     mic = browser.microphone
     assert mic.muted is True
-    mic.on_chunk("AAAA", 0.8)  # a chunk already on its way when the track was disabled
+    mic.on_chunk(mic.chunk("AAAA"), 0.8)  # a chunk already on its way when the track was disabled
     assert browser.socket.types() == ["client.ready"] and client.userAudioAmplitude == 0.0
     await client.unmute()
     assert mic.muted is False and client.is_muted is False
