@@ -116,6 +116,8 @@ const indexURL = new URL(".", import.meta.url).href;
 let snapshot = memory;
 const once = {{ then: (ok) => (ok(snapshot), (snapshot = null)) }};
 const fsInit = () => filled.catch(() => new Promise(() => {{}}));
+// PyScript shows a failed loadPyodide nowhere: the page says so (index.html).
+filled.catch((error) => globalThis.layercodeStartFailed?.(error.message));
 // Pyodide starts as soon as PyScript imports this module, not when it calls loadPyodide: in
 // between, PyScript opens its package cache (IndexedDB), which a page without packages never
 // reads (50-90 ms of a warm load). PyScript passes only stdout and stderr then, which Pyodide

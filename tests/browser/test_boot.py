@@ -76,6 +76,23 @@ def test_authorize_error_is_shown_in_words(page, cloud, cloud_settings):
         assert page.get_attribute("#status", "data-status") == "error"
 
 
+@pytest.mark.parametrize(
+    "query, missing",
+    [("", "micropython.mjs"), ("?py=pyodide", "snapshot-sparse-*.bin")],
+    ids=["micropython-runtime", "pyodide-snapshot"],
+)
+def test_a_runtime_that_fails_to_load_is_shown_in_words(page, query, missing):
+    """PyScript 0.7.31 shows a runtime that failed to load nowhere: the page said "Loading"
+    for ever. Now the banner says Python could not start, and why."""
+    page.route(f"**/{missing}", lambda route: route.fulfill(status=404, body="gone"))
+    with running_app(layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/" + query)
+        page.wait_for_selector("#error:not([hidden])", timeout=60_000)
+        assert "Python could not start" in page.inner_text("#error")
+        assert page.get_attribute("#status", "data-status") == "error"
+        assert page.get_attribute("body", "data-state") == "error"
+
+
 @pytest.mark.parametrize("query", ["", "?py=pyodide"])
 def test_a_reload_asks_the_server_for_the_page_alone(page, query):
     """Every file the page names is cached as immutable under a content-hashed URL, and its
