@@ -204,6 +204,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "the first look, words that veto a voice that sounds finished are asked again at 192 ms "
         "of silence: the recogniser often lacks the last word at 96 ms).",
     ),
+    "TURN_END_LATE_WORDS_MS": (
+        "700",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: when the recogniser's words for a "
+        "turn-end look have not come by this much silence (a node under load), the model "
+        "decides alone at its own threshold, unless words heard in that pause said the sentence "
+        "goes on (0-1000; longer than the pauses inside sentences it must not cut). `0`: wait "
+        "for the words until the 1 s fallback, as before.",
+    ),
     "SPECULATIVE_ANSWERS": (
         "auto",
         "Embedded pipeline: at a pause whose words look whole, call the agent at once "
@@ -418,6 +426,7 @@ class Settings:
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
+    turn_end_late_words_ms: int = 700
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -549,6 +558,7 @@ class Settings:
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
+            turn_end_late_words_ms=_milliseconds("TURN_END_LATE_WORDS_MS", env, 0, 1000),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

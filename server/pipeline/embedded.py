@@ -60,6 +60,7 @@ class EmbeddedPipeline:
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
+            late_words_end_ms=settings.turn_end_late_words_ms,
             **rules_off(settings.turn_end_rules_off),
         )
         self.interruptions = InterruptionSettings(
