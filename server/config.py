@@ -232,6 +232,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "audio on the same worker (`false`: first come, first served, as before; "
         "`./dev bench load --compare` runs both).",
     ),
+    "STT_WORDS_AT_ASK": (
+        "true",
+        "Embedded pipeline recogniser: the words a turn-end look asks for are those of the "
+        "audio until the look, answered once that much is decoded (`false`: once everything "
+        "fed is decoded, as before: under load the recogniser then chased the live stream and "
+        "the words came seconds late; `./dev bench load --compare` runs both).",
+    ),
     "STT_WORKER_NICE": (
         "10",
         "Embedded pipeline recogniser: how far below the server's priority its workers "
@@ -431,6 +438,7 @@ class Settings:
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
     stt_worker_nice: int = 10
+    stt_words_at_ask: bool = True
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -563,6 +571,7 @@ class Settings:
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),
             stt_worker_nice=_nice("STT_WORKER_NICE", env),
+            stt_words_at_ask=_bool("STT_WORDS_AT_ASK", env),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

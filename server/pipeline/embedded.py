@@ -167,6 +167,7 @@ class EmbeddedPipeline:
             loop_lag=self.loop_lag,
             on_turn_timings=self.on_turn_timings,
             speculative=self.speculative,
+            words_at_ask=self.settings.stt_words_at_ask,
         )
 
 
