@@ -232,6 +232,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "audio on the same worker (`false`: first come, first served, as before; "
         "`./dev bench load --compare` runs both).",
     ),
+    "STT_SILENCE_MS": (
+        "300",
+        "Embedded pipeline recogniser: how much of a silence inside a user's turn it decodes "
+        "(0-2000 ms); the rest of a longer silence is not decoded, and a voice that comes back "
+        "is given with the 96 ms before it. Under load a turn ends 0.7-1 s into its silence, and "
+        "the final transcript waited for all of it (`0`: all of it, as before).",
+    ),
     "STT_WORDS_AT_ASK": (
         "true",
         "Embedded pipeline recogniser: the words a turn-end look asks for are those of the "
@@ -439,6 +446,7 @@ class Settings:
     stt_priority_lane: bool = True
     stt_worker_nice: int = 10
     stt_words_at_ask: bool = True
+    stt_silence_ms: int = 300
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -572,6 +580,7 @@ class Settings:
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),
             stt_worker_nice=_nice("STT_WORKER_NICE", env),
             stt_words_at_ask=_bool("STT_WORDS_AT_ASK", env),
+            stt_silence_ms=_milliseconds("STT_SILENCE_MS", env, 0, 2000),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

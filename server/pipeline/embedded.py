@@ -61,6 +61,7 @@ class EmbeddedPipeline:
             vad=settings.vad,
             end_model=settings.turn_end_model,
             late_words_end_ms=settings.turn_end_late_words_ms,
+            recognised_silence_ms=settings.stt_silence_ms,
             **rules_off(settings.turn_end_rules_off),
         )
         self.interruptions = InterruptionSettings(

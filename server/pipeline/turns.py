@@ -140,6 +140,12 @@ class TurnSettings:
     # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
     # ms). 0: wait for the words until `max_silence_ms`, as before (TURN_END_LATE_WORDS_MS).
     late_words_end_ms: int = 700
+    # The recogniser hears at most this much of a silence inside a turn (0: all of it, as
+    # before): under load a turn's end comes 0.7-1 s into its silence and the final transcript
+    # waited for all of it to be decoded. A voice that comes back is given with the last
+    # `onset_ms` before it (STT_SILENCE_MS).
+    recognised_silence_ms: int = 300
+    onset_ms: int = 96
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -154,6 +160,8 @@ class TurnSettings:
             raise ValueError("words_again_ms must be 0..5000")
         if not 0 <= self.late_words_end_ms <= 5000:
             raise ValueError("late_words_end_ms must be 0..5000")
+        if not 0 <= self.recognised_silence_ms <= 5000:
+            raise ValueError("recognised_silence_ms must be 0..5000")
 
     @property
     def frame_ms(self) -> int:
@@ -324,6 +332,10 @@ class TurnDetector:
         # (`words_again_ms`), once a pause.
         self._words_again: float | None = None
         self._vetoed_in_pause = False  # words heard in this pause vetoed a "finished"
+        # The end of a long silence the recogniser was not given (`_to_recogniser`).
+        self._unheard: collections.deque[bytes] = collections.deque(
+            maxlen=max(1, s.onset_ms // s.frame_ms)
+        )
         self._words_for = 0  # the look whose words came (`hint`; they are in `looks`)
         self._requests: list[WordsWanted] = []  # to go out with this feed's events
 
@@ -391,7 +403,6 @@ class TurnDetector:
                     events.append(SpeechAudio(bytes(audio)))
                     audio.clear()
                 events.append(SpeechResumed())
-            audio += frame
             if voiced:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
@@ -406,6 +417,7 @@ class TurnDetector:
                 self._drop_hold("voice")
             else:
                 self._vad_silent_frames += 1
+            self._to_recogniser(frame, audio)
             if self._model is not None:
                 self._remember(frame)
             if not voiced and self._turn_is_over():
@@ -423,6 +435,19 @@ class TurnDetector:
         events += self._requests  # after the audio: the words asked for cover it
         self._requests = []
         return events
+
+    def _to_recogniser(self, frame: bytes, audio: bytearray) -> None:
+        """This frame of the turn to the recogniser (`audio`), unless it lies beyond
+        `recognised_silence_ms` of a silence: that is kept back (its last `onset_ms`, for a
+        voice that comes back softly) and never decoded if the silence goes on."""
+        s = self.settings
+        silent_ms = self._vad_silent_frames * s.frame_ms
+        if not s.recognised_silence_ms or silent_ms <= s.recognised_silence_ms:
+            audio += b"".join(self._unheard)  # the voice came back: its onset first
+            self._unheard.clear()
+            audio += frame
+        else:
+            self._unheard.append(frame)
 
     def _remember(self, frame: bytes) -> None:
         self._turn_audio += frame
@@ -649,6 +674,7 @@ class TurnDetector:
         self._asked = 0
         self._words_again = None
         self._vetoed_in_pause = False
+        self._unheard.clear()
         self._paused = False
         self._requests = []
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
