@@ -5,7 +5,10 @@ A voice activity detector classifies frames as voiced or not — Silero VAD (`va
 also be louder than an energy floor, so faint noise never opens a turn. A turn starts after
 `start_ms` of mostly-voiced frames and ends after `end_silence_ms` without voice (the
 endpointing wait, the largest part of voice-to-voice latency). The audio before the start is
-kept as pre-roll so the recogniser hears the first syllable.
+kept as pre-roll so the recogniser hears the first syllable. Of a silence inside a turn the
+recogniser is given at most `recognised_silence_ms` (300 ms) and, when the voice comes back,
+the `onset_ms` before it: under load a turn ends 0.7-1 s into its silence, and the final
+transcript waited for all of it to be decoded (docs/scaling.md).
 
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
 `model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
