@@ -12,7 +12,9 @@ Two sets of synthetic speech (Piper; no recorded speech offline), from tests/sup
 
 When the detector asks for the words (WordsWanted: the model heard an end), it is told what the
 real recogniser heard: pocketsphinx, configured as the server's, decoding the turn's audio as
-the session feeds it, asked for its hypothesis at that moment (its errors included).
+the session feeds it, asked for its hypothesis at that moment (its errors included). One mode
+never tells it (`WITHOUT_WORDS`): the path a node under load takes when the recogniser is
+behind, every look deciding on the model alone at `late_words_end_ms` of silence (turns.py).
 
 Audio goes through the real `TurnDetector` 20 ms at a time. The model's wall time here is
 inflated by other work on the machine, so the first figures count its CPU time instead (its
@@ -122,11 +124,16 @@ class Recogniser:
 
 
 def turns_of(
-    pcm: bytes, settings: TurnSettings, recogniser: Recogniser, chunk: int = FRAME
+    pcm: bytes,
+    settings: TurnSettings,
+    recogniser: Recogniser,
+    chunk: int = FRAME,
+    words: bool = True,
 ) -> list[dict]:
     """Every turn the detector found in `pcm` fed `chunk` bytes at a time (arriving when their
     last sample was spoken), with its endpointing and the inputs of the decisions that ended it
-    (`looks`: the model's answer, the words, P(end), the silence)."""
+    (`looks`: the model's answer, the words, P(end), the silence). `words` False: the words
+    asked for never come (a recogniser far behind under load: the late-words path)."""
     detector = TurnDetector(settings)
     found, asked, asked_s = [], (0.0, 0.0), 0.0
     for offset in range(0, len(pcm), chunk):
@@ -142,7 +149,7 @@ def turns_of(
                 recogniser.start(event.preroll)
             elif isinstance(event, SpeechAudio):
                 recogniser.feed(event.pcm)
-            elif isinstance(event, WordsWanted):
+            elif isinstance(event, WordsWanted) and words:
                 detector.hint(recogniser.words(), event.look)
                 events += detector.feed(b"")
             elif isinstance(event, SpeechEnded):
@@ -165,6 +172,9 @@ WORDS_AGAIN_MS = [192]
 # The second look's silence and the weak words' wait, compared ("second:weak" pairs, in ms;
 # --second-looks): where the p95 comes from, questions whose words end weakly.
 SECOND_LOOKS: list[tuple[int, int]] = []
+# Modes whose words never come: every look decides on the model alone once the silence reaches
+# `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
+WITHOUT_WORDS = "the words never come (late-words path, forced)"
 
 
 def modes() -> dict[str, TurnSettings]:
@@ -213,6 +223,7 @@ def modes() -> dict[str, TurnSettings]:
             )
             for second, weak in SECOND_LOOKS
         },
+        WITHOUT_WORDS: TurnSettings(vad="silero", end_model="smart-turn", model_wait=True),
     }
 
 
@@ -223,12 +234,14 @@ def measure(
     asked,
     paused,
     chunk: int = FRAME,
+    words: bool = True,
 ) -> dict:
     waits, cpu, early, cut, whole_cut, cases, ends, paused_looks = [], [], 0, [], [], 0, [], []
     for text in asked:
         speech = speak(text)
         last_voice = LEAD_S + voiced_span(speech)[1]
-        turns = turns_of(silence(LEAD_S) + speech + silence(TAIL_S), settings, recogniser, chunk)
+        audio = silence(LEAD_S) + speech + silence(TAIL_S)
+        turns = turns_of(audio, settings, recogniser, chunk, words)
         waits.append(turns[-1]["endpointing_ms"] if turns else float("nan"))
         cpu.append(turns[-1]["endpointing_cpu_ms"] if turns else float("nan"))
         early += bool(turns) and turns[-1]["by_model"]
@@ -239,7 +252,8 @@ def measure(
         for pause in pauses:
             pcm, _ = with_pause(text, pause)
             last_voice = LEAD_S + voiced_span(pcm)[1]
-            turns = turns_of(silence(LEAD_S) + pcm + silence(TAIL_S), settings, recogniser, chunk)
+            audio = silence(LEAD_S) + pcm + silence(TAIL_S)
+            turns = turns_of(audio, settings, recogniser, chunk, words)
             cases += 1
             cuts = [t for t in turns if t["speech_end_s"] < last_voice - 0.15]
             cut += [[text, pause, cuts[0]["looks"]]] if cuts else []
@@ -312,7 +326,10 @@ def main() -> None:
             for set_name in args.sets.split(","):
                 row = f"{name} [{set_name}, {chunk_ms} ms chunks]"
                 chunk = RATE * chunk_ms // 1000 * 2
-                results[row] = measure(settings, pauses, recogniser, *sets[set_name], chunk)
+                words = name != WITHOUT_WORDS
+                results[row] = measure(
+                    settings, pauses, recogniser, *sets[set_name], chunk, words=words
+                )
                 r = results[row]
                 print(f"  {row}: {r['endpointing_cpu_p50_ms']:.0f} ms, {r['cut_off']} cut off")
     load = os.getloadavg()

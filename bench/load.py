@@ -29,7 +29,9 @@ With `--reference KEY=VALUE` (repeatable, e.g. `--reference ECHO_GATE=false`) th
 run on two one-node servers side by side in the same run: the reference (these settings over the
 environment), then as configured. `--compare` is the shorthand for the scheduling before the
 queues were traced (`PREVIOUS_SCHEDULING`: first come, first served in the recogniser's workers,
-at the server's priority, the words asked after the turn-end model's answer). With more than one
+at the server's priority, the words asked after the turn-end model's answer, a look's words
+waiting for all audio fed, and a look whose words are late waiting for them to the 1 s
+fallback). With more than one
 column the servers run together and the levels are interleaved: each level on every column in
 turn, `--rounds N` times (alternating which column goes first), every column's figures pooled
 over its rounds, and each round's p95 printed (the spread). At 8-10 talkers the spread from run
@@ -431,6 +433,8 @@ PREVIOUS_SCHEDULING = {
     "STT_PRIORITY_LANE": "false",
     "TURN_END_RULES_OFF": "words-at-look",
     "STT_WORKER_NICE": "0",
+    "STT_WORDS_AT_ASK": "false",
+    "TURN_END_LATE_WORDS_MS": "0",
 }
 
 

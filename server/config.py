@@ -204,6 +204,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "the first look, words that veto a voice that sounds finished are asked again at 192 ms "
         "of silence: the recogniser often lacks the last word at 96 ms).",
     ),
+    "TURN_END_LATE_WORDS_MS": (
+        "700",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: when the recogniser's words for a "
+        "turn-end look have not come by this much silence (a node under load), the model "
+        "decides alone at its own threshold, unless words heard in that pause said the sentence "
+        "goes on (0-1000; longer than the pauses inside sentences it must not cut). `0`: wait "
+        "for the words until the 1 s fallback, as before.",
+    ),
     "SPECULATIVE_ANSWERS": (
         "auto",
         "Embedded pipeline: at a pause whose words look whole, call the agent at once "
@@ -223,6 +231,20 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "look or the final transcript waits for are decoded before other sessions' streaming "
         "audio on the same worker (`false`: first come, first served, as before; "
         "`./dev bench load --compare` runs both).",
+    ),
+    "STT_SILENCE_MS": (
+        "300",
+        "Embedded pipeline recogniser: how much of a silence inside a user's turn it decodes "
+        "(0-2000 ms); the rest of a longer silence is not decoded, and a voice that comes back "
+        "is given with the 96 ms before it. Under load a turn ends 0.7-1 s into its silence, and "
+        "the final transcript waited for all of it (`0`: all of it, as before).",
+    ),
+    "STT_WORDS_AT_ASK": (
+        "true",
+        "Embedded pipeline recogniser: the words a turn-end look asks for are those of the "
+        "audio until the look, answered once that much is decoded (`false`: once everything "
+        "fed is decoded, as before: under load the recogniser then chased the live stream and "
+        "the words came seconds late; `./dev bench load --compare` runs both).",
     ),
     "STT_WORKER_NICE": (
         "10",
@@ -418,10 +440,13 @@ class Settings:
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
+    turn_end_late_words_ms: int = 700
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
     stt_worker_nice: int = 10
+    stt_words_at_ask: bool = True
+    stt_silence_ms: int = 300
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -549,10 +574,13 @@ class Settings:
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
+            turn_end_late_words_ms=_milliseconds("TURN_END_LATE_WORDS_MS", env, 0, 1000),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),
             stt_worker_nice=_nice("STT_WORKER_NICE", env),
+            stt_words_at_ask=_bool("STT_WORDS_AT_ASK", env),
+            stt_silence_ms=_milliseconds("STT_SILENCE_MS", env, 0, 2000),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

@@ -60,6 +60,8 @@ class EmbeddedPipeline:
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
+            late_words_end_ms=settings.turn_end_late_words_ms,
+            recognised_silence_ms=settings.stt_silence_ms,
             **rules_off(settings.turn_end_rules_off),
         )
         self.interruptions = InterruptionSettings(
@@ -166,6 +168,7 @@ class EmbeddedPipeline:
             loop_lag=self.loop_lag,
             on_turn_timings=self.on_turn_timings,
             speculative=self.speculative,
+            words_at_ask=self.settings.stt_words_at_ask,
         )
 
 

@@ -126,6 +126,7 @@ class PipelineServices:
     loop_lag: Callable[[], float] | None = None  # the server's own lag, credited by the pacer
     make_detector: Callable[[TurnSettings], TurnDetector] = TurnDetector
     speculative: bool = False  # answer at a pause, before the turn is over (speculation.py)
+    words_at_ask: bool = True  # a look's words cover the audio until the ask (Utterance)
     on_turn_timings: Callable[[str, dict], None] | None = None  # for benchmarks
 
     @property
@@ -148,18 +149,34 @@ class Utterance:
     bounded in bytes (`max_bytes`: about the audio pacer's burst allowance plus 10 s): a feed
     that would pass it is refused (`feed` returns False) and the session ends the utterance
     there, early. Audio is never dropped from the middle of an utterance.
+
+    The words asked for at a look (`words_now`) are those of the audio fed until the ask: the
+    recogniser answers once it has decoded that much, before the silence fed since. Under load
+    a recogniser decodes about as fast as audio arrives, and waiting for "everything fed" chased
+    the live stream: the words of a look came seconds late (docs/scaling.md). `words_at_ask`
+    False (STT_WORDS_AT_ASK) waits for everything fed, as before.
     """
 
-    def __init__(self, pool: RecognizerPool, on_interim: Callable[[str], None], max_bytes: int):
+    def __init__(
+        self,
+        pool: RecognizerPool,
+        on_interim: Callable[[str], None],
+        max_bytes: int,
+        words_at_ask: bool = True,
+    ):
         self.max_bytes = max_bytes
+        self._words_at_ask = words_at_ask
         self._pending: deque[bytes] = deque()
         self._queued = 0  # bytes fed and not yet decoded (queued or in the recogniser)
+        self._fed = 0  # bytes fed so far, and of them handed to the recogniser
+        self._sent = 0
         self._finishing = False
         self._wake = asyncio.Event()
         self._decoded = asyncio.Event()  # everything fed so far has been decoded
         self._decoded.set()
         self.latest = ""  # the latest interim hypothesis
-        self._asked: list[asyncio.Future] = []  # `words_now` callers (one per pause at most)
+        # `words_now` callers (one per pause at most), each with the bytes fed when it asked
+        self._asked: list[tuple[asyncio.Future, int]] = []
         self._recognizer: Recognizer | None = None  # once a decoder is claimed
         self.trace: dict[str, float] = {}  # seconds by timing.STAGES name (words, final)
         self._task = asyncio.create_task(self._recognise(pool, on_interim), name="stt")
@@ -172,6 +189,7 @@ class Utterance:
             return False
         self._pending.append(pcm)
         self._queued += len(pcm)
+        self._fed += len(pcm)
         self._decoded.clear()
         self._wake.set()
         return True
@@ -189,7 +207,7 @@ class Utterance:
         """The words of all audio fed so far, asked of the recogniser once it has decoded it:
         the periodic interim (`latest`) may lack the last word spoken (stt.py)."""
         asked = asyncio.get_running_loop().create_future()
-        self._asked.append(asked)
+        self._asked.append((asked, self._fed if self._words_at_ask else -1))
         self._wake.set()
         self._hurry(True)
         since = self._trace_mark()
@@ -240,22 +258,30 @@ class Utterance:
             self._recognizer = recognizer
             self._hurry(bool(self._asked))  # asked, or finishing, before the decoder came
             while True:
-                while not self._pending and not self._finishing and not self._asked:
+                self._asked = [(a, fed) for a, fed in self._asked if not a.done()]
+                if not self._pending and not self._finishing and not self._asked:
                     self._wake.clear()
                     await self._wake.wait()
-                if not self._pending and self._asked:  # everything fed is decoded
-                    words = await recognizer.words()
-                    for asked in self._asked:
-                        if not asked.done():
+                    continue
+                wanted = min((fed for _, fed in self._asked), default=None)
+                if wanted == -1:  # (words_at_ask off) all fed so far, whenever it came
+                    wanted = self._fed
+                if wanted is not None and self._sent >= wanted:  # all fed before the ask
+                    words, covered = await recognizer.words(), self._sent
+                    for asked, fed in self._asked:
+                        if fed <= covered and not asked.done():  # -1: whenever it came
                             asked.set_result(words)
-                    self._asked.clear()
-                    self._hurry(False)
+                    self._hurry(any(not a.done() for a, _ in self._asked))
                     continue
                 if not self._pending:
-                    break
-                # Whatever queued up while the recogniser was busy goes in one request.
-                pcm = b"".join(self._pending)
-                self._pending.clear()
+                    break  # finishing: everything fed is decoded
+                # Whatever queued up while the recogniser was busy goes in one request; with
+                # words asked for, only what was fed before the ask: they come first.
+                pieces = []
+                while self._pending and (wanted is None or self._sent < wanted):
+                    pieces.append(self._pending.popleft())
+                    self._sent += len(pieces[-1])
+                pcm = b"".join(pieces)
                 interim = await recognizer.feed(pcm)
                 self._queued -= len(pcm)
                 if interim:
@@ -681,7 +707,10 @@ class PipelineSession:
         if self.user_turn is not None:
             await self.user_turn.utterance.cancel()
         utterance = Utterance(
-            self.services.recognizers, self._send_interim, self.services.utterance_backlog_bytes
+            self.services.recognizers,
+            self._send_interim,
+            self.services.utterance_backlog_bytes,
+            self.services.words_at_ask,
         )
         self.user_turn = turn = UserTurn(utterance, time.monotonic())
         self.outbox.put_urgent(p.TurnStart(role="user", turn_id=turn.turn_id))

@@ -5,7 +5,10 @@ A voice activity detector classifies frames as voiced or not — Silero VAD (`va
 also be louder than an energy floor, so faint noise never opens a turn. A turn starts after
 `start_ms` of mostly-voiced frames and ends after `end_silence_ms` without voice (the
 endpointing wait, the largest part of voice-to-voice latency). The audio before the start is
-kept as pre-roll so the recogniser hears the first syllable.
+kept as pre-roll so the recogniser hears the first syllable. Of a silence inside a turn the
+recogniser is given at most `recognised_silence_ms` (300 ms) and, when the voice comes back,
+the `onset_ms` before it: under load a turn ends 0.7-1 s into its silence, and the final
+transcript waited for all of it to be decoded (docs/scaling.md).
 
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
 `model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
@@ -45,7 +48,11 @@ words vetoed a voice that sounded finished at the first look, they are asked onc
 `words_again_ms` (192 ms) of silence and the first look decided again with them (same answer
 of the model, same thresholds): asked at 96 ms the recogniser often still lacks the last word
 ("close to my" for "close tonight", "my foie" for "my flight"), and those turns waited for the
-second look at 480 ms; a hesitation's words ("a table for") stay what they were. Each rule
+second look at 480 ms; a hesitation's words ("a table for") stay what they were. Under load
+the recogniser falls behind the voice and a look's words can come seconds late: once the
+silence reaches `late_words_end_ms` (700 ms, longer than the pauses inside sentences the
+model alone would cut) a look whose words have not come decides on the model alone, at its
+own threshold, unless words heard in that pause vetoed an end (docs/scaling.md). Each rule
 can be turned off by name (`RULES_OFF`, the TURN_END_RULES_OFF setting) for the behaviour
 before it. Each look's inputs, and when each came, are kept in `looks` and logged at debug
 level (bench/latency.py splits the endpointing wait with them). Otherwise the turn waits for
@@ -131,6 +138,17 @@ class TurnSettings:
     # the words are asked once more at this much silence and the look decided again with them
     # (the recogniser often lacks the last word at 96 ms: "to my" for "tonight"). 0: never.
     words_again_ms: int = 192
+    # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
+    # this much silence, on the model alone, unless words heard in this pause vetoed an end;
+    # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
+    # ms). 0: wait for the words until `max_silence_ms`, as before (TURN_END_LATE_WORDS_MS).
+    late_words_end_ms: int = 700
+    # The recogniser hears at most this much of a silence inside a turn (0: all of it, as
+    # before): under load a turn's end comes 0.7-1 s into its silence and the final transcript
+    # waited for all of it to be decoded. A voice that comes back is given with the last
+    # `onset_ms` before it (STT_SILENCE_MS).
+    recognised_silence_ms: int = 300
+    onset_ms: int = 96
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -143,6 +161,10 @@ class TurnSettings:
             raise ValueError("weak_words_end_ms must be 0..5000")
         if not 0 <= self.words_again_ms <= 5000:
             raise ValueError("words_again_ms must be 0..5000")
+        if not 0 <= self.late_words_end_ms <= 5000:
+            raise ValueError("late_words_end_ms must be 0..5000")
+        if not 0 <= self.recognised_silence_ms <= 5000:
+            raise ValueError("recognised_silence_ms must be 0..5000")
 
     @property
     def frame_ms(self) -> int:
@@ -312,6 +334,11 @@ class TurnDetector:
         # The first look's answer, when its words vetoed it: decided again with new words
         # (`words_again_ms`), once a pause.
         self._words_again: float | None = None
+        self._vetoed_in_pause = False  # words heard in this pause vetoed a "finished"
+        # The end of a long silence the recogniser was not given (`_to_recogniser`).
+        self._unheard: collections.deque[bytes] = collections.deque(
+            maxlen=max(1, s.onset_ms // s.frame_ms)
+        )
         self._words_for = 0  # the look whose words came (`hint`; they are in `looks`)
         self._requests: list[WordsWanted] = []  # to go out with this feed's events
 
@@ -379,13 +406,13 @@ class TurnDetector:
                     events.append(SpeechAudio(bytes(audio)))
                     audio.clear()
                 events.append(SpeechResumed())
-            audio += frame
             if voiced:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
                 self._drop_decision()  # the user went on
                 self._asked = 0
                 self._words_again = None
+                self._vetoed_in_pause = False
             else:
                 self._silent_frames += 1
             if voiced or self._detector_hears_voice:
@@ -393,6 +420,7 @@ class TurnDetector:
                 self._drop_hold("voice")
             else:
                 self._vad_silent_frames += 1
+            self._to_recogniser(frame, audio)
             if self._model is not None:
                 self._remember(frame)
             if not voiced and self._turn_is_over():
@@ -410,6 +438,19 @@ class TurnDetector:
         events += self._requests  # after the audio: the words asked for cover it
         self._requests = []
         return events
+
+    def _to_recogniser(self, frame: bytes, audio: bytearray) -> None:
+        """This frame of the turn to the recogniser (`audio`), unless it lies beyond
+        `recognised_silence_ms` of a silence: that is kept back (its last `onset_ms`, for a
+        voice that comes back softly) and never decoded if the silence goes on."""
+        s = self.settings
+        silent_ms = self._vad_silent_frames * s.frame_ms
+        if not s.recognised_silence_ms or silent_ms <= s.recognised_silence_ms:
+            audio += b"".join(self._unheard)  # the voice came back: its onset first
+            self._unheard.clear()
+            audio += frame
+        else:
+            self._unheard.append(frame)
 
     def _remember(self, frame: bytes) -> None:
         self._turn_audio += frame
@@ -495,6 +536,8 @@ class TurnDetector:
             self._decision = None
             return self._verdict(look, False)
         if s.text_veto and self._words_for != self._look:
+            if self._words_are_late():
+                return self._decide_without_words(look, probability, threshold)
             self._want_words()
             return False
         self._decision = None
@@ -528,9 +571,34 @@ class TurnDetector:
     def _words_vetoed(self, look: Look, probability: float) -> bool:
         """The voice sounded finished, the words did not: at the first look, they are asked
         again later (`words_again_ms`), once."""
+        self._vetoed_in_pause = True
         if self._asked == 1 and not look.words_again and self.settings.words_again_ms:
             self._words_again = probability
         return self._verdict(look, False)
+
+    def _words_are_late(self) -> bool:
+        """The words of this look have not come by `late_words_end_ms` of silence (and none
+        heard in this pause vetoed an end): the look decides without them."""
+        s = self.settings
+        return (
+            s.late_words_end_ms > 0
+            and self._silent_frames * s.frame_ms >= s.late_words_end_ms
+            and not self._vetoed_in_pause
+        )
+
+    def _decide_without_words(self, look: Look, probability: float, threshold: float) -> bool:
+        """The model alone, at its own threshold (not the lower bar clear words allow), after a
+        silence longer than the pauses inside sentences: a recogniser behind under load no
+        longer holds the turn to the 1 s fallback. Not "finished": the look is over, and a
+        second look (if any is left) asks again."""
+        self._decision = None
+        look.held = f"words late at {self._silent_frames * self.settings.frame_ms} ms"
+        if probability <= threshold:
+            return self._verdict(look, False)
+        self._hold = (0, self.settings.finished_vad_frames)
+        if self._hold_is_over():
+            return self._verdict(look, True)
+        return self._verdict(look, True, log_it=False)
 
     def _hold_is_over(self) -> bool:
         """Has the silence a held "finished" waits for come (ending the turn)?"""
@@ -608,6 +676,8 @@ class TurnDetector:
         self._vad_silent_frames = 0
         self._asked = 0
         self._words_again = None
+        self._vetoed_in_pause = False
+        self._unheard.clear()
         self._paused = False
         self._requests = []
         return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]

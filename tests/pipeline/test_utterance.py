@@ -4,7 +4,10 @@ priority lane (stt.py), and traces the waits."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+
+import pytest
 
 from server.pipeline.session import Utterance
 from tests.support.aio import run
@@ -58,3 +61,54 @@ def test_an_utterance_is_urgent_only_while_its_words_are_awaited():
     assert calls == [("feed", False), ("words", True), ("feed", False), ("finish", True)]
     assert set(trace) == {f"{stage}{part}" for stage in ("words", "final")
                           for part in ("", "_queue", "_work")}  # fmt: skip
+
+
+class SlowRecognizer(RecordingRecognizer):
+    """Decodes each feed only when the test lets it (`gate`), remembering what it fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.feeding = asyncio.Event()  # a feed is in the recogniser
+        self.decoded = b""
+
+    async def feed(self, pcm: bytes):
+        self.calls.append(("feed", self.urgent))
+        self.feeding.set()
+        await self.gate.wait()
+        self.decoded += pcm
+
+    async def words(self) -> str:
+        await super().words()
+        return f"{len(self.decoded)} bytes"
+
+
+@pytest.mark.parametrize("at_ask", [True, False])
+def test_the_words_of_a_look_cover_the_audio_fed_until_the_ask_not_what_came_after(at_ask):
+    """Under load the recogniser decodes about as fast as the audio comes: the words asked for
+    at a look are answered once the audio fed before the ask is decoded, ahead of the silence
+    fed since. Before (`words_at_ask` False) they waited until nothing was left to decode:
+    they chased the stream."""
+
+    async def scenario():
+        pool = RecordingPool()
+        pool.recognizer = recognizer = SlowRecognizer()
+        utterance = Utterance(pool, lambda text: None, max_bytes=10**6, words_at_ask=at_ask)
+        utterance.feed(b"\x01\x00" * 1600)  # the voice, being decoded (slowly)
+        await recognizer.feeding.wait()
+        utterance.feed(b"\x02\x00" * 1600)  # more of it, queued
+        look = asyncio.ensure_future(utterance.words_now())
+        await asyncio.sleep(0)  # one step of the look's task: it asks
+        utterance.feed(b"\x00\x00" * 1600)  # the silence after the look, arriving meanwhile
+        recognizer.gate.set()
+        words = await look
+        await utterance.hypothesis()
+        return words, recognizer.calls
+
+    words, calls = run(scenario())
+    if not at_ask:
+        assert words == f"{3 * 3200} bytes"  # the silence that came after too
+        assert calls == [("feed", False), ("feed", True), ("words", True)]
+        return
+    assert words == f"{2 * 3200} bytes"  # the voice, not the silence that came after
+    assert calls == [("feed", False), ("feed", True), ("words", True), ("feed", False)]
