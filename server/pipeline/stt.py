@@ -26,7 +26,8 @@ A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, 
 `STT_PRIORITY_LANE` setting): when the session waits for an utterance's words (a look at a
 pause, the final transcript), that utterance's remaining pieces and the request for its words
 go before other utterances' streaming pieces on the same worker, which lose nothing but a few
-milliseconds: their words are wanted only at their own turn's end.
+milliseconds: their words are wanted only at their own turn's end. Its backlog then goes in
+one request, not piece by piece (`Recognizer.feed`).
 
 Other sessions' streaming pieces are decoded below the server's priority
 (`RecognizerPool(worker_nice=...)`, the `STT_WORKER_NICE` setting, 10 by default;
@@ -545,17 +546,23 @@ class Recognizer:
         """Decode more audio; a new interim hypothesis when it changed, else None.
 
         Sent in pieces, each once the last is decoded (see the module's docstring); cancelling
-        the caller stops it after the piece in flight.
+        the caller stops it after the piece in flight. Once someone waits for the words
+        (`urgent`, with the priority lane), the rest goes in one request: piece by piece, the
+        worker took another utterance's streaming piece in each round trip between two of ours,
+        so a loaded worker decoded a waited-for backlog at about half its speed.
         """
         usable = pcm[: len(pcm) - len(pcm) % 2]
         changed = None
         left = len(usable)  # counted in the worker's backlog until decoded (or given up)
         self._worker.add_backlog(left)
         try:
-            for offset in range(0, len(usable), FEED_PIECE_BYTES):
-                piece = usable[offset : offset + FEED_PIECE_BYTES]
-                self.sent_bytes += len(piece)
+            offset = 0
+            while offset < len(usable):
                 urgent = self._lane and self.urgent
+                size = len(usable) - offset if urgent else FEED_PIECE_BYTES
+                piece = usable[offset : offset + size]
+                offset += len(piece)
+                self.sent_bytes += len(piece)
                 future = self._worker.call("feed", self._utterance, piece, urgent)
                 interim = self._count(await asyncio.wrap_future(future))
                 left -= len(piece)

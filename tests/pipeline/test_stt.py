@@ -589,6 +589,7 @@ class RecordingWorker:
 
     def __init__(self):
         self.calls: list[tuple[str, bool]] = []
+        self.sizes: list[int] = []  # each feed's audio, in bytes
 
     def add_backlog(self, size):
         pass
@@ -599,6 +600,8 @@ class RecordingWorker:
         from server.pipeline.stt import Reply
 
         self.calls.append((op, urgent))
+        if op == "feed":
+            self.sizes.append(len(payload))
         future = Future()
         future.set_result(Reply("", 0.0, 0.0, 0.0))
         return future
@@ -620,3 +623,28 @@ def test_an_utterance_someone_waits_for_sends_its_pieces_and_words_urgent(lane):
 
     calls = run(scenario())
     assert calls == [("feed", False), ("feed", lane), ("words", lane), ("finish", lane)]
+
+
+@pytest.mark.parametrize("lane", [True, False])
+def test_a_waited_for_backlog_goes_in_one_request_not_piece_by_piece(lane):
+    """Piece by piece, a loaded worker took another utterance's streaming piece between two of
+    a waited-for utterance's: its backlog was decoded at half speed. Once someone waits (with
+    the priority lane), the rest of a feed goes at once; a streaming feed stays in pieces."""
+    from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
+
+    worker = RecordingWorker()
+    recognizer = Recognizer(worker, "u", priority_lane=lane)
+
+    def urgent_after_two_pieces(op, utterance, payload=None, urgent=False):
+        future = RecordingWorker.call(worker, op, utterance, payload, urgent)
+        if len(worker.sizes) == 2:
+            recognizer.urgent = True  # a look starts waiting while the feed is under way
+        return future
+
+    worker.call = urgent_after_two_pieces
+    run(recognizer.feed(b"\x00" * FEED_PIECE_BYTES * 10))
+    if lane:
+        assert worker.sizes == [FEED_PIECE_BYTES] * 2 + [FEED_PIECE_BYTES * 8]
+        assert [urgent for _, urgent in worker.calls] == [False, False, True]
+    else:
+        assert worker.sizes == [FEED_PIECE_BYTES] * 10
