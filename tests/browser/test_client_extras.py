@@ -262,11 +262,12 @@ def test_a_recording_stopped_after_the_session_ended_is_built_with_the_browsers_
 ):
     """No microphone worklet is left to build the WAV: Python builds it on MicroPython, the
     browser decoding every chunk (MicroPython's own base64 is pure Python, slow)."""
+    chunk_ms = CHUNK_MS_ON.get(pipeline.interpreter, CHUNK_MS_ON["other"])  # the default there
     console = open_page(page, pipeline)
     pipeline.wait_for(page, "client.audio", count=3)
     page.evaluate("act('record')")
     before = len(pipeline.messages("client.audio"))
-    pipeline.wait_for(page, "client.audio", count=before + 30)  # 3 s of microphone
+    pipeline.wait_for(page, "client.audio", count=before + 3000 // chunk_ms)  # 3 s of microphone
     agent = send_tone(pipeline, "a1")
     pipeline.wait_for(page, "trigger.response.audio.replay_finished")
     page.evaluate("act('disconnect')")
@@ -281,7 +282,7 @@ def test_a_recording_stopped_after_the_session_ended_is_built_with_the_browsers_
     frames = np.frombuffer(wav[44:], "<i2").reshape(-1, 2)
     left, right = frames[:, 0].tobytes(), frames[:, 1].tobytes()
     # Every chunk went through the browser's decoder: the microphone's and the agent's one.
-    microphone_chunks = len(left) / 3200  # (the first may start a little after the start)
+    microphone_chunks = len(left) / (32 * chunk_ms)  # (the first may start a little after)
     assert abs(int(decoded) - 1 - microphone_chunks) < 1, (decoded, microphone_chunks)
     # Left: the microphone audio that went on the wire (a run of it); right: the agent's answer
     # sample for sample, after the user's audio began.
