@@ -135,10 +135,11 @@ def load_and_connect(page, reload: bool = False) -> dict:
     return {"connected_ms": connected, "click_to_connected_ms": connected - float(started)}
 
 
-def one_run(playwright, url: str, wav: Path, which: str, path: str, window: float) -> dict:
-    # A persistent profile, empty at first: a throwaway context (`browser.new_context()`) is
-    # off the record, and Chromium keeps no code cache for those, so its reload recompiled
-    # Pyodide's wasm every time.
+@contextlib.contextmanager
+def fresh_profile(playwright, url: str, wav: Path):
+    """A browser on a persistent profile, empty at first, and its page probed for `url`: a
+    throwaway context (`browser.new_context()`) is off the record, and Chromium keeps no code
+    cache for those, so its reload recompiled Pyodide's wasm every time."""
     profile = tempfile.TemporaryDirectory()
     context = playwright.chromium.launch_persistent_context(
         profile.name, **chromium_launch_args(wav=wav)
@@ -146,7 +147,15 @@ def one_run(playwright, url: str, wav: Path, which: str, path: str, window: floa
     try:
         page = context.pages[0] if context.pages else context.new_page()
         page.add_init_script(OUR_PROBE)
-        page.bench_url = url + path
+        page.bench_url = url
+        yield context, page
+    finally:
+        context.close()
+        profile.cleanup()
+
+
+def one_run(playwright, url: str, wav: Path, which: str, path: str, window: float) -> dict:
+    with fresh_profile(playwright, url + path, wav) as (context, page):
         cold = load_and_connect(page)
         cdp = context.new_cdp_session(page)
         cdp.send("Performance.enable")
@@ -165,9 +174,6 @@ def one_run(playwright, url: str, wav: Path, which: str, path: str, window: floa
             "renderer_pss_mb": memory,
             "js_heap_mb": js_heap,
         }
-    finally:
-        context.close()
-        profile.cleanup()
 
 
 FIGURES = (

@@ -20,8 +20,8 @@ import re
 import tempfile
 from pathlib import Path
 
-from client import OUR_PROBE, room_noise_wav
-from common import chromium_launch_args, median, print_table, save, serve
+from client import fresh_profile, room_noise_wav
+from common import median, print_table, save, serve
 from playwright.sync_api import sync_playwright
 
 from server import page as page_files
@@ -115,20 +115,10 @@ def load(page, reload: bool) -> dict:
 
 
 def one_run(playwright, url: str, wav: Path) -> dict:
-    profile = tempfile.TemporaryDirectory()
-    context = playwright.chromium.launch_persistent_context(
-        profile.name, **chromium_launch_args(wav=wav)
-    )
-    try:
-        page = context.pages[0] if context.pages else context.new_page()
-        page.add_init_script(OUR_PROBE)
-        page.bench_url = url
+    with fresh_profile(playwright, url, wav) as (_context, page):
         cold = load(page, reload=False)
         page.wait_for_timeout(3000)  # Chromium writes its code cache after a load
         return {"cold": cold, "warm": load(page, reload=True)}
-    finally:
-        context.close()
-        profile.cleanup()
 
 
 def main() -> None:
