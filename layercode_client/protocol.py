@@ -183,6 +183,7 @@ class ClientReady(Message):
 @client_message("client.audio")
 class ClientAudio(Message):
     fields = (("content", STR),)  # base64 PCM16 mono at the session's input rate
+    _framing = None  # (before, after), made once: `content_of` runs per recorded chunk
 
     @classmethod
     def framing(cls):
@@ -191,9 +192,11 @@ class ClientAudio(Message):
         wraps each microphone chunk in them and the chunk goes out without being built in
         Python (on MicroPython `encode()` of a 40 ms chunk took ~0.5 ms, the string's trip
         into Python and back ~0.1 ms: most of the page's CPU per chunk)."""
-        marker = "CONTENT"
-        before, _, after = cls(content=marker).encode().partition(marker)
-        return before, after
+        if cls._framing is None:
+            marker = "CONTENT"
+            before, _, after = cls(content=marker).encode().partition(marker)
+            cls._framing = (before, after)
+        return cls._framing
 
     @classmethod
     def content_of(cls, text):
