@@ -8,6 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from layercode_client.options import CHUNK_MS_ON
 from server.app import create_app
 from server.config import Settings
 from tests.conftest import chromium_launch_args
@@ -115,3 +116,8 @@ def wait_reconnected(page, before: int, timeout_s: float) -> None:
     page.wait_for_selector(
         "#log li.system:has-text('reconnected')", state="attached", timeout=10_000
     )
+
+
+def default_chunk_ms(interpreter: str) -> int:
+    """The microphone chunk (ms) the page streams by default on `interpreter` (options.py)."""
+    return CHUNK_MS_ON.get(interpreter, CHUNK_MS_ON["other"])

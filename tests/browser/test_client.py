@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from layercode_client.options import CHUNK_MS_ON
 from server.pipeline.audio import resample
 from server.vendor import micropython_url, pyodide_url, pyscript_url
 from server.wheel import wheel_filename
+from tests.browser.conftest import default_chunk_ms
 from tests.conftest import CHROMIUM_ARGS, chromium_launch_args
 from tests.support.scripted_pipeline import ScriptedPipeline
 from tests.support.servers import free_port, serve
@@ -166,7 +166,7 @@ def test_the_microphone_streams_at_the_configured_rate_and_matches_the_wav(
     assert pipeline.received[0].type == "client.ready"
     assert pipeline.authorizations[0]["audio"]["input_sample_rates"] == [16000, 8000]
     sizes = [len(base64.b64decode(c.message["content"])) for c in chunks]
-    chunk_ms = CHUNK_MS_ON.get(pipeline.interpreter, CHUNK_MS_ON["other"])  # the default there
+    chunk_ms = default_chunk_ms(pipeline.interpreter)
     assert set(sizes) == {rate * chunk_ms // 1000 * 2}  # a chunk of PCM16 each
     # Chromium's fake microphone loops the WAV from when the track starts, and the recorder
     # joins a few ms later: what is heard starts anywhere in the loop, so it is searched in the

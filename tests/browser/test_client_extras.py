@@ -13,9 +13,9 @@ import struct
 import numpy as np
 import pytest
 
-from layercode_client.options import CHUNK_MS_ON
 from server.vendor import micropython_url, pyodide_url, pyscript_url
 from server.wheel import wheel_filename
+from tests.browser.conftest import default_chunk_ms
 from tests.browser.test_client import mic_browser, spoken_wav, tone  # noqa: F401 (fixtures)
 from tests.browser.test_client_sdk import Console
 from tests.support.scripted_pipeline import ScriptedPipeline
@@ -223,7 +223,7 @@ def test_recording_gives_a_stereo_wav_of_the_microphone_and_the_agent(page, pipe
     pipeline.wait_for(page, "client.audio", count=3)
     page.evaluate("act('record')")
     before = len(pipeline.messages("client.audio"))
-    chunk_ms = CHUNK_MS_ON.get(pipeline.interpreter, CHUNK_MS_ON["other"])  # the default there
+    chunk_ms = default_chunk_ms(pipeline.interpreter)
     pipeline.wait_for(page, "client.audio", count=before + 8000 // chunk_ms)  # 8 s of microphone
     agent = send_tone(pipeline, "a1")
     pipeline.wait_for(page, "trigger.response.audio.replay_finished")
@@ -262,7 +262,7 @@ def test_a_recording_stopped_after_the_session_ended_is_built_with_the_browsers_
 ):
     """No microphone worklet is left to build the WAV: Python builds it on MicroPython, the
     browser decoding every chunk (MicroPython's own base64 is pure Python, slow)."""
-    chunk_ms = CHUNK_MS_ON.get(pipeline.interpreter, CHUNK_MS_ON["other"])  # the default there
+    chunk_ms = default_chunk_ms(pipeline.interpreter)
     console = open_page(page, pipeline)
     pipeline.wait_for(page, "client.audio", count=3)
     page.evaluate("act('record')")

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from layercode_client.options import CHUNK_MS_ON
 from server.vendor import micropython_url, pyodide_url, pyscript_url
 from server.wheel import wheel_filename
+from tests.browser.conftest import default_chunk_ms
 from tests.support.scripted_pipeline import ScriptedPipeline
 from tests.support.servers import serve
 
@@ -200,7 +200,7 @@ def test_mute_stops_audio_on_the_wire_and_unmute_resumes(page, pipeline):
     # The chunk being filled at unmute() may go out early (after 20 ms of live audio, unless
     # less than that was left of it: tests/client/test_recorder_js.py); whole chunks (the
     # interpreter's default length: 40 ms on MicroPython, 100 on Pyodide, at 16 kHz) follow.
-    whole = 16000 * CHUNK_MS_ON.get(pipeline.interpreter, CHUNK_MS_ON["other"]) // 1000
+    whole = 16000 * default_chunk_ms(pipeline.interpreter) // 1000
     sizes = [len(base64.b64decode(r.message["content"])) // 2
              for r in pipeline.received[count:] if r.type == "client.audio"]  # fmt: skip
     assert max(sizes) <= whole and sizes[2] == whole, sizes
