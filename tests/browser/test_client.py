@@ -123,20 +123,6 @@ def agent_level(page) -> int:
     return int(page.get_attribute("#agent-level", "style").split(":")[1].strip(" %;") or 0)
 
 
-def best_correlation(received: bytes, template: bytes) -> float:
-    """Normalised cross-correlation peak of `template` inside `received` (both PCM16).
-
-    At most the first half of `received` is searched: `template` is cut to that length.
-    """
-    x = np.frombuffer(received, "<i2").astype(float)
-    y = np.frombuffer(template, "<i2").astype(float)
-    y = y[: min(len(y), len(x) // 2)]
-    n = 1 << int(np.ceil(np.log2(len(x) + len(y))))
-    corr = np.fft.irfft(np.fft.rfft(x, n) * np.conj(np.fft.rfft(y, n)), n)[: len(x) - len(y)]
-    window = np.sqrt(np.convolve(x**2, np.ones(len(y)), "valid")[: len(corr)])
-    return float(np.max(corr / (window * np.linalg.norm(y) + 1e-9)))
-
-
 def envelope(pcm: bytes, rate: int) -> np.ndarray:
     """RMS of each 10 ms of PCM16."""
     x = np.frombuffer(pcm, "<i2").astype(float)
@@ -145,15 +131,23 @@ def envelope(pcm: bytes, rate: int) -> np.ndarray:
     return np.sqrt((x**2).mean(axis=1))
 
 
-def best_envelope_correlation(received: bytes, template: bytes, rate: int) -> float:
-    """Best Pearson correlation of `template`'s envelope at any 10 ms offset in `received`'s."""
+def envelope_alignment(received: bytes, template: bytes, rate: int) -> tuple[float, float]:
+    """Where `template` fits best in `received`, by their envelopes at 10 ms steps: the best
+    Pearson correlation, and the offset in seconds at which it was found."""
     x, y = envelope(received, rate), envelope(template, rate)
     y = (y - y.mean()) / (y.std() + 1e-9)
-    best = -1.0
+    best, best_at = -1.0, 0
     for offset in range(len(x) - len(y) + 1):
         w = x[offset : offset + len(y)]
-        best = max(best, float(np.mean((w - w.mean()) / (w.std() + 1e-9) * y)))
-    return best
+        correlation = float(np.mean((w - w.mean()) / (w.std() + 1e-9) * y))
+        if correlation > best:
+            best, best_at = correlation, offset
+    return best, best_at / 100
+
+
+def best_envelope_correlation(received: bytes, template: bytes, rate: int) -> float:
+    """Best Pearson correlation of `template`'s envelope at any 10 ms offset in `received`'s."""
+    return envelope_alignment(received, template, rate)[0]
 
 
 @pytest.mark.parametrize("rate", [16000, 8000])
