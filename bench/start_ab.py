@@ -4,12 +4,15 @@ machine is shared and loaded: only runs side by side compare).
 
 The older variant is today's page with the change taken out of its HTML: a rewrite named in
 VARIANTS, applied by a thin wrapper around the app to `/` when the page is asked for with
-`?ab=<name>` (the page itself ignores the parameter). Each run starts Chromium on a new, empty
-profile: the load is cold, the reload in that profile warm (as `./dev bench client` measures
-them). The page connects by itself the moment it is ready (bench/client.py's probe) through the
-embedded pipeline, and the official SDK's page runs in the same rotation as the reference.
+`?ab=<name>` (the page itself ignores the parameter); a variant may point the page at a file of
+its own (a client module built the old way), which the wrapper serves under `/ab/`. Each run
+starts Chromium on a new, empty profile: the load is cold, the reload in that profile warm (as
+`./dev bench client` measures them). The page connects by itself the moment it is ready
+(bench/client.py's probe) through the embedded pipeline, and the official SDK's page runs in
+the same rotation as the reference.
 
-    ./dev bench start_ab [--runs 4] [--variants plugins] [--pages micropython,pyodide]
+    ./dev bench start_ab [--runs 4] [--variants plugins,wheel,late_recorder]
+                         [--pages micropython,pyodide]
 """
 
 import argparse
@@ -28,6 +31,7 @@ from server import page as page_files
 from server import snapshot, static, vendor
 from server.app import create_app
 from server.config import Settings
+from server.wheel import compile_mpy
 from tests.support.official_sdk import with_official_sdk
 
 
@@ -64,11 +68,30 @@ def with_the_wheel(page: str) -> str:
     return page.replace(config(True), config(False))
 
 
+def with_late_recorder(page: str) -> str:
+    """Before: the recorder's AudioContext made after the microphone's grant, not beside it:
+    the MicroPython page's client with `layercode_client.browser.EARLY_RECORDER_CONTEXT` off
+    (that module compiled again, served beside the page). The Pyodide page is left as it is:
+    its setup-made bytecode would not match the changed source."""
+    path = "client/mpy/layercode_client/browser.mpy"
+    if "late_recorder.mpy" not in AB_FILES:
+        source = (static.ROOT / "layercode_client" / "browser.py").read_text()
+        late = source.replace("EARLY_RECORDER_CONTEXT = True", "EARLY_RECORDER_CONTEXT = False")
+        if late == source:
+            raise SystemExit("layercode_client/browser.py has no EARLY_RECORDER_CONTEXT = True")
+        compiled = compile_mpy([("layercode_client/browser.py", late.encode())])
+        AB_FILES["late_recorder.mpy"] = compiled["layercode_client/browser.mpy"]
+    files = static.current_page_files(SERVED["app"].state)
+    return page.replace(f"./{files.url(path)}", "./ab/late_recorder.mpy")
+
+
 SERVED: dict = {}  # the app, for rewrites that need its files
+AB_FILES: dict[str, bytes] = {}  # a variant's own files, served at /ab/<name>
 VARIANTS = {
     "none": lambda page: page,
     "plugins": without_plugin_changes,
     "wheel": with_the_wheel,
+    "late_recorder": with_late_recorder,
 }
 PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
 OFFICIAL = "/official.html"
@@ -78,6 +101,15 @@ def with_variants(app):
     """`app`, with `/` rewritten by VARIANTS[name] when asked for with `?ab=<name>`."""
 
     async def wrapped(scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/ab/"):
+            data = AB_FILES.get(scope["path"].removeprefix("/ab/"))
+            if data is None:
+                return await app(scope, receive, send)  # its 404
+            headers = [(b"content-length", str(len(data)).encode()),
+                       (b"cache-control", b"public, max-age=31536000, immutable")]  # fmt: skip
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": data})
+            return
         query = scope.get("query_string", b"").decode()
         match = re.search(r"(?:^|&)ab=([a-z_]+)", query)
         if scope["type"] != "http" or scope["path"] != "/" or not match:

