@@ -415,11 +415,13 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0):
+    def __init__(
+        self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0, target=None
+    ):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
-            target=serve_decoders,
+            target=target or serve_decoders,  # `target`: a stand-in worker loop, for tests
             args=(child, decoders, profile, nice),
             name="stt-worker",
             daemon=True,
@@ -511,12 +513,21 @@ class SpeechWorker:
         return future
 
     def stop(self) -> None:
+        """Stop the worker, then close the pipe once the reader thread has seen it end.
+
+        Closing the pipe under the reader broke it: a worker still loading its decoders when
+        a pool's growth gave up on it (`wait_ready` timed out) answered "ready" after the
+        close, and the reader, inside `recv`, read the message's length from the old handle
+        and its body from the closed one (a `TypeError` in the `stt-reader` thread; with the
+        handle's number reused meanwhile, another file's bytes)."""
         with contextlib.suppress(Exception):
             self.call("stop", "").result(2)
-        self._connection.close()
         self.process.join(2)
         if self.process.is_alive():
             self.process.kill()
+            self.process.join()
+        self._reader.join(5)  # the worker's end is closed: the reader sees EOF and ends
+        self._connection.close()
 
 
 class Recognizer:

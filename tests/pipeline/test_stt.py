@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -157,6 +158,47 @@ def test_the_pool_grows_a_worker_before_its_ready_decoders_run_out():
     finally:
         pool.close()
     assert pool.workers == 0
+
+
+def still_loading(connection, *args) -> None:
+    """A worker loop that never gets ready (a worker still loading its decoders on a busy
+    machine): it reads requests, answers none, and ends when the server's end is gone."""
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            connection.recv()
+
+
+def test_stopping_a_worker_that_never_got_ready_closes_its_pipe_after_the_reader_ends():
+    """A pool's growth gives up on a worker that is too slow to load (`wait_ready` times out)
+    and stops it. The pipe was closed while the reader thread was inside `recv`, so a "ready"
+    arriving late had its body read from the closed handle (a TypeError in `stt-reader`)."""
+    import threading
+
+    from server.pipeline.stt import SpeechWorker
+
+    worker = SpeechWorker(1, target=still_loading)
+    connection = worker._connection
+    closed_while_reading = []
+
+    class WatchedPipe:
+        def __getattr__(self, name):
+            return getattr(connection, name)
+
+        def close(self):
+            closed_while_reading.append(worker._reader.is_alive())
+            connection.close()
+
+    failures = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda failure: failures.append(failure.exc_value)
+    try:
+        worker._connection = WatchedPipe()
+        worker.stop()
+        worker._reader.join(10)
+    finally:
+        threading.excepthook = previous_hook
+    assert closed_while_reading == [False], "the pipe was closed under the reader thread"
+    assert not failures and not worker.process.is_alive()
 
 
 @pytest.mark.parametrize("nice", [0, 7])
