@@ -415,9 +415,7 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(
-        self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0, target=None
-    ):
+    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0, target=None):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
