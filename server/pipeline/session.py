@@ -208,6 +208,7 @@ class Utterance:
         the periodic interim (`latest`) may lack the last word spoken (stt.py)."""
         asked = asyncio.get_running_loop().create_future()
         self._asked.append((asked, self._fed if self._words_at_ask else -1))
+        self._add_trace("words_behind", self._queued / (2 * RATE))
         self._wake.set()
         self._hurry(True)
         since = self._trace_mark()
@@ -221,6 +222,7 @@ class Utterance:
 
     async def finish(self) -> str:
         self._finishing = True
+        self._add_trace("final_behind", self._queued / (2 * RATE))
         self._wake.set()
         self._hurry(True)
         since = self._trace_mark()
@@ -233,6 +235,9 @@ class Utterance:
         """Someone waits for the words (or no longer): the recogniser's priority lane (stt.py)."""
         if self._recognizer is not None:
             self._recognizer.urgent = urgent or self._finishing
+
+    def _add_trace(self, stage: str, seconds: float) -> None:
+        self.trace[stage] = self.trace.get(stage, 0.0) + seconds
 
     def _trace_mark(self) -> tuple[float, float, float]:
         recognizer = self._recognizer
@@ -254,7 +259,9 @@ class Utterance:
             await self._task
 
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
+        claiming = time.monotonic()
         async with pool.utterance() as recognizer:
+            self._add_trace("stt_claim", time.monotonic() - claiming)
             self._recognizer = recognizer
             self._hurry(bool(self._asked))  # asked, or finishing, before the decoder came
             while True:
