@@ -250,7 +250,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "3",
         "Embedded pipeline recogniser: how many 0.1 s pieces of an utterance's audio may be at "
         "its worker at once (1-8). One made each piece wait for the last one's answer to cross "
-        "back to the server: under load that round trip set the utterance's pace and it fell "
+        "back to the server: under load that round trip can leave the utterance falling "
         "behind its voice. The worker serves utterances' pieces in turn, so more in flight "
         "takes nobody's share (`1`: as before).",
     ),

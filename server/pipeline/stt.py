@@ -12,15 +12,18 @@ final transcript is ready in tens of milliseconds. A decoder adapts to the voice
 (`reinit_feat`, a fraction of a millisecond), so results never depend on who spoke before, and a
 worker needs only as many decoders (~90 MB each) as utterances in progress at once.
 
-Fair sharing under a flood: a worker answers requests in the order they arrive, so one request
-holding minutes of audio would make every other utterance on that worker wait minutes. So a
-`feed` goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding),
-the next only once the last is answered: each utterance has at most one piece in a worker's
-queue, and another utterance waits at most one piece per utterance sharing its worker. A
-cancelled utterance stops after the piece in flight — its decode is cancelled with it — and its
-decoder counts as busy until the worker has really let it go. Workers are chosen by the audio
-they still have to decode (every piece of the feeds in progress, not only the one in their
-queue) and the decoders they hold, not by a count that drops before the work does.
+Fair sharing under a flood: a worker answering requests in the order they arrive would make
+every other utterance wait while one request holding minutes of audio is decoded. So a `feed`
+goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding), at most
+`window` of them at the worker at once (`STT_PIECES_IN_FLIGHT`, 3), and the worker takes the
+utterances' streaming pieces in turn (`Requests`), so another utterance waits at most one
+piece per utterance sharing its worker. The window is there because one piece at a time,
+each sent once the last was answered, left the worker idle for a round trip through the
+server's event loop per piece, which under load can hold an utterance below its voice's pace.
+A cancelled utterance stops after the pieces in flight — their decode is cancelled with it —
+and its decoder counts as busy until the worker has really let it go. Workers are chosen by
+the audio they still have to decode (every piece of the feeds in progress, not only those
+in their queue) and the decoders they hold, not by a count that drops before the work does.
 
 A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, the
 `STT_PRIORITY_LANE` setting): when the session waits for an utterance's words (a look at a
@@ -36,7 +39,10 @@ half of it, more than the voice and the turn-end model together) and nobody wait
 their own turn ends, while the turn-end model and the first sentence's synthesis, in the
 server's process, are what a turn's end waits for. Urgent requests go back to the server's
 priority where the OS allows it (root with CAP_SYS_NICE, or RLIMIT_NICE); elsewhere they stay
-below too (docs/scaling.md, "Where a turn waits under load", has the figures for both).
+below too (docs/scaling.md, "Where a turn waits under load", has the figures for both). So do
+the streaming pieces of an utterance that has fallen more than `STT_CATCH_UP_MS` (500 ms of
+audio) behind its voice: below the server, a worker on a machine busy with other work starved
+and a lone talker's words came seconds late.
 """
 
 from __future__ import annotations
@@ -569,8 +575,8 @@ class Recognizer:
 
     `window`: how many of its pieces may be at the worker at once (`STT_PIECES_IN_FLIGHT`).
     One, as before, made each piece wait for the last one's answer to cross the pipe, the
-    reader thread and the server's event loop: under load that round trip, not the decoding,
-    set an utterance's pace, and it fell behind its voice. With more, the worker always has
+    reader thread and the server's event loop, during which the worker had nothing of it to
+    decode: under load that can hold the utterance below its voice's pace. With more, it has
     the next piece at hand; its round robin (`Requests`) keeps the sharing fair.
     `catch_up_bytes`: a feed with more than this much audio not yet decoded sends its
     streaming pieces to be decoded at the server's priority, not `worker_nice` below it
