@@ -247,19 +247,20 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "the words came seconds late; `./dev bench load --compare` runs both).",
     ),
     "STT_PIECES_IN_FLIGHT": (
-        "3",
+        "1",
         "Embedded pipeline recogniser: how many 0.1 s pieces of an utterance's audio may be at "
         "its worker at once (1-8). One made each piece wait for the last one's answer to cross "
         "back to the server: under load that round trip can leave the utterance falling "
         "behind its voice. The worker serves utterances' pieces in turn, so more in flight "
-        "takes nobody's share (`1`: as before).",
+        "takes nobody's share. `1` (as before) until a quiet A/B settles it (docs/scaling.md).",
     ),
     "STT_CATCH_UP_MS": (
-        "500",
+        "0",
         "Embedded pipeline recogniser: an utterance with more than this much of its audio not "
         "yet decoded (0-5000 ms) has its streaming audio decoded at the server's priority, not "
         "`STT_WORKER_NICE` below it: below, on a busy machine the workers starved and a turn's "
-        "end waited for seconds of undecoded audio (`0`: never, as before).",
+        "end waited for seconds of undecoded audio. `0`: never, as before, until a quiet A/B "
+        "settles it (docs/scaling.md).",
     ),
     "STT_WORKER_NICE": (
         "10",
@@ -462,8 +463,8 @@ class Settings:
     stt_worker_nice: int = 10
     stt_words_at_ask: bool = True
     stt_silence_ms: int = 300
-    stt_pieces_in_flight: int = 3
-    stt_catch_up_ms: int = 500
+    stt_pieces_in_flight: int = 1
+    stt_catch_up_ms: int = 0
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200

@@ -15,9 +15,9 @@ worker needs only as many decoders (~90 MB each) as utterances in progress at on
 Fair sharing under a flood: a worker answering requests in the order they arrive would make
 every other utterance wait while one request holding minutes of audio is decoded. So a `feed`
 goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding), at most
-`window` of them at the worker at once (`STT_PIECES_IN_FLIGHT`, 3), and the worker takes the
-utterances' streaming pieces in turn (`Requests`), so another utterance waits at most one
-piece per utterance sharing its worker. The window is there because one piece at a time,
+`window` of them at the worker at once (`STT_PIECES_IN_FLIGHT`, 1 by default), and the
+worker takes the utterances' streaming pieces in turn (`Requests`), so another utterance waits
+at most one piece per utterance sharing its worker. The window is there because one piece at a time,
 each sent once the last was answered, left the worker idle for a round trip through the
 server's event loop per piece, which under load can hold an utterance below its voice's pace.
 A cancelled utterance stops after the pieces in flight — their decode is cancelled with it —
@@ -40,8 +40,8 @@ their own turn ends, while the turn-end model and the first sentence's synthesis
 server's process, are what a turn's end waits for. Urgent requests go back to the server's
 priority where the OS allows it (root with CAP_SYS_NICE, or RLIMIT_NICE); elsewhere they stay
 below too (docs/scaling.md, "Where a turn waits under load", has the figures for both). So do
-the streaming pieces of an utterance that has fallen more than `STT_CATCH_UP_MS` (500 ms of
-audio) behind its voice: below the server, a worker on a machine busy with other work starved
+the streaming pieces of an utterance that has fallen more than `STT_CATCH_UP_MS` (when set)
+behind its voice: below the server, a worker on a machine busy with other work starved
 and a lone talker's words came seconds late.
 """
 
@@ -106,8 +106,8 @@ DEFAULT_PROFILE = "tuned"
 # An utterance's pieces at its worker at once, and how far (ms of audio not yet decoded) it may
 # fall behind its voice before its streaming pieces are decoded at the server's priority
 # (`Recognizer`; STT_PIECES_IN_FLIGHT, STT_CATCH_UP_MS; docs/scaling.md has the figures).
-DEFAULT_PIECES_IN_FLIGHT = 3
-DEFAULT_CATCH_UP_MS = 500
+DEFAULT_PIECES_IN_FLIGHT = 1
+DEFAULT_CATCH_UP_MS = 0  # never: off until a quiet A/B settles them (docs/scaling.md)
 QUIET_LEVEL = 30.0  # RMS in PCM16 units (-60 dBFS): audio too quiet to judge the band by
 
 
