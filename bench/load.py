@@ -30,8 +30,9 @@ run on two one-node servers side by side in the same run: the reference (these s
 environment), then as configured. `--compare` is the shorthand for the scheduling before the
 queues were traced (`PREVIOUS_SCHEDULING`: first come, first served in the recogniser's workers,
 at the server's priority, the words asked after the turn-end model's answer, a look's words
-waiting for all audio fed, and a look whose words are late waiting for them to the 1 s
-fallback). With more than one
+waiting for all audio fed, a look whose words are late waiting for them to the 1 s
+fallback, one piece of an utterance at its worker at a time, and no catching up at the
+server's priority). With more than one
 column the servers run together and the levels are interleaved: each level on every column in
 turn, `--rounds N` times (alternating which column goes first), every column's figures pooled
 over its rounds, and each round's p95 printed (the spread). At 8-10 talkers the spread from run
@@ -435,6 +436,8 @@ PREVIOUS_SCHEDULING = {
     "STT_WORKER_NICE": "0",
     "STT_WORDS_AT_ASK": "false",
     "TURN_END_LATE_WORDS_MS": "0",
+    "STT_PIECES_IN_FLIGHT": "1",
+    "STT_CATCH_UP_MS": "0",
 }
 
 

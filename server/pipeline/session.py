@@ -167,7 +167,6 @@ class Utterance:
         self.max_bytes = max_bytes
         self._words_at_ask = words_at_ask
         self._pending: deque[bytes] = deque()
-        self._queued = 0  # bytes fed and not yet decoded (queued or in the recogniser)
         self._fed = 0  # bytes fed so far, and of them handed to the recogniser
         self._sent = 0
         self._finishing = False
@@ -188,7 +187,6 @@ class Utterance:
         if self._queued + len(pcm) > self.max_bytes:
             return False
         self._pending.append(pcm)
-        self._queued += len(pcm)
         self._fed += len(pcm)
         self._decoded.clear()
         self._wake.set()
@@ -208,6 +206,7 @@ class Utterance:
         the periodic interim (`latest`) may lack the last word spoken (stt.py)."""
         asked = asyncio.get_running_loop().create_future()
         self._asked.append((asked, self._fed if self._words_at_ask else -1))
+        self._add_trace("words_behind", self._queued / (2 * RATE))
         self._wake.set()
         self._hurry(True)
         since = self._trace_mark()
@@ -221,6 +220,7 @@ class Utterance:
 
     async def finish(self) -> str:
         self._finishing = True
+        self._add_trace("final_behind", self._queued / (2 * RATE))
         self._wake.set()
         self._hurry(True)
         since = self._trace_mark()
@@ -233,6 +233,15 @@ class Utterance:
         """Someone waits for the words (or no longer): the recogniser's priority lane (stt.py)."""
         if self._recognizer is not None:
             self._recognizer.urgent = urgent or self._finishing
+
+    @property
+    def _queued(self) -> int:
+        """Bytes fed and not yet decoded (queued here or in the recogniser)."""
+        recognizer = self._recognizer
+        return self._fed - (recognizer.decoded_bytes if recognizer is not None else 0)
+
+    def _add_trace(self, stage: str, seconds: float) -> None:
+        self.trace[stage] = self.trace.get(stage, 0.0) + seconds
 
     def _trace_mark(self) -> tuple[float, float, float]:
         recognizer = self._recognizer
@@ -253,8 +262,25 @@ class Utterance:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def _take(self) -> bytes:
+        """The audio queued for the recogniser, up to the earliest ask's (words at ask)."""
+        wanted = min((fed for asked, fed in self._asked if not asked.done()), default=None)
+        if wanted == -1:  # (words_at_ask off) all fed so far, whenever it came
+            wanted = None
+        pieces = []
+        while self._pending and (wanted is None or self._sent < wanted):
+            pieces.append(self._pending.popleft())
+            self._sent += len(pieces[-1])
+        return b"".join(pieces)
+
     async def _recognise(self, pool: RecognizerPool, on_interim: Callable[[str], None]) -> str:
+        def heard(interim: str) -> None:
+            self.latest = interim
+            on_interim(interim)
+
+        claiming = time.monotonic()
         async with pool.utterance() as recognizer:
+            self._add_trace("stt_claim", time.monotonic() - claiming)
             self._recognizer = recognizer
             self._hurry(bool(self._asked))  # asked, or finishing, before the decoder came
             while True:
@@ -275,18 +301,12 @@ class Utterance:
                     continue
                 if not self._pending:
                     break  # finishing: everything fed is decoded
-                # Whatever queued up while the recogniser was busy goes in one request; with
-                # words asked for, only what was fed before the ask: they come first.
-                pieces = []
-                while self._pending and (wanted is None or self._sent < wanted):
-                    pieces.append(self._pending.popleft())
-                    self._sent += len(pieces[-1])
-                pcm = b"".join(pieces)
-                interim = await recognizer.feed(pcm)
-                self._queued -= len(pcm)
-                if interim:
-                    self.latest = interim
-                    on_interim(interim)
+                # Whatever queued up while the recogniser was busy goes in one feed, and what
+                # comes while it runs joins it (its pieces stay in flight); with words asked
+                # for, only what was fed before the ask: they come first.
+                await recognizer.feed(
+                    self._take(), more=self._take, arrived=self._wake, on_interim=heard
+                )
                 if not self._pending:
                     self._decoded.set()
             return (await recognizer.finish()).strip()

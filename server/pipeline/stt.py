@@ -12,15 +12,18 @@ final transcript is ready in tens of milliseconds. A decoder adapts to the voice
 (`reinit_feat`, a fraction of a millisecond), so results never depend on who spoke before, and a
 worker needs only as many decoders (~90 MB each) as utterances in progress at once.
 
-Fair sharing under a flood: a worker answers requests in the order they arrive, so one request
-holding minutes of audio would make every other utterance on that worker wait minutes. So a
-`feed` goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding),
-the next only once the last is answered: each utterance has at most one piece in a worker's
-queue, and another utterance waits at most one piece per utterance sharing its worker. A
-cancelled utterance stops after the piece in flight — its decode is cancelled with it — and its
-decoder counts as busy until the worker has really let it go. Workers are chosen by the audio
-they still have to decode (every piece of the feeds in progress, not only the one in their
-queue) and the decoders they hold, not by a count that drops before the work does.
+Fair sharing under a flood: a worker answering requests in the order they arrive would make
+every other utterance wait while one request holding minutes of audio is decoded. So a `feed`
+goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding), at most
+`window` of them at the worker at once (`STT_PIECES_IN_FLIGHT`, 1 by default), and the
+worker takes the utterances' streaming pieces in turn (`Requests`), so another utterance waits
+at most one piece per utterance sharing its worker. The window is there because one piece at a time,
+each sent once the last was answered, left the worker idle for a round trip through the
+server's event loop per piece, which under load can hold an utterance below its voice's pace.
+A cancelled utterance stops after the pieces in flight — their decode is cancelled with it —
+and its decoder counts as busy until the worker has really let it go. Workers are chosen by
+the audio they still have to decode (every piece of the feeds in progress, not only those
+in their queue) and the decoders they hold, not by a count that drops before the work does.
 
 A turn's end jumps the queue (`Requests`, `RecognizerPool(priority_lane=True)`, the
 `STT_PRIORITY_LANE` setting): when the session waits for an utterance's words (a look at a
@@ -36,7 +39,10 @@ half of it, more than the voice and the turn-end model together) and nobody wait
 their own turn ends, while the turn-end model and the first sentence's synthesis, in the
 server's process, are what a turn's end waits for. Urgent requests go back to the server's
 priority where the OS allows it (root with CAP_SYS_NICE, or RLIMIT_NICE); elsewhere they stay
-below too (docs/scaling.md, "Where a turn waits under load", has the figures for both).
+below too (docs/scaling.md, "Where a turn waits under load", has the figures for both). So do
+the streaming pieces of an utterance that has fallen more than `STT_CATCH_UP_MS` (when set)
+behind its voice: below the server, a worker on a machine busy with other work starved
+and a lone talker's words came seconds late.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import NamedTuple
 
@@ -97,6 +103,11 @@ PROFILES: dict[str, dict[str, bool]] = {
     "tuned": {"denoise": True, "fold": True},
 }
 DEFAULT_PROFILE = "tuned"
+# An utterance's pieces at its worker at once, and how far (ms of audio not yet decoded) it may
+# fall behind its voice before its streaming pieces are decoded at the server's priority
+# (`Recognizer`; STT_PIECES_IN_FLIGHT, STT_CATCH_UP_MS; docs/scaling.md has the figures).
+DEFAULT_PIECES_IN_FLIGHT = 1
+DEFAULT_CATCH_UP_MS = 0  # never: off until a quiet A/B settles them (docs/scaling.md)
 QUIET_LEVEL = 30.0  # RMS in PCM16 units (-60 dBFS): audio too quiet to judge the band by
 
 
@@ -254,10 +265,10 @@ def _hypothesis(decoder) -> str:
 def serve_decoders(
     connection, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0
 ) -> None:
-    """A worker's loop: requests `(id, op, utterance, payload, urgent)` in, `(id, result,
-    error, started, ended)` out, `started` and `ended` on the machine's monotonic clock (one
-    clock for every process), so the server can tell a request's wait in the queue from its
-    work.
+    """A worker's loop: requests `(id, op, utterance, payload, urgent[, catching_up])` in,
+    `(id, result, error, started, ended)` out, `started` and `ended` on the machine's
+    monotonic clock (one clock for every process), so the server can tell a request's wait in
+    the queue from its work.
 
     Urgent requests go first (`Requests`): those of an utterance whose words someone waits for
     now, at the end of a turn, before other utterances' streaming pieces.
@@ -267,7 +278,8 @@ def serve_decoders(
     `cancel`: its pieces pass through them in order, so one voice never colours another's.
 
     `nice`: how much lower than the server's this process decodes streaming pieces
-    (`RecognizerPool`'s `worker_nice`, `WorkerPriority`).
+    (`RecognizerPool`'s `worker_nice`, `WorkerPriority`); a piece of an utterance that has
+    fallen behind its voice (`catching_up`, `Recognizer`) is decoded at the server's.
     """
     priority = WorkerPriority(nice)
     idle = [new_decoder() for _ in range(decoders)]
@@ -275,8 +287,8 @@ def serve_decoders(
     connection.send(("ready", None, None, 0.0, 0.0))
     requests = Requests(connection)
     while (request := requests.next()) is not None:
-        request_id, op, utterance, payload, urgent = request
-        priority.serve(urgent)
+        request_id, op, utterance, payload, urgent, *catching_up = request
+        priority.serve(urgent or any(catching_up))
         started = time.monotonic()
         try:
             result = None
@@ -353,33 +365,48 @@ class WorkerPriority:
 
 
 class Requests:
-    """A worker's requests in two lanes: urgent ones first, each lane in arrival order.
+    """A worker's requests in two lanes: urgent ones first, in arrival order; then the
+    streaming lane, one request per utterance in turn (round robin).
 
     Everything already in the pipe is read before each pick, so an urgent request sent behind
     streaming pieces is seen at once. An urgent request is one a turn's end waits for: its
     words, its final transcript, and the pieces of its audio still to decode before them
-    (`Recognizer.urgent`). The server sends at most one piece per utterance at a time, plus a
+    (`Recognizer.urgent`); it takes its utterance's streaming requests still queued with it,
+    ahead of it, so one utterance's requests are always served in the order sent. Round robin
+    keeps the streaming lane fair however many pieces an utterance has in flight
+    (`Recognizer`'s window): another utterance waits at most one piece per utterance sharing
+    the worker. The server sends at most `window` pieces per utterance at a time, plus a
     `words`, `finish` or `cancel`, so both lanes are bounded by the utterances the worker
-    holds. One utterance's requests never overtake each other: they are sent one at a time,
-    except a `cancel` behind the piece in flight, which goes in the streaming lane and so
-    never passes it.
+    holds. A `cancel` goes in the streaming lane behind its utterance's pieces in flight.
     """
 
     def __init__(self, connection):
         self._connection = connection
         self._urgent: collections.deque = collections.deque()
-        self._streaming: collections.deque = collections.deque()
+        self._streaming: collections.OrderedDict[str, collections.deque] = (
+            collections.OrderedDict()
+        )  # by utterance, in turn
+        self._stop: tuple | None = None  # served last, after everything sent before it
         self._closed = False
 
     def next(self) -> tuple | None:
         """The next request to serve (waiting for one if there is none); None once the
         server has hung up and every request it sent is served."""
-        while not self._closed and not (self._urgent or self._streaming):
+        while not self._closed and not (self._urgent or self._streaming or self._stop):
             self._read()  # blocks for the next request
-        while not self._closed and self._connection.poll():
+        while not self._closed and self._stop is None and self._connection.poll():
             self._read()
-        lane = self._urgent or self._streaming
-        return lane.popleft() if lane else None
+        if self._urgent:
+            return self._urgent.popleft()
+        if not self._streaming:
+            return self._stop
+        utterance, queue = next(iter(self._streaming.items()))
+        request = queue.popleft()
+        if queue:
+            self._streaming.move_to_end(utterance)  # its next piece after the others'
+        else:
+            del self._streaming[utterance]
+        return request
 
     def _read(self) -> None:
         try:
@@ -387,7 +414,14 @@ class Requests:
         except EOFError:
             self._closed = True
             return
-        (self._urgent if request[4] else self._streaming).append(request)
+        utterance = request[2]
+        if request[1] == "stop":
+            self._stop = request
+        elif request[4]:  # urgent: with what of its utterance is still queued, in order
+            self._urgent.extend(self._streaming.pop(utterance, ()))
+            self._urgent.append(request)
+        else:
+            self._streaming.setdefault(utterance, collections.deque()).append(request)
 
 
 # -- the server's side --------------------------------------------------------------------------
@@ -415,11 +449,11 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0):
+    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0, target=None):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
-            target=serve_decoders,
+            target=target or serve_decoders,  # `target`: a stand-in worker loop, for tests
             args=(child, decoders, profile, nice),
             name="stt-worker",
             daemon=True,
@@ -497,8 +531,16 @@ class SpeechWorker:
         with self._counts:
             self.queued_bytes = 0
 
-    def call(self, op: str, utterance: str, payload=None, urgent: bool = False) -> Future:
-        """Send one request (`urgent`: before other utterances' streaming pieces); the future
+    def call(
+        self,
+        op: str,
+        utterance: str,
+        payload=None,
+        urgent: bool = False,
+        catching_up: bool = False,
+    ) -> Future:
+        """Send one request (`urgent`: before other utterances' streaming pieces;
+        `catching_up`: a streaming piece decoded at the server's priority); the future
         resolves to its `Reply`."""
         future: Future = Future()
         size = len(payload) if isinstance(payload, bytes) else 0
@@ -507,27 +549,55 @@ class SpeechWorker:
             with self._counts:
                 self.queued_bytes += size
             self._pending[request_id] = (future, size, time.monotonic())
-            self._connection.send((request_id, op, utterance, payload, urgent))
+            self._connection.send((request_id, op, utterance, payload, urgent, catching_up))
         return future
 
     def stop(self) -> None:
+        """Stop the worker, then close the pipe once the reader thread has seen it end.
+
+        Closing the pipe under the reader broke it: a worker still loading its decoders when
+        a pool's growth gave up on it (`wait_ready` timed out) answered "ready" after the
+        close, and the reader, inside `recv`, read the message's length from the old handle
+        and its body from the closed one (a `TypeError` in the `stt-reader` thread; with the
+        handle's number reused meanwhile, another file's bytes)."""
         with contextlib.suppress(Exception):
             self.call("stop", "").result(2)
-        self._connection.close()
         self.process.join(2)
         if self.process.is_alive():
             self.process.kill()
+            self.process.join()
+        self._reader.join(5)  # the worker's end is closed: the reader sees EOF and ends
+        self._connection.close()
 
 
 class Recognizer:
-    """One utterance, on one worker. Calls must not overlap (the session awaits each)."""
+    """One utterance, on one worker. Calls must not overlap (the session awaits each).
+
+    `window`: how many of its pieces may be at the worker at once (`STT_PIECES_IN_FLIGHT`).
+    One, as before, made each piece wait for the last one's answer to cross the pipe, the
+    reader thread and the server's event loop, during which the worker had nothing of it to
+    decode: under load that can hold the utterance below its voice's pace. With more, it has
+    the next piece at hand; its round robin (`Requests`) keeps the sharing fair.
+    `catch_up_bytes`: a feed with more than this much audio not yet decoded sends its
+    streaming pieces to be decoded at the server's priority, not `worker_nice` below it
+    (`STT_CATCH_UP_MS`; 0: never): below it, a worker on a busy machine starved and its
+    utterances fell seconds behind, which a turn's end then waited for.
+    """
 
     def __init__(
-        self, worker: SpeechWorker, utterance: str, on_release=None, priority_lane: bool = True
+        self,
+        worker: SpeechWorker,
+        utterance: str,
+        on_release=None,
+        priority_lane: bool = True,
+        window: int = 1,
+        catch_up_bytes: int = 0,
     ):
         self._worker = worker
         self._utterance = utterance
         self._lane = priority_lane
+        self._window = max(1, window)
+        self._catch_up_bytes = catch_up_bytes
         # Someone waits for this utterance's words now (a look at a pause, the final
         # transcript): with the priority lane its pieces go before other utterances' streaming.
         self.urgent = False
@@ -536,42 +606,87 @@ class Recognizer:
         self._finished = False
         self._released = False
         self.sent_bytes = 0  # audio handed to the worker so far
+        self.decoded_bytes = 0  # of it, answered by the worker
         # Every request's time in the worker's queue and at work, summed (the trace of a turn:
         # timing.py), and the last `words` or `finish` answer.
         self.waited_s = 0.0
         self.ran_s = 0.0
         self.last_reply: Reply | None = None
 
-    async def feed(self, pcm: bytes) -> str | None:
+    async def feed(
+        self,
+        pcm: bytes,
+        more: Callable[[], bytes] | None = None,
+        arrived: asyncio.Event | None = None,
+        on_interim: Callable[[str], None] | None = None,
+    ) -> str | None:
         """Decode more audio; a new interim hypothesis when it changed, else None.
 
-        Sent in pieces, each once the last is decoded (see the module's docstring); cancelling
-        the caller stops it after the piece in flight. Once someone waits for the words
-        (`urgent`, with the priority lane), the rest goes in one request: piece by piece, the
-        worker took another utterance's streaming piece in each round trip between two of ours,
-        so a loaded worker decoded a waited-for backlog at about half its speed.
+        Sent in pieces, up to `window` at the worker at once (see the module's docstring);
+        cancelling the caller stops it after the pieces in flight. Once someone waits for the
+        words (`urgent`, with the priority lane), the rest goes in one request: piece by
+        piece, the worker took another utterance's streaming piece in each round trip between
+        two of ours, so a loaded worker decoded a waited-for backlog at about half its speed.
+
+        A stream keeps its pieces in flight across its caller's chunks: `more` is asked for
+        audio that came meanwhile (b"": none) whenever everything before it is sent and the
+        window has room — at once when `arrived` is set, else at each answer — and the feed
+        returns once nothing is left to send or decode. `on_interim` hears each new interim
+        as it comes.
         """
-        usable = pcm[: len(pcm) - len(pcm) % 2]
         changed = None
-        left = len(usable)  # counted in the worker's backlog until decoded (or given up)
-        self._worker.add_backlog(left)
+        pending, offset = _whole_samples(pcm), 0  # audio not yet sent: pending[offset:]
+        self.decoded_bytes += len(pcm) - len(pending)  # an odd byte: dropped
+        in_flight: collections.deque[tuple[asyncio.Future, int]] = collections.deque()
+        unanswered = len(pending)  # counted in the worker's backlog until decoded (or given up)
+        self._worker.add_backlog(unanswered)
         try:
-            offset = 0
-            while offset < len(usable):
-                urgent = self._lane and self.urgent
-                size = len(usable) - offset if urgent else FEED_PIECE_BYTES
-                piece = usable[offset : offset + size]
-                offset += len(piece)
-                self.sent_bytes += len(piece)
-                future = self._worker.call("feed", self._utterance, piece, urgent)
-                interim = self._count(await asyncio.wrap_future(future))
-                left -= len(piece)
-                self._worker.add_backlog(-len(piece))
+            while True:
+                while len(in_flight) < self._window:
+                    if offset == len(pending) and more is not None:
+                        if arrived is not None:
+                            arrived.clear()
+                        came = more()
+                        pending, offset = _whole_samples(came), 0
+                        self.decoded_bytes += len(came) - len(pending)
+                        unanswered += len(pending)
+                        self._worker.add_backlog(len(pending))
+                    if offset == len(pending):
+                        break
+                    urgent = self._lane and self.urgent
+                    size = len(pending) - offset if urgent else FEED_PIECE_BYTES
+                    piece = pending[offset : offset + size]
+                    offset += len(piece)
+                    self.sent_bytes += len(piece)
+                    behind = 0 < self._catch_up_bytes < unanswered
+                    future = self._worker.call(
+                        "feed", self._utterance, piece, urgent, not urgent and behind
+                    )
+                    in_flight.append((asyncio.wrap_future(future), len(piece)))
+                if not in_flight:
+                    return changed
+                answer, size = in_flight[0]
+                if arrived is not None and more is not None and len(in_flight) < self._window:
+                    came = asyncio.ensure_future(arrived.wait())
+                    try:
+                        await asyncio.wait({answer, came}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        came.cancel()
+                    if not answer.done():
+                        continue  # audio came: send it beside the pieces in flight
+                interim = self._count(await answer)
+                in_flight.popleft()
+                unanswered -= size
+                self.decoded_bytes += size
+                self._worker.add_backlog(-size)
                 if interim and interim != self._last_interim:
                     self._last_interim = changed = interim
+                    if on_interim is not None:
+                        on_interim(interim)
         finally:
-            self._worker.add_backlog(-left)
-        return changed
+            for answer, _ in in_flight:  # given up (cancelled): nobody reads these answers
+                answer.cancel()
+            self._worker.add_backlog(-unanswered)
 
     async def words(self) -> str:
         """The hypothesis of everything fed so far, now: a `feed`'s interim comes only every
@@ -635,6 +750,8 @@ class RecognizerPool:
         profile: str = DEFAULT_PROFILE,
         priority_lane: bool = True,
         worker_nice: int = 0,
+        pieces_in_flight: int = DEFAULT_PIECES_IN_FLIGHT,
+        catch_up_ms: int = DEFAULT_CATCH_UP_MS,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
@@ -642,6 +759,8 @@ class RecognizerPool:
         self.profile = profile
         self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
         self.worker_nice = worker_nice  # the workers' priority below the server's (0-19)
+        self.pieces_in_flight = pieces_in_flight  # per utterance at its worker (Recognizer)
+        self.catch_up_bytes = catch_up_ms * RATE * 2 // 1000  # behind by more: full priority
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -675,7 +794,12 @@ class RecognizerPool:
             await asyncio.to_thread(self.warm)
         worker = await self._claim_decoder()
         recognizer = Recognizer(
-            worker, f"utt-{next(self._ids)}", self._wake_waiters, self.priority_lane
+            worker,
+            f"utt-{next(self._ids)}",
+            self._wake_waiters,
+            self.priority_lane,
+            self.pieces_in_flight,
+            self.catch_up_bytes,
         )
         try:
             yield recognizer
@@ -743,6 +867,10 @@ class RecognizerPool:
 def least_loaded(workers: list[SpeechWorker]) -> SpeechWorker:
     """The worker with the least audio still to decode, then the fewest decoders held."""
     return min(workers, key=lambda w: w.load)
+
+
+def _whole_samples(pcm: bytes) -> bytes:
+    return pcm[: len(pcm) - len(pcm) % 2]
 
 
 def _resolve(waiter: asyncio.Future) -> None:

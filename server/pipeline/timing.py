@@ -49,6 +49,10 @@ STAGES = {
     "final": "the final transcript: asked until answered (all of it)",
     "final_queue": "of which waiting in the recogniser worker's queue",
     "final_work": "of which the worker decoding",
+    "words_behind": "the turn's audio not yet decoded when its words were asked (ms of audio, "
+    "not of waiting: how far the recogniser was behind the voice)",
+    "final_behind": "the same when the final transcript was asked",
+    "stt_claim": "the utterance waiting for a free decoder at its start (a pool growing)",
     "tts_queue": "the first sentence waiting for a Piper thread",
     "tts_work": "Piper making the first sentence",
     "echo_work": "the echo guard cleaning the microphone since the turn before (the answer's "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import numpy as np
@@ -157,6 +158,47 @@ def test_the_pool_grows_a_worker_before_its_ready_decoders_run_out():
     finally:
         pool.close()
     assert pool.workers == 0
+
+
+def still_loading(connection, *args) -> None:
+    """A worker loop that never gets ready (a worker still loading its decoders on a busy
+    machine): it reads requests, answers none, and ends when the server's end is gone."""
+    with contextlib.suppress(EOFError, OSError):
+        while True:
+            connection.recv()
+
+
+def test_stopping_a_worker_that_never_got_ready_closes_its_pipe_after_the_reader_ends():
+    """A pool's growth gives up on a worker that is too slow to load (`wait_ready` times out)
+    and stops it. The pipe was closed while the reader thread was inside `recv`, so a "ready"
+    arriving late had its body read from the closed handle (a TypeError in `stt-reader`)."""
+    import threading
+
+    from server.pipeline.stt import SpeechWorker
+
+    worker = SpeechWorker(1, target=still_loading)
+    connection = worker._connection
+    closed_while_reading = []
+
+    class WatchedPipe:
+        def __getattr__(self, name):
+            return getattr(connection, name)
+
+        def close(self):
+            closed_while_reading.append(worker._reader.is_alive())
+            connection.close()
+
+    failures = []
+    previous_hook = threading.excepthook
+    threading.excepthook = lambda failure: failures.append(failure.exc_value)
+    try:
+        worker._connection = WatchedPipe()
+        worker.stop()
+        worker._reader.join(10)
+    finally:
+        threading.excepthook = previous_hook
+    assert closed_while_reading == [False], "the pipe was closed under the reader thread"
+    assert not failures and not worker.process.is_alive()
 
 
 @pytest.mark.parametrize("nice", [0, 7])
@@ -512,6 +554,32 @@ def test_a_turn_ends_words_overtake_other_utterances_streaming_pieces(monkeypatc
     assert order == [3, 4, 1, 2, 5]
 
 
+def test_the_worker_serves_utterances_pieces_in_turn_not_one_utterances_run(monkeypatch):
+    """With pieces in flight (STT_PIECES_IN_FLIGHT) an utterance has several in the queue:
+    another utterance's piece waits for one of them, not for all (round robin)."""
+    piece = b"\x01\x00" * 1600
+    requests = [(n, "feed", "behind", piece, False) for n in (1, 2, 3)]
+    requests.append((4, "feed", "keeping-up", piece, False))
+    assert served_order(monkeypatch, requests) == [1, 4, 2, 3]
+
+
+def test_an_urgent_request_takes_its_utterances_queued_pieces_first(monkeypatch):
+    """A look starts waiting while the utterance's streaming pieces are still queued: they
+    go before its urgent ones (its audio is never decoded out of order), ahead of others."""
+    piece = b"\x01\x00" * 1600
+    order = served_order(
+        monkeypatch,
+        [
+            (1, "feed", "ending", piece, False),
+            (2, "feed", "streaming", piece, False),
+            (3, "feed", "ending", piece, False),
+            (4, "feed", "ending", piece, True),
+            (5, "words", "ending", None, True),
+        ],
+    )
+    assert order == [1, 3, 4, 5, 2]
+
+
 def test_without_urgent_requests_the_worker_serves_in_arrival_order(monkeypatch):
     piece = b"\x01\x00" * 1600
     requests = [(n, "feed", f"u{n % 2}", piece, False) for n in range(1, 6)]
@@ -544,17 +612,18 @@ def test_a_worker_decodes_a_turns_end_at_the_servers_priority_and_streaming_belo
         (1, "feed", "streaming", piece, False),
         (2, "feed", "ending", piece, True),
         (3, "feed", "streaming", piece, False),
+        (4, "feed", "behind", piece, False, True),  # catching up (STT_CATCH_UP_MS)
     ]:
         ours.send(request)
     ours.send(("end", "stop", "", None, False))
     base = os.getpriority(os.PRIO_PROCESS, 0)
-    worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 2, "baseline", 5))
+    worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 3, "baseline", 5))
     worker.start()
-    answered = [ours.recv()[0] for _ in range(5)]
+    answered = [ours.recv()[0] for _ in range(6)]
     worker.join()
-    assert answered == ["ready", 2, 1, 3, "end"]
+    assert answered == ["ready", 2, 1, 4, 3, "end"]
     urgent = base if os.geteuid() == 0 else base + 5
-    assert heard == [urgent, base + 5, base + 5]
+    assert heard == [urgent, base + 5, urgent, base + 5]
 
 
 def test_a_worker_that_may_not_raise_its_priority_again_stays_below_for_everything(
@@ -585,26 +654,36 @@ def test_a_worker_that_may_not_raise_its_priority_again_stays_below_for_everythi
 
 
 class RecordingWorker:
-    """A SpeechWorker that records each call and answers at once."""
+    """A SpeechWorker that records each call and answers at once (or, `holding`, when the
+    test answers: `answer()`)."""
 
-    def __init__(self):
+    def __init__(self, holding: bool = False):
         self.calls: list[tuple[str, bool]] = []
         self.sizes: list[int] = []  # each feed's audio, in bytes
+        self.catching_up: list[bool] = []  # each feed's
+        self.holding = holding
+        self.unanswered: list = []
 
     def add_backlog(self, size):
         pass
 
-    def call(self, op, utterance, payload=None, urgent=False):
+    def call(self, op, utterance, payload=None, urgent=False, catching_up=False):
         from concurrent.futures import Future
-
-        from server.pipeline.stt import Reply
 
         self.calls.append((op, urgent))
         if op == "feed":
             self.sizes.append(len(payload))
+            self.catching_up.append(catching_up)
         future = Future()
-        future.set_result(Reply("", 0.0, 0.0, 0.0))
+        self.unanswered.append(future)
+        if not self.holding:
+            self.answer()
         return future
+
+    def answer(self):
+        from server.pipeline.stt import Reply
+
+        self.unanswered.pop(0).set_result(Reply("", 0.0, 0.0, 0.0))
 
 
 @pytest.mark.parametrize("lane", [True, False])
@@ -635,8 +714,8 @@ def test_a_waited_for_backlog_goes_in_one_request_not_piece_by_piece(lane):
     worker = RecordingWorker()
     recognizer = Recognizer(worker, "u", priority_lane=lane)
 
-    def urgent_after_two_pieces(op, utterance, payload=None, urgent=False):
-        future = RecordingWorker.call(worker, op, utterance, payload, urgent)
+    def urgent_after_two_pieces(op, utterance, payload=None, urgent=False, catching_up=False):
+        future = RecordingWorker.call(worker, op, utterance, payload, urgent, catching_up)
         if len(worker.sizes) == 2:
             recognizer.urgent = True  # a look starts waiting while the feed is under way
         return future
@@ -648,3 +727,81 @@ def test_a_waited_for_backlog_goes_in_one_request_not_piece_by_piece(lane):
         assert [urgent for _, urgent in worker.calls] == [False, False, True]
     else:
         assert worker.sizes == [FEED_PIECE_BYTES] * 10
+
+
+async def settle():
+    """Let every task run until each waits on something the test holds."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("window", [1, 3])
+def test_a_feed_keeps_up_to_its_window_of_pieces_at_the_worker(window):
+    """One piece at a time, each waited for the last one's answer to cross back through the
+    server's event loop: under load that round trip set the utterance's pace. With a window
+    (STT_PIECES_IN_FLIGHT) the next pieces are already at the worker."""
+    from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
+
+    async def scenario():
+        worker = RecordingWorker(holding=True)
+        recognizer = Recognizer(worker, "u", window=window)
+        feeding = asyncio.ensure_future(recognizer.feed(b"\x00" * FEED_PIECE_BYTES * 5))
+        sent = []
+        while True:
+            await settle()
+            if feeding.done():
+                break
+            sent.append(len(worker.sizes))
+            worker.answer()
+        await feeding
+        return sent, recognizer.decoded_bytes
+
+    sent, decoded = run(scenario())
+    assert sent == ([1, 2, 3, 4, 5] if window == 1 else [3, 4, 5, 5, 5])
+    assert decoded == FEED_PIECE_BYTES * 5
+
+
+def test_audio_that_arrives_while_pieces_are_in_flight_goes_at_once():
+    """A stream's next chunk goes beside the piece in flight, not after its answer."""
+    from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
+
+    async def scenario():
+        worker = RecordingWorker(holding=True)
+        recognizer = Recognizer(worker, "u", window=3)
+        queued, arrived = [], asyncio.Event()
+
+        def more():
+            taken = b"".join(queued)
+            queued.clear()
+            return taken
+
+        feeding = asyncio.ensure_future(
+            recognizer.feed(b"\x00" * FEED_PIECE_BYTES, more=more, arrived=arrived)
+        )
+        await settle()
+        before = len(worker.sizes)
+        queued.append(b"\x00" * FEED_PIECE_BYTES)  # the next chunk comes
+        arrived.set()
+        await settle()
+        during = len(worker.sizes)
+        while worker.unanswered:
+            worker.answer()
+            await settle()
+        await feeding
+        return before, during
+
+    assert run(scenario()) == (1, 2)
+
+
+@pytest.mark.parametrize("catch_up_pieces", [0, 2])
+def test_an_utterance_behind_its_voice_is_decoded_at_the_servers_priority(catch_up_pieces):
+    """Below the server's priority (STT_WORKER_NICE) a worker on a busy machine starved, and
+    its utterances fell seconds behind. A feed with more than `catch_up_bytes` not yet decoded
+    marks its pieces catching up (decoded at the server's priority) until it is back under."""
+    from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
+
+    worker = RecordingWorker()
+    recognizer = Recognizer(worker, "u", catch_up_bytes=catch_up_pieces * FEED_PIECE_BYTES)
+    run(recognizer.feed(b"\x00" * FEED_PIECE_BYTES * 5))
+    behind = [True, True, True, False, False] if catch_up_pieces else [False] * 5
+    assert worker.catching_up == behind

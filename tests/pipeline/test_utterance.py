@@ -20,9 +20,11 @@ class RecordingRecognizer:
         self.urgent = False
         self.calls: list[tuple[str, bool]] = []
         self.waited_s = self.ran_s = 0.0
+        self.decoded_bytes = 0
 
-    async def feed(self, pcm: bytes):
+    async def feed(self, pcm: bytes, more=None, arrived=None, on_interim=None):
         self.calls.append(("feed", self.urgent))
+        self.decoded_bytes += len(pcm)
         self.waited_s += 0.01
         self.ran_s += 0.002
         return None
@@ -59,8 +61,9 @@ def test_an_utterance_is_urgent_only_while_its_words_are_awaited():
 
     calls, trace = run(scenario())
     assert calls == [("feed", False), ("words", True), ("feed", False), ("finish", True)]
-    assert set(trace) == {f"{stage}{part}" for stage in ("words", "final")
-                          for part in ("", "_queue", "_work")}  # fmt: skip
+    stages = {f"{stage}{part}" for stage in ("words", "final")
+              for part in ("", "_queue", "_work", "_behind")}  # fmt: skip
+    assert set(trace) == stages | {"stt_claim"}
 
 
 class SlowRecognizer(RecordingRecognizer):
@@ -72,11 +75,12 @@ class SlowRecognizer(RecordingRecognizer):
         self.feeding = asyncio.Event()  # a feed is in the recogniser
         self.decoded = b""
 
-    async def feed(self, pcm: bytes):
+    async def feed(self, pcm: bytes, more=None, arrived=None, on_interim=None):
         self.calls.append(("feed", self.urgent))
         self.feeding.set()
         await self.gate.wait()
         self.decoded += pcm
+        self.decoded_bytes += len(pcm)
 
     async def words(self) -> str:
         await super().words()

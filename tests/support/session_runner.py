@@ -121,10 +121,19 @@ class FakeRecognizer:
     def __init__(self, script: FakeRecognizerPool):
         self.script = script
         self.fed = 0
+        self.decoded_bytes = 0  # all of it, at once
         self.waited_s = self.ran_s = 0.0  # the trace of the queues (stt.Recognizer): none here
 
-    async def feed(self, pcm: bytes) -> str | None:
+    async def feed(self, pcm: bytes, more=None, arrived=None, on_interim=None) -> str | None:
+        """As stt.Recognizer.feed, decoding `pcm` at once (`more` is left for the next feed)."""
         self.fed += len(pcm)
+        self.decoded_bytes += len(pcm)
+        interim = self._interim()
+        if interim is not None and on_interim is not None:
+            on_interim(interim)
+        return interim
+
+    def _interim(self) -> str | None:
         if self.script.interim is not None:
             return self.script.interim
         words = self.script.text.split()
