@@ -172,6 +172,9 @@ WORDS_AGAIN_MS = [192]
 # The second look's silence and the weak words' wait, compared ("second:weak" pairs, in ms;
 # --second-looks): where the p95 comes from, questions whose words end weakly.
 SECOND_LOOKS: list[tuple[int, int]] = []
+# The silences of the middle look (turns.py: the model asked again between the first and the
+# second look), compared (--middle-looks; the default marked).
+MIDDLE_LOOKS: list[int] = [TurnSettings().middle_look_ms]
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -179,6 +182,7 @@ WITHOUT_WORDS = "the words never come (late-words path, forced)"
 
 def modes() -> dict[str, TurnSettings]:
     default = TurnSettings().words_again_ms
+    default_middle = TurnSettings().middle_look_ms
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
     before = {  # the rules added after the 3/72 run off
         "look_needs_vad_silence": False,
@@ -206,12 +210,24 @@ def modes() -> dict[str, TurnSettings]:
             vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=0
         ),
         **{
-            f"... + vetoing words asked again at {ms} ms{' (default)' if ms == default else ''}": (
+            f"... + vetoing words asked again at {ms} ms{' (previous)' if ms == default else ''}": (
                 TurnSettings(
-                    vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=ms
+                    vad="silero",
+                    end_model="smart-turn",
+                    model_wait=True,
+                    words_again_ms=ms,
+                    middle_look_ms=0,
                 )
             )
             for ms in WORDS_AGAIN_MS
+        },
+        **{
+            f"... + a middle look at {ms} ms{' (default)' if ms == default_middle else ''}": (
+                TurnSettings(
+                    vad="silero", end_model="smart-turn", model_wait=True, middle_look_ms=ms
+                )
+            )
+            for ms in MIDDLE_LOOKS
         },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
@@ -289,6 +305,12 @@ def main() -> None:
         help="second:weak pairs (ms), e.g. 288:500,384:600: the second look's silence and the "
         "weak words' wait, compared beside the default",
     )
+    parser.add_argument(
+        "--middle-looks",
+        default=",".join(str(ms) for ms in MIDDLE_LOOKS),
+        help="the silences (ms) of the middle look (the model asked again between the first "
+        "and the second look), compared",
+    )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
         "--sets",
@@ -303,6 +325,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
+    MIDDLE_LOOKS[:] = [int(ms) for ms in args.middle_looks.split(",") if ms]
     SECOND_LOOKS[:] = [
         (int(pair.split(":")[0]), int(pair.split(":")[1]))
         for pair in args.second_looks.split(",")

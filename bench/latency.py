@@ -177,6 +177,11 @@ class LookLog(logging.Handler):
         if not ended:
             return {}
         look = max(ended, key=lambda look: look.asked_at)
+        turn_looks = [
+            str(other)
+            for other in sorted(self.looks.values(), key=lambda other: other.asked_at)
+            if speech_end - 0.1 < other.asked_at + to_epoch <= endpoint
+        ]
         asked = look.asked_at + to_epoch
 
         def since_asked(at):
@@ -190,6 +195,7 @@ class LookLog(logging.Handler):
             "verdict_ms": since_asked(look.decided_at),
             "verdict_to_end_ms": round(1000 * (endpoint - asked), 1)
             - (since_asked(look.decided_at) or 0),
+            "looks": turn_looks,
         }
 
 
@@ -266,6 +272,9 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
             r = results[-1]
             split = ", ".join(f"{name} {r.get(name) or 0:.0f}" for name in SPLIT[:4] + LOOK_SPLIT)
             print(f"  turn {len(results):2d}: {r['browser_ms']:6.0f} ms played ({split})")
+            if len(r.get("looks", ())) > 1:  # not ended at the first look: say why
+                for line in r["looks"]:
+                    print(f"           {line}")
     return results
 
 

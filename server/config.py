@@ -23,7 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The turn-end rules TURN_END_RULES_OFF may name (server/pipeline/turns.py's RULES_OFF, which
 # a test keeps equal: config does not import the pipeline).
-TURN_END_RULES = ("vad-silence", "words-at-look", "vad-confirm", "weak-words-wait", "words-again")
+TURN_END_RULES = (
+    "vad-silence",
+    "words-at-look",
+    "vad-confirm",
+    "weak-words-wait",
+    "words-again",
+    "middle-look",
+)
 
 # name → (default, what it does); the README's table is generated from the same words.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
@@ -202,7 +209,18 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "inside a word is not an end), `weak-words-wait` (at the 450 ms look, words that end a "
         "sentence only weakly end the turn at 700 ms of silence, not at once), `words-again` (at "
         "the first look, words that veto a voice that sounds finished are asked again at 192 ms "
-        "of silence: the recogniser often lacks the last word at 96 ms).",
+        "of silence: the recogniser often lacks the last word at 96 ms), `middle-look` (the "
+        "model is asked again at `TURN_END_MIDDLE_LOOK_MS` of silence, between the 96 ms and "
+        "450 ms looks, with the first look's bar).",
+    ),
+    "TURN_END_MIDDLE_LOOK_MS": (
+        "256",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: between the first look (96 ms of "
+        "silence) and the second (450 ms), the model is asked once more at this much silence, "
+        "on the audio then, with the first look's threshold (0.95) and words that can end a "
+        'sentence: a question the model was just short of sure of at 96 ms ("What time is '
+        'it?" 0.945) ends here, not at the 700 ms the second look holds weak words to. `0` or '
+        "100-1000; `0`: no middle look, as before.",
     ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
@@ -350,6 +368,17 @@ def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 
     return int(raw)
 
 
+def _middle_look_ms(environ: dict[str, str]) -> int:
+    """TURN_END_MIDDLE_LOOK_MS: 0 (off) or 100-1000 ms, after the first look's 96 ms."""
+    value = _milliseconds("TURN_END_MIDDLE_LOOK_MS", environ, 0, 1000)
+    if 0 < value < 100:
+        raise SettingsError(
+            f"TURN_END_MIDDLE_LOOK_MS must be 0 or 100-1000 milliseconds (after the first look "
+            f"at 96 ms), not {value}"
+        )
+    return value
+
+
 def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
     raw = _env(name, environ)
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
@@ -441,6 +470,7 @@ class Settings:
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
     turn_end_late_words_ms: int = 700
+    turn_end_middle_look_ms: int = 256
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -575,6 +605,7 @@ class Settings:
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
             turn_end_late_words_ms=_milliseconds("TURN_END_LATE_WORDS_MS", env, 0, 1000),
+            turn_end_middle_look_ms=_middle_look_ms(env),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

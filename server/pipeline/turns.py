@@ -138,6 +138,12 @@ class TurnSettings:
     # the words are asked once more at this much silence and the look decided again with them
     # (the recogniser often lacks the last word at 96 ms: "to my" for "tonight"). 0: never.
     words_again_ms: int = 192
+    # Between the first look and the second, the model is asked once more at this much silence
+    # (a middle look, on fresh audio) and decided with the first look's threshold and words,
+    # without the lower bar clear words give: "What time is it?" scores 0.945 at 96 ms (under
+    # 0.95) with weak words ("is it", P(end) 0.115) and waited for the 700 ms weak-words end of
+    # the second look. 0: never (TURN_END_RULES_OFF=middle-look).
+    middle_look_ms: int = 256
     # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
     # this much silence, on the model alone, unless words heard in this pause vetoed an end;
     # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
@@ -161,6 +167,10 @@ class TurnSettings:
             raise ValueError("weak_words_end_ms must be 0..5000")
         if not 0 <= self.words_again_ms <= 5000:
             raise ValueError("words_again_ms must be 0..5000")
+        if self.middle_look_ms and not (
+            self.model_silence_ms < self.middle_look_ms <= self.max_silence_ms
+        ):
+            raise ValueError("middle_look_ms must be 0 or in model_silence_ms..max_silence_ms")
         if not 0 <= self.late_words_end_ms <= 5000:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
@@ -183,6 +193,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "vad-confirm": {"finished_vad_frames": 1},  # a finished needs 2 VAD-silent frames
     "weak-words-wait": {"weak_words_end_ms": 0},  # weak words at the 2nd look wait to 700 ms
     "words-again": {"words_again_ms": 0},  # words vetoing the 1st look are asked again
+    "middle-look": {"middle_look_ms": 0},  # the model asked again between the 1st and 2nd look
 }
 
 
@@ -242,6 +253,7 @@ class Look:
     look: int
     silence_ms: int  # silence when the model was asked
     words_again: bool = False  # the first look's model answer, decided again with new words
+    kind: str = "first"  # "first", "middle" or "second" (whose thresholds decide it)
     probability: float | None = None  # the model's "finished"
     words: str | None = None  # the recogniser's words, when they were asked for
     end_probability: float | None = None  # P(end of sentence | the last two words)
@@ -278,7 +290,8 @@ class Look:
 
         again = " (words again)" if self.words_again else ""
         return (
-            f"look {self.look} at {self.silence_ms} ms{again}: model {number(self.probability)}, "
+            f"look {self.look} ({self.kind}) at {self.silence_ms} ms{again}: "
+            f"model {number(self.probability)}, "
             f"words {self.words!r}, P(end) {number(self.end_probability)} -> {self.finished}"
             f"{' ' + self.held if self.held else ''} "
             f"(ms after asking: model {after(self.answered_at)}, words asked "
@@ -330,6 +343,7 @@ class TurnDetector:
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = 0  # times the model was asked during the current pause
+        self._kind = "first"  # the kind of the pause's latest look (Look.kind)
         self._decision: Future | None = None  # its answer (a probability), while the pause lasts
         # The first look's answer, when its words vetoed it: decided again with new words
         # (`words_again_ms`), once a pause.
@@ -411,6 +425,7 @@ class TurnDetector:
                 self._last_voice_end_s = frame_end_s
                 self._drop_decision()  # the user went on
                 self._asked = 0
+                self._kind = "first"
                 self._words_again = None
                 self._vetoed_in_pause = False
             else:
@@ -470,6 +485,14 @@ class TurnDetector:
             return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
         first = silent_ms >= s.model_silence_ms and not self._asked
+        middle = (
+            s.middle_look_ms
+            and silent_ms >= s.middle_look_ms
+            and self._asked
+            and self._kind == "first"
+            and self._decision is None
+            and not second
+        )
         # The silence must be silence to the detector's model too, not only quiet: the stop
         # inside "min-utes" is ~100 ms under the energy floor while Silero, which follows the
         # stream, still hears speech (0.57-0.83, against 0.02-0.49 at 96 ms after most ends).
@@ -480,12 +503,15 @@ class TurnDetector:
             and self._decision is None
             and not second
         )
-        if again and agrees:
+        if middle and agrees:  # fresh audio and words: it takes the place of words-again
+            self._words_again = None
+        if again and agrees and not middle:
             self._decide_with_words_again(silent_ms)
-        elif (first or (self._asked == 1 and second)) and agrees:
+        elif (first or middle or (self._asked and self._kind != "second" and second)) and agrees:
+            self._kind = "first" if first else "middle" if middle else "second"
             self._asked += 1
             self._look += 1
-            look = Look(look=self._look, silence_ms=silent_ms)
+            look = Look(look=self._look, silence_ms=silent_ms, kind=self._kind)
             self.looks.append(look)
             self._decision = self._ask(bytes(self._turn_audio), look)
             if s.text_veto and s.words_at_look:
@@ -497,7 +523,7 @@ class TurnDetector:
         model's answer is the first look's (its audio gained only silence), the thresholds too."""
         probability, self._words_again = self._words_again, None
         self._look += 1
-        look = Look(look=self._look, silence_ms=silent_ms, words_again=True)
+        look = Look(look=self._look, silence_ms=silent_ms, words_again=True, kind=self._kind)
         look.started_at = look.answered_at = look.asked_at
         self.looks.append(look)
         self._decision = Future()
@@ -526,11 +552,13 @@ class TurnDetector:
             return False
         look = self.looks[-1]
         look.probability = probability = decision.result()
-        threshold = s.model_threshold if self._asked == 1 else s.second_threshold
+        threshold = s.second_threshold if self._kind == "second" else s.model_threshold
         # At the first look, words that clearly end a sentence lower the voice's bar; not at
-        # the second, where the trailing silence alone pushes the model over 0.9 on most
+        # the middle or second, where the trailing silence alone pushes the model higher on
         # sentences cut at a hesitation (bench/endpointing.py).
-        clear_words_may_do = s.text_veto and self._asked == 1 and s.clear_end_model_min < threshold
+        clear_words_may_do = (
+            s.text_veto and self._kind == "first" and s.clear_end_model_min < threshold
+        )
         lowest = s.clear_end_model_min if clear_words_may_do else threshold
         if probability <= lowest:
             self._decision = None
@@ -550,7 +578,7 @@ class TurnDetector:
         else:
             return self._words_vetoed(look, probability)
         if (
-            self._asked == 1
+            self._kind != "second"
             and s.clear_end_after_number
             and sentence_end.near_a_number(look.words or "")
         ):
@@ -560,7 +588,7 @@ class TurnDetector:
             return self._words_vetoed(look, probability)
         # Finished; it ends the turn once the silence is confirmed (at once, mostly).
         silence_ms = 0
-        if self._asked > 1 and end_probability < s.clear_end_min:
+        if self._kind == "second" and end_probability < s.clear_end_min:
             silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
         self._hold = (silence_ms, s.finished_vad_frames)
         if self._hold_is_over():
@@ -572,7 +600,7 @@ class TurnDetector:
         """The voice sounded finished, the words did not: at the first look, they are asked
         again later (`words_again_ms`), once."""
         self._vetoed_in_pause = True
-        if self._asked == 1 and not look.words_again and self.settings.words_again_ms:
+        if self._kind == "first" and not look.words_again and self.settings.words_again_ms:
             self._words_again = probability
         return self._verdict(look, False)
 
@@ -675,6 +703,7 @@ class TurnDetector:
         self._hold = None
         self._vad_silent_frames = 0
         self._asked = 0
+        self._kind = "first"
         self._words_again = None
         self._vetoed_in_pause = False
         self._unheard.clear()

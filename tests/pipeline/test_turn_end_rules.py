@@ -106,20 +106,20 @@ def test_at_the_second_look_weak_words_end_the_turn_only_after_a_longer_silence(
     """At the 450 ms look the model is sure of nearly anything (the silence alone); words that
     end a sentence only weakly ("what can you do", P(end) 0.128 < 0.2) end the turn at 700 ms,
     so a voice back at 600 ms goes on. Before (`weak-words-wait` off) it ended at 450 ms."""
-    FakeModel.answers = [0.05, 0.97] * 2  # unsure at 96 ms, sure at 450 ms, twice
+    FakeModel.answers = [0.05, 0.5, 0.97] * 2  # unsure at 96 and 256 ms, sure at 450, twice
     pause = [QUIET] * 19  # 608 ms
     frames = [QUIET] * 5 + [LOUD] * 20 + pause + [LOUD] * 5 + [QUIET] * 40
     events = run(frames, SETTINGS, "what can you do")
     assert [type(e) for e in events if not isinstance(e, int)].count(SpeechStarted) == 1
     (end,) = ends(events)
     assert end * 32 >= SETTINGS.weak_words_end_ms  # the last silence, long enough
-    FakeModel.answers = [0.05, 0.97] * 2
+    FakeModel.answers = [0.05, 0.5, 0.97] * 2
     before = run(frames, replace(SETTINGS, **rules_off(["weak-words-wait"])), "what can you do")
     assert ends(before)[0] * 32 == 480  # cut inside the 608 ms pause
 
 
 def test_at_the_second_look_clear_words_still_end_the_turn_at_once():
-    FakeModel.answers = [0.05, 0.97]
+    FakeModel.answers = [0.05, 0.5, 0.97]  # unsure at the first and middle looks
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     (end,) = ends(run(frames, SETTINGS, "what is the weather like today"))  # P(end) 0.30
     assert end * 32 == 480
@@ -177,8 +177,8 @@ class LaggingWords:
 def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look():
     """At 96 ms the voice sounds finished (0.98) but the recogniser has "... close to my"
     (P(end) 0.006); by 192 ms it has "tonight": the turn ends then, on the first look's
-    answer (the model is not asked again). Before (`words-again` off) it waited for the
-    second look at 480 ms."""
+    answer (the model is not asked again). Before (`words-again` off, and the middle look
+    that came after it) it waited for the second look at 480 ms."""
     FakeModel.answers = [0.98]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     words = LaggingWords("what time does the store close to my", "what time does the store "
@@ -189,7 +189,8 @@ def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look
     looks = [e for e in detector_events if isinstance(e, WordsWanted)]
     assert len(looks) == 2  # the first look's words, and once more
     FakeModel.answers = [0.98]
-    (before,) = ends(run(frames, replace(SETTINGS, **rules_off(["words-again"])), words))
+    off = rules_off(["words-again", "middle-look"])
+    (before,) = ends(run(frames, replace(SETTINGS, **off), words))
     assert before * 32 == 480
 
 
@@ -202,3 +203,43 @@ def test_words_asked_again_that_still_do_not_end_a_sentence_keep_the_turn_open()
     events = run(frames, SETTINGS, words)
     assert [type(e) for e in events].count(SpeechStarted) == 1
     assert len(ends(events)) == 1
+
+
+def test_a_first_look_just_short_of_sure_is_asked_again_at_the_middle_look():
+    """The browser's "What time is it?": at 96 ms the model says 0.945 (under 0.95) and the
+    words end a sentence only weakly ("is it", P(end) 0.115 < 0.2), so the first look does not
+    end the turn and the words asked again change nothing; at the 480 ms look the weak words
+    hold it to 700 ms. The middle look asks the model again at 256 ms on the audio then (0.975
+    > 0.95, and the words >= 0.075): the turn ends there. Before (`middle-look` off), at 704."""
+    FakeModel.answers = [0.945, 0.975]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    events = run(frames, SETTINGS, "what time is it")
+    (end,) = ends(events)
+    assert end * 32 == SETTINGS.middle_look_ms == 256
+    FakeModel.answers = [0.945, 0.975]
+    (before,) = ends(
+        run(frames, replace(SETTINGS, **rules_off(["middle-look"])), "what time is it")
+    )
+    assert before * 32 == 704  # the first 32 ms frame at or past weak_words_end_ms (700)
+
+
+def test_the_middle_look_keeps_the_first_looks_bar_without_the_clear_words_discount():
+    """At 256 ms the voice of a hesitation sounds more finished than at 96 ms: clear words do
+    not lower the bar there (0.7 with words that end a sentence clearly, P(end) 0.30, stays
+    open), and after a number the words must end a sentence clearly, as at the first look
+    ("twenty five men", P(end) 0.135, the model 0.99)."""
+    FakeModel.answers = [0.3, 0.7, 0.3]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
+    events = run(frames, SETTINGS, "what is the weather like today")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    FakeModel.answers = [0.3, 0.99, 0.3]
+    events = run(frames, SETTINGS, "set a timer for twenty five men")  # P(end) < 0.2
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+
+
+def test_the_middle_look_setting_is_bounded():
+    with pytest.raises(ValueError, match="middle_look_ms"):
+        TurnSettings(middle_look_ms=64)  # before the first look
+    with pytest.raises(ValueError, match="middle_look_ms"):
+        TurnSettings(middle_look_ms=2000)  # after the fallback
+    assert TurnSettings(middle_look_ms=0).middle_look_ms == 0
