@@ -224,11 +224,18 @@ def modes() -> dict[str, TurnSettings]:
         **{
             f"... + a middle look at {ms} ms{' (default)' if ms == default_middle else ''}": (
                 TurnSettings(
-                    vad="silero", end_model="smart-turn", model_wait=True, middle_look_ms=ms
+                    vad="silero",
+                    end_model="smart-turn",
+                    model_wait=True,
+                    middle_look_ms=ms,
+                    clear_words_confirm=False,
                 )
             )
             for ms in MIDDLE_LOOKS
         },
+        "... + clear words for a less sure voice heard again (default)": TurnSettings(
+            vad="silero", end_model="smart-turn", model_wait=True
+        ),
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
                 vad="silero",

@@ -30,6 +30,7 @@ TURN_END_RULES = (
     "weak-words-wait",
     "words-again",
     "middle-look",
+    "clear-words-confirm",
 )
 
 # name → (default, what it does); the README's table is generated from the same words.
@@ -211,7 +212,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "the first look, words that veto a voice that sounds finished are asked again at 192 ms "
         "of silence: the recogniser often lacks the last word at 96 ms), `middle-look` (the "
         "model is asked again at `TURN_END_MIDDLE_LOOK_MS` of silence, between the 96 ms and "
-        "450 ms looks, with the first look's bar).",
+        "450 ms looks, with the first look's bar), `clear-words-confirm` (at the first look, a "
+        "voice less than sure whose words end a sentence clearly ends the turn only once the "
+        "words asked again at 192 ms agree: at 96 ms the words depend on how much audio the "
+        "last chunk brought).",
     ),
     "TURN_END_MIDDLE_LOOK_MS": (
         "256",

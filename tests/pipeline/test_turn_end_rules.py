@@ -243,3 +243,29 @@ def test_the_middle_look_setting_is_bounded():
     with pytest.raises(ValueError, match="middle_look_ms"):
         TurnSettings(middle_look_ms=2000)  # after the fallback
     assert TurnSettings(middle_look_ms=0).middle_look_ms == 0
+
+
+def test_clear_words_for_a_voice_less_than_sure_must_be_heard_again_before_the_turn_ends():
+    """Held-out "Please wake me up at, six fifteen" with the page's 40 ms chunks: at 96 ms the
+    voice is fairly sure (0.69) and the words, lacking "at" (the chunk had not brought it),
+    end a sentence clearly ("please wake me up", P(end) 0.21): the turn was cut there. Now
+    such a finish waits for the words asked again at 192 ms: "... up at" does not end a
+    sentence, and the voice back at 384 ms goes on in the same turn. Before
+    (`clear-words-confirm` off) it was cut."""
+    FakeModel.answers = [0.69]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
+    words = LaggingWords("please wake me up", "please wake me up at", silent=5)
+    events = run(frames, SETTINGS, words)
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    before = run(frames, replace(SETTINGS, **rules_off(["clear-words-confirm"])), words)
+    assert [type(e) for e in before].count(SpeechStarted) == 2
+    assert ends(before)[0] * 32 == 96
+
+
+def test_clear_words_heard_again_end_the_turn_at_the_words_again_silence():
+    """ "Thank you very much." (the voice 0.71 at 96 ms, P(end) 0.23): the words asked again
+    say the same, so the turn ends at 192 ms, far before the 450 ms look."""
+    FakeModel.answers = [0.71]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    (end,) = ends(run(frames, SETTINGS, "thank you very much"))
+    assert end * 32 == SETTINGS.words_again_ms == 192
