@@ -27,10 +27,12 @@ at the look that ended the turn (turns.py logs each look with its timestamps): `
 from the end of the voice to the look (the silence it waits for, `look_silence_ms` of stream,
 plus the wait for the audio chunk that brings it), then from the look: the model's answer
 (`model_ms`), the recogniser's words (`words_ms`), and the verdict to the turn's end
-(`verdict_to_end_ms`: a held finished, the event loop).
+(`verdict_to_end_ms`: a held finished, the event loop). A turn that did not end at its first
+look has every look printed below it (the model's answer, the words, P(end), the silence):
+that is how the middle look and `clear-words-confirm` (turns.py) were found.
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
-                            [--browser-modes auto,auto@100,auto:words-again]
+                            [--browser-modes auto,auto:middle-look+clear-words-confirm,auto@100]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 
@@ -316,7 +318,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--browser-modes",
-        default="auto,auto@100,auto:words-again",
+        default="auto,auto:middle-look+clear-words-confirm,auto@100",
         help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
         "names joined by '+' ('previous': the turn-end rules before 2026-11-30's), then optionally "
         "'@' and the page's chunk_ms",

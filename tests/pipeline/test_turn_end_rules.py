@@ -269,3 +269,13 @@ def test_clear_words_heard_again_end_the_turn_at_the_words_again_silence():
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     (end,) = ends(run(frames, SETTINGS, "thank you very much"))
     assert end * 32 == SETTINGS.words_again_ms == 192
+
+
+def test_the_middle_look_does_not_end_a_turn_of_one_or_two_words():
+    """ "No, thank you.": at the comma the recogniser has "nope" (P(end) 0.34) and by 256 ms
+    the voice sounds finished (0.966); one or two words often begin a longer answer, so the
+    middle look leaves it to the second, and the voice back at 320 ms goes on."""
+    FakeModel.answers = [0.945, 0.966, 0.2]
+    frames = [QUIET] * 5 + [LOUD] * 10 + [QUIET] * 10 + [LOUD] * 10 + [QUIET] * 40
+    events = run(frames, SETTINGS, "nope")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
