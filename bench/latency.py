@@ -29,7 +29,10 @@ plus the wait for the audio chunk that brings it), then from the look: the model
 (`model_ms`), the recogniser's words (`words_ms`), and the verdict to the turn's end
 (`verdict_to_end_ms`: a held finished, the event loop). A turn that did not end at its first
 look has every look printed below it (the model's answer, the words, P(end), the silence):
-that is how the middle look and `clear-words-confirm` (turns.py) were found.
+that is how the middle look and `clear-words-confirm` (turns.py) were found. A mode named
+more than once is run that many times and its turns pooled: on a machine whose load drifts,
+interleave the modes (`--browser-modes A,B,A,B --browser-turns 10`) so that neither gets the
+quiet half.
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
                             [--browser-modes auto,auto:middle-look+clear-words-confirm,auto@100]
@@ -329,8 +332,8 @@ def main() -> None:
     browser_modes = args.browser_modes.split(",") if args.browser_turns else []
     warm_up(args.warm_up, engines, browser_modes)
     runs = {engine: run_engine(engine, args.turns) for engine in engines}
-    for mode in browser_modes:
-        runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
+    for mode in browser_modes:  # a mode named twice is run twice, its turns pooled
+        runs.setdefault(f"browser:{mode}", []).extend(browser_turns(args.browser_turns, mode))
     summaries = {engine: summary(results) for engine, results in runs.items()}
     rows = []
     for name in ("voice_to_voice_ms", *SPLIT, *LOOK_SPLIT, "speculated"):

@@ -79,6 +79,26 @@ p95 is the cost of the 700 ms wait: questions whose words end weakly ("send a me
 mother", P 0.094) end at 700 ms instead of 480 ms. A third held-out set (6 finished, 12 with a
 pause), written before the second's cuts were read: 0/36 cut and 0/6 finished ones cut, before
 and after, at 20 and 100 ms chunks (p50 182 / 244 ms both; load 1-3).
+
+Then why turns in the browser miss the first look (bench/latency.py now prints every look of
+such a turn; 2026-11-30, the MicroPython page at 40 ms chunks, load 0.3-14): each time "What
+time is it?", the model 0.945 at 96 ms (just under 0.95; over it 3 times in 4, by where the
+32 ms frames fall on the voice's end), its words whole ("what time is it") but ending a
+sentence weakly (P(end) 0.115 < 0.2: no lower bar), so it waited for the 480 ms look, whose
+weak words hold a turn to 700 ms: endpointing 730-860 ms. Not the chunk alignment of the look
+(the model hears the same frames at any chunk length), nor missing words. So the model is
+asked once more between, at 256 ms (the middle look, turns.py), with the first look's bar
+without the clear words' discount and not on one or two words ("No, thank you." at its comma:
+"nope", 0.966 at 256 ms). What does depend on the chunk is the words at 96 ms: they cover
+the audio to the end of the chunk that brought the look, and at 40 ms held-out 2's "Please
+wake me up at," was heard "please wake me up" (P(end) 0.21, clear; the voice 0.69, over the
+discount's 0.6) and cut. Now a finish on that discount waits for the words asked again at
+192 ms (`clear-words-confirm`). bench/endpointing.py, load 8-17 (model CPU): cut-offs,
+finished ones cut, p50 / p95, previous (both rules off) -> now. 40 ms chunks: tuned 0/72 ->
+0/72, 0/52 both, p50 176 -> 173 ms, p95 728 both; held out 0/72 both, 1/24 both ("That sounds
+great,"), 183 -> 171 ms; held out 2 3/36 -> 0/36, 1/10 both ("Thanks,"), 187 -> 192 ms; held
+out 3 0/36 both, 0/6 both, 164 -> 175 ms. 100 ms chunks, now: 0/72, 0/72, 0/36, 0/36; p50
+224, 234, 272, 257 ms (before: 225-244 ms on the tuned and third sets, load 1-12).
 """
 
 from __future__ import annotations
