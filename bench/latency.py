@@ -179,14 +179,14 @@ class LookLog(logging.Handler):
             for look in self.looks.values()
             if look.finished and speech_end - 0.1 < look.asked_at + to_epoch <= endpoint
         ]
-        if not ended:
-            return {}
-        look = max(ended, key=lambda look: look.asked_at)
         turn_looks = [
             str(other)
             for other in sorted(self.looks.values(), key=lambda other: other.asked_at)
             if speech_end - 0.1 < other.asked_at + to_epoch <= endpoint
         ]
+        if not ended:  # the fallback (or the client) ended it: its looks say why
+            return {"looks": turn_looks}
+        look = max(ended, key=lambda look: look.asked_at)
         asked = look.asked_at + to_epoch
 
         def since_asked(at):
@@ -277,7 +277,7 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
             r = results[-1]
             split = ", ".join(f"{name} {r.get(name) or 0:.0f}" for name in SPLIT[:4] + LOOK_SPLIT)
             print(f"  turn {len(results):2d}: {r['browser_ms']:6.0f} ms played ({split})")
-            if len(r.get("looks", ())) > 1:  # not ended at the first look: say why
+            if len(r.get("looks", ())) > 1 or "to_look_ms" not in r:  # not at the first look
                 for line in r["looks"]:
                     print(f"           {line}")
     return results

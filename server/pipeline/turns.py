@@ -504,12 +504,16 @@ class TurnDetector:
             return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
         first = silent_ms >= s.model_silence_ms and not self._asked
+        # After the first look's words are decided again (at once, when its answer came late):
+        # a "finished" on clear words that waits for them must not lose them to the middle
+        # look, which gives no discount.
         middle = (
             s.middle_look_ms
             and silent_ms >= s.middle_look_ms
             and self._asked
             and self._kind == "first"
             and self._decision is None
+            and self._words_again is None
             and not second
         )
         # The silence must be silence to the detector's model too, not only quiet: the stop
@@ -522,9 +526,7 @@ class TurnDetector:
             and self._decision is None
             and not second
         )
-        if middle and agrees:  # fresh audio and words: it takes the place of words-again
-            self._words_again = None
-        if again and agrees and not middle:
+        if again and agrees:
             self._decide_with_words_again(silent_ms)
         elif (first or middle or (self._asked and self._kind != "second" and second)) and agrees:
             self._kind = "first" if first else "middle" if middle else "second"

@@ -279,3 +279,33 @@ def test_the_middle_look_does_not_end_a_turn_of_one_or_two_words():
     frames = [QUIET] * 5 + [LOUD] * 10 + [QUIET] * 10 + [LOUD] * 10 + [QUIET] * 40
     events = run(frames, SETTINGS, "nope")
     assert [type(e) for e in events].count(SpeechStarted) == 1
+
+
+def test_clear_words_waiting_to_be_heard_again_are_not_lost_to_the_middle_look():
+    """Under load the first look's answer comes after 256 ms of silence ("Thank you very
+    much.": 0.69 at 96 ms, clear words): the words are asked again first, and the turn ends
+    on them, not left to the middle look (no discount there: 0.75) and the looks after it."""
+    FakeModel.answers = [0.69, 0.75]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    detector, silent, end = TurnDetector(SETTINGS), 0, None
+    wanted: list[WordsWanted] = []
+    for frame in frames:
+        silent = silent + 1 if frame != LOUD else 0
+        pending = detector.feed(frame)
+        if silent == 9:  # 288 ms: the first look's words come only now
+            for event in wanted:
+                detector.hint("thank you very much", event.look)
+            wanted.clear()
+            pending += detector.feed(b"")
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, WordsWanted):
+                if silent < 9:
+                    wanted.append(event)
+                    continue
+                detector.hint("thank you very much", event.look)
+                pending += detector.feed(b"")
+            if isinstance(event, SpeechEnded) and end is None:
+                end = silent
+    assert end is not None and end * 32 < SETTINGS.second_look_ms
+    assert [look.kind for look in detector.looks] == ["first", "first"]
