@@ -193,7 +193,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "TURN_END_MODEL": (
         "smart-turn",
         "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 96 ms pause "
-        "whether the user has finished, and again at 450 ms; its `finished` stands only if the "
+        "whether the user has finished, again at 256 ms (`TURN_END_MIDDLE_LOOK_MS`) and at 450 "
+        "ms; its `finished` stands only if the "
         "words heard so far can end a sentence, not e.g. `a table for`; at 96 ms words that "
         "end a sentence clearly let a less sure voice end the turn, and after a number the "
         "words must end one clearly; a look waits until Silero hears silence, not only quiet; "
