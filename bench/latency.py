@@ -45,6 +45,19 @@ load average 5-10 on the shared 2-core machine, so every stage is slow: Piper's 
 100 ms (`auto@100`), voice-to-voice p50 / p95 748 / 1256 ms against 930 / 1293, endpointing p50
 278 against 460 ms, the end of the voice to the look 110 against 160 ms (p50).
 
+Runs of 2026-11-30 with the middle look and `clear-words-confirm` (turns.py) against the
+decision before them (`auto:middle-look+clear-words-confirm`), the MicroPython page at 40 ms
+chunks, the modes interleaved A,B,A,B, 10 turns a slot (20 a mode), voice-to-voice p50 / p95,
+endpointing p50 / p95, previous -> now. Quiet (load 1.1-3.0): 469 / 762 -> 466 / 1060 ms,
+192 / 669 -> 226 / 722 ms. Both p95s are "Hello, how are you?" heard "oh pa or you" (P(end)
+0.017: every look vetoed, the 1 s fallback; once in each mode) and a second slow turn: before,
+"Thank you very much." at the 480 ms look (the voice 0.54-0.56 at 96 ms, twice); now one turn
+whose first look ended it yet whose end came at 722 ms (the page's audio late), and "Thank
+you very much." confirmed by the words at 192-320 ms (237-457 ms; before, 175-190 ms when the
+voice was over 0.6, else 558-669). The middle look ended "What time is it?" at 256 ms (364
+ms; before it waited for 480 and 700 ms). Under load (2-10, same interleaving): 917 / 1700 ->
+458 / 580 ms, 327 / 1045 -> 198 / 360 ms (the previous mode had the loaded slot).
+
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first
 inferences, the recogniser's and Chromium's caches), which favoured every mode but the first.
