@@ -175,6 +175,10 @@ SECOND_LOOKS: list[tuple[int, int]] = []
 # The silences of the middle look (turns.py: the model asked again between the first and the
 # second look), compared (--middle-looks; the default marked).
 MIDDLE_LOOKS: list[int] = [TurnSettings().middle_look_ms]
+# The silences at which clear words that let a less sure voice end the turn at the first look
+# are asked again (turns.py's `clear_words_confirm_ms`), compared (--clear-confirms; the
+# default marked).
+CLEAR_CONFIRMS: list[int] = [TurnSettings().clear_words_confirm_ms]
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -183,6 +187,7 @@ WITHOUT_WORDS = "the words never come (late-words path, forced)"
 def modes() -> dict[str, TurnSettings]:
     default = TurnSettings().words_again_ms
     default_middle = TurnSettings().middle_look_ms
+    default_confirm = TurnSettings().clear_words_confirm_ms
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
     before = {  # the rules added after the 3/72 run off
         "look_needs_vad_silence": False,
@@ -228,14 +233,18 @@ def modes() -> dict[str, TurnSettings]:
                     end_model="smart-turn",
                     model_wait=True,
                     middle_look_ms=ms,
-                    clear_words_confirm=False,
+                    clear_words_confirm_ms=0,
                 )
             )
             for ms in MIDDLE_LOOKS
         },
-        "... + clear words for a less sure voice heard again (default)": TurnSettings(
-            vad="silero", end_model="smart-turn", model_wait=True
-        ),
+        **{
+            f"... + clear words for a less sure voice heard again at {ms} ms"
+            f"{' (default)' if ms == default_confirm else ''}": TurnSettings(
+                vad="silero", end_model="smart-turn", model_wait=True, clear_words_confirm_ms=ms
+            )
+            for ms in CLEAR_CONFIRMS
+        },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
                 vad="silero",
@@ -318,6 +327,12 @@ def main() -> None:
         help="the silences (ms) of the middle look (the model asked again between the first "
         "and the second look), compared",
     )
+    parser.add_argument(
+        "--clear-confirms",
+        default=",".join(str(ms) for ms in CLEAR_CONFIRMS),
+        help="the silences (ms) at which clear words that let a less sure voice end the turn "
+        "at the first look are asked again, compared",
+    )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
         "--sets",
@@ -333,6 +348,7 @@ def main() -> None:
     args = parser.parse_args()
     WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
     MIDDLE_LOOKS[:] = [int(ms) for ms in args.middle_looks.split(",") if ms]
+    CLEAR_CONFIRMS[:] = [int(ms) for ms in args.clear_confirms.split(",") if ms]
     SECOND_LOOKS[:] = [
         (int(pair.split(":")[0]), int(pair.split(":")[1]))
         for pair in args.second_looks.split(",")

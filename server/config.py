@@ -215,8 +215,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "model is asked again at `TURN_END_MIDDLE_LOOK_MS` of silence, between the 96 ms and "
         "450 ms looks, with the first look's bar), `clear-words-confirm` (at the first look, a "
         "voice less than sure whose words end a sentence clearly ends the turn only once the "
-        "words asked again at 192 ms agree: at 96 ms the words depend on how much audio the "
-        "last chunk brought).",
+        "words asked again at `TURN_END_CLEAR_WORDS_CONFIRM_MS` agree: at 96 ms the words "
+        "depend on how much audio the last chunk brought).",
     ),
     "TURN_END_MIDDLE_LOOK_MS": (
         "256",
@@ -226,6 +226,16 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         'sentence: a question the model was just short of sure of at 96 ms ("What time is '
         'it?" 0.945) ends here, not at the 700 ms the second look holds weak words to. `0` or '
         "100-1000; `0`: no middle look, as before.",
+    ),
+    "TURN_END_CLEAR_WORDS_CONFIRM_MS": (
+        "128",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: at the first look (96 ms of "
+        "silence), a voice less than sure (0.6-0.95) whose words end a sentence clearly ends "
+        "the turn only once the words asked again at this much silence agree: at 96 ms the "
+        'words depend on how much audio the last chunk brought (40 ms chunks: "Please wake me '
+        'up at, six fifteen" heard "please wake me up" and cut). `0` or 100-1000; `0`: at once, '
+        "as before (`TURN_END_RULES_OFF=clear-words-confirm`; `./dev bench endpointing "
+        "--clear-confirms` compares values).",
     ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
@@ -373,13 +383,14 @@ def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 
     return int(raw)
 
 
-def _middle_look_ms(environ: dict[str, str]) -> int:
-    """TURN_END_MIDDLE_LOOK_MS: 0 (off) or 100-1000 ms, after the first look's 96 ms."""
-    value = _milliseconds("TURN_END_MIDDLE_LOOK_MS", environ, 0, 1000)
+def _after_first_look_ms(name: str, environ: dict[str, str]) -> int:
+    """A silence of the turn-end decision after its first look's 96 ms (TURN_END_MIDDLE_LOOK_MS,
+    TURN_END_CLEAR_WORDS_CONFIRM_MS): 0 (off) or 100-1000 ms."""
+    value = _milliseconds(name, environ, 0, 1000)
     if 0 < value < 100:
         raise SettingsError(
-            f"TURN_END_MIDDLE_LOOK_MS must be 0 or 100-1000 milliseconds (after the first look "
-            f"at 96 ms), not {value}"
+            f"{name} must be 0 or 100-1000 milliseconds (after the first look at 96 ms), "
+            f"not {value}"
         )
     return value
 
@@ -476,6 +487,7 @@ class Settings:
     turn_end_rules_off: tuple[str, ...] = ()
     turn_end_late_words_ms: int = 700
     turn_end_middle_look_ms: int = 256
+    turn_end_clear_words_confirm_ms: int = 128
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -610,7 +622,10 @@ class Settings:
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
             turn_end_late_words_ms=_milliseconds("TURN_END_LATE_WORDS_MS", env, 0, 1000),
-            turn_end_middle_look_ms=_middle_look_ms(env),
+            turn_end_middle_look_ms=_after_first_look_ms("TURN_END_MIDDLE_LOOK_MS", env),
+            turn_end_clear_words_confirm_ms=_after_first_look_ms(
+                "TURN_END_CLEAR_WORDS_CONFIRM_MS", env
+            ),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

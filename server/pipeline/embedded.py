@@ -63,7 +63,10 @@ class EmbeddedPipeline:
             late_words_end_ms=settings.turn_end_late_words_ms,
             recognised_silence_ms=settings.stt_silence_ms,
             # a rule turned off by name (TURN_END_RULES_OFF=middle-look) wins over its setting
-            **{"middle_look_ms": settings.turn_end_middle_look_ms}
+            **{
+                "middle_look_ms": settings.turn_end_middle_look_ms,
+                "clear_words_confirm_ms": settings.turn_end_clear_words_confirm_ms,
+            }
             | rules_off(settings.turn_end_rules_off),
         )
         self.interruptions = InterruptionSettings(

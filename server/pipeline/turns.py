@@ -49,10 +49,10 @@ words vetoed a voice that sounded finished at the first look, they are asked onc
 of the model, same thresholds): asked at 96 ms the recogniser often still lacks the last word
 ("close to my" for "close tonight", "my foie" for "my flight"), and those turns waited for the
 second look at 480 ms; a hesitation's words ("a table for") stay what they were. So too when
-clear words lowered the voice's bar at the first look (`clear_words_confirm`): the words at
-96 ms depend on how much audio the chunk that brought the look carried (the page's 40 ms
-chunks cut "Please wake me up at, six fifteen" at "please wake me up", P(end) 0.21, the voice
-0.69; 100 ms chunks brought the "at"), so the turn ends only once the words at 192 ms agree.
+clear words lowered the voice's bar at the first look: the words at 96 ms depend on how much
+audio the chunk that brought the look carried (the page's 40 ms chunks cut "Please wake me up
+at, six fifteen" at "please wake me up", P(end) 0.21, the voice 0.69; 100 ms chunks brought the
+"at"), so the turn ends only once the words at `clear_words_confirm_ms` (128 ms) agree.
 Between the first look and the second the model is asked once more on the audio then, at
 `middle_look_ms` (256 ms), with the first look's threshold and words but without the lower
 bar clear words give, and not on one or two words (the comma of "No, thank you." heard
@@ -157,11 +157,13 @@ class TurnSettings:
     # look. 0: never (TURN_END_RULES_OFF=middle-look).
     middle_look_ms: int = 256
     # At the first look, a voice less than sure (clear_end_model_min..model_threshold) whose
-    # words end a sentence clearly ends the turn only once the words asked again at
-    # `words_again_ms` agree: at 96 ms the words depend on how much audio the last chunk
-    # brought (the page's 40 ms chunks: "please wake me up" P(end) 0.21, the voice 0.69, ended
-    # "Please wake me up at, six fifteen" at "at"; 100 ms chunks brought the "at").
-    clear_words_confirm: bool = True
+    # words end a sentence clearly ends the turn only once the words asked again at this much
+    # silence agree: at 96 ms the words depend on how much audio the last chunk brought (the
+    # page's 40 ms chunks: "please wake me up" P(end) 0.21, the voice 0.69, ended "Please wake
+    # me up at, six fifteen" at "at"; 100 ms chunks brought the "at"). Shorter than
+    # `words_again_ms`: one more chunk brings the missing word, and every turn ending on clear
+    # words waits for it. 0: never (TURN_END_RULES_OFF=clear-words-confirm).
+    clear_words_confirm_ms: int = 128
     # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
     # this much silence, on the model alone, unless words heard in this pause vetoed an end;
     # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
@@ -185,6 +187,12 @@ class TurnSettings:
             raise ValueError("weak_words_end_ms must be 0..5000")
         if not 0 <= self.words_again_ms <= 5000:
             raise ValueError("words_again_ms must be 0..5000")
+        if self.clear_words_confirm_ms and not (
+            self.model_silence_ms < self.clear_words_confirm_ms <= self.max_silence_ms
+        ):
+            raise ValueError(
+                "clear_words_confirm_ms must be 0 or in model_silence_ms..max_silence_ms"
+            )
         if self.middle_look_ms and not (
             self.model_silence_ms < self.middle_look_ms <= self.max_silence_ms
         ):
@@ -212,7 +220,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "weak-words-wait": {"weak_words_end_ms": 0},  # weak words at the 2nd look wait to 700 ms
     "words-again": {"words_again_ms": 0},  # words vetoing the 1st look are asked again
     "middle-look": {"middle_look_ms": 0},  # the model asked again between the 1st and 2nd look
-    "clear-words-confirm": {"clear_words_confirm": False},  # words asked again must agree
+    "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
 }
 
 
@@ -367,6 +375,7 @@ class TurnDetector:
         # The first look's answer, when its words vetoed it: decided again with new words
         # (`words_again_ms`), once a pause.
         self._words_again: float | None = None
+        self._words_again_ms = 0  # the silence at which they are (a veto's or a confirm's)
         self._vetoed_in_pause = False  # words heard in this pause vetoed a "finished"
         # The end of a long silence the recogniser was not given (`_to_recogniser`).
         self._unheard: collections.deque[bytes] = collections.deque(
@@ -522,7 +531,7 @@ class TurnDetector:
         agrees = not (s.look_needs_vad_silence and self._detector_hears_voice)
         again = (
             self._words_again is not None
-            and silent_ms >= s.words_again_ms
+            and silent_ms >= self._words_again_ms
             and self._decision is None
             and not second
         )
@@ -615,13 +624,12 @@ class TurnDetector:
             return self._words_vetoed(look, probability)
         if (
             probability <= threshold
-            and s.clear_words_confirm
-            and s.words_again_ms
+            and s.clear_words_confirm_ms
             and self._kind == "first"
             and not look.words_again
         ):  # the voice was not sure and the words came early: they must say so again later
-            self._words_again = probability
-            look.held = f"clear words to be confirmed at {s.words_again_ms} ms"
+            self._words_again, self._words_again_ms = probability, s.clear_words_confirm_ms
+            look.held = f"clear words to be confirmed at {s.clear_words_confirm_ms} ms"
             return self._verdict(look, False)
         # Finished; it ends the turn once the silence is confirmed (at once, mostly).
         silence_ms = 0
@@ -638,7 +646,7 @@ class TurnDetector:
         again later (`words_again_ms`), once."""
         self._vetoed_in_pause = True
         if self._kind == "first" and not look.words_again and self.settings.words_again_ms:
-            self._words_again = probability
+            self._words_again, self._words_again_ms = probability, self.settings.words_again_ms
         return self._verdict(look, False)
 
     def _words_are_late(self) -> bool:

@@ -30,6 +30,9 @@ LOUD = b"\x00\x20" * (FRAME // 2)  # voice, well above the energy floor
 STOP = b"\x01\x00" * (FRAME // 2)  # under the floor, yet a voice to the (fake) VAD
 QUIET = bytes(FRAME)  # silence to both
 SETTINGS = TurnSettings(vad="silero", end_model="smart-turn", model_wait=True)
+# The silence at which clear words for a less sure first look are heard again (the default,
+# bench/endpointing.py --clear-confirms: the shortest that cut nothing at 40 ms chunks).
+CONFIRM_MS = 128
 
 
 class FakeVad:
@@ -249,12 +252,12 @@ def test_clear_words_for_a_voice_less_than_sure_must_be_heard_again_before_the_t
     """Held-out "Please wake me up at, six fifteen" with the page's 40 ms chunks: at 96 ms the
     voice is fairly sure (0.69) and the words, lacking "at" (the chunk had not brought it),
     end a sentence clearly ("please wake me up", P(end) 0.21): the turn was cut there. Now
-    such a finish waits for the words asked again at 192 ms: "... up at" does not end a
-    sentence, and the voice back at 384 ms goes on in the same turn. Before
+    such a finish waits for the words asked again at 128 ms (a chunk later): "... up at" does
+    not end a sentence, and the voice back at 384 ms goes on in the same turn. Before
     (`clear-words-confirm` off) it was cut."""
     FakeModel.answers = [0.69]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
-    words = LaggingWords("please wake me up", "please wake me up at", silent=5)
+    words = LaggingWords("please wake me up", "please wake me up at", silent=4)
     events = run(frames, SETTINGS, words)
     assert [type(e) for e in events].count(SpeechStarted) == 1
     before = run(frames, replace(SETTINGS, **rules_off(["clear-words-confirm"])), words)
@@ -262,13 +265,40 @@ def test_clear_words_for_a_voice_less_than_sure_must_be_heard_again_before_the_t
     assert ends(before)[0] * 32 == 96
 
 
-def test_clear_words_heard_again_end_the_turn_at_the_words_again_silence():
+def test_clear_words_heard_again_end_the_turn_at_their_own_shorter_silence():
     """ "Thank you very much." (the voice 0.71 at 96 ms, P(end) 0.23): the words asked again
-    say the same, so the turn ends at 192 ms, far before the 450 ms look."""
+    say the same, so the turn ends at `clear_words_confirm_ms` (CONFIRM_MS), sooner than the
+    192 ms at which words that vetoed a voice are asked again (it was 192 too: every turn
+    ending on clear words waited for it)."""
     FakeModel.answers = [0.71]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     (end,) = ends(run(frames, SETTINGS, "thank you very much"))
-    assert end * 32 == SETTINGS.words_again_ms == 192
+    assert end * 32 == CONFIRM_MS < SETTINGS.words_again_ms == 192
+    assert SETTINGS.clear_words_confirm_ms == CONFIRM_MS
+    FakeModel.answers = [0.71]
+    (later,) = ends(
+        run(frames, replace(SETTINGS, clear_words_confirm_ms=192), "thank you very much")
+    )
+    assert later * 32 == 192
+    FakeModel.answers = [0.71]
+    (at_once,) = ends(run(frames, replace(SETTINGS, **rules_off(["clear-words-confirm"])),
+                          "thank you very much"))  # fmt: skip
+    assert at_once * 32 == 96
+
+
+def test_the_clear_words_confirm_setting_is_bounded_and_turned_off_by_zero():
+    with pytest.raises(ValueError, match="clear_words_confirm_ms"):
+        TurnSettings(clear_words_confirm_ms=64)  # before the first look
+    with pytest.raises(ValueError, match="clear_words_confirm_ms"):
+        TurnSettings(clear_words_confirm_ms=2000)  # after the fallback
+    assert RULES_OFF["clear-words-confirm"] == {"clear_words_confirm_ms": 0}
+    assert Settings.from_env({}).turn_end_clear_words_confirm_ms == CONFIRM_MS
+    name = "TURN_END_CLEAR_WORDS_CONFIRM_MS"
+    assert Settings.from_env({name: "0"}).turn_end_clear_words_confirm_ms == 0
+    assert Settings.from_env({name: "160"}).turn_end_clear_words_confirm_ms == 160
+    for bad in ("50", "1001", "-1", "soon"):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: bad})
 
 
 def test_the_middle_look_does_not_end_a_turn_of_one_or_two_words():
