@@ -38,6 +38,9 @@ weak-words wait must outlast the longest hesitation); 384:500 3/72; 288:500 0/72
 weak-words wait is safe or better on the tuned set; they were not taken to the held-out sets.
 The five questions of bench/latency.py all end at the first look here (170-261 ms).
 
+`--clear-confirms 128,160,192` compares the silences at which clear words that let a less sure
+voice end the turn at the first look are heard again (turns.py; endpointing.py has the figures).
+
     python bench/endpointing.py [--pauses 0.3,0.45,0.6] [--modes ...] [--second-looks ...]
 """
 
@@ -203,7 +206,12 @@ def modes() -> dict[str, TurnSettings]:
     return {
         "TURN_END_MODEL=off: timer 400 ms": TurnSettings(vad="silero"),
         "model > 0.9 at 160 ms alone (the first model)": TurnSettings(
-            model_silence_ms=160, model_threshold=0.9, second_look_ms=0, text_veto=False, **model
+            model_silence_ms=160,
+            model_threshold=0.9,
+            second_look_ms=0,
+            text_veto=False,
+            clear_words_confirm_ms=0,  # no words, nothing to confirm (and it would precede)
+            **model,
         ),
         "model > 0.95 at 96 ms, > 0.9 at 450 ms, no words": TurnSettings(text_veto=False, **model),
         "... + the words must end a sentence (before)": TurnSettings(**before, **model),

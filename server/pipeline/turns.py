@@ -161,8 +161,9 @@ class TurnSettings:
     # silence agree: at 96 ms the words depend on how much audio the last chunk brought (the
     # page's 40 ms chunks: "please wake me up" P(end) 0.21, the voice 0.69, ended "Please wake
     # me up at, six fifteen" at "at"; 100 ms chunks brought the "at"). Shorter than
-    # `words_again_ms`: one more chunk brings the missing word, and every turn ending on clear
-    # words waits for it. 0: never (TURN_END_RULES_OFF=clear-words-confirm).
+    # `words_again_ms`: every turn ending on clear words waits for it, and the next frame
+    # brings the missing word ("... up at" by 128 ms; 128-192 cut nothing, endpointing.py has
+    # the figures). 0: never (TURN_END_RULES_OFF=clear-words-confirm).
     clear_words_confirm_ms: int = 128
     # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
     # this much silence, on the model alone, unless words heard in this pause vetoed an end;
