@@ -38,6 +38,9 @@ weak-words wait must outlast the longest hesitation); 384:500 3/72; 288:500 0/72
 weak-words wait is safe or better on the tuned set; they were not taken to the held-out sets.
 The five questions of bench/latency.py all end at the first look here (170-261 ms).
 
+`--clear-confirms 128,160,192` compares the silences at which clear words that let a less sure
+voice end the turn at the first look are heard again (turns.py; endpointing.py has the figures).
+
     python bench/endpointing.py [--pauses 0.3,0.45,0.6] [--modes ...] [--second-looks ...]
 """
 
@@ -172,6 +175,13 @@ WORDS_AGAIN_MS = [192]
 # The second look's silence and the weak words' wait, compared ("second:weak" pairs, in ms;
 # --second-looks): where the p95 comes from, questions whose words end weakly.
 SECOND_LOOKS: list[tuple[int, int]] = []
+# The silences of the middle look (turns.py: the model asked again between the first and the
+# second look), compared (--middle-looks; the default marked).
+MIDDLE_LOOKS: list[int] = [TurnSettings().middle_look_ms]
+# The silences at which clear words that let a less sure voice end the turn at the first look
+# are asked again (turns.py's `clear_words_confirm_ms`), compared (--clear-confirms; the
+# default marked).
+CLEAR_CONFIRMS: list[int] = [TurnSettings().clear_words_confirm_ms]
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -179,6 +189,8 @@ WITHOUT_WORDS = "the words never come (late-words path, forced)"
 
 def modes() -> dict[str, TurnSettings]:
     default = TurnSettings().words_again_ms
+    default_middle = TurnSettings().middle_look_ms
+    default_confirm = TurnSettings().clear_words_confirm_ms
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
     before = {  # the rules added after the 3/72 run off
         "look_needs_vad_silence": False,
@@ -194,7 +206,12 @@ def modes() -> dict[str, TurnSettings]:
     return {
         "TURN_END_MODEL=off: timer 400 ms": TurnSettings(vad="silero"),
         "model > 0.9 at 160 ms alone (the first model)": TurnSettings(
-            model_silence_ms=160, model_threshold=0.9, second_look_ms=0, text_veto=False, **model
+            model_silence_ms=160,
+            model_threshold=0.9,
+            second_look_ms=0,
+            text_veto=False,
+            clear_words_confirm_ms=0,  # no words, nothing to confirm (and it would precede)
+            **model,
         ),
         "model > 0.95 at 96 ms, > 0.9 at 450 ms, no words": TurnSettings(text_veto=False, **model),
         "... + the words must end a sentence (before)": TurnSettings(**before, **model),
@@ -206,12 +223,35 @@ def modes() -> dict[str, TurnSettings]:
             vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=0
         ),
         **{
-            f"... + vetoing words asked again at {ms} ms{' (default)' if ms == default else ''}": (
+            f"... + vetoing words asked again at {ms} ms{' (previous)' if ms == default else ''}": (
                 TurnSettings(
-                    vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=ms
+                    vad="silero",
+                    end_model="smart-turn",
+                    model_wait=True,
+                    words_again_ms=ms,
+                    middle_look_ms=0,
                 )
             )
             for ms in WORDS_AGAIN_MS
+        },
+        **{
+            f"... + a middle look at {ms} ms{' (default)' if ms == default_middle else ''}": (
+                TurnSettings(
+                    vad="silero",
+                    end_model="smart-turn",
+                    model_wait=True,
+                    middle_look_ms=ms,
+                    clear_words_confirm_ms=0,
+                )
+            )
+            for ms in MIDDLE_LOOKS
+        },
+        **{
+            f"... + clear words for a less sure voice heard again at {ms} ms"
+            f"{' (default)' if ms == default_confirm else ''}": TurnSettings(
+                vad="silero", end_model="smart-turn", model_wait=True, clear_words_confirm_ms=ms
+            )
+            for ms in CLEAR_CONFIRMS
         },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
@@ -289,6 +329,18 @@ def main() -> None:
         help="second:weak pairs (ms), e.g. 288:500,384:600: the second look's silence and the "
         "weak words' wait, compared beside the default",
     )
+    parser.add_argument(
+        "--middle-looks",
+        default=",".join(str(ms) for ms in MIDDLE_LOOKS),
+        help="the silences (ms) of the middle look (the model asked again between the first "
+        "and the second look), compared",
+    )
+    parser.add_argument(
+        "--clear-confirms",
+        default=",".join(str(ms) for ms in CLEAR_CONFIRMS),
+        help="the silences (ms) at which clear words that let a less sure voice end the turn "
+        "at the first look are asked again, compared",
+    )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
         "--sets",
@@ -303,6 +355,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
+    MIDDLE_LOOKS[:] = [int(ms) for ms in args.middle_looks.split(",") if ms]
+    CLEAR_CONFIRMS[:] = [int(ms) for ms in args.clear_confirms.split(",") if ms]
     SECOND_LOOKS[:] = [
         (int(pair.split(":")[0]), int(pair.split(":")[1]))
         for pair in args.second_looks.split(",")

@@ -27,10 +27,15 @@ at the look that ended the turn (turns.py logs each look with its timestamps): `
 from the end of the voice to the look (the silence it waits for, `look_silence_ms` of stream,
 plus the wait for the audio chunk that brings it), then from the look: the model's answer
 (`model_ms`), the recogniser's words (`words_ms`), and the verdict to the turn's end
-(`verdict_to_end_ms`: a held finished, the event loop).
+(`verdict_to_end_ms`: a held finished, the event loop). A turn that did not end at its first
+look has every look printed below it (the model's answer, the words, P(end), the silence):
+that is how the middle look and `clear-words-confirm` (turns.py) were found. A mode named
+more than once is run that many times and its turns pooled: on a machine whose load drifts,
+interleave the modes (`--browser-modes A,B,A,B --browser-turns 10`) so that neither gets the
+quiet half.
 
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
-                            [--browser-modes auto,auto@100,auto:words-again]
+                            [--browser-modes auto,auto:middle-look+clear-words-confirm,auto@100]
 
 (`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
 
@@ -39,6 +44,19 @@ load average 5-10 on the shared 2-core machine, so every stage is slow: Piper's 
 284 ms, the model 142 ms): the MicroPython page at its default 40 ms chunks (`auto`) against
 100 ms (`auto@100`), voice-to-voice p50 / p95 748 / 1256 ms against 930 / 1293, endpointing p50
 278 against 460 ms, the end of the voice to the look 110 against 160 ms (p50).
+
+Runs of 2026-11-30 with the middle look and `clear-words-confirm` (turns.py) against the
+decision before them (`auto:middle-look+clear-words-confirm`), the MicroPython page at 40 ms
+chunks, the modes interleaved A,B,A,B, 10 turns a slot (20 a mode), voice-to-voice p50 / p95,
+endpointing p50 / p95, previous -> now. Quiet (load 1.1-3.0): 469 / 762 -> 466 / 1060 ms,
+192 / 669 -> 226 / 722 ms. Both p95s are "Hello, how are you?" heard "oh pa or you" (P(end)
+0.017: every look vetoed, the 1 s fallback; once in each mode) and a second slow turn: before,
+"Thank you very much." at the 480 ms look (the voice 0.54-0.56 at 96 ms, twice); now one turn
+whose first look ended it yet whose end came at 722 ms (the page's audio late), and "Thank
+you very much." confirmed by the words at 192-320 ms (237-457 ms; before, 175-190 ms when the
+voice was over 0.6, else 558-669). The middle look ended "What time is it?" at 256 ms (364
+ms; before it waited for 480 and 700 ms). Under load (2-10, same interleaving): 917 / 1700 ->
+458 / 580 ms, 327 / 1045 -> 198 / 360 ms (the previous mode had the loaded slot).
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first
@@ -174,8 +192,13 @@ class LookLog(logging.Handler):
             for look in self.looks.values()
             if look.finished and speech_end - 0.1 < look.asked_at + to_epoch <= endpoint
         ]
-        if not ended:
-            return {}
+        turn_looks = [
+            str(other)
+            for other in sorted(self.looks.values(), key=lambda other: other.asked_at)
+            if speech_end - 0.1 < other.asked_at + to_epoch <= endpoint
+        ]
+        if not ended:  # the fallback (or the client) ended it: its looks say why
+            return {"looks": turn_looks}
         look = max(ended, key=lambda look: look.asked_at)
         asked = look.asked_at + to_epoch
 
@@ -190,6 +213,7 @@ class LookLog(logging.Handler):
             "verdict_ms": since_asked(look.decided_at),
             "verdict_to_end_ms": round(1000 * (endpoint - asked), 1)
             - (since_asked(look.decided_at) or 0),
+            "looks": turn_looks,
         }
 
 
@@ -266,6 +290,9 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
             r = results[-1]
             split = ", ".join(f"{name} {r.get(name) or 0:.0f}" for name in SPLIT[:4] + LOOK_SPLIT)
             print(f"  turn {len(results):2d}: {r['browser_ms']:6.0f} ms played ({split})")
+            if len(r.get("looks", ())) > 1 or "to_look_ms" not in r:  # not at the first look
+                for line in r["looks"]:
+                    print(f"           {line}")
     return results
 
 
@@ -307,7 +334,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--browser-modes",
-        default="auto,auto@100,auto:words-again",
+        default="auto,auto:middle-look+clear-words-confirm,auto@100",
         help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
         "names joined by '+' ('previous': the turn-end rules before 2026-11-30's), then optionally "
         "'@' and the page's chunk_ms",
@@ -318,8 +345,8 @@ def main() -> None:
     browser_modes = args.browser_modes.split(",") if args.browser_turns else []
     warm_up(args.warm_up, engines, browser_modes)
     runs = {engine: run_engine(engine, args.turns) for engine in engines}
-    for mode in browser_modes:
-        runs[f"browser:{mode}"] = browser_turns(args.browser_turns, mode)
+    for mode in browser_modes:  # a mode named twice is run twice, its turns pooled
+        runs.setdefault(f"browser:{mode}", []).extend(browser_turns(args.browser_turns, mode))
     summaries = {engine: summary(results) for engine, results in runs.items()}
     rows = []
     for name in ("voice_to_voice_ms", *SPLIT, *LOOK_SPLIT, "speculated"):

@@ -23,7 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # The turn-end rules TURN_END_RULES_OFF may name (server/pipeline/turns.py's RULES_OFF, which
 # a test keeps equal: config does not import the pipeline).
-TURN_END_RULES = ("vad-silence", "words-at-look", "vad-confirm", "weak-words-wait", "words-again")
+TURN_END_RULES = (
+    "vad-silence",
+    "words-at-look",
+    "vad-confirm",
+    "weak-words-wait",
+    "words-again",
+    "middle-look",
+    "clear-words-confirm",
+)
 
 # name → (default, what it does); the README's table is generated from the same words.
 ENVIRONMENT: dict[str, tuple[str, str]] = {
@@ -185,7 +193,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "TURN_END_MODEL": (
         "smart-turn",
         "Embedded pipeline endpointing: `smart-turn` (a model asked at the first 96 ms pause "
-        "whether the user has finished, and again at 450 ms; its `finished` stands only if the "
+        "whether the user has finished, again at 256 ms (`TURN_END_MIDDLE_LOOK_MS`) and at 450 "
+        "ms; its `finished` stands only if the "
         "words heard so far can end a sentence, not e.g. `a table for`; at 96 ms words that "
         "end a sentence clearly let a less sure voice end the turn, and after a number the "
         "words must end one clearly; a look waits until Silero hears silence, not only quiet; "
@@ -202,7 +211,31 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "inside a word is not an end), `weak-words-wait` (at the 450 ms look, words that end a "
         "sentence only weakly end the turn at 700 ms of silence, not at once), `words-again` (at "
         "the first look, words that veto a voice that sounds finished are asked again at 192 ms "
-        "of silence: the recogniser often lacks the last word at 96 ms).",
+        "of silence: the recogniser often lacks the last word at 96 ms), `middle-look` (the "
+        "model is asked again at `TURN_END_MIDDLE_LOOK_MS` of silence, between the 96 ms and "
+        "450 ms looks, with the first look's bar), `clear-words-confirm` (at the first look, a "
+        "voice less than sure whose words end a sentence clearly ends the turn only once the "
+        "words asked again at `TURN_END_CLEAR_WORDS_CONFIRM_MS` agree: at 96 ms the words "
+        "depend on how much audio the last chunk brought).",
+    ),
+    "TURN_END_MIDDLE_LOOK_MS": (
+        "256",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: between the first look (96 ms of "
+        "silence) and the second (450 ms), the model is asked once more at this much silence, "
+        "on the audio then, with the first look's threshold (0.95) and words that can end a "
+        'sentence: a question the model was just short of sure of at 96 ms ("What time is '
+        'it?" 0.945) ends here, not at the 700 ms the second look holds weak words to. `0` or '
+        "100-1000; `0`: no middle look, as before.",
+    ),
+    "TURN_END_CLEAR_WORDS_CONFIRM_MS": (
+        "128",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: at the first look (96 ms of "
+        "silence), a voice less than sure (0.6-0.95) whose words end a sentence clearly ends "
+        "the turn only once the words asked again at this much silence agree: at 96 ms the "
+        'words depend on how much audio the last chunk brought (40 ms chunks: "Please wake me '
+        'up at, six fifteen" heard "please wake me up" and cut). `0` or 100-1000; `0`: at once, '
+        "as before (`TURN_END_RULES_OFF=clear-words-confirm`; `./dev bench endpointing "
+        "--clear-confirms` compares values).",
     ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
@@ -366,6 +399,18 @@ def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 
     return int(raw)
 
 
+def _after_first_look_ms(name: str, environ: dict[str, str]) -> int:
+    """A silence of the turn-end decision after its first look's 96 ms (TURN_END_MIDDLE_LOOK_MS,
+    TURN_END_CLEAR_WORDS_CONFIRM_MS): 0 (off) or 100-1000 ms."""
+    value = _milliseconds(name, environ, 0, 1000)
+    if 0 < value < 100:
+        raise SettingsError(
+            f"{name} must be 0 or 100-1000 milliseconds (after the first look at 96 ms), "
+            f"not {value}"
+        )
+    return value
+
+
 def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
     raw = _env(name, environ)
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
@@ -457,6 +502,8 @@ class Settings:
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
     turn_end_late_words_ms: int = 700
+    turn_end_middle_look_ms: int = 256
+    turn_end_clear_words_confirm_ms: int = 128
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -593,6 +640,10 @@ class Settings:
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
             turn_end_late_words_ms=_milliseconds("TURN_END_LATE_WORDS_MS", env, 0, 1000),
+            turn_end_middle_look_ms=_after_first_look_ms("TURN_END_MIDDLE_LOOK_MS", env),
+            turn_end_clear_words_confirm_ms=_after_first_look_ms(
+                "TURN_END_CLEAR_WORDS_CONFIRM_MS", env
+            ),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

@@ -64,7 +64,12 @@ class EmbeddedPipeline:
             end_model=settings.turn_end_model,
             late_words_end_ms=settings.turn_end_late_words_ms,
             recognised_silence_ms=settings.stt_silence_ms,
-            **rules_off(settings.turn_end_rules_off),
+            # a rule turned off by name (TURN_END_RULES_OFF=middle-look) wins over its setting
+            **{
+                "middle_look_ms": settings.turn_end_middle_look_ms,
+                "clear_words_confirm_ms": settings.turn_end_clear_words_confirm_ms,
+            }
+            | rules_off(settings.turn_end_rules_off),
         )
         self.interruptions = InterruptionSettings(
             false_interruption_s=settings.false_interruption_s,

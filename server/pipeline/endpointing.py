@@ -79,6 +79,38 @@ p95 is the cost of the 700 ms wait: questions whose words end weakly ("send a me
 mother", P 0.094) end at 700 ms instead of 480 ms. A third held-out set (6 finished, 12 with a
 pause), written before the second's cuts were read: 0/36 cut and 0/6 finished ones cut, before
 and after, at 20 and 100 ms chunks (p50 182 / 244 ms both; load 1-3).
+
+Then why turns in the browser miss the first look (bench/latency.py now prints every look of
+such a turn; 2026-11-30, the MicroPython page at 40 ms chunks, load 0.3-14): each time "What
+time is it?", the model 0.945 at 96 ms (just under 0.95; over it 3 times in 4, by where the
+32 ms frames fall on the voice's end), its words whole ("what time is it") but ending a
+sentence weakly (P(end) 0.115 < 0.2: no lower bar), so it waited for the 480 ms look, whose
+weak words hold a turn to 700 ms: endpointing 730-860 ms. Not the chunk alignment of the look
+(the model hears the same frames at any chunk length), nor missing words. So the model is
+asked once more between, at 256 ms (the middle look, turns.py), with the first look's bar
+without the clear words' discount and not on one or two words ("No, thank you." at its comma:
+"nope", 0.966 at 256 ms). What does depend on the chunk is the words at 96 ms: they cover
+the audio to the end of the chunk that brought the look, and at 40 ms held-out 2's "Please
+wake me up at," was heard "please wake me up" (P(end) 0.21, clear; the voice 0.69, over the
+discount's 0.6) and cut. Now a finish on that discount waits for the words asked again at
+192 ms (`clear-words-confirm`). bench/endpointing.py, load 8-17 (model CPU): cut-offs,
+finished ones cut, p50 / p95, previous (both rules off) -> now. 40 ms chunks: tuned 0/72 ->
+0/72, 0/52 both, p50 176 -> 173 ms, p95 728 both; held out 0/72 both, 1/24 both ("That sounds
+great,"), 183 -> 171 ms; held out 2 3/36 -> 0/36, 1/10 both ("Thanks,"), 187 -> 192 ms; held
+out 3 0/36 both, 0/6 both, 164 -> 175 ms. 100 ms chunks, now: 0/72, 0/72, 0/36, 0/36; p50
+224, 234, 272, 257 ms (before: 225-244 ms on the tuned and third sets, load 1-12).
+
+That confirm cost every turn ending on clear words the wait to 192 ms (the veto's words-again
+silence), yet the word the look's chunk lacked comes with the next frame: "please wake me up
+at" by 128 ms. So the confirm has its own silence (`clear_words_confirm_ms`,
+TURN_END_CLEAR_WORDS_CONFIRM_MS), 128 ms; vetoing words are still asked again at 192 ms.
+bench/endpointing.py --clear-confirms 128,160,192 (2026-11-30, 40 ms chunks, load 2.2-5.1;
+cut-offs, p50 model CPU): tuned 0/72 all, 166 / 173 / 175 ms; held out 0/72 all, 181 / 184 /
+187 ms; held out 2 0/36 all, 169 / 192 / 192 ms; held out 3 0/36 all, 160 / 173 / 173 ms. The
+finished ones cut (held out "That sounds great,", held out 2 "Thanks,") are the model's own
+(0.988, 0.954 at 96 ms: over the full threshold), the same at every value. At 128 ms, 20 and
+100 ms chunks (load 1.6-3.0): 0/72, 0/72, 0/36, 0/36 cut both; p50 154, 159, 158, 171 ms and
+219, 229, 272, 252 ms.
 """
 
 from __future__ import annotations

@@ -48,7 +48,18 @@ words vetoed a voice that sounded finished at the first look, they are asked onc
 `words_again_ms` (192 ms) of silence and the first look decided again with them (same answer
 of the model, same thresholds): asked at 96 ms the recogniser often still lacks the last word
 ("close to my" for "close tonight", "my foie" for "my flight"), and those turns waited for the
-second look at 480 ms; a hesitation's words ("a table for") stay what they were. Under load
+second look at 480 ms; a hesitation's words ("a table for") stay what they were. So too when
+clear words lowered the voice's bar at the first look: the words at 96 ms depend on how much
+audio the chunk that brought the look carried (the page's 40 ms chunks cut "Please wake me up
+at, six fifteen" at "please wake me up", P(end) 0.21, the voice 0.69; 100 ms chunks brought the
+"at"), so the turn ends only once the words at `clear_words_confirm_ms` (128 ms) agree.
+Between the first look and the second the model is asked once more on the audio then, at
+`middle_look_ms` (256 ms), with the first look's threshold and words but without the lower
+bar clear words give, and not on one or two words (the comma of "No, thank you." heard
+"nope", the model 0.966 at 256 ms): in the browser "What time is it?" scored 0.945 at 96 ms
+(under 0.95, by how the 32 ms frames fell on the voice's end) with weak words ("is it",
+P(end) 0.115), and waited for the second look, which holds weak words to 700 ms
+(bench/latency.py). Under load
 the recogniser falls behind the voice and a look's words can come seconds late: once the
 silence reaches `late_words_end_ms` (700 ms, longer than the pauses inside sentences the
 model alone would cut) a look whose words have not come decides on the model alone, at its
@@ -138,6 +149,22 @@ class TurnSettings:
     # the words are asked once more at this much silence and the look decided again with them
     # (the recogniser often lacks the last word at 96 ms: "to my" for "tonight"). 0: never.
     words_again_ms: int = 192
+    # Between the first look and the second, the model is asked once more at this much silence
+    # (a middle look, on fresh audio) and decided with the first look's threshold and words,
+    # without the lower bar clear words give, and not on fewer than `clear_end_min_words`
+    # words ("No, thank you."): "What time is it?" scores 0.945 at 96 ms (under 0.95) with weak
+    # words ("is it", P(end) 0.115) and waited for the 700 ms weak-words end of the second
+    # look. 0: never (TURN_END_RULES_OFF=middle-look).
+    middle_look_ms: int = 256
+    # At the first look, a voice less than sure (clear_end_model_min..model_threshold) whose
+    # words end a sentence clearly ends the turn only once the words asked again at this much
+    # silence agree: at 96 ms the words depend on how much audio the last chunk brought (the
+    # page's 40 ms chunks: "please wake me up" P(end) 0.21, the voice 0.69, ended "Please wake
+    # me up at, six fifteen" at "at"; 100 ms chunks brought the "at"). Shorter than
+    # `words_again_ms`: every turn ending on clear words waits for it, and the next frame
+    # brings the missing word ("... up at" by 128 ms; 128-192 cut nothing, endpointing.py has
+    # the figures). 0: never (TURN_END_RULES_OFF=clear-words-confirm).
+    clear_words_confirm_ms: int = 128
     # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
     # this much silence, on the model alone, unless words heard in this pause vetoed an end;
     # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
@@ -161,6 +188,16 @@ class TurnSettings:
             raise ValueError("weak_words_end_ms must be 0..5000")
         if not 0 <= self.words_again_ms <= 5000:
             raise ValueError("words_again_ms must be 0..5000")
+        if self.clear_words_confirm_ms and not (
+            self.model_silence_ms < self.clear_words_confirm_ms <= self.max_silence_ms
+        ):
+            raise ValueError(
+                "clear_words_confirm_ms must be 0 or in model_silence_ms..max_silence_ms"
+            )
+        if self.middle_look_ms and not (
+            self.model_silence_ms < self.middle_look_ms <= self.max_silence_ms
+        ):
+            raise ValueError("middle_look_ms must be 0 or in model_silence_ms..max_silence_ms")
         if not 0 <= self.late_words_end_ms <= 5000:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
@@ -183,6 +220,8 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "vad-confirm": {"finished_vad_frames": 1},  # a finished needs 2 VAD-silent frames
     "weak-words-wait": {"weak_words_end_ms": 0},  # weak words at the 2nd look wait to 700 ms
     "words-again": {"words_again_ms": 0},  # words vetoing the 1st look are asked again
+    "middle-look": {"middle_look_ms": 0},  # the model asked again between the 1st and 2nd look
+    "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
 }
 
 
@@ -242,6 +281,7 @@ class Look:
     look: int
     silence_ms: int  # silence when the model was asked
     words_again: bool = False  # the first look's model answer, decided again with new words
+    kind: str = "first"  # "first", "middle" or "second" (whose thresholds decide it)
     probability: float | None = None  # the model's "finished"
     words: str | None = None  # the recogniser's words, when they were asked for
     end_probability: float | None = None  # P(end of sentence | the last two words)
@@ -278,7 +318,8 @@ class Look:
 
         again = " (words again)" if self.words_again else ""
         return (
-            f"look {self.look} at {self.silence_ms} ms{again}: model {number(self.probability)}, "
+            f"look {self.look} ({self.kind}) at {self.silence_ms} ms{again}: "
+            f"model {number(self.probability)}, "
             f"words {self.words!r}, P(end) {number(self.end_probability)} -> {self.finished}"
             f"{' ' + self.held if self.held else ''} "
             f"(ms after asking: model {after(self.answered_at)}, words asked "
@@ -330,10 +371,12 @@ class TurnDetector:
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
         self._asked = 0  # times the model was asked during the current pause
+        self._kind = "first"  # the kind of the pause's latest look (Look.kind)
         self._decision: Future | None = None  # its answer (a probability), while the pause lasts
         # The first look's answer, when its words vetoed it: decided again with new words
         # (`words_again_ms`), once a pause.
         self._words_again: float | None = None
+        self._words_again_ms = 0  # the silence at which they are (a veto's or a confirm's)
         self._vetoed_in_pause = False  # words heard in this pause vetoed a "finished"
         # The end of a long silence the recogniser was not given (`_to_recogniser`).
         self._unheard: collections.deque[bytes] = collections.deque(
@@ -411,6 +454,7 @@ class TurnDetector:
                 self._last_voice_end_s = frame_end_s
                 self._drop_decision()  # the user went on
                 self._asked = 0
+                self._kind = "first"
                 self._words_again = None
                 self._vetoed_in_pause = False
             else:
@@ -470,22 +514,35 @@ class TurnDetector:
             return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
         first = silent_ms >= s.model_silence_ms and not self._asked
+        # After the first look's words are decided again (at once, when its answer came late):
+        # a "finished" on clear words that waits for them must not lose them to the middle
+        # look, which gives no discount.
+        middle = (
+            s.middle_look_ms
+            and silent_ms >= s.middle_look_ms
+            and self._asked
+            and self._kind == "first"
+            and self._decision is None
+            and self._words_again is None
+            and not second
+        )
         # The silence must be silence to the detector's model too, not only quiet: the stop
         # inside "min-utes" is ~100 ms under the energy floor while Silero, which follows the
         # stream, still hears speech (0.57-0.83, against 0.02-0.49 at 96 ms after most ends).
         agrees = not (s.look_needs_vad_silence and self._detector_hears_voice)
         again = (
             self._words_again is not None
-            and silent_ms >= s.words_again_ms
+            and silent_ms >= self._words_again_ms
             and self._decision is None
             and not second
         )
         if again and agrees:
             self._decide_with_words_again(silent_ms)
-        elif (first or (self._asked == 1 and second)) and agrees:
+        elif (first or middle or (self._asked and self._kind != "second" and second)) and agrees:
+            self._kind = "first" if first else "middle" if middle else "second"
             self._asked += 1
             self._look += 1
-            look = Look(look=self._look, silence_ms=silent_ms)
+            look = Look(look=self._look, silence_ms=silent_ms, kind=self._kind)
             self.looks.append(look)
             self._decision = self._ask(bytes(self._turn_audio), look)
             if s.text_veto and s.words_at_look:
@@ -497,7 +554,7 @@ class TurnDetector:
         model's answer is the first look's (its audio gained only silence), the thresholds too."""
         probability, self._words_again = self._words_again, None
         self._look += 1
-        look = Look(look=self._look, silence_ms=silent_ms, words_again=True)
+        look = Look(look=self._look, silence_ms=silent_ms, words_again=True, kind=self._kind)
         look.started_at = look.answered_at = look.asked_at
         self.looks.append(look)
         self._decision = Future()
@@ -526,11 +583,13 @@ class TurnDetector:
             return False
         look = self.looks[-1]
         look.probability = probability = decision.result()
-        threshold = s.model_threshold if self._asked == 1 else s.second_threshold
+        threshold = s.second_threshold if self._kind == "second" else s.model_threshold
         # At the first look, words that clearly end a sentence lower the voice's bar; not at
-        # the second, where the trailing silence alone pushes the model over 0.9 on most
+        # the middle or second, where the trailing silence alone pushes the model higher on
         # sentences cut at a hesitation (bench/endpointing.py).
-        clear_words_may_do = s.text_veto and self._asked == 1 and s.clear_end_model_min < threshold
+        clear_words_may_do = (
+            s.text_veto and self._kind == "first" and s.clear_end_model_min < threshold
+        )
         lowest = s.clear_end_model_min if clear_words_may_do else threshold
         if probability <= lowest:
             self._decision = None
@@ -543,14 +602,20 @@ class TurnDetector:
         self._decision = None
         if not s.text_veto:
             return self._verdict(look, True)
+        few_words = len(words_of(look.words or "")) < s.clear_end_min_words
+        if self._kind == "middle" and few_words:
+            # "No," "Yes," "Goodbye," with the comma's silence: by 256 ms the voice sounds
+            # finished ("No, thank you." heard "nope", the model 0.966), yet they often begin
+            # a longer answer; the second look decides.
+            return self._verdict(look, False)
         if probability > threshold:
             wanted = s.sentence_end_min
-        elif len(words_of(look.words or "")) >= s.clear_end_min_words:
+        elif not few_words:
             wanted = s.clear_end_min
         else:
             return self._words_vetoed(look, probability)
         if (
-            self._asked == 1
+            self._kind != "second"
             and s.clear_end_after_number
             and sentence_end.near_a_number(look.words or "")
         ):
@@ -558,9 +623,18 @@ class TurnDetector:
         end_probability = look.end_probability
         if end_probability is None or end_probability < wanted:
             return self._words_vetoed(look, probability)
+        if (
+            probability <= threshold
+            and s.clear_words_confirm_ms
+            and self._kind == "first"
+            and not look.words_again
+        ):  # the voice was not sure and the words came early: they must say so again later
+            self._words_again, self._words_again_ms = probability, s.clear_words_confirm_ms
+            look.held = f"clear words to be confirmed at {s.clear_words_confirm_ms} ms"
+            return self._verdict(look, False)
         # Finished; it ends the turn once the silence is confirmed (at once, mostly).
         silence_ms = 0
-        if self._asked > 1 and end_probability < s.clear_end_min:
+        if self._kind == "second" and end_probability < s.clear_end_min:
             silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
         self._hold = (silence_ms, s.finished_vad_frames)
         if self._hold_is_over():
@@ -572,8 +646,8 @@ class TurnDetector:
         """The voice sounded finished, the words did not: at the first look, they are asked
         again later (`words_again_ms`), once."""
         self._vetoed_in_pause = True
-        if self._asked == 1 and not look.words_again and self.settings.words_again_ms:
-            self._words_again = probability
+        if self._kind == "first" and not look.words_again and self.settings.words_again_ms:
+            self._words_again, self._words_again_ms = probability, self.settings.words_again_ms
         return self._verdict(look, False)
 
     def _words_are_late(self) -> bool:
@@ -675,6 +749,7 @@ class TurnDetector:
         self._hold = None
         self._vad_silent_frames = 0
         self._asked = 0
+        self._kind = "first"
         self._words_again = None
         self._vetoed_in_pause = False
         self._unheard.clear()

@@ -30,6 +30,9 @@ LOUD = b"\x00\x20" * (FRAME // 2)  # voice, well above the energy floor
 STOP = b"\x01\x00" * (FRAME // 2)  # under the floor, yet a voice to the (fake) VAD
 QUIET = bytes(FRAME)  # silence to both
 SETTINGS = TurnSettings(vad="silero", end_model="smart-turn", model_wait=True)
+# The silence at which clear words for a less sure first look are heard again (the default,
+# bench/endpointing.py --clear-confirms: the shortest that cut nothing at 40 ms chunks).
+CONFIRM_MS = 128
 
 
 class FakeVad:
@@ -106,20 +109,20 @@ def test_at_the_second_look_weak_words_end_the_turn_only_after_a_longer_silence(
     """At the 450 ms look the model is sure of nearly anything (the silence alone); words that
     end a sentence only weakly ("what can you do", P(end) 0.128 < 0.2) end the turn at 700 ms,
     so a voice back at 600 ms goes on. Before (`weak-words-wait` off) it ended at 450 ms."""
-    FakeModel.answers = [0.05, 0.97] * 2  # unsure at 96 ms, sure at 450 ms, twice
+    FakeModel.answers = [0.05, 0.5, 0.97] * 2  # unsure at 96 and 256 ms, sure at 450, twice
     pause = [QUIET] * 19  # 608 ms
     frames = [QUIET] * 5 + [LOUD] * 20 + pause + [LOUD] * 5 + [QUIET] * 40
     events = run(frames, SETTINGS, "what can you do")
     assert [type(e) for e in events if not isinstance(e, int)].count(SpeechStarted) == 1
     (end,) = ends(events)
     assert end * 32 >= SETTINGS.weak_words_end_ms  # the last silence, long enough
-    FakeModel.answers = [0.05, 0.97] * 2
+    FakeModel.answers = [0.05, 0.5, 0.97] * 2
     before = run(frames, replace(SETTINGS, **rules_off(["weak-words-wait"])), "what can you do")
     assert ends(before)[0] * 32 == 480  # cut inside the 608 ms pause
 
 
 def test_at_the_second_look_clear_words_still_end_the_turn_at_once():
-    FakeModel.answers = [0.05, 0.97]
+    FakeModel.answers = [0.05, 0.5, 0.97]  # unsure at the first and middle looks
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     (end,) = ends(run(frames, SETTINGS, "what is the weather like today"))  # P(end) 0.30
     assert end * 32 == 480
@@ -177,8 +180,8 @@ class LaggingWords:
 def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look():
     """At 96 ms the voice sounds finished (0.98) but the recogniser has "... close to my"
     (P(end) 0.006); by 192 ms it has "tonight": the turn ends then, on the first look's
-    answer (the model is not asked again). Before (`words-again` off) it waited for the
-    second look at 480 ms."""
+    answer (the model is not asked again). Before (`words-again` off, and the middle look
+    that came after it) it waited for the second look at 480 ms."""
     FakeModel.answers = [0.98]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     words = LaggingWords("what time does the store close to my", "what time does the store "
@@ -189,7 +192,8 @@ def test_words_that_vetoed_the_first_look_are_asked_again_before_the_second_look
     looks = [e for e in detector_events if isinstance(e, WordsWanted)]
     assert len(looks) == 2  # the first look's words, and once more
     FakeModel.answers = [0.98]
-    (before,) = ends(run(frames, replace(SETTINGS, **rules_off(["words-again"])), words))
+    off = rules_off(["words-again", "middle-look"])
+    (before,) = ends(run(frames, replace(SETTINGS, **off), words))
     assert before * 32 == 480
 
 
@@ -202,3 +206,136 @@ def test_words_asked_again_that_still_do_not_end_a_sentence_keep_the_turn_open()
     events = run(frames, SETTINGS, words)
     assert [type(e) for e in events].count(SpeechStarted) == 1
     assert len(ends(events)) == 1
+
+
+def test_a_first_look_just_short_of_sure_is_asked_again_at_the_middle_look():
+    """The browser's "What time is it?": at 96 ms the model says 0.945 (under 0.95) and the
+    words end a sentence only weakly ("is it", P(end) 0.115 < 0.2), so the first look does not
+    end the turn and the words asked again change nothing; at the 480 ms look the weak words
+    hold it to 700 ms. The middle look asks the model again at 256 ms on the audio then (0.975
+    > 0.95, and the words >= 0.075): the turn ends there. Before (`middle-look` off), at 704."""
+    FakeModel.answers = [0.945, 0.975]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    events = run(frames, SETTINGS, "what time is it")
+    (end,) = ends(events)
+    assert end * 32 == SETTINGS.middle_look_ms == 256
+    FakeModel.answers = [0.945, 0.975]
+    (before,) = ends(
+        run(frames, replace(SETTINGS, **rules_off(["middle-look"])), "what time is it")
+    )
+    assert before * 32 == 704  # the first 32 ms frame at or past weak_words_end_ms (700)
+
+
+def test_the_middle_look_keeps_the_first_looks_bar_without_the_clear_words_discount():
+    """At 256 ms the voice of a hesitation sounds more finished than at 96 ms: clear words do
+    not lower the bar there (0.7 with words that end a sentence clearly, P(end) 0.30, stays
+    open), and after a number the words must end a sentence clearly, as at the first look
+    ("twenty five men", P(end) 0.135, the model 0.99)."""
+    FakeModel.answers = [0.3, 0.7, 0.3]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
+    events = run(frames, SETTINGS, "what is the weather like today")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    FakeModel.answers = [0.3, 0.99, 0.3]
+    events = run(frames, SETTINGS, "set a timer for twenty five men")  # P(end) < 0.2
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+
+
+def test_the_middle_look_setting_is_bounded():
+    with pytest.raises(ValueError, match="middle_look_ms"):
+        TurnSettings(middle_look_ms=64)  # before the first look
+    with pytest.raises(ValueError, match="middle_look_ms"):
+        TurnSettings(middle_look_ms=2000)  # after the fallback
+    assert TurnSettings(middle_look_ms=0).middle_look_ms == 0
+
+
+def test_clear_words_for_a_voice_less_than_sure_must_be_heard_again_before_the_turn_ends():
+    """Held-out "Please wake me up at, six fifteen" with the page's 40 ms chunks: at 96 ms the
+    voice is fairly sure (0.69) and the words, lacking "at" (the chunk had not brought it),
+    end a sentence clearly ("please wake me up", P(end) 0.21): the turn was cut there. Now
+    such a finish waits for the words asked again at 128 ms (a chunk later): "... up at" does
+    not end a sentence, and the voice back at 384 ms goes on in the same turn. Before
+    (`clear-words-confirm` off) it was cut."""
+    FakeModel.answers = [0.69]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
+    words = LaggingWords("please wake me up", "please wake me up at", silent=4)
+    events = run(frames, SETTINGS, words)
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    before = run(frames, replace(SETTINGS, **rules_off(["clear-words-confirm"])), words)
+    assert [type(e) for e in before].count(SpeechStarted) == 2
+    assert ends(before)[0] * 32 == 96
+
+
+def test_clear_words_heard_again_end_the_turn_at_their_own_shorter_silence():
+    """ "Thank you very much." (the voice 0.71 at 96 ms, P(end) 0.23): the words asked again
+    say the same, so the turn ends at `clear_words_confirm_ms` (CONFIRM_MS), sooner than the
+    192 ms at which words that vetoed a voice are asked again (it was 192 too: every turn
+    ending on clear words waited for it)."""
+    FakeModel.answers = [0.71]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    (end,) = ends(run(frames, SETTINGS, "thank you very much"))
+    assert end * 32 == CONFIRM_MS < SETTINGS.words_again_ms == 192
+    assert SETTINGS.clear_words_confirm_ms == CONFIRM_MS
+    FakeModel.answers = [0.71]
+    (later,) = ends(
+        run(frames, replace(SETTINGS, clear_words_confirm_ms=192), "thank you very much")
+    )
+    assert later * 32 == 192
+    FakeModel.answers = [0.71]
+    (at_once,) = ends(run(frames, replace(SETTINGS, **rules_off(["clear-words-confirm"])),
+                          "thank you very much"))  # fmt: skip
+    assert at_once * 32 == 96
+
+
+def test_the_clear_words_confirm_setting_is_bounded_and_turned_off_by_zero():
+    with pytest.raises(ValueError, match="clear_words_confirm_ms"):
+        TurnSettings(clear_words_confirm_ms=64)  # before the first look
+    with pytest.raises(ValueError, match="clear_words_confirm_ms"):
+        TurnSettings(clear_words_confirm_ms=2000)  # after the fallback
+    assert RULES_OFF["clear-words-confirm"] == {"clear_words_confirm_ms": 0}
+    assert Settings.from_env({}).turn_end_clear_words_confirm_ms == CONFIRM_MS
+    name = "TURN_END_CLEAR_WORDS_CONFIRM_MS"
+    assert Settings.from_env({name: "0"}).turn_end_clear_words_confirm_ms == 0
+    assert Settings.from_env({name: "160"}).turn_end_clear_words_confirm_ms == 160
+    for bad in ("50", "1001", "-1", "soon"):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: bad})
+
+
+def test_the_middle_look_does_not_end_a_turn_of_one_or_two_words():
+    """ "No, thank you.": at the comma the recogniser has "nope" (P(end) 0.34) and by 256 ms
+    the voice sounds finished (0.966); one or two words often begin a longer answer, so the
+    middle look leaves it to the second, and the voice back at 320 ms goes on."""
+    FakeModel.answers = [0.945, 0.966, 0.2]
+    frames = [QUIET] * 5 + [LOUD] * 10 + [QUIET] * 10 + [LOUD] * 10 + [QUIET] * 40
+    events = run(frames, SETTINGS, "nope")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+
+
+def test_clear_words_waiting_to_be_heard_again_are_not_lost_to_the_middle_look():
+    """Under load the first look's answer comes after 256 ms of silence ("Thank you very
+    much.": 0.69 at 96 ms, clear words): the words are asked again first, and the turn ends
+    on them, not left to the middle look (no discount there: 0.75) and the looks after it."""
+    FakeModel.answers = [0.69, 0.75]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    detector, silent, end = TurnDetector(SETTINGS), 0, None
+    wanted: list[WordsWanted] = []
+    for frame in frames:
+        silent = silent + 1 if frame != LOUD else 0
+        pending = detector.feed(frame)
+        if silent == 9:  # 288 ms: the first look's words come only now
+            for event in wanted:
+                detector.hint("thank you very much", event.look)
+            wanted.clear()
+            pending += detector.feed(b"")
+        while pending:
+            event = pending.pop(0)
+            if isinstance(event, WordsWanted):
+                if silent < 9:
+                    wanted.append(event)
+                    continue
+                detector.hint("thank you very much", event.look)
+                pending += detector.feed(b"")
+            if isinstance(event, SpeechEnded) and end is None:
+                end = silent
+    assert end is not None and end * 32 < SETTINGS.second_look_ms
+    assert [look.kind for look in detector.looks] == ["first", "first"]

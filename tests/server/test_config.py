@@ -233,3 +233,14 @@ def test_the_server_runs_numpys_blas_on_one_thread_unless_told_otherwise():
         out = subprocess.run([sys.executable, "-c", check], env=run_env, capture_output=True,
                              text=True, check=True)  # fmt: skip
         assert out.stdout.strip() == expected
+
+
+def test_the_middle_look_is_bounded_and_turned_off_by_zero():
+    assert Settings.from_env({}).turn_end_middle_look_ms == 256
+    assert Settings.from_env({"TURN_END_MIDDLE_LOOK_MS": "0"}).turn_end_middle_look_ms == 0
+    for bad in ("50", "1001", "-1", "soon"):
+        with pytest.raises(SettingsError, match="TURN_END_MIDDLE_LOOK_MS"):
+            Settings.from_env({"TURN_END_MIDDLE_LOOK_MS": bad})
+    assert (
+        "middle-look" in Settings.from_env({"TURN_END_RULES_OFF": "middle-look"}).turn_end_rules_off
+    )
