@@ -203,6 +203,7 @@ def modes() -> dict[str, TurnSettings]:
         "weak_words_end_ms": 0,
     }
     model.update(previous)
+    today = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}  # the rules now
     return {
         "TURN_END_MODEL=off: timer 400 ms": TurnSettings(vad="silero"),
         "model > 0.9 at 160 ms alone (the first model)": TurnSettings(
@@ -220,50 +221,34 @@ def modes() -> dict[str, TurnSettings]:
             **{**model, "finished_vad_frames": 2}
         ),
         "... + weak words at the 2nd look end at 700 ms (previous)": TurnSettings(
-            vad="silero", end_model="smart-turn", model_wait=True, words_again_ms=0
+            **today, words_again_ms=0
         ),
         **{
             f"... + vetoing words asked again at {ms} ms{' (previous)' if ms == default else ''}": (
-                TurnSettings(
-                    vad="silero",
-                    end_model="smart-turn",
-                    model_wait=True,
-                    words_again_ms=ms,
-                    middle_look_ms=0,
-                )
+                TurnSettings(**today, words_again_ms=ms, middle_look_ms=0)
             )
             for ms in WORDS_AGAIN_MS
         },
         **{
             f"... + a middle look at {ms} ms{' (default)' if ms == default_middle else ''}": (
-                TurnSettings(
-                    vad="silero",
-                    end_model="smart-turn",
-                    model_wait=True,
-                    middle_look_ms=ms,
-                    clear_words_confirm_ms=0,
-                )
+                TurnSettings(**today, middle_look_ms=ms, clear_words_confirm_ms=0)
             )
             for ms in MIDDLE_LOOKS
         },
         **{
             f"... + clear words for a less sure voice heard again at {ms} ms"
             f"{' (default)' if ms == default_confirm else ''}": TurnSettings(
-                vad="silero", end_model="smart-turn", model_wait=True, clear_words_confirm_ms=ms
+                **today, clear_words_confirm_ms=ms
             )
             for ms in CLEAR_CONFIRMS
         },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
-                vad="silero",
-                end_model="smart-turn",
-                model_wait=True,
-                second_look_ms=second,
-                weak_words_end_ms=weak,
+                **today, second_look_ms=second, weak_words_end_ms=weak
             )
             for second, weak in SECOND_LOOKS
         },
-        WITHOUT_WORDS: TurnSettings(vad="silero", end_model="smart-turn", model_wait=True),
+        WITHOUT_WORDS: TurnSettings(**today),
     }
 
 
