@@ -57,6 +57,10 @@ you very much." confirmed by the words at 192-320 ms (237-457 ms; before, 175-19
 voice was over 0.6, else 558-669). The middle look ended "What time is it?" at 256 ms (364
 ms; before it waited for 480 and 700 ms). Under load (2-10, same interleaving): 917 / 1700 ->
 458 / 580 ms, 327 / 1045 -> 198 / 360 ms (the previous mode had the loaded slot).
+The quiet run after the merge, with the clear-words confirm at 128 ms (load 0.81, 12 turns a
+slot, 24 a mode): 414 / 818 -> 405 / 599 ms, 183 / 730 -> 185 / 373 ms. Two turns of 24 still
+went to the 480 ms look, both "Thank you very much." (the voice 0.539 at 96 ms, under the 0.6
+clear words need; 0.845 at the middle look, which gives clear words no discount).
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first

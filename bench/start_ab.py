@@ -53,8 +53,9 @@ def with_loader(name: str):
 
 
 def with_the_wheel(page: str) -> str:
-    """Before: the Pyodide page's config unpacks the client's wheel (PyScript does it in
-    Python) instead of naming its files one by one (server/page.py, FILE_BY_FILE)."""
+    """The other form of the Pyodide page's client: its wheel, which PyScript unpacks in Python,
+    against its files named one by one (server/page.py, FILE_BY_FILE; the page has the wheel
+    since the A/B of 2026-11-30, so this variant is the files)."""
     files = static.current_page_files(SERVED["app"].state)
     path = static.ROOT / "pyscript-pyodide.toml"
 
@@ -65,7 +66,8 @@ def with_the_wheel(page: str) -> str:
         finally:
             page_files.FILE_BY_FILE = keep
 
-    return page.replace(config(True), config(False))
+    today = page_files.FILE_BY_FILE
+    return page.replace(config(today), config(not today))
 
 
 def with_late_recorder(page: str) -> str:

@@ -12,10 +12,12 @@ index.html itself, always revalidated, carries the digests. The configs are inli
 between PyScript's start and the interpreter's, and lets the page preload every client file at
 once instead of after the interpreter is up.
 
-The Pyodide config's wheel (`"./client/<wheel>" = "./*"`) is written into the page as the
-wheel's files one by one (WHEEL_FILES), preloaded with the rest: PyScript unpacked the zip in
-Python (Pyodide's unpackArchive), its `[files]` step 78-123 ms warm and 146-265 ms cold in
-`./dev bench phases` at load 6-16, against 19 and 47 ms for the files (README has the A/B).
+The Pyodide config's wheel (`"./client/<wheel>" = "./*"`) can be written into the page as the
+wheel's files one by one (WHEEL_FILES, FILE_BY_FILE), preloaded with the rest, instead of the
+zip PyScript unpacks in Python (Pyodide's unpackArchive). In the page that step went from
+78-123 ms warm and 146-265 ms cold to 19 and 47 ms (`./dev bench phases`, load 6-16), but end to
+end, on a quiet machine, the 26 requests cost more than the unzip saves (README has the A/Bs):
+the page names the wheel.
 
 pyscript.toml and pyscript-pyodide.toml stay the configs' source (and are still served as they
 are, for pages of your own); the runtime is already under versioned URLs (server/static.py).
@@ -43,7 +45,11 @@ REFERENCE = re.compile(r"""(["'])\./([^"'\s]+)\1""")  # "./main.py", href='./ass
 # folder + their path in the wheel: a config that unpacks the wheel (`"./client/<wheel>" =
 # "./*"`, pyscript-pyodide.toml) is served listing these instead (see the docstring).
 WHEEL_FILES = "client/py/"
-FILE_BY_FILE = True  # False: the configs name the wheel itself (bench/start_ab.py's A/B)
+# True: the Pyodide config names the wheel's files one by one instead of the wheel. Off: a
+# quiet A/B (`./dev bench start_ab --variants wheel`, 8 runs, load 1.4-2.7) read the 26
+# preloaded requests 270 ms slower cold than PyScript unzipping the wheel (2219 against 1949
+# ms to connected) and no faster warm (926 against 927 ms).
+FILE_BY_FILE = False
 
 
 def digest_of(data: bytes) -> str:

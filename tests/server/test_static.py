@@ -230,15 +230,13 @@ def test_served_page_names_its_files_under_hashed_immutable_urls(client):
         # Pyodide's is the snapshot's loader when setup made one (tested below).
         assert configs[kind]["interpreter"] == pyodide_interpreter(source["interpreter"])
         targets = list(source["files"].values())
-        if kind == "py":  # the wheel's files one by one, not the wheel (server/page.py)
-            targets = [f"./{name}" for name in wheel_members(build_wheel().data)]
         assert list(configs[kind]["files"].values()) == targets
     references = page_references(page)
     hashed = [name for name in references if name.startswith("v/")]
     named = {n.split("/", 2)[2] for n in hashed}
     assert {"main.py", "assets/style.css", "assets/icon.svg",
             "client/mpy/layercode_client/client.mpy",
-            "client/py/layercode_client/client.py"} <= named  # fmt: skip
+            f"client/{build_wheel().filename}"} <= named  # fmt: skip
     assert all(n.startswith(("v/", "runtime/")) for n in references), references
     for name in hashed:
         _, digest, path = name.split("/", 2)
@@ -333,3 +331,20 @@ def test_the_pyodide_page_starts_from_a_snapshot_only_when_setup_made_one(tmp_pa
             assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
         assert response.headers["content-encoding"] == "gzip"
         assert response.content == b"memory" * 1000
+
+
+def test_the_pyodide_config_can_name_the_wheels_files_one_by_one(client, monkeypatch):
+    """With FILE_BY_FILE (off by default; bench/start_ab.py's `wheel` variant turns it over),
+    the Pyodide config names the wheel's files, each under its hashed URL, where it named the
+    wheel."""
+    from server import page, static
+
+    monkeypatch.setattr(page, "FILE_BY_FILE", True)
+    files = static.current_page_files(client.app.state)
+    config = json.loads(config_json(ROOT / "pyscript-pyodide.toml", files))
+    members = wheel_members(build_wheel().data)
+    assert list(config["files"].values()) == [f"./{name}" for name in members]
+    for url, target in config["files"].items():
+        response = client.get(url.removeprefix("."))
+        assert response.status_code == 200, url
+        assert response.content == members[target.removeprefix("./")]
