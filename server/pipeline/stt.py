@@ -265,7 +265,7 @@ def _hypothesis(decoder) -> str:
 def serve_decoders(
     connection, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0
 ) -> None:
-    """A worker's loop: requests `(id, op, utterance, payload, urgent[, catching_up])` in,
+    """A worker's loop: requests `(id, op, utterance, payload, urgent, catching_up)` in,
     `(id, result, error, started, ended)` out, `started` and `ended` on the machine's
     monotonic clock (one clock for every process), so the server can tell a request's wait in
     the queue from its work.
@@ -287,8 +287,8 @@ def serve_decoders(
     connection.send(("ready", None, None, 0.0, 0.0))
     requests = Requests(connection)
     while (request := requests.next()) is not None:
-        request_id, op, utterance, payload, urgent, *catching_up = request
-        priority.serve(urgent or any(catching_up))
+        request_id, op, utterance, payload, urgent, catching_up = request
+        priority.serve(urgent or catching_up)
         started = time.monotonic()
         try:
             result = None

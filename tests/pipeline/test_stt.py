@@ -530,7 +530,7 @@ def served_order(monkeypatch, requests: list[tuple]) -> list:
     ours, theirs = multiprocessing.Pipe()
     for request in requests:
         ours.send(request)
-    ours.send(("end", "stop", "", None, False))
+    ours.send(("end", "stop", "", None, False, False))
     worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 3, "baseline"))
     worker.start()
     answered = [ours.recv()[0] for _ in range(len(requests) + 2)]  # "ready" first
@@ -543,11 +543,11 @@ def test_a_turn_ends_words_overtake_other_utterances_streaming_pieces(monkeypatc
     order = served_order(
         monkeypatch,
         [
-            (1, "feed", "streaming-a", piece, False),
-            (2, "feed", "streaming-b", piece, False),
-            (3, "feed", "ending", piece, True),  # its last piece, then its words
-            (4, "words", "ending", None, True),
-            (5, "feed", "streaming-a", piece, False),
+            (1, "feed", "streaming-a", piece, False, False),
+            (2, "feed", "streaming-b", piece, False, False),
+            (3, "feed", "ending", piece, True, False),  # its last piece, then its words
+            (4, "words", "ending", None, True, False),
+            (5, "feed", "streaming-a", piece, False, False),
         ],
     )
     # All were waiting when the worker looked: the urgent ones first, each lane in order.
@@ -558,8 +558,8 @@ def test_the_worker_serves_utterances_pieces_in_turn_not_one_utterances_run(monk
     """With pieces in flight (STT_PIECES_IN_FLIGHT) an utterance has several in the queue:
     another utterance's piece waits for one of them, not for all (round robin)."""
     piece = b"\x01\x00" * 1600
-    requests = [(n, "feed", "behind", piece, False) for n in (1, 2, 3)]
-    requests.append((4, "feed", "keeping-up", piece, False))
+    requests = [(n, "feed", "behind", piece, False, False) for n in (1, 2, 3)]
+    requests.append((4, "feed", "keeping-up", piece, False, False))
     assert served_order(monkeypatch, requests) == [1, 4, 2, 3]
 
 
@@ -570,11 +570,11 @@ def test_an_urgent_request_takes_its_utterances_queued_pieces_first(monkeypatch)
     order = served_order(
         monkeypatch,
         [
-            (1, "feed", "ending", piece, False),
-            (2, "feed", "streaming", piece, False),
-            (3, "feed", "ending", piece, False),
-            (4, "feed", "ending", piece, True),
-            (5, "words", "ending", None, True),
+            (1, "feed", "ending", piece, False, False),
+            (2, "feed", "streaming", piece, False, False),
+            (3, "feed", "ending", piece, False, False),
+            (4, "feed", "ending", piece, True, False),
+            (5, "words", "ending", None, True, False),
         ],
     )
     assert order == [1, 3, 4, 5, 2]
@@ -582,8 +582,8 @@ def test_an_urgent_request_takes_its_utterances_queued_pieces_first(monkeypatch)
 
 def test_without_urgent_requests_the_worker_serves_in_arrival_order(monkeypatch):
     piece = b"\x01\x00" * 1600
-    requests = [(n, "feed", f"u{n % 2}", piece, False) for n in range(1, 6)]
-    requests.append((6, "cancel", "u1", None, False))
+    requests = [(n, "feed", f"u{n % 2}", piece, False, False) for n in range(1, 6)]
+    requests.append((6, "cancel", "u1", None, False, False))
     assert served_order(monkeypatch, requests) == [1, 2, 3, 4, 5, 6]
 
 
@@ -609,13 +609,13 @@ def test_a_worker_decodes_a_turns_end_at_the_servers_priority_and_streaming_belo
     piece = b"\x01\x00" * 1600
     ours, theirs = multiprocessing.Pipe()
     for request in [
-        (1, "feed", "streaming", piece, False),
-        (2, "feed", "ending", piece, True),
-        (3, "feed", "streaming", piece, False),
+        (1, "feed", "streaming", piece, False, False),
+        (2, "feed", "ending", piece, True, False),
+        (3, "feed", "streaming", piece, False, False),
         (4, "feed", "behind", piece, False, True),  # catching up (STT_CATCH_UP_MS)
     ]:
         ours.send(request)
-    ours.send(("end", "stop", "", None, False))
+    ours.send(("end", "stop", "", None, False, False))
     base = os.getpriority(os.PRIO_PROCESS, 0)
     worker = threading.Thread(target=stt.serve_decoders, args=(theirs, 3, "baseline", 5))
     worker.start()
