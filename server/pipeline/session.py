@@ -262,11 +262,15 @@ class Utterance:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def _wanted(self) -> int | None:
+        """The bytes fed that the earliest open ask for words waits for (all fed so far with
+        words-at-ask off, whose asks are marked -1); None: nobody asks."""
+        wanted = min((fed for asked, fed in self._asked if not asked.done()), default=None)
+        return self._fed if wanted == -1 else wanted
+
     def _take(self) -> bytes:
         """The audio queued for the recogniser, up to the earliest ask's (words at ask)."""
-        wanted = min((fed for asked, fed in self._asked if not asked.done()), default=None)
-        if wanted == -1:  # (words_at_ask off) all fed so far, whenever it came
-            wanted = None
+        wanted = self._wanted()
         pieces = []
         while self._pending and (wanted is None or self._sent < wanted):
             pieces.append(self._pending.popleft())
@@ -289,9 +293,7 @@ class Utterance:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                wanted = min((fed for _, fed in self._asked), default=None)
-                if wanted == -1:  # (words_at_ask off) all fed so far, whenever it came
-                    wanted = self._fed
+                wanted = self._wanted()
                 if wanted is not None and self._sent >= wanted:  # all fed before the ask
                     words, covered = await recognizer.words(), self._sent
                     for asked, fed in self._asked:
