@@ -370,8 +370,8 @@ class TurnDetector:
         self._hold: tuple[int, int] | None = None
         self._turn_audio = bytearray()  # the turn so far (last WINDOW_S), what the model hears
         self._paused = False  # SpeechPaused was reported for the current silence
-        self._asked = 0  # times the model was asked during the current pause
-        self._kind = "first"  # the kind of the pause's latest look (Look.kind)
+        # The kind of the pause's latest look (Look.kind); None: the model not asked yet.
+        self._kind: str | None = None
         self._decision: Future | None = None  # its answer (a probability), while the pause lasts
         # The first look's answer, when its words vetoed it: decided again with new words
         # (`words_again_ms`), once a pause.
@@ -453,8 +453,7 @@ class TurnDetector:
                 self._silent_frames = 0
                 self._last_voice_end_s = frame_end_s
                 self._drop_decision()  # the user went on
-                self._asked = 0
-                self._kind = "first"
+                self._kind = None
                 self._words_again = None
                 self._vetoed_in_pause = False
             else:
@@ -513,14 +512,13 @@ class TurnDetector:
         if self._hold is not None:
             return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
-        first = silent_ms >= s.model_silence_ms and not self._asked
+        first = silent_ms >= s.model_silence_ms and self._kind is None
         # After the first look's words are decided again (at once, when its answer came late):
         # a "finished" on clear words that waits for them must not lose them to the middle
         # look, which gives no discount.
         middle = (
             s.middle_look_ms
             and silent_ms >= s.middle_look_ms
-            and self._asked
             and self._kind == "first"
             and self._decision is None
             and self._words_again is None
@@ -538,9 +536,8 @@ class TurnDetector:
         )
         if again and agrees:
             self._decide_with_words_again(silent_ms)
-        elif (first or middle or (self._asked and self._kind != "second" and second)) and agrees:
+        elif (first or middle or (self._kind in ("first", "middle") and second)) and agrees:
             self._kind = "first" if first else "middle" if middle else "second"
-            self._asked += 1
             self._look += 1
             look = Look(look=self._look, silence_ms=silent_ms, kind=self._kind)
             self.looks.append(look)
@@ -748,8 +745,7 @@ class TurnDetector:
         self._drop_decision()
         self._hold = None
         self._vad_silent_frames = 0
-        self._asked = 0
-        self._kind = "first"
+        self._kind = None
         self._words_again = None
         self._vetoed_in_pause = False
         self._unheard.clear()
