@@ -27,16 +27,23 @@ pytestmark = pytest.mark.browser
 
 SPOKEN = "The quick brown fox jumps over the lazy dog."
 
-# Records what the page opened, and when the player was told to stop.
+# Records what the page opened, in what order, and when the player was told to stop.
 MEDIA_PROBE = """
-window.__media = {streams: [], contexts: []};
+window.__media = {streams: [], contexts: [], order: []};
 const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
 navigator.mediaDevices.getUserMedia = async (c) => {
-  const s = await gum(c); window.__media.streams.push(s); return s;
+  window.__media.order.push("microphone asked");
+  const s = await gum(c);
+  window.__media.order.push("microphone granted");
+  window.__media.streams.push(s); return s;
 };
 const Base = window.AudioContext;
 window.AudioContext = class extends Base {
-  constructor(...a) { super(...a); window.__media.contexts.push(this); }
+  constructor(...a) {
+    super(...a);
+    window.__media.contexts.push(this);
+    window.__media.order.push("audio context made");
+  }
 };
 const post = MessagePort.prototype.postMessage;
 MessagePort.prototype.postMessage = function (data, ...rest) {
@@ -324,31 +331,13 @@ def test_a_denied_microphone_is_an_error(playwright, pipeline):
         browser.close()
 
 
-# When the page asks for the microphone, is granted it, and makes an AudioContext.
-MICROPHONE_ORDER = """
-window.__order = [];
-const ask = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-navigator.mediaDevices.getUserMedia = (constraints) => {
-  window.__order.push("microphone asked");
-  const granted = ask(constraints);
-  granted.then(() => window.__order.push("microphone granted"), () => {});
-  return granted;
-};
-const Made = window.AudioContext;
-window.AudioContext = class extends Made {
-  constructor(...a) { super(...a); window.__order.push("audio context made"); }
-};
-"""
-
-
 def test_the_recorders_audio_context_starts_while_the_microphone_is_granted(page, pipeline):
     """The recorder's AudioContext and worklet need no stream: they start when the browser is
     asked for the microphone, not after it granted it (one after the other, about 20 ms of a
     connect). The client then records as before."""
-    page.add_init_script(MICROPHONE_ORDER)
     open_and_connect(page, pipeline)
     pipeline.wait_for(page, "client.audio", count=5, timeout_s=20)
-    order = page.evaluate("window.__order")
+    order = page.evaluate("window.__media.order")  # MEDIA_PROBE's
     asked, granted = order.index("microphone asked"), order.index("microphone granted")
     assert "audio context made" in order[asked:granted], order
     assert order.count("audio context made") == 2, order  # the player's and the recorder's
