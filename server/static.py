@@ -2,8 +2,9 @@
 
 Only named files are served from the repository (never the folder itself: it holds the server's
 code and maybe a `.env`). The vendored runtime lives under versioned paths, so it is cached for
-a year as immutable, and sent precompressed (the `.gz` files setup wrote) when the browser
-accepts gzip. The page names its own files (main.py, the assets, the client) under
+a year as immutable, and sent precompressed (the `.zst` or `.gz` files setup wrote) when the
+browser accepts zstd or gzip: zstd first, which a warm load decodes from the HTTP cache about
+5x faster (server/vendor.py). The page names its own files (main.py, the assets, the client) under
 content-hashed URLs, cached as immutable too (server/page.py); index.html, which carries their
 digests, is revalidated on every load (cheap: an ETag answered with 304), and so are the files
 under their plain names (for pages of your own).
@@ -149,11 +150,27 @@ async def runtime(request: Request) -> Response:
     if path is None or path.name.startswith("."):
         return not_found("runtime file")
     headers = {"Cache-Control": IMMUTABLE, "Vary": "Accept-Encoding"}
-    gzipped = path.with_name(path.name + ".gz")
-    if "gzip" in request.headers.get("accept-encoding", "") and gzipped.is_file():
-        headers["Content-Encoding"] = "gzip"
-        return FileResponse(gzipped, media_type=content_type(path.name), headers=headers)
+    accepted = accepted_encodings(request.headers.get("accept-encoding", ""))
+    for encoding, suffix in PRECOMPRESSED:
+        packed = path.with_name(path.name + suffix)
+        if encoding in accepted and packed.is_file():
+            headers["Content-Encoding"] = encoding
+            return FileResponse(packed, media_type=content_type(path.name), headers=headers)
     return FileResponse(path, media_type=content_type(path.name), headers=headers)
+
+
+PRECOMPRESSED = (("zstd", ".zst"), ("gzip", ".gz"))  # in the order they are preferred
+
+
+def accepted_encodings(header: str) -> set[str]:
+    """The content codings an Accept-Encoding header takes (not those it gives `q=0`)."""
+    accepted = set()
+    for item in header.split(","):
+        name, *params = (part.strip() for part in item.split(";"))
+        refused = any(re.fullmatch(r"q\s*=\s*0(\.0{0,3})?", param) for param in params)
+        if name and not refused:
+            accepted.add(name.lower())
+    return accepted
 
 
 async def hashed_file(request: Request) -> Response:

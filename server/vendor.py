@@ -85,6 +85,13 @@ MICROPIP_PYTHON = "3.14"  # the Python of the pinned Pyodide
 # Files worth precompressing: text and wasm compress 3-5x; zips and wheels do not.
 COMPRESSIBLE = {".js", ".mjs", ".wasm", ".json", ".css", ".html", ".zip"}
 MIN_GZIP_SAVING = 0.10
+# Beside each `.gz`, a `.zst` (served to browsers that accept zstd: Chromium since 123). The
+# HTTP cache keeps a response as it came, so a warm load decodes the runtime again: for the
+# Pyodide page 25 MB (its wasm and the snapshot), which zstd decodes about 5x faster than gzip
+# inflates (README, "How fast it starts", has the figures). Level 19, made once by setup; a
+# window of at most 8 MB, the most HTTP's zstd coding asks a browser to hold (RFC 9659).
+ZSTD_LEVEL = 19
+ZSTD_WINDOW_LOG = 23
 DONE_MARKER = ".complete"
 
 
@@ -204,6 +211,27 @@ def precompress(folder: Path) -> None:
             path.with_name(path.name + ".gz").write_bytes(packed)
 
 
+def zstd_compress(data: bytes) -> bytes:
+    import zstandard
+
+    params = zstandard.ZstdCompressionParameters.from_level(
+        ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, source_size=len(data)
+    )
+    return zstandard.ZstdCompressor(compression_params=params).compress(data)
+
+
+def add_zstd(folder: Path) -> None:
+    """Write a `.zst` beside each `.gz` in `folder` (where gzip pays, zstd does too) that has
+    none yet: folders vendored before zstd get theirs on the next setup."""
+    for gzipped in sorted(folder.rglob("*.gz")):
+        source, packed = gzipped.with_suffix(""), gzipped.with_suffix(".zst")
+        if packed.is_file() or not source.is_file():
+            continue
+        partial = packed.with_name(packed.name + ".partial")
+        partial.write_bytes(zstd_compress(source.read_bytes()))
+        partial.rename(packed)  # last: a `.zst` there is a whole one
+
+
 def main() -> None:
     VENDOR_DIR.mkdir(exist_ok=True)
     changed = False
@@ -227,6 +255,8 @@ def main() -> None:
             precompress(package.target)
         (package.target / DONE_MARKER).write_text(stamp)
         changed = True
+    for package in (PYSCRIPT, MICROPYTHON, PYODIDE):
+        add_zstd(package.target)
     log("runtime vendored" if changed else "runtime already in place")
 
 
