@@ -37,6 +37,7 @@ def test_export_contents(tmp_path):
         assert (target / "runtime" / runtime).is_dir()
     assert (target / "pyscript.toml").is_file() and (target / "pyscript-pyodide.toml").is_file()
     assert not list(target.rglob("*.gz")) and not list(target.rglob(".complete"))
+    assert not list(target.rglob("*.zst"))
     assert len(list((target / "client").glob("*.whl"))) == 1
     for url in tomllib.loads((target / "pyscript.toml").read_text())["files"]:
         assert (target / url).is_file(), url  # the client precompiled for MicroPython

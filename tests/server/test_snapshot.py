@@ -6,6 +6,8 @@ from __future__ import annotations
 import gzip
 import os
 
+import zstandard
+
 from server import snapshot, vendor
 
 
@@ -51,12 +53,15 @@ def test_setup_writes_the_sparse_snapshot_and_its_loader_from_an_earlier_full_on
     stored = (folder / f"{name}.bin").read_bytes()
     assert snapshot.expand(stored) == memory
     assert gzip.decompress((folder / f"{name}.bin.gz").read_bytes()) == stored
+    assert (
+        zstandard.ZstdDecompressor().decompress((folder / f"{name}.bin.zst").read_bytes()) == stored
+    )
     code = (folder / loader).read_text()
     assert f'"./{name}.bin"' in code and f'layercodePyodideSnapshot = "{name}"' in code
 
     snapshot.main()
     assert sorted(p.name for p in folder.glob(snapshot.PREFIX + "*")) == [
-        f"{name}.bin", f"{name}.bin.gz", f"{name}.mjs"
+        f"{name}.bin", f"{name}.bin.gz", f"{name}.bin.zst", f"{name}.mjs"
     ]  # fmt: skip
 
     (folder / "snapshot-0123456789abcdef.bin").unlink()  # only the sparse one is left
