@@ -102,7 +102,7 @@ def zstd_runtime(folder: Path) -> None:
     if any(vendor.VENDOR_DIR.rglob("*.zst")):
         return
     print("  the vendored runtime has no .zst files: making them in a copy")
-    shutil.copytree(vendor.VENDOR_DIR, folder, ignore=shutil.ignore_patterns("snapshot-[0-9a-f]*"))
+    shutil.copytree(vendor.VENDOR_DIR, folder, ignore=shutil.ignore_patterns(vendor.FULL_SNAPSHOT))
     for package in (vendor.PYSCRIPT, vendor.MICROPYTHON, vendor.PYODIDE):
         vendor.add_zstd(folder / package.target.relative_to(vendor.VENDOR_DIR))
     static.VENDOR_DIR = folder

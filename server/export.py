@@ -20,7 +20,7 @@ from .wheel import MPY_URL_PATH, build_mpy_files, build_wheel
 
 # A full Pyodide snapshot an earlier setup left (`snapshot-<digest>.*`, 30 MB) is not the page's:
 # it loads the sparse one (`snapshot-sparse-<digest>.*`, server/snapshot.py).
-SKIPPED_RUNTIME_FILES = ("*.gz", "*.zst", vendor.DONE_MARKER, "snapshot-[0-9a-f]*")
+SKIPPED_RUNTIME_FILES = ("*.gz", "*.zst", vendor.DONE_MARKER, vendor.FULL_SNAPSHOT)
 
 
 def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> Path:

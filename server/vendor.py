@@ -21,6 +21,7 @@ import sys
 import tarfile
 import tempfile
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,6 +93,8 @@ MIN_GZIP_SAVING = 0.10
 # window of at most 8 MB, the most HTTP's zstd coding asks a browser to hold (RFC 9659).
 ZSTD_LEVEL = 19
 ZSTD_WINDOW_LOG = 23
+# An earlier setup's full Pyodide snapshot (30 MB), which the page never loads (server/snapshot.py)
+FULL_SNAPSHOT = "snapshot-[0-9a-f]*"
 DONE_MARKER = ".complete"
 
 
@@ -225,7 +228,7 @@ def add_zstd(folder: Path) -> None:
     none yet: folders vendored before zstd get theirs on the next setup."""
     for gzipped in sorted(folder.rglob("*.gz")):
         source, packed = gzipped.with_suffix(""), gzipped.with_suffix(".zst")
-        if packed.is_file() or not source.is_file():
+        if packed.is_file() or not source.is_file() or fnmatch(source.name, FULL_SNAPSHOT):
             continue
         partial = packed.with_name(packed.name + ".partial")
         partial.write_bytes(zstd_compress(source.read_bytes()))

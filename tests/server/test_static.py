@@ -142,8 +142,12 @@ def test_setup_writes_zstd_beside_gzip_within_the_window_browsers_decode(zstd_ru
     assert zstandard.get_frame_parameters(packed).window_size <= 8 * 2**20
     assert len(packed) < len((folder / "micropython.wasm.gz").read_bytes())
     written = wasm.stat().st_mtime_ns
+    full = folder / "snapshot-0123456789abcdef.bin"  # an earlier setup's, never loaded
+    full.write_bytes(b"memory" * 1000)
+    full.with_name(full.name + ".gz").write_bytes(gzip.compress(full.read_bytes()))
     vendor.add_zstd(folder)
     assert wasm.stat().st_mtime_ns == written
+    assert not full.with_name(full.name + ".zst").exists()
 
 
 @pytest.mark.parametrize(
