@@ -230,6 +230,7 @@ def add_zstd(folder: Path) -> None:
         source, packed = gzipped.with_suffix(""), gzipped.with_suffix(".zst")
         if packed.is_file() or not source.is_file() or fnmatch(source.name, FULL_SNAPSHOT):
             continue
+        log(f"compressing {source.name} with zstd (once)")
         partial = packed.with_name(packed.name + ".partial")
         partial.write_bytes(zstd_compress(source.read_bytes()))
         partial.rename(packed)  # last: a `.zst` there is a whole one
