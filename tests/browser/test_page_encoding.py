@@ -1,6 +1,6 @@
 """The runtime sent as zstd (server/static.py, server/vendor.py): Chromium decodes it, the page
-starts on both interpreters, and a warm Pyodide load still takes its compiled wasm back from
-the code cache."""
+starts on both interpreters. (A warm Pyodide load takes its compiled wasm back from the code
+cache whatever the coding: test_boot.py's test runs on the `.zst` files setup writes.)"""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import pytest
 
 from server import static, vendor
 from tests.browser.conftest import running_app, wait_ready
-from tests.browser.test_boot import cached_wasm_bytes, traced_event_names
-from tests.conftest import chromium_launch_args
 
 WASM = {"micropython": "micropython.wasm", "pyodide": "pyodide.asm.wasm"}
 PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
@@ -48,30 +46,3 @@ def test_the_page_starts_on_a_runtime_sent_as_zstd(zstd_runtime, page, interpret
         wait_ready(page, timeout_ms=120_000)
     assert encodings[WASM[interpreter]] == "zstd"
     assert page.evaluate("document.body.dataset.interpreter") == interpreter
-
-
-def test_a_warm_pyodide_load_still_reuses_the_compiled_wasm_sent_as_zstd(
-    zstd_runtime, playwright, tmp_path
-):
-    """Chromium keeps compiled wasm by the response's URL, whatever its coding: as with gzip
-    (test_boot.py), the return visit takes Pyodide's compiled wasm back from the code cache."""
-    profile = tmp_path / "profile"
-    context = playwright.chromium.launch_persistent_context(profile, **chromium_launch_args())
-    try:
-        page = context.pages[0] if context.pages else context.new_page()
-        with running_app(layercode_api_key="lc_never_used") as url:
-            page.goto(url + PAGES["pyodide"])
-            wait_ready(page, timeout_ms=120_000)
-            # Chromium stores the code once enough of it is optimised, seconds after the load.
-            while cached_wasm_bytes(profile) < 500_000:
-                page.wait_for_timeout(250)
-
-            def reload() -> None:
-                page.reload()
-                wait_ready(page, timeout_ms=120_000)
-
-            cdp = context.new_cdp_session(page)
-            names = traced_event_names(cdp, "disabled-by-default-devtools.timeline", reload)
-        assert "v8.wasm.moduleCacheHit" in names
-    finally:
-        context.close()
