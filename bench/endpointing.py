@@ -182,6 +182,9 @@ MIDDLE_LOOKS: list[int] = [TurnSettings().middle_look_ms]
 # are asked again (turns.py's `clear_words_confirm_ms`), compared (--clear-confirms; the
 # default marked).
 CLEAR_CONFIRMS: list[int] = [TurnSettings().clear_words_confirm_ms]
+# The bars clear words lower the middle look's to (turns.py's `middle_clear_end_model_min`),
+# compared (--middle-clear-words; the default marked).
+MIDDLE_CLEAR_BARS: list[float] = [TurnSettings().middle_clear_end_model_min]
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -191,6 +194,8 @@ def modes() -> dict[str, TurnSettings]:
     default = TurnSettings().words_again_ms
     default_middle = TurnSettings().middle_look_ms
     default_confirm = TurnSettings().clear_words_confirm_ms
+    default_bar = TurnSettings().middle_clear_end_model_min
+    no_middle_clear = {"middle_clear_end_model_min": 1.0}  # the rule after them, off
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
     before = {  # the rules added after the 3/72 run off
         "look_needs_vad_silence": False,
@@ -231,16 +236,25 @@ def modes() -> dict[str, TurnSettings]:
         },
         **{
             f"... + a middle look at {ms} ms{' (default)' if ms == default_middle else ''}": (
-                TurnSettings(**today, middle_look_ms=ms, clear_words_confirm_ms=0)
+                TurnSettings(
+                    **today, **no_middle_clear, middle_look_ms=ms, clear_words_confirm_ms=0
+                )
             )
             for ms in MIDDLE_LOOKS
         },
         **{
             f"... + clear words for a less sure voice heard again at {ms} ms"
             f"{' (default)' if ms == default_confirm else ''}": TurnSettings(
-                **today, clear_words_confirm_ms=ms
+                **today, **no_middle_clear, clear_words_confirm_ms=ms
             )
             for ms in CLEAR_CONFIRMS
+        },
+        **{
+            f"... + clear words let a voice above {bar:g} end the turn at the middle look"
+            f"{' (default)' if bar == default_bar else ''}": TurnSettings(
+                **today, middle_clear_end_model_min=bar
+            )
+            for bar in MIDDLE_CLEAR_BARS
         },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
@@ -326,6 +340,12 @@ def main() -> None:
         help="the silences (ms) at which clear words that let a less sure voice end the turn "
         "at the first look are asked again, compared",
     )
+    parser.add_argument(
+        "--middle-clear-words",
+        default=",".join(f"{bar:g}" for bar in MIDDLE_CLEAR_BARS),
+        help="the bars (0.5-1) that words clearly ending a sentence lower the middle look's "
+        "to, compared",
+    )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
         "--sets",
@@ -342,6 +362,7 @@ def main() -> None:
     WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
     MIDDLE_LOOKS[:] = [int(ms) for ms in args.middle_looks.split(",") if ms]
     CLEAR_CONFIRMS[:] = [int(ms) for ms in args.clear_confirms.split(",") if ms]
+    MIDDLE_CLEAR_BARS[:] = [float(bar) for bar in args.middle_clear_words.split(",") if bar]
     SECOND_LOOKS[:] = [
         (int(pair.split(":")[0]), int(pair.split(":")[1]))
         for pair in args.second_looks.split(",")

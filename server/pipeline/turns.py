@@ -59,7 +59,11 @@ bar clear words give, and not on one or two words (the comma of "No, thank you."
 "nope", the model 0.966 at 256 ms): in the browser "What time is it?" scored 0.945 at 96 ms
 (under 0.95, by how the 32 ms frames fell on the voice's end) with weak words ("is it",
 P(end) 0.115), and waited for the second look, which holds weak words to 700 ms
-(bench/latency.py). Under load
+(bench/latency.py). Clear words lower the middle look's bar too, but less than the first's
+(`middle_clear_end_model_min`, 0.8): "Thank you very much." scored 0.539 at 96 ms and 0.845
+at 256 ms in the browser and waited for the second look, while the voice of a sentence cut at
+a hesitation, with clear words, scored at most 0.72 at 256 ms on bench/endpointing.py's sets
+("I would like to order two," heard "i would like to war two"). Under load
 the recogniser falls behind the voice and a look's words can come seconds late: once the
 silence reaches `late_words_end_ms` (700 ms, longer than the pauses inside sentences the
 model alone would cut) a look whose words have not come decides on the model alone, at its
@@ -165,6 +169,15 @@ class TurnSettings:
     # brings the missing word ("... up at" by 128 ms; 128-192 cut nothing, endpointing.py has
     # the figures). 0: never (TURN_END_RULES_OFF=clear-words-confirm).
     clear_words_confirm_ms: int = 128
+    # At the middle look, words that clearly end a sentence (P(end) >= clear_end_min, after
+    # at least `clear_end_min_words` words) let a voice above this end the turn, not only one
+    # above `model_threshold`: in the browser "Thank you very much." scored 0.539 at 96 ms
+    # (under `clear_end_model_min`) and 0.845 at 256 ms, and waited for the 480 ms look (the
+    # p95 of bench/latency.py). Higher than the first look's 0.6: by 256 ms the silence pushes
+    # the model up on sentences cut at a hesitation, whose clear words at the pause scored at
+    # most 0.72 there ("I would like to war two", bench/endpointing.py). 0.5-1; at or above
+    # `model_threshold`: no discount (TURN_END_RULES_OFF=middle-clear-words).
+    middle_clear_end_model_min: float = 0.8
     # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
     # this much silence, on the model alone, unless words heard in this pause vetoed an end;
     # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
@@ -198,6 +211,8 @@ class TurnSettings:
             self.model_silence_ms < self.middle_look_ms <= self.max_silence_ms
         ):
             raise ValueError("middle_look_ms must be 0 or in model_silence_ms..max_silence_ms")
+        if not 0.5 <= self.middle_clear_end_model_min <= 1:
+            raise ValueError("middle_clear_end_model_min must be 0.5..1")
         if not 0 <= self.late_words_end_ms <= 5000:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
@@ -222,6 +237,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "words-again": {"words_again_ms": 0},  # words vetoing the 1st look are asked again
     "middle-look": {"middle_look_ms": 0},  # the model asked again between the 1st and 2nd look
     "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
+    "middle-clear-words": {"middle_clear_end_model_min": 1.0},  # clear words' bar at 256 ms
 }
 
 
@@ -581,13 +597,12 @@ class TurnDetector:
         look = self.looks[-1]
         look.probability = probability = decision.result()
         threshold = s.second_threshold if self._kind == "second" else s.model_threshold
-        # At the first look, words that clearly end a sentence lower the voice's bar; not at
-        # the middle or second, where the trailing silence alone pushes the model higher on
-        # sentences cut at a hesitation (bench/endpointing.py).
-        clear_words_may_do = (
-            s.text_veto and self._kind == "first" and s.clear_end_model_min < threshold
-        )
-        lowest = s.clear_end_model_min if clear_words_may_do else threshold
+        # At the first look, words that clearly end a sentence lower the voice's bar; at the
+        # middle look less (`middle_clear_end_model_min`); not at the second, where the
+        # trailing silence alone pushes the model higher on sentences cut at a hesitation
+        # (bench/endpointing.py).
+        clear_bar = {"first": s.clear_end_model_min, "middle": s.middle_clear_end_model_min}
+        lowest = min(threshold, clear_bar.get(self._kind, threshold)) if s.text_veto else threshold
         if probability <= lowest:
             self._decision = None
             return self._verdict(look, False)
