@@ -32,6 +32,7 @@ TURN_END_RULES = (
     "middle-look",
     "clear-words-confirm",
     "middle-clear-words",
+    "vetoed-words-wait",
 )
 
 # name → (default, what it does); the README's table is generated from the same words.
@@ -217,7 +218,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "450 ms looks, with the first look's bar), `clear-words-confirm` (at the first look, a "
         "voice less than sure whose words end a sentence clearly ends the turn only once the "
         "words asked again at `TURN_END_CLEAR_WORDS_CONFIRM_MS` agree: at 96 ms the words "
-        "depend on how much audio the last chunk brought).",
+        "depend on how much audio the last chunk brought), `middle-clear-words` (at the middle "
+        "look, words that end a sentence clearly let a voice above "
+        "`TURN_END_MIDDLE_CLEAR_WORDS_MIN` end the turn), `vetoed-words-wait` (at the 450 ms "
+        "look, a voice the model is sure of, over 0.95, whose words veto an end ends the turn "
+        "at 800 ms of silence, not at the 1 s fallback: misheard words veto finished "
+        "sentences).",
     ),
     "TURN_END_MIDDLE_LOOK_MS": (
         "256",

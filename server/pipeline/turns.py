@@ -149,6 +149,14 @@ class TurnSettings:
     # At the second look, words that end a sentence only weakly (P(end) < clear_end_min) end
     # the turn at this much silence, not at once (0: at once; at most max_silence_ms).
     weak_words_end_ms: int = 700
+    # At the second look, words that veto an end (P(end) < sentence_end_min) do not hold a
+    # voice the model is sure of (over `model_threshold`) to the fallback: the turn ends at
+    # this much silence. Misheard words veto a finished sentence ("Hello, how are you?" heard
+    # "oh pa or you", P(end) 0.017, in the browser; "set an alarm for seven", P 0.040, on the
+    # sets), while a hesitation's words ("a table for") need it to outlast the pause. Longer
+    # than the weak words' wait (700). 0: the fallback decides (TURN_END_RULES_OFF=
+    # vetoed-words-wait); at most max_silence_ms.
+    vetoed_words_end_ms: int = 800
     # At the first look, a voice that sounds finished but words that do not end a sentence:
     # the words are asked once more at this much silence and the look decided again with them
     # (the recogniser often lacks the last word at 96 ms: "to my" for "tonight"). 0: never.
@@ -199,6 +207,8 @@ class TurnSettings:
             raise ValueError("finished_vad_frames must be 1..10")
         if not 0 <= self.weak_words_end_ms <= 5000:
             raise ValueError("weak_words_end_ms must be 0..5000")
+        if not 0 <= self.vetoed_words_end_ms <= self.max_silence_ms:
+            raise ValueError("vetoed_words_end_ms must be 0..max_silence_ms")
         if not 0 <= self.words_again_ms <= 5000:
             raise ValueError("words_again_ms must be 0..5000")
         if self.clear_words_confirm_ms and not (
@@ -238,6 +248,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "middle-look": {"middle_look_ms": 0},  # the model asked again between the 1st and 2nd look
     "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
     "middle-clear-words": {"middle_clear_end_model_min": 1.0},  # clear words' bar at 256 ms
+    "vetoed-words-wait": {"vetoed_words_end_ms": 0},  # a sure voice's veto at 2nd look: 800
 }
 
 
@@ -634,6 +645,8 @@ class TurnDetector:
             wanted = max(wanted, s.clear_end_min)
         end_probability = look.end_probability
         if end_probability is None or end_probability < wanted:
+            if self._kind == "second" and s.vetoed_words_end_ms and probability > s.model_threshold:
+                return self._hold_finished(look, s.vetoed_words_end_ms)  # words misheard?
             return self._words_vetoed(look, probability)
         if (
             probability <= threshold
@@ -648,10 +661,16 @@ class TurnDetector:
         silence_ms = 0
         if self._kind == "second" and end_probability < s.clear_end_min:
             silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
-        self._hold = (silence_ms, s.finished_vad_frames)
+        return self._hold_finished(look, silence_ms)
+
+    def _hold_finished(self, look: Look, silence_ms: int) -> bool:
+        """A "finished" that ends the turn once the silence reaches `silence_ms` and the VAD
+        model has heard `finished_vad_frames` silent frames in a row (at once, mostly)."""
+        frames = self.settings.finished_vad_frames
+        self._hold = (silence_ms, frames)
         if self._hold_is_over():
             return self._verdict(look, True)
-        look.held = f"held for {silence_ms} ms, {s.finished_vad_frames} VAD-silent frames"
+        look.held = f"held for {silence_ms} ms, {frames} VAD-silent frames"
         return self._verdict(look, True, log_it=False)
 
     def _words_vetoed(self, look: Look, probability: float) -> bool:

@@ -388,3 +388,40 @@ def test_the_middle_clear_words_setting_is_bounded():
     for bad in ("0.3", "1.01", "nan", "high"):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: bad})
+
+
+def test_words_that_veto_a_sure_voice_at_the_second_look_hold_it_only_to_800_ms():
+    """ "Hello, how are you?" misheard "oh pa or you" (P(end) 0.017): every look's words veto
+    an end, and the turn waited for the 1 s fallback. At the second look a voice the model is
+    sure of (0.99 > 0.95) now ends the turn at `vetoed_words_end_ms` (800 ms) of silence.
+    Before (`vetoed-words-wait` off), at 1000 ms."""
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    FakeModel.answers = [0.5, 0.6, 0.99]
+    (end,) = ends(run(frames, SETTINGS, "oh pa or you"))
+    assert end * 32 == 800 == SETTINGS.vetoed_words_end_ms
+    FakeModel.answers = [0.5, 0.6, 0.99]
+    off = replace(SETTINGS, **rules_off(["vetoed-words-wait"]))
+    (before,) = ends(run(frames, off, "oh pa or you"))
+    assert before * 32 == 1024  # the first 32 ms frame at or past max_silence_ms
+
+
+def test_a_hesitation_whose_words_veto_an_end_goes_on_within_800_ms():
+    """ "I need a table for, ... four": at the second look the voice sounds finished (0.99)
+    and "a table for" vetoes it; the voice back at 736 ms of silence goes on in the same turn.
+    A voice the model is less sure of (0.93) is held to the fallback, as before."""
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 23 + [LOUD] * 10 + [QUIET] * 40
+    FakeModel.answers = [0.5, 0.6, 0.99, 0.5, 0.6, 0.99]
+    events = run(frames, SETTINGS, "i need a table for")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    FakeModel.answers = [0.5, 0.6, 0.93]
+    (end,) = ends(run(frames, SETTINGS, "oh pa or you"))
+    assert end * 32 == 1024
+
+
+def test_the_vetoed_words_wait_is_bounded():
+    with pytest.raises(ValueError, match="vetoed_words_end_ms"):
+        TurnSettings(vetoed_words_end_ms=1500)  # after the fallback
+    with pytest.raises(ValueError, match="vetoed_words_end_ms"):
+        TurnSettings(vetoed_words_end_ms=-1)
+    assert RULES_OFF["vetoed-words-wait"] == {"vetoed_words_end_ms": 0}
