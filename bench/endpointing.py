@@ -40,6 +40,10 @@ The five questions of bench/latency.py all end at the first look here (170-261 m
 
 `--clear-confirms 128,160,192` compares the silences at which clear words that let a less sure
 voice end the turn at the first look are heard again (turns.py; endpointing.py has the figures).
+`--middle-clear-words 0.7,0.75,0.8,0.85` compares the bars clear words lower the middle look's
+to, and `--vetoed-waits 700,800` the silences at which words vetoing a voice the model is sure
+of at the second look end the turn (turns.py; endpointing.py has the figures); the modes
+from "a middle look" on have the rules after them off.
 
     python bench/endpointing.py [--pauses 0.3,0.45,0.6] [--modes ...] [--second-looks ...]
 """
