@@ -43,8 +43,12 @@ one (0.31), and the model (0.97) and the words ("fifteen min", P 0.22) agree on 
 "-utes" comes by the next frame. At the second look, where the trailing silence alone makes the
 model sure of nearly anything, words that end a sentence only weakly (P < `clear_end_min`) end
 the turn at `weak_words_end_ms` (700 ms) of silence, not at once: misheard words at a
-hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. When the
-words vetoed a voice that sounded finished at the first look, they are asked once more at
+hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. Words
+that veto an end there hold a voice the model is sure of (over 0.95) to `vetoed_words_end_ms`
+(800 ms), not to the fallback: misheard words veto finished sentences ("Hello, how are you?"
+heard "oh pa or you", P 0.017, the model 0.98), and the model scores a hesitation's 480 ms
+just as high ("a table for"), so only a wait longer than the pauses can tell them apart.
+When the words vetoed a voice that sounded finished at the first look, they are asked once more at
 `words_again_ms` (192 ms) of silence and the first look decided again with them (same answer
 of the model, same thresholds): asked at 96 ms the recogniser often still lacks the last word
 ("close to my" for "close tonight", "my foie" for "my flight"), and those turns waited for the
