@@ -388,6 +388,12 @@ def test_the_middle_clear_words_setting_is_bounded():
     for bad in ("0.3", "1.01", "nan", "high"):
         with pytest.raises(SettingsError, match=name):
             Settings.from_env({name: bad})
+    from server.pipeline.embedded import EmbeddedPipeline  # what the sessions are given
+
+    given = EmbeddedPipeline(Settings.from_env({name: "0.85"}), http=None).turn_settings
+    assert given.middle_clear_end_model_min == 0.85
+    off = Settings.from_env({name: "0.85", "TURN_END_RULES_OFF": "middle-clear-words"})
+    assert EmbeddedPipeline(off, http=None).turn_settings.middle_clear_end_model_min == 1.0
 
 
 def test_words_that_veto_a_sure_voice_at_the_second_look_hold_it_only_to_800_ms():
