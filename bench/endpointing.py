@@ -40,6 +40,10 @@ The five questions of bench/latency.py all end at the first look here (170-261 m
 
 `--clear-confirms 128,160,192` compares the silences at which clear words that let a less sure
 voice end the turn at the first look are heard again (turns.py; endpointing.py has the figures).
+`--middle-clear-words 0.7,0.75,0.8,0.85` compares the bars clear words lower the middle look's
+to, and `--vetoed-waits 700,800` the silences at which words vetoing a voice the model is sure
+of at the second look end the turn (turns.py; endpointing.py has the figures); the modes
+from "a middle look" on have the rules after them off.
 
     python bench/endpointing.py [--pauses 0.3,0.45,0.6] [--modes ...] [--second-looks ...]
 """
@@ -182,6 +186,12 @@ MIDDLE_LOOKS: list[int] = [TurnSettings().middle_look_ms]
 # are asked again (turns.py's `clear_words_confirm_ms`), compared (--clear-confirms; the
 # default marked).
 CLEAR_CONFIRMS: list[int] = [TurnSettings().clear_words_confirm_ms]
+# The bars clear words lower the middle look's to (turns.py's `middle_clear_end_model_min`),
+# compared (--middle-clear-words; the default marked).
+MIDDLE_CLEAR_BARS: list[float] = [TurnSettings().middle_clear_end_model_min]
+# The silences at which, at the second look, words that veto a voice the model is sure of end
+# the turn (turns.py's `vetoed_words_end_ms`), compared (--vetoed-waits; the default marked).
+VETOED_WAITS: list[int] = [TurnSettings().vetoed_words_end_ms]
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -191,6 +201,10 @@ def modes() -> dict[str, TurnSettings]:
     default = TurnSettings().words_again_ms
     default_middle = TurnSettings().middle_look_ms
     default_confirm = TurnSettings().clear_words_confirm_ms
+    default_bar = TurnSettings().middle_clear_end_model_min
+    default_vetoed = TurnSettings().vetoed_words_end_ms
+    no_vetoed_wait = {"vetoed_words_end_ms": 0}  # the last rule, off
+    no_middle_clear = {"middle_clear_end_model_min": 1.0, **no_vetoed_wait}  # the rules after
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
     before = {  # the rules added after the 3/72 run off
         "look_needs_vad_silence": False,
@@ -231,16 +245,32 @@ def modes() -> dict[str, TurnSettings]:
         },
         **{
             f"... + a middle look at {ms} ms{' (default)' if ms == default_middle else ''}": (
-                TurnSettings(**today, middle_look_ms=ms, clear_words_confirm_ms=0)
+                TurnSettings(
+                    **today, **no_middle_clear, middle_look_ms=ms, clear_words_confirm_ms=0
+                )
             )
             for ms in MIDDLE_LOOKS
         },
         **{
             f"... + clear words for a less sure voice heard again at {ms} ms"
             f"{' (default)' if ms == default_confirm else ''}": TurnSettings(
-                **today, clear_words_confirm_ms=ms
+                **today, **no_middle_clear, clear_words_confirm_ms=ms
             )
             for ms in CLEAR_CONFIRMS
+        },
+        **{
+            f"... + clear words let a voice above {bar:g} end the turn at the middle look"
+            f"{' (default)' if bar == default_bar else ''}": TurnSettings(
+                **today, **no_vetoed_wait, middle_clear_end_model_min=bar
+            )
+            for bar in MIDDLE_CLEAR_BARS
+        },
+        **{
+            f"... + at the 2nd look words vetoing a sure voice end the turn at {ms} ms"
+            f"{' (default)' if ms == default_vetoed else ''}": TurnSettings(
+                **today, vetoed_words_end_ms=ms
+            )
+            for ms in VETOED_WAITS
         },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
@@ -326,6 +356,18 @@ def main() -> None:
         help="the silences (ms) at which clear words that let a less sure voice end the turn "
         "at the first look are asked again, compared",
     )
+    parser.add_argument(
+        "--middle-clear-words",
+        default=",".join(f"{bar:g}" for bar in MIDDLE_CLEAR_BARS),
+        help="the bars (0.5-1) that words clearly ending a sentence lower the middle look's "
+        "to, compared",
+    )
+    parser.add_argument(
+        "--vetoed-waits",
+        default=",".join(str(ms) for ms in VETOED_WAITS),
+        help="the silences (ms) at which words vetoing a voice the model is sure of at the "
+        "second look end the turn, compared",
+    )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
         "--sets",
@@ -342,6 +384,8 @@ def main() -> None:
     WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
     MIDDLE_LOOKS[:] = [int(ms) for ms in args.middle_looks.split(",") if ms]
     CLEAR_CONFIRMS[:] = [int(ms) for ms in args.clear_confirms.split(",") if ms]
+    MIDDLE_CLEAR_BARS[:] = [float(bar) for bar in args.middle_clear_words.split(",") if bar]
+    VETOED_WAITS[:] = [int(ms) for ms in args.vetoed_waits.split(",") if ms]
     SECOND_LOOKS[:] = [
         (int(pair.split(":")[0]), int(pair.split(":")[1]))
         for pair in args.second_looks.split(",")

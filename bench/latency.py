@@ -61,6 +61,22 @@ The quiet run after the merge, with the clear-words confirm at 128 ms (load 0.81
 slot, 24 a mode): 414 / 818 -> 405 / 599 ms, 183 / 730 -> 185 / 373 ms. Two turns of 24 still
 went to the 480 ms look, both "Thank you very much." (the voice 0.539 at 96 ms, under the 0.6
 clear words need; 0.845 at the middle look, which gives clear words no discount).
+Then `middle-clear-words` (clear words lower the middle look's bar to 0.8) and
+`vetoed-words-wait` (at the second look, vetoing words hold a voice the model is sure of only
+to 800 ms), against both off (`auto:middle-clear-words+vetoed-words-wait`), interleaved A,B,A,B,
+12 turns a slot, 24 a mode, under load (4.2-11: other work on the machine), voice-to-voice
+played p50 / p95, endpointing p50 / p95, both off -> on: 571 / 1146 -> 590 / 1246 ms, 239 /
+1033 -> 222 / 817 ms. "Hello, how are you?" was heard "oh pa or you" (P(end) 0.017, the model
+0.98 at every look) in all four slots: 1033 and 1057 ms of endpointing with the rules off, 817
+and 825 with them on (held to 800 ms). "Thank you very much." scored 0.366-0.893 at 96 ms; at
+0.559 it ended at the middle look (0.845) with the rule on, at 0.366 it still went to the 480
+ms look (0.661 at the middle look). A second run (load 4.9-11.4): 669 / 1292 -> 683 / 2003 ms,
+248 / 1041 -> 261 / 1035 ms; its second B slot ran at load 11 (the model's answers 400-650 ms,
+a look's words up to 1 s late: endpointing 528 / 1035 ms in that slot, 197 / 261 in the other
+B slot). There "Thank you very much." scored 0.882 at the middle look in both modes: it ended
+there with the rule, went to the 480 ms look without it. Both runs, the voice-to-voice tails
+of both modes are the load's (the recogniser's words and Piper 300-840 ms late), not the turn
+end's: these runs cannot show the p95 goal met or missed; a quiet run can.
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first

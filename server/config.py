@@ -31,6 +31,8 @@ TURN_END_RULES = (
     "words-again",
     "middle-look",
     "clear-words-confirm",
+    "middle-clear-words",
+    "vetoed-words-wait",
 )
 
 # name → (default, what it does); the README's table is generated from the same words.
@@ -216,7 +218,12 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "450 ms looks, with the first look's bar), `clear-words-confirm` (at the first look, a "
         "voice less than sure whose words end a sentence clearly ends the turn only once the "
         "words asked again at `TURN_END_CLEAR_WORDS_CONFIRM_MS` agree: at 96 ms the words "
-        "depend on how much audio the last chunk brought).",
+        "depend on how much audio the last chunk brought), `middle-clear-words` (at the middle "
+        "look, words that end a sentence clearly let a voice above "
+        "`TURN_END_MIDDLE_CLEAR_WORDS_MIN` end the turn), `vetoed-words-wait` (at the 450 ms "
+        "look, a voice the model is sure of, over 0.95, whose words veto an end ends the turn "
+        "at 800 ms of silence, not at the 1 s fallback: misheard words veto finished "
+        "sentences).",
     ),
     "TURN_END_MIDDLE_LOOK_MS": (
         "256",
@@ -236,6 +243,18 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         'up at, six fifteen" heard "please wake me up" and cut). `0` or 100-1000; `0`: at once, '
         "as before (`TURN_END_RULES_OFF=clear-words-confirm`; `./dev bench endpointing "
         "--clear-confirms` compares values).",
+    ),
+    "TURN_END_MIDDLE_CLEAR_WORDS_MIN": (
+        "0.8",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: at the middle look "
+        "(`TURN_END_MIDDLE_LOOK_MS`), words that end a sentence clearly (after three words or "
+        "more) let a voice the model scores above this end the turn, not only one above 0.95: "
+        '"Thank you very much." scored 0.54 at 96 ms and 0.85 at 256 ms in the browser and '
+        "waited for the 450 ms look. Higher than the first look's 0.6: by 256 ms the silence "
+        "makes the model surer of sentences cut at a hesitation (at most 0.72 with clear words "
+        "on `./dev bench endpointing`'s sets). 0.5-1; 0.95 or more: no discount, as before "
+        "(`TURN_END_RULES_OFF=middle-clear-words`; `./dev bench endpointing --middle-clear-words` "
+        "compares values).",
     ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
@@ -411,6 +430,18 @@ def _after_first_look_ms(name: str, environ: dict[str, str]) -> int:
     return value
 
 
+def _fraction(name: str, environ: dict[str, str], low: float, high: float) -> float:
+    """A number `low`..`high` (a probability, a bar the turn-end model must pass)."""
+    raw = _env(name, environ)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN fails too
+        raise SettingsError(f"{name} must be a number from {low:g} to {high:g}, not {raw!r}")
+    return value
+
+
 def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
     raw = _env(name, environ)
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
@@ -504,6 +535,7 @@ class Settings:
     turn_end_late_words_ms: int = 700
     turn_end_middle_look_ms: int = 256
     turn_end_clear_words_confirm_ms: int = 128
+    turn_end_middle_clear_words_min: float = 0.8
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -643,6 +675,9 @@ class Settings:
             turn_end_middle_look_ms=_after_first_look_ms("TURN_END_MIDDLE_LOOK_MS", env),
             turn_end_clear_words_confirm_ms=_after_first_look_ms(
                 "TURN_END_CLEAR_WORDS_CONFIRM_MS", env
+            ),
+            turn_end_middle_clear_words_min=_fraction(
+                "TURN_END_MIDDLE_CLEAR_WORDS_MIN", env, 0.5, 1
             ),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,

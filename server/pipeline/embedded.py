@@ -68,6 +68,7 @@ class EmbeddedPipeline:
             **{
                 "middle_look_ms": settings.turn_end_middle_look_ms,
                 "clear_words_confirm_ms": settings.turn_end_clear_words_confirm_ms,
+                "middle_clear_end_model_min": settings.turn_end_middle_clear_words_min,
             }
             | rules_off(settings.turn_end_rules_off),
         )

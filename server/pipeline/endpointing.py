@@ -111,6 +111,43 @@ finished ones cut (held out "That sounds great,", held out 2 "Thanks,") are the 
 (0.988, 0.954 at 96 ms: over the full threshold), the same at every value. At 128 ms, 20 and
 100 ms chunks (load 1.6-3.0): 0/72, 0/72, 0/36, 0/36 cut both; p50 154, 159, 158, 171 ms and
 219, 229, 272, 252 ms.
+
+Then the browser's p95 (bench/latency.py, the quiet run at 128 ms): "Thank you very much." at
+the 480 ms look, the voice 0.539 at 96 ms (under the 0.6 clear words need) and 0.845 at 256
+ms (the middle look: no discount). So clear words lower the middle look's bar too, to 0.8
+(`middle-clear-words`, TURN_END_MIDDLE_CLEAR_WORDS_MIN). bench/endpointing.py
+--middle-clear-words 0.7,0.75,0.8,0.85 (2026-12-01, 40 ms chunks, load 2.5-9.0; cut-offs,
+finished ones cut, p50 / p95 model CPU), rule off -> every bar but 0.7: tuned 0/72, 0/52, 166 /
+728 ms; held out 0/72, 1/24, 167 / 1056; held out 2 0/36, 1/10, 166 / 1032; held out 3 0/36,
+0/6, 166 / 1040 ms, the same with the rule on: no question of the sets reaches the middle
+look with clear words and a voice of 0.8-0.95. At 0.7 the tuned set's "I would like to order
+two, large pizzas" is cut at its comma in all three pauses (heard "i would like to war two",
+P(end) 0.229, the voice 0.720 at 256 ms): the highest voice with clear words at a pause's
+middle look on any set, so 0.8 keeps a margin.
+
+And the 1 s fallback's turns: words that veto an end (P(end) < 0.075) held the turn to it
+whatever the model said, misheard ones too ("Hello, how are you?" heard "oh pa or you" in the
+browser, the model 0.98 at every look; on the sets "set an alarm for seven" P 0.040, "i needed
+table for two" 0.022, the model 0.95-0.99 at 480 ms). The model cannot tell these from a
+hesitation: at a pause's 480 ms look "a table for", "please reply me to call", "can you or
+some" score 0.96-0.99 too. So only the wait can: at the second look a voice over 0.95 whose
+words veto ends the turn at 800 ms of silence (`vetoed-words-wait`), longer than the weak
+words' 700 ms, which outlasts every pause of the sets (300-600 ms). A hesitation of 0.8-1 s
+after such words is cut now where the fallback waited.
+bench/endpointing.py --vetoed-waits 800 against the run above (40 ms chunks, load 5.3-7.9):
+0/72, 0/72, 0/36, 0/36 cut, the finished ones cut the same (held out "That sounds great,",
+held out 2 "Thanks,"); the turns that waited for the fallback and whose voice was over 0.95
+at 480 ms now end at 800-832 ms ("How much does it cost?", "Set an alarm for seven.", "I need
+a table for two.", "My room number is four one two.", "Which platform does the train leave
+from?", "Please close the garage door."; 1032-1056 before), held out's p95 1056 -> 816 ms;
+the tuned set's p95 stays the weak words' 728 ms, held out 2's and 3's the fallback's (the
+voice under 0.95 at 480 ms: "What does this word mean?" 0.661, "How much is the parking per
+hour?" 0.072). The p50s moved by the model's own time, measured under that load (its CPU
+p50 46 -> 50 ms, some answers 300 ms): no turn that ended before the 480 ms look changed.
+Both rules on, at 20 and 100 ms chunks (load 4.8-6.2): 0/72, 0/72, 0/36, 0/36 cut at both,
+the same finished ones cut; p50 / p95 159 / 708, 158 / 816, 166 / 1032, 158 / 1040 ms at 20
+ms and 223 / 748, 234 / 836, 272 / 1072, 253 / 1080 ms at 100 ms (held out's p95 is the
+vetoed words' 800 ms now; the other sets' p95 as above).
 """
 
 from __future__ import annotations

@@ -43,8 +43,12 @@ one (0.31), and the model (0.97) and the words ("fifteen min", P 0.22) agree on 
 "-utes" comes by the next frame. At the second look, where the trailing silence alone makes the
 model sure of nearly anything, words that end a sentence only weakly (P < `clear_end_min`) end
 the turn at `weak_words_end_ms` (700 ms) of silence, not at once: misheard words at a
-hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. When the
-words vetoed a voice that sounded finished at the first look, they are asked once more at
+hesitation ("somewhere near," heard "so more there", P 0.115) ended turns at 450 ms. Words
+that veto an end there hold a voice the model is sure of (over 0.95) to `vetoed_words_end_ms`
+(800 ms), not to the fallback: misheard words veto finished sentences ("Hello, how are you?"
+heard "oh pa or you", P 0.017, the model 0.98), and the model scores a hesitation's 480 ms
+just as high ("a table for"), so only a wait longer than the pauses can tell them apart.
+When the words vetoed a voice that sounded finished at the first look, they are asked once more at
 `words_again_ms` (192 ms) of silence and the first look decided again with them (same answer
 of the model, same thresholds): asked at 96 ms the recogniser often still lacks the last word
 ("close to my" for "close tonight", "my foie" for "my flight"), and those turns waited for the
@@ -59,7 +63,11 @@ bar clear words give, and not on one or two words (the comma of "No, thank you."
 "nope", the model 0.966 at 256 ms): in the browser "What time is it?" scored 0.945 at 96 ms
 (under 0.95, by how the 32 ms frames fell on the voice's end) with weak words ("is it",
 P(end) 0.115), and waited for the second look, which holds weak words to 700 ms
-(bench/latency.py). Under load
+(bench/latency.py). Clear words lower the middle look's bar too, but less than the first's
+(`middle_clear_end_model_min`, 0.8): "Thank you very much." scored 0.539 at 96 ms and 0.845
+at 256 ms in the browser and waited for the second look, while the voice of a sentence cut at
+a hesitation, with clear words, scored at most 0.72 at 256 ms on bench/endpointing.py's sets
+("I would like to order two," heard "i would like to war two"). Under load
 the recogniser falls behind the voice and a look's words can come seconds late: once the
 silence reaches `late_words_end_ms` (700 ms, longer than the pauses inside sentences the
 model alone would cut) a look whose words have not come decides on the model alone, at its
@@ -145,6 +153,14 @@ class TurnSettings:
     # At the second look, words that end a sentence only weakly (P(end) < clear_end_min) end
     # the turn at this much silence, not at once (0: at once; at most max_silence_ms).
     weak_words_end_ms: int = 700
+    # At the second look, words that veto an end (P(end) < sentence_end_min) do not hold a
+    # voice the model is sure of (over `model_threshold`) to the fallback: the turn ends at
+    # this much silence. Misheard words veto a finished sentence ("Hello, how are you?" heard
+    # "oh pa or you", P(end) 0.017, in the browser; "set an alarm for seven", P 0.040, on the
+    # sets), while a hesitation's words ("a table for") need it to outlast the pause. Longer
+    # than the weak words' wait (700). 0: the fallback decides (TURN_END_RULES_OFF=
+    # vetoed-words-wait); at most max_silence_ms.
+    vetoed_words_end_ms: int = 800
     # At the first look, a voice that sounds finished but words that do not end a sentence:
     # the words are asked once more at this much silence and the look decided again with them
     # (the recogniser often lacks the last word at 96 ms: "to my" for "tonight"). 0: never.
@@ -165,6 +181,15 @@ class TurnSettings:
     # brings the missing word ("... up at" by 128 ms; 128-192 cut nothing, endpointing.py has
     # the figures). 0: never (TURN_END_RULES_OFF=clear-words-confirm).
     clear_words_confirm_ms: int = 128
+    # At the middle look, words that clearly end a sentence (P(end) >= clear_end_min, after
+    # at least `clear_end_min_words` words) let a voice above this end the turn, not only one
+    # above `model_threshold`: in the browser "Thank you very much." scored 0.539 at 96 ms
+    # (under `clear_end_model_min`) and 0.845 at 256 ms, and waited for the 480 ms look (the
+    # p95 of bench/latency.py). Higher than the first look's 0.6: by 256 ms the silence pushes
+    # the model up on sentences cut at a hesitation, whose clear words at the pause scored at
+    # most 0.72 there ("I would like to war two", bench/endpointing.py). 0.5-1; at or above
+    # `model_threshold`: no discount (TURN_END_RULES_OFF=middle-clear-words).
+    middle_clear_end_model_min: float = 0.8
     # A "finished" whose words have not come (a recogniser behind under load) ends the turn at
     # this much silence, on the model alone, unless words heard in this pause vetoed an end;
     # the pauses inside sentences it must not cut are shorter (bench/endpointing.py: 300-600
@@ -186,6 +211,8 @@ class TurnSettings:
             raise ValueError("finished_vad_frames must be 1..10")
         if not 0 <= self.weak_words_end_ms <= 5000:
             raise ValueError("weak_words_end_ms must be 0..5000")
+        if not 0 <= self.vetoed_words_end_ms <= self.max_silence_ms:
+            raise ValueError("vetoed_words_end_ms must be 0..max_silence_ms")
         if not 0 <= self.words_again_ms <= 5000:
             raise ValueError("words_again_ms must be 0..5000")
         if self.clear_words_confirm_ms and not (
@@ -198,6 +225,8 @@ class TurnSettings:
             self.model_silence_ms < self.middle_look_ms <= self.max_silence_ms
         ):
             raise ValueError("middle_look_ms must be 0 or in model_silence_ms..max_silence_ms")
+        if not 0.5 <= self.middle_clear_end_model_min <= 1:
+            raise ValueError("middle_clear_end_model_min must be 0.5..1")
         if not 0 <= self.late_words_end_ms <= 5000:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
@@ -222,6 +251,8 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "words-again": {"words_again_ms": 0},  # words vetoing the 1st look are asked again
     "middle-look": {"middle_look_ms": 0},  # the model asked again between the 1st and 2nd look
     "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
+    "middle-clear-words": {"middle_clear_end_model_min": 1.0},  # clear words' bar at 256 ms
+    "vetoed-words-wait": {"vetoed_words_end_ms": 0},  # a sure voice's veto at 2nd look: 800
 }
 
 
@@ -581,13 +612,12 @@ class TurnDetector:
         look = self.looks[-1]
         look.probability = probability = decision.result()
         threshold = s.second_threshold if self._kind == "second" else s.model_threshold
-        # At the first look, words that clearly end a sentence lower the voice's bar; not at
-        # the middle or second, where the trailing silence alone pushes the model higher on
-        # sentences cut at a hesitation (bench/endpointing.py).
-        clear_words_may_do = (
-            s.text_veto and self._kind == "first" and s.clear_end_model_min < threshold
-        )
-        lowest = s.clear_end_model_min if clear_words_may_do else threshold
+        # At the first look, words that clearly end a sentence lower the voice's bar; at the
+        # middle look less (`middle_clear_end_model_min`); not at the second, where the
+        # trailing silence alone pushes the model higher on sentences cut at a hesitation
+        # (bench/endpointing.py).
+        clear_bar = {"first": s.clear_end_model_min, "middle": s.middle_clear_end_model_min}
+        lowest = min(threshold, clear_bar.get(self._kind, threshold)) if s.text_veto else threshold
         if probability <= lowest:
             self._decision = None
             return self._verdict(look, False)
@@ -619,6 +649,8 @@ class TurnDetector:
             wanted = max(wanted, s.clear_end_min)
         end_probability = look.end_probability
         if end_probability is None or end_probability < wanted:
+            if self._kind == "second" and s.vetoed_words_end_ms and probability > s.model_threshold:
+                return self._hold_finished(look, s.vetoed_words_end_ms)  # words misheard?
             return self._words_vetoed(look, probability)
         if (
             probability <= threshold
@@ -633,10 +665,16 @@ class TurnDetector:
         silence_ms = 0
         if self._kind == "second" and end_probability < s.clear_end_min:
             silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
-        self._hold = (silence_ms, s.finished_vad_frames)
+        return self._hold_finished(look, silence_ms)
+
+    def _hold_finished(self, look: Look, silence_ms: int) -> bool:
+        """A "finished" that ends the turn once the silence reaches `silence_ms` and the VAD
+        model has heard `finished_vad_frames` silent frames in a row (at once, mostly)."""
+        frames = self.settings.finished_vad_frames
+        self._hold = (silence_ms, frames)
         if self._hold_is_over():
             return self._verdict(look, True)
-        look.held = f"held for {silence_ms} ms, {s.finished_vad_frames} VAD-silent frames"
+        look.held = f"held for {silence_ms} ms, {frames} VAD-silent frames"
         return self._verdict(look, True, log_it=False)
 
     def _words_vetoed(self, look: Look, probability: float) -> bool:

@@ -71,12 +71,18 @@ def test_words_that_come_in_time_still_decide():
     assert end * 32 == 256
 
 
-def test_late_words_that_veto_keep_the_turn_open_to_the_fallback():
+def test_late_words_that_veto_keep_the_turn_open_past_the_bound():
     """Words heard in the pause that do not end a sentence ("a table for") keep their veto:
-    the model alone never ends that pause, even past the bound."""
-    FakeModel.answers = [0.99]
+    the model alone does not end that pause at the bound (700 ms). A voice the model is sure
+    of at the second look ends it at `vetoed_words_end_ms` (800 ms; with that rule off, at
+    the 1 s fallback)."""
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    FakeModel.answers = [0.99]
     (end,) = ends(run(frames, SETTINGS, "i would like a table for", after=12))
+    assert end * 32 == SETTINGS.vetoed_words_end_ms == 800 > LATE
+    FakeModel.answers = [0.99]
+    off = replace(SETTINGS, vetoed_words_end_ms=0)
+    (end,) = ends(run(frames, off, "i would like a table for", after=12))
     assert end * 32 == 1024
 
 

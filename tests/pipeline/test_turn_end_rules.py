@@ -226,11 +226,11 @@ def test_a_first_look_just_short_of_sure_is_asked_again_at_the_middle_look():
     assert before * 32 == 704  # the first 32 ms frame at or past weak_words_end_ms (700)
 
 
-def test_the_middle_look_keeps_the_first_looks_bar_without_the_clear_words_discount():
-    """At 256 ms the voice of a hesitation sounds more finished than at 96 ms: clear words do
-    not lower the bar there (0.7 with words that end a sentence clearly, P(end) 0.30, stays
-    open), and after a number the words must end a sentence clearly, as at the first look
-    ("twenty five men", P(end) 0.135, the model 0.99)."""
+def test_the_middle_look_keeps_a_higher_bar_than_the_first_looks_clear_words_discount():
+    """At 256 ms the voice of a hesitation sounds more finished than at 96 ms: clear words
+    lower the bar there less than at the first look (0.7 with words that end a sentence
+    clearly, P(end) 0.30, stays open: under 0.8), and after a number the words must end a
+    sentence clearly, as at the first look ("twenty five men", P(end) 0.135, the model 0.99)."""
     FakeModel.answers = [0.3, 0.7, 0.3]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
     events = run(frames, SETTINGS, "what is the weather like today")
@@ -314,7 +314,8 @@ def test_the_middle_look_does_not_end_a_turn_of_one_or_two_words():
 def test_clear_words_waiting_to_be_heard_again_are_not_lost_to_the_middle_look():
     """Under load the first look's answer comes after 256 ms of silence ("Thank you very
     much.": 0.69 at 96 ms, clear words): the words are asked again first, and the turn ends
-    on them, not left to the middle look (no discount there: 0.75) and the looks after it."""
+    on them, not left to the middle look (0.75, under the 0.8 clear words need there) and the
+    looks after it."""
     FakeModel.answers = [0.69, 0.75]
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
     detector, silent, end = TurnDetector(SETTINGS), 0, None
@@ -339,3 +340,94 @@ def test_clear_words_waiting_to_be_heard_again_are_not_lost_to_the_middle_look()
                 end = silent
     assert end is not None and end * 32 < SETTINGS.second_look_ms
     assert [look.kind for look in detector.looks] == ["first", "first"]
+
+
+def test_clear_words_let_a_less_sure_voice_end_the_turn_at_the_middle_look():
+    """The browser's "Thank you very much.": at 96 ms the voice scores 0.539 (under the 0.6
+    clear words need there), at 256 ms 0.845 (under 0.95), at 480 ms 0.959. Its words end a
+    sentence clearly ("thank you very much", P(end) 0.23 >= 0.2), which now lowers the middle
+    look's bar to 0.8: the turn ends at 256 ms. Before (`middle-clear-words` off), at 480."""
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    FakeModel.answers = [0.539, 0.845, 0.959]
+    (end,) = ends(run(frames, SETTINGS, "thank you very much"))
+    assert end * 32 == SETTINGS.middle_look_ms == 256
+    FakeModel.answers = [0.539, 0.845, 0.959]
+    off = replace(SETTINGS, **rules_off(["middle-clear-words"]))
+    (before,) = ends(run(frames, off, "thank you very much"))
+    assert before * 32 == 480
+
+
+@pytest.mark.parametrize(
+    ("voice", "words"),
+    [
+        (0.75, "what is the weather like today"),  # clear words, the voice under 0.8
+        (0.9, "what can you do"),  # the voice over 0.8, the words end a sentence weakly
+        (0.9, "thank you"),  # clear words, but two: they often begin a longer answer
+        (0.9, "set a timer for twenty five men"),  # after a number, not clear enough
+    ],
+)
+def test_the_middle_looks_clear_words_discount_needs_the_voice_and_clear_words(voice, words):
+    """A pause of 384 ms inside the sentence, then the voice again: the middle look at 256 ms
+    must not end the turn unless the voice passes 0.8 and three words or more end a sentence
+    clearly (P(end) >= 0.2, as the first look's discount needs)."""
+    FakeModel.answers = [0.3, voice, 0.3]
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 12 + [LOUD] * 10 + [QUIET] * 40
+    events = run(frames, SETTINGS, words)
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+
+
+def test_the_middle_clear_words_setting_is_bounded():
+    with pytest.raises(ValueError, match="middle_clear_end_model_min"):
+        TurnSettings(middle_clear_end_model_min=0.4)
+    with pytest.raises(ValueError, match="middle_clear_end_model_min"):
+        TurnSettings(middle_clear_end_model_min=1.5)
+    assert RULES_OFF["middle-clear-words"] == {"middle_clear_end_model_min": 1.0}
+    name = "TURN_END_MIDDLE_CLEAR_WORDS_MIN"
+    assert Settings.from_env({}).turn_end_middle_clear_words_min == 0.8
+    assert Settings.from_env({name: "0.85"}).turn_end_middle_clear_words_min == 0.85
+    for bad in ("0.3", "1.01", "nan", "high"):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: bad})
+    from server.pipeline.embedded import EmbeddedPipeline  # what the sessions are given
+
+    given = EmbeddedPipeline(Settings.from_env({name: "0.85"}), http=None).turn_settings
+    assert given.middle_clear_end_model_min == 0.85
+    off = Settings.from_env({name: "0.85", "TURN_END_RULES_OFF": "middle-clear-words"})
+    assert EmbeddedPipeline(off, http=None).turn_settings.middle_clear_end_model_min == 1.0
+
+
+def test_words_that_veto_a_sure_voice_at_the_second_look_hold_it_only_to_800_ms():
+    """ "Hello, how are you?" misheard "oh pa or you" (P(end) 0.017): every look's words veto
+    an end, and the turn waited for the 1 s fallback. At the second look a voice the model is
+    sure of (0.99 > 0.95) now ends the turn at `vetoed_words_end_ms` (800 ms) of silence.
+    Before (`vetoed-words-wait` off), at 1000 ms."""
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    FakeModel.answers = [0.5, 0.6, 0.99]
+    (end,) = ends(run(frames, SETTINGS, "oh pa or you"))
+    assert end * 32 == 800 == SETTINGS.vetoed_words_end_ms
+    FakeModel.answers = [0.5, 0.6, 0.99]
+    off = replace(SETTINGS, **rules_off(["vetoed-words-wait"]))
+    (before,) = ends(run(frames, off, "oh pa or you"))
+    assert before * 32 == 1024  # the first 32 ms frame at or past max_silence_ms
+
+
+def test_a_hesitation_whose_words_veto_an_end_goes_on_within_800_ms():
+    """ "I need a table for, ... four": at the second look the voice sounds finished (0.99)
+    and "a table for" vetoes it; the voice back at 736 ms of silence goes on in the same turn.
+    A voice the model is less sure of (0.93) is held to the fallback, as before."""
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 23 + [LOUD] * 10 + [QUIET] * 40
+    FakeModel.answers = [0.5, 0.6, 0.99, 0.5, 0.6, 0.99]
+    events = run(frames, SETTINGS, "i need a table for")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 40
+    FakeModel.answers = [0.5, 0.6, 0.93]
+    (end,) = ends(run(frames, SETTINGS, "oh pa or you"))
+    assert end * 32 == 1024
+
+
+def test_the_vetoed_words_wait_is_bounded():
+    with pytest.raises(ValueError, match="vetoed_words_end_ms"):
+        TurnSettings(vetoed_words_end_ms=1500)  # after the fallback
+    with pytest.raises(ValueError, match="vetoed_words_end_ms"):
+        TurnSettings(vetoed_words_end_ms=-1)
+    assert RULES_OFF["vetoed-words-wait"] == {"vetoed_words_end_ms": 0}

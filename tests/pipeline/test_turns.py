@@ -421,9 +421,15 @@ def test_the_timer_alone_cuts_a_long_pause_that_the_model_waits_through():
 
 
 def test_with_the_model_the_fallback_timer_still_ends_an_unfinished_turn():
+    """The user stops at "... a table for" and never goes on. The words veto every look; the
+    model, sure of an end at the second look, ends it at `vetoed_words_end_ms` (800 ms); with
+    that rule off the fallback timer does, at `max_silence_ms`."""
     pcm, pause_at = with_pause(HESITATIONS[0], 0.3)
     cut = silence(0.4) + pcm[: int(pause_at * RATE) * 2] + silence(2.0)  # the user never goes on
     (turn,) = ends(cut, MODEL, words="I would like to book a table for")
+    assert abs((turn[1] - turn[0]) - MODEL.vetoed_words_end_ms / 1000) <= 0.041
+    fallback = replace(MODEL, vetoed_words_end_ms=0)
+    (turn,) = ends(cut, fallback, words="I would like to book a table for")
     assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
