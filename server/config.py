@@ -396,16 +396,21 @@ def _nice(name: str, environ: dict[str, str]) -> int:
     return int(raw)
 
 
-def _seconds(name: str, environ: dict[str, str], low: float, high: float) -> float:
-    """A number of seconds, `low`..`high`."""
+def _number(name: str, environ: dict[str, str], low: float, high: float, what: str) -> float:
+    """A number `low`..`high`; `what` words the error ("a number of seconds (1-60)")."""
     raw = _env(name, environ)
     try:
         value = float(raw)
     except ValueError:
         value = math.nan
     if not low <= value <= high:  # NaN fails too
-        raise SettingsError(f"{name} must be a number of seconds ({low:g}-{high:g}), not {raw!r}")
+        raise SettingsError(f"{name} must be {what}, not {raw!r}")
     return value
+
+
+def _seconds(name: str, environ: dict[str, str], low: float, high: float) -> float:
+    """A number of seconds, `low`..`high`."""
+    return _number(name, environ, low, high, f"a number of seconds ({low:g}-{high:g})")
 
 
 def _milliseconds(name: str, environ: dict[str, str], low: int = 0, high: int = 10_000) -> int:
@@ -432,14 +437,7 @@ def _after_first_look_ms(name: str, environ: dict[str, str]) -> int:
 
 def _fraction(name: str, environ: dict[str, str], low: float, high: float) -> float:
     """A number `low`..`high` (a probability, a bar the turn-end model must pass)."""
-    raw = _env(name, environ)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not low <= value <= high:  # NaN fails too
-        raise SettingsError(f"{name} must be a number from {low:g} to {high:g}, not {raw!r}")
-    return value
+    return _number(name, environ, low, high, f"a number from {low:g} to {high:g}")
 
 
 def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
@@ -447,18 +445,6 @@ def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
     if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
         raise SettingsError(f"{name} must be a whole number from 1 to {most}, not {raw!r}")
     return int(raw)
-
-
-def _seconds(name: str, environ: dict[str, str], low: float, high: float) -> float:
-    """A number of seconds, `low`..`high`."""
-    raw = _env(name, environ)
-    try:
-        value = float(raw)
-    except ValueError:
-        value = float("nan")
-    if not low <= value <= high:  # NaN fails too
-        raise SettingsError(f"{name} must be a number of seconds ({low:g}-{high:g}), not {raw!r}")
-    return value
 
 
 def _positive_int(name: str, environ: dict[str, str]) -> int:
