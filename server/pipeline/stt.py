@@ -111,10 +111,11 @@ DEFAULT_CATCH_UP_MS = 0  # never: off until a quiet A/B settles them (docs/scali
 QUIET_LEVEL = 30.0  # RMS in PCM16 units (-60 dBFS): audio too quiet to judge the band by
 
 
-def new_decoder():
+def new_decoder(options: dict | None = None):
+    """A decoder with DECODER_CONFIG, `options` over it (bench/wer.py's variants)."""
     from pocketsphinx import Decoder
 
-    return Decoder(**DECODER_CONFIG)
+    return Decoder(**{**DECODER_CONFIG, **(options or {})})
 
 
 class AudioPreparation:
