@@ -463,7 +463,6 @@ PREVIOUS_SCHEDULING = {
     "STT_WORKER_NICE": "0",
     "STT_WORDS_AT_ASK": "false",
     "TURN_END_LATE_WORDS_MS": "0",
-    "STT_PIECES_IN_FLIGHT": "1",
     "STT_CATCH_UP_MS": "0",
 }
 

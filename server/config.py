@@ -279,14 +279,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "fed is decoded, as before: under load the recogniser then chased the live stream and "
         "the words came seconds late; `./dev bench load --compare` runs both).",
     ),
-    "STT_PIECES_IN_FLIGHT": (
-        "1",
-        "Embedded pipeline recogniser: how many 0.1 s pieces of an utterance's audio may be at "
-        "its worker at once (1-8). One made each piece wait for the last one's answer to cross "
-        "back to the server: under load that round trip can leave the utterance falling "
-        "behind its voice. The worker serves utterances' pieces in turn, so more in flight "
-        "takes nobody's share. `1` (as before) until a quiet A/B settles it (docs/scaling.md).",
-    ),
     "STT_CATCH_UP_MS": (
         "0",
         "Embedded pipeline recogniser: an utterance with more than this much of its audio not "
@@ -510,7 +502,6 @@ class Settings:
     stt_worker_nice: int = 10
     stt_words_at_ask: bool = True
     stt_silence_ms: int = 300
-    stt_pieces_in_flight: int = 1
     stt_catch_up_ms: int = 0
     echo_defence: bool = True
     echo_gate: bool = True
@@ -650,7 +641,6 @@ class Settings:
             stt_worker_nice=_nice("STT_WORKER_NICE", env),
             stt_words_at_ask=_bool("STT_WORDS_AT_ASK", env),
             stt_silence_ms=_milliseconds("STT_SILENCE_MS", env, 0, 2000),
-            stt_pieces_in_flight=_count("STT_PIECES_IN_FLIGHT", env, most=8),
             stt_catch_up_ms=_milliseconds("STT_CATCH_UP_MS", env, 0, 5000),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),

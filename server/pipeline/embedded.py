@@ -55,7 +55,6 @@ class EmbeddedPipeline:
             profile=settings.stt_profile,
             priority_lane=settings.stt_priority_lane,
             worker_nice=settings.stt_worker_nice,
-            pieces_in_flight=settings.stt_pieces_in_flight,
             catch_up_ms=settings.stt_catch_up_ms,
         )
         self.tts = make_tts(settings.tts_engine)

@@ -304,11 +304,9 @@ class Utterance:
                 if not self._pending:
                     break  # finishing: everything fed is decoded
                 # Whatever queued up while the recogniser was busy goes in one feed, and what
-                # comes while it runs joins it (its pieces stay in flight); with words asked
-                # for, only what was fed before the ask: they come first.
-                await recognizer.feed(
-                    self._take(), more=self._take, arrived=self._wake, on_interim=heard
-                )
+                # comes while it runs joins it; with words asked for, only what was fed before
+                # the ask: they come first.
+                await recognizer.feed(self._take(), more=self._take, on_interim=heard)
                 if not self._pending:
                     self._decoded.set()
             return (await recognizer.finish()).strip()

@@ -22,7 +22,7 @@ class RecordingRecognizer:
         self.waited_s = self.ran_s = 0.0
         self.decoded_bytes = 0
 
-    async def feed(self, pcm: bytes, more=None, arrived=None, on_interim=None):
+    async def feed(self, pcm: bytes, more=None, on_interim=None):
         self.calls.append(("feed", self.urgent))
         self.decoded_bytes += len(pcm)
         self.waited_s += 0.01
@@ -75,7 +75,7 @@ class SlowRecognizer(RecordingRecognizer):
         self.feeding = asyncio.Event()  # a feed is in the recogniser
         self.decoded = b""
 
-    async def feed(self, pcm: bytes, more=None, arrived=None, on_interim=None):
+    async def feed(self, pcm: bytes, more=None, on_interim=None):
         self.calls.append(("feed", self.urgent))
         self.feeding.set()
         await self.gate.wait()
