@@ -287,6 +287,19 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "end waited for seconds of undecoded audio. `0`: never, as before, until a quiet A/B "
         "settles it (docs/scaling.md).",
     ),
+    "STT_DECODERS_PER_WORKER": (
+        "3",
+        "Embedded pipeline recogniser: utterances one worker process decodes at once (1-8, "
+        "each a decoder of ~90 MiB). A worker decodes one request at a time, so with fewer "
+        "per worker a turn's end waits behind fewer other utterances' audio, at ~200 MiB per "
+        "extra process. The pool grows a worker whenever fewer than two decoders are free, up "
+        "to `STT_MAX_WORKERS`.",
+    ),
+    "STT_MAX_WORKERS": (
+        "8",
+        "Embedded pipeline recogniser: the most worker processes the pool grows to (1-32; it "
+        "starts with min(4, cores)).",
+    ),
     "STT_WORKER_NICE": (
         "10",
         "Embedded pipeline recogniser: how far below the server's priority its workers "
@@ -503,6 +516,8 @@ class Settings:
     stt_words_at_ask: bool = True
     stt_silence_ms: int = 300
     stt_catch_up_ms: int = 0
+    stt_decoders_per_worker: int = 3
+    stt_max_workers: int = 8
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -642,6 +657,8 @@ class Settings:
             stt_words_at_ask=_bool("STT_WORDS_AT_ASK", env),
             stt_silence_ms=_milliseconds("STT_SILENCE_MS", env, 0, 2000),
             stt_catch_up_ms=_milliseconds("STT_CATCH_UP_MS", env, 0, 5000),
+            stt_decoders_per_worker=_count("STT_DECODERS_PER_WORKER", env, most=8),
+            stt_max_workers=_count("STT_MAX_WORKERS", env, most=32),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

@@ -56,6 +56,8 @@ class EmbeddedPipeline:
             priority_lane=settings.stt_priority_lane,
             worker_nice=settings.stt_worker_nice,
             catch_up_ms=settings.stt_catch_up_ms,
+            decoders_per_worker=settings.stt_decoders_per_worker,
+            max_workers=settings.stt_max_workers,
         )
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(
