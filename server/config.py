@@ -287,6 +287,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "end waited for seconds of undecoded audio. `0`: never, as before, until a quiet A/B "
         "settles it (docs/scaling.md).",
     ),
+    "STT_MAX_WORDS_PER_FRAME": (
+        "10",
+        "Embedded pipeline recogniser: at most this many distinct words may end in one 10 ms "
+        "frame of its search (0-100; pocketsphinx's -maxwpf). 10 decoded the benchmark's "
+        "questions to the same words 3-17% cheaper (most in noise); `0`: no limit, as before "
+        "(`./dev bench wer --variant maxwpf=-1` compares them).",
+    ),
     "STT_DECODERS_PER_WORKER": (
         "3",
         "Embedded pipeline recogniser: utterances one worker process decodes at once (1-8, "
@@ -379,6 +386,14 @@ def _nice(name: str, environ: dict[str, str]) -> int:
     raw = _env(name, environ)
     if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= 19:
         raise SettingsError(f"{name} must be a whole number from 0 to 19, not {raw!r}")
+    return int(raw)
+
+
+def _whole(name: str, environ: dict[str, str], low: int, high: int) -> int:
+    """A whole number, `low`..`high`."""
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
     return int(raw)
 
 
@@ -517,6 +532,7 @@ class Settings:
     stt_silence_ms: int = 300
     stt_catch_up_ms: int = 0
     stt_decoders_per_worker: int = 3
+    stt_max_words_per_frame: int = 10
     stt_max_workers: int = 8
     echo_defence: bool = True
     echo_gate: bool = True
@@ -658,6 +674,7 @@ class Settings:
             stt_silence_ms=_milliseconds("STT_SILENCE_MS", env, 0, 2000),
             stt_catch_up_ms=_milliseconds("STT_CATCH_UP_MS", env, 0, 5000),
             stt_decoders_per_worker=_count("STT_DECODERS_PER_WORKER", env, most=8),
+            stt_max_words_per_frame=_whole("STT_MAX_WORDS_PER_FRAME", env, 0, 100),
             stt_max_workers=_count("STT_MAX_WORKERS", env, most=32),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),

@@ -58,6 +58,7 @@ class EmbeddedPipeline:
             catch_up_ms=settings.stt_catch_up_ms,
             decoders_per_worker=settings.stt_decoders_per_worker,
             max_workers=settings.stt_max_workers,
+            max_words_per_frame=settings.stt_max_words_per_frame,
         )
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(

@@ -71,6 +71,11 @@ INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most ev
 # (measured, bench/stt_flood.py: 0.5 s pieces left a short phrase 5.6x slower beside a flood,
 # since it waited 0.5 s of decoding per 0.1 s of its own).
 FEED_PIECE_BYTES = RATE * 2 // 10
+# At most this many distinct words may end in one frame of the search (pocketsphinx's -maxwpf;
+# STT_MAX_WORDS_PER_FRAME, 0: no limit, as before). Measured on the 52 questions of
+# bench/wer.py (Piper voice): the same words in every condition, and decoding 3-4% cheaper on
+# clean speech and 17% in noise, where most words compete (docs/scaling.md).
+DEFAULT_MAX_WORDS_PER_FRAME = 10
 # The first (forward tree) pass only, with at most 2000 active HMMs per frame. Measured on 60
 # Piper utterances (12 phrases x 5 renditions): pocketsphinx's defaults make 15.1% word errors
 # at 0.13x real time and leave ~80 ms (p95) of work when the turn ends; the forward pass alone
@@ -80,6 +85,7 @@ FEED_PIECE_BYTES = RATE * 2 // 10
 DECODER_CONFIG = {
     "samprate": RATE,
     "maxhmmpf": 2000,
+    "maxwpf": DEFAULT_MAX_WORDS_PER_FRAME,
     "fwdflat": False,
     "bestpath": False,
     "loglevel": "FATAL",
@@ -262,7 +268,11 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(
-    connection, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0
+    connection,
+    decoders: int,
+    profile: str = DEFAULT_PROFILE,
+    nice: int = 0,
+    options: dict | None = None,
 ) -> None:
     """A worker's loop: requests `(id, op, utterance, payload, urgent, catching_up)` in,
     `(id, result, error, started, ended)` out, `started` and `ended` on the machine's
@@ -281,7 +291,7 @@ def serve_decoders(
     fallen behind its voice (`catching_up`, `Recognizer`) is decoded at the server's.
     """
     priority = WorkerPriority(nice)
-    idle = [new_decoder() for _ in range(decoders)]
+    idle = [new_decoder(options) for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None, 0.0, 0.0))
     requests = Requests(connection)
@@ -294,7 +304,7 @@ def serve_decoders(
             if op == "feed":
                 state = active.get(utterance)
                 if state is None:
-                    decoder = idle.pop() if idle else new_decoder()
+                    decoder = idle.pop() if idle else new_decoder(options)
                     decoder.start_utt()
                     state = active[utterance] = {
                         "decoder": decoder,
@@ -447,12 +457,19 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0, target=None):
+    def __init__(
+        self,
+        decoders: int,
+        profile: str = DEFAULT_PROFILE,
+        nice: int = 0,
+        target=None,
+        options: dict | None = None,
+    ):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
             target=target or serve_decoders,  # `target`: a stand-in worker loop, for tests
-            args=(child, decoders, profile, nice),
+            args=(child, decoders, profile, nice, options),
             name="stt-worker",
             daemon=True,
         )
@@ -722,6 +739,7 @@ class RecognizerPool:
         priority_lane: bool = True,
         worker_nice: int = 0,
         catch_up_ms: int = DEFAULT_CATCH_UP_MS,
+        max_words_per_frame: int = DEFAULT_MAX_WORDS_PER_FRAME,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
@@ -730,6 +748,8 @@ class RecognizerPool:
         self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
         self.worker_nice = worker_nice  # the workers' priority below the server's (0-19)
         self.catch_up_bytes = catch_up_ms * RATE * 2 // 1000  # behind by more: full priority
+        # over DECODER_CONFIG, in every worker's decoders (0: no limit, pocketsphinx's -1)
+        self.decoder_options = {"maxwpf": max_words_per_frame or -1}
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -750,7 +770,9 @@ class RecognizerPool:
         with self._lock:
             if not self._workers:
                 self._workers = [
-                    SpeechWorker(self._decoders, self.profile, self.worker_nice)
+                    SpeechWorker(
+                        self._decoders, self.profile, self.worker_nice, options=self.decoder_options
+                    )
                     for _ in range(self._count)
                 ]
         for worker in self._workers:
@@ -807,7 +829,9 @@ class RecognizerPool:
         self._grower.start()
 
     def _add_worker(self) -> None:
-        worker = SpeechWorker(self._decoders, self.profile, self.worker_nice)
+        worker = SpeechWorker(
+            self._decoders, self.profile, self.worker_nice, options=self.decoder_options
+        )
         try:
             worker.wait_ready()
         except RuntimeError as error:

@@ -502,6 +502,9 @@ def test_words_asked_for_cover_all_the_audio_fed_not_only_the_last_interim(pool)
 class FakeDecoder:
     """pocketsphinx's decoder as the worker uses it, hearing nothing."""
 
+    def __init__(self, options=None):
+        self.options = options
+
     def start_utt(self):
         pass
 
@@ -800,3 +803,37 @@ def test_an_utterance_behind_its_voice_is_decoded_at_the_servers_priority(catch_
     run(recognizer.feed(b"\x00" * FEED_PIECE_BYTES * 5))
     behind = [True, True, True, False, False] if catch_up_pieces else [False] * 5
     assert worker.catching_up == behind
+
+
+@pytest.mark.parametrize(("setting", "maxwpf"), [(10, 10), (0, -1)])
+def test_the_pools_words_per_frame_reach_every_workers_decoders(setting, maxwpf):
+    """STT_MAX_WORDS_PER_FRAME: the pool's decoder options go to the workers it starts, over
+    DECODER_CONFIG; 0 is pocketsphinx's own "no limit" (-1), the previous behaviour."""
+    from server.pipeline.stt import RecognizerPool, new_decoder
+
+    pool = RecognizerPool(max_words_per_frame=setting)
+    assert pool.decoder_options == {"maxwpf": maxwpf}
+    decoder = new_decoder(pool.decoder_options)
+    assert decoder.config["maxwpf"] == maxwpf
+
+
+def test_a_worker_makes_its_decoders_with_the_pools_options(monkeypatch):
+    import multiprocessing
+    import threading
+
+    from server.pipeline import stt
+
+    made = []
+    monkeypatch.setattr(
+        stt, "new_decoder", lambda options=None: made.append(options) or FakeDecoder()
+    )
+    ours, theirs = multiprocessing.Pipe()
+    ours.send((1, "feed", "u", b"\x00\x00" * 160, False, False))
+    ours.send((2, "stop", "", None, False, False))
+    args = (theirs, 1, "baseline", 0, {"maxwpf": 7})
+    worker = threading.Thread(target=stt.serve_decoders, args=args)
+    worker.start()
+    answered = [ours.recv()[0] for _ in range(3)]
+    worker.join()
+    assert answered == ["ready", 1, 2]
+    assert made == [{"maxwpf": 7}]
