@@ -287,6 +287,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "end waited for seconds of undecoded audio. `0`: never, as before, until a quiet A/B "
         "settles it (docs/scaling.md).",
     ),
+    "STT_FINAL_FROM_LOOK": (
+        "true",
+        "Embedded pipeline recogniser: a turn that ends at a pause whose look asked for its "
+        "words, with no voice since, takes them as its final transcript instead of waiting for "
+        "the recogniser to decode the silence after them (under load, most of the final "
+        "transcript's wait). `false`: the final transcript of all audio fed, as before.",
+    ),
     "STT_MAX_WORDS_PER_FRAME": (
         "10",
         "Embedded pipeline recogniser: at most this many distinct words may end in one 10 ms "
@@ -533,6 +540,7 @@ class Settings:
     stt_catch_up_ms: int = 0
     stt_decoders_per_worker: int = 3
     stt_max_words_per_frame: int = 10
+    stt_final_from_look: bool = True
     stt_max_workers: int = 8
     echo_defence: bool = True
     echo_gate: bool = True
@@ -675,6 +683,7 @@ class Settings:
             stt_catch_up_ms=_milliseconds("STT_CATCH_UP_MS", env, 0, 5000),
             stt_decoders_per_worker=_count("STT_DECODERS_PER_WORKER", env, most=8),
             stt_max_words_per_frame=_whole("STT_MAX_WORDS_PER_FRAME", env, 0, 100),
+            stt_final_from_look=_bool("STT_FINAL_FROM_LOOK", env),
             stt_max_workers=_count("STT_MAX_WORKERS", env, most=32),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),

@@ -178,6 +178,7 @@ class EmbeddedPipeline:
             on_turn_timings=self.on_turn_timings,
             speculative=self.speculative,
             words_at_ask=self.settings.stt_words_at_ask,
+            final_from_look=self.settings.stt_final_from_look,
         )
 
 

@@ -74,7 +74,7 @@ FEED_PIECE_BYTES = RATE * 2 // 10
 # At most this many distinct words may end in one frame of the search (pocketsphinx's -maxwpf;
 # STT_MAX_WORDS_PER_FRAME, 0: no limit, as before). Measured on the 52 questions of
 # bench/wer.py (Piper voice): the same words in every condition, and decoding 3-4% cheaper on
-# clean speech and 17% in noise, where most words compete (docs/scaling.md).
+# clean speech and 6-17% in noise, where more words compete (docs/scaling.md).
 DEFAULT_MAX_WORDS_PER_FRAME = 10
 # The first (forward tree) pass only, with at most 2000 active HMMs per frame. Measured on 60
 # Piper utterances (12 phrases x 5 renditions): pocketsphinx's defaults make 15.1% word errors

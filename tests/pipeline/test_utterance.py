@@ -116,3 +116,36 @@ def test_the_words_of_a_look_cover_the_audio_fed_until_the_ask_not_what_came_aft
         return
     assert words == f"{2 * 3200} bytes"  # the voice, not the silence that came after
     assert calls == [("feed", False), ("feed", True), ("words", True), ("feed", False)]
+
+
+@pytest.mark.parametrize(
+    ("from_look", "resumed", "final"),
+    [
+        (True, False, "what time"),
+        (True, True, "what time is it"),
+        (False, False, "what time is it"),
+    ],
+)
+def test_a_turn_that_ends_at_a_look_takes_its_words_as_the_final_transcript(
+    from_look, resumed, final
+):
+    """STT_FINAL_FROM_LOOK: what was fed after a look's ask is the pause's silence, and under
+    load the final transcript waited for the recogniser to decode it. A turn ending at that
+    pause takes the look's words; once the voice came back (`voice_resumed`) they no longer
+    cover the turn, and off, the final is decoded as before."""
+
+    async def scenario():
+        pool = RecordingPool()
+        utterance = Utterance(pool, lambda text: None, max_bytes=10**6, final_from_look=from_look)
+        utterance.feed(b"\x01\x00" * 1600)
+        assert await utterance.words_now() == "what time"  # the look at the pause
+        if resumed:
+            utterance.voice_resumed()
+        utterance.feed(b"\x00\x00" * 1600)  # the silence (or the voice) after the ask
+        text = await utterance.finish()
+        return text, [op for op, _ in pool.recognizer.calls], utterance.trace
+
+    text, ops, trace = run(scenario())
+    assert text == final
+    assert ("finish" in ops) == (final == "what time is it")  # the recogniser asked, or not
+    assert "final" in trace  # traced either way
