@@ -13,6 +13,10 @@ the figure the STT worker capacity under load follows. The profiles of server/pi
 (baseline and tuned unless --profiles says otherwise) run on the same audio, side by side;
 conditions run two at a time in separate processes (--jobs).
 
+Each line also gives the word errors of the hypothesis taken 0.3 s into the silence after
+the speech, before the final pass, and how many sentences it differs from the final in: what a
+turn that ends at a turn-end look takes as its final transcript (STT_FINAL_FROM_LOOK).
+
 Decoder options (`--variant ds=2,topn=2`, repeatable) run beside the decoder as configured on
 the same audio, so a cheaper configuration's word errors and decode cost read side by side; the
 cost is one stream's CPU per second of audio (0.1: a core decodes ten streams in real time).
@@ -59,8 +63,10 @@ def utterance(voice: str, text: str, rate: int, noisy: bool, seed: int) -> bytes
     return resample(pcm, rate, 16000) if rate != 16000 else pcm
 
 
-def decode(decoder, pcm: bytes, profile: str) -> str:
-    """As a worker process does: 100 ms chunks, the profile's audio preparation, then reset."""
+def decode(decoder, pcm: bytes, profile: str) -> tuple[str, str]:
+    """As a worker process does: 100 ms chunks, the profile's audio preparation, then reset.
+    Both the final transcript and the hypothesis before it, 0.3 s into the silence after the
+    speech: what a turn ending at a look takes as its final (STT_FINAL_FROM_LOOK)."""
     prepare = AudioPreparation(profile)
     decoder.start_utt()
     chunk = 16000 * 2 * CHUNK_MS // 1000
@@ -68,13 +74,15 @@ def decode(decoder, pcm: bytes, profile: str) -> str:
         audio = prepare.process(pcm[offset : offset + chunk])
         if audio:
             decoder.process_raw(audio, False, False)
+    found = decoder.hyp()
+    at_pause = found.hypstr if found else ""
     tail = prepare.process(b"", final=True)
     if tail:
         decoder.process_raw(tail, False, False)
     decoder.end_utt()
     found = decoder.hyp()
     decoder.reinit_feat()
-    return found.hypstr if found else ""
+    return (found.hypstr if found else ""), at_pause
 
 
 def parse_variant(spec: str) -> dict:
@@ -107,14 +115,16 @@ def condition(
     rows = []
     for profile, variant in [(p, v) for v in variants for p in profiles]:
         decoder = new_decoder(parse_variant(variant))
-        errors = reference = 0
+        errors = reference = errors_at_pause = differ = 0
         misheard = []
         started = time.process_time()
         for text, pcm in zip(sentences, audio, strict=True):
-            heard = decode(decoder, pcm, profile)
+            heard, at_pause = decode(decoder, pcm, profile)
             ref, hyp = words(text), words(heard)
             wrong = edit_distance(ref, hyp)
             errors, reference = errors + wrong, reference + len(ref)
+            errors_at_pause += edit_distance(ref, words(at_pause))
+            differ += words(at_pause) != hyp
             if wrong:
                 misheard.append([text, heard])
         cost = (time.process_time() - started) / seconds
@@ -127,6 +137,9 @@ def condition(
                 "decoder": variant or "as configured",
                 "wer_pct": round(100 * errors / reference, 1),
                 "sentences_wrong": len(misheard),
+                # the hypothesis 0.3 s into the silence, before the final (STT_FINAL_FROM_LOOK)
+                "wer_at_pause_pct": round(100 * errors_at_pause / reference, 1),
+                "at_pause_differs_from_final": differ,
                 "cpu_per_audio_s": round(cost, 4),
                 "misheard": misheard,
             }
@@ -134,7 +147,8 @@ def condition(
         print(
             f"  {voice:6s} {rate // 1000:2d} kHz {rows[-1]['noise']:5s} {profile:10s}"
             f" {variant or 'as configured':28s}"
-            f"  WER {rows[-1]['wer_pct']:5.1f}%  cost {cost:.3f}x",
+            f"  WER {rows[-1]['wer_pct']:5.1f}%  cost {cost:.3f}x"
+            f"  (at the pause {rows[-1]['wer_at_pause_pct']:5.1f}%, {differ} differ)",
             flush=True,
         )
     return rows
