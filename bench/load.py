@@ -99,6 +99,12 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 BENCH_ENV = {"LOG_LEVEL": "warning", "MAX_SESSIONS": "1000", "AUTHORIZE_RATE_LIMIT": "100000"}
 
 
+def _ticks(stat: str) -> int:
+    """User + system clock ticks from the text of /proc/<pid>/stat."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
 class ProcessTrees:
     """CPU and memory of some processes and their children (recursively), from /proc."""
 
@@ -128,12 +134,16 @@ class ProcessTrees:
 
     def cpu_seconds(self) -> float:
         """User + system time of the processes, the cores' share of the load."""
+        return self._summed("stat", _ticks) / CLOCK_TICKS
 
-        def ticks(stat: str) -> int:
-            fields = stat.rsplit(")", 1)[1].split()
-            return int(fields[11]) + int(fields[12])
-
-        return self._summed("stat", ticks) / CLOCK_TICKS
+    def own_cpu_seconds(self) -> float:
+        """The root processes alone (the server: sockets, the turn detector, the turn-end
+        model, Piper), without their children (the speech recogniser's workers)."""
+        total = 0
+        for pid in self.roots():
+            with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+                total += _ticks(Path(f"/proc/{pid}/stat").read_text())
+        return total / CLOCK_TICKS
 
     def rss_mib(self) -> float:
         pages = self._summed("statm", lambda statm: int(statm.split()[1]))
@@ -418,15 +428,32 @@ async def connected(url: str, m: int, turns: int) -> tuple[list[float], int]:
 
 
 CLIENT_CPU: list[float] = []  # the simulated clients' own CPU %, per level, for the record
+# Per level: the server's CPU seconds split into its own process(es) and their children (the
+# speech recogniser's workers), and the level's wall-clock seconds.
+CPU_SPLIT: list[dict[str, float]] = []
 
 
 def measured(server: ServerProcess, run) -> tuple[object, float, float]:
     cpu0, own0, t0 = server.cpu_seconds(), sum(os.times()[:2]), time.monotonic()
+    server0 = server.own_cpu_seconds()
     result = asyncio.run(run)
     elapsed = time.monotonic() - t0
-    cpu = (server.cpu_seconds() - cpu0) / elapsed * 100
+    spent = server.cpu_seconds() - cpu0
+    cpu = spent / elapsed * 100
     CLIENT_CPU.append((sum(os.times()[:2]) - own0) / elapsed * 100)
+    own = server.own_cpu_seconds() - server0
+    CPU_SPLIT.append({"server_s": own, "workers_s": spent - own, "elapsed_s": elapsed})
     return result, cpu, server.rss_mib()
+
+
+def cpu_per_session(splits: list[dict[str, float]], talkers: int) -> dict[str, float]:
+    """CPU ms per 100 ms of one talker's session, in the server's own process and in the
+    recogniser's workers: the budget each session spends, whatever the machine's other load."""
+    session_s = talkers * sum(s["elapsed_s"] for s in splits) or 1.0
+    return {
+        part: 100 * sum(s[f"{part}_s"] for s in splits) / session_s
+        for part in ("server", "workers")
+    }
 
 
 # `--compare`: the scheduling before the queues were traced (docs/scaling.md), as a reference
@@ -436,7 +463,6 @@ PREVIOUS_SCHEDULING = {
     "STT_WORKER_NICE": "0",
     "STT_WORDS_AT_ASK": "false",
     "TURN_END_LATE_WORDS_MS": "0",
-    "STT_PIECES_IN_FLIGHT": "1",
     "STT_CATCH_UP_MS": "0",
 }
 
@@ -523,6 +549,7 @@ def pooled(runs: dict[int, list[dict]], levels: list[int], warmup: dict | None) 
             # the guard's CPU (its filter, and the gate when on) per 100 ms of session
             "echo_ms_per_100ms": echo_ms / (sum(r["session_s"] for r in rounds) * 10),
             "unstarted_user_turns": sum(r["extra"] for r in rounds),
+            "cpu_ms_per_100ms": cpu_per_session([r["cpu_split"] for r in rounds], n),
         }  # fmt: skip
         verdict = "yes" if talk_runs[n]["ok"] else "no"
         rows.append([f"{n} talking", figure, f"{figure / lone:.2f}", cpu, rss, verdict])
@@ -533,13 +560,15 @@ def pooled(runs: dict[int, list[dict]], levels: list[int], warmup: dict | None) 
 def print_spread(results: dict[str, dict], levels: list[int]) -> None:
     print_table(
         "Side by side: each round's p95 ms (the spread), the echo guard's CPU (ms per 100 ms of "
-        "session), user turns the talkers did not start",
+        "session), user turns the talkers did not start; CPU ms per 100 ms of a talker's "
+        "session in the server's process / the recogniser's workers",
         ["talking", *results],
         [
             [f"{n}"] + [
                 f"{' '.join(f'{x:.0f}' for x in r['talking'][n]['rounds_p95_ms'])}; "
                 f"echo {r['talking'][n]['echo_ms_per_100ms']:.3f}; "
-                f"{r['talking'][n]['unstarted_user_turns']}"
+                f"{r['talking'][n]['unstarted_user_turns']}; "
+                "CPU {server:.1f} / {workers:.1f}".format(**r['talking'][n]['cpu_ms_per_100ms'])
                 for r in results.values()]
             for n in levels
         ],
@@ -583,7 +612,7 @@ def talking_levels(server, levels: list[int], args) -> dict:
                 "worst_ms": max(GAPS, default=0.0)}  # fmt: skip
         talk_runs[n] = {"p95_ms": figure, "p50_ms": median(latencies), "cpu_percent": cpu,
                         "rss_mib": rss, "ok": ok, "turns": len(latencies),
-                        "latencies_ms": latencies,
+                        "latencies_ms": latencies, "cpu_split": dict(CPU_SPLIT[-1]),
                         "p95_split_ms": split, "playback_gaps": gaps}  # fmt: skip
         verdict = "yes" if ok else "no"
         rows.append([f"{n} talking", figure, f"{figure / lone:.2f}", cpu, rss, verdict])
@@ -592,6 +621,9 @@ def talking_levels(server, levels: list[int], args) -> dict:
               f"clients CPU {CLIENT_CPU[-1]:.0f}% ({parts}); answers with a gap "
               f"> 50 ms: {gaps['with_gap_over_50ms']}/{gaps['answers']}, "
               f"worst {gaps['worst_ms']:.0f} ms")  # fmt: skip
+        per = cpu_per_session(CPU_SPLIT[-1:], n)
+        print(f"        CPU ms per 100 ms of a talker's session: server process "
+              f"{per['server']:.1f}, recogniser workers {per['workers']:.1f}")  # fmt: skip
         talk_runs[n]["queues_ms"] = queues = queue_trace(SPLITS)
         print("        queue / work, p50 / p95 ms: " + "; ".join(
             f"{name} {q[0]:.0f} / {q[1]:.0f}" for name, q in queues.items()))  # fmt: skip

@@ -13,12 +13,22 @@ the figure the STT worker capacity under load follows. The profiles of server/pi
 (baseline and tuned unless --profiles says otherwise) run on the same audio, side by side;
 conditions run two at a time in separate processes (--jobs).
 
+Each line also gives the word errors of the hypothesis taken 0.3 s into the silence after
+the speech, before the final pass, and how many sentences it differs from the final in: what a
+turn that ends at a turn-end look takes as its final transcript (STT_FINAL_FROM_LOOK).
+
+Decoder options (`--variant ds=2,topn=2`, repeatable) run beside the decoder as configured on
+the same audio, so a cheaper configuration's word errors and decode cost read side by side; the
+cost is one stream's CPU per second of audio (0.1: a core decodes ten streams in real time).
+
     python bench/wer.py [--profiles baseline,narrowband,tuned] [--sentences 52]
+                        [--variant OPTIONS ...] [--voices piper] [--rates 16000] [--noise clean]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 
@@ -53,8 +63,10 @@ def utterance(voice: str, text: str, rate: int, noisy: bool, seed: int) -> bytes
     return resample(pcm, rate, 16000) if rate != 16000 else pcm
 
 
-def decode(decoder, pcm: bytes, profile: str) -> str:
-    """As a worker process does: 100 ms chunks, the profile's audio preparation, then reset."""
+def decode(decoder, pcm: bytes, profile: str) -> tuple[str, str]:
+    """As a worker process does: 100 ms chunks, the profile's audio preparation, then reset.
+    Both the final transcript and the hypothesis before it, 0.3 s into the silence after the
+    speech: what a turn ending at a look takes as its final (STT_FINAL_FROM_LOOK)."""
     prepare = AudioPreparation(profile)
     decoder.start_utt()
     chunk = 16000 * 2 * CHUNK_MS // 1000
@@ -62,30 +74,57 @@ def decode(decoder, pcm: bytes, profile: str) -> str:
         audio = prepare.process(pcm[offset : offset + chunk])
         if audio:
             decoder.process_raw(audio, False, False)
+    found = decoder.hyp()
+    at_pause = found.hypstr if found else ""
     tail = prepare.process(b"", final=True)
     if tail:
         decoder.process_raw(tail, False, False)
     decoder.end_utt()
     found = decoder.hyp()
     decoder.reinit_feat()
-    return found.hypstr if found else ""
+    return (found.hypstr if found else ""), at_pause
 
 
-def condition(voice: str, rate: int, noisy: bool, profiles: list[str], sentences: list[str]):
-    """Every profile on one condition's audio: one result row per profile."""
+def parse_variant(spec: str) -> dict:
+    """`ds=2,topn=2` → decoder options over DECODER_CONFIG (numbers as numbers)."""
+    options = {}
+    for item in filter(None, spec.split(",")):
+        key, _, value = item.partition("=")
+        for kind in (int, float):
+            try:
+                options[key] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return options
+
+
+def condition(
+    voice: str,
+    rate: int,
+    noisy: bool,
+    profiles: list[str],
+    sentences: list[str],
+    variants: list[str] = ("",),
+):
+    """Every profile and decoder variant on one condition's audio: one row per pair."""
     audio = [utterance(voice, t, rate, noisy, seed=n) for n, t in enumerate(sentences)]
     seconds = sum(len(a) for a in audio) / 32000
     rows = []
-    for profile in profiles:
-        decoder = new_decoder()
-        errors = reference = 0
+    for profile, variant in [(p, v) for v in variants for p in profiles]:
+        decoder = new_decoder(parse_variant(variant))
+        errors = reference = errors_at_pause = differ = 0
         misheard = []
         started = time.process_time()
         for text, pcm in zip(sentences, audio, strict=True):
-            heard = decode(decoder, pcm, profile)
+            heard, at_pause = decode(decoder, pcm, profile)
             ref, hyp = words(text), words(heard)
             wrong = edit_distance(ref, hyp)
             errors, reference = errors + wrong, reference + len(ref)
+            errors_at_pause += edit_distance(ref, words(at_pause))
+            differ += words(at_pause) != hyp
             if wrong:
                 misheard.append([text, heard])
         cost = (time.process_time() - started) / seconds
@@ -95,31 +134,44 @@ def condition(voice: str, rate: int, noisy: bool, profiles: list[str], sentences
                 "rate": rate,
                 "noise": f"{SNR_DB:.0f} dB" if noisy else "clean",
                 "profile": profile,
+                "decoder": variant or "as configured",
                 "wer_pct": round(100 * errors / reference, 1),
                 "sentences_wrong": len(misheard),
+                # the hypothesis 0.3 s into the silence, before the final (STT_FINAL_FROM_LOOK)
+                "wer_at_pause_pct": round(100 * errors_at_pause / reference, 1),
+                "at_pause_differs_from_final": differ,
                 "cpu_per_audio_s": round(cost, 4),
                 "misheard": misheard,
             }
         )
         print(
             f"  {voice:6s} {rate // 1000:2d} kHz {rows[-1]['noise']:5s} {profile:10s}"
-            f"  WER {rows[-1]['wer_pct']:5.1f}%  cost {cost:.3f}x",
+            f" {variant or 'as configured':28s}"
+            f"  WER {rows[-1]['wer_pct']:5.1f}%  cost {cost:.3f}x"
+            f"  (at the pause {rows[-1]['wer_at_pause_pct']:5.1f}%, {differ} differ)",
             flush=True,
         )
     return rows
 
 
-def run(profiles: list[str], sentences: list[str], jobs: int) -> list[dict]:
-    """The eight conditions, `jobs` at a time in separate processes (decoding is CPU-bound)."""
-    conditions = [
-        (voice, rate, noisy)
-        for voice in VOICES
-        for rate in (16000, 8000)
-        for noisy in (False, True)
-    ]
+def run(
+    profiles: list[str],
+    sentences: list[str],
+    jobs: int,
+    variants: list[str] = ("",),
+    conditions: list[tuple] | None = None,
+) -> list[dict]:
+    """The conditions (all eight by default), `jobs` at a time in separate processes
+    (decoding is CPU-bound)."""
+    conditions = conditions or CONDITIONS
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        done = [pool.submit(condition, *c, profiles, sentences) for c in conditions]
+        done = [pool.submit(condition, *c, profiles, sentences, variants) for c in conditions]
         return [row for future in done for row in future.result()]
+
+
+CONDITIONS = [
+    (voice, rate, noisy) for voice in VOICES for rate in (16000, 8000) for noisy in (False, True)
+]
 
 
 def main() -> None:
@@ -127,30 +179,60 @@ def main() -> None:
     parser.add_argument("--profiles", default="baseline,tuned")
     parser.add_argument("--sentences", type=int, default=len(ASKED))
     parser.add_argument("--jobs", type=int, default=2, help="conditions decoded at once")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="OPTIONS",
+        help="decoder options over the configured ones, e.g. ds=2,topn=2 (repeatable): "
+        "each runs beside the decoder as configured",
+    )
+    parser.add_argument("--voices", default=",".join(VOICES), help="of " + ",".join(VOICES))
+    parser.add_argument("--rates", default="16000,8000")
+    parser.add_argument("--noise", default="clean,noisy", help="clean, noisy or both")
     args = parser.parse_args()
     profiles = args.profiles.split(",")
+    variants = ["", *args.variant]
     sentences = ASKED[: args.sentences]
+    conditions = [
+        (voice, rate, noisy)
+        for voice, rate, noisy in CONDITIONS
+        if voice in args.voices.split(",")
+        and str(rate) in args.rates.split(",")
+        and ("noisy" if noisy else "clean") in args.noise.split(",")
+    ]
     print(f"{len(sentences)} sentences, synthetic speech (no recorded speech offline)")
-    rows = run(profiles, sentences, args.jobs)
+    rows = run(profiles, sentences, args.jobs, variants, conditions)
+    # One row per decoder and profile, one WER and one cost column per condition.
+    names = [
+        f"{voice} {rate // 1000}k {'noisy' if noisy else 'clean'}"
+        for voice, rate, noisy in conditions
+    ]
     table = []
-    for voice in VOICES:
-        for rate in (16000, 8000):
-            for noise in ("clean", f"{SNR_DB:.0f} dB"):
-                cells = [
-                    r for r in rows if (r["voice"], r["rate"], r["noise"]) == (voice, rate, noise)
+    for variant in variants:
+        for profile in profiles:
+            line = [profile, variant or "as configured"]
+            for voice, rate, noisy in conditions:
+                noise = f"{SNR_DB:.0f} dB" if noisy else "clean"
+                (r,) = [
+                    r
+                    for r in rows
+                    if (r["voice"], r["rate"], r["noise"], r["profile"], r["decoder"])
+                    == (voice, rate, noise, profile, variant or "as configured")
                 ]
-                line = [f"{voice} {rate // 1000} kHz {noise}"]
-                for r in cells:
-                    line += [f"{r['wer_pct']:.1f}", f"{r['cpu_per_audio_s']:.3f}"]
-                table.append(line)
-    header = ["condition (synthetic speech)"]
-    for profile in profiles:
-        header += [f"{profile} WER %", f"{profile} CPU/s"]
+                line += [f"{r['wer_pct']:.1f}", f"{r['cpu_per_audio_s']:.3f}"]
+            table.append(line)
+    header = ["profile", "decoder"]
+    for name in names:
+        header += [f"{name} WER %", "CPU/s"]
     print_table(
-        "Word error rate (synthetic speech: no recorded speech offline), CPU s per audio s",
+        "Word error rate (synthetic speech: no recorded speech offline), "
+        "CPU s per audio s (one stream)",
         header,
         table,
     )
+    load = os.getloadavg()
+    print(f"load average (1, 5, 15 min) at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     save(
         "wer",
         {
@@ -161,6 +243,8 @@ def main() -> None:
             "snr_db": SNR_DB,
             "decoder": DECODER_CONFIG,
             "profiles": {p: PROFILES[p] for p in profiles},
+            "variants": {v: parse_variant(v) for v in variants if v},
+            "load_average_at_end": list(load),
             "results": rows,
         },
     )

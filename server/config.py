@@ -298,14 +298,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "fed is decoded, as before: under load the recogniser then chased the live stream and "
         "the words came seconds late; `./dev bench load --compare` runs both).",
     ),
-    "STT_PIECES_IN_FLIGHT": (
-        "1",
-        "Embedded pipeline recogniser: how many 0.1 s pieces of an utterance's audio may be at "
-        "its worker at once (1-8). One made each piece wait for the last one's answer to cross "
-        "back to the server: under load that round trip can leave the utterance falling "
-        "behind its voice. The worker serves utterances' pieces in turn, so more in flight "
-        "takes nobody's share. `1` (as before) until a quiet A/B settles it (docs/scaling.md).",
-    ),
     "STT_CATCH_UP_MS": (
         "0",
         "Embedded pipeline recogniser: an utterance with more than this much of its audio not "
@@ -313,6 +305,34 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "`STT_WORKER_NICE` below it: below, on a busy machine the workers starved and a turn's "
         "end waited for seconds of undecoded audio. `0`: never, as before, until a quiet A/B "
         "settles it (docs/scaling.md).",
+    ),
+    "STT_FINAL_FROM_LOOK": (
+        "true",
+        "Embedded pipeline recogniser: a turn that ends at a pause whose look asked for its "
+        "words, with no voice since, takes them as its final transcript instead of waiting for "
+        "the recogniser to decode the silence after them (under load, most of the final "
+        "transcript's wait). `false`: the final transcript of all audio fed, as before.",
+    ),
+    "STT_MAX_WORDS_PER_FRAME": (
+        "10",
+        "Embedded pipeline recogniser: at most this many distinct words may end in one 10 ms "
+        "frame of its search (0-100; pocketsphinx's -maxwpf). 10 decoded the benchmark's "
+        "questions to the same words 3-17% cheaper (most in noise); `0`: no limit, as before "
+        "(`./dev bench wer --variant maxwpf=-1` compares them).",
+    ),
+    "STT_DECODERS_PER_WORKER": (
+        "1",
+        "Embedded pipeline recogniser: utterances one worker process decodes at once (1-8, "
+        "each a decoder of ~90 MiB). A worker decodes one request at a time: with one per "
+        "worker a turn's end never waits behind another utterance's audio (in two loaded A/Bs "
+        "the worker queue's p95 at ten talkers fell from 2.6-4.9 s to 0.1-0.5 s). `3`: as "
+        "before. The pool grows a worker whenever fewer than two decoders are free, up to "
+        "`STT_MAX_WORKERS`.",
+    ),
+    "STT_MAX_WORKERS": (
+        "12",
+        "Embedded pipeline recogniser: the most worker processes the pool grows to (1-32; it "
+        "starts with min(4, cores)). `8`: as before.",
     ),
     "STT_WORKER_NICE": (
         "10",
@@ -393,6 +413,14 @@ def _nice(name: str, environ: dict[str, str]) -> int:
     raw = _env(name, environ)
     if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= 19:
         raise SettingsError(f"{name} must be a whole number from 0 to 19, not {raw!r}")
+    return int(raw)
+
+
+def _whole(name: str, environ: dict[str, str], low: int, high: int) -> int:
+    """A whole number, `low`..`high`."""
+    raw = _env(name, environ)
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise SettingsError(f"{name} must be a whole number from {low} to {high}, not {raw!r}")
     return int(raw)
 
 
@@ -528,8 +556,11 @@ class Settings:
     stt_worker_nice: int = 10
     stt_words_at_ask: bool = True
     stt_silence_ms: int = 300
-    stt_pieces_in_flight: int = 1
     stt_catch_up_ms: int = 0
+    stt_decoders_per_worker: int = 1
+    stt_max_words_per_frame: int = 10
+    stt_final_from_look: bool = True
+    stt_max_workers: int = 12
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -671,8 +702,11 @@ class Settings:
             stt_worker_nice=_nice("STT_WORKER_NICE", env),
             stt_words_at_ask=_bool("STT_WORDS_AT_ASK", env),
             stt_silence_ms=_milliseconds("STT_SILENCE_MS", env, 0, 2000),
-            stt_pieces_in_flight=_count("STT_PIECES_IN_FLIGHT", env, most=8),
             stt_catch_up_ms=_milliseconds("STT_CATCH_UP_MS", env, 0, 5000),
+            stt_decoders_per_worker=_count("STT_DECODERS_PER_WORKER", env, most=8),
+            stt_max_words_per_frame=_whole("STT_MAX_WORDS_PER_FRAME", env, 0, 100),
+            stt_final_from_look=_bool("STT_FINAL_FROM_LOOK", env),
+            stt_max_workers=_count("STT_MAX_WORKERS", env, most=32),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

@@ -55,8 +55,10 @@ class EmbeddedPipeline:
             profile=settings.stt_profile,
             priority_lane=settings.stt_priority_lane,
             worker_nice=settings.stt_worker_nice,
-            pieces_in_flight=settings.stt_pieces_in_flight,
             catch_up_ms=settings.stt_catch_up_ms,
+            decoders_per_worker=settings.stt_decoders_per_worker,
+            max_workers=settings.stt_max_workers,
+            max_words_per_frame=settings.stt_max_words_per_frame,
         )
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(
@@ -177,6 +179,7 @@ class EmbeddedPipeline:
             on_turn_timings=self.on_turn_timings,
             speculative=self.speculative,
             words_at_ask=self.settings.stt_words_at_ask,
+            final_from_look=self.settings.stt_final_from_look,
         )
 
 

@@ -14,13 +14,12 @@ worker needs only as many decoders (~90 MB each) as utterances in progress at on
 
 Fair sharing under a flood: a worker answering requests in the order they arrive would make
 every other utterance wait while one request holding minutes of audio is decoded. So a `feed`
-goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding), at most
-`window` of them at the worker at once (`STT_PIECES_IN_FLIGHT`, 1 by default), and the
-worker takes the utterances' streaming pieces in turn (`Requests`), so another utterance waits
-at most one piece per utterance sharing its worker. The window is there because one piece at a time,
-each sent once the last was answered, left the worker idle for a round trip through the
-server's event loop per piece, which under load can hold an utterance below its voice's pace.
-A cancelled utterance stops after the pieces in flight — their decode is cancelled with it —
+goes down in pieces of at most `FEED_PIECE_BYTES` (0.1 s of audio, ~7 ms of decoding), each
+sent once the last is answered, and the worker takes the utterances' streaming pieces in turn
+(`Requests`), so another utterance waits at most one piece per utterance sharing its worker.
+(Sending up to three pieces at once, so the worker need not wait for each answer's round trip
+through the server's event loop, measured no better in three A/Bs: docs/scaling.md.)
+A cancelled utterance stops after the piece in flight — its decode is cancelled with it —
 and its decoder counts as busy until the worker has really let it go. Workers are chosen by
 the audio they still have to decode (every piece of the feeds in progress, not only those
 in their queue) and the decoders they hold, not by a count that drops before the work does.
@@ -72,6 +71,11 @@ INTERIM_EVERY_BYTES = RATE * 2 * 300 // 1000  # an interim hypothesis at most ev
 # (measured, bench/stt_flood.py: 0.5 s pieces left a short phrase 5.6x slower beside a flood,
 # since it waited 0.5 s of decoding per 0.1 s of its own).
 FEED_PIECE_BYTES = RATE * 2 // 10
+# At most this many distinct words may end in one frame of the search (pocketsphinx's -maxwpf;
+# STT_MAX_WORDS_PER_FRAME, 0: no limit, as before). Measured on the 52 questions of
+# bench/wer.py (Piper voice): the same words in every condition, and decoding 3-4% cheaper on
+# clean speech and 6-17% in noise, where more words compete (docs/scaling.md).
+DEFAULT_MAX_WORDS_PER_FRAME = 10
 # The first (forward tree) pass only, with at most 2000 active HMMs per frame. Measured on 60
 # Piper utterances (12 phrases x 5 renditions): pocketsphinx's defaults make 15.1% word errors
 # at 0.13x real time and leave ~80 ms (p95) of work when the turn ends; the forward pass alone
@@ -81,6 +85,7 @@ FEED_PIECE_BYTES = RATE * 2 // 10
 DECODER_CONFIG = {
     "samprate": RATE,
     "maxhmmpf": 2000,
+    "maxwpf": DEFAULT_MAX_WORDS_PER_FRAME,
     "fwdflat": False,
     "bestpath": False,
     "loglevel": "FATAL",
@@ -103,18 +108,18 @@ PROFILES: dict[str, dict[str, bool]] = {
     "tuned": {"denoise": True, "fold": True},
 }
 DEFAULT_PROFILE = "tuned"
-# An utterance's pieces at its worker at once, and how far (ms of audio not yet decoded) it may
-# fall behind its voice before its streaming pieces are decoded at the server's priority
-# (`Recognizer`; STT_PIECES_IN_FLIGHT, STT_CATCH_UP_MS; docs/scaling.md has the figures).
-DEFAULT_PIECES_IN_FLIGHT = 1
-DEFAULT_CATCH_UP_MS = 0  # never: off until a quiet A/B settles them (docs/scaling.md)
+# How far (ms of audio not yet decoded) an utterance may fall behind its voice before its
+# streaming pieces are decoded at the server's priority (`Recognizer`; STT_CATCH_UP_MS;
+# docs/scaling.md has the figures).
+DEFAULT_CATCH_UP_MS = 0  # never: off until a quiet A/B settles it (docs/scaling.md)
 QUIET_LEVEL = 30.0  # RMS in PCM16 units (-60 dBFS): audio too quiet to judge the band by
 
 
-def new_decoder():
+def new_decoder(options: dict | None = None):
+    """A decoder with DECODER_CONFIG, `options` over it (bench/wer.py's variants)."""
     from pocketsphinx import Decoder
 
-    return Decoder(**DECODER_CONFIG)
+    return Decoder(**{**DECODER_CONFIG, **(options or {})})
 
 
 class AudioPreparation:
@@ -263,7 +268,11 @@ def _hypothesis(decoder) -> str:
 
 
 def serve_decoders(
-    connection, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0
+    connection,
+    decoders: int,
+    profile: str = DEFAULT_PROFILE,
+    nice: int = 0,
+    options: dict | None = None,
 ) -> None:
     """A worker's loop: requests `(id, op, utterance, payload, urgent, catching_up)` in,
     `(id, result, error, started, ended)` out, `started` and `ended` on the machine's
@@ -282,7 +291,7 @@ def serve_decoders(
     fallen behind its voice (`catching_up`, `Recognizer`) is decoded at the server's.
     """
     priority = WorkerPriority(nice)
-    idle = [new_decoder() for _ in range(decoders)]
+    idle = [new_decoder(options) for _ in range(decoders)]
     active: dict[str, dict] = {}
     connection.send(("ready", None, None, 0.0, 0.0))
     requests = Requests(connection)
@@ -295,7 +304,7 @@ def serve_decoders(
             if op == "feed":
                 state = active.get(utterance)
                 if state is None:
-                    decoder = idle.pop() if idle else new_decoder()
+                    decoder = idle.pop() if idle else new_decoder(options)
                     decoder.start_utt()
                     state = active[utterance] = {
                         "decoder": decoder,
@@ -373,11 +382,10 @@ class Requests:
     words, its final transcript, and the pieces of its audio still to decode before them
     (`Recognizer.urgent`); it takes its utterance's streaming requests still queued with it,
     ahead of it, so one utterance's requests are always served in the order sent. Round robin
-    keeps the streaming lane fair however many pieces an utterance has in flight
-    (`Recognizer`'s window): another utterance waits at most one piece per utterance sharing
-    the worker. The server sends at most `window` pieces per utterance at a time, plus a
-    `words`, `finish` or `cancel`, so both lanes are bounded by the utterances the worker
-    holds. A `cancel` goes in the streaming lane behind its utterance's pieces in flight.
+    keeps the streaming lane fair: another utterance waits at most one piece per utterance
+    sharing the worker. The server sends one piece per utterance at a time, plus a `words`,
+    `finish` or `cancel`, so both lanes are bounded by the utterances the worker holds. A
+    `cancel` goes in the streaming lane behind its utterance's piece in flight.
     """
 
     def __init__(self, connection):
@@ -449,12 +457,19 @@ class Reply(NamedTuple):
 class SpeechWorker:
     """One decoder process: requests are pipelined; a reader thread resolves their futures."""
 
-    def __init__(self, decoders: int, profile: str = DEFAULT_PROFILE, nice: int = 0, target=None):
+    def __init__(
+        self,
+        decoders: int,
+        profile: str = DEFAULT_PROFILE,
+        nice: int = 0,
+        target=None,
+        options: dict | None = None,
+    ):
         context = multiprocessing.get_context("spawn")  # no copy of the server's threads
         self._connection, child = context.Pipe()
         self.process = context.Process(
             target=target or serve_decoders,  # `target`: a stand-in worker loop, for tests
-            args=(child, decoders, profile, nice),
+            args=(child, decoders, profile, nice, options),
             name="stt-worker",
             daemon=True,
         )
@@ -573,11 +588,6 @@ class SpeechWorker:
 class Recognizer:
     """One utterance, on one worker. Calls must not overlap (the session awaits each).
 
-    `window`: how many of its pieces may be at the worker at once (`STT_PIECES_IN_FLIGHT`).
-    One, as before, made each piece wait for the last one's answer to cross the pipe, the
-    reader thread and the server's event loop, during which the worker had nothing of it to
-    decode: under load that can hold the utterance below its voice's pace. With more, it has
-    the next piece at hand; its round robin (`Requests`) keeps the sharing fair.
     `catch_up_bytes`: a feed with more than this much audio not yet decoded sends its
     streaming pieces to be decoded at the server's priority, not `worker_nice` below it
     (`STT_CATCH_UP_MS`; 0: never): below it, a worker on a busy machine starved and its
@@ -590,13 +600,11 @@ class Recognizer:
         utterance: str,
         on_release=None,
         priority_lane: bool = True,
-        window: int = 1,
         catch_up_bytes: int = 0,
     ):
         self._worker = worker
         self._utterance = utterance
         self._lane = priority_lane
-        self._window = max(1, window)
         self._catch_up_bytes = catch_up_bytes
         # Someone waits for this utterance's words now (a look at a pause, the final
         # transcript): with the priority lane its pieces go before other utterances' streaming.
@@ -617,75 +625,55 @@ class Recognizer:
         self,
         pcm: bytes,
         more: Callable[[], bytes] | None = None,
-        arrived: asyncio.Event | None = None,
         on_interim: Callable[[str], None] | None = None,
     ) -> str | None:
         """Decode more audio; a new interim hypothesis when it changed, else None.
 
-        Sent in pieces, up to `window` at the worker at once (see the module's docstring);
-        cancelling the caller stops it after the pieces in flight. Once someone waits for the
-        words (`urgent`, with the priority lane), the rest goes in one request: piece by
-        piece, the worker took another utterance's streaming piece in each round trip between
-        two of ours, so a loaded worker decoded a waited-for backlog at about half its speed.
+        Sent in pieces, each once the last is decoded (see the module's docstring); cancelling
+        the caller stops it after the piece in flight. Once someone waits for the words
+        (`urgent`, with the priority lane), the rest goes in one request: piece by piece, the
+        worker took another utterance's streaming piece in each round trip between two of ours,
+        so a loaded worker decoded a waited-for backlog at about half its speed.
 
-        A stream keeps its pieces in flight across its caller's chunks: `more` is asked for
-        audio that came meanwhile (b"": none) whenever everything before it is sent and the
-        window has room — at once when `arrived` is set, else at each answer — and the feed
-        returns once nothing is left to send or decode. `on_interim` hears each new interim
+        A stream goes on across its caller's chunks: once everything given is sent and
+        decoded, `more` is asked for audio that came meanwhile (b"": none, and the feed
+        returns), so the audio not yet decoded, which the catch-up bound is measured against,
+        counts what came while a piece was at the worker. `on_interim` hears each new interim
         as it comes.
         """
         changed = None
         pending, offset = _whole_samples(pcm), 0  # audio not yet sent: pending[offset:]
         self.decoded_bytes += len(pcm) - len(pending)  # an odd byte: dropped
-        in_flight: collections.deque[tuple[asyncio.Future, int]] = collections.deque()
         unanswered = len(pending)  # counted in the worker's backlog until decoded (or given up)
         self._worker.add_backlog(unanswered)
         try:
             while True:
-                while len(in_flight) < self._window:
-                    if offset == len(pending) and more is not None:
-                        if arrived is not None:
-                            arrived.clear()
-                        came = more()
-                        pending, offset = _whole_samples(came), 0
-                        self.decoded_bytes += len(came) - len(pending)
-                        unanswered += len(pending)
-                        self._worker.add_backlog(len(pending))
-                    if offset == len(pending):
-                        break
-                    urgent = self._lane and self.urgent
-                    size = len(pending) - offset if urgent else FEED_PIECE_BYTES
-                    piece = pending[offset : offset + size]
-                    offset += len(piece)
-                    self.sent_bytes += len(piece)
-                    behind = 0 < self._catch_up_bytes < unanswered
-                    future = self._worker.call(
-                        "feed", self._utterance, piece, urgent, not urgent and behind
-                    )
-                    in_flight.append((asyncio.wrap_future(future), len(piece)))
-                if not in_flight:
+                if offset == len(pending) and more is not None:
+                    came = more()
+                    pending, offset = _whole_samples(came), 0
+                    self.decoded_bytes += len(came) - len(pending)
+                    unanswered += len(pending)
+                    self._worker.add_backlog(len(pending))
+                if offset == len(pending):
                     return changed
-                answer, size = in_flight[0]
-                if arrived is not None and more is not None and len(in_flight) < self._window:
-                    came = asyncio.ensure_future(arrived.wait())
-                    try:
-                        await asyncio.wait({answer, came}, return_when=asyncio.FIRST_COMPLETED)
-                    finally:
-                        came.cancel()
-                    if not answer.done():
-                        continue  # audio came: send it beside the pieces in flight
-                interim = self._count(await answer)
-                in_flight.popleft()
-                unanswered -= size
-                self.decoded_bytes += size
-                self._worker.add_backlog(-size)
+                urgent = self._lane and self.urgent
+                size = len(pending) - offset if urgent else FEED_PIECE_BYTES
+                piece = pending[offset : offset + size]
+                offset += len(piece)
+                self.sent_bytes += len(piece)
+                behind = 0 < self._catch_up_bytes < unanswered
+                future = self._worker.call(
+                    "feed", self._utterance, piece, urgent, not urgent and behind
+                )
+                interim = self._count(await asyncio.wrap_future(future))
+                unanswered -= len(piece)
+                self.decoded_bytes += len(piece)
+                self._worker.add_backlog(-len(piece))
                 if interim and interim != self._last_interim:
                     self._last_interim = changed = interim
                     if on_interim is not None:
                         on_interim(interim)
         finally:
-            for answer, _ in in_flight:  # given up (cancelled): nobody reads these answers
-                answer.cancel()
             self._worker.add_backlog(-unanswered)
 
     async def words(self) -> str:
@@ -750,8 +738,8 @@ class RecognizerPool:
         profile: str = DEFAULT_PROFILE,
         priority_lane: bool = True,
         worker_nice: int = 0,
-        pieces_in_flight: int = DEFAULT_PIECES_IN_FLIGHT,
         catch_up_ms: int = DEFAULT_CATCH_UP_MS,
+        max_words_per_frame: int = DEFAULT_MAX_WORDS_PER_FRAME,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
@@ -759,8 +747,9 @@ class RecognizerPool:
         self.profile = profile
         self.priority_lane = priority_lane  # a turn's end before others' streaming (Requests)
         self.worker_nice = worker_nice  # the workers' priority below the server's (0-19)
-        self.pieces_in_flight = pieces_in_flight  # per utterance at its worker (Recognizer)
         self.catch_up_bytes = catch_up_ms * RATE * 2 // 1000  # behind by more: full priority
+        # over DECODER_CONFIG, in every worker's decoders (0: no limit, pocketsphinx's -1)
+        self.decoder_options = {"maxwpf": max_words_per_frame or -1}
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -781,7 +770,9 @@ class RecognizerPool:
         with self._lock:
             if not self._workers:
                 self._workers = [
-                    SpeechWorker(self._decoders, self.profile, self.worker_nice)
+                    SpeechWorker(
+                        self._decoders, self.profile, self.worker_nice, options=self.decoder_options
+                    )
                     for _ in range(self._count)
                 ]
         for worker in self._workers:
@@ -798,7 +789,6 @@ class RecognizerPool:
             f"utt-{next(self._ids)}",
             self._wake_waiters,
             self.priority_lane,
-            self.pieces_in_flight,
             self.catch_up_bytes,
         )
         try:
@@ -839,7 +829,9 @@ class RecognizerPool:
         self._grower.start()
 
     def _add_worker(self) -> None:
-        worker = SpeechWorker(self._decoders, self.profile, self.worker_nice)
+        worker = SpeechWorker(
+            self._decoders, self.profile, self.worker_nice, options=self.decoder_options
+        )
         try:
             worker.wait_ready()
         except RuntimeError as error:

@@ -502,6 +502,9 @@ def test_words_asked_for_cover_all_the_audio_fed_not_only_the_last_interim(pool)
 class FakeDecoder:
     """pocketsphinx's decoder as the worker uses it, hearing nothing."""
 
+    def __init__(self, options=None):
+        self.options = options
+
     def start_utt(self):
         pass
 
@@ -555,8 +558,8 @@ def test_a_turn_ends_words_overtake_other_utterances_streaming_pieces(monkeypatc
 
 
 def test_the_worker_serves_utterances_pieces_in_turn_not_one_utterances_run(monkeypatch):
-    """With pieces in flight (STT_PIECES_IN_FLIGHT) an utterance has several in the queue:
-    another utterance's piece waits for one of them, not for all (round robin)."""
+    """An utterance with several pieces in the queue (a flood of its own) holds another
+    utterance's piece up for one of them, not for all (round robin)."""
     piece = b"\x01\x00" * 1600
     requests = [(n, "feed", "behind", piece, False, False) for n in (1, 2, 3)]
     requests.append((4, "feed", "keeping-up", piece, False, False))
@@ -735,16 +738,14 @@ async def settle():
         await asyncio.sleep(0)
 
 
-@pytest.mark.parametrize("window", [1, 3])
-def test_a_feed_keeps_up_to_its_window_of_pieces_at_the_worker(window):
-    """One piece at a time, each waited for the last one's answer to cross back through the
-    server's event loop: under load that round trip set the utterance's pace. With a window
-    (STT_PIECES_IN_FLIGHT) the next pieces are already at the worker."""
+def test_a_feed_sends_one_piece_at_a_time_each_once_the_last_is_answered():
+    """Pieces go one at a time (three at once measured no better: docs/scaling.md), so a
+    cancelled utterance leaves at most one piece to decode."""
     from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
 
     async def scenario():
         worker = RecordingWorker(holding=True)
-        recognizer = Recognizer(worker, "u", window=window)
+        recognizer = Recognizer(worker, "u")
         feeding = asyncio.ensure_future(recognizer.feed(b"\x00" * FEED_PIECE_BYTES * 5))
         sent = []
         while True:
@@ -757,40 +758,37 @@ def test_a_feed_keeps_up_to_its_window_of_pieces_at_the_worker(window):
         return sent, recognizer.decoded_bytes
 
     sent, decoded = run(scenario())
-    assert sent == ([1, 2, 3, 4, 5] if window == 1 else [3, 4, 5, 5, 5])
+    assert sent == [1, 2, 3, 4, 5]
     assert decoded == FEED_PIECE_BYTES * 5
 
 
-def test_audio_that_arrives_while_pieces_are_in_flight_goes_at_once():
-    """A stream's next chunk goes beside the piece in flight, not after its answer."""
+def test_audio_that_arrives_while_a_piece_is_decoded_goes_in_the_same_feed():
+    """A stream goes on across its caller's chunks: `more` is asked once the piece at the
+    worker is answered, and the feed returns only when it has nothing more."""
     from server.pipeline.stt import FEED_PIECE_BYTES, Recognizer
 
     async def scenario():
         worker = RecordingWorker(holding=True)
-        recognizer = Recognizer(worker, "u", window=3)
-        queued, arrived = [], asyncio.Event()
+        recognizer = Recognizer(worker, "u")
+        queued = []
 
         def more():
             taken = b"".join(queued)
             queued.clear()
             return taken
 
-        feeding = asyncio.ensure_future(
-            recognizer.feed(b"\x00" * FEED_PIECE_BYTES, more=more, arrived=arrived)
-        )
+        feeding = asyncio.ensure_future(recognizer.feed(b"\x00" * FEED_PIECE_BYTES, more=more))
         await settle()
+        queued.append(b"\x00" * FEED_PIECE_BYTES)  # the next chunk comes meanwhile
         before = len(worker.sizes)
-        queued.append(b"\x00" * FEED_PIECE_BYTES)  # the next chunk comes
-        arrived.set()
+        worker.answer()
         await settle()
-        during = len(worker.sizes)
-        while worker.unanswered:
-            worker.answer()
-            await settle()
-        await feeding
-        return before, during
+        during = len(worker.sizes), feeding.done()
+        worker.answer()
+        await settle()
+        return before, during, feeding.done()
 
-    assert run(scenario()) == (1, 2)
+    assert run(scenario()) == (1, (2, False), True)
 
 
 @pytest.mark.parametrize("catch_up_pieces", [0, 2])
@@ -805,3 +803,37 @@ def test_an_utterance_behind_its_voice_is_decoded_at_the_servers_priority(catch_
     run(recognizer.feed(b"\x00" * FEED_PIECE_BYTES * 5))
     behind = [True, True, True, False, False] if catch_up_pieces else [False] * 5
     assert worker.catching_up == behind
+
+
+@pytest.mark.parametrize(("setting", "maxwpf"), [(10, 10), (0, -1)])
+def test_the_pools_words_per_frame_reach_every_workers_decoders(setting, maxwpf):
+    """STT_MAX_WORDS_PER_FRAME: the pool's decoder options go to the workers it starts, over
+    DECODER_CONFIG; 0 is pocketsphinx's own "no limit" (-1), the previous behaviour."""
+    from server.pipeline.stt import RecognizerPool, new_decoder
+
+    pool = RecognizerPool(max_words_per_frame=setting)
+    assert pool.decoder_options == {"maxwpf": maxwpf}
+    decoder = new_decoder(pool.decoder_options)
+    assert decoder.config["maxwpf"] == maxwpf
+
+
+def test_a_worker_makes_its_decoders_with_the_pools_options(monkeypatch):
+    import multiprocessing
+    import threading
+
+    from server.pipeline import stt
+
+    made = []
+    monkeypatch.setattr(
+        stt, "new_decoder", lambda options=None: made.append(options) or FakeDecoder()
+    )
+    ours, theirs = multiprocessing.Pipe()
+    ours.send((1, "feed", "u", b"\x00\x00" * 160, False, False))
+    ours.send((2, "stop", "", None, False, False))
+    args = (theirs, 1, "baseline", 0, {"maxwpf": 7})
+    worker = threading.Thread(target=stt.serve_decoders, args=args)
+    worker.start()
+    answered = [ours.recv()[0] for _ in range(3)]
+    worker.join()
+    assert answered == ["ready", 1, 2]
+    assert made == [{"maxwpf": 7}]

@@ -124,7 +124,7 @@ class FakeRecognizer:
         self.decoded_bytes = 0  # all of it, at once
         self.waited_s = self.ran_s = 0.0  # the trace of the queues (stt.Recognizer): none here
 
-    async def feed(self, pcm: bytes, more=None, arrived=None, on_interim=None) -> str | None:
+    async def feed(self, pcm: bytes, more=None, on_interim=None) -> str | None:
         """As stt.Recognizer.feed, decoding `pcm` at once (`more` is left for the next feed)."""
         self.fed += len(pcm)
         self.decoded_bytes += len(pcm)
