@@ -410,10 +410,7 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
 
 def _nice(name: str, environ: dict[str, str]) -> int:
     """A `nice` increment, 0 (the same priority) to 19 (the lowest)."""
-    raw = _env(name, environ)
-    if not raw.isascii() or not raw.isdigit() or not 0 <= int(raw) <= 19:
-        raise SettingsError(f"{name} must be a whole number from 0 to 19, not {raw!r}")
-    return int(raw)
+    return _whole(name, environ, 0, 19)
 
 
 def _whole(name: str, environ: dict[str, str], low: int, high: int) -> int:
@@ -469,10 +466,7 @@ def _fraction(name: str, environ: dict[str, str], low: float, high: float) -> fl
 
 
 def _count(name: str, environ: dict[str, str], most: int = 20) -> int:
-    raw = _env(name, environ)
-    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= most:
-        raise SettingsError(f"{name} must be a whole number from 1 to {most}, not {raw!r}")
-    return int(raw)
+    return _whole(name, environ, 1, most)
 
 
 def _positive_int(name: str, environ: dict[str, str]) -> int:
