@@ -77,6 +77,15 @@ B slot). There "Thank you very much." scored 0.882 at the middle look in both mo
 there with the rule, went to the 480 ms look without it. Both runs, the voice-to-voice tails
 of both modes are the load's (the recogniser's words and Piper 300-840 ms late), not the turn
 end's: these runs cannot show the p95 goal met or missed; a quiet run can.
+The quiet run after the merge (2026-12-01, the machine alone, load 1.06, 12 turns a slot, 24
+a mode, both off -> on): voice-to-voice 391 / 1108 -> 350 / 489 ms, endpointing 179 / 1057 ->
+180 / 335 ms. "Hello, how are you?" was misheard in three of the four slots: 1057 ms of
+endpointing twice with the rules off, 826 ms once with them on (held to 800 ms), so the
+on-mode's p95 holds while it is misheard at most once in 24 turns. `middle-clear-words` did
+not fire: "Thank you very much." scored 0.73-0.89 at 96 ms in every on-slot and the confirm
+ended it at 160 ms (off: once 0.366 at 96 ms, 0.661 at 256 ms, the 480 ms look). The
+recogniser hears "oh how're you" even from the clean Piper audio on its own (bench/wer.py's
+`decode`, 16 and 48 kHz): "hello" is lost before the browser, a task for the language model.
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first
