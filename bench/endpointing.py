@@ -330,43 +330,35 @@ def measure(
     }
 
 
+# The settings compared value by value: option, the list of values it sets, their type, help.
+COMPARED_SETTINGS = (
+    ("--words-again-ms", WORDS_AGAIN_MS, int,
+     "the silences (ms) at which words that vetoed the first look are asked again"),
+    ("--middle-looks", MIDDLE_LOOKS, int,
+     "the silences (ms) of the middle look (the model asked again between the first and the "
+     "second look), compared"),
+    ("--clear-confirms", CLEAR_CONFIRMS, int,
+     "the silences (ms) at which clear words that let a less sure voice end the turn at the "
+     "first look are asked again, compared"),
+    ("--middle-clear-words", MIDDLE_CLEAR_BARS, float,
+     "the bars (0.5-1) that words clearly ending a sentence lower the middle look's to, "
+     "compared"),
+    ("--vetoed-waits", VETOED_WAITS, int,
+     "the silences (ms) at which words vetoing a voice the model is sure of at the second "
+     "look end the turn, compared"),
+)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pauses", default="0.3,0.45,0.6")
-    parser.add_argument(
-        "--words-again-ms",
-        default=",".join(str(ms) for ms in WORDS_AGAIN_MS),
-        help="the silences (ms) at which words that vetoed the first look are asked again",
-    )
+    for flag, values, _, text in COMPARED_SETTINGS:
+        parser.add_argument(flag, default=",".join(f"{v:g}" for v in values), help=text)
     parser.add_argument(
         "--second-looks",
         default="",
         help="second:weak pairs (ms), e.g. 288:500,384:600: the second look's silence and the "
         "weak words' wait, compared beside the default",
-    )
-    parser.add_argument(
-        "--middle-looks",
-        default=",".join(str(ms) for ms in MIDDLE_LOOKS),
-        help="the silences (ms) of the middle look (the model asked again between the first "
-        "and the second look), compared",
-    )
-    parser.add_argument(
-        "--clear-confirms",
-        default=",".join(str(ms) for ms in CLEAR_CONFIRMS),
-        help="the silences (ms) at which clear words that let a less sure voice end the turn "
-        "at the first look are asked again, compared",
-    )
-    parser.add_argument(
-        "--middle-clear-words",
-        default=",".join(f"{bar:g}" for bar in MIDDLE_CLEAR_BARS),
-        help="the bars (0.5-1) that words clearly ending a sentence lower the middle look's "
-        "to, compared",
-    )
-    parser.add_argument(
-        "--vetoed-waits",
-        default=",".join(str(ms) for ms in VETOED_WAITS),
-        help="the silences (ms) at which words vetoing a voice the model is sure of at the "
-        "second look end the turn, compared",
     )
     parser.add_argument("--modes", default="", help="only modes whose name contains one of these")
     parser.add_argument(
@@ -381,11 +373,9 @@ def main() -> None:
         "SDK 100 ms)",
     )
     args = parser.parse_args()
-    WORDS_AGAIN_MS[:] = [int(ms) for ms in args.words_again_ms.split(",") if ms]
-    MIDDLE_LOOKS[:] = [int(ms) for ms in args.middle_looks.split(",") if ms]
-    CLEAR_CONFIRMS[:] = [int(ms) for ms in args.clear_confirms.split(",") if ms]
-    MIDDLE_CLEAR_BARS[:] = [float(bar) for bar in args.middle_clear_words.split(",") if bar]
-    VETOED_WAITS[:] = [int(ms) for ms in args.vetoed_waits.split(",") if ms]
+    for flag, values, kind, _ in COMPARED_SETTINGS:
+        given = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        values[:] = [kind(value) for value in given.split(",") if value]
     SECOND_LOOKS[:] = [
         (int(pair.split(":")[0]), int(pair.split(":")[1]))
         for pair in args.second_looks.split(",")
