@@ -103,8 +103,7 @@ def zstd_runtime(folder: Path) -> None:
         return
     print("  the vendored runtime has no .zst files: making them in a copy")
     shutil.copytree(vendor.VENDOR_DIR, folder, ignore=shutil.ignore_patterns(vendor.FULL_SNAPSHOT))
-    for package in (vendor.PYSCRIPT, vendor.MICROPYTHON, vendor.PYODIDE):
-        vendor.add_zstd(folder / package.target.relative_to(vendor.VENDOR_DIR))
+    vendor.add_zstd_to_runtimes(folder)
     static.VENDOR_DIR = folder
 
 

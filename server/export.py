@@ -51,7 +51,7 @@ def export_site(target: Path, authorize_url: str, pipeline_id: str = "demo") -> 
         path = target / MPY_URL_PATH.strip("/") / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    for package in (vendor.PYSCRIPT, vendor.MICROPYTHON, vendor.PYODIDE):
+    for package in vendor.PAGE_RUNTIMES:
         destination = target / "runtime" / package.folder / package.version
         shutil.copytree(
             package.target, destination, ignore=shutil.ignore_patterns(*SKIPPED_RUNTIME_FILES)

@@ -79,6 +79,8 @@ OFFICIAL_SDK = NpmPackage(
     subdir="package/dist",
     folder="official-sdk",
 )
+# What the page loads (served precompressed, exported); the official SDK is for the benches.
+PAGE_RUNTIMES = (PYSCRIPT, MICROPYTHON, PYODIDE)
 MICROPIP_VERSION = "0.11.1"
 MICROPIP_SHA256 = "768de165adb8e66906039d8fec4127a57f522dfdf8e6fbff877a4616941ecfd3"  # PyPI's
 MICROPIP_PYTHON = "3.14"  # the Python of the pinned Pyodide
@@ -236,10 +238,17 @@ def add_zstd(folder: Path) -> None:
         partial.rename(packed)  # last: a `.zst` there is a whole one
 
 
+def add_zstd_to_runtimes(root: Path = VENDOR_DIR) -> None:
+    """`add_zstd` on each runtime the page loads, vendored under `root` (VENDOR_DIR, or a
+    copy of it)."""
+    for package in PAGE_RUNTIMES:
+        add_zstd(root / package.target.relative_to(VENDOR_DIR))
+
+
 def main() -> None:
     VENDOR_DIR.mkdir(exist_ok=True)
     changed = False
-    for package in (PYSCRIPT, MICROPYTHON, PYODIDE, OFFICIAL_SDK):
+    for package in (*PAGE_RUNTIMES, OFFICIAL_SDK):
         stamp = package.integrity
         if package is PYODIDE:
             stamp += f"+micropip-{MICROPIP_SHA256}"
@@ -255,12 +264,11 @@ def main() -> None:
         # Source maps would only waste disk and bandwidth: nothing here debugs minified JS.
         for source_map in package.target.rglob("*.map"):
             source_map.unlink()
-        if package is not OFFICIAL_SDK:
+        if package in PAGE_RUNTIMES:
             precompress(package.target)
         (package.target / DONE_MARKER).write_text(stamp)
         changed = True
-    for package in (PYSCRIPT, MICROPYTHON, PYODIDE):
-        add_zstd(package.target)
+    add_zstd_to_runtimes()
     log("runtime vendored" if changed else "runtime already in place")
 
 

@@ -26,8 +26,7 @@ def zstd_runtime(tmp_path_factory):
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(vendor, "ZSTD_LEVEL", 3)
-        for package in (vendor.PYSCRIPT, vendor.MICROPYTHON, vendor.PYODIDE):
-            vendor.add_zstd(root / package.target.relative_to(vendor.VENDOR_DIR))
+        vendor.add_zstd_to_runtimes(root)
         patch.setattr(static, "VENDOR_DIR", root)
         yield root
 
