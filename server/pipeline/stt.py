@@ -769,12 +769,7 @@ class RecognizerPool:
         """Start the workers and load their first decoders (blocking: call it in a thread)."""
         with self._lock:
             if not self._workers:
-                self._workers = [
-                    SpeechWorker(
-                        self._decoders, self.profile, self.worker_nice, options=self.decoder_options
-                    )
-                    for _ in range(self._count)
-                ]
+                self._workers = [self._new_worker() for _ in range(self._count)]
         for worker in self._workers:
             worker.wait_ready()
 
@@ -828,10 +823,14 @@ class RecognizerPool:
         self._grower = threading.Thread(target=self._add_worker, name="stt-grow", daemon=True)
         self._grower.start()
 
-    def _add_worker(self) -> None:
-        worker = SpeechWorker(
+    def _new_worker(self) -> SpeechWorker:
+        """A worker process as this pool's settings make them (its decoders load in it)."""
+        return SpeechWorker(
             self._decoders, self.profile, self.worker_nice, options=self.decoder_options
         )
+
+    def _add_worker(self) -> None:
+        worker = self._new_worker()
         try:
             worker.wait_ready()
         except RuntimeError as error:
