@@ -172,7 +172,7 @@ class Utterance:
         on_interim: Callable[[str], None],
         max_bytes: int,
         words_at_ask: bool = True,
-        final_from_look: bool = False,
+        final_from_look: bool = True,
     ):
         self.max_bytes = max_bytes
         self._words_at_ask = words_at_ask

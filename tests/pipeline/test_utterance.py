@@ -50,7 +50,8 @@ class RecordingPool:
 def test_an_utterance_is_urgent_only_while_its_words_are_awaited():
     async def scenario():
         pool = RecordingPool()
-        utterance = Utterance(pool, lambda text: None, max_bytes=10**6)
+        # the final decodes everything fed, not the look's words (those are final_from_look's)
+        utterance = Utterance(pool, lambda text: None, max_bytes=10**6, final_from_look=False)
         utterance.feed(b"\x01\x00" * 1600)
         await utterance.hypothesis()  # streaming: decoded as it comes
         assert await utterance.words_now() == "what time"  # a look waits for the words
