@@ -131,10 +131,7 @@ def main() -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     for name, pyc in compiled.items():
-        target = folder / f"{digest(missing[name])}.{tag}.pyc"
-        partial = target.with_suffix(".partial")
-        partial.write_bytes(pyc)
-        partial.rename(target)
+        vendor.write_whole(folder / f"{digest(missing[name])}.{tag}.pyc", pyc)
 
 
 if __name__ == "__main__":

@@ -288,10 +288,9 @@ def main() -> None:
     (folder / f"{name}.bin").write_bytes(data)
     (folder / f"{name}.bin.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
     vendor.add_zstd(folder)
-    partial_loader = folder / f"{name}.mjs.partial"
     size = struct.unpack_from("<I", data, 4)[0]  # the memory's, from the sparse header
-    partial_loader.write_text(LOADER.format(name=name, size=size))
-    partial_loader.rename(folder / f"{name}.mjs")  # last: its presence means a complete snapshot
+    loader = LOADER.format(name=name, size=size).encode()
+    vendor.write_whole(folder / f"{name}.mjs", loader)  # last: it means a complete snapshot
     log(f"wrote {name}.bin ({len(data) / 2**20:.0f} MB) and its loader {name}.mjs")
 
 

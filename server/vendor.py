@@ -225,6 +225,14 @@ def zstd_compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(compression_params=params).compress(data)
 
 
+def write_whole(target: Path, data: bytes) -> None:
+    """Write `data` to `target` through `<target>.partial`, renamed last: a setup interrupted
+    halfway leaves no truncated file under the name that later runs and the server trust."""
+    partial = target.with_name(target.name + ".partial")
+    partial.write_bytes(data)
+    partial.rename(target)
+
+
 def add_zstd(folder: Path) -> None:
     """Write a `.zst` beside each `.gz` in `folder` (where gzip pays, zstd does too) that has
     none yet: folders vendored before zstd get theirs on the next setup."""
@@ -233,9 +241,7 @@ def add_zstd(folder: Path) -> None:
         if packed.is_file() or not source.is_file() or fnmatch(source.name, FULL_SNAPSHOT):
             continue
         log(f"compressing {source.name} with zstd (once)")
-        partial = packed.with_name(packed.name + ".partial")
-        partial.write_bytes(zstd_compress(source.read_bytes()))
-        partial.rename(packed)  # last: a `.zst` there is a whole one
+        write_whole(packed, zstd_compress(source.read_bytes()))
 
 
 def add_zstd_to_runtimes(root: Path = VENDOR_DIR) -> None:
