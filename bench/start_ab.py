@@ -11,8 +11,8 @@ starts Chromium on a new, empty profile: the load is cold, the reload in that pr
 (bench/client.py's probe) through the embedded pipeline, and the official SDK's page runs in
 the same rotation as the reference.
 
-    ./dev bench start_ab [--runs 4] [--pages micropython,pyodide]
-                         [--variants plugins,wheel,late_recorder,late_microphone,gzip,raw]
+    ./dev bench start_ab [--runs 4] [--variants plugins,wheel,late_recorder,gzip,raw]
+                         [--pages micropython,pyodide]
 """
 
 import argparse
@@ -88,24 +88,6 @@ def with_late_recorder(page: str) -> str:
     return page.replace(f"./{files.url(path)}", "./ab/late_recorder.mpy")
 
 
-def with_late_microphone(page: str) -> str:
-    """Before: the microphone started after both the authorization and the player, beside the
-    socket's opening: the MicroPython page's client with
-    `layercode_client.client.MICROPHONE_AT_AUTHORIZATION` off (that module compiled again,
-    served beside the page). The Pyodide page is left as it is (as for late_recorder)."""
-    path = "client/mpy/layercode_client/client.mpy"
-    if "late_microphone.mpy" not in AB_FILES:
-        source = (static.ROOT / "layercode_client" / "client.py").read_text()
-        flag = "MICROPHONE_AT_AUTHORIZATION = "
-        late = source.replace(flag + "True", flag + "False")
-        if late == source:
-            raise SystemExit(f"layercode_client/client.py has no {flag}True")
-        compiled = compile_mpy([("layercode_client/client.py", late.encode())])
-        AB_FILES["late_microphone.mpy"] = compiled["layercode_client/client.mpy"]
-    files = static.current_page_files(SERVED["app"].state)
-    return page.replace(f"./{files.url(path)}", "./ab/late_microphone.mpy")
-
-
 def with_runtime_encoding(encoding: str | None):
     """Before: the runtime sent as gzip, not zstd (server/static.py): the page's runtime URLs
     under `/abenc/<encoding>/`, which the wrapper serves as the app does to a browser that
@@ -132,7 +114,6 @@ VARIANTS = {
     "plugins": without_plugin_changes,
     "wheel": with_the_wheel,
     "late_recorder": with_late_recorder,
-    "late_microphone": with_late_microphone,
     "gzip": with_runtime_encoding("gzip"),
     "raw": with_runtime_encoding(None),
 }

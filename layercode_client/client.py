@@ -58,11 +58,6 @@ CONNECTING = "connecting"
 CONNECTED = "connected"
 RECONNECTING = "reconnecting"
 ERROR = "error"
-# connect() starts the microphone as soon as the authorization is in, beside the player's start,
-# and opens the socket without waiting for the microphone (`_open_session`), rather than the
-# microphone after both the authorization and the player (`./dev bench start_ab --variants
-# late_microphone` is the A/B; False: as before).
-MICROPHONE_AT_AUTHORIZATION = True
 STATUSES = (DISCONNECTED, CONNECTING, CONNECTED, RECONNECTING, ERROR)
 
 NORMAL_CLOSES = (p.CloseCode.NORMAL, 1001, 1005, p.CloseCode.SESSION_ENDED)
@@ -336,27 +331,23 @@ class LayercodeClient:
         self._key_retried = False
         self._set_status(CONNECTING)
         try:
+            # Side by side where nothing depends on the other: the player (its AudioContext and
+            # worklet) starts while the backend authorizes; the socket opens while the
+            # microphone starts. The player is ready before the socket opens: a pipeline may
+            # speak at once.
             browser = self._browser_()
             self._check_secure_context(browser)
             deferred = self.options.defer_audio_init
-            player = self._audio_output and not deferred
-            microphone = self._audio_input and not deferred
-            if MICROPHONE_AT_AUTHORIZATION:
-                auth = await self._open_session(player, microphone)
-            else:  # before: the microphone after both the authorization and the player
-                # Side by side where nothing depends on the other: the player (its AudioContext
-                # and worklet) starts while the backend authorizes; the socket opens while the
-                # microphone starts.
-                steps = [self._authorize()]
-                if player:
-                    steps.append(self._open_player())
-                auth = (await side_by_side(*steps))[0]
-                self._adopt(auth)
-                self._vad = VoiceGate.for_session(self.options, self.config)
-                steps = [self._open_socket(auth)]
-                if microphone:
-                    steps.append(self._open_microphone())
-                await side_by_side(*steps)
+            steps = [self._authorize()]
+            if self._audio_output and not deferred:
+                steps.append(self._open_player())
+            auth = (await side_by_side(*steps))[0]
+            self._adopt(auth)
+            self._vad = VoiceGate.for_session(self.options, self.config)
+            steps = [self._open_socket(auth)]
+            if self._audio_input and not deferred:
+                steps.append(self._open_microphone())
+            await side_by_side(*steps)
             if self._closed_while_connecting is not None:
                 raise self._closed_while_connecting
             self._greet(auth)
@@ -462,41 +453,9 @@ class LayercodeClient:
                 self._output_device = None
                 self._report(error)
 
-    async def _open_session(self, player, microphone):
-        """Authorize, start the player and the microphone, open the socket: each as soon as
-        what it needs is there. The player (its AudioContext and worklet) starts while the
-        backend authorizes; the microphone as soon as the authorization is in (its config sets
-        the microphone's sample rate), while the player may still be starting; the socket once
-        both the authorization and the player are (a pipeline may speak at once), while the
-        microphone may still be starting. One `side_by_side`: cancelled together, and nothing
-        is left running when an error comes out. Returns the authorization, adopted."""
-        authorized = asyncio.Event()
-        found = []  # the authorization, once in
-
-        async def authorize_then_microphone():
-            try:
-                found.append(await self._authorize())
-            finally:
-                authorized.set()  # the other chain goes on, or ends if there is none
-            if microphone:
-                await self._open_microphone(found[0].config.input_sample_rate)
-
-        async def player_then_socket():
-            if player:
-                await self._open_player()
-            await authorized.wait()
-            if found:  # else the authorization's error comes out of the other chain
-                self._adopt(found[0])
-                self._vad = VoiceGate.for_session(self.options, self.config)
-                await self._open_socket(found[0])
-
-        await side_by_side(authorize_then_microphone(), player_then_socket())
-        return found[0]
-
-    async def _open_microphone(self, rate=None):
-        """Start the microphone on the chosen device (the default unless one was chosen), at
-        `rate` (by default the session's)."""
-        rate = rate or self._input_rate()
+    async def _open_microphone(self):
+        """Start the microphone on the chosen device (the default unless one was chosen)."""
+        rate = self._input_rate()
         opening = self._browser_().open_microphone(
             rate, self.options.chunk_ms, self._on_microphone, self._devices.preferred,
             framing=AUDIO_FRAMING,

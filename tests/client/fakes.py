@@ -4,7 +4,6 @@ Written in the subset MicroPython runs too: the MicroPython test runner (tests/m
 drives the client with these same fakes.
 """
 
-import asyncio
 import binascii
 import json
 
@@ -168,7 +167,6 @@ class FakeBrowser:
         self.microphone_error = None
         self.framed_microphone = True  # the microphone frames its chunks when asked (browser.py)
         self.before_microphone = None  # an async callable run while "asking for the microphone"
-        self.before_player = None  # an async callable run while the player "starts"
         self.unreachable = False
         self.socket_error = None  # raised by open_socket while set (a server not back yet)
         self.devices = [device("default", "Default"), device("mic-1", "USB microphone")]
@@ -206,11 +204,6 @@ class FakeBrowser:
     def socket(self):
         return self.sockets[-1]
 
-    async def socket_opened(self):
-        """Until the client has opened a socket (each turn of the loop, no clock)."""
-        while not self.sockets:
-            await asyncio.sleep(0)
-
     @property
     def microphone(self):
         return self.microphones[-1]
@@ -243,8 +236,6 @@ class FakeBrowser:
 
     async def open_player(self, sample_rate, on_drained, on_started=None):
         assert sample_rate == 16000
-        if self.before_player is not None:
-            await self.before_player()
         outputs = [d["deviceId"] for d in self.outputs]
         self.players.append(FakePlayer(on_drained, on_started, outputs))
         return self.players[-1]

@@ -188,52 +188,6 @@ def test_microphone_denied_closes_what_was_opened():
     assert browser.socket.closed is not None and browser.player.closed
 
 
-def test_the_microphone_starts_once_authorized_while_the_player_is_still_starting():
-    """connect() asks for the microphone as soon as the authorization is in, at its config's
-    rate, not after the player is ready too (it was: one step after the other, about 20 ms of
-    a page's connect); the socket still opens only once the player is ready."""
-    browser = FakeBrowser()
-    player_released = asyncio.Event()
-    browser.before_player = player_released.wait
-
-    async def scenario():
-        client, _, _ = make(browser)
-        connecting = asyncio.ensure_future(client.connect())
-        try:
-            for _ in range(50):  # every step the fakes take: nothing here waits on a clock
-                await asyncio.sleep(0)
-            started = [m.sample_rate for m in browser.microphones], len(browser.sockets)
-        finally:
-            player_released.set()
-        await connecting
-        return client, started
-
-    client, (microphone_rates, sockets_before_player) = run(scenario())
-    assert microphone_rates == [16000] and sockets_before_player == 0
-    assert client.status == "connected" and len(browser.sockets) == 1
-
-
-def test_the_socket_opens_while_the_microphone_is_still_starting():
-    """The socket does not wait for the microphone (a person's grant takes seconds)."""
-    browser = FakeBrowser()
-    granted = asyncio.Event()
-    browser.before_microphone = granted.wait
-
-    async def scenario():
-        client, _, _ = make(browser)
-        connecting = asyncio.ensure_future(client.connect())
-        try:
-            await browser.socket_opened()
-            microphones_when_open = len(browser.microphones)
-        finally:
-            granted.set()
-        await connecting
-        return client, microphones_when_open
-
-    client, microphones_when_open = run(scenario())
-    assert microphones_when_open == 0 and client.status == "connected"
-
-
 def audio(turn_id: str, delta: int = 1, pcm: bytes = PCM) -> dict:
     return {
         "type": "response.audio",
@@ -488,7 +442,6 @@ def test_a_close_while_the_microphone_opens_fails_the_connect():
         client, browser, calls = make()
 
         async def server_hangs_up():
-            await browser.socket_opened()  # it opens while the microphone starts
             browser.socket.drop(4001, "client_session_key expired")
 
         browser.before_microphone = server_hangs_up

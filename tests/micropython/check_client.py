@@ -264,7 +264,6 @@ async def test_a_close_while_the_microphone_opens_fails_the_connect():
     client, browser, _ = make()
 
     async def server_hangs_up():
-        await browser.socket_opened()  # it opens while the microphone starts
         browser.socket.drop(4001, "client_session_key expired")
 
     browser.before_microphone = server_hangs_up
