@@ -74,7 +74,8 @@ MAKE_TIMEOUT_MS = 600_000  # a loaded 2-core machine takes tens of seconds
 PRELOADED = ("html",)
 # What the snapshot holds beyond Pyodide's start-up, written into its loader: setup makes the
 # snapshot again when its recipe changed (an earlier setup's snapshot is not reused).
-RECIPE = "// Python in the snapshot: Pyodide's start-up, then import " + ", ".join(PRELOADED)
+IMPORTS = f"import {', '.join(PRELOADED)}" if PRELOADED else "pass"  # `()`: nothing beyond
+RECIPE = f"// Python in the snapshot: Pyodide's start-up, then {IMPORTS}"
 
 # The page that makes the snapshot: Pyodide exactly as the demo page starts it (WebAssembly
 # JSPI hidden, as index.html does), the PRELOADED modules imported, then the snapshot taken.
@@ -85,12 +86,12 @@ delete WebAssembly.promising;
 const { loadPyodide } = await import("./pyodide.mjs");
 const indexURL = new URL(".", location.href).href;
 const pyodide = await loadPyodide({ indexURL, _makeSnapshot: true });
-pyodide.runPython("import %s");
+pyodide.runPython("%s");
 const snapshot = pyodide.makeMemorySnapshot();
 const answer = await fetch("./snapshot-upload", { method: "POST", body: snapshot });
 document.body.dataset.done = String(answer.status);
 </script></body></html>
-""" % ", ".join(PRELOADED).encode()
+""" % IMPORTS.encode()
 
 LOADER = """// Pyodide from its memory snapshot made by setup (server/snapshot.py): runtime glue.
 {recipe}
