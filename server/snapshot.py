@@ -31,10 +31,13 @@ in Chromium and writes, beside Pyodide in its versioned folder:
 Both names carry a digest of the snapshot and of the loader's code, so they are cached as
 immutable like the rest of the runtime, and a new snapshot or loader is a new URL. A snapshot
 belongs to one Pyodide version: it lives in that version's folder (re-vendoring Pyodide removes
-it, and setup makes a new one). Setup makes a new sparse snapshot without Chromium from a full
-one an earlier setup left (`snapshot-<digest>.bin`), or from the sparse one when only the loader
-changed. The Pyodide page loads no Pyodide packages (the client is unpacked from its wheel by
-PyScript), so the snapshot holds Python as Pyodide starts it, nothing more.
+it, and setup makes a new one). Setup makes a new sparse snapshot without Chromium from the
+sparse one when only the loader changed. The Pyodide page loads no Pyodide packages (the client
+is unpacked from its wheel by PyScript), so the snapshot holds Python as Pyodide starts it, plus
+the standard-library modules the page imports at start that Pyodide's start-up does not
+(PRELOADED: `html`, which PyScript's package imports). The loader says so (RECIPE), and a
+snapshot an earlier setup made by another recipe is made again (kept when there is no Chromium:
+the page works with it, only slower).
 
 When there is no snapshot (no Chromium, or this step failed or was skipped), the server names
 `pyodide.mjs` as before: the page starts plain Pyodide (server/page.py).
@@ -44,7 +47,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import re
 import struct
 import sys
 import threading
@@ -56,7 +58,6 @@ from typing import ClassVar
 from . import vendor
 
 PREFIX = "snapshot-sparse-"  # what the page loads: the snapshot without its empty pages
-RAW_PREFIX = "snapshot-"  # Pyodide's snapshot as made (setups before the sparse form kept it)
 DIGEST_CHARS = 16
 SPARSE_MAGIC = b"LCSP"
 # The unit of emptiness, in bytes: of the 30 MB, 15.6 MB are empty 4 KB pages (15.7 at 1 KB).
@@ -64,8 +65,20 @@ SPARSE_PAGE = 4096
 CHROMIUM = "/usr/bin/chromium"
 MAKE_TIMEOUT_MS = 600_000  # a loaded 2-core machine takes tens of seconds
 
+# The modules the page imports at start that Pyodide's own start-up does not (`html` and its
+# `html.entities`: PyScript's package imports them, 70-150 ms of a warm load to import in the
+# page), imported before the snapshot is taken so that the restore has them. Only modules that
+# hold no JavaScript object can be: a snapshot holds none (PyScript's own package imports its
+# JavaScript side, so it cannot be one). The page's list, checked by tests/browser/test_boot.py
+# against what the page imports beyond the snapshot.
+PRELOADED = ("html",)
+# What the snapshot holds beyond Pyodide's start-up, written into its loader: setup makes the
+# snapshot again when its recipe changed (an earlier setup's snapshot is not reused).
+IMPORTS = f"import {', '.join(PRELOADED)}" if PRELOADED else "pass"  # `()`: nothing beyond
+RECIPE = f"// Python in the snapshot: Pyodide's start-up, then {IMPORTS}"
+
 # The page that makes the snapshot: Pyodide exactly as the demo page starts it (WebAssembly
-# JSPI hidden, as index.html does), snapshot taken before anything else runs.
+# JSPI hidden, as index.html does), the PRELOADED modules imported, then the snapshot taken.
 MAKE_PAGE = b"""<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
 </head><body><script type="module">
 delete WebAssembly.Suspending;
@@ -73,13 +86,15 @@ delete WebAssembly.promising;
 const { loadPyodide } = await import("./pyodide.mjs");
 const indexURL = new URL(".", location.href).href;
 const pyodide = await loadPyodide({ indexURL, _makeSnapshot: true });
+pyodide.runPython("%s");
 const snapshot = pyodide.makeMemorySnapshot();
 const answer = await fetch("./snapshot-upload", { method: "POST", body: snapshot });
 document.body.dataset.done = String(answer.status);
 </script></body></html>
-"""
+""" % IMPORTS.encode()
 
 LOADER = """// Pyodide from its memory snapshot made by setup (server/snapshot.py): runtime glue.
+{recipe}
 import {{ loadPyodide as load, version }} from "./pyodide.mjs";
 export {{ version }};
 // The snapshot is stored without its empty pages (server/snapshot.py, `sparse`): header "LCSP",
@@ -188,25 +203,22 @@ def expand(data: bytes) -> bytes:
     return bytes(memory)
 
 
-def raw_snapshot(folder: Path) -> bytes | None:
-    """The full snapshot an earlier setup kept (`snapshot-<digest>.bin`), if there is one: the
-    sparse form is made from it without starting Chromium again."""
-    for path in sorted(folder.glob(RAW_PREFIX + "*.bin")):
-        if re.fullmatch(f"{RAW_PREFIX}[0-9a-f]{{{DIGEST_CHARS}}}", path.stem):
-            return path.read_bytes()
-    return None
-
-
-def sparse_snapshot(folder: Path) -> bytes | None:
-    """The full snapshot, rebuilt from the sparse one in place (to write it with a new loader)."""
+def reusable_snapshot(folder: Path) -> bytes | None:
+    """The memory of the snapshot an earlier setup made by today's RECIPE, rebuilt from its
+    sparse form (to write it with a new loader without starting Chromium), or None. A snapshot
+    made by another recipe (or a full one kept by setups before the sparse form, which preloaded
+    nothing) is not reused: it lacks what the page now finds in it."""
     name = loader_name(folder)
-    return expand((folder / name).with_suffix(".bin").read_bytes()) if name else None
+    if name is None or RECIPE not in (folder / name).read_text():
+        return None
+    return expand((folder / name).with_suffix(".bin").read_bytes())
 
 
 def snapshot_name(sparse_data: bytes) -> str:
     """The snapshot's files' name: a digest of the snapshot and of its loader's code, so that a
     new loader is a new URL too (both are cached as immutable)."""
-    return PREFIX + hashlib.sha256(sparse_data + LOADER.encode()).hexdigest()[:DIGEST_CHARS]
+    code = (LOADER + RECIPE).encode()
+    return PREFIX + hashlib.sha256(sparse_data + code).hexdigest()[:DIGEST_CHARS]
 
 
 def make_snapshot(folder: Path) -> bytes:
@@ -266,9 +278,12 @@ def main() -> None:
     if not (folder / vendor.DONE_MARKER).is_file():
         log("Pyodide is not vendored: run ./dev setup")
         return
-    data = raw_snapshot(folder) or sparse_snapshot(folder)
+    data = reusable_snapshot(folder)
     if data is None:
         if not Path(CHROMIUM).is_file():
+            if loader_name(folder):
+                log("no Chromium: the Pyodide page keeps the snapshot an earlier setup made")
+                return
             log("no Chromium: the Pyodide page starts without a snapshot (./dev setup installs it)")
             return
         log(f"making a memory snapshot of Pyodide {vendor.PYODIDE.version} in Chromium")
@@ -289,7 +304,7 @@ def main() -> None:
     (folder / f"{name}.bin.gz").write_bytes(gzip.compress(data, compresslevel=6, mtime=0))
     vendor.add_zstd(folder)
     size = struct.unpack_from("<I", data, 4)[0]  # the memory's, from the sparse header
-    loader = LOADER.format(name=name, size=size).encode()
+    loader = LOADER.format(name=name, size=size, recipe=RECIPE).encode()
     vendor.write_whole(folder / f"{name}.mjs", loader)  # last: it means a complete snapshot
     log(f"wrote {name}.bin ({len(data) / 2**20:.0f} MB) and its loader {name}.mjs")
 
