@@ -57,6 +57,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future, InvalidStateError
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -740,6 +741,8 @@ class RecognizerPool:
         worker_nice: int = 0,
         catch_up_ms: int = DEFAULT_CATCH_UP_MS,
         max_words_per_frame: int = DEFAULT_MAX_WORDS_PER_FRAME,
+        phrases: str = "",
+        lm_cache: Path | None = None,
     ):
         if profile not in PROFILES:
             known = ", ".join(PROFILES)
@@ -750,6 +753,10 @@ class RecognizerPool:
         self.catch_up_bytes = catch_up_ms * RATE * 2 // 1000  # behind by more: full priority
         # over DECODER_CONFIG, in every worker's decoders (0: no limit, pocketsphinx's -1)
         self.decoder_options = {"maxwpf": max_words_per_frame or -1}
+        # A phrase list (STT_PHRASES): its language model, mixed into the general one, is
+        # built or found in `lm_cache` when the workers first start (phrase_lm.py)
+        self.phrases = phrases
+        self._lm_cache = lm_cache
         self._count = workers or max(1, min(4, os.cpu_count() or 2))
         self._decoders = decoders_per_worker
         self._spare = spare
@@ -769,6 +776,7 @@ class RecognizerPool:
         """Start the workers and load their first decoders (blocking: call it in a thread)."""
         with self._lock:
             if not self._workers:
+                self._use_phrases()
                 self._workers = [self._new_worker() for _ in range(self._count)]
         for worker in self._workers:
             worker.wait_ready()
@@ -822,6 +830,23 @@ class RecognizerPool:
             return
         self._grower = threading.Thread(target=self._add_worker, name="stt-grow", daemon=True)
         self._grower.start()
+
+    def _use_phrases(self) -> None:
+        """Decode with the phrase list's mixed language model, once it is built or found.
+
+        A build that fails (a pocketsphinx other than the 5.1.1 its reader is written for)
+        leaves the general model in use, said in the log: recognition works, less adapted."""
+        if not self.phrases or "lm" in self.decoder_options:
+            return
+        from . import phrase_lm
+
+        try:
+            model = phrase_lm.ensure(self.phrases, self._lm_cache or phrase_lm.CACHE_DIR)
+            self.decoder_options["lm"] = str(model)
+        except Exception as error:
+            log.error("the phrase language model is not used, the general one is: %s", error)
+            return
+        log.info("speech recogniser: the phrases of %s mixed in", self.phrases)
 
     def _new_worker(self) -> SpeechWorker:
         """A worker process as this pool's settings make them (its decoders load in it)."""
