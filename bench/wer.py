@@ -115,13 +115,16 @@ def parse_variant(spec: str) -> dict:
 
 
 def phrase_variant(spec: str) -> tuple[str, Path]:
-    """`agent`, `agent:0.3` or `path/list.txt:0.2` → (its variant, its model, built or cached)."""
-    name, _, weight = spec.partition(":")
+    """`agent`, `agent:0.3`, `agent:0.1:0.05` or `path/list.txt:0.2` → (its variant, its
+    model, built or cached): the phrases' share in their contexts, then anywhere else."""
+    name, _, shares = spec.partition(":")
+    weight, _, anywhere = shares.partition(":")
     source = phrase_lm.AGENT_PHRASES if name == "agent" else Path(name)
     share = float(weight) if weight else phrase_lm.PHRASE_WEIGHT
-    print(f"phrase model for {source} (weight {share:g}): building or cached", flush=True)
-    model = phrase_lm.ensure(source, phrase_lm.CACHE_DIR, share)
-    return f"phrases={name}" + (f"@{share:g}" if weight else ""), model
+    elsewhere = float(anywhere) if anywhere else phrase_lm.ANYWHERE_WEIGHT
+    print(f"phrase model for {source} ({share:g}, {elsewhere:g}): building or cached", flush=True)
+    model = phrase_lm.ensure(source, phrase_lm.CACHE_DIR, share, elsewhere)
+    return f"phrases={name}" + (f"@{shares}" if shares else ""), model
 
 
 def covered(text: str) -> bool:

@@ -8,12 +8,18 @@ look unfinished, waited up to a second longer. Mixed with a model of the phrases
 expects, the words it expects weigh more wherever they fit, and every other word and sequence
 of the general model stays (at `1 - PHRASE_WEIGHT` of its probability).
 
-How: static linear interpolation, as SRILM's `ngram -mix-lm` does it. Every n-gram of either
-model gets `p = (1 - w) p_general + w p_phrases`, each side computed with its own backoff; the
-backoff weights are then computed again so every context's probabilities sum to one. The
-result is a plain trigram model of the general model's size, read by the decoder in place of
-the general one (`DECODER_CONFIG`'s `lm`), so a worker's memory and the decoding cost stay
-those of the general model: nothing is interpolated while decoding.
+How: linear interpolation, made once into one model (as SRILM's `ngram -mix-lm` does), but
+only where the phrases know the context. After a history whose last word(s) the phrases use as
+a context (`<s>`, "what", "how are"), the next word's probability is
+`(1 - w) p_general + w p_phrases`, where `p_phrases` is the phrases' discounted counts in that
+context (absolute discounting, `DISCOUNT`) and, for the mass left over, the general model's own
+probability in the full history; after any other history the general model is unchanged.
+Each is a proper distribution, so no word the phrases never use is pushed down outside their
+contexts (an earlier build mixed the phrases' unigrams in everywhere, and general speech lost:
+docs/scaling.md). The backoff weights are then computed again so every context's probabilities
+sum to one. The result is a plain trigram model of the general model's size, read by the
+decoder in place of the general one (`DECODER_CONFIG`'s `lm`), so a worker's memory and the
+decoding cost stay those of the general model: nothing is interpolated while decoding.
 
 The general model ships only as pocketsphinx's binary trie (`en-us.lm.bin`), and pocketsphinx
 5.1.1 crashes writing it as ARPA text (its header counts six bigrams more than its trie holds:
@@ -55,8 +61,12 @@ log = logging.getLogger("server.pipeline")
 # there; 0.1 fixed "hello how are you" and left sentences outside the phrases' topics as they
 # were, where 0.3 began to pull unrelated speech towards the phrases.
 PHRASE_WEIGHT = 0.1
+# A phrase may also start after words the phrases do not know ("no, thank you"): after such a
+# history the phrases' own beginnings (their <s> context) are mixed in with this share (0: only
+# where the phrases know the context). Measured beside PHRASE_WEIGHT: docs/scaling.md.
+ANYWHERE_WEIGHT = 0.0
 DISCOUNT = 0.5  # absolute discount of the phrase model's counts (its backoff mass)
-VERSION = 1  # of the build: a change to how the model is made makes a new cache file
+VERSION = 2  # of the build: a change to how the model is made makes a new cache file
 LOG10_BASE = math.log10(1.0001)  # pocketsphinx's log base: the trie's floats are log_1.0001
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = ROOT / ".cache" / "stt"
@@ -135,47 +145,18 @@ def usable_phrases(phrases: list[list[str]]) -> list[list[str]]:
 
 
 class PhraseModel:
-    """A trigram model of the phrases: absolute discounting with backoff to lower orders.
+    """The phrases' n-gram counts (orders 1-3, each phrase between <s> and </s>): what `mix`
+    makes their model of, in the contexts they know."""
 
-    Tiny by design (a few hundred phrases); its unigrams are plain relative frequencies, as
-    words outside its vocabulary get their probability from the general model in the mix.
-    """
-
-    def __init__(self, phrases: list[list[str]], discount: float = DISCOUNT):
+    def __init__(self, phrases: list[list[str]]):
         counts: list[dict[tuple, int]] = [defaultdict(int) for _ in range(3)]
         for words in phrases:
             tokens = ["<s>", *words, "</s>"]
             for end in range(1, len(tokens)):
-                for order in range(1, 4):
-                    if end - order + 1 < 0:
-                        break
+                for order in range(1, min(3, end + 1) + 1):
                     counts[order - 1][tuple(tokens[end - order + 1 : end + 1])] += 1
-        # <s> only starts a phrase: never predicted, so never counted as a unigram
-        counts[0].pop(("<s>",), None)
         self.ngrams = [dict(c) for c in counts]
-        total = sum(counts[0].values())
-        self.prob: dict[tuple, float] = {k: c / total for k, c in counts[0].items()}
-        self.backoff: dict[tuple, float] = {}
-        for order in (2, 3):
-            by_context: dict[tuple, list] = defaultdict(list)
-            for key, count in counts[order - 1].items():
-                by_context[key[:-1]].append((key, count))
-            for context, entries in by_context.items():
-                seen = sum(count for _, count in entries)
-                for key, count in entries:
-                    self.prob[key] = (count - discount) / seen
-                left = discount * len(entries) / seen
-                lower = sum(self.p(key[1:]) for key, _ in entries)
-                self.backoff[context] = left / max(1.0 - lower, 1e-9)
-        self.words = {key[0] for key in counts[0]} | {"<s>"}
-
-    def p(self, ngram: tuple) -> float:
-        """P(last word | the words before it), backing off as far as needed (0 if unseen)."""
-        if ngram in self.prob:
-            return self.prob[ngram]
-        if len(ngram) == 1:
-            return 0.0
-        return self.backoff.get(ngram[:-1], 1.0) * self.p(ngram[1:])
+        self.words = {w for gram in counts[0] for w in gram} | {"<s>"}
 
 
 # -- the general model, read out of pocketsphinx's trie -----------------------------------------
@@ -336,7 +317,12 @@ class _Table:
         return at, (self.key[at] == key) if len(self.key) else np.zeros(len(key), bool)
 
 
-def mix(general: GeneralModel, phrases: PhraseModel, weight: float = PHRASE_WEIGHT):
+def mix(
+    general: GeneralModel,
+    phrases: PhraseModel,
+    weight: float = PHRASE_WEIGHT,
+    anywhere: float = ANYWHERE_WEIGHT,
+):
     """The interpolated model: (words, [unigram, bigram, trigram] `_Table`s), log10 values in
     the tables' `prob` and `backoff` replaced by linear ones."""
     words = list(general.words)
@@ -372,40 +358,77 @@ def mix(general: GeneralModel, phrases: PhraseModel, weight: float = PHRASE_WEIG
             out[miss] = bo * general_p(ids[miss, 1:])
         return out
 
-    phrase_ids = {w: index[w] for w in phrases.words}
-    in_phrases = np.zeros(size, dtype=bool)
-    in_phrases[list(phrase_ids.values())] = True
-    contexts = [
-        {tuple(index[w] for w in c) for c in phrases.backoff if len(c) == n} for n in (1, 2)
+    # The phrase model's counts on the union's ids, by context: (context..., word) → count.
+    counts = [
+        {tuple(index[w] for w in gram): c for gram, c in phrases.ngrams[n - 1].items()}
+        for n in (1, 2, 3)
     ]
+    seen = [defaultdict(int) for _ in range(2)]  # context → its count, and its distinct words
+    distinct = [defaultdict(int) for _ in range(2)]
+    for n in (2, 3):
+        for gram, c in counts[n - 1].items():
+            seen[n - 2][gram[:-1]] += c
+            distinct[n - 2][gram[:-1]] += 1
 
-    def phrase_p(ids: np.ndarray) -> np.ndarray:
-        """P_phrases(last | before) for n-grams as id rows: vectorised where the phrase model
-        knows nothing of the context (its unigram), word by word where it does."""
-        out = np.zeros(len(ids))
-        last_known = in_phrases[ids[:, -1]]
-        for row in np.nonzero(last_known)[0]:
-            gram = ids[row]
-            if not any(tuple(gram[start:-1]) in contexts[len(gram) - 2 - start]
-                       for start in range(len(gram) - 1)):  # fmt: skip
-                out[row] = phrases.prob.get((words[gram[-1]],), 0.0)
-            else:
-                out[row] = phrases.p(tuple(words[i] for i in gram))
-        return out
+    def phrase_share(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For n-grams as id rows whose history ends in a context the phrases know (the
+        longest such): the general model's share `1 - w + w * backoff mass` and the phrases'
+        own discounted probability `w * (count - d) / context count`; (1, 0) elsewhere."""
+        keep, own = np.ones(len(ids)), np.zeros(len(ids))
+        done = np.zeros(len(ids), dtype=bool)
+        for length in range(ids.shape[1] - 1, 0, -1):  # the longest known context first
+            if not seen[length - 1]:
+                continue
+            known = np.array(sorted(_keys(np.array(list(seen[length - 1])), size)))
+            context = _keys(ids[:, -1 - length : -1], size)
+            where = np.minimum(np.searchsorted(known, context), len(known) - 1)
+            rows = np.nonzero(~done & (known[where] == context))[0]
+            for row in rows.tolist():
+                history = tuple(ids[row, -1 - length : -1].tolist())
+                total = seen[length - 1][history]
+                mass = DISCOUNT * distinct[length - 1][history] / total
+                count = counts[length].get((*history, int(ids[row, -1])), 0)
+                keep[row] = 1 - weight + weight * mass
+                own[row] = weight * max(count - DISCOUNT, 0) / total
+            done[rows] = True
+        if anywhere > 0:  # elsewhere, a phrase may begin
+            rest = ~done
+            keep[rest] = 1 - anywhere + anywhere * start_mass
+            own[rest] = anywhere * start_own[ids[rest, -1]]
+        return keep, own
+
+    start = (index["<s>"],)  # the phrases' beginnings: their counts after <s>
+    start_mass = DISCOUNT * distinct[0][start] / seen[0][start]
+    start_own = np.zeros(size)
+    for gram, c in counts[1].items():
+        if gram[0] == start[0]:
+            start_own[gram[1]] = max(c - DISCOUNT, 0) / seen[0][start]
 
     tables = []
     for n in (1, 2, 3):
         ids = general.ids[n - 1]
         if n == 1:
             ids = np.arange(size, dtype=np.int64)[:, None]
-        elif phrases.ngrams[n - 1]:  # the phrases' n-grams the general model lacks
-            own = np.array([[index[w] for w in g] for g in phrases.ngrams[n - 1]], np.int64)
+            # the general model's unigrams; a word it lacks gets the phrases' share of its
+            # own frequency there, taken from the others
+            prob = g_prob[0].copy()
+            if extra:
+                unigrams = np.array([counts[0].get((i,), 0) for i in range(size)], float)
+                new = weight * unigrams[len(general.words) :] / unigrams.sum()
+                prob[: len(general.words)] *= 1 - new.sum()
+                prob[len(general.words) :] = new
+            if anywhere > 0:
+                keep, own_p = phrase_share(ids)
+                prob = keep * prob + own_p
+            prob[index["<s>"]] = 0.0  # never predicted (ARPA's -99)
+            tables.append(_Table(ids, prob, size))
+            continue
+        if counts[n - 1]:  # the phrases' n-grams the general model lacks
+            own = np.array(list(counts[n - 1]), dtype=np.int64)
             _, there = g_tables[n - 1].find(_keys(own, size))
             ids = np.concatenate([ids, own[~there]])
-        prob = (1 - weight) * general_p(ids) + weight * phrase_p(ids)
-        if n == 1:
-            prob[index["<s>"]] = 0.0  # never predicted (ARPA's -99)
-        tables.append(_Table(ids, prob, size))
+        keep, own_p = phrase_share(ids)
+        tables.append(_Table(ids, keep * general_p(ids) + own_p, size))
 
     # Backoff weights, so each context's probabilities sum to one:
     # bo(h) = (1 - sum over explicit w of p(w|h)) / (1 - sum over the same w of p(w|h')).
@@ -469,20 +492,28 @@ def to_binary(arpa: Path, target: Path) -> None:
 # -- building and caching -----------------------------------------------------------------------
 
 
-def cache_name(phrases: list[list[str]], weight: float, general: Path) -> str:
+def cache_name(
+    phrases: list[list[str]], weight: float, general: Path, anywhere: float = ANYWHERE_WEIGHT
+) -> str:
     digest = hashlib.sha256()
     stat = general.stat()
-    digest.update(f"{VERSION} {weight!r} {general} {stat.st_size} {stat.st_mtime_ns}\n".encode())
+    made = f"{VERSION} {weight!r} {anywhere!r} {general} {stat.st_size} {stat.st_mtime_ns}"
+    digest.update(f"{made}\n".encode())
     for words in phrases:
         digest.update((" ".join(words) + "\n").encode())
     return f"phrases-{digest.hexdigest()[:16]}.lm.bin"
 
 
-def build(phrases: list[list[str]], target: Path, weight: float = PHRASE_WEIGHT) -> None:
+def build(
+    phrases: list[list[str]],
+    target: Path,
+    weight: float = PHRASE_WEIGHT,
+    anywhere: float = ANYWHERE_WEIGHT,
+) -> None:
     """Make the mixed model at `target` (in this process: ~1 min, ~1.5 GB at its peak)."""
     started = time.monotonic()
     general = GeneralModel(general_lm_path())
-    words, tables = mix(general, PhraseModel(phrases), weight)
+    words, tables = mix(general, PhraseModel(phrases), weight, anywhere)
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as work:
         arpa = Path(work) / "mixed.arpa"
@@ -497,12 +528,13 @@ def ensure(
     phrase_list: str | os.PathLike,
     cache_dir: Path = CACHE_DIR,
     weight: float = PHRASE_WEIGHT,
+    anywhere: float = ANYWHERE_WEIGHT,
 ) -> Path:
     """The mixed model for a phrase list, built in a child process unless already cached.
     Processes that want the same model at once (a cluster's nodes starting) build it once:
     the others wait on the cache's lock, then find it."""
     phrases = usable_phrases(read_phrases(phrase_list))
-    target = Path(cache_dir) / cache_name(phrases, weight, general_lm_path())
+    target = Path(cache_dir) / cache_name(phrases, weight, general_lm_path(), anywhere)
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -512,6 +544,7 @@ def ensure(
         log.info("building the phrase language model for %s (once; ~1 min)", phrase_list)
         command = [sys.executable, "-m", "server.pipeline.phrase_lm", str(phrase_list)]
         command += ["--target", str(target), "--weight", repr(weight)]
+        command += ["--anywhere", repr(anywhere)]
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0 or not target.exists():
         raise RuntimeError(f"building the phrase language model failed: {done.stderr[-2000:]}")
@@ -527,7 +560,20 @@ def _locked(handle):
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def offline() -> None:
+    """Make this process unable to open a socket: the build reads only packaged files, and
+    so it stays (a model or word list fetched from the network would be a change to refuse)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise OSError("the phrase model build may not use the network")
+
+    socket.socket.connect = socket.socket.connect_ex = refuse  # type: ignore[method-assign]
+    socket.getaddrinfo = socket.create_connection = refuse  # type: ignore[assignment]
+
+
 def main() -> None:
+    offline()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
         "phrases", nargs="?", default=str(AGENT_PHRASES), help="the phrase list, one a line "
@@ -537,12 +583,14 @@ def main() -> None:
         "--target", type=Path, help="build into this file (default: into the cache, if absent)"
     )
     parser.add_argument("--weight", type=float, default=PHRASE_WEIGHT)
+    parser.add_argument("--anywhere", type=float, default=ANYWHERE_WEIGHT)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.target is None:
-        print(ensure(args.phrases, CACHE_DIR, args.weight))
+        print(ensure(args.phrases, CACHE_DIR, args.weight, args.anywhere))
     else:
-        build(usable_phrases(read_phrases(args.phrases)), args.target, args.weight)
+        phrases = usable_phrases(read_phrases(args.phrases))
+        build(phrases, args.target, args.weight, args.anywhere)
 
 
 if __name__ == "__main__":
