@@ -3,7 +3,6 @@ built from packaged data without the network, read by the decoders, validated as
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 
