@@ -21,8 +21,18 @@ Decoder options (`--variant ds=2,topn=2`, repeatable) run beside the decoder as 
 the same audio, so a cheaper configuration's word errors and decode cost read side by side; the
 cost is one stream's CPU per second of audio (0.1: a core decodes ten streams in real time).
 
+Phrase lists (`--phrases agent`, `--phrases bench/phrases_unrelated.txt:0.3`, repeatable; the
+`:weight` is the phrase model's share, PHRASE_WEIGHT by default) run the general language model
+mixed with one made from the list (server/pipeline/phrase_lm.py, STT_PHRASES) beside the
+general one. `agent` is the demo agent's own list, server/agent/phrases.txt, which never holds
+these sentences. The word errors are also given apart for the sentences whose topic the demo
+agent's list covers (the agent's own intent recogniser, server/agent/brain.py, finds an intent
+in them: 14 of the 52) and for the others (38), so the effect on speech the phrases do not
+cover reads beside the effect on speech they do.
+
     python bench/wer.py [--profiles baseline,narrowband,tuned] [--sentences 52]
-                        [--variant OPTIONS ...] [--voices piper] [--rates 16000] [--noise clean]
+                        [--variant OPTIONS ...] [--phrases agent[:WEIGHT] ...]
+                        [--voices piper] [--rates 16000] [--noise clean]
 """
 
 from __future__ import annotations
@@ -31,9 +41,12 @@ import argparse
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 from common import print_table, save
 
+from server.agent.brain import intent_of
+from server.pipeline import phrase_lm
 from server.pipeline.audio import resample
 from server.pipeline.stt import DECODER_CONFIG, PROFILES, AudioPreparation, new_decoder
 from server.pipeline.tts.espeak import EspeakTTS
@@ -101,6 +114,25 @@ def parse_variant(spec: str) -> dict:
     return options
 
 
+def phrase_variant(spec: str) -> tuple[str, Path]:
+    """`agent`, `agent:0.3`, `agent:0.1:0.05` or `path/list.txt:0.2` → (its variant, its
+    model, built or cached): the phrases' share in their contexts, then anywhere else."""
+    name, _, shares = spec.partition(":")
+    weight, _, anywhere = shares.partition(":")
+    source = phrase_lm.AGENT_PHRASES if name == "agent" else Path(name)
+    share = float(weight) if weight else phrase_lm.PHRASE_WEIGHT
+    elsewhere = float(anywhere) if anywhere else phrase_lm.ANYWHERE_WEIGHT
+    print(f"phrase model for {source} ({share:g}, {elsewhere:g}): building or cached", flush=True)
+    model = phrase_lm.ensure(source, phrase_lm.CACHE_DIR, share, elsewhere)
+    return f"phrases={name}" + (f"@{shares}" if shares else ""), model
+
+
+def covered(text: str) -> bool:
+    """Does the demo agent's phrase list cover the sentence's topic (the agent finds an
+    intent in it)?"""
+    return intent_of(text) != "other"
+
+
 def condition(
     voice: str,
     rate: int,
@@ -108,14 +140,20 @@ def condition(
     profiles: list[str],
     sentences: list[str],
     variants: list[str] = ("",),
+    models: dict[str, str] | None = None,
 ):
-    """Every profile and decoder variant on one condition's audio: one row per pair."""
+    """Every profile and decoder variant on one condition's audio: one row per pair.
+    `models`: a phrase variant's language model file."""
     audio = [utterance(voice, t, rate, noisy, seed=n) for n, t in enumerate(sentences)]
     seconds = sum(len(a) for a in audio) / 32000
     rows = []
     for profile, variant in [(p, v) for v in variants for p in profiles]:
-        decoder = new_decoder(parse_variant(variant))
+        options = parse_variant(variant) if not variant.startswith("phrases=") else {}
+        if variant.startswith("phrases="):
+            options["lm"] = str((models or {})[variant])
+        decoder = new_decoder(options)
         errors = reference = errors_at_pause = differ = 0
+        by_topic = {True: [0, 0], False: [0, 0]}  # covered or not: errors, reference words
         misheard = []
         started = time.process_time()
         for text, pcm in zip(sentences, audio, strict=True):
@@ -123,6 +161,8 @@ def condition(
             ref, hyp = words(text), words(heard)
             wrong = edit_distance(ref, hyp)
             errors, reference = errors + wrong, reference + len(ref)
+            topic = by_topic[covered(text)]
+            topic[0], topic[1] = topic[0] + wrong, topic[1] + len(ref)
             errors_at_pause += edit_distance(ref, words(at_pause))
             differ += words(at_pause) != hyp
             if wrong:
@@ -136,6 +176,9 @@ def condition(
                 "profile": profile,
                 "decoder": variant or "as configured",
                 "wer_pct": round(100 * errors / reference, 1),
+                # apart: sentences whose topic the demo agent's phrase list covers, and others
+                "wer_covered_pct": _pct(*by_topic[True]),
+                "wer_other_pct": _pct(*by_topic[False]),
                 "sentences_wrong": len(misheard),
                 # the hypothesis 0.3 s into the silence, before the final (STT_FINAL_FROM_LOOK)
                 "wer_at_pause_pct": round(100 * errors_at_pause / reference, 1),
@@ -147,11 +190,16 @@ def condition(
         print(
             f"  {voice:6s} {rate // 1000:2d} kHz {rows[-1]['noise']:5s} {profile:10s}"
             f" {variant or 'as configured':28s}"
-            f"  WER {rows[-1]['wer_pct']:5.1f}%  cost {cost:.3f}x"
+            f"  WER {rows[-1]['wer_pct']:5.1f}% (covered {rows[-1]['wer_covered_pct']:5.1f}%,"
+            f" other {rows[-1]['wer_other_pct']:5.1f}%)  cost {cost:.3f}x"
             f"  (at the pause {rows[-1]['wer_at_pause_pct']:5.1f}%, {differ} differ)",
             flush=True,
         )
     return rows
+
+
+def _pct(errors: int, reference: int) -> float | None:
+    return round(100 * errors / reference, 1) if reference else None
 
 
 def run(
@@ -160,12 +208,15 @@ def run(
     jobs: int,
     variants: list[str] = ("",),
     conditions: list[tuple] | None = None,
+    models: dict[str, str] | None = None,
 ) -> list[dict]:
     """The conditions (all eight by default), `jobs` at a time in separate processes
     (decoding is CPU-bound)."""
     conditions = conditions or CONDITIONS
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        done = [pool.submit(condition, *c, profiles, sentences, variants) for c in conditions]
+        done = [
+            pool.submit(condition, *c, profiles, sentences, variants, models) for c in conditions
+        ]
         return [row for future in done for row in future.result()]
 
 
@@ -187,12 +238,22 @@ def main() -> None:
         help="decoder options over the configured ones, e.g. ds=2,topn=2 (repeatable): "
         "each runs beside the decoder as configured",
     )
+    parser.add_argument(
+        "--phrases",
+        action="append",
+        default=[],
+        metavar="LIST[:WEIGHT]",
+        help="the general language model mixed with one from a phrase list (`agent`: the demo "
+        "agent's; or a file), beside the general one (repeatable; WEIGHT: the phrase model's "
+        f"share, {phrase_lm.PHRASE_WEIGHT} by default)",
+    )
     parser.add_argument("--voices", default=",".join(VOICES), help="of " + ",".join(VOICES))
     parser.add_argument("--rates", default="16000,8000")
     parser.add_argument("--noise", default="clean,noisy", help="clean, noisy or both")
     args = parser.parse_args()
     profiles = args.profiles.split(",")
-    variants = ["", *args.variant]
+    models = dict(phrase_variant(spec) for spec in args.phrases)  # built once, before the runs
+    variants = ["", *args.variant, *models]
     sentences = ASKED[: args.sentences]
     conditions = [
         (voice, rate, noisy)
@@ -202,7 +263,7 @@ def main() -> None:
         and ("noisy" if noisy else "clean") in args.noise.split(",")
     ]
     print(f"{len(sentences)} sentences, synthetic speech (no recorded speech offline)")
-    rows = run(profiles, sentences, args.jobs, variants, conditions)
+    rows = run(profiles, sentences, args.jobs, variants, conditions, models)
     # One row per decoder and profile, one WER and one cost column per condition.
     names = [
         f"{voice} {rate // 1000}k {'noisy' if noisy else 'clean'}"
@@ -220,11 +281,12 @@ def main() -> None:
                     if (r["voice"], r["rate"], r["noise"], r["profile"], r["decoder"])
                     == (voice, rate, noise, profile, variant or "as configured")
                 ]
-                line += [f"{r['wer_pct']:.1f}", f"{r['cpu_per_audio_s']:.3f}"]
+                line += [f"{r['wer_pct']:.1f}", f"{r['wer_covered_pct']}/{r['wer_other_pct']}"]
+                line += [f"{r['cpu_per_audio_s']:.3f}"]
             table.append(line)
     header = ["profile", "decoder"]
     for name in names:
-        header += [f"{name} WER %", "CPU/s"]
+        header += [f"{name} WER %", "covered/other", "CPU/s"]
     print_table(
         "Word error rate (synthetic speech: no recorded speech offline), "
         "CPU s per audio s (one stream)",
@@ -243,7 +305,9 @@ def main() -> None:
             "snr_db": SNR_DB,
             "decoder": DECODER_CONFIG,
             "profiles": {p: PROFILES[p] for p in profiles},
-            "variants": {v: parse_variant(v) for v in variants if v},
+            "variants": {v: parse_variant(v) for v in variants if v and v not in models},
+            "phrase_models": {v: str(path) for v, path in models.items()},
+            "covered_sentences": [s for s in sentences if covered(s)],
             "load_average_at_end": list(load),
             "results": rows,
         },

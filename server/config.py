@@ -343,6 +343,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "else below too (`0`: the same priority, as before; `./dev bench load --compare` "
         "runs both).",
     ),
+    "STT_PHRASES": (
+        "auto",
+        "Embedded pipeline recogniser: a file of the phrases the agent expects (one a line), "
+        "from which a small language model is made and mixed into the general one, so the "
+        "words they use weigh more (built once, ~1 min, kept in `.cache/stt/`). `auto`: "
+        "the demo agent's own list (`server/agent/phrases.txt`) when the demo agent answers, "
+        "none with `AGENT_WEBHOOK_URL`; `none`: the general model alone, as before.",
+    ),
     "ECHO_DEFENCE": (
         "true",
         "Embedded pipeline: remove the agent's own voice (heard back through the user's "
@@ -411,6 +419,23 @@ def _positive_float(name: str, environ: dict[str, str]) -> float:
 def _nice(name: str, environ: dict[str, str]) -> int:
     """A `nice` increment, 0 (the same priority) to 19 (the lowest)."""
     return _whole(name, environ, 0, 19)
+
+
+def _phrase_list(raw: str, webhook_url: str) -> str:
+    """STT_PHRASES as a file to build from ("" for none), checked to hold phrases now, not
+    when the first worker starts."""
+    from .pipeline.phrase_lm import AGENT_PHRASES, PhraseListError, read_phrases
+
+    if raw == "none":
+        return ""
+    if raw == "auto":
+        return "" if webhook_url else str(AGENT_PHRASES)
+    path = Path(raw) if Path(raw).is_absolute() else ROOT / raw
+    try:
+        read_phrases(path)
+    except PhraseListError as error:
+        raise SettingsError(f"STT_PHRASES: {error} (or set it to auto or none)") from None
+    return str(path)
 
 
 def _whole(name: str, environ: dict[str, str], low: int, high: int) -> int:
@@ -555,6 +580,7 @@ class Settings:
     stt_max_words_per_frame: int = 10
     stt_final_from_look: bool = True
     stt_max_workers: int = 12
+    stt_phrases: str = ""  # a phrase list file, or "" for none (STT_PHRASES)
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -701,6 +727,7 @@ class Settings:
             stt_max_words_per_frame=_whole("STT_MAX_WORDS_PER_FRAME", env, 0, 100),
             stt_final_from_look=_bool("STT_FINAL_FROM_LOOK", env),
             stt_max_workers=_count("STT_MAX_WORKERS", env, most=32),
+            stt_phrases=_phrase_list(_env("STT_PHRASES", env), webhook_url),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

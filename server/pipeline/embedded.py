@@ -59,6 +59,7 @@ class EmbeddedPipeline:
             decoders_per_worker=settings.stt_decoders_per_worker,
             max_workers=settings.stt_max_workers,
             max_words_per_frame=settings.stt_max_words_per_frame,
+            phrases=settings.stt_phrases,
         )
         self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(
