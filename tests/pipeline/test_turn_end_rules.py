@@ -301,6 +301,21 @@ def test_the_clear_words_confirm_setting_is_bounded_and_turned_off_by_zero():
             Settings.from_env({name: bad})
 
 
+def test_one_or_two_clear_words_do_not_lower_the_first_looks_bar():
+    """ "Yes, that is right.": at the comma the recogniser has "yes", which ends a sentence
+    clearly (P(end) 0.22), and the voice is fairly sure (0.91, under 0.95). Three or more such
+    words would end the turn at the first look ("thank you very much", below); one or two often
+    begin a longer answer, so the voice back at 320 ms goes on in the same turn."""
+    frames = [QUIET] * 5 + [LOUD] * 10 + [QUIET] * 10 + [LOUD] * 10 + [QUIET] * 40
+    FakeModel.answers = [0.91, 0.3, 0.3]
+    events = run(frames, SETTINGS, "yes")
+    assert [type(e) for e in events].count(SpeechStarted) == 1
+    FakeModel.answers = [0.91, 0.3, 0.3]
+    events = run(frames, SETTINGS, "thank you very much")
+    assert [type(e) for e in events].count(SpeechStarted) == 2
+    assert ends(events)[0] * 32 == CONFIRM_MS
+
+
 def test_the_middle_look_does_not_end_a_turn_of_one_or_two_words():
     """ "No, thank you.": at the comma the recogniser has "nope" (P(end) 0.34) and by 256 ms
     the voice sounds finished (0.966); one or two words often begin a longer answer, so the

@@ -324,15 +324,6 @@ def test_words_that_clearly_end_a_sentence_end_the_turn_the_voice_doubted_at_the
     assert turn[1] - turn[0] >= MODEL.second_look_ms / 1000
 
 
-def test_one_or_two_clear_words_do_not_lower_the_voices_bar():
-    """ "Yes," and "Goodbye," end sentences clearly (P(end) 0.22, 0.29) and the voice is fairly
-    sure at the comma (0.91, 0.71), yet they begin longer answers here."""
-    for text in ("Yes, that is right.", "Goodbye, see you later."):
-        pcm = speak(text)
-        turns = turns_heard(silence(0.4) + pcm + silence(1.5))
-        assert len(turns) == 1, (text, turns)
-
-
 class Recogniser:
     """The server's recogniser (pocketsphinx, configured as stt.py does), fed the turn's audio
     as the session feeds it, answering WordsWanted with its hypothesis at that moment."""
@@ -544,14 +535,14 @@ def test_a_finished_heard_in_a_stop_inside_a_word_waits_for_a_second_silent_vad_
 
 def test_words_that_end_a_sentence_weakly_do_not_end_the_turn_at_the_second_look():
     """ "I lost my card somewhere near, the shopping center." with a 600 ms pause: at the 450 ms
-    look the model is sure (0.97, the silence alone) and the recogniser heard "i lost my card
-    so more there" (P(end) 0.115, weak): those words end the turn only at 700 ms of silence,
-    and the voice is back at 600 ms."""
+    look the recogniser heard "i lost my card so more there" (P(end) 0.115, weak): those words
+    end the turn only at 700 ms of silence, and the voice is back at 600 ms. Whether the turn
+    would have been cut without the rule depends on the model's score there, which differs
+    between CPUs (0.97 on one, 0.71 on another: onnxruntime's kernels and Piper's frame
+    rounding); the rule's own effect is tested with scripted scores in test_turn_end_rules.py."""
     pcm = with_pause("I lost my card somewhere near, the shopping center.", 0.6)[0]
-    audio = silence(0.4) + pcm + silence(1.5)
-    turns = turns_heard(audio)
+    turns = turns_heard(silence(0.4) + pcm + silence(1.5))
     assert len(turns) == 1, turns
-    assert len(turns_heard(audio, replace(MODEL, **rules_off(["weak-words-wait"])))) == 2
 
 
 @contextlib.contextmanager
