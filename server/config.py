@@ -187,6 +187,15 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "jitter; a barge-in drops at most this much in the browser).",
     ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
+    "TTS_FIRST_PHRASE_WORDS": (
+        "2",
+        "Embedded pipeline: an answer's first sentence is synthesised as two inferences, its "
+        "opening phrase first, cut at its first clause break (comma, colon, semicolon, dash) "
+        "that leaves at least this many words on both sides (`You said:` | `What time is "
+        "it?`): the first audio waits for the phrase alone, about half the sentence's "
+        "inference (docs/scaling.md). 0-20; `0` as before: only a first sentence over 12 "
+        "words, at a clause of 4 words or more.",
+    ),
     "VAD": (
         "silero",
         "Embedded pipeline voice activity detector: `silero` (a small neural model: no false "
@@ -537,6 +546,7 @@ class Settings:
     interruption_min_words: int = 1
     playback_lead_s: float = 0.5
     tts_engine: str = "piper"
+    tts_first_phrase_words: int = 2
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -679,6 +689,7 @@ class Settings:
             interruption_min_words=_count("INTERRUPTION_MIN_WORDS", env),
             playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env) / 1000,
             tts_engine=tts_engine,
+            tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,

@@ -78,7 +78,9 @@ class EmbeddedPipeline:
             false_interruption_s=settings.false_interruption_s,
             min_words=settings.interruption_min_words,
         )
-        self.pacing = Pacing(lead_s=settings.playback_lead_s)
+        self.pacing = Pacing(
+            lead_s=settings.playback_lead_s, first_phrase_words=settings.tts_first_phrase_words
+        )
         self.echo_settings = EchoSettings(
             enabled=settings.echo_defence,
             max_delay_s=settings.echo_max_delay_ms / 1000,
