@@ -60,7 +60,7 @@ class EmbeddedPipeline:
             max_workers=settings.stt_max_workers,
             max_words_per_frame=settings.stt_max_words_per_frame,
         )
-        self.tts = make_tts(settings.tts_engine)
+        self.tts = make_tts(settings.tts_engine, later_nice=settings.tts_later_nice)
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
