@@ -188,14 +188,15 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
     "TTS_LATER_NICE": (
-        "5",
+        "0",
         "Embedded pipeline, Piper: a sentence not due for 0.3 s yet when its turn comes (the "
         "rest of an answer, played once what comes before it has) is made on one thread, that "
         "thread this much below the server's priority (0-19), so what someone waits for now "
         "(the turn-end model, the recogniser's urgent requests, an answer's first audio) gets "
         "the cores first (docs/scaling.md). Needs root or CAP_SYS_NICE to raise the thread "
-        "back after the job; without, nothing is lowered. `0` as before: every sentence at the "
-        "server's priority, one made alone on two threads.",
+        "back after the job; without, nothing is lowered. `0` (the default: one A/B on a busy "
+        "machine showed no gain, docs/scaling.md) as before: every sentence at the server's "
+        "priority, one made alone on two threads.",
     ),
     "TTS_FIRST_PHRASE_WORDS": (
         "2",
@@ -557,7 +558,7 @@ class Settings:
     playback_lead_s: float = 0.5
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
-    tts_later_nice: int = 5
+    tts_later_nice: int = 0
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
