@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import itertools
 
 import pytest
 
@@ -160,7 +161,7 @@ async def test_the_parts_play_in_order_as_one_continuous_answer():
     assert runs == [1, 2, 3]
     spans = [(s.text, s.start, s.end) for s in turn.spans]
     assert [text for text, _, _ in spans] == ["You said:", "What time is it?", SECOND]
-    assert all(a[2] == b[1] for a, b in zip(spans, spans[1:]))  # contiguous, no gap
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(spans))  # contiguous, no gap
     assert turn.heard_text() == f"{FIRST} {SECOND}"  # the history keeps the sentence whole
     texts = [m.content for m in outbox.messages if isinstance(m, p.ResponseText)]
     assert texts == [FIRST, SECOND]  # the client's text is the agent's, not the cut

@@ -85,9 +85,7 @@ class PiperTTS:
 
     sample_rate = RATE
 
-    def __init__(
-        self, model: Path | None = None, workers: int | None = None, later_nice: int = 0
-    ):
+    def __init__(self, model: Path | None = None, workers: int | None = None, later_nice: int = 0):
         self.model = model or self.bundled_voice()
         self.workers = workers or max(1, os.cpu_count() or 2)
         self._priority = ThreadPriority(later_nice)
