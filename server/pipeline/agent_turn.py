@@ -84,7 +84,8 @@ class Pacing:
     held_messages: int = 64  # response.text / response.data held back while held
     # The answer's first sentence is made as two inferences, its opening phrase first, when a
     # clause break leaves this many words on both sides (sentences.first_clause; 0: the rule
-    # before, long first sentences only): the first audio waits for the phrase alone.
+    # before, long first sentences only) and the voice is idle as the answer starts (`idle`):
+    # the first audio waits for the phrase alone.
     first_phrase_words: int = 2
 
 
@@ -318,7 +319,7 @@ class AgentTurn:
 
     async def _converse(self) -> None:
         """The webhook's answer into text, data and sentences to speak."""
-        splitter = SentenceSplitter(phrase_words=self.pacing.first_phrase_words)
+        splitter = SentenceSplitter(phrase_words=self._first_phrase_words())
         try:
             async for reply in self.agent.respond(self.event):
                 self.timings.mark("webhook_first_event")
@@ -341,6 +342,13 @@ class AgentTurn:
                                             turn_id=self.wire_id))  # fmt: skip
         await self._queue(splitter, splitter.flush())
         await self._sentences.put(None)
+
+    def _first_phrase_words(self) -> int:
+        """`Pacing.first_phrase_words` while the voice is idle as the answer starts, else 0
+        (the first sentence whole): under load the rest, queued behind other answers' first
+        audio, came after the phrase had played (playback gaps at ten talkers, and the split
+        costs the voice more in all: docs/scaling.md)."""
+        return self.pacing.first_phrase_words if getattr(self.tts, "idle", True) else 0
 
     async def _queue(self, splitter: SentenceSplitter, sentences: list[str]) -> None:
         """Sentences (the first one perhaps as its phrase and the rest) to synthesis, in order."""

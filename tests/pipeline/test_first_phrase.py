@@ -220,3 +220,19 @@ async def test_with_zero_the_first_sentence_is_made_whole_as_before():
     await until(lambda: len(voice.asked) == 2)
     voice.finish()
     await played_out(turn, outbox, task)
+
+
+@in_a_loop
+async def test_a_busy_voice_makes_the_first_sentence_whole():
+    """Under load the rest, queued behind other answers' first audio, came after the phrase
+    had played: while the voice is busy as the answer starts, the sentence is made whole."""
+    voice, outbox = ScriptedVoice(), Outbox()
+    voice.idle = False
+    turn = new_turn(voice, outbox)
+    task = asyncio.create_task(turn.run())
+    await until(voice.waiting.is_set)
+    assert voice.asked == [FIRST]
+    voice.finish()
+    await until(lambda: len(voice.asked) == 2)
+    voice.finish()
+    await played_out(turn, outbox, task)

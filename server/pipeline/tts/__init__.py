@@ -35,6 +35,9 @@ class TextToSpeech(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional `idle` (bool): nothing being made or waiting (Piper); an engine without it is
+    # taken as always idle (agent_turn.py cuts the first phrase apart only then).
+
     def synthesize(
         self, text: str, due: float | None = None, on_timing: Timing | None = None
     ) -> AsyncIterator[bytes]: ...

@@ -180,6 +180,11 @@ class PiperTTS:
                 self._solo_busy = False if alone else self._solo_busy
                 self._turns.notify_all()
 
+    @property
+    def idle(self) -> bool:
+        """No sentence is being made or waits: a new one starts at once, alone."""
+        return self._running == 0 and self._executor.queued == 0
+
     def close(self) -> None:
         self._executor.shutdown()
 
