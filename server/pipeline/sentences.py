@@ -123,7 +123,8 @@ def first_clause(text: str, phrase_words: int = 0) -> list[str]:
     for match in _CLAUSE_END.finditer(text):
         if match.start() > MAX_SENTENCE_CHARS:
             break
-        head, rest = text[: match.start() + 1].strip(), text[match.end() :].strip()
+        # the break's mark stays with the phrase (a dash too: no character is lost)
+        head, rest = text[: match.end()].strip(), text[match.end() :].strip()
         if len(head.split()) >= least_head and len(rest.split()) >= least_rest:
             return [head, rest]
     return [text]

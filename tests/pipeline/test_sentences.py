@@ -92,7 +92,7 @@ def test_the_first_sentence_s_opening_phrase_is_cut_at_its_first_clause_break():
     both sides, whatever the sentence's length; later sentences stay whole."""
     assert first_clause("You said: What time is it?", 2) == ["You said:", "What time is it?"]
     assert first_clause("Well, I think so, yes.", 2) == ["Well, I think so, yes."]  # 1 | 1
-    assert first_clause("Of course - I can do that.", 2) == ["Of course", "I can do that."]
+    assert first_clause("Of course - I can do that.", 2) == ["Of course -", "I can do that."]
     assert first_clause("No, thanks.", 2) == ["No, thanks."]  # one word each side
     assert first_clause("You said: Thanks.", 2) == ["You said: Thanks."]  # one word after
     assert first_clause("Nice to meet you; really.", 3) == ["Nice to meet you; really."]
@@ -104,4 +104,13 @@ def test_the_first_sentence_s_opening_phrase_is_cut_at_its_first_clause_break():
     assert sentences_of("You said: What time is it? It's 3:41 PM.", 0) == [
         "You said: What time is it?",  # 0: the rule before, long sentences only
         "It's 3:41 PM.",
+    ]
+
+
+def test_a_dash_where_the_first_clause_is_cut_is_kept():
+    """Hypothesis found it: the cut dropped a dash break's dash (the rule before did too)."""
+    long = "I looked at every option you mentioned today - and the second one is best."
+    assert first_clause(long) == [
+        "I looked at every option you mentioned today -",
+        "and the second one is best.",
     ]
