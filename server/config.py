@@ -187,6 +187,27 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "jitter; a barge-in drops at most this much in the browser).",
     ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
+    "TTS_LATER_NICE": (
+        "0",
+        "Embedded pipeline, Piper: a sentence not due for 0.3 s yet when its turn comes (the "
+        "rest of an answer, played once what comes before it has) is made on one thread, that "
+        "thread this much below the server's priority (0-19), so what someone waits for now "
+        "(the turn-end model, the recogniser's urgent requests, an answer's first audio) gets "
+        "the cores first (docs/scaling.md). Needs root or CAP_SYS_NICE to raise the thread "
+        "back after the job; without, nothing is lowered. `0` (the default: one A/B on a busy "
+        "machine showed no gain, docs/scaling.md) as before: every sentence at the server's "
+        "priority, one made alone on two threads.",
+    ),
+    "TTS_FIRST_PHRASE_WORDS": (
+        "2",
+        "Embedded pipeline: an answer's first sentence is synthesised as two inferences, its "
+        "opening phrase first, cut at its first clause break (comma, colon, semicolon, dash) "
+        "that leaves at least this many words on both sides (`You said:` | `What time is "
+        "it?`), when the voice is idle as the answer starts: the first audio waits for the "
+        "phrase alone, about half the sentence's inference; a busy voice makes it whole (at "
+        "ten talkers the rest came after the phrase had played, docs/scaling.md). 0-20; `0` "
+        "as before: only a first sentence over 12 words, at a clause of 4 words or more.",
+    ),
     "VAD": (
         "silero",
         "Embedded pipeline voice activity detector: `silero` (a small neural model: no false "
@@ -562,6 +583,8 @@ class Settings:
     interruption_min_words: int = 1
     playback_lead_s: float = 0.5
     tts_engine: str = "piper"
+    tts_first_phrase_words: int = 2
+    tts_later_nice: int = 0
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -705,6 +728,8 @@ class Settings:
             interruption_min_words=_count("INTERRUPTION_MIN_WORDS", env),
             playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env) / 1000,
             tts_engine=tts_engine,
+            tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
+            tts_later_nice=_nice("TTS_LATER_NICE", env),
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,

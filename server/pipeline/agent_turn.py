@@ -82,6 +82,11 @@ class Pacing:
     synthesis_ahead_s: float = 8.0  # audio made but not yet sent, at most
     queued_sentences: int = 16  # sentences waiting for synthesis; then the webhook waits
     held_messages: int = 64  # response.text / response.data held back while held
+    # The answer's first sentence is made as two inferences, its opening phrase first, when a
+    # clause break leaves this many words on both sides (sentences.first_clause; 0: the rule
+    # before, long first sentences only) and the voice is idle as the answer starts (`idle`):
+    # the first audio waits for the phrase alone.
+    first_phrase_words: int = 2
 
 
 @dataclass
@@ -142,6 +147,7 @@ class AgentTurn:
         self._delta = 0
         self._task: asyncio.Task | None = None
         self._making = False  # a sentence is being synthesised
+        self._first_parts = 1  # the pieces the first sentence was cut into (SentenceSplitter)
         self._heard_known = False  # `heard` was fixed by a hold or the client's report
         self.hold_generation = 0
 
@@ -313,18 +319,16 @@ class AgentTurn:
 
     async def _converse(self) -> None:
         """The webhook's answer into text, data and sentences to speak."""
-        splitter = SentenceSplitter()
+        splitter = SentenceSplitter(phrase_words=self._first_phrase_words())
         try:
             async for reply in self.agent.respond(self.event):
                 self.timings.mark("webhook_first_event")
                 if isinstance(reply, AgentSpeech):
                     await self._emit(p.ResponseText(content=reply.text, turn_id=self.wire_id))
-                    for sentence in splitter.feed(reply.text):
-                        await self._sentences.put(sentence)
+                    await self._queue(splitter, splitter.feed(reply.text))
                     if reply.text.rstrip().endswith((".", "!", "?")):
                         # An event boundary after a full stop is a sentence boundary too.
-                        for sentence in splitter.flush():
-                            await self._sentences.put(sentence)
+                        await self._queue(splitter, splitter.flush())
                 elif isinstance(reply, AgentData):
                     await self._emit(p.ResponseData(content=reply.content, turn_id=self.wire_id))
                 elif isinstance(reply, AgentHangup):
@@ -336,9 +340,21 @@ class AgentTurn:
                         extra={"ctx": {"turn": self.turn_id}})  # fmt: skip
             await self._emit(p.ErrorMessage(code=error.code, message=error.message,
                                             turn_id=self.wire_id))  # fmt: skip
-        for sentence in splitter.flush():
-            await self._sentences.put(sentence)
+        await self._queue(splitter, splitter.flush())
         await self._sentences.put(None)
+
+    def _first_phrase_words(self) -> int:
+        """`Pacing.first_phrase_words` while the voice is idle as the answer starts, else 0
+        (the first sentence whole): under load the rest, queued behind other answers' first
+        audio, came after the phrase had played (playback gaps at ten talkers, and the split
+        costs the voice more in all: docs/scaling.md)."""
+        return self.pacing.first_phrase_words if getattr(self.tts, "idle", True) else 0
+
+    async def _queue(self, splitter: SentenceSplitter, sentences: list[str]) -> None:
+        """Sentences (the first one perhaps as its phrase and the rest) to synthesis, in order."""
+        self._first_parts = splitter.first_parts or 1  # known before its pieces are taken
+        for sentence in sentences:
+            await self._sentences.put(sentence)
 
     async def _synthesise(self) -> None:
         ahead = int(self.pacing.synthesis_ahead_s * BYTES_PER_SECOND)
@@ -368,8 +384,8 @@ class AgentTurn:
 
     def _may_not_synthesise(self, ahead: int) -> bool:
         """Held, ahead of sending by `ahead` bytes, or speculating with a sentence made."""
-        if self.state is AgentState.SPECULATING and self.spans:
-            return True  # one sentence is what a speculation may cost
+        if self.state is AgentState.SPECULATING and len(self.spans) >= self._first_parts:
+            return True  # one sentence (its phrase and the rest) is what a speculation may cost
         return self.state is AgentState.HELD or len(self.audio) - self.sent > ahead
 
     async def _pace(self) -> None:

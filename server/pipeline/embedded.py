@@ -61,7 +61,7 @@ class EmbeddedPipeline:
             max_words_per_frame=settings.stt_max_words_per_frame,
             phrases=settings.stt_phrases,
         )
-        self.tts = make_tts(settings.tts_engine)
+        self.tts = make_tts(settings.tts_engine, later_nice=settings.tts_later_nice)
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
@@ -79,7 +79,9 @@ class EmbeddedPipeline:
             false_interruption_s=settings.false_interruption_s,
             min_words=settings.interruption_min_words,
         )
-        self.pacing = Pacing(lead_s=settings.playback_lead_s)
+        self.pacing = Pacing(
+            lead_s=settings.playback_lead_s, first_phrase_words=settings.tts_first_phrase_words
+        )
         self.echo_settings = EchoSettings(
             enabled=settings.echo_defence,
             max_delay_s=settings.echo_max_delay_ms / 1000,

@@ -2,9 +2,13 @@
 
 The agent's words arrive in pieces (one `response.tts` per sentence, or a token at a time);
 synthesis starts as soon as a sentence is whole, so the first audio does not wait for the whole
-answer. The first sentence of an answer has its first clause cut off when it is long
-(`first_clause`), so the very first audio waits only for that clause; later sentences are left
-whole (every cut ends a Piper inference with a falling tone).
+answer. The first sentence of an answer has its opening phrase cut off (`first_clause`), so the
+very first audio waits only for that phrase's inference: up to its first clause break (a comma,
+colon, semicolon or dash) when both sides have at least `phrase_words` words ("You said:" |
+"What time is it?"; TTS_FIRST_PHRASE_WORDS, when the voice is idle: agent_turn.py), or, with
+`phrase_words` 0 (the rule before), only in a sentence over `LONG_TEXT_WORDS` at a clause of
+`MIN_CLAUSE_WORDS`. Later sentences are left whole (every cut ends a Piper inference with the
+phrase's own tone: once, where it buys time to the first audio).
 
 Linear in its input, whatever the input: each character is scanned once (the search resumes
 where it stopped, looking back only over a possible partial boundary), the word before a full
@@ -39,10 +43,12 @@ def _is_abbreviation(text: str, dot: int) -> bool:
 class SentenceSplitter:
     """Cuts streamed text into sentences (`feed`), then the rest at the end (`flush`)."""
 
-    def __init__(self, first_clause_apart: bool = True) -> None:
+    def __init__(self, first_clause_apart: bool = True, phrase_words: int = 0) -> None:
         self._buffer = ""
         self._scan_from = 0  # boundaries before this offset of the buffer were already judged
         self._first = first_clause_apart
+        self._phrase_words = phrase_words  # `first_clause`'s rule
+        self.first_parts = 0  # the pieces the first sentence was cut into (0: none yet)
 
     def feed(self, text: str) -> list[str]:
         buffer = self._buffer + text  # short: whole sentences leave it at once
@@ -86,7 +92,9 @@ class SentenceSplitter:
             return
         if self._first:
             self._first = False
-            into.extend(first_clause(text))
+            parts = first_clause(text, self._phrase_words)
+            self.first_parts = len(parts)
+            into.extend(parts)
         else:
             into.append(text)
 
@@ -98,24 +106,31 @@ class SentenceSplitter:
         return out
 
 
-def first_clause(text: str) -> list[str]:
-    """`text` as [first clause, rest] when it is long and has an early clause break, else [text].
+def first_clause(text: str, phrase_words: int = 0) -> list[str]:
+    """`text` as [opening phrase, rest], cut at its first clause break that leaves at least
+    `phrase_words` words on both sides, else [text]. With `phrase_words` 0 (the rule before):
+    only a text over `LONG_TEXT_WORDS` words, at a clause of at least `MIN_CLAUSE_WORDS`.
 
-    Only the first break is used: every cut ends a Piper inference with a falling tone, so it is
-    worth it once, where it buys time to the first audio.
+    Only the first break is used: every cut ends a Piper inference with the phrase's own tone,
+    so it is worth it once, where it buys time to the first audio. The phrase alone costs Piper
+    about half of the sentence ("You said:" 77 ms of 130-170 ms on two cores, quiet).
     """
-    if len(text.split()) <= LONG_TEXT_WORDS:
+    words = len(text.split())
+    if phrase_words <= 0 and words <= LONG_TEXT_WORDS:
         return [text]
+    least_head = phrase_words if phrase_words > 0 else MIN_CLAUSE_WORDS
+    least_rest = phrase_words if phrase_words > 0 else 1
     for match in _CLAUSE_END.finditer(text):
-        head, rest = text[: match.start() + 1].strip(), text[match.end() :].strip()
-        if len(head.split()) >= MIN_CLAUSE_WORDS and rest:
-            return [head, rest]
         if match.start() > MAX_SENTENCE_CHARS:
             break
+        # the break's mark stays with the phrase (a dash too: no character is lost)
+        head, rest = text[: match.end()].strip(), text[match.end() :].strip()
+        if len(head.split()) >= least_head and len(rest.split()) >= least_rest:
+            return [head, rest]
     return [text]
 
 
-def sentences_of(text: str) -> list[str]:
+def sentences_of(text: str, phrase_words: int = 0) -> list[str]:
     """A whole text cut into sentences, its first clause apart when `first_clause` says so."""
-    splitter = SentenceSplitter()
+    splitter = SentenceSplitter(phrase_words=phrase_words)
     return [*splitter.feed(text), *splitter.flush()]

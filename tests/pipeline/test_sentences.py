@@ -85,3 +85,32 @@ def test_one_huge_piece_is_cut_into_bounded_sentences():
     assert all(len(s) <= MAX_SENTENCE_CHARS for s in out)
     assert out[-1].endswith("End.")
     assert sum(len(s.split()) for s in out) == 200_001
+
+
+def test_the_first_sentence_s_opening_phrase_is_cut_at_its_first_clause_break():
+    """`phrase_words` (TTS_FIRST_PHRASE_WORDS): the first break that leaves that many words on
+    both sides, whatever the sentence's length; later sentences stay whole."""
+    assert first_clause("You said: What time is it?", 2) == ["You said:", "What time is it?"]
+    assert first_clause("Well, I think so, yes.", 2) == ["Well, I think so, yes."]  # 1 | 1
+    assert first_clause("Of course - I can do that.", 2) == ["Of course -", "I can do that."]
+    assert first_clause("No, thanks.", 2) == ["No, thanks."]  # one word each side
+    assert first_clause("You said: Thanks.", 2) == ["You said: Thanks."]  # one word after
+    assert first_clause("Nice to meet you; really.", 3) == ["Nice to meet you; really."]
+    assert sentences_of("You said: Hello, how are you? Hello, I'm doing well, thanks.", 2) == [
+        "You said:",
+        "Hello, how are you?",
+        "Hello, I'm doing well, thanks.",
+    ]
+    assert sentences_of("You said: What time is it? It's 3:41 PM.", 0) == [
+        "You said: What time is it?",  # 0: the rule before, long sentences only
+        "It's 3:41 PM.",
+    ]
+
+
+def test_a_dash_where_the_first_clause_is_cut_is_kept():
+    """Hypothesis found it: the cut dropped a dash break's dash (the rule before did too)."""
+    long = "I looked at every option you mentioned today - and the second one is best."
+    assert first_clause(long) == [
+        "I looked at every option you mentioned today -",
+        "and the second one is best.",
+    ]

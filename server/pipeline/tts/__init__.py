@@ -35,6 +35,9 @@ class TextToSpeech(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional `idle` (bool): nothing being made or waiting (Piper); an engine without it is
+    # taken as always idle (agent_turn.py cuts the first phrase apart only then).
+
     def synthesize(
         self, text: str, due: float | None = None, on_timing: Timing | None = None
     ) -> AsyncIterator[bytes]: ...
@@ -49,11 +52,13 @@ def chunks(pcm: bytes) -> Iterator[bytes]:
 ENGINES = ("piper", "espeak")
 
 
-def make_tts(engine: str) -> TextToSpeech:
+def make_tts(engine: str, later_nice: int = 0) -> TextToSpeech:
+    """The engine; `later_nice`: Piper makes sentences not due yet this far below the server's
+    priority (piper.py; TTS_LATER_NICE)."""
     if engine == "piper":
         from .piper import PiperTTS
 
-        return PiperTTS()
+        return PiperTTS(later_nice=later_nice)
     if engine == "espeak":
         from .espeak import EspeakTTS
 

@@ -1,0 +1,238 @@
+"""An answer's first sentence made as two inferences, its opening phrase first
+(`Pacing.first_phrase_words`, TTS_FIRST_PHRASE_WORDS): the first audio goes out once the phrase
+alone is made, the rest follows in order with no audio lost or repeated, and the turn stays
+one unit — cancelled (a barge-in) while either part is being made, nothing more is made or sent.
+
+The voice here is scripted: each `synthesize` call waits until the test lets it finish, so
+the order of events is the test's, not the clock's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import itertools
+
+import pytest
+
+from layercode_client import protocol as p
+from server.pipeline.agent_turn import AgentState, AgentTurn, Pacing
+from server.pipeline.webhook import AgentEnd, AgentSpeech, WebhookEvent
+
+RATE = 16000
+FIRST = "You said: What time is it?"
+SECOND = "It's three o'clock."
+
+
+class ScriptedVoice:
+    """Makes each text's audio (one distinct sample value per call, 0.1 s a word) only when
+    the test calls `finish()`; records what it was asked and what it finished."""
+
+    sample_rate = RATE
+
+    def __init__(self):
+        self.asked: list[str] = []
+        self.finished: list[str] = []
+        self.closed: list[str] = []  # asked, then abandoned by the consumer (cancelled)
+        self._go = asyncio.Queue()
+        self.waiting = asyncio.Event()  # a call is waiting for `finish()`
+
+    def warm(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def finish(self) -> None:
+        self._go.put_nowait(None)
+
+    async def synthesize(self, text, due=None, on_timing=None):
+        self.asked.append(text)
+        value = len(self.asked)
+        try:
+            self.waiting.set()
+            await self._go.get()
+            self.waiting.clear()
+            self.finished.append(text)
+            pcm = value.to_bytes(2, "little") * int(len(text.split()) * 0.1 * RATE)
+            for offset in range(0, len(pcm), 3200):
+                yield pcm[offset : offset + 3200]
+        except (asyncio.CancelledError, GeneratorExit):
+            self.closed.append(text)
+            raise
+
+
+class Agent:
+    def __init__(self, sentences):
+        self.sentences = sentences
+
+    async def respond(self, event):
+        for sentence in self.sentences:
+            yield AgentSpeech(sentence)
+        yield AgentEnd()
+
+
+class Outbox:
+    def __init__(self):
+        self.messages: list[p.Message] = []
+        self.dropped: list[str] = []
+
+    def put(self, message) -> None:
+        if message.turn_id not in self.dropped:
+            self.messages.append(message)
+
+    def drop_turn(self, turn_id) -> None:
+        self.dropped.append(turn_id)
+
+    def audio(self) -> bytes:
+        return b"".join(
+            base64.b64decode(m.content) for m in self.messages if isinstance(m, p.ResponseAudio)
+        )
+
+
+def new_turn(voice, outbox, phrase_words=2, speculative=False, sentences=(FIRST, SECOND)):
+    event = WebhookEvent(type="message", session_id="s", conversation_id="c",
+                         connection_id="k", text="what time is it")  # fmt: skip
+    return AgentTurn(event, agent=Agent(list(sentences)), tts=voice, outbox=outbox,
+                     pacing=Pacing(lead_s=60.0, first_phrase_words=phrase_words),
+                     speculative=speculative)  # fmt: skip
+
+
+def in_a_loop(test):
+    """Run the async test body in an event loop of its own (as the other pipeline tests do)."""
+
+    @functools.wraps(test)
+    def run(*args, **kwargs):
+        asyncio.run(test(*args, **kwargs))
+
+    return run
+
+
+async def played_out(turn, outbox, task) -> None:
+    """All made and sent: the listener's player reports it played it all; the turn ends."""
+    await until(lambda: not turn.synthesising and outbox.audio() == bytes(turn.audio))
+    turn.playback_finished(None)
+    await task
+
+
+async def until(condition) -> None:
+    """Let the turn's tasks run until `condition()` holds (no clock: they never sleep here)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
+@in_a_loop
+async def test_the_first_audio_goes_out_once_the_opening_phrase_alone_is_made():
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox)
+    task = asyncio.create_task(turn.run())
+    await until(voice.waiting.is_set)
+    assert voice.asked == ["You said:"]  # not the whole sentence
+    voice.finish()
+    await until(lambda: outbox.audio())
+    assert voice.asked == ["You said:", "What time is it?"]  # the rest is made meanwhile
+    assert set(outbox.audio()) == {1, 0}  # the phrase's samples only (value 1)
+    voice.finish()
+    await until(lambda: len(voice.asked) == 3)
+    voice.finish()
+    await played_out(turn, outbox, task)
+    assert turn.state is AgentState.DONE
+    assert voice.finished == ["You said:", "What time is it?", SECOND]
+
+
+@in_a_loop
+async def test_the_parts_play_in_order_as_one_continuous_answer():
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox)
+    task = asyncio.create_task(turn.run())
+    for _ in range(3):
+        await until(voice.waiting.is_set)
+        voice.finish()
+    await played_out(turn, outbox, task)
+    audio = outbox.audio()
+    assert audio == bytes(turn.audio)  # all of it sent, once
+    # each part's samples follow the part before, none interleaved: phrase, rest, second
+    values = [int.from_bytes(audio[i : i + 2], "little") for i in range(0, len(audio), 2)]
+    runs = [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+    assert runs == [1, 2, 3]
+    spans = [(s.text, s.start, s.end) for s in turn.spans]
+    assert [text for text, _, _ in spans] == ["You said:", "What time is it?", SECOND]
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(spans))  # contiguous, no gap
+    assert turn.heard_text() == f"{FIRST} {SECOND}"  # the history keeps the sentence whole
+    texts = [m.content for m in outbox.messages if isinstance(m, p.ResponseText)]
+    assert texts == [FIRST, SECOND]  # the client's text is the agent's, not the cut
+
+
+@pytest.mark.parametrize("part", [0, 1])
+@in_a_loop
+async def test_a_barge_in_while_a_part_is_made_cancels_the_whole_turn(part):
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox)
+    task = asyncio.create_task(turn.run())
+    for _ in range(part):
+        await until(voice.waiting.is_set)
+        voice.finish()
+        await until(lambda: outbox.audio())
+    await until(voice.waiting.is_set)
+    being_made = voice.asked[-1]
+    sent = outbox.audio()
+    await turn.cancel()
+    assert task.done() and turn.state is AgentState.CANCELLED
+    assert voice.closed == [being_made]  # the part in progress was abandoned with the turn
+    voice.finish()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(voice.asked) == part + 1  # nothing after it was asked for
+    assert outbox.audio() == sent  # and nothing more went out
+
+
+@in_a_loop
+async def test_a_speculation_makes_the_whole_first_sentence_and_no_more():
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox, speculative=True)
+    task = asyncio.create_task(turn.run())
+    for _ in range(2):
+        await until(voice.waiting.is_set)
+        voice.finish()
+    await until(lambda: voice.finished == ["You said:", "What time is it?"])
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert voice.asked == ["You said:", "What time is it?"]  # not the second sentence
+    assert outbox.messages == []  # nothing goes out before release
+    assert turn.release()
+    await until(voice.waiting.is_set)
+    voice.finish()
+    await played_out(turn, outbox, task)
+
+
+@in_a_loop
+async def test_with_zero_the_first_sentence_is_made_whole_as_before():
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox, phrase_words=0)
+    task = asyncio.create_task(turn.run())
+    await until(voice.waiting.is_set)
+    assert voice.asked == [FIRST]
+    voice.finish()
+    await until(lambda: len(voice.asked) == 2)
+    voice.finish()
+    await played_out(turn, outbox, task)
+
+
+@in_a_loop
+async def test_a_busy_voice_makes_the_first_sentence_whole():
+    """Under load the rest, queued behind other answers' first audio, came after the phrase
+    had played: while the voice is busy as the answer starts, the sentence is made whole."""
+    voice, outbox = ScriptedVoice(), Outbox()
+    voice.idle = False
+    turn = new_turn(voice, outbox)
+    task = asyncio.create_task(turn.run())
+    await until(voice.waiting.is_set)
+    assert voice.asked == [FIRST]
+    voice.finish()
+    await until(lambda: len(voice.asked) == 2)
+    voice.finish()
+    await played_out(turn, outbox, task)
