@@ -98,8 +98,10 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from common import median, p95, print_table, save, serve
@@ -163,10 +165,18 @@ async def measure(url: str, turns: int) -> list[dict]:
         return results
 
 
+def configured(environment: dict[str, str] | None = None, **overrides) -> Settings:
+    """The settings `./dev start` runs with (the environment's, with `environment` over it,
+    over the defaults: the demo agent's phrase list for the recogniser among them), with a
+    mode's `overrides`; the dataclass's own defaults leave out what `from_env` resolves
+    (STT_PHRASES=auto)."""
+    return replace(Settings.from_env({**os.environ, **(environment or {})}), **overrides)
+
+
 def run_engine(mode: str, turns: int) -> list[dict]:
     engine, _, speculative = mode.partition(":")
     with tempfile.TemporaryDirectory() as data:
-        settings = Settings(
+        settings = configured(
             tts_engine=engine, data_dir=Path(data), speculative_answers=speculative or "auto"
         )
         with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
@@ -250,7 +260,8 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
     """Voice-to-voice to the moment the page starts playing the answer. `mode`: the
     SPECULATIVE_ANSWERS value, then optionally `:` and the turn-end rules turned off
     (`+`-separated TURN_END_RULES_OFF names, or `previous`), then optionally `@` and the page's
-    chunk length in ms (`?chunk_ms=`)."""
+    chunk length in ms (`?chunk_ms=`), then any number of `#NAME=VALUE` settings (README's
+    table: `auto#STT_PHRASES=none`)."""
     from playwright.sync_api import sync_playwright
 
     from tests.conftest import chromium_launch_args
@@ -273,11 +284,16 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
     with tempfile.TemporaryDirectory() as data, sync_playwright() as playwright:
         wav = write_wav(Path(data) / "questions.wav", loop, 16000)
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
+        mode, *assigned = mode.split("#")
+        environment = dict(pair.split("=", 1) for pair in assigned)
         mode, _, chunk_ms = mode.partition("@")
         speculative, _, off = mode.partition(":")
         off_rules = PREVIOUS_RULES if off == "previous" else tuple(n for n in off.split("+") if n)
-        settings = Settings(
-            data_dir=Path(data), speculative_answers=speculative, turn_end_rules_off=off_rules
+        settings = configured(
+            environment,
+            data_dir=Path(data),
+            speculative_answers=speculative,
+            turn_end_rules_off=off_rules,
         )
         looks = LookLog()
         pipeline_log = logging.getLogger("server.pipeline")
@@ -366,7 +382,7 @@ def main() -> None:
         default="auto,auto:middle-look+clear-words-confirm,auto@100",
         help="SPECULATIVE_ANSWERS values, each optionally with ':' and the TURN_END_RULES_OFF "
         "names joined by '+' ('previous': the turn-end rules before 2026-11-30's), then optionally "
-        "'@' and the page's chunk_ms",
+        "'@' and the page's chunk_ms, then '#NAME=VALUE' settings (e.g. 'auto#STT_PHRASES=none')",
     )
     args = parser.parse_args()
 
