@@ -209,26 +209,21 @@ async def test_a_speculation_makes_the_whole_first_sentence_and_no_more():
     await played_out(turn, outbox, task)
 
 
+@pytest.mark.parametrize(
+    ("phrase_words", "idle"),
+    [(0, True), (2, False)],
+    ids=["zero: as before", "a busy voice"],
+)
 @in_a_loop
-async def test_with_zero_the_first_sentence_is_made_whole_as_before():
+async def test_the_first_sentence_is_made_whole_with_zero_or_while_the_voice_is_busy(
+    phrase_words, idle
+):
+    """With 0 the first sentence is made whole, as before. Under load the rest, queued behind
+    other answers' first audio, came after the phrase had played: while the voice is busy as
+    the answer starts, the sentence is made whole too."""
     voice, outbox = ScriptedVoice(), Outbox()
-    turn = new_turn(voice, outbox, phrase_words=0)
-    task = asyncio.create_task(turn.run())
-    await until(voice.waiting.is_set)
-    assert voice.asked == [FIRST]
-    voice.finish()
-    await until(lambda: len(voice.asked) == 2)
-    voice.finish()
-    await played_out(turn, outbox, task)
-
-
-@in_a_loop
-async def test_a_busy_voice_makes_the_first_sentence_whole():
-    """Under load the rest, queued behind other answers' first audio, came after the phrase
-    had played: while the voice is busy as the answer starts, the sentence is made whole."""
-    voice, outbox = ScriptedVoice(), Outbox()
-    voice.idle = False
-    turn = new_turn(voice, outbox)
+    voice.idle = idle
+    turn = new_turn(voice, outbox, phrase_words=phrase_words)
     task = asyncio.create_task(turn.run())
     await until(voice.waiting.is_set)
     assert voice.asked == [FIRST]
