@@ -19,6 +19,7 @@ import pytest
 from layercode_client import protocol as p
 from server.pipeline.agent_turn import AgentState, AgentTurn, Pacing
 from server.pipeline.webhook import AgentEnd, AgentSpeech, WebhookEvent
+from tests.support.aio import run
 
 RATE = 16000
 FIRST = "You said: What time is it?"
@@ -100,13 +101,14 @@ def new_turn(voice, outbox, phrase_words=2, speculative=False, sentences=(FIRST,
 
 
 def in_a_loop(test):
-    """Run the async test body in an event loop of its own (as the other pipeline tests do)."""
+    """Run the async test body in an event loop of its own, in a thread of its own
+    (tests.support.aio: once a browser test has run, Playwright owns the main thread's loop)."""
 
     @functools.wraps(test)
-    def run(*args, **kwargs):
-        asyncio.run(test(*args, **kwargs))
+    def in_its_loop(*args, **kwargs):
+        run(test(*args, **kwargs))
 
-    return run
+    return in_its_loop
 
 
 async def played_out(turn, outbox, task) -> None:
