@@ -166,7 +166,7 @@ class PiperTTS:
         with self._turns:
             while self._solo_busy:
                 self._turns.wait()
-            alone = self._running == 0 and self._executor.queued == 0 and not background
+            alone = self.idle and not background
             self._solo_busy = alone
             self._running += 1
         voice = self._solo if alone else self._shared.get()
