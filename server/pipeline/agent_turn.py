@@ -348,7 +348,7 @@ class AgentTurn:
         (the first sentence whole): under load the rest, queued behind other answers' first
         audio, came after the phrase had played (playback gaps at ten talkers, and the split
         costs the voice more in all: docs/scaling.md)."""
-        return self.pacing.first_phrase_words if getattr(self.tts, "idle", True) else 0
+        return self.pacing.first_phrase_words if self.tts.idle else 0
 
     async def _queue(self, splitter: SentenceSplitter, sentences: list[str]) -> None:
         """Sentences (the first one perhaps as its phrase and the rest) to synthesis, in order."""

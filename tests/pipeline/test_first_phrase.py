@@ -31,6 +31,7 @@ class ScriptedVoice:
     the test calls `finish()`; records what it was asked and what it finished."""
 
     sample_rate = RATE
+    idle = True  # a test sets it False for a busy voice
 
     def __init__(self):
         self.asked: list[str] = []

@@ -96,6 +96,7 @@ class StreamingAgent:
 
 class FakeTTS:
     sample_rate = RATE
+    idle = True
 
     def __init__(self, delay_s: float = 0.02):
         self.delay_s = delay_s

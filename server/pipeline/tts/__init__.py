@@ -30,13 +30,13 @@ Timing = Callable[[float, float], None]
 
 class TextToSpeech(Protocol):
     sample_rate: int
+    # Nothing being made or waiting: a sentence asked now starts at once (agent_turn.py cuts
+    # an answer's first phrase apart only then). espeak, one sentence in milliseconds: always.
+    idle: bool
 
     def warm(self) -> None: ...
 
     def close(self) -> None: ...
-
-    # Optional `idle` (bool): nothing being made or waiting (Piper); an engine without it is
-    # taken as always idle (agent_turn.py cuts the first phrase apart only then).
 
     def synthesize(
         self, text: str, due: float | None = None, on_timing: Timing | None = None

@@ -16,6 +16,7 @@ class EspeakTTS:
     """espeak-ng via ctypes, synchronous mode, one synthesis at a time (it is not thread-safe)."""
 
     sample_rate = RATE
+    idle = True  # a sentence takes milliseconds: none waits long enough to matter
     AUDIO_OUTPUT_SYNCHRONOUS = 2
     CHARS_UTF8 = 1
     CALLBACK = ctypes.CFUNCTYPE(
