@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 
 from . import vendor
+from .files import write_whole
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE_DIR = ROOT / ".cache" / "pyodide-pyc"
@@ -131,7 +132,7 @@ def main() -> None:
         return
     folder.mkdir(parents=True, exist_ok=True)
     for name, pyc in compiled.items():
-        vendor.write_whole(folder / f"{digest(missing[name])}.{tag}.pyc", pyc)
+        write_whole(folder / f"{digest(missing[name])}.{tag}.pyc", pyc)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from . import vendor
+from .files import write_whole
 
 PREFIX = "snapshot-sparse-"  # what the page loads: the snapshot without its empty pages
 DIGEST_CHARS = 16
@@ -305,7 +306,7 @@ def main() -> None:
     vendor.add_zstd(folder)
     size = struct.unpack_from("<I", data, 4)[0]  # the memory's, from the sparse header
     loader = LOADER.format(name=name, size=size, recipe=RECIPE).encode()
-    vendor.write_whole(folder / f"{name}.mjs", loader)  # last: it means a complete snapshot
+    write_whole(folder / f"{name}.mjs", loader)  # last: it means a complete snapshot
     log(f"wrote {name}.bin ({len(data) / 2**20:.0f} MB) and its loader {name}.mjs")
 
 

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
+from .files import write_whole
+
 ROOT = Path(__file__).resolve().parent.parent
 VENDOR_DIR = ROOT / ".vendor"
 
@@ -223,14 +225,6 @@ def zstd_compress(data: bytes) -> bytes:
         ZSTD_LEVEL, window_log=ZSTD_WINDOW_LOG, source_size=len(data)
     )
     return zstandard.ZstdCompressor(compression_params=params).compress(data)
-
-
-def write_whole(target: Path, data: bytes) -> None:
-    """Write `data` to `target` through `<target>.partial`, renamed last: a setup interrupted
-    halfway leaves no truncated file under the name that later runs and the server trust."""
-    partial = target.with_name(target.name + ".partial")
-    partial.write_bytes(data)
-    partial.rename(target)
 
 
 def add_zstd(folder: Path) -> None:
