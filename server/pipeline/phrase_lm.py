@@ -54,6 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import whole
+
 log = logging.getLogger("server.pipeline")
 
 # The phrase model's share of the mix, in the contexts it knows. Measured on bench/wer.py's 52
@@ -70,6 +72,8 @@ VERSION = 2  # of the build: a change to how the model is made makes a new cache
 LOG10_BASE = math.log10(1.0001)  # pocketsphinx's log base: the trie's floats are log_1.0001
 ROOT = Path(__file__).resolve().parents[2]
 CACHE_DIR = ROOT / ".cache" / "stt"
+CACHE_PREFIX = "phrases-"
+UNUSED_DAYS = 30  # a cached model nobody used for this long is removed at the next build
 AGENT_PHRASES = ROOT / "server" / "agent" / "phrases.txt"  # the demo agent's own list
 
 
@@ -492,16 +496,19 @@ def to_binary(arpa: Path, target: Path) -> None:
 # -- building and caching -----------------------------------------------------------------------
 
 
-def cache_name(
-    phrases: list[list[str]], weight: float, general: Path, anywhere: float = ANYWHERE_WEIGHT
-) -> str:
+def cache_name(phrases: list[list[str]], weight: float, anywhere: float = ANYWHERE_WEIGHT) -> str:
+    """The cached model's file name: a hash of everything it is made from. The phrases are
+    the list as read, before the ones with unknown words are left out: that depends only on
+    the dictionary, named here by its file, so finding a cached model reads no dictionary."""
     digest = hashlib.sha256()
-    stat = general.stat()
-    made = f"{VERSION} {weight!r} {anywhere!r} {general} {stat.st_size} {stat.st_mtime_ns}"
-    digest.update(f"{made}\n".encode())
+    made = [str(VERSION), repr(weight), repr(anywhere)]
+    for source in (general_lm_path(), dictionary_path()):
+        stat = source.stat()
+        made += [str(source), str(stat.st_size), str(stat.st_mtime_ns)]
+    digest.update((" ".join(made) + "\n").encode())
     for words in phrases:
         digest.update((" ".join(words) + "\n").encode())
-    return f"phrases-{digest.hexdigest()[:16]}.lm.bin"
+    return f"{CACHE_PREFIX}{digest.hexdigest()[:16]}.lm.bin"
 
 
 def build(
@@ -515,12 +522,10 @@ def build(
     general = GeneralModel(general_lm_path())
     words, tables = mix(general, PhraseModel(phrases), weight, anywhere)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as work:
+    with tempfile.TemporaryDirectory(dir=target.parent) as work, whole(target) as partial:
         arpa = Path(work) / "mixed.arpa"
         write_arpa(words, tables, arpa)
-        partial = Path(work) / "mixed.lm.bin"
-        to_binary(arpa, partial)
-        os.replace(partial, target)  # whole or absent: a crash mid-build leaves no bad cache
+        to_binary(arpa, partial)  # whole or absent: a crash mid-build leaves no bad cache
     log.info("phrase language model built in %.0f s: %s", time.monotonic() - started, target)
 
 
@@ -532,14 +537,15 @@ def ensure(
 ) -> Path:
     """The mixed model for a phrase list, built in a child process unless already cached.
     Processes that want the same model at once (a cluster's nodes starting) build it once:
-    the others wait on the cache's lock, then find it."""
-    phrases = usable_phrases(read_phrases(phrase_list))
-    target = Path(cache_dir) / cache_name(phrases, weight, general_lm_path(), anywhere)
-    if target.exists():
+    the others wait on the cache's lock, then find it. Each use marks the file as used; a
+    build removes the models nobody used for `UNUSED_DAYS` (the cache keeps one per list and
+    weight it was asked for, ~27 MB each)."""
+    target = Path(cache_dir) / cache_name(read_phrases(phrase_list), weight, anywhere)
+    if _used(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target.parent / ".lock", "w") as lock, _locked(lock):
-        if target.exists():
+        if _used(target):
             return target
         log.info("building the phrase language model for %s (once; ~1 min)", phrase_list)
         command = [sys.executable, "-m", "server.pipeline.phrase_lm", str(phrase_list)]
@@ -548,7 +554,31 @@ def ensure(
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0 or not target.exists():
         raise RuntimeError(f"building the phrase language model failed: {done.stderr[-2000:]}")
+    prune(target.parent)
     return target
+
+
+def _used(model: Path) -> bool:
+    """Whether `model` is cached; if so it is marked as used now (its modification time)."""
+    try:
+        os.utime(model)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def prune(cache_dir: Path, now: float | None = None) -> list[Path]:
+    """Remove the cached models not used for `UNUSED_DAYS`; returns what was removed."""
+    oldest = (time.time() if now is None else now) - UNUSED_DAYS * 86400
+    removed = []
+    for model in sorted(Path(cache_dir).glob(f"{CACHE_PREFIX}*.lm.bin")):
+        with contextlib.suppress(FileNotFoundError):  # another process pruned it first
+            if model.stat().st_mtime < oldest:
+                model.unlink()
+                removed.append(model)
+    if removed:
+        log.info("phrase language models unused for %d days removed: %d", UNUSED_DAYS, len(removed))
+    return removed
 
 
 @contextlib.contextmanager

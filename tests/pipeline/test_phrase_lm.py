@@ -48,8 +48,8 @@ def test_a_sentence_the_general_model_mishears_is_right_with_the_phrases(agent_m
 
 @pytest.mark.timeout(1200)
 def test_the_pool_decodes_with_the_phrase_model_from_its_cache(agent_model, tmp_path):
-    phrases = phrase_lm.usable_phrases(phrase_lm.read_phrases(phrase_lm.AGENT_PHRASES))
-    name = phrase_lm.cache_name(phrases, phrase_lm.PHRASE_WEIGHT, phrase_lm.general_lm_path())
+    phrases = phrase_lm.read_phrases(phrase_lm.AGENT_PHRASES)
+    name = phrase_lm.cache_name(phrases, phrase_lm.PHRASE_WEIGHT)
     (tmp_path / name).write_bytes(agent_model.read_bytes())  # as a build would leave it
     pool = RecognizerPool(workers=1, phrases=str(phrase_lm.AGENT_PHRASES), lm_cache=tmp_path)
     try:
@@ -59,6 +59,35 @@ def test_the_pool_decodes_with_the_phrase_model_from_its_cache(agent_model, tmp_
     finally:
         pool.close()
     assert words(final) == words(MISHEARD)
+
+
+def test_a_cached_model_is_found_without_reading_the_dictionary(tmp_path, monkeypatch):
+    """Every server start asks for the model: finding it must not read the 3.5 MB
+    pronunciation dictionary (the phrases with unknown words are left out only at a build)."""
+    name = phrase_lm.cache_name(phrase_lm.read_phrases(phrase_lm.AGENT_PHRASES), 0.1)
+    (tmp_path / name).write_bytes(b"a model")
+
+    def no_dictionary():
+        raise AssertionError("the dictionary was read")
+
+    monkeypatch.setattr(phrase_lm, "known_words", no_dictionary)
+    assert phrase_lm.ensure(phrase_lm.AGENT_PHRASES, tmp_path, 0.1) == tmp_path / name
+
+
+def test_models_nobody_used_for_a_month_are_pruned_and_a_used_one_is_kept(tmp_path):
+    import os
+    import time
+
+    phrases = phrase_lm.read_phrases(phrase_lm.AGENT_PHRASES)
+    used, unused = (tmp_path / phrase_lm.cache_name(phrases, w) for w in (0.1, 0.3))
+    other = tmp_path / "notes.txt"  # not a model: never touched
+    month_ago = time.time() - (phrase_lm.UNUSED_DAYS + 1) * 86400
+    for each in (used, unused, other):
+        each.write_bytes(b"x")
+        os.utime(each, (month_ago, month_ago))
+    assert phrase_lm.ensure(phrase_lm.AGENT_PHRASES, tmp_path, 0.1) == used  # marks it used
+    assert phrase_lm.prune(tmp_path) == [unused]
+    assert used.exists() and other.exists() and not unused.exists()
 
 
 @pytest.mark.timeout(1200)
