@@ -442,15 +442,13 @@ def _nice(name: str, environ: dict[str, str]) -> int:
     return _whole(name, environ, 0, 19)
 
 
-def _phrase_list(raw: str, webhook_url: str) -> str:
-    """STT_PHRASES as a file to build from ("" for none), checked to hold phrases now, not
-    when the first worker starts."""
-    from .pipeline.phrase_lm import AGENT_PHRASES, PhraseListError, read_phrases
+def _phrase_list(raw: str) -> str:
+    """STT_PHRASES: `auto`, `none` (Settings resolves both), or a file checked to hold
+    phrases now, not when the first worker starts."""
+    from .pipeline.phrase_lm import PhraseListError, read_phrases
 
-    if raw == "none":
-        return ""
-    if raw == "auto":
-        return "" if webhook_url else str(AGENT_PHRASES)
+    if raw in ("auto", "none"):
+        return raw
     path = Path(raw) if Path(raw).is_absolute() else ROOT / raw
     try:
         read_phrases(path)
@@ -603,7 +601,9 @@ class Settings:
     stt_max_words_per_frame: int = 10
     stt_final_from_look: bool = True
     stt_max_workers: int = 12
-    stt_phrases: str = ""  # a phrase list file, or "" for none (STT_PHRASES)
+    # STT_PHRASES: a phrase list file, "" for none; `auto` and `none` are resolved at once
+    # (__post_init__), so settings made in code get what the environment's default gives
+    stt_phrases: str = "auto"
     echo_defence: bool = True
     echo_gate: bool = True
     echo_max_delay_ms: int = 1200
@@ -634,6 +634,13 @@ class Settings:
     history_max_days: float = 30.0
     history_retry_s: float = 5.0
     drain_grace: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.stt_phrases in ("auto", "none"):
+            from .pipeline.phrase_lm import AGENT_PHRASES
+
+            demo_agent = self.stt_phrases == "auto" and not self.agent_webhook_url
+            object.__setattr__(self, "stt_phrases", str(AGENT_PHRASES) if demo_agent else "")
 
     @property
     def host_allowlist(self) -> frozenset[str]:
@@ -752,7 +759,7 @@ class Settings:
             stt_max_words_per_frame=_whole("STT_MAX_WORDS_PER_FRAME", env, 0, 100),
             stt_final_from_look=_bool("STT_FINAL_FROM_LOOK", env),
             stt_max_workers=_count("STT_MAX_WORKERS", env, most=32),
-            stt_phrases=_phrase_list(_env("STT_PHRASES", env), webhook_url),
+            stt_phrases=_phrase_list(_env("STT_PHRASES", env)),
             echo_defence=_bool("ECHO_DEFENCE", env),
             echo_gate=_bool("ECHO_GATE", env),
             echo_max_delay_ms=_milliseconds("ECHO_MAX_DELAY_MS", env, 100, 5000),

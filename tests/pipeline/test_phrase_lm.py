@@ -164,6 +164,10 @@ def test_the_phrase_list_setting(tmp_path):
     own = tmp_path / "own.txt"
     own.write_text("book a table\n")
     assert Settings.from_env({"STT_PHRASES": str(own)}).stt_phrases == str(own)
+    # settings made in code (the tests' servers, the benches) default as the environment does
+    assert Settings().stt_phrases == str(phrase_lm.AGENT_PHRASES)
+    assert Settings(agent_webhook_url="https://agent.example/hook").stt_phrases == ""
+    assert Settings(stt_phrases="none").stt_phrases == ""
 
 
 def test_a_phrase_with_a_word_the_recogniser_cannot_say_is_left_out():
