@@ -208,6 +208,15 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "ten talkers the rest came after the phrase had played, docs/scaling.md). 0-20; `0` "
         "as before: only a first sentence over 12 words, at a clause of 4 words or more.",
     ),
+    "TTS_REST_BESIDE_PHRASE": (
+        "true",
+        "Embedded pipeline: the rest of a first sentence split at its opening phrase "
+        "(TTS_FIRST_PHRASE_WORDS) is asked of the voice together with the phrase, due when the "
+        "phrase will have played, so it is made while the phrase plays and the split is made "
+        "whether the voice is busy or idle (docs/scaling.md). `false` as before: the split only "
+        "while the voice is idle as the answer starts, the rest asked for once the phrase is "
+        "made.",
+    ),
     "VAD": (
         "silero",
         "Embedded pipeline voice activity detector: `silero` (a small neural model: no false "
@@ -584,6 +593,7 @@ class Settings:
     playback_lead_s: float = 0.5
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
+    tts_rest_beside_phrase: bool = True
     tts_later_nice: int = 0
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
@@ -729,6 +739,7 @@ class Settings:
             playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env) / 1000,
             tts_engine=tts_engine,
             tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
+            tts_rest_beside_phrase=_bool("TTS_REST_BESIDE_PHRASE", env),
             tts_later_nice=_nice("TTS_LATER_NICE", env),
             vad=vad,
             turn_end_model=turn_end_model,

@@ -80,7 +80,9 @@ class EmbeddedPipeline:
             min_words=settings.interruption_min_words,
         )
         self.pacing = Pacing(
-            lead_s=settings.playback_lead_s, first_phrase_words=settings.tts_first_phrase_words
+            lead_s=settings.playback_lead_s,
+            first_phrase_words=settings.tts_first_phrase_words,
+            rest_beside_phrase=settings.tts_rest_beside_phrase,
         )
         self.echo_settings = EchoSettings(
             enabled=settings.echo_defence,
