@@ -203,9 +203,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline: an answer's first sentence is synthesised as two inferences, its "
         "opening phrase first, cut at its first clause break (comma, colon, semicolon, dash) "
         "that leaves at least this many words on both sides (`You said:` | `What time is "
-        "it?`), when the voice is idle as the answer starts: the first audio waits for the "
-        "phrase alone, about half the sentence's inference; a busy voice makes it whole (at "
-        "ten talkers the rest came after the phrase had played, docs/scaling.md). 0-20; `0` "
+        "it?`), when the voice is idle as the answer starts or TTS_REST_BESIDE_PHRASE is on: "
+        "the first audio waits for the phrase alone, about half the sentence's inference; "
+        "otherwise a busy voice makes it whole (at ten talkers a rest asked for after its "
+        "phrase came after the phrase had played, docs/scaling.md). 0-20; `0` "
         "as before: only a first sentence over 12 words, at a clause of 4 words or more.",
     ),
     "TTS_REST_BESIDE_PHRASE": (
