@@ -187,17 +187,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "jitter; a barge-in drops at most this much in the browser).",
     ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
-    "TTS_LATER_NICE": (
-        "0",
-        "Embedded pipeline, Piper: a sentence not due for 0.3 s yet when its turn comes (the "
-        "rest of an answer, played once what comes before it has) is made on one thread, that "
-        "thread this much below the server's priority (0-19), so what someone waits for now "
-        "(the turn-end model, the recogniser's urgent requests, an answer's first audio) gets "
-        "the cores first (docs/scaling.md). Needs root or CAP_SYS_NICE to raise the thread "
-        "back after the job; without, nothing is lowered. `0` (the default: one A/B on a busy "
-        "machine showed no gain, docs/scaling.md) as before: every sentence at the server's "
-        "priority, one made alone on two threads.",
-    ),
     "TTS_FIRST_PHRASE_WORDS": (
         "2",
         "Embedded pipeline: an answer's first sentence is synthesised as two inferences, its "
@@ -595,7 +584,6 @@ class Settings:
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
     tts_rest_beside_phrase: bool = True
-    tts_later_nice: int = 0
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -741,7 +729,6 @@ class Settings:
             tts_engine=tts_engine,
             tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
             tts_rest_beside_phrase=_bool("TTS_REST_BESIDE_PHRASE", env),
-            tts_later_nice=_nice("TTS_LATER_NICE", env),
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,

@@ -61,7 +61,7 @@ class EmbeddedPipeline:
             max_words_per_frame=settings.stt_max_words_per_frame,
             phrases=settings.stt_phrases,
         )
-        self.tts = make_tts(settings.tts_engine, later_nice=settings.tts_later_nice)
+        self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
