@@ -90,9 +90,9 @@ class Pacing:
     # The rest of a split first sentence is asked for with its phrase, due when the phrase
     # will have played (`PHRASE_S_PER_CHAR`), so the voice's earliest-deadline-first queue
     # makes it before the phrase has played, and the split is made busy or idle
-    # (TTS_REST_BESIDE_PHRASE). False: as before, split only while the voice is idle, the
-    # rest asked for once the phrase is made.
-    rest_beside_phrase: bool = True
+    # (TTS_REST_BESIDE_PHRASE). False (the default: docs/scaling.md): as before, split only
+    # while the voice is idle, the rest asked for once the phrase is made.
+    rest_beside_phrase: bool = False
 
 
 @dataclass
