@@ -187,26 +187,26 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "jitter; a barge-in drops at most this much in the browser).",
     ),
     "TTS_ENGINE": ("piper", "Embedded pipeline voice: `piper` (natural) or `espeak` (light)."),
-    "TTS_LATER_NICE": (
-        "0",
-        "Embedded pipeline, Piper: a sentence not due for 0.3 s yet when its turn comes (the "
-        "rest of an answer, played once what comes before it has) is made on one thread, that "
-        "thread this much below the server's priority (0-19), so what someone waits for now "
-        "(the turn-end model, the recogniser's urgent requests, an answer's first audio) gets "
-        "the cores first (docs/scaling.md). Needs root or CAP_SYS_NICE to raise the thread "
-        "back after the job; without, nothing is lowered. `0` (the default: one A/B on a busy "
-        "machine showed no gain, docs/scaling.md) as before: every sentence at the server's "
-        "priority, one made alone on two threads.",
-    ),
     "TTS_FIRST_PHRASE_WORDS": (
         "2",
         "Embedded pipeline: an answer's first sentence is synthesised as two inferences, its "
         "opening phrase first, cut at its first clause break (comma, colon, semicolon, dash) "
         "that leaves at least this many words on both sides (`You said:` | `What time is "
-        "it?`), when the voice is idle as the answer starts: the first audio waits for the "
-        "phrase alone, about half the sentence's inference; a busy voice makes it whole (at "
-        "ten talkers the rest came after the phrase had played, docs/scaling.md). 0-20; `0` "
+        "it?`), when the voice is idle as the answer starts or TTS_REST_BESIDE_PHRASE is on: "
+        "the first audio waits for the phrase alone, about half the sentence's inference; "
+        "otherwise a busy voice makes it whole (at ten talkers a rest asked for after its "
+        "phrase came after the phrase had played, docs/scaling.md). 0-20; `0` "
         "as before: only a first sentence over 12 words, at a clause of 4 words or more.",
+    ),
+    "TTS_REST_BESIDE_PHRASE": (
+        "false",
+        "Embedded pipeline: the rest of a first sentence split at its opening phrase "
+        "(TTS_FIRST_PHRASE_WORDS) is asked of the voice together with the phrase, due when the "
+        "phrase will have played, so it is made while the phrase plays and the split is made "
+        "whether the voice is busy or idle (docs/scaling.md: two quiet A/Bs disagreed on the "
+        "p95 at ten talkers, and the recogniser's work on a look's words was slower in both). "
+        "`false` (the default) as before: the split only while the voice is idle as the answer "
+        "starts, the rest asked for once the phrase is made.",
     ),
     "VAD": (
         "silero",
@@ -582,7 +582,7 @@ class Settings:
     playback_lead_s: float = 0.5
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
-    tts_later_nice: int = 0
+    tts_rest_beside_phrase: bool = False
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -736,7 +736,7 @@ class Settings:
             playback_lead_s=_milliseconds("PLAYBACK_LEAD_MS", env) / 1000,
             tts_engine=tts_engine,
             tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
-            tts_later_nice=_nice("TTS_LATER_NICE", env),
+            tts_rest_beside_phrase=_bool("TTS_REST_BESIDE_PHRASE", env),
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,

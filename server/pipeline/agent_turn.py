@@ -43,7 +43,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from layercode_client import protocol as p
@@ -87,6 +87,12 @@ class Pacing:
     # before, long first sentences only) and the voice is idle as the answer starts (`idle`):
     # the first audio waits for the phrase alone.
     first_phrase_words: int = 2
+    # The rest of a split first sentence is asked for with its phrase, due when the phrase
+    # will have played (`PHRASE_S_PER_CHAR`), so the voice's earliest-deadline-first queue
+    # makes it before the phrase has played, and the split is made busy or idle
+    # (TTS_REST_BESIDE_PHRASE). False (the default: docs/scaling.md): as before, split only
+    # while the voice is idle, the rest asked for once the phrase is made.
+    rest_beside_phrase: bool = False
 
 
 @dataclass
@@ -99,6 +105,10 @@ class Span:
 
 
 _WORD = re.compile(r"\S+")
+# How long a phrase plays, per character of its text, at the least: Piper's joe voice says
+# "You said:" (9 characters) in 0.65 s, 0.072 s a character. An estimate on the short side
+# makes the rest due early rather than late (`Pacing.rest_beside_phrase`).
+PHRASE_S_PER_CHAR = 0.05
 
 
 class AgentTurn:
@@ -344,11 +354,14 @@ class AgentTurn:
         await self._sentences.put(None)
 
     def _first_phrase_words(self) -> int:
-        """`Pacing.first_phrase_words` while the voice is idle as the answer starts, else 0
-        (the first sentence whole): under load the rest, queued behind other answers' first
-        audio, came after the phrase had played (playback gaps at ten talkers, and the split
-        costs the voice more in all: docs/scaling.md)."""
-        return self.pacing.first_phrase_words if self.tts.idle else 0
+        """`Pacing.first_phrase_words` when the rest is made beside its phrase, or while the
+        voice is idle as the answer starts; else 0 (the first sentence whole): under load a
+        rest asked for only once its phrase was made, queued behind other answers' first
+        audio, came after the phrase had played (playback gaps at ten talkers:
+        docs/scaling.md)."""
+        if self.pacing.rest_beside_phrase or self.tts.idle:
+            return self.pacing.first_phrase_words
+        return 0
 
     async def _queue(self, splitter: SentenceSplitter, sentences: list[str]) -> None:
         """Sentences (the first one perhaps as its phrase and the rest) to synthesis, in order."""
@@ -364,19 +377,44 @@ class AgentTurn:
                 await self._wait()
             now = self.clock()
             due = now + self.tracker.ahead(now) + (len(self.audio) - self.sent) / BYTES_PER_SECOND
-            span = Span(sentence, len(self.audio), len(self.audio))
-            self.spans.append(span)
-            first = not self.spans[:-1]  # the first sentence: its queue and work are traced
-            async for pcm in self.tts.synthesize(
-                sentence, due=due, on_timing=self._trace_tts if first else None
-            ):
-                self.audio += pcm
-                span.end = len(self.audio)
-                self._notify()
+            if not self.spans and self._first_parts > 1 and self.pacing.rest_beside_phrase:
+                await self._phrase_and_rest(sentence, due)
+            else:
+                await self._make(sentence, due)
             self._making = False
             self._notify()
         self.synthesising = False
         self._notify()
+
+    async def _make(self, sentence: str, due: float, made: AsyncIterator[bytes] | None = None):
+        """One sentence's audio onto the turn's, as it comes (`made`: already asked for)."""
+        span = Span(sentence, len(self.audio), len(self.audio))
+        self.spans.append(span)
+        first = not self.spans[:-1]  # the first sentence: its queue and work are traced
+        if made is None:
+            made = self.tts.synthesize(
+                sentence, due=due, on_timing=self._trace_tts if first else None
+            )
+        async for pcm in made:
+            self.audio += pcm
+            span.end = len(self.audio)
+            self._notify()
+
+    async def _phrase_and_rest(self, phrase: str, due: float) -> None:
+        """A split first sentence: the rest asked for at once, due when the phrase will have
+        played, so it is made meanwhile, busy voice or not (`Pacing.rest_beside_phrase`). Its
+        task lives in this stage's own group: cancelled with the turn, whichever part runs."""
+        rest = await self._sentences.get()  # queued with its phrase (`_queue`), never None
+        rest_due = due + len(phrase) * PHRASE_S_PER_CHAR
+        async with asyncio.TaskGroup() as parts:
+            # The task starts once the phrase's own request is in the voice's queue (a voice
+            # asks at its first step): so a free core takes the phrase first.
+            made = parts.create_task(self._collect(rest, rest_due), name="agent-tts-rest")
+            await self._make(phrase, due)
+            await self._make(rest, rest_due, _replay(await made))
+
+    async def _collect(self, sentence: str, due: float) -> list[bytes]:
+        return [pcm async for pcm in self.tts.synthesize(sentence, due=due)]
 
     def _trace_tts(self, queued_s: float, worked_s: float) -> None:
         self.timings.add_stage("tts_queue", queued_s)
@@ -498,3 +536,9 @@ class AgentTurn:
 
     def heard_seconds(self) -> float:
         return self.heard / 2 / RATE
+
+
+async def _replay(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    """Audio made ahead, given as a voice gives it."""
+    for pcm in pieces:
+        yield pcm

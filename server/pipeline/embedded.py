@@ -61,7 +61,7 @@ class EmbeddedPipeline:
             max_words_per_frame=settings.stt_max_words_per_frame,
             phrases=settings.stt_phrases,
         )
-        self.tts = make_tts(settings.tts_engine, later_nice=settings.tts_later_nice)
+        self.tts = make_tts(settings.tts_engine)
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
@@ -80,7 +80,9 @@ class EmbeddedPipeline:
             min_words=settings.interruption_min_words,
         )
         self.pacing = Pacing(
-            lead_s=settings.playback_lead_s, first_phrase_words=settings.tts_first_phrase_words
+            lead_s=settings.playback_lead_s,
+            first_phrase_words=settings.tts_first_phrase_words,
+            rest_beside_phrase=settings.tts_rest_beside_phrase,
         )
         self.echo_settings = EchoSettings(
             enabled=settings.echo_defence,

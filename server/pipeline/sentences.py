@@ -5,10 +5,11 @@ synthesis starts as soon as a sentence is whole, so the first audio does not wai
 answer. The first sentence of an answer has its opening phrase cut off (`first_clause`), so the
 very first audio waits only for that phrase's inference: up to its first clause break (a comma,
 colon, semicolon or dash) when both sides have at least `phrase_words` words ("You said:" |
-"What time is it?"; TTS_FIRST_PHRASE_WORDS, when the voice is idle: agent_turn.py), or, with
-`phrase_words` 0 (the rule before), only in a sentence over `LONG_TEXT_WORDS` at a clause of
-`MIN_CLAUSE_WORDS`. Later sentences are left whole (every cut ends a Piper inference with the
-phrase's own tone: once, where it buys time to the first audio).
+"What time is it?"; TTS_FIRST_PHRASE_WORDS, when the voice is idle or the rest is made beside
+its phrase: agent_turn.py), or, with `phrase_words` 0 (the rule before), only in a sentence
+over `LONG_TEXT_WORDS` at a clause of `MIN_CLAUSE_WORDS`. Later sentences are left whole (every
+cut ends a Piper inference with the phrase's own tone: once, where it buys time to the first
+audio).
 
 Linear in its input, whatever the input: each character is scanned once (the search resumes
 where it stopped, looking back only over a possible partial boundary), the word before a full

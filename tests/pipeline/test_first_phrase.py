@@ -17,7 +17,7 @@ import itertools
 import pytest
 
 from layercode_client import protocol as p
-from server.pipeline.agent_turn import AgentState, AgentTurn, Pacing
+from server.pipeline.agent_turn import PHRASE_S_PER_CHAR, AgentState, AgentTurn, Pacing
 from server.pipeline.webhook import AgentEnd, AgentSpeech, WebhookEvent
 from tests.support.aio import run
 
@@ -28,16 +28,18 @@ SECOND = "It's three o'clock."
 
 class ScriptedVoice:
     """Makes each text's audio (one distinct sample value per call, 0.1 s a word) only when
-    the test calls `finish()`; records what it was asked and what it finished."""
+    the test calls `finish()` (the oldest call waiting) or `finish(text)`; records what it was
+    asked, when each was due, and what it finished."""
 
     sample_rate = RATE
     idle = True  # a test sets it False for a busy voice
 
     def __init__(self):
         self.asked: list[str] = []
+        self.dues: list[float | None] = []
         self.finished: list[str] = []
         self.closed: list[str] = []  # asked, then abandoned by the consumer (cancelled)
-        self._go = asyncio.Queue()
+        self._pending: list[tuple[str, asyncio.Event]] = []  # calls waiting, oldest first
         self.waiting = asyncio.Event()  # a call is waiting for `finish()`
 
     def warm(self) -> None:
@@ -46,21 +48,32 @@ class ScriptedVoice:
     def close(self) -> None:
         pass
 
-    def finish(self) -> None:
-        self._go.put_nowait(None)
+    def finish(self, text: str | None = None) -> None:
+        for index, (asked, go) in enumerate(self._pending):
+            if text is None or asked == text:
+                del self._pending[index]
+                go.set()
+                break
+        if not self._pending:
+            self.waiting.clear()
 
     async def synthesize(self, text, due=None, on_timing=None):
         self.asked.append(text)
+        self.dues.append(due)
         value = len(self.asked)
+        go = asyncio.Event()
         try:
+            self._pending.append((text, go))
             self.waiting.set()
-            await self._go.get()
-            self.waiting.clear()
+            await go.wait()
             self.finished.append(text)
             pcm = value.to_bytes(2, "little") * int(len(text.split()) * 0.1 * RATE)
             for offset in range(0, len(pcm), 3200):
                 yield pcm[offset : offset + 3200]
         except (asyncio.CancelledError, GeneratorExit):
+            self._pending = [(t, g) for t, g in self._pending if g is not go]
+            if not self._pending:
+                self.waiting.clear()
             self.closed.append(text)
             raise
 
@@ -93,12 +106,15 @@ class Outbox:
         )
 
 
-def new_turn(voice, outbox, phrase_words=2, speculative=False, sentences=(FIRST, SECOND)):
+def new_turn(voice, outbox, phrase_words=2, speculative=False, sentences=(FIRST, SECOND),
+             rest_beside=False):  # fmt: skip
+    """`rest_beside`: TTS_REST_BESIDE_PHRASE (the tests before it ask for the rest after the
+    phrase, as before; those after it, at once)."""
     event = WebhookEvent(type="message", session_id="s", conversation_id="c",
                          connection_id="k", text="what time is it")  # fmt: skip
+    pacing = Pacing(lead_s=60.0, first_phrase_words=phrase_words, rest_beside_phrase=rest_beside)
     return AgentTurn(event, agent=Agent(list(sentences)), tts=voice, outbox=outbox,
-                     pacing=Pacing(lead_s=60.0, first_phrase_words=phrase_words),
-                     speculative=speculative)  # fmt: skip
+                     pacing=pacing, speculative=speculative)  # fmt: skip
 
 
 def in_a_loop(test):
@@ -234,3 +250,102 @@ async def test_the_first_sentence_is_made_whole_with_zero_or_while_the_voice_is_
     await until(lambda: len(voice.asked) == 2)
     voice.finish()
     await played_out(turn, outbox, task)
+
+
+# -- the rest made beside its phrase (TTS_REST_BESIDE_PHRASE) ------------------------------------
+
+
+def played_runs(outbox) -> list[int]:
+    """The calls' sample values in the order they were sent, each run of them once."""
+    audio = outbox.audio()
+    values = [int.from_bytes(audio[i : i + 2], "little") for i in range(0, len(audio), 2)]
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
+
+
+@pytest.mark.parametrize("idle", [True, False], ids=["idle voice", "busy voice"])
+@in_a_loop
+async def test_the_rest_is_asked_for_with_its_phrase_due_when_the_phrase_has_played(idle):
+    """Busy or idle, the sentence is split and both parts are in the voice's queue before
+    either is made: the rest due the phrase's playing time after it, so an earliest-deadline
+    queue makes it after the phrase but before other answers' later sentences."""
+    voice, outbox = ScriptedVoice(), Outbox()
+    voice.idle = idle
+    turn = new_turn(voice, outbox, rest_beside=True)
+    task = asyncio.create_task(turn.run())
+    await until(lambda: len(voice.asked) == 2)
+    assert voice.asked == ["You said:", "What time is it?"]  # phrase first, then the rest
+    assert voice.finished == [] and outbox.audio() == b""
+    phrase_due, rest_due = voice.dues
+    assert rest_due - phrase_due == pytest.approx(len("You said:") * PHRASE_S_PER_CHAR)
+    voice.finish("You said:")
+    await until(lambda: outbox.audio())
+    assert played_runs(outbox) == [1]  # the first audio: the phrase alone
+    voice.finish("What time is it?")
+    await until(lambda: len(voice.asked) == 3)
+    assert voice.asked[2] == SECOND  # the next sentence only once the first is made
+    voice.finish()
+    await played_out(turn, outbox, task)
+    assert played_runs(outbox) == [1, 2, 3]
+    assert outbox.audio() == bytes(turn.audio)
+    assert turn.heard_text() == f"{FIRST} {SECOND}"
+
+
+@in_a_loop
+async def test_a_rest_made_before_its_phrase_still_plays_after_it():
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox, rest_beside=True)
+    task = asyncio.create_task(turn.run())
+    await until(lambda: len(voice.asked) == 2)
+    voice.finish("What time is it?")
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert outbox.audio() == b""  # nothing plays before the phrase
+    voice.finish("You said:")
+    await until(lambda: len(voice.asked) == 3)
+    voice.finish()
+    await played_out(turn, outbox, task)
+    assert played_runs(outbox) == [1, 2, 3]
+    spans = [(s.text, s.start, s.end) for s in turn.spans]
+    assert [text for text, _, _ in spans] == ["You said:", "What time is it?", SECOND]
+    assert all(a[2] == b[1] for a, b in itertools.pairwise(spans))  # contiguous, no gap
+
+
+@pytest.mark.parametrize("made", [0, 1], ids=["neither made", "the phrase made"])
+@in_a_loop
+async def test_a_barge_in_with_both_parts_asked_for_cancels_both(made):
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox, rest_beside=True)
+    task = asyncio.create_task(turn.run())
+    await until(lambda: len(voice.asked) == 2)
+    if made:
+        voice.finish("You said:")
+        await until(lambda: outbox.audio())
+    sent = outbox.audio()
+    await turn.cancel()
+    assert task.done() and turn.state is AgentState.CANCELLED
+    assert voice.closed == ["You said:", "What time is it?"][made:]  # abandoned with the turn
+    voice.finish()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert len(voice.asked) == 2  # nothing after them was asked for
+    assert outbox.audio() == sent  # and nothing more went out
+
+
+@in_a_loop
+async def test_a_speculation_with_the_rest_beside_makes_the_first_sentence_and_no_more():
+    voice, outbox = ScriptedVoice(), Outbox()
+    turn = new_turn(voice, outbox, speculative=True, rest_beside=True)
+    task = asyncio.create_task(turn.run())
+    await until(lambda: len(voice.asked) == 2)
+    voice.finish()
+    voice.finish()
+    await until(lambda: voice.finished == ["You said:", "What time is it?"])
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert voice.asked == ["You said:", "What time is it?"]
+    assert outbox.messages == []
+    assert turn.release()
+    await until(voice.waiting.is_set)
+    voice.finish()
+    await played_out(turn, outbox, task)
+    assert played_runs(outbox) == [1, 2, 3]

@@ -6,11 +6,7 @@ How fast is measured in bench/ (latency.py, load.py), not here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import threading
 import time
-import types
 
 import numpy as np
 import pytest
@@ -142,45 +138,3 @@ def test_piper_makes_overlapping_sentences_side_by_side():
     for pcm in results:
         assert len(pcm) / 2 / 16000 > 1.5  # each is a whole spoken sentence
         assert rms(pcm) > 0.02
-
-
-@pytest.mark.parametrize("later_nice", [0, 5])
-def test_piper_makes_a_later_sentence_on_one_thread_below_the_servers_priority(later_nice):
-    """TTS_LATER_NICE: a sentence due later is background work (one thread, lowered), the
-    thread back at the server's priority for the next; 0 (off) makes everything as before."""
-    from server.pipeline.tts.piper import PiperTTS
-
-    piper = PiperTTS(workers=1, later_nice=later_nice)
-    if later_nice and not piper._priority.allowed:
-        pytest.skip("raising a thread's priority back needs root or CAP_SYS_NICE")
-    made = []  # (text, background asked of the voice pool, the thread's nice while made)
-
-    class Voice:
-        class config:
-            sample_rate = 16000
-
-        def synthesize(self, text):
-            nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-            made[-1] += (nice,)
-            yield types.SimpleNamespace(audio_int16_bytes=b"\x01\x00" * 160)
-
-    @contextlib.contextmanager
-    def voice(background=False):
-        made.append((background,))
-        yield Voice()
-
-    piper._voice = voice
-    base = os.getpriority(os.PRIO_PROCESS, 0)
-
-    async def scenario() -> None:
-        now = time.monotonic()
-        for text, due in (("now", now), ("later", now + 5), ("now again", None)):
-            async for _ in piper.synthesize(text, due=due):
-                pass
-
-    try:
-        run(scenario())
-    finally:
-        piper.close()
-    low = min(19, base + later_nice)
-    assert made == [(False, base), (bool(later_nice), low), (False, base)]

@@ -52,13 +52,12 @@ def chunks(pcm: bytes) -> Iterator[bytes]:
 ENGINES = ("piper", "espeak")
 
 
-def make_tts(engine: str, later_nice: int = 0) -> TextToSpeech:
-    """The engine; `later_nice`: Piper makes sentences not due yet this far below the server's
-    priority (piper.py; TTS_LATER_NICE)."""
+def make_tts(engine: str) -> TextToSpeech:
+    """The engine by its name (TTS_ENGINE)."""
     if engine == "piper":
         from .piper import PiperTTS
 
-        return PiperTTS(later_nice=later_nice)
+        return PiperTTS()
     if engine == "espeak":
         from .espeak import EspeakTTS
 

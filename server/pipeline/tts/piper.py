@@ -6,13 +6,6 @@ answer's first sentence (due now) goes before other answers' later sentences (du
 before them has played), so under load nobody waits in silence behind someone else's tail. A
 sentence made alone runs on two threads (fastest), overlapping ones on one thread each (more
 sentences per second).
-
-With `later_nice` (TTS_LATER_NICE) a sentence not due for `LATER_SLACK_S` yet — the rest of an
-answer, which plays only once what comes before it has — is background work: it is made on
-one thread, with that thread `later_nice` below the server's priority, so the work someone is
-waiting for now (a turn's end: the turn-end model, the recogniser's urgent requests; an answer's
-first audio) gets the cores first. The thread goes back to the server's priority for the next
-job (root or CAP_SYS_NICE; where raising it back is refused, nothing is lowered).
 """
 
 from __future__ import annotations
@@ -31,64 +24,15 @@ from ..audio import RATE, resample
 from ..deadline import DeadlineExecutor
 from . import Timing, chunks
 
-LATER_SLACK_S = 0.3  # a sentence due later than this when its job starts is background work
-
-
-class ThreadPriority:
-    """The calling thread's `nice`, lowered for one job and raised back after it.
-
-    Linux gives each thread its own nice value (setpriority on its thread id). Lowering is
-    always allowed; raising it back needs root or CAP_SYS_NICE, checked once on a throwaway
-    thread: without it `lowered` does nothing (a thread left low would serve first audio low).
-    """
-
-    def __init__(self, nice: int):
-        self.nice = nice
-        self.allowed = nice > 0 and self._may_raise_back()
-
-    @staticmethod
-    def _may_raise_back() -> bool:
-        answer: list[bool] = []
-
-        def probe() -> None:
-            me = threading.get_native_id()
-            base = os.getpriority(os.PRIO_PROCESS, me)
-            try:
-                os.setpriority(os.PRIO_PROCESS, me, min(19, base + 1))
-                os.setpriority(os.PRIO_PROCESS, me, base)
-                answer.append(True)
-            except PermissionError:
-                answer.append(False)
-
-        thread = threading.Thread(target=probe, name="piper-priority-probe")
-        thread.start()
-        thread.join()
-        return answer == [True]
-
-    @contextlib.contextmanager
-    def lowered(self, background: bool) -> Iterator[None]:
-        """This thread `nice` below its priority for the block, when `background`."""
-        if not (background and self.allowed):
-            yield
-            return
-        me = threading.get_native_id()
-        base = os.getpriority(os.PRIO_PROCESS, me)
-        os.setpriority(os.PRIO_PROCESS, me, min(19, base + self.nice))
-        try:
-            yield
-        finally:
-            os.setpriority(os.PRIO_PROCESS, me, base)
-
 
 class PiperTTS:
     """Piper with the bundled en-US "joe" voice; 22050 Hz output resampled to 16 kHz."""
 
     sample_rate = RATE
 
-    def __init__(self, model: Path | None = None, workers: int | None = None, later_nice: int = 0):
+    def __init__(self, model: Path | None = None, workers: int | None = None):
         self.model = model or self.bundled_voice()
         self.workers = workers or max(1, os.cpu_count() or 2)
-        self._priority = ThreadPriority(later_nice)
         self._executor = DeadlineExecutor(self.workers, "piper")
         self._lock = threading.Lock()
         self._phonemizer_lock = threading.Lock()
@@ -154,19 +98,17 @@ class PiperTTS:
         return locked
 
     @contextlib.contextmanager
-    def _voice(self, background: bool = False) -> Iterator:
+    def _voice(self) -> Iterator:
         """The two-thread voice for a sentence alone, else a one-thread one.
 
         A sentence is alone when no other is being made or waits; while it runs on both cores,
         a sentence that comes meanwhile waits for it rather than crowd three threads onto two.
-        Background work (a later sentence, with `later_nice`) always takes a one-thread voice:
-        two threads cost more CPU in all for a speed nobody is waiting for.
         """
         self.warm()
         with self._turns:
             while self._solo_busy:
                 self._turns.wait()
-            alone = self.idle and not background
+            alone = self.idle
             self._solo_busy = alone
             self._running += 1
         voice = self._solo if alone else self._shared.get()
@@ -188,11 +130,9 @@ class PiperTTS:
     def close(self) -> None:
         self._executor.shutdown()
 
-    def _synthesize(self, sentence: str, background: bool = False) -> bytes:
-        """One sentence, whole, at 16 kHz (Piper makes it in one inference anyway);
-        `background`: on one thread, below the server's priority (module docstring)."""
-        background = background and self._priority.allowed
-        with self._priority.lowered(background), self._voice(background) as voice:
+    def _synthesize(self, sentence: str) -> bytes:
+        """One sentence, whole, at 16 kHz (Piper makes it in one inference anyway)."""
+        with self._voice() as voice:
             pcm = b"".join(chunk.audio_int16_bytes for chunk in voice.synthesize(sentence))
             return resample(pcm, voice.config.sample_rate, RATE)
 
@@ -208,7 +148,7 @@ class PiperTTS:
 
         def timed() -> bytes:
             started.append(time.monotonic())
-            return self._synthesize(text, background=due - started[0] > LATER_SLACK_S)
+            return self._synthesize(text)
 
         future = self._executor.submit(due, timed)
         try:
