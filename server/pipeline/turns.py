@@ -201,6 +201,11 @@ class TurnSettings:
     # `onset_ms` before it (STT_SILENCE_MS).
     recognised_silence_ms: int = 300
     onset_ms: int = 96
+    # The first look is asked this much before `model_silence_ms` of silence, on the audio
+    # then, and a "finished" it gives ends the turn no earlier than `model_silence_ms`: the
+    # model's ~75-110 ms of work runs while the rest of that silence arrives instead of after
+    # it. 0: asked at `model_silence_ms`, as before (TURN_END_RULES_OFF=look-ahead).
+    look_ahead_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -231,6 +236,8 @@ class TurnSettings:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
             raise ValueError("recognised_silence_ms must be 0..5000")
+        if not 0 <= self.look_ahead_ms < self.model_silence_ms:
+            raise ValueError("look_ahead_ms must be 0 or more, under model_silence_ms")
 
     @property
     def frame_ms(self) -> int:
@@ -253,6 +260,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
     "middle-clear-words": {"middle_clear_end_model_min": 1.0},  # clear words' bar at 256 ms
     "vetoed-words-wait": {"vetoed_words_end_ms": 0},  # a sure voice's veto at 2nd look: 800
+    "look-ahead": {"look_ahead_ms": 0},  # the first look starts before its silence is reached
 }
 
 
@@ -543,7 +551,7 @@ class TurnDetector:
         if self._hold is not None:
             return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
-        first = silent_ms >= s.model_silence_ms and self._kind is None
+        first = silent_ms >= s.model_silence_ms - s.look_ahead_ms and self._kind is None
         # After the first look's words are decided again (at once, when its answer came late):
         # a "finished" on clear words that waits for them must not lose them to the middle
         # look, which gives no discount.
@@ -671,6 +679,8 @@ class TurnDetector:
         """A "finished" that ends the turn once the silence reaches `silence_ms` and the VAD
         model has heard `finished_vad_frames` silent frames in a row (at once, mostly)."""
         frames = self.settings.finished_vad_frames
+        if self._kind == "first":  # a look asked ahead (`look_ahead_ms`) ends no earlier
+            silence_ms = max(silence_ms, self.settings.model_silence_ms)
         self._hold = (silence_ms, frames)
         if self._hold_is_over():
             return self._verdict(look, True)
