@@ -467,3 +467,17 @@ def test_the_first_look_asked_ahead_of_its_silence_ends_the_turn_no_earlier():
     events = run(frames, ahead, "what time is it")
     assert ends(events) == [3]  # one turn: "finished" at 64 ms did not end it there
     assert FakeModel.heard[0] == early  # asked at 64 ms of silence
+
+
+def test_the_words_of_a_look_asked_ahead_are_those_at_its_own_silence():
+    """The model runs ahead, the words do not: asked at 64 ms of the stop inside "min-utes"
+    the recogniser heard "fifteen min" (a clear end), at 96 ms "fifteen minute" (none)."""
+    asked_at = []
+
+    def words(silent: int) -> str:
+        asked_at.append(silent)
+        return "what time is it"
+
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 10
+    assert ends(run(frames, replace(SETTINGS, look_ahead_ms=32), words)) == [3]
+    assert asked_at == [3]  # 96 ms, not at the look's 64
