@@ -13,8 +13,11 @@ transcript waited for all of it to be decoded (docs/scaling.md).
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
 `model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
 so, once more at `second_look_ms` (450 ms: "I would like to make an appointment with the
-doctor." it doubts at first it is sure of by then). With Silero, a look also waits until Silero
-itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under
+doctor." it doubts at first it is sure of by then). The first look may be asked `look_ahead_ms`
+early (TURN_END_LOOK_AHEAD_MS, 32 ms in the server), on the audio then, so the model's ~75-110
+ms of work runs while the rest of the 96 ms arrives; its "finished" still ends the turn no
+earlier than 96 ms, and its words are asked at 96 ms. With Silero, a look also waits until
+Silero itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under
 the floor while Silero, which follows the stream, still hears speech (0.57-0.83 where most
 sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold
 (`model_threshold` 0.95 at the first, `second_threshold` 0.9 at the second) and, with
@@ -583,9 +586,9 @@ class TurnDetector:
             self._decision = self._ask(bytes(self._turn_audio), look)
             if s.text_veto and s.words_at_look:
                 self._want_words()  # beside the model, not after it: neither waits on the other
-        if s.look_ahead_ms and self._kind == "first" and self._decision is not None:
-            if s.text_veto and s.words_at_look:
-                self._want_words()  # a look asked ahead: its words at its own silence
+        asked_ahead = s.look_ahead_ms and self._kind == "first" and self._decision is not None
+        if asked_ahead and s.text_veto and s.words_at_look:
+            self._want_words()  # a look asked ahead: its words at its own silence
         return self._decided_finished()
 
     def _decide_with_words_again(self, silent_ms: int) -> None:
