@@ -480,3 +480,15 @@ def test_the_words_of_a_look_asked_ahead_are_those_at_its_own_silence():
     frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 10
     assert ends(run(frames, replace(SETTINGS, look_ahead_ms=32), words)) == [3]
     assert asked_at == [3]  # 96 ms, not at the look's 64
+
+
+def test_the_look_ahead_is_bounded_and_configured():
+    with pytest.raises(ValueError, match="look_ahead_ms"):
+        TurnSettings(look_ahead_ms=96)  # at or past the look's own silence
+    with pytest.raises(ValueError, match="look_ahead_ms"):
+        TurnSettings(look_ahead_ms=-1)
+    assert Settings.from_env({}).turn_end_look_ahead_ms == 32
+    assert Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "0"}).turn_end_look_ahead_ms == 0
+    with pytest.raises(SettingsError, match="TURN_END_LOOK_AHEAD_MS"):
+        Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "96"})
+    assert RULES_OFF["look-ahead"] == {"look_ahead_ms": 0}
