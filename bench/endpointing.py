@@ -43,7 +43,9 @@ voice end the turn at the first look are heard again (turns.py; endpointing.py h
 `--middle-clear-words 0.7,0.75,0.8,0.85` compares the bars clear words lower the middle look's
 to, and `--vetoed-waits 700,800` the silences at which words vetoing a voice the model is sure
 of at the second look end the turn (turns.py; endpointing.py has the figures); the modes
-from "a middle look" on have the rules after them off.
+from "a middle look" on have the rules after them off. `--look-aheads 0,32,64` compares how long
+before its 96 ms of silence the first look is asked (turns.py's `look_ahead_ms`; the figures
+of 2026-12-01 are in endpointing.py); the other modes ask it at 96 ms.
 
     python bench/endpointing.py [--pauses 0.3,0.45,0.6] [--modes ...] [--second-looks ...]
 """
@@ -58,6 +60,7 @@ import time
 
 from common import median, p95, print_table, save
 
+from server.config import Settings
 from server.pipeline import endpointing, stt
 from server.pipeline.turns import (
     SpeechAudio,
@@ -195,7 +198,7 @@ VETOED_WAITS: list[int] = [TurnSettings().vetoed_words_end_ms]
 # How long before its 96 ms of silence the first look is asked (turns.py's `look_ahead_ms`: its
 # answer is computed while the rest of the silence arrives), compared (--look-aheads; the
 # default marked).
-LOOK_AHEADS: list[int] = [TurnSettings().look_ahead_ms]
+LOOK_AHEADS: list[int] = [Settings().turn_end_look_ahead_ms]  # the server's (TurnSettings: 0)
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -207,7 +210,7 @@ def modes() -> dict[str, TurnSettings]:
     default_confirm = TurnSettings().clear_words_confirm_ms
     default_bar = TurnSettings().middle_clear_end_model_min
     default_vetoed = TurnSettings().vetoed_words_end_ms
-    default_ahead = TurnSettings().look_ahead_ms
+    default_ahead = Settings().turn_end_look_ahead_ms
     no_vetoed_wait = {"vetoed_words_end_ms": 0}  # the last rule, off
     no_middle_clear = {"middle_clear_end_model_min": 1.0, **no_vetoed_wait}  # the rules after
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
