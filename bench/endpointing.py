@@ -43,7 +43,9 @@ voice end the turn at the first look are heard again (turns.py; endpointing.py h
 `--middle-clear-words 0.7,0.75,0.8,0.85` compares the bars clear words lower the middle look's
 to, and `--vetoed-waits 700,800` the silences at which words vetoing a voice the model is sure
 of at the second look end the turn (turns.py; endpointing.py has the figures); the modes
-from "a middle look" on have the rules after them off.
+from "a middle look" on have the rules after them off. `--look-aheads 0,32,64` compares how long
+before its 96 ms of silence the first look is asked (turns.py's `look_ahead_ms`; the figures
+of 2026-12-01 are in endpointing.py); the other modes ask it at 96 ms.
 
     python bench/endpointing.py [--pauses 0.3,0.45,0.6] [--modes ...] [--second-looks ...]
 """
@@ -58,6 +60,7 @@ import time
 
 from common import median, p95, print_table, save
 
+from server.config import Settings
 from server.pipeline import endpointing, stt
 from server.pipeline.turns import (
     SpeechAudio,
@@ -192,6 +195,10 @@ MIDDLE_CLEAR_BARS: list[float] = [TurnSettings().middle_clear_end_model_min]
 # The silences at which, at the second look, words that veto a voice the model is sure of end
 # the turn (turns.py's `vetoed_words_end_ms`), compared (--vetoed-waits; the default marked).
 VETOED_WAITS: list[int] = [TurnSettings().vetoed_words_end_ms]
+# How long before its 96 ms of silence the first look is asked (turns.py's `look_ahead_ms`: its
+# answer is computed while the rest of the silence arrives), compared (--look-aheads; the
+# default marked).
+LOOK_AHEADS: list[int] = [Settings().turn_end_look_ahead_ms]  # the server's (TurnSettings: 0)
 # Modes whose words never come: every look decides on the model alone once the silence reaches
 # `late_words_end_ms` (turns.py), the path a node under load takes; it must cut no pause.
 WITHOUT_WORDS = "the words never come (late-words path, forced)"
@@ -203,6 +210,7 @@ def modes() -> dict[str, TurnSettings]:
     default_confirm = TurnSettings().clear_words_confirm_ms
     default_bar = TurnSettings().middle_clear_end_model_min
     default_vetoed = TurnSettings().vetoed_words_end_ms
+    default_ahead = Settings().turn_end_look_ahead_ms
     no_vetoed_wait = {"vetoed_words_end_ms": 0}  # the last rule, off
     no_middle_clear = {"middle_clear_end_model_min": 1.0, **no_vetoed_wait}  # the rules after
     model = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}
@@ -218,6 +226,7 @@ def modes() -> dict[str, TurnSettings]:
     }
     model.update(previous)
     today = {"vad": "silero", "end_model": "smart-turn", "model_wait": True}  # the rules now
+    today["look_ahead_ms"] = 0  # but the look ahead, compared on its own (LOOK_AHEADS)
     return {
         "TURN_END_MODEL=off: timer 400 ms": TurnSettings(vad="silero"),
         "model > 0.9 at 160 ms alone (the first model)": TurnSettings(
@@ -271,6 +280,13 @@ def modes() -> dict[str, TurnSettings]:
                 **today, vetoed_words_end_ms=ms
             )
             for ms in VETOED_WAITS
+        },
+        **{
+            f"... + the first look asked {ms} ms ahead of its silence"
+            f"{' (default)' if ms == default_ahead else ''}": TurnSettings(
+                **{**today, "look_ahead_ms": ms}
+            )
+            for ms in LOOK_AHEADS
         },
         **{
             f"... second look at {second} ms, weak words end at {weak} ms": TurnSettings(
@@ -346,6 +362,9 @@ COMPARED_SETTINGS = (
     ("--vetoed-waits", VETOED_WAITS, int,
      "the silences (ms) at which words vetoing a voice the model is sure of at the second "
      "look end the turn, compared"),
+    ("--look-aheads", LOOK_AHEADS, int,
+     "how long (ms) before its 96 ms of silence the first look is asked, its answer used from "
+     "96 ms on, compared"),
 )  # fmt: skip
 
 

@@ -95,6 +95,14 @@ how are you?" ended at its first look in all 48 turns, so the language model was
 by it here (the phrase model does not recover "hello" from Piper's voice: docs/scaling.md).
 The turn-end model's look takes ~110 ms p50 on this machine, which keeps endpointing's p50
 over 220 ms in both modes.
+Then the first look asked ahead of its 96 ms (TURN_END_LOOK_AHEAD_MS, turns.py; 2026-12-01,
+the same machine, load 1.3-2.3, `--browser-turns 6 --browser-modes` 0,32,64,0,32,64 as
+`auto#TURN_END_LOOK_AHEAD_MS=N`, 12 turns a mode), 0 / 32 / 64 ms: voice-to-voice p50 / p95 388
+/ 497, 381 / 627, 358 / 568 ms; endpointing 228 / 349, 221 / 512, 215 / 386 ms; the model's
+answer p50 98, 90, 87 ms. Silero hears silence 64 ms after a question's end in few turns (3 of
+24 ahead), so the p50s differ within the run's noise; the p95 at 32 is one turn whose words
+came 419 ms after they were asked. The look's own cost (features ~6 ms, onnxruntime ~70 ms of
+CPU here) is profiled in server/pipeline/endpointing.py: none of the options tried lowered it.
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first

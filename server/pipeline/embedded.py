@@ -72,6 +72,7 @@ class EmbeddedPipeline:
                 "middle_look_ms": settings.turn_end_middle_look_ms,
                 "clear_words_confirm_ms": settings.turn_end_clear_words_confirm_ms,
                 "middle_clear_end_model_min": settings.turn_end_middle_clear_words_min,
+                "look_ahead_ms": settings.turn_end_look_ahead_ms,
             }
             | rules_off(settings.turn_end_rules_off),
         )

@@ -148,6 +148,52 @@ Both rules on, at 20 and 100 ms chunks (load 4.8-6.2): 0/72, 0/72, 0/36, 0/36 cu
 the same finished ones cut; p50 / p95 159 / 708, 158 / 816, 166 / 1032, 158 / 1040 ms at 20
 ms and 223 / 748, 234 / 836, 272 / 1072, 253 / 1080 ms at 100 ms (held out's p95 is the
 vetoed words' 800 ms now; the other sets' p95 as above).
+
+On a 2-core AMD EPYC without AVX-512 or VNNI (2026-12-01; the figures above came from a faster
+machine, where a look cost ~56 ms) a look costs ~75 ms of CPU here, ~110 ms p50 of wall time in
+the browser bench. Profiled (one thread; medians, load 3-5): the features ~6 ms with numpy's
+OpenBLAS on one thread (24-36 ms when it may spread over both cores under load: the mel
+projection is a matmul of transposed views, and OpenBLAS's helper threads wait on busy cores;
+server/__init__.py sets OPENBLAS_NUM_THREADS=1 for that), onnxruntime ~70 ms: its QDQ graph
+fused into QLinearMatMul (34 nodes, ~50 ms), QLinearSoftmax (4, ~15 ms) and float glue (~25
+ms). None of onnxruntime's options moved it: ORT_ENABLE_EXTENDED instead of ALL, denormals as
+zero, QDQ clean-up, the GELU approximation gave 69.2-69.9 ms against 69.8, the same scores;
+two intra-op threads were slower with the machine shared (108-129 ms wall against 83 at load
+4.9). No float model is shipped (the wheel's data/ holds only this int8 one), and the graph
+run as floats (the QDQ pairs left unfused: ORT_ENABLE_BASIC) costs ~180-200 ms: MatMul alone
+~112 ms where QLinearMatMul takes ~50, so the int8 kernels win even without VNNI. A shorter
+window is not possible: the input is fixed at [batch, 80, 800] (8 s). Mel frames computed as
+the audio arrives would save at most the features' 6 ms, and the frame grid moves with every
+512-sample frame (the window is padded in front; 512 is not a multiple of the 160-sample hop).
+
+So the look's cost stays; what can move is when it starts. With `look_ahead_ms` (turns.py,
+TURN_END_LOOK_AHEAD_MS) the first look is asked before its 96 ms of silence, on the audio then,
+and its "finished" ends the turn no earlier than 96 ms; its words are still asked at 96 ms
+(asked at 64 ms the stop inside "min-utes" was heard "fifteen min", P(end) 0.22, and cut "Set a
+timer for, fifteen minutes."; at 96 ms "fifteen minute", 0.14). A look still waits for Silero
+to hear silence, which it mostly does only from 96 ms: of the 92 questions 15 had their look
+moved (to 64 ms), no further with 64 ms ahead (Silero heard silence 32 ms after no question's
+end; it did inside some pauses, where those looks scored low). bench/endpointing.py
+--look-aheads 0,32,64 (40 ms chunks, load 1.7-2.6; cut-offs, finished ones cut, p50 model CPU):
+this machine's baseline already differs from the figures above (why was not looked into; scores
+sit near the thresholds, 0.952 against 0.95): 0 ms ahead 6/72, 3/72, 0/36, 0/36 cut, 1/52,
+1/24, 1/10, 0/6 finished ones cut ("Yes,", "That sounds great,", "Thanks,"), p50 204, 239, 208,
+211 ms on the tuned, held out, held out 2 and 3 sets; 32 ms ahead the same counts, p50 201,
+223, 205, 211 ms; 64 ms ahead the same as 32. On the tuned set the cuts swap: "My name is John
+and," (the model 0.720 at 96 ms, 0.136 at 64; words heard again at 192 ms "my name is john
+man", P(end) 0.224) is no longer cut, "I need a taxi at," is (the model 0.957 at 64 ms, 0.860
+at 96; words "i needed taxi", P(end) 0.144): where the voice's end is scored moves the answers
+near the thresholds both ways; "The package was supposed to arrive on," is cut in both (0.952
+at 96 ms, "ride won"). Per question, 32 ms ahead against none: 7 ended sooner ("What is the
+date today?" 354 -> 176 ms: 0.965 at 64 ms, short of the bar at 96; "Where can I park my car?"
+358 -> 154), one later ("Remind me to buy milk on the way home." 186 -> 349 ms). In the browser
+(bench/latency.py --browser-turns 6, the modes interleaved 0,32,64,0,32,64, 12 turns a mode,
+load 1.3-2.3): endpointing p50 / p95 228 / 349, 221 / 512, 215 / 386 ms, voice-to-voice 388 /
+497, 381 / 627, 358 / 568 ms, the model's answer 98, 90, 87 ms p50; only 3 of 24 turns ahead
+had their look at 64 ms, so these differences are within the run's noise (the p95 of 32 ms
+ahead is one turn whose words came 419 ms after they were asked). 32 ms is the default
+(TURN_END_LOOK_AHEAD_MS): no worse on the sets, a little sooner; 64 moved no question's look
+further and, inside pauses, put looks at 32 ms whose low scores skip the 96 ms look.
 """
 
 from __future__ import annotations

@@ -13,8 +13,11 @@ transcript waited for all of it to be decoded (docs/scaling.md).
 With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
 `model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
 so, once more at `second_look_ms` (450 ms: "I would like to make an appointment with the
-doctor." it doubts at first it is sure of by then). With Silero, a look also waits until Silero
-itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under
+doctor." it doubts at first it is sure of by then). The first look may be asked `look_ahead_ms`
+early (TURN_END_LOOK_AHEAD_MS, 32 ms in the server), on the audio then, so the model's ~75-110
+ms of work runs while the rest of the 96 ms arrives; its "finished" still ends the turn no
+earlier than 96 ms, and its words are asked at 96 ms. With Silero, a look also waits until
+Silero itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under
 the floor while Silero, which follows the stream, still hears speech (0.57-0.83 where most
 sentence ends score 0.02-0.49 by then). A "finished" needs the look's threshold
 (`model_threshold` 0.95 at the first, `second_threshold` 0.9 at the second) and, with
@@ -201,6 +204,11 @@ class TurnSettings:
     # `onset_ms` before it (STT_SILENCE_MS).
     recognised_silence_ms: int = 300
     onset_ms: int = 96
+    # The first look is asked this much before `model_silence_ms` of silence, on the audio
+    # then, and a "finished" it gives ends the turn no earlier than `model_silence_ms`: the
+    # model's ~75-110 ms of work runs while the rest of that silence arrives instead of after
+    # it. 0: asked at `model_silence_ms`, as before (TURN_END_RULES_OFF=look-ahead).
+    look_ahead_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -231,6 +239,8 @@ class TurnSettings:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
             raise ValueError("recognised_silence_ms must be 0..5000")
+        if not 0 <= self.look_ahead_ms < self.model_silence_ms:
+            raise ValueError("look_ahead_ms must be 0 or more, under model_silence_ms")
 
     @property
     def frame_ms(self) -> int:
@@ -253,6 +263,7 @@ RULES_OFF: dict[str, dict[str, object]] = {
     "clear-words-confirm": {"clear_words_confirm_ms": 0},  # words asked again must agree
     "middle-clear-words": {"middle_clear_end_model_min": 1.0},  # clear words' bar at 256 ms
     "vetoed-words-wait": {"vetoed_words_end_ms": 0},  # a sure voice's veto at 2nd look: 800
+    "look-ahead": {"look_ahead_ms": 0},  # the first look starts before its silence is reached
 }
 
 
@@ -543,7 +554,7 @@ class TurnDetector:
         if self._hold is not None:
             return self._hold_is_over()
         second = s.second_look_ms and silent_ms >= s.second_look_ms and self._decision is None
-        first = silent_ms >= s.model_silence_ms and self._kind is None
+        first = silent_ms >= s.model_silence_ms - s.look_ahead_ms and self._kind is None
         # After the first look's words are decided again (at once, when its answer came late):
         # a "finished" on clear words that waits for them must not lose them to the middle
         # look, which gives no discount.
@@ -575,6 +586,9 @@ class TurnDetector:
             self._decision = self._ask(bytes(self._turn_audio), look)
             if s.text_veto and s.words_at_look:
                 self._want_words()  # beside the model, not after it: neither waits on the other
+        asked_ahead = s.look_ahead_ms and self._kind == "first" and self._decision is not None
+        if asked_ahead and s.text_veto and s.words_at_look:
+            self._want_words()  # a look asked ahead: its words at its own silence
         return self._decided_finished()
 
     def _decide_with_words_again(self, silent_ms: int) -> None:
@@ -590,7 +604,14 @@ class TurnDetector:
         self._want_words()
 
     def _want_words(self) -> None:
-        """Ask for the words of this look (WordsWanted), once."""
+        """Ask for the words of this look (WordsWanted), once; for a first look asked ahead
+        (`look_ahead_ms`) not before its `model_silence_ms`: the recogniser hears the last word
+        out ("fifteen min" at 64 ms of the stop inside "min-utes", P(end) 0.22, a clear end;
+        "fifteen minute" at 96 ms, 0.14, bench/endpointing.py), the model's work is what runs
+        ahead."""
+        s = self.settings
+        if self._kind == "first" and self._silent_frames * s.frame_ms < s.model_silence_ms:
+            return
         if self._words_asked != self._look:
             self._words_asked = self._look
             self.looks[-1].words_asked_at = time.monotonic()
@@ -671,6 +692,8 @@ class TurnDetector:
         """A "finished" that ends the turn once the silence reaches `silence_ms` and the VAD
         model has heard `finished_vad_frames` silent frames in a row (at once, mostly)."""
         frames = self.settings.finished_vad_frames
+        if self._kind == "first":  # a look asked ahead (`look_ahead_ms`) ends no earlier
+            silence_ms = max(silence_ms, self.settings.model_silence_ms)
         self._hold = (silence_ms, frames)
         if self._hold_is_over():
             return self._verdict(look, True)

@@ -52,6 +52,7 @@ class FakeModel:
 
     answers: ClassVar[list[float]] = [0.99]
     gate: ClassVar[threading.Event | None] = None
+    heard: ClassVar[list[int]] = []  # the bytes of audio each look heard
 
     def __init__(self, threshold: float = 0.5, threads: int = 1):
         self.asked = 0
@@ -63,6 +64,7 @@ class FakeModel:
         if FakeModel.gate is not None:
             FakeModel.gate.wait()
         self.asked += 1
+        FakeModel.heard.append(len(pcm))
         return FakeModel.answers[min(self.asked, len(FakeModel.answers)) - 1]
 
 
@@ -70,7 +72,7 @@ class FakeModel:
 def fakes(monkeypatch):
     monkeypatch.setattr(turns, "SileroVad", FakeVad)
     monkeypatch.setattr(turns, "SmartTurn", FakeModel)
-    FakeModel.answers, FakeModel.gate = [0.99], None
+    FakeModel.answers, FakeModel.gate, FakeModel.heard = [0.99], None, []
 
 
 def run(frames: list[bytes], settings: TurnSettings, words) -> list:
@@ -446,3 +448,47 @@ def test_the_vetoed_words_wait_is_bounded():
     with pytest.raises(ValueError, match="vetoed_words_end_ms"):
         TurnSettings(vetoed_words_end_ms=-1)
     assert RULES_OFF["vetoed-words-wait"] == {"vetoed_words_end_ms": 0}
+
+
+def test_the_first_look_asked_ahead_of_its_silence_ends_the_turn_no_earlier():
+    """With `look_ahead_ms` the first look is asked 32 ms (a Silero frame) before its 96 ms of
+    silence, on the audio then, so the model works while the last frame arrives; its
+    "finished" still ends the turn only at 96 ms: a voice back at 64 ms goes on. Before
+    (`look-ahead` off) the model heard the 96 ms."""
+    ahead = replace(SETTINGS, look_ahead_ms=32)
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 10
+    assert ends(run(frames, ahead, "what time is it")) == [3]  # 96 ms, as before
+    assert ends(run(frames, replace(ahead, **rules_off(["look-ahead"])), "what time is it")) == [3]
+    early, before = FakeModel.heard  # the audio the look heard: one frame less, ahead
+    assert before - early == FRAME
+    FakeModel.heard = []
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 2 + [LOUD] * 5 + [QUIET] * 10
+    events = run(frames, ahead, "what time is it")
+    assert ends(events) == [3]  # one turn: "finished" at 64 ms did not end it there
+    assert FakeModel.heard[0] == early  # asked at 64 ms of silence
+
+
+def test_the_words_of_a_look_asked_ahead_are_those_at_its_own_silence():
+    """The model runs ahead, the words do not: asked at 64 ms of the stop inside "min-utes"
+    the recogniser heard "fifteen min" (a clear end), at 96 ms "fifteen minute" (none)."""
+    asked_at = []
+
+    def words(silent: int) -> str:
+        asked_at.append(silent)
+        return "what time is it"
+
+    frames = [QUIET] * 5 + [LOUD] * 20 + [QUIET] * 10
+    assert ends(run(frames, replace(SETTINGS, look_ahead_ms=32), words)) == [3]
+    assert asked_at == [3]  # 96 ms, not at the look's 64
+
+
+def test_the_look_ahead_is_bounded_and_configured():
+    with pytest.raises(ValueError, match="look_ahead_ms"):
+        TurnSettings(look_ahead_ms=96)  # at or past the look's own silence
+    with pytest.raises(ValueError, match="look_ahead_ms"):
+        TurnSettings(look_ahead_ms=-1)
+    assert Settings.from_env({}).turn_end_look_ahead_ms == 32
+    assert Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "0"}).turn_end_look_ahead_ms == 0
+    with pytest.raises(SettingsError, match="TURN_END_LOOK_AHEAD_MS"):
+        Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "96"})
+    assert RULES_OFF["look-ahead"] == {"look_ahead_ms": 0}
