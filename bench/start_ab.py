@@ -11,7 +11,7 @@ starts Chromium on a new, empty profile: the load is cold, the reload in that pr
 (bench/client.py's probe) through the embedded pipeline, and the official SDK's page runs in
 the same rotation as the reference.
 
-    ./dev bench start_ab [--runs 4] [--variants plugins,wheel,late_recorder,gzip,raw]
+    ./dev bench start_ab [--runs 4] [--variants plugins,wheel,late_recorder,gzip,raw,late_start]
                          [--pages micropython,pyodide]
 """
 
@@ -88,6 +88,16 @@ def with_late_recorder(page: str) -> str:
     return page.replace(f"./{files.url(path)}", "./ab/late_recorder.mpy")
 
 
+def with_late_start(page: str) -> str:
+    """Before: the Pyodide snapshot's loader only preloaded by index.html (`modulepreload`), so
+    Pyodide started when PyScript imported it, once PyScript's own modules had run; now the
+    page imports it at once."""
+    now = "startNow = layercodePage.runtime + loader;"
+    if now not in page:
+        raise SystemExit("index.html no longer imports the snapshot's loader as this expects")
+    return page.replace(now, 'early("modulepreload", layercodePage.runtime + loader);')
+
+
 def with_runtime_encoding(encoding: str | None):
     """Before: the runtime sent as gzip, not zstd (server/static.py): the page's runtime URLs
     under `/abenc/<encoding>/`, which the wrapper serves as the app does to a browser that
@@ -116,6 +126,7 @@ VARIANTS = {
     "late_recorder": with_late_recorder,
     "gzip": with_runtime_encoding("gzip"),
     "raw": with_runtime_encoding(None),
+    "late_start": with_late_start,
 }
 PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
 OFFICIAL = "/official.html"

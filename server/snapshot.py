@@ -16,8 +16,9 @@ in Chromium and writes, beside Pyodide in its versioned folder:
 - `snapshot-sparse-<digest>.mjs`: a module that PyScript takes as the page's `interpreter`
   instead of `pyodide.mjs`. PyScript builds loadPyodide's options itself and has no setting
   for a snapshot; this module rebuilds the memory from the sparse file, starts Pyodide with
-  `_loadSnapshot` as soon as PyScript imports it (PyScript calls loadPyodide only after it
-  opened its IndexedDB package cache, which this page never reads) and gives it the memory at
+  `_loadSnapshot` as soon as it is imported (PyScript calls loadPyodide only after it opened
+  its IndexedDB package cache, which this page never reads; index.html imports the module
+  while the page is parsed, before PyScript's own modules have run) and gives it the memory at
   once, of the size setup wrote into the module, so that Pyodide instantiates its wasm while
   the snapshot downloads and is rebuilt (its `fsInit` hook holds the restore until then; a
   warm load used to wait 100-200 ms for the snapshot, then instantiate for 110), hands that

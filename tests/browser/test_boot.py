@@ -312,6 +312,51 @@ def test_pyodide_instantiates_its_wasm_while_the_snapshot_downloads(page):
     assert released and set(released) == {"instantiating"}, released
 
 
+def pyscript_held_until_instantiating(app, released: list[str]):
+    """Hold PyScript's entry module (`core.js`) until the page says Pyodide instantiates its
+    wasm (it asks for `/test-instantiating`). A page that left Pyodide's start to PyScript
+    (which imports the snapshot's loader once its own modules have run) cannot get there: it
+    is let go after 20 s, so such a page still starts, and `released` says which came first."""
+    state: dict = {}
+    core = f"/runtime/pyscript/{vendor.PYSCRIPT.version}/core.js"
+
+    async def held(scope, receive, send):
+        if scope["type"] == "http":
+            instantiating = state.setdefault("instantiating", asyncio.Event())
+            if scope["path"] == "/test-instantiating":
+                instantiating.set()
+                await send({"type": "http.response.start", "status": 204, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            if scope["path"] == core:
+                try:
+                    await asyncio.wait_for(instantiating.wait(), 20)
+                    released.append("instantiating")
+                except TimeoutError:
+                    released.append("held 20 s")
+        await app(scope, receive, send)
+
+    return held
+
+
+@pytest.mark.skipif(snapshot.loader_name() is None, reason="setup made no Pyodide snapshot")
+def test_the_pyodide_page_starts_pyodide_before_pyscript_has_loaded(page):
+    """index.html imports the snapshot's loader, which starts Pyodide, as soon as the page is
+    parsed, not when PyScript imports it once its own modules have loaded and run (about 190
+    ms into a warm load): Pyodide gets as far as instantiating its wasm with PyScript's
+    modules still held back, and the page then starts as before."""
+    released: list[str] = []
+    page.add_init_script(SAY_INSTANTIATING)
+    wrap = functools.partial(pyscript_held_until_instantiating, released=released)
+    with running_app(wrap=wrap, layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/?py=pyodide")
+        wait_ready(page, timeout_ms=120_000)
+        assert page.evaluate("globalThis.layercodePyodideSnapshot") == (
+            snapshot.loader_name().removesuffix(".mjs")
+        )
+    assert released == ["instantiating"], released
+
+
 # PyScript's hooks, taken once the page's own module scripts ran (PyScript reads the page's
 # config when its module first runs: importing it earlier would start it with none).
 PYTHON_WORK = "sorted(str(i * i) for i in range(20_000))"  # some of the interpreter hot
