@@ -261,10 +261,10 @@ def test_the_pyodide_snapshot_holds_every_module_the_page_imports_at_start(page)
     assert "pyscript" in imported  # the check saw the page's imports
 
 
-def snapshot_held_until_instantiating(app, released: list[str]):
-    """Hold the snapshot's download until the page says Pyodide instantiates its wasm (it
-    asks for `/test-instantiating`). An older loader awaited the snapshot before that: it is
-    let go after 20 s, so such a page still starts, and `released` says which came first."""
+def held_until_instantiating(app, released: list[str], holds):
+    """Hold each request whose path `holds(path)` until the page says Pyodide instantiates its
+    wasm (it asks for `/test-instantiating`). A page that cannot get there without the held
+    file is let go after 20 s, so it still starts, and `released` says which came first."""
     state: dict = {}
 
     async def held(scope, receive, send):
@@ -275,7 +275,7 @@ def snapshot_held_until_instantiating(app, released: list[str]):
                 await send({"type": "http.response.start", "status": 204, "headers": []})
                 await send({"type": "http.response.body", "body": b""})
                 return
-            if scope["path"].endswith(".bin") and snapshot.PREFIX in scope["path"]:
+            if holds(scope["path"]):
                 try:
                     await asyncio.wait_for(instantiating.wait(), 20)
                     released.append("instantiating")
@@ -284,6 +284,14 @@ def snapshot_held_until_instantiating(app, released: list[str]):
         await app(scope, receive, send)
 
     return held
+
+
+def snapshot_held_until_instantiating(app, released: list[str]):
+    """The snapshot's download held: an older loader awaited the snapshot before it
+    instantiated the wasm."""
+    return held_until_instantiating(
+        app, released, lambda path: path.endswith(".bin") and snapshot.PREFIX in path
+    )
 
 
 SAY_INSTANTIATING = """
@@ -295,48 +303,36 @@ WebAssembly.instantiateStreaming = function (...args) {
 """
 
 
-def test_pyodide_instantiates_its_wasm_while_the_snapshot_downloads(page):
-    """The loader gives Pyodide the snapshot's memory at once (its size is written into the
-    loader) and fills it as the download arrives, so the wasm is instantiated meanwhile instead
-    of after (a warm load waited 100-200 ms for the snapshot's read, then instantiated for
-    about 110 ms). Pyodide restores the memory only once it is filled (`fsInit`)."""
+def pyodide_page_started_holding(page, holding) -> list[str]:
+    """The Pyodide page started from its snapshot on a server wrapped by `holding` (one of
+    the `*_held_until_instantiating` above); returns what the hold saw first."""
     released: list[str] = []
     page.add_init_script(SAY_INSTANTIATING)
-    wrap = functools.partial(snapshot_held_until_instantiating, released=released)
+    wrap = functools.partial(holding, released=released)
     with running_app(wrap=wrap, layercode_api_key="lc_never_used") as url:
         page.goto(url + "/?py=pyodide")
         wait_ready(page, timeout_ms=120_000)
         assert page.evaluate("globalThis.layercodePyodideSnapshot") == (
             snapshot.loader_name().removesuffix(".mjs")
         )
+    return released
+
+
+def test_pyodide_instantiates_its_wasm_while_the_snapshot_downloads(page):
+    """The loader gives Pyodide the snapshot's memory at once (its size is written into the
+    loader) and fills it as the download arrives, so the wasm is instantiated meanwhile instead
+    of after (a warm load waited 100-200 ms for the snapshot's read, then instantiated for
+    about 110 ms). Pyodide restores the memory only once it is filled (`fsInit`)."""
+    released = pyodide_page_started_holding(page, snapshot_held_until_instantiating)
     assert released and set(released) == {"instantiating"}, released
 
 
 def pyscript_held_until_instantiating(app, released: list[str]):
-    """Hold PyScript's entry module (`core.js`) until the page says Pyodide instantiates its
-    wasm (it asks for `/test-instantiating`). A page that left Pyodide's start to PyScript
-    (which imports the snapshot's loader once its own modules have run) cannot get there: it
-    is let go after 20 s, so such a page still starts, and `released` says which came first."""
-    state: dict = {}
+    """PyScript's entry module (`core.js`) held: a page that left Pyodide's start to PyScript
+    (which imports the snapshot's loader once its own modules have run) cannot instantiate
+    the wasm without it."""
     core = f"/runtime/pyscript/{vendor.PYSCRIPT.version}/core.js"
-
-    async def held(scope, receive, send):
-        if scope["type"] == "http":
-            instantiating = state.setdefault("instantiating", asyncio.Event())
-            if scope["path"] == "/test-instantiating":
-                instantiating.set()
-                await send({"type": "http.response.start", "status": 204, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
-                return
-            if scope["path"] == core:
-                try:
-                    await asyncio.wait_for(instantiating.wait(), 20)
-                    released.append("instantiating")
-                except TimeoutError:
-                    released.append("held 20 s")
-        await app(scope, receive, send)
-
-    return held
+    return held_until_instantiating(app, released, lambda path: path == core)
 
 
 @pytest.mark.skipif(snapshot.loader_name() is None, reason="setup made no Pyodide snapshot")
@@ -345,15 +341,7 @@ def test_the_pyodide_page_starts_pyodide_before_pyscript_has_loaded(page):
     parsed, not when PyScript imports it once its own modules have loaded and run (about 190
     ms into a warm load): Pyodide gets as far as instantiating its wasm with PyScript's
     modules still held back, and the page then starts as before."""
-    released: list[str] = []
-    page.add_init_script(SAY_INSTANTIATING)
-    wrap = functools.partial(pyscript_held_until_instantiating, released=released)
-    with running_app(wrap=wrap, layercode_api_key="lc_never_used") as url:
-        page.goto(url + "/?py=pyodide")
-        wait_ready(page, timeout_ms=120_000)
-        assert page.evaluate("globalThis.layercodePyodideSnapshot") == (
-            snapshot.loader_name().removesuffix(".mjs")
-        )
+    released = pyodide_page_started_holding(page, pyscript_held_until_instantiating)
     assert released == ["instantiating"], released
 
 
