@@ -191,9 +191,11 @@ date today?" 354 -> 176 ms: 0.965 at 64 ms, short of the bar at 96; "Where can I
 load 1.3-2.3): endpointing p50 / p95 228 / 349, 221 / 512, 215 / 386 ms, voice-to-voice 388 /
 497, 381 / 627, 358 / 568 ms, the model's answer 98, 90, 87 ms p50; only 3 of 24 turns ahead
 had their look at 64 ms, so these differences are within the run's noise (the p95 of 32 ms
-ahead is one turn whose words came 419 ms after they were asked). 32 ms is the default
-(TURN_END_LOOK_AHEAD_MS): no worse on the sets, a little sooner; 64 moved no question's look
-further and, inside pauses, put looks at 32 ms whose low scores skip the 96 ms look.
+ahead is one turn whose words came 419 ms after they were asked). 64 moved no question's look
+further and, inside pauses, put looks at 32 ms whose low scores skip the 96 ms look. 0 is the
+default (TURN_END_LOOK_AHEAD_MS): after the merge, on a quiet machine, 32 ms ahead gave no
+better latency in the browser (voice-to-voice p50 / p95 351 / 525 against 348 / 481 ms, 24
+turns a mode) and a worse ten-talker p95 in `./dev bench load` (1585 against 1228 ms).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ With `end_model="smart-turn"` the turn-end model (endpointing.py) is asked at
 `model_silence_ms` (96 ms) of silence whether the turn sounds finished, and, if it did not say
 so, once more at `second_look_ms` (450 ms: "I would like to make an appointment with the
 doctor." it doubts at first it is sure of by then). The first look may be asked `look_ahead_ms`
-early (TURN_END_LOOK_AHEAD_MS, 32 ms in the server), on the audio then, so the model's ~75-110
+early (TURN_END_LOOK_AHEAD_MS, 0 = off in the server), on the audio then, so the model's ~75-110
 ms of work runs while the rest of the 96 ms arrives; its "finished" still ends the turn no
 earlier than 96 ms, and its words are asked at 96 ms. With Silero, a look also waits until
 Silero itself hears silence, not only the energy floor: the stop inside "min-utes" is ~100 ms under

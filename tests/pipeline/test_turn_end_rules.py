@@ -487,8 +487,8 @@ def test_the_look_ahead_is_bounded_and_configured():
         TurnSettings(look_ahead_ms=96)  # at or past the look's own silence
     with pytest.raises(ValueError, match="look_ahead_ms"):
         TurnSettings(look_ahead_ms=-1)
-    assert Settings.from_env({}).turn_end_look_ahead_ms == 32
-    assert Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "0"}).turn_end_look_ahead_ms == 0
+    assert Settings.from_env({}).turn_end_look_ahead_ms == 0
+    assert Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "32"}).turn_end_look_ahead_ms == 32
     with pytest.raises(SettingsError, match="TURN_END_LOOK_AHEAD_MS"):
         Settings.from_env({"TURN_END_LOOK_AHEAD_MS": "96"})
     assert RULES_OFF["look-ahead"] == {"look_ahead_ms": 0}
