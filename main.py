@@ -289,17 +289,21 @@ client = LayercodeClient(
     on_metrics=on_metrics,
     **chunk_ms_asked(),
 )
+# The player's AudioContext and worklet, made while the rest of the page gets ready: the first
+# click then only resumes them (docs/client.md, `prepare_audio`). A disconnect releases them
+# with the rest; a later connect makes its own.
+client.prepare_audio()
 
 
-async def toggle_connection(event=None):
+def toggle_connection(event=None):
+    """connect() is called in the click's own turn, so the prepared player resumes inside the
+    user gesture (Chrome remembers one; Safari only while its event runs). Nothing awaits it:
+    its error reaches on_error."""
     if client.status in LIVE:
-        await client.disconnect()
+        client.disconnect()
         return
     show_error("")
-    try:
-        await client.connect()
-    except Exception:  # already reported through on_error (MicroPython has no contextlib)
-        return
+    client.connect()
 
 
 def talk(pressed):
@@ -321,7 +325,7 @@ def on_key(event):
 
 
 handlers = [
-    ("connect", "click", lambda e: asyncio.create_task(toggle_connection(e))),
+    ("connect", "click", toggle_connection),
     ("talk", "pointerdown", lambda e: talk(True)),
     ("talk", "pointerup", lambda e: talk(False)),
     ("talk", "pointerleave", lambda e: talk(False)),

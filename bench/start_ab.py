@@ -11,7 +11,8 @@ starts Chromium on a new, empty profile: the load is cold, the reload in that pr
 (bench/client.py's probe) through the embedded pipeline, and the official SDK's page runs in
 the same rotation as the reference.
 
-    ./dev bench start_ab [--runs 4] [--variants plugins,wheel,late_recorder,gzip,raw,late_start]
+    ./dev bench start_ab [--runs 4]
+                         [--variants plugins,wheel,late_recorder,gzip,raw,late_start,late_player]
                          [--pages micropython,pyodide]
 """
 
@@ -88,6 +89,20 @@ def with_late_recorder(page: str) -> str:
     return page.replace(f"./{files.url(path)}", "./ab/late_recorder.mpy")
 
 
+def with_late_player(page: str) -> str:
+    """Before: the player's AudioContext and worklet made at the click, not while the page gets
+    ready: main.py without its `client.prepare_audio()` (served beside the page, for both
+    interpreters: main.py is the same file on each)."""
+    if "late_player.py" not in AB_FILES:
+        source = (static.ROOT / "main.py").read_text()
+        late = source.replace("\nclient.prepare_audio()\n", "\n")
+        if late == source:
+            raise SystemExit("main.py no longer calls client.prepare_audio() on a line of its own")
+        AB_FILES["late_player.py"] = late.encode()
+    files = static.current_page_files(SERVED["app"].state)
+    return page.replace(f"./{files.url('main.py')}", "./ab/late_player.py")
+
+
 def with_late_start(page: str) -> str:
     """Before: the Pyodide snapshot's loader only preloaded by index.html (`modulepreload`), so
     Pyodide started when PyScript imported it, once PyScript's own modules had run; now the
@@ -127,6 +142,7 @@ VARIANTS = {
     "gzip": with_runtime_encoding("gzip"),
     "raw": with_runtime_encoding(None),
     "late_start": with_late_start,
+    "late_player": with_late_player,
 }
 PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
 OFFICIAL = "/official.html"

@@ -29,6 +29,7 @@ from .errors import (
     BrowserUnsupported,
     ConnectionFailed,
     InsecureContextError,
+    LayercodeError,
     MicrophoneNotFound,
     MicrophonePermissionDenied,
     OutputDeviceNotFound,
@@ -156,6 +157,13 @@ class Proxies:
             if destroy is not None:
                 destroy()
         self._proxies = []
+
+
+def handled(promise):
+    """Mark a promise nobody may await as handled: its rejection is not reported as unhandled
+    (whoever awaits it later still gets the error)."""
+    window.Promise.allSettled(ffi.to_js([promise]))
+    return promise
 
 
 def stop_when_granted(request):
@@ -326,9 +334,7 @@ class BrowserMicrophone:
         """The recorder's AudioContext, made now; the loading of its worklet (a JS promise,
         which may be left unawaited: its failure is not reported as unhandled)."""
         self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
-        loading = self._context.audioWorklet.addModule(worklet_url("recorder.js"))
-        window.Promise.allSettled(ffi.to_js([loading]))  # marks `loading` handled
-        return loading
+        return handled(self._context.audioWorklet.addModule(worklet_url("recorder.js")))
 
     def _received(self, data, on_chunk):
         """A message from the recorder worklet: a chunk (every `chunk_ms`: few calls into JS
@@ -401,14 +407,50 @@ class BrowserMicrophone:
 
 
 class BrowserPlayer:
+    """The agent's voice: an AudioContext at 16 kHz, the player worklet, its node.
+
+    Made in two steps so the first can come before the user's click: `prepare()` creates the
+    context and starts loading the worklet (a JS promise, nothing awaited: the compile runs off
+    the main thread), `start()` awaits that, makes the node and resumes the context. A context
+    created before a user gesture starts suspended (the autoplay policy); one that did start is
+    suspended at once, so a prepared player is silent and idle, whatever the browser's policy,
+    until `start()`. `close()` releases it in either step.
+    """
+
     def __init__(self):
         self.level = 0.0
         self._proxies = Proxies()
         self._context = self._node = None
+        self._loading = None  # the worklet's addModule promise, from prepare()
+        self._failed = None  # what prepare() raised, raised again by start()
+        self._idled = False  # prepare() suspended the context: start() resumes it
         self._stopped = {}  # interrupt id -> on_stopped, until the audio thread answers
         self._next_id = 0
 
-    async def start(self, sample_rate, on_drained, on_started=None):
+    def prepare(self, sample_rate, idle=True):
+        """Create the context and start loading the worklet. Never raises: a failure is kept
+        and raised by `start()`, as opening the player at connect raised it. With `idle` the
+        context is suspended at once (one made before a gesture is anyway; one the page's
+        policy let start is stopped, not left rendering silence until connect)."""
+        try:
+            require_audio_worklet()
+            self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
+            if idle:
+                self._idled = True
+                handled(self._context.suspend())
+            self._loading = handled(self._context.audioWorklet.addModule(worklet_url("player.js")))
+        except (JsException, LayercodeError) as error:  # not secure, no AudioWorklet, no output
+            self.close()
+            self._failed = error
+
+    def resume(self):
+        """Ask the prepared context to run, now: connect() calls this in the click's own turn,
+        so the user gesture is current where a browser wants it to be (Chrome remembers one
+        for the page; Safari, for a moment)."""
+        if self._context is not None:
+            handled(self._context.resume())
+
+    async def start(self, on_drained, on_started=None):
         def handle(event):
             data = event.data
             kind = data.type
@@ -423,17 +465,22 @@ class BrowserPlayer:
             elif kind == "started" and on_started is not None:
                 on_started(js_string(data.turnId))
 
-        require_audio_worklet()
-
+        failed = self._failed
+        if isinstance(failed, LayercodeError):
+            raise failed
+        if failed is not None:
+            raise AudioError(f"audio playback could not start: {js_error_text(failed)}") from failed
+        if self._context is None:
+            raise AudioError("audio playback could not start: the player was closed")
         try:
-            self._context = window.AudioContext.new(ffi.to_js({"sampleRate": sample_rate}))
-            await self._context.audioWorklet.addModule(worklet_url("player.js"))
+            await self._loading
             self._node = window.AudioWorkletNode.new(
                 self._context, "layercode-player", ffi.to_js({"outputChannelCount": [1]})
             )
             self._node.port.onmessage = self._proxies(handle)
             self._node.connect(self._context.destination)
-            if self._context.state == "suspended":
+            # Idled: resumed whatever `state` says (it may not yet show the suspend asked for).
+            if self._idled or self._context.state == "suspended":
                 await self._context.resume()
         except JsException as error:
             self.close()
@@ -615,7 +662,14 @@ class PageBrowser:
 
         return stop
 
+    def prepare_player(self, sample_rate):
+        """A player whose context and worklet are on their way from now (BrowserPlayer)."""
+        player = BrowserPlayer()
+        player.prepare(sample_rate)
+        return player
+
     async def open_player(self, sample_rate, on_drained, on_started=None):
         player = BrowserPlayer()
-        await player.start(sample_rate, on_drained, on_started)
+        player.prepare(sample_rate, idle=False)  # started at once: nothing to idle
+        await player.start(on_drained, on_started)
         return player

@@ -155,6 +155,48 @@ class Done:
     __iter__ = __await__
 
 
+class PreparedPlayer:
+    """The player made ahead of `connect()`: what `prepare_audio()` holds.
+
+    A first connect used to make the player's AudioContext (its constructor opens the audio
+    output, holding the main thread 3-8 ms, far longer on a page's first context under load)
+    and load its worklet (`addModule`, 18-24 ms) after the click, beside the authorization and
+    longer than it. Made when the page is ready, they are done by the click: the connect only
+    resumes the context (one made before a user gesture starts suspended; the browser's player
+    idles it either way). README's client section has the measurements.
+
+    This one object owns the prepared player until a connect takes it (the session then owns
+    it, as a player opened at connect) or `close()` releases it: the client closes it with
+    every teardown and every `disconnect()`, so a disconnected client holds no audio the page
+    did not ask for again. (Here, not in a module of its own: the MicroPython page fetches each
+    module of the package as a file.)
+    """
+
+    def __init__(self):
+        self._player = None  # a ports.Player not yet started, or None
+
+    def prepare(self, browser, sample_rate):
+        """Begin a player now, where the browser can (`Browser.prepare_player`); once."""
+        prepare = getattr(browser, "prepare_player", None)
+        if self._player is None and prepare is not None:
+            self._player = prepare(sample_rate)
+
+    def resume(self):
+        """Let it run: connect() calls this at once, inside the user's gesture."""
+        if self._player is not None:
+            self._player.resume()
+
+    def take(self):
+        """The prepared player, now the caller's to start and close; None if there is none."""
+        player, self._player = self._player, None
+        return player
+
+    def close(self):
+        player, self._player = self._player, None
+        if player is not None:
+            player.close()
+
+
 def is_json(value, depth=0):
     """True for what JSON can carry. Checked by hand: MicroPython's `json.dumps` writes any
     object's repr instead of refusing it."""
@@ -206,6 +248,7 @@ class LayercodeClient:
         # Its chunks are whole `client.audio` messages (ports.Microphone): how to read one.
         self._framed = None
         self._player = None
+        self._prepared = PreparedPlayer()  # a player made before connect() (prepare_audio)
         self._connecting = None  # the Work of the connect in progress
         self._tasks = set()  # background work, cancelled on teardown
         self._user_level = 0.0
@@ -314,7 +357,25 @@ class LayercodeClient:
         `await client.connect()` also waits, then raises the `LayercodeError` that stopped it
         (also passed to `on_error`). When `disconnect()` interrupts it, it returns quietly.
         """
+        if self._status not in (CONNECTED, RECONNECTING):
+            self._prepared.resume()  # in the caller's turn: a click's user gesture is current
         return Work(self._connect_once())
+
+    def prepare_audio(self):
+        """Beyond the SDK: make the player's AudioContext and load its worklet now, so the next
+        `connect()` finds them ready and only resumes the context (made before a user gesture,
+        it waits suspended; nothing plays or renders until then). Call it when the page is
+        ready, before the user clicks; again after a session ended (`disconnect()` and every
+        session's end release it, as they release the player). Does nothing while a session
+        runs or starts, with audio output off or `defer_audio_init`, outside a secure context
+        (`connect()` says why), or when a player is prepared already. A failure is not raised
+        here: the next `connect()` fails with it, as opening the player there would have."""
+        idle = self._status in (DISCONNECTED, ERROR) and self._player is None
+        if idle and self._audio_output and not self.options.defer_audio_init:
+            browser = self._browser_()
+            if getattr(browser, "secure_context", True):
+                self._prepared.prepare(browser, p.OUTPUT_SAMPLE_RATE)
+        return Done()
 
     async def _connect_once(self):
         if self._status in (CONNECTED, RECONNECTING):  # a reconnect is on its way already
@@ -439,13 +500,15 @@ class LayercodeClient:
         )
 
     async def _open_player(self):
-        browser = self._browser_()
-        await self._keep(
-            "_player",
-            browser.open_player(
+        """The player prepare_audio() made, started; otherwise one opened now."""
+        prepared = self._prepared.take()
+        if prepared is not None:
+            opening = self._start_player(prepared)
+        else:
+            opening = self._browser_().open_player(
                 p.OUTPUT_SAMPLE_RATE, self._on_playback_drained, self._on_agent_played
-            ),
-        )
+            )
+        await self._keep("_player", opening)
         if self._output_device is not None:
             try:
                 await self._player.set_output_device(self._output_device)
@@ -468,6 +531,11 @@ class LayercodeClient:
             self._recording.microphone_started()
         if self._muted:
             self._microphone.set_muted(True)
+
+    async def _start_player(self, player):
+        """Start a prepared player (it closes itself when it cannot start)."""
+        await player.start(self._on_playback_drained, self._on_agent_played)
+        return player
 
     async def _keep(self, name, opening):
         """Await a browser resource and own it at once, so a teardown releases it whatever else
@@ -568,6 +636,7 @@ class LayercodeClient:
                 await self._connecting.wait()
             except LayercodeError:
                 pass  # reported through on_error already
+        self._prepared.close()  # disconnect() releases a player made for the next connect too
         if self._status == DISCONNECTED and self._socket is None:
             return
         await self._end_session(error=None)
@@ -596,6 +665,7 @@ class LayercodeClient:
         if self._player is not None:
             self._player.close()
             self._player = None
+        self._prepared.close()
         self._end_vad_speech()  # the pipeline hears the end of speech before the close
         self._vad = None
         if self._socket is not None:
@@ -852,7 +922,9 @@ class LayercodeClient:
         self._audio_output = state
         if state and self._status == CONNECTED and self._player is None:
             await self._open_player()
-        elif not state and self._player is not None:
+        elif not state:
+            self._prepared.close()
+        if not state and self._player is not None:
             self._player.interrupt()  # what was playing stops now: its turn counts as played
             turn = self._agent_turn_id
             if self._agent_speaking and turn is not None:
@@ -981,6 +1053,7 @@ class LayercodeClient:
     sendClientResponseText = send_client_response_text
     sendClientResponseData = send_client_response_data
     getStream = get_stream
+    prepareAudio = prepare_audio
     setAudioInput = set_audio_input
     setAudioOutput = set_audio_output
     audioInputConnect = audio_input_connect

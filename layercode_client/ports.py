@@ -38,9 +38,18 @@ class Microphone:
 
 
 class Player:
-    """Plays 16 kHz PCM16 (base64) gaplessly; reports `on_drained(last_delta_id)`, its level."""
+    """Plays 16 kHz PCM16 (base64) gaplessly; reports `on_drained(last_delta_id)`, its level.
+
+    One from `Browser.prepare_player` is not started yet: `resume()`, then `start()`."""
 
     level = 0.0
+
+    def resume(self) -> None:
+        """A prepared player: let its audio run, called in the user's gesture (connect())."""
+
+    async def start(self, on_drained, on_started=None) -> None:
+        """A prepared player: wait for its preparation, then play. Raises what the preparation
+        failed with (`AudioError`, `BrowserUnsupported`, ...), the player then closed."""
 
     def play(self, audio: str, turn_id, delta_id=None) -> None: ...
 
@@ -88,6 +97,11 @@ class Browser:
 
     def watch_devices(self, on_change, kind: str = "audioinput"):
         """Call `on_change(devices)` now and on every `devicechange`; returns `stop()`."""
+
+    def prepare_player(self, sample_rate: int) -> Player:
+        """Optional: a player whose audio (AudioContext, worklet) starts being made now, idle
+        until `Player.start` (`LayercodeClient.prepare_audio`). Never raises: its failure is
+        `start()`'s."""
 
     async def open_player(self, sample_rate: int, on_drained, on_started=None) -> Player:
         """Start the speaker; `on_drained(last_delta_id or None)` whenever its queue runs dry,

@@ -45,6 +45,11 @@ window.AudioContext = class extends Base {
     window.__media.order.push("audio context made");
   }
 };
+const addModule = AudioWorklet.prototype.addModule;
+AudioWorklet.prototype.addModule = function (...a) {
+  window.__media.order.push("worklet loading");
+  return addModule.apply(this, a);
+};
 const post = MessagePort.prototype.postMessage;
 MessagePort.prototype.postMessage = function (data, ...rest) {
   if (data && data.type === "interrupt") window.__interruptAt = Date.now();
@@ -344,6 +349,63 @@ def test_the_recorders_audio_context_starts_while_the_microphone_is_granted(page
     page.click("#connect")
     page.wait_for_selector("#status[data-status=disconnected]")
     assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+def wait_context_state(page, index: int, state: str) -> None:
+    page.wait_for_function(
+        f"() => window.__media.contexts[{index}].state === {state!r}", timeout=10_000
+    )
+
+
+def assert_prepared_player_plays(page, pipeline) -> None:
+    """The page made the player's AudioContext (16 kHz) and loaded a worklet when it got ready,
+    and left it suspended; the click resumes that context, makes no other for the player (only
+    the recorder's), and the agent plays through it; disconnecting closes both."""
+    open_page(page, pipeline)
+    assert page.evaluate("window.__media.order") == ["audio context made", "worklet loading"]
+    assert page.evaluate("window.__media.contexts[0].sampleRate") == 16000
+    wait_context_state(page, 0, "suspended")
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=connected]", timeout=20_000)
+    assert page.evaluate("window.__media.contexts[0].state") == "running"
+    order = page.evaluate("window.__media.order")
+    assert order.count("audio context made") == 2, order  # the player's and the recorder's
+    assert order.index("microphone asked") > 1, order  # the player's came long before
+    send_audio(pipeline, tone(0.8), "turn_p")
+    # The worklet reports a level only while its context runs.
+    page.wait_for_function(
+        "() => parseInt(document.getElementById('agent-level').style.width) > 10", timeout=5_000
+    )
+    (finished,) = pipeline.wait_for(page, "trigger.response.audio.replay_finished", timeout_s=5)
+    assert finished.message["last_delta_id_played"] == "turn_p-3"
+    page.click("#connect")
+    page.wait_for_selector("#status[data-status=disconnected]")
+    assert page.evaluate(LIVE_MEDIA) == {"tracks": 0, "contexts": 0}
+
+
+def test_the_players_audio_is_prepared_when_the_page_is_ready_and_the_click_resumes_it(
+    page, pipeline
+):
+    """`prepare_audio()` on the demo page, Chromium's autoplay allowed (the tests' flag): the
+    prepared context would run at once; the player idles it until the click."""
+    assert_prepared_player_plays(page, pipeline)
+
+
+def test_the_prepared_player_starts_under_chromiums_real_autoplay_policy(
+    playwright, pipeline, spoken_wav
+):
+    """Chrome's own policy (a context made before the user's gesture starts suspended, and
+    resumes only after one): the click, a real input event, lets the connect resume it."""
+    args = [a for a in CHROMIUM_ARGS if not a.startswith("--autoplay-policy=")]
+    args += ["--autoplay-policy=document-user-activation-required",
+             f"--use-file-for-fake-audio-capture={spoken_wav[1]}"]  # fmt: skip
+    browser = playwright.chromium.launch(**{**chromium_launch_args(), "args": args})
+    try:
+        page = browser.new_page()
+        page.add_init_script(MEDIA_PROBE)
+        assert_prepared_player_plays(page, pipeline)
+    finally:
+        browser.close()
 
 
 def test_agent_audio_sent_before_client_ready_still_plays(page, pipeline):

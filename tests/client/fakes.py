@@ -4,6 +4,7 @@ Written in the subset MicroPython runs too: the MicroPython test runner (tests/m
 drives the client with these same fakes.
 """
 
+import asyncio
 import binascii
 import json
 
@@ -93,6 +94,11 @@ class FakePlayer:
         self.on_started = on_started
         self.outputs = outputs  # the deviceIds set_output_device accepts
         self.output_device = None
+        self.prepared = False  # made by prepare_player, before a session
+        self.started = on_drained is not None  # playing (a prepared one: after start())
+        self.resumed = 0  # resume() calls
+        self.failure = None  # what start() raises (a preparation that failed)
+        self.preparing = None  # an asyncio.Event start() waits for while set (addModule)
         self.level = 0.0
         self.played = []  # (pcm, turn_id) per chunk
         self.delta_ids = []
@@ -115,6 +121,24 @@ class FakePlayer:
             turn = self.played[-1][1]
             played = sum(len(pcm) for pcm, t in self.played if t == turn)
             on_stopped(turn, self.delta_ids[-1], played // 32)
+
+    def resume(self):
+        self.resumed += 1
+
+    async def start(self, on_drained, on_started=None):
+        """As BrowserPlayer's: wait for the preparation, then play, or close and raise."""
+        assert self.prepared and not self.started and not self.closed
+        try:
+            if self.preparing is not None:
+                await self.preparing.wait()
+        except asyncio.CancelledError:
+            self.close()
+            raise
+        if self.failure is not None:
+            self.close()
+            raise self.failure
+        self.on_drained, self.on_started = on_drained, on_started
+        self.started = True
 
     def close(self):
         self.closed = True
@@ -175,6 +199,8 @@ class FakeBrowser:
                         device("spk-1", "Headphones", "audiooutput")]  # fmt: skip
         self.output_watchers = []
         self.clock = 1000.0  # ms: now(); tests move it
+        self.player_failure = None  # a prepared player's start() raises this
+        self.player_preparing = None  # an asyncio.Event a prepared player's start() waits for
 
     def now(self):
         return self.clock
@@ -239,3 +265,14 @@ class FakeBrowser:
         outputs = [d["deviceId"] for d in self.outputs]
         self.players.append(FakePlayer(on_drained, on_started, outputs))
         return self.players[-1]
+
+    def prepare_player(self, sample_rate):
+        """A player made before a session (browser.py's BrowserPlayer.prepare): started later;
+        `player_failure` is what its start() raises, `player_preparing` an Event it waits for."""
+        assert sample_rate == 16000
+        player = FakePlayer(None, None, [d["deviceId"] for d in self.outputs])
+        player.prepared = True
+        player.failure = self.player_failure
+        player.preparing = self.player_preparing
+        self.players.append(player)
+        return player

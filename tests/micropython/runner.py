@@ -18,6 +18,7 @@ MODULES = (
     "tests.micropython.check_reconnect",
     "tests.micropython.check_vad",
     "tests.micropython.check_extras",
+    "tests.micropython.check_prepared",
 )
 TIME_LIMIT_S = 10  # a hang fails its test instead of the run
 
