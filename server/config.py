@@ -293,6 +293,18 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "p50/p95 351/525 against 348/481 ms with 0, 24 turns a mode) and a worse p95 with ten "
         "talkers (1585 against 1228 ms p95, one run each).",
     ),
+    "TURN_END_MODEL_EXACT": (
+        "auto",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: whether the int8 turn-end model "
+        "sums its products exactly. On x86 CPUs without VNNI (AVX2 alone: AMD Zen 2/3, older "
+        "Intel) onnxruntime's fast int8 kernels saturate, and the same audio scores up to 0.94 "
+        'apart ("I would like to speak to," at its pause 0.03 on a VNNI CPU, 0.97 on an '
+        "emulated Haswell): sentences are cut at their pauses. Exact sums give the VNNI CPU's "
+        "scores, at ~45 % more CPU a look where VNNI makes them fast anyway. `auto`: the model "
+        "is asked about a synthetic voice both ways at start, and the exact way is kept only "
+        "where the answers differ (logged); `true`: always exact; `false`: always fast, as "
+        "before.",
+    ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
         "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: when the recogniser's words for a "
@@ -607,6 +619,7 @@ class Settings:
     turn_end_clear_words_confirm_ms: int = 128
     turn_end_middle_clear_words_min: float = 0.8
     turn_end_look_ahead_ms: int = 0
+    turn_end_model_exact: str = "auto"
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -704,6 +717,9 @@ class Settings:
         turn_end_model = _env("TURN_END_MODEL", env)
         if turn_end_model not in ("smart-turn", "off"):
             raise SettingsError("TURN_END_MODEL must be smart-turn or off")
+        turn_end_model_exact = _env("TURN_END_MODEL_EXACT", env).lower()
+        if turn_end_model_exact not in ("auto", "true", "false"):
+            raise SettingsError("TURN_END_MODEL_EXACT must be auto, true or false")
         turn_end_rules_off = _names(_env("TURN_END_RULES_OFF", env))
         unknown = sorted(set(turn_end_rules_off) - set(TURN_END_RULES))
         if unknown:
@@ -766,6 +782,7 @@ class Settings:
                 "TURN_END_MIDDLE_CLEAR_WORDS_MIN", env, 0.5, 1
             ),
             turn_end_look_ahead_ms=_milliseconds("TURN_END_LOOK_AHEAD_MS", env, 0, 64),
+            turn_end_model_exact=turn_end_model_exact,
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

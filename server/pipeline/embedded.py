@@ -67,6 +67,7 @@ class EmbeddedPipeline:
             end_model=settings.turn_end_model,
             late_words_end_ms=settings.turn_end_late_words_ms,
             recognised_silence_ms=settings.stt_silence_ms,
+            model_exact=settings.turn_end_model_exact,
             # a rule turned off by name (TURN_END_RULES_OFF=middle-look) wins over its setting
             **{
                 "middle_look_ms": settings.turn_end_middle_look_ms,
@@ -113,7 +114,7 @@ class EmbeddedPipeline:
         self.authorizer = EmbeddedAuthorizer(self.stores, self.connections, self.settings)
         loads = [asyncio.to_thread(self.recognizers.warm), asyncio.to_thread(self.tts.warm)]
         if self.turn_settings.end_model == "smart-turn":
-            loads.append(asyncio.to_thread(SmartTurn().warm))
+            loads.append(asyncio.to_thread(SmartTurn(exact=self.turn_settings.model_exact).warm))
             if self.turn_settings.text_veto:  # the language model the words are judged by
                 loads.append(asyncio.to_thread(sentence_end.warm))
         if self.turn_settings.vad == "silero":

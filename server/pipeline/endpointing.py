@@ -175,8 +175,9 @@ to hear silence, which it mostly does only from 96 ms: of the 92 questions 15 ha
 moved (to 64 ms), no further with 64 ms ahead (Silero heard silence 32 ms after no question's
 end; it did inside some pauses, where those looks scored low). bench/endpointing.py
 --look-aheads 0,32,64 (40 ms chunks, load 1.7-2.6; cut-offs, finished ones cut, p50 model CPU):
-this machine's baseline already differs from the figures above (why was not looked into; scores
-sit near the thresholds, 0.952 against 0.95): 0 ms ahead 6/72, 3/72, 0/36, 0/36 cut, 1/52,
+this machine's baseline already differs from the figures above (the cause, found later: without
+VNNI onnxruntime's fast int8 kernels saturate, `_session` below; TURN_END_MODEL_EXACT=auto now
+sums exactly there): 0 ms ahead 6/72, 3/72, 0/36, 0/36 cut, 1/52,
 1/24, 1/10, 0/6 finished ones cut ("Yes,", "That sounds great,", "Thanks,"), p50 204, 239, 208,
 211 ms on the tuned, held out, held out 2 and 3 sets; 32 ms ahead the same counts, p50 201,
 223, 205, 211 ms; 64 ms ahead the same as 32. On the tuned set the cuts swap: "My name is John
@@ -203,6 +204,7 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import importlib.util
+import logging
 import threading
 from pathlib import Path
 
@@ -213,6 +215,8 @@ WINDOW_S = 8  # the model hears the last 8 s, zero-padded in front when shorter
 DISTRIBUTION = "pipecat-ai"
 MODEL_FILE = "smart-turn-v3.2-cpu.onnx"
 FEATURES_FILE = "_whisper_features.py"
+EXACT_MODES = ("auto", "true", "false")  # TURN_END_MODEL_EXACT (`_session`)
+log = logging.getLogger("server.pipeline")
 
 
 class ModelUnavailable(RuntimeError):
@@ -244,9 +248,8 @@ def _features():
     return module.compute_whisper_log_mel_features
 
 
-@functools.cache
-def _session(threads: int):
-    """One ONNX session per process, shared by every caller (`run` is thread-safe)."""
+def _new_session(threads: int, exact: bool):
+    """An onnxruntime session of the model; `exact`: int8 products summed without saturating."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -255,7 +258,51 @@ def _session(threads: int):
     options.intra_op_num_threads = threads
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if exact:
+        options.add_session_config_entry("session.x64quantprecision", "1")
     return ort.InferenceSession(str(packaged_file(MODEL_FILE)), sess_options=options)
+
+
+def probe_features() -> np.ndarray:
+    """The model's input for 1.5 s of a synthetic voice (a gliding 130 Hz pitch with 29
+    harmonics, syllable-like swells) and a 96 ms pause: enough like speech for the int8
+    kernels that saturate to answer differently (0.040 against 0.127 under an emulated
+    Haswell, where random input gives the same answer both ways)."""
+    t = np.arange(int(1.5 * RATE)) / RATE
+    pitch = 130 + 30 * np.sin(2 * np.pi * 1.3 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 30))
+    voice *= (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t)) ** 2 * 0.3
+    audio = np.concatenate([voice, np.zeros(int(0.096 * RATE))]).astype(np.float32)
+    audio = np.pad(audio, (WINDOW_S * RATE - audio.size, 0))
+    return _features()(audio, do_normalize=True)[None].astype(np.float32)
+
+
+@functools.cache
+def _session(threads: int, exact: str = "auto"):
+    """One ONNX session per process and setting, shared by every caller (`run` is
+    thread-safe), and whether it sums exactly: (session, exact).
+
+    The model is int8. On x86 CPUs without VNNI (AVX2 alone: AMD Zen 2/3, Intel before Ice
+    Lake servers) onnxruntime's fast int8 kernels add pairs of products in 16 bits, which
+    saturate: the same audio then scores differently, not by a rounding but by up to 0.94
+    ("I would like to speak to," at its pause: 0.033 on a VNNI CPU, 0.973 on Haswell, emulated
+    by qemu; 14 of 24 paused sentences and 9 of 36 finished questions changed side of 0.5 or
+    0.95). `session.x64quantprecision` makes it sum in 32 bits, as VNNI does: then the scores
+    were those of the VNNI CPU exactly, in all 20 compared. It costs ~45 % more on a VNNI CPU
+    (81 against 56 ms of CPU a look), so `auto` asks both sessions about `probe_features()`
+    at load and keeps the fast one where their answers agree (TURN_END_MODEL_EXACT)."""
+    if exact == "false":
+        return _new_session(threads, exact=False), False
+    exact_session = _new_session(threads, exact=True)
+    if exact == "true":
+        return exact_session, True
+    fast = _new_session(threads, exact=False)
+    probe = {"input_features": probe_features()}
+    if fast.run(None, probe)[0].tolist() == exact_session.run(None, probe)[0].tolist():
+        return fast, False
+    log.info("turn-end model: exact int8 arithmetic (this CPU's fast int8 kernels saturate)")
+    return exact_session, True
 
 
 class SmartTurn:
@@ -265,16 +312,26 @@ class SmartTurn:
     8 s are heard. Safe to call from several threads; onnxruntime releases the GIL meanwhile.
     """
 
-    def __init__(self, threshold: float = 0.5, threads: int = 1):
+    def __init__(self, threshold: float = 0.5, threads: int = 1, exact: str = "auto"):
+        if exact not in EXACT_MODES:
+            raise ValueError(f"exact must be one of {', '.join(EXACT_MODES)}")
         self.threshold = threshold
         self._threads = threads
+        self._exact = exact  # TURN_END_MODEL_EXACT: auto, true, false (`_session`)
         self._lock = threading.Lock()
 
     def warm(self) -> None:
-        """Load the model and the features (~0.1 s) so the first pause does not pay for it."""
+        """Load the model and the features (~0.1 s, ~0.2 s with `auto`'s probe) so the first
+        pause does not pay for it."""
         with self._lock:
             _features()
-            _session(self._threads)
+            _session(self._threads, self._exact)
+
+    @property
+    def exact(self) -> bool:
+        """Whether the model sums its int8 products exactly here (loads it)."""
+        self.warm()
+        return _session(self._threads, self._exact)[1]
 
     def probability(self, pcm: bytes) -> float:
         usable = len(pcm) - len(pcm) % 2
@@ -283,7 +340,8 @@ class SmartTurn:
         audio = np.pad(audio, (WINDOW_S * RATE - audio.size, 0))
         self.warm()
         features = _features()(audio, do_normalize=True)[None]
-        (logits,) = _session(self._threads).run(None, {"input_features": features})
+        session, _ = _session(self._threads, self._exact)
+        (logits,) = session.run(None, {"input_features": features})
         return float(np.asarray(logits).reshape(-1)[0])  # already a sigmoid probability
 
     def is_complete(self, pcm: bytes) -> bool:

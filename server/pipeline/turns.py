@@ -108,7 +108,7 @@ import webrtcvad
 
 from . import sentence_end
 from .audio import RATE, rms
-from .endpointing import WINDOW_S, SmartTurn
+from .endpointing import EXACT_MODES, WINDOW_S, SmartTurn
 from .speculation import words_of
 from .vad import SileroVad
 
@@ -209,6 +209,9 @@ class TurnSettings:
     # model's ~75-110 ms of work runs while the rest of that silence arrives instead of after
     # it. 0: asked at `model_silence_ms`, as before (TURN_END_RULES_OFF=look-ahead).
     look_ahead_ms: int = 0
+    # Whether the int8 model sums its products exactly (endpointing.py `_session`): "auto"
+    # where this CPU's fast kernels would saturate, "true", "false" (TURN_END_MODEL_EXACT).
+    model_exact: str = "auto"
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -239,6 +242,8 @@ class TurnSettings:
             raise ValueError("late_words_end_ms must be 0..5000")
         if not 0 <= self.recognised_silence_ms <= 5000:
             raise ValueError("recognised_silence_ms must be 0..5000")
+        if self.model_exact not in EXACT_MODES:
+            raise ValueError(f"model_exact must be one of {', '.join(EXACT_MODES)}")
         if not 0 <= self.look_ahead_ms < self.model_silence_ms:
             raise ValueError("look_ahead_ms must be 0 or more, under model_silence_ms")
 
@@ -383,7 +388,9 @@ class TurnDetector:
             self._vad = webrtcvad.Vad(self.settings.aggressiveness)
         self._model: SmartTurn | None = None
         if self.settings.end_model == "smart-turn":
-            self._model = SmartTurn(threshold=self.settings.model_threshold)
+            self._model = SmartTurn(
+                threshold=self.settings.model_threshold, exact=self.settings.model_exact
+            )
             self._model.warm()
             if self.settings.text_veto:
                 sentence_end.warm()

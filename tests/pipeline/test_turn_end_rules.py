@@ -54,7 +54,7 @@ class FakeModel:
     gate: ClassVar[threading.Event | None] = None
     heard: ClassVar[list[int]] = []  # the bytes of audio each look heard
 
-    def __init__(self, threshold: float = 0.5, threads: int = 1):
+    def __init__(self, threshold: float = 0.5, threads: int = 1, exact: str = "auto"):
         self.asked = 0
 
     def warm(self) -> None:

@@ -244,3 +244,10 @@ def test_the_middle_look_is_bounded_and_turned_off_by_zero():
     assert (
         "middle-look" in Settings.from_env({"TURN_END_RULES_OFF": "middle-look"}).turn_end_rules_off
     )
+
+
+def test_the_turn_end_models_arithmetic_is_chosen_per_cpu_unless_set():
+    assert Settings.from_env({}).turn_end_model_exact == "auto"
+    assert Settings.from_env({"TURN_END_MODEL_EXACT": "TRUE"}).turn_end_model_exact == "true"
+    with pytest.raises(SettingsError, match="TURN_END_MODEL_EXACT"):
+        Settings.from_env({"TURN_END_MODEL_EXACT": "yes"})
