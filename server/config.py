@@ -199,6 +199,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "phrase came after the phrase had played, docs/scaling.md). 0-20; `0` "
         "as before: only a first sentence over 12 words, at a clause of 4 words or more.",
     ),
+    "TTS_PIPER_SOLO": (
+        "true",
+        "Embedded pipeline, with `TTS_ENGINE=piper`: a sentence made while no other is made or "
+        "waits runs on a two-thread voice (fastest alone: ~73 against ~120 ms on one thread); "
+        "`false`: every sentence on a one-thread voice, so a synthesis never takes both cores "
+        "from the turn-end model's look or the recogniser (docs/scaling.md).",
+    ),
     "TTS_REST_BESIDE_PHRASE": (
         "false",
         "Embedded pipeline: the rest of a first sentence split at its opening phrase "
@@ -292,6 +299,14 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "values). Off by default: on a quiet machine 32 gave no better latency (voice-to-voice "
         "p50/p95 351/525 against 348/481 ms with 0, 24 turns a mode) and a worse p95 with ten "
         "talkers (1585 against 1228 ms p95, one run each).",
+    ),
+    "TURN_END_MODEL_THREADS": (
+        "1",
+        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: how many turn-end looks the "
+        "process computes at once, on threads shared by every session (one onnxruntime session, "
+        "one intra-op thread per look; a look still queued is cancelled when the voice goes "
+        "on). 1-4; `1` (the default): one at a time, as before; at ten talkers looks waited "
+        "p95 279-473 ms for the one thread (docs/scaling.md).",
     ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
@@ -599,6 +614,7 @@ class Settings:
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
     tts_rest_beside_phrase: bool = False
+    tts_piper_solo: bool = True
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -607,6 +623,7 @@ class Settings:
     turn_end_clear_words_confirm_ms: int = 128
     turn_end_middle_clear_words_min: float = 0.8
     turn_end_look_ahead_ms: int = 0
+    turn_end_model_threads: int = 1
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -754,6 +771,7 @@ class Settings:
             tts_engine=tts_engine,
             tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
             tts_rest_beside_phrase=_bool("TTS_REST_BESIDE_PHRASE", env),
+            tts_piper_solo=_bool("TTS_PIPER_SOLO", env),
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
@@ -766,6 +784,7 @@ class Settings:
                 "TURN_END_MIDDLE_CLEAR_WORDS_MIN", env, 0.5, 1
             ),
             turn_end_look_ahead_ms=_milliseconds("TURN_END_LOOK_AHEAD_MS", env, 0, 64),
+            turn_end_model_threads=_count("TURN_END_MODEL_THREADS", env, most=4),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

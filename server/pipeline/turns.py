@@ -99,6 +99,7 @@ last sound.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -116,9 +117,20 @@ log = logging.getLogger("server.pipeline")
 
 END_MODELS = ("off", "smart-turn")
 VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
-# The model's answers are computed here, one at a time: it runs only at pauses, and a request
-# that waits behind others is overtaken by the turn's own fallback timer, never lost.
-_model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end-model")
+MAX_MODEL_THREADS = 4
+
+
+@functools.cache
+def model_threads(count: int = 1) -> ThreadPoolExecutor:
+    """The threads the model's answers are computed on, shared by every session of the process
+    that asks with this `count` (TurnSettings.model_threads, TURN_END_MODEL_THREADS): it runs
+    only at pauses, and a request that waits behind others is overtaken by the turn's own
+    fallback timer, never lost. One thread (the default) answers one look at a time; with two,
+    two sessions' looks run at once on the one shared onnxruntime session (`run` is
+    thread-safe), each on one intra-op thread."""
+    if not 1 <= count <= MAX_MODEL_THREADS:
+        raise ValueError(f"the turn-end model's threads must be 1..{MAX_MODEL_THREADS}")
+    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="turn-end-model")
 
 
 @dataclass
@@ -209,6 +221,9 @@ class TurnSettings:
     # model's ~75-110 ms of work runs while the rest of that silence arrives instead of after
     # it. 0: asked at `model_silence_ms`, as before (TURN_END_RULES_OFF=look-ahead).
     look_ahead_ms: int = 0
+    # The threads the model's looks run on, shared by every session (`model_threads`): 1, one
+    # look at a time; 2, two sessions' looks at once (TURN_END_MODEL_THREADS).
+    model_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -241,6 +256,8 @@ class TurnSettings:
             raise ValueError("recognised_silence_ms must be 0..5000")
         if not 0 <= self.look_ahead_ms < self.model_silence_ms:
             raise ValueError("look_ahead_ms must be 0 or more, under model_silence_ms")
+        if not 1 <= self.model_threads <= MAX_MODEL_THREADS:
+            raise ValueError(f"model_threads must be 1..{MAX_MODEL_THREADS}")
 
     @property
     def frame_ms(self) -> int:
@@ -789,7 +806,7 @@ class TurnDetector:
             except Exception as error:  # the model failing must never break the turn
                 future.set_exception(error)
             return future
-        return _model_thread.submit(probability)
+        return model_threads(self.settings.model_threads).submit(probability)
 
     def _drop_decision(self) -> None:
         """Forget this pause's look; one still waiting for the model's thread is cancelled, so

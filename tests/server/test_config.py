@@ -244,3 +244,26 @@ def test_the_middle_look_is_bounded_and_turned_off_by_zero():
     assert (
         "middle-look" in Settings.from_env({"TURN_END_RULES_OFF": "middle-look"}).turn_end_rules_off
     )
+
+
+def test_the_turn_end_model_runs_one_look_at_a_time_unless_set():
+    from server.pipeline.embedded import EmbeddedPipeline
+
+    assert Settings.from_env({}).turn_end_model_threads == 1
+    two = Settings.from_env({"TURN_END_MODEL_THREADS": "2"})
+    assert two.turn_end_model_threads == 2
+    assert EmbeddedPipeline(two, http=None).turn_settings.model_threads == 2
+    for bad in ("0", "5", "-1", "two", "1.5"):
+        with pytest.raises(SettingsError, match="TURN_END_MODEL_THREADS"):
+            Settings.from_env({"TURN_END_MODEL_THREADS": bad})
+
+
+def test_piper_makes_a_sentence_alone_on_two_threads_unless_turned_off():
+    from server.pipeline.embedded import EmbeddedPipeline
+
+    assert Settings.from_env({}).tts_piper_solo is True
+    off = Settings.from_env({"TTS_PIPER_SOLO": "false"})
+    assert off.tts_piper_solo is False
+    assert EmbeddedPipeline(off, http=None).tts.solo is False
+    with pytest.raises(SettingsError, match="TTS_PIPER_SOLO"):
+        Settings.from_env({"TTS_PIPER_SOLO": "sometimes"})

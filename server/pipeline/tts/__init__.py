@@ -52,12 +52,13 @@ def chunks(pcm: bytes) -> Iterator[bytes]:
 ENGINES = ("piper", "espeak")
 
 
-def make_tts(engine: str) -> TextToSpeech:
-    """The engine by its name (TTS_ENGINE)."""
+def make_tts(engine: str, piper_solo: bool = True) -> TextToSpeech:
+    """The engine by its name (TTS_ENGINE); `piper_solo`: Piper's sentence made alone runs on
+    its two-thread voice (TTS_PIPER_SOLO)."""
     if engine == "piper":
         from .piper import PiperTTS
 
-        return PiperTTS()
+        return PiperTTS(solo=piper_solo)
     if engine == "espeak":
         from .espeak import EspeakTTS
 

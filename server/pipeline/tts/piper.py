@@ -5,7 +5,8 @@ its sentences are jobs on a `DeadlineExecutor`: one per core at a time, the one 
 answer's first sentence (due now) goes before other answers' later sentences (due when what came
 before them has played), so under load nobody waits in silence behind someone else's tail. A
 sentence made alone runs on two threads (fastest), overlapping ones on one thread each (more
-sentences per second).
+sentences per second). With `solo=False` (TTS_PIPER_SOLO=false) every sentence runs on a
+one-thread voice: a synthesis never takes both cores from the turn-end model's look.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ class PiperTTS:
 
     sample_rate = RATE
 
-    def __init__(self, model: Path | None = None, workers: int | None = None):
+    def __init__(self, model: Path | None = None, workers: int | None = None, solo: bool = True):
         self.model = model or self.bundled_voice()
         self.workers = workers or max(1, os.cpu_count() or 2)
+        self.solo = solo  # a sentence made alone may take the two-thread voice (TTS_PIPER_SOLO)
         self._executor = DeadlineExecutor(self.workers, "piper")
         self._lock = threading.Lock()
         self._phonemizer_lock = threading.Lock()
@@ -99,7 +101,7 @@ class PiperTTS:
 
     @contextlib.contextmanager
     def _voice(self) -> Iterator:
-        """The two-thread voice for a sentence alone, else a one-thread one.
+        """The two-thread voice for a sentence alone (unless `solo` is off), else a one-thread one.
 
         A sentence is alone when no other is being made or waits; while it runs on both cores,
         a sentence that comes meanwhile waits for it rather than crowd three threads onto two.
@@ -108,7 +110,7 @@ class PiperTTS:
         with self._turns:
             while self._solo_busy:
                 self._turns.wait()
-            alone = self.idle
+            alone = self.solo and self.idle
             self._solo_busy = alone
             self._running += 1
         voice = self._solo if alone else self._shared.get()
