@@ -200,11 +200,13 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "as before: only a first sentence over 12 words, at a clause of 4 words or more.",
     ),
     "TTS_PIPER_SOLO": (
-        "true",
-        "Embedded pipeline, with `TTS_ENGINE=piper`: a sentence made while no other is made or "
-        "waits runs on a two-thread voice (fastest alone: ~73 against ~120 ms on one thread); "
-        "`false`: every sentence on a one-thread voice, so a synthesis never takes both cores "
-        "from the turn-end model's look or the recogniser (docs/scaling.md).",
+        "on",
+        "Embedded pipeline, with `TTS_ENGINE=piper`: `on` (the default): a sentence made while "
+        "no other is made or waits runs on a two-thread voice (fastest alone: ~73 against ~120 "
+        "ms on one thread); `off`: every sentence on a one-thread voice, so a synthesis never "
+        "takes both cores from the turn-end model's look or the recogniser; `between-looks`: "
+        "alone on two threads only while no turn-end look is queued or running "
+        "(docs/scaling.md).",
     ),
     "TTS_REST_BESIDE_PHRASE": (
         "false",
@@ -614,7 +616,7 @@ class Settings:
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
     tts_rest_beside_phrase: bool = False
-    tts_piper_solo: bool = True
+    tts_piper_solo: str = "on"
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -728,6 +730,9 @@ class Settings:
                 f"TURN_END_RULES_OFF: unknown {', '.join(unknown)}; "
                 f"known: {', '.join(TURN_END_RULES)}"
             )
+        tts_piper_solo = _env("TTS_PIPER_SOLO", env)
+        if tts_piper_solo not in ("on", "off", "between-looks"):
+            raise SettingsError("TTS_PIPER_SOLO must be on, off or between-looks")
         speculative_answers = _env("SPECULATIVE_ANSWERS", env)
         if speculative_answers not in ("auto", "on", "off"):
             raise SettingsError("SPECULATIVE_ANSWERS must be auto, on or off")
@@ -771,7 +776,7 @@ class Settings:
             tts_engine=tts_engine,
             tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
             tts_rest_beside_phrase=_bool("TTS_REST_BESIDE_PHRASE", env),
-            tts_piper_solo=_bool("TTS_PIPER_SOLO", env),
+            tts_piper_solo=tts_piper_solo,
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,

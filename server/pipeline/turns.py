@@ -101,6 +101,7 @@ from __future__ import annotations
 import collections
 import functools
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -120,17 +121,46 @@ VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
 MAX_MODEL_THREADS = 4
 
 
+class ModelThreads:
+    """The threads the model's answers are computed on, and how many looks are asked and not
+    yet answered or cancelled (`busy`: Piper keeps its second core free for them,
+    TTS_PIPER_SOLO=between-looks). The model runs only at pauses, and a request that waits
+    behind others is overtaken by the turn's own fallback timer, never lost."""
+
+    def __init__(self, count: int):
+        if not 1 <= count <= MAX_MODEL_THREADS:
+            raise ValueError(f"the turn-end model's threads must be 1..{MAX_MODEL_THREADS}")
+        self._executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="turn-end-model")
+        self._lock = threading.Lock()
+        self._in_flight = 0  # submitted, not yet done (answered, failed or cancelled)
+
+    def submit(self, work) -> Future:
+        with self._lock:
+            self._in_flight += 1
+        try:
+            future = self._executor.submit(work)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)  # also called on cancel()
+        return future
+
+    def _finished(self, _future) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def busy(self) -> bool:
+        """A look is queued or running."""
+        return self._in_flight > 0
+
+
 @functools.cache
-def model_threads(count: int = 1) -> ThreadPoolExecutor:
-    """The threads the model's answers are computed on, shared by every session of the process
-    that asks with this `count` (TurnSettings.model_threads, TURN_END_MODEL_THREADS): it runs
-    only at pauses, and a request that waits behind others is overtaken by the turn's own
-    fallback timer, never lost. One thread (the default) answers one look at a time; with two,
-    two sessions' looks run at once on the one shared onnxruntime session (`run` is
-    thread-safe), each on one intra-op thread."""
-    if not 1 <= count <= MAX_MODEL_THREADS:
-        raise ValueError(f"the turn-end model's threads must be 1..{MAX_MODEL_THREADS}")
-    return ThreadPoolExecutor(max_workers=count, thread_name_prefix="turn-end-model")
+def model_threads(count: int = 1) -> ModelThreads:
+    """The pool shared by every session of the process that asks with this `count`
+    (TurnSettings.model_threads, TURN_END_MODEL_THREADS). One thread (the default) answers one
+    look at a time; with two, two sessions' looks run at once on the one shared onnxruntime
+    session (`run` is thread-safe), each on one intra-op thread."""
+    return ModelThreads(count)
 
 
 @dataclass

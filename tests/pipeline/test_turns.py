@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from server.pipeline import turns as turns_module
 from server.pipeline.turns import (
     SpeechAudio,
     SpeechEnded,
@@ -581,6 +582,23 @@ def test_with_two_model_threads_a_look_runs_beside_another_sessions():
         TurnSettings(model_threads=0)
     with pytest.raises(ValueError, match="model_threads"):
         TurnSettings(model_threads=5)
+
+
+def test_the_model_threads_know_when_a_look_is_queued_or_running():
+    """What Piper's `between-looks` solo asks: busy from a look's submit until it is answered
+    or cancelled."""
+    pool = turns_module.ModelThreads(1)
+    started, release, counted = threading.Event(), threading.Event(), threading.Event()
+    assert not pool.busy()
+    running = pool.submit(lambda: (started.set(), release.wait()))
+    queued = pool.submit(lambda: None)
+    started.wait()
+    assert queued.cancel()
+    assert pool.busy()  # the first still runs
+    running.add_done_callback(lambda _: counted.set())  # after the pool's own callback
+    release.set()
+    counted.wait()
+    assert not pool.busy()
 
 
 def feed_question(detector: TurnDetector) -> list:

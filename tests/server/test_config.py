@@ -261,9 +261,10 @@ def test_the_turn_end_model_runs_one_look_at_a_time_unless_set():
 def test_piper_makes_a_sentence_alone_on_two_threads_unless_turned_off():
     from server.pipeline.embedded import EmbeddedPipeline
 
-    assert Settings.from_env({}).tts_piper_solo is True
-    off = Settings.from_env({"TTS_PIPER_SOLO": "false"})
-    assert off.tts_piper_solo is False
-    assert EmbeddedPipeline(off, http=None).tts.solo is False
+    assert Settings.from_env({}).tts_piper_solo == "on"
+    for mode in ("off", "between-looks"):
+        settings = Settings.from_env({"TTS_PIPER_SOLO": mode})
+        assert settings.tts_piper_solo == mode
+        assert EmbeddedPipeline(settings, http=None).tts.solo == mode
     with pytest.raises(SettingsError, match="TTS_PIPER_SOLO"):
         Settings.from_env({"TTS_PIPER_SOLO": "sometimes"})
