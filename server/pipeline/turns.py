@@ -159,7 +159,9 @@ def model_threads(count: int = 1) -> ModelThreads:
     """The pool shared by every session of the process that asks with this `count`
     (TurnSettings.model_threads, TURN_END_MODEL_THREADS). One thread (the default) answers one
     look at a time; with two, two sessions' looks run at once on the one shared onnxruntime
-    session (`run` is thread-safe), each on one intra-op thread."""
+    session (`run` is thread-safe), each on one intra-op thread. On two cores two did not help
+    (`./dev bench load`, ten talkers: the queue's p95 101 -> 20 ms, a look's work 280 -> 320 ms,
+    the endpointing's p95 the same; docs/scaling.md)."""
     return ModelThreads(count)
 
 
