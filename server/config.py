@@ -206,7 +206,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "ms on one thread); `off`: every sentence on a one-thread voice, so a synthesis never "
         "takes both cores from the turn-end model's look or the recogniser; `between-looks`: "
         "alone on two threads only while no turn-end look is queued or running (at ten "
-        "talkers no different from `on`: p95 1851 against 1832 ms; docs/scaling.md).",
+        "talkers no different from `on`: p95 1851 against 1832 ms; nor was `off`, one round "
+        "each way; docs/scaling.md).",
     ),
     "TTS_REST_BESIDE_PHRASE": (
         "false",

@@ -8,6 +8,7 @@ sentence made alone runs on two threads (fastest), overlapping ones on one threa
 sentences per second). With `solo="off"` (TTS_PIPER_SOLO) every sentence runs on a one-thread
 voice, so a synthesis never takes both cores from the turn-end model's look; with
 `"between-looks"` a sentence goes solo only while no look is queued or running (`looks_busy`).
+Neither moved the p95 at ten talkers (`./dev bench load`, docs/scaling.md): `"on"` stays.
 """
 
 from __future__ import annotations
