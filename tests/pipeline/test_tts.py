@@ -138,3 +138,44 @@ def test_piper_makes_overlapping_sentences_side_by_side():
     for pcm in results:
         assert len(pcm) / 2 / 16000 > 1.5  # each is a whole spoken sentence
         assert rms(pcm) > 0.02
+
+
+@pytest.mark.parametrize(
+    "solo, looks_busy, one_thread",
+    [("on", False, False), ("off", False, True), ("between-looks", True, True),
+     ("between-looks", False, False)],
+)  # fmt: skip
+def test_piper_makes_a_sentence_alone_on_two_threads_only_as_solo_allows(
+    solo, looks_busy, one_thread
+):
+    """TTS_PIPER_SOLO=off, or between-looks while a turn-end look is queued or running: even a
+    sentence made alone leaves one core to the rest (the turn-end model's look, the recogniser)
+    instead of taking the two-thread voice."""
+    from server.pipeline.tts.piper import PiperTTS
+
+    piper = PiperTTS(solo=solo, looks_busy=lambda: looks_busy)
+    piper.warm()
+    taken = []
+
+    class Recorded:  # the pool of one-thread voices, noting when one is taken
+        def __init__(self, pool):
+            self.pool = pool
+
+        def get(self):
+            taken.append(True)
+            return self.pool.get()
+
+        def put(self, voice):
+            self.pool.put(voice)
+
+    piper._shared = Recorded(piper._shared)
+
+    async def whole(text: str) -> bytes:
+        return b"".join([pcm async for pcm in piper.synthesize(text)])
+
+    try:
+        pcm = run(whole("A sentence made alone."))
+    finally:
+        piper.close()
+    assert taken == ([True] if one_thread else []), "the two-thread voice was taken or not"
+    assert len(pcm) / 2 / 16000 > 0.8 and rms(pcm) > 0.02

@@ -52,12 +52,13 @@ def chunks(pcm: bytes) -> Iterator[bytes]:
 ENGINES = ("piper", "espeak")
 
 
-def make_tts(engine: str) -> TextToSpeech:
-    """The engine by its name (TTS_ENGINE)."""
+def make_tts(engine: str, piper_solo: str = "on", looks_busy=None) -> TextToSpeech:
+    """The engine by its name (TTS_ENGINE); `piper_solo`: when Piper's sentence made alone runs
+    on its two-thread voice (TTS_PIPER_SOLO; `looks_busy`: a turn-end look is queued or running)."""
     if engine == "piper":
         from .piper import PiperTTS
 
-        return PiperTTS()
+        return PiperTTS(solo=piper_solo, looks_busy=looks_busy)
     if engine == "espeak":
         from .espeak import EspeakTTS
 
