@@ -103,31 +103,40 @@ def test_piper_makes_what_is_due_first_first():
     assert heard.index("Right now.") <= started, heard  # only those already running
 
 
+class RecordedVoices:
+    """Piper's pool of one-thread voices, noting in `taken` each time one is taken."""
+
+    def __init__(self, pool, taken: list):
+        self.pool, self.taken = pool, taken
+
+    def get(self):
+        self.taken.append(True)
+        return self.pool.get()
+
+    def put(self, voice):
+        self.pool.put(voice)
+
+
+def note_one_thread_voices_taken(piper) -> list:
+    """A list that gets an entry each time `piper` makes a sentence on a one-thread voice."""
+    taken: list = []
+    piper._shared = RecordedVoices(piper._shared, taken)
+    return taken
+
+
+async def whole(piper, text: str) -> bytes:
+    return b"".join([pcm async for pcm in piper.synthesize(text)])
+
+
 def test_piper_makes_overlapping_sentences_side_by_side():
     """With two workers, sentences due together run at once, on the one-thread voices."""
     piper = make_tts("piper")
     piper.warm()
-    taken = []
-
-    class Recorded:  # the pool of one-thread voices, noting when one is taken
-        def __init__(self, pool):
-            self.pool = pool
-
-        def get(self):
-            taken.append(True)
-            return self.pool.get()
-
-        def put(self, voice):
-            self.pool.put(voice)
-
-    piper._shared = Recorded(piper._shared)
-
-    async def whole(text: str) -> bytes:
-        return b"".join([pcm async for pcm in piper.synthesize(text)])
+    taken = note_one_thread_voices_taken(piper)
 
     async def scenario() -> list[bytes]:
         texts = [f"This is sentence number {n}, spoken by the agent." for n in range(4)]
-        return await asyncio.gather(*(whole(t) for t in texts))
+        return await asyncio.gather(*(whole(piper, t) for t in texts))
 
     try:
         results = run(scenario())
@@ -155,26 +164,10 @@ def test_piper_makes_a_sentence_alone_on_two_threads_only_as_solo_allows(
 
     piper = PiperTTS(solo=solo, looks_busy=lambda: looks_busy)
     piper.warm()
-    taken = []
-
-    class Recorded:  # the pool of one-thread voices, noting when one is taken
-        def __init__(self, pool):
-            self.pool = pool
-
-        def get(self):
-            taken.append(True)
-            return self.pool.get()
-
-        def put(self, voice):
-            self.pool.put(voice)
-
-    piper._shared = Recorded(piper._shared)
-
-    async def whole(text: str) -> bytes:
-        return b"".join([pcm async for pcm in piper.synthesize(text)])
+    taken = note_one_thread_voices_taken(piper)
 
     try:
-        pcm = run(whole("A sentence made alone."))
+        pcm = run(whole(piper, "A sentence made alone."))
     finally:
         piper.close()
     assert taken == ([True] if one_thread else []), "the two-thread voice was taken or not"
