@@ -439,7 +439,7 @@ class BrowserPlayer:
                 self._idled = True
                 handled(self._context.suspend())
             self._loading = handled(self._context.audioWorklet.addModule(worklet_url("player.js")))
-        except (JsException, LayercodeError) as error:  # not secure, no AudioWorklet, no output
+        except Exception as error:  # not secure, no AudioWorklet, no output, no worklet file
             self.close()
             self._failed = error
 

@@ -250,6 +250,7 @@ class LayercodeClient:
         self._player = None
         self._prepared = PreparedPlayer()  # a player made before connect() (prepare_audio)
         self._connecting = None  # the Work of the connect in progress
+        self._connect_asked = None  # the Work connect() last returned (it may not run yet)
         self._tasks = set()  # background work, cancelled on teardown
         self._user_level = 0.0
         self._user_level_age = 0
@@ -359,7 +360,8 @@ class LayercodeClient:
         """
         if self._status not in (CONNECTED, RECONNECTING):
             self._prepared.resume()  # in the caller's turn: a click's user gesture is current
-        return Work(self._connect_once())
+        self._connect_asked = Work(self._connect_once())
+        return self._connect_asked
 
     def prepare_audio(self):
         """Beyond the SDK: make the player's AudioContext and load its worklet now, so the next
@@ -370,7 +372,8 @@ class LayercodeClient:
         runs or starts, with audio output off or `defer_audio_init`, outside a secure context
         (`connect()` says why), or when a player is prepared already. A failure is not raised
         here: the next `connect()` fails with it, as opening the player there would have."""
-        idle = self._status in (DISCONNECTED, ERROR) and self._player is None
+        asked = self._connect_asked is not None and not self._connect_asked.done()
+        idle = self._status in (DISCONNECTED, ERROR) and self._player is None and not asked
         if idle and self._audio_output and not self.options.defer_audio_init:
             browser = self._browser_()
             if getattr(browser, "secure_context", True):

@@ -279,7 +279,7 @@ def probe_features() -> np.ndarray:
 
 
 @functools.cache
-def _session(threads: int, exact: str = "auto"):
+def _session(threads: int, exact: str):
     """One ONNX session per process and setting, shared by every caller (`run` is
     thread-safe), and whether it sums exactly: (session, exact).
 
@@ -318,7 +318,9 @@ class SmartTurn:
         self.threshold = threshold
         self._threads = threads
         self._exact = exact  # TURN_END_MODEL_EXACT: auto, true, false (`_session`)
-        self._lock = threading.Lock()
+
+    # One for every instance: the first loads build `_session`'s sessions once, not per thread.
+    _lock = threading.Lock()
 
     def warm(self) -> None:
         """Load the model and the features (~0.1 s, ~0.2 s with `auto`'s probe) so the first

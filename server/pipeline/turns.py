@@ -155,7 +155,7 @@ class ModelThreads:
 
 
 @functools.cache
-def model_threads(count: int = 1) -> ModelThreads:
+def model_threads(count: int) -> ModelThreads:
     """The pool shared by every session of the process that asks with this `count`
     (TurnSettings.model_threads, TURN_END_MODEL_THREADS). One thread (the default) answers one
     look at a time; with two, two sessions' looks run at once on the one shared onnxruntime

@@ -223,3 +223,20 @@ def test_a_browser_that_cannot_prepare_opens_the_player_at_connect():
 
     player = run(scenario()).player
     assert not player.prepared and player.started
+
+
+def test_prepare_audio_after_connect_in_the_same_turn_prepares_nothing():
+    """connect() has not run yet when prepare_audio() follows it: a player prepared then would
+    be taken by that connect without the resume it gave in the click's turn."""
+
+    async def scenario():
+        client, browser, _ = make()
+        connecting = client.connect()
+        client.prepare_audio()
+        prepared_before_it_ran = [p for p in browser.players if p.prepared]
+        await connecting
+        return client, browser, prepared_before_it_ran
+
+    client, browser, prepared = run(scenario())
+    assert prepared == []
+    assert client.status == "connected" and browser.player.started

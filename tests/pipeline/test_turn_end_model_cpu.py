@@ -98,6 +98,7 @@ def test_on_a_cpu_without_vnni_the_model_answers_as_exact_arithmetic_does(tmp_pa
 
     # The emulated CPU saturates: its fast kernels answer otherwise (0.97 against 0.03).
     assert abs(answers["false"]["score"] - exact_score) > 0.3, answers
-    # `auto` notices at load and answers as exact arithmetic does, to the last digit.
+    # `auto` notices at load and answers as exact arithmetic does (to the last digit on the
+    # machine where this was written; the float parts may round otherwise on another CPU).
     assert answers["auto"]["exact"] is True
-    assert answers["auto"]["score"] == exact_score
+    assert abs(answers["auto"]["score"] - exact_score) < 1e-4, answers

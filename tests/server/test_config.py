@@ -251,6 +251,10 @@ def test_the_turn_end_models_arithmetic_is_chosen_per_cpu_unless_set():
     assert Settings.from_env({"TURN_END_MODEL_EXACT": "TRUE"}).turn_end_model_exact == "true"
     with pytest.raises(SettingsError, match="TURN_END_MODEL_EXACT"):
         Settings.from_env({"TURN_END_MODEL_EXACT": "yes"})
+    from server.pipeline.embedded import EmbeddedPipeline
+
+    exact = Settings.from_env({"TURN_END_MODEL_EXACT": "true"})
+    assert EmbeddedPipeline(exact, http=None).turn_settings.model_exact == "true"
 
 
 def test_the_turn_end_model_runs_one_look_at_a_time_unless_set():
