@@ -329,12 +329,6 @@ class SmartTurn:
             _features()
             _session(self._threads, self._exact)
 
-    @property
-    def exact(self) -> bool:
-        """Whether the model sums its int8 products exactly here (loads it)."""
-        self.warm()
-        return _session(self._threads, self._exact)[1]
-
     def probability(self, pcm: bytes) -> float:
         usable = len(pcm) - len(pcm) % 2
         samples = np.frombuffer(pcm[:usable], dtype="<i2")[-WINDOW_S * RATE :]
