@@ -48,6 +48,7 @@ LIVE_TTL_S = 86400  # what a crashed node leaves behind lives at most this long
 SOCKET_TIMEOUT_S = 1.0
 RESUBSCRIBE_BACKOFF_S = 0.5  # after Redis went away, before subscribing again
 SUBSCRIBE_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0  # closing waits this long for the listener and the stop requests
 
 # KEYS[1]: the session's owner entry. ARGV[1]: this node. Deletes it only if it is ours.
 RELEASE = """
@@ -69,6 +70,7 @@ class SessionBus:
         self._served: set[asyncio.Task] = set()  # stop requests being carried out here
         self._subscribed = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._closing = False
 
     @classmethod
     async def open(cls, url: str, connections: Connections) -> SessionBus:
@@ -138,7 +140,7 @@ class SessionBus:
     # -- answering them -------------------------------------------------------------------------
 
     async def _listen(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 async with self.listener.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(self.channel)
@@ -147,6 +149,8 @@ class SessionBus:
                         if message.get("type") == "message":
                             self._received(message["data"])
             except (RedisError, OSError) as error:
+                if self._closing:  # a cancellation the client turned into an error
+                    return
                 log.warning("session bus lost Redis (%s); subscribing again", error)
                 await asyncio.sleep(RESUBSCRIBE_BACKOFF_S)
 
@@ -179,8 +183,22 @@ class SessionBus:
             log.warning("session bus: could not answer a stop request: %s", error)
 
     async def close(self) -> None:
+        """Stop listening and serving, within `CLOSE_TIMEOUT_S` whatever Redis does: a client
+        library that turns a cancellation into a connection error (redis-py has) would
+        otherwise send the listener back to subscribing, and the node's shutdown would wait
+        for it for ever."""
+        self._closing = True
         tasks = [t for t in (self._task, *self._served) if t is not None]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(self.commands.aclose(), self.listener.aclose(), return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=CLOSE_TIMEOUT_S)
+            if stuck:
+                log.warning("session bus: %d task(s) did not stop; left behind", len(stuck))
+        clients = asyncio.gather(self.commands.aclose(), self.listener.aclose(),
+                                 return_exceptions=True)  # fmt: skip
+        try:
+            await asyncio.wait_for(clients, CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("session bus: Redis connections did not close within %g s",
+                        CLOSE_TIMEOUT_S)  # fmt: skip

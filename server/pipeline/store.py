@@ -11,6 +11,10 @@ are pruned as new ones are appended), and conversations untouched for `max_age_s
 (checked at open and then at most once an hour, as sessions are created). Sessions also keep
 the digest of their latest resume token (keys.py), so ownership lives and dies with the history.
 
+Two servers may open one file at once (two processes on one DATA_DIR): the schema is created
+or upgraded in one write transaction, so the second waits and finds it done, and the lock
+conflicts SQLite reports at once rather than after its busy timeout are retried.
+
 `SessionStore` is the single-node default; `store_postgres.PostgresStore` serves many nodes.
 Both answer `stores.HistoryStore`.
 """
@@ -64,6 +68,7 @@ MIGRATIONS = ["ALTER TABLE turns ADD COLUMN interrupted INTEGER NOT NULL DEFAULT
 
 SESSION_PREFIX = "sess_"
 PRUNE_EVERY_S = 3600.0
+OPEN_WAIT_S = 10.0  # another process opening the same file at once: how long to wait for it
 
 
 @dataclass(frozen=True)
@@ -100,19 +105,33 @@ class SessionStore:
         self.max_age_s = max_age_s
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
+        _while_locked(lambda: self._db.execute("PRAGMA journal_mode=WAL"))
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
-        if "interrupted" not in columns:  # a file from before interrupted turns were marked
-            for statement in MIGRATIONS:
-                self._db.execute(statement)
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        if "resume_digest" not in columns:  # a file from before resume tokens
-            self._db.execute("ALTER TABLE sessions ADD COLUMN resume_digest TEXT")
+        _while_locked(self._migrate)
         self._pruned_at = 0.0
         self._prune(time.time())  # at open, before the database thread has work
+
+    def _migrate(self) -> None:
+        """Create or bring up to date the tables, in one write transaction: another process
+        opening the same file at the same moment waits, then finds the work done."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(turns)")}
+            if "interrupted" not in columns:  # a file from before interrupted turns were marked
+                for statement in MIGRATIONS:
+                    self._db.execute(statement)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(sessions)")}
+            if "resume_digest" not in columns:  # a file from before resume tokens
+                self._db.execute("ALTER TABLE sessions ADD COLUMN resume_digest TEXT")
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:  # SQLite ends some failed transactions itself
+                self._db.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def new_session_id() -> str:
@@ -315,3 +334,18 @@ class SessionStore:
     async def close(self) -> None:
         await self._run(self._db.close)
         self._thread.shutdown()
+
+
+def _while_locked(step: Callable[[], object]) -> None:
+    """`step()`, again while SQLite answers "database is locked" for up to `OPEN_WAIT_S`.
+    Some lock conflicts (switching a new file to WAL while another process does the same)
+    are reported at once, without waiting on the connection's busy timeout."""
+    deadline = time.monotonic() + OPEN_WAIT_S
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)

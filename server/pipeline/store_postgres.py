@@ -19,11 +19,18 @@ forgets it.
 A connection the server dropped (PostgreSQL restarted, a failover) fails the one call that
 finds it, which is retried once on a fresh connection; while the server is down every call
 raises `StoreUnavailable` quickly, and the pool reconnects by itself when it returns.
+
+Closing is bounded: asyncpg's graceful close waits for every connection to come back to the
+pool, and one whose checkout or command was cancelled while PostgreSQL was away (a health check
+cut short by its timeout) may never come back. After `CLOSE_TIMEOUT_S` the pool's connections
+are dropped instead, so a node that lived through an outage still shuts down.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -34,9 +41,11 @@ from .store import PRUNE_EVERY_S, DataRecord, SessionStore, Turn
 from .stores import StoreUnavailable, UnknownSession
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 2.0
 COMMAND_TIMEOUT_S = 5.0
+CLOSE_TIMEOUT_S = 5.0
 MIGRATION_LOCK = 0x6C63_7379  # any constant shared by every node: "lcsy"
 
 MIGRATIONS: list[tuple[int, str]] = [
@@ -159,7 +168,7 @@ class PostgresStore:
             await store._call(migrate)
             await store.prune()
         except BaseException:
-            await pool.close()
+            await _close(pool)
             raise
         return store
 
@@ -339,7 +348,19 @@ class PostgresStore:
         await self._call(lambda c: c.fetchval("SELECT 1"))
 
     async def close(self) -> None:
-        await self.pool.close()
+        await _close(self.pool)
+
+
+async def _close(pool: asyncpg.Pool) -> None:
+    """Close gracefully, or drop the connections if that takes over `CLOSE_TIMEOUT_S`: a
+    cancelled `Pool.close()` terminates the pool (asyncpg's own advice is this `wait_for`)."""
+    try:
+        await asyncio.wait_for(pool.close(), CLOSE_TIMEOUT_S)
+    except TimeoutError:
+        log.warning(
+            "the history database's connections did not all come back within %g s: dropped",
+            CLOSE_TIMEOUT_S,
+        )
 
 
 def _unavailable() -> StoreUnavailable:

@@ -181,6 +181,38 @@ def test_sqlite_history_survives_reopening(tmp_path):
     run(scenario())
 
 
+def test_servers_opening_one_new_sqlite_file_at_once_all_open_it(tmp_path):
+    """Two servers started together on one DATA_DIR (seen in CI): SQLite reports some lock
+    conflicts of a first open at once, and both openers used to add the same columns. Four
+    openers at a time (threads, each with its own connection: SQLite locks them as it locks
+    processes), fifty times: before the fix about one round in three failed."""
+
+    def open_at_once(path, count=4):
+        start, opened, errors = threading.Barrier(count), [], []
+
+        def opener():
+            start.wait()
+            try:
+                opened.append(SessionStore(path))
+            except sqlite3.Error as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=opener) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+        async def close_all():
+            await asyncio.gather(*(store.close() for store in opened))
+
+        run(close_all())
+        return errors
+
+    failures = [open_at_once(tmp_path / f"round{n}" / "sessions.sqlite3") for n in range(50)]
+    assert [errors for errors in failures if errors] == []
+
+
 def test_sqlite_calls_leave_the_event_loop_free(tmp_path):
     """A stalled disk must not stall the loop: while the database thread is blocked, other
     coroutines keep running."""

@@ -7,14 +7,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis.asyncio as redis_asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from layercode_client.protocol import CloseCode, SessionConfig
 from server.app import create_app
 from server.config import Settings
+from server.pipeline import session_bus, store_postgres
 from server.pipeline.keys import SessionGrant
 from server.pipeline.keys_redis import RedisKeys
+from server.pipeline.session_bus import SessionBus
 from server.pipeline.store_postgres import PostgresStore
 from server.pipeline.stores import StoreUnavailable
 from tests.pipeline.test_conversation import pipeline_server
@@ -99,6 +103,70 @@ def test_postgres_history_fails_clearly_while_postgres_is_down_and_recovers(
     postgres.stop()
     with pytest.raises(StoreUnavailable):
         run(PostgresStore.open(postgres.url()))
+
+
+def test_the_history_store_closes_though_a_connection_never_came_back(
+    postgres_engine_to_stop, monkeypatch
+):
+    """A checkout cancelled at the wrong moment (a health check cut short during an outage)
+    can leave a connection that is never returned; asyncpg's graceful close waits for it for
+    ever, so a node that lived through an outage could not shut down (seen once in CI)."""
+    monkeypatch.setattr(store_postgres, "CLOSE_TIMEOUT_S", 0.2)
+
+    async def scenario():
+        store = await PostgresStore.open(postgres_engine_to_stop.url())
+        await store.pool.acquire()  # never released
+        await asyncio.wait_for(store.close(), 30)  # hangs on a close that is not bounded
+        return store.pool
+
+    pool = run(scenario())
+    assert pool.is_closing() and pool.get_size() == 0  # every connection dropped
+
+
+class SubscriptionThatTurnsCancellationIntoAnError:
+    """A pub/sub whose `listen()` waits for ever and, cancelled, raises a connection error
+    instead — what redis-py has done while a read was cut short (its issue #2028)."""
+
+    def __init__(self):
+        self.subscriptions = 0
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    async def subscribe(self, channel):
+        self.subscriptions += 1
+
+    async def listen(self):
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if self.subscriptions > 1:  # only the first time, so a test on a hang can end
+                raise
+            raise RedisConnectionError("Connection closed by server.") from None
+        yield {}  # an async generator, as redis-py's
+
+
+def test_the_session_bus_closes_though_its_client_swallows_the_cancellation(monkeypatch):
+    """Closing a node's bus must end its listener even if the cancellation comes back as a
+    connection error: the listener would take it for a lost Redis and subscribe again."""
+    monkeypatch.setattr(session_bus, "RESUBSCRIBE_BACKOFF_S", 0.01)
+    subscription = SubscriptionThatTurnsCancellationIntoAnError()
+
+    async def scenario():
+        unused = redis_asyncio.Redis.from_url("redis://127.0.0.1:1")  # never connected
+        bus = SessionBus(unused, unused, connections=None)
+        bus.listener = type("Listener", (), {"pubsub": lambda self, **_: subscription,
+                                             "aclose": unused.aclose})()  # fmt: skip
+        bus._task = asyncio.create_task(bus._listen())
+        await bus._subscribed.wait()
+        await asyncio.wait_for(bus.close(), 10)  # waited on a listener that subscribed again
+        return bus._task
+
+    listener = run(scenario())
+    assert listener.done() and subscription.subscriptions == 1
 
 
 def test_a_node_answers_503_with_reasons_while_a_store_is_down_and_recovers(
