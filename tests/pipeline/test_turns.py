@@ -303,14 +303,17 @@ def test_the_models_finished_waits_for_the_words_and_a_late_answer_is_ignored():
 
 def test_a_second_look_ends_what_the_model_doubted_at_the_first_short_silence():
     """ "I would like to make an appointment with the doctor." sounds unfinished to the model at
-    the first look (0.37), finished at 450 ms (0.96): the turn ends then, not at the 1 s
-    fallback."""
+    the first look (0.37 on one CPU, 0.53 on another), finished at 450 ms (0.96): the turn
+    ends then, not at the 1 s fallback. The middle look (256 ms) is off: where the model is
+    already sure there (0.957 on the second CPU: Piper's audio and onnxruntime's kernels
+    differ between CPUs) it ends the turn sooner, which test_turn_end_rules.py covers."""
     pcm = silence(0.4) + speak("I would like to make an appointment with the doctor.")
     pcm += silence(1.5)
     said = "i would like to make an appointment with the doctor"
-    (turn,) = ends(pcm, MODEL, words=said)
+    settings = replace(MODEL, **rules_off(["middle-look"]))
+    (turn,) = ends(pcm, settings, words=said)
     assert MODEL.second_look_ms / 1000 <= turn[1] - turn[0] < MODEL.max_silence_ms / 1000
-    (turn,) = ends(pcm, replace(MODEL, second_look_ms=0), words=said)
+    (turn,) = ends(pcm, replace(settings, second_look_ms=0), words=said)
     assert abs((turn[1] - turn[0]) - MODEL.max_silence_ms / 1000) <= 0.041
 
 
@@ -525,13 +528,15 @@ def test_a_finished_heard_in_a_stop_inside_a_word_waits_for_a_second_silent_vad_
     """ "Set a timer for, fifteen minutes." (held out): in the stop inside "min-utes" Silero
     hears silence for one frame (0.31) and the model is sure (0.97) of "the timer for fifteen
     min", words that end a sentence clearly enough (P(end) 0.22): the turn was cut there. The
-    next frame Silero hears the voice again (0.75): a finished waits for that frame."""
+    next frame Silero hears the voice again (0.75): a finished waits for that frame. Whether
+    the turn is cut without the rule depends on the model's score in the stop, which differs
+    between CPUs (Piper's audio and onnxruntime's kernels): the rule's own effect is tested
+    with scripted scores in test_turn_end_rules.py."""
     pcm = with_pause("Set a timer for, fifteen minutes.", 0.6)[0]
     audio = silence(0.4) + pcm + silence(1.5)
     turns = turns_heard(audio)
     assert len(turns) == 1, turns
     assert turns[0][0] > 0.4 + voiced_span(pcm)[1] - 0.15, turns
-    assert len(turns_heard(audio, replace(MODEL, **rules_off(["vad-confirm"])))) == 2
 
 
 def test_words_that_end_a_sentence_weakly_do_not_end_the_turn_at_the_second_look():
