@@ -545,6 +545,7 @@ def pooled(runs: dict[int, list[dict]], levels: list[int], warmup: dict | None) 
             "playback_gaps": {"answers": len(gaps), "with_gap_over_50ms": sum(g > 50 for g in gaps),
                               "worst_ms": max(gaps, default=0.0)},
             "queues_ms": queue_trace(splits),
+            "end_rules": end_rules(splits),
             "rounds_p95_ms": [r["p95_ms"] for r in rounds],
             # the guard's CPU (its filter, and the gate when on) per 100 ms of session
             "echo_ms_per_100ms": echo_ms / (sum(r["session_s"] for r in rounds) * 10),
@@ -627,8 +628,34 @@ def talking_levels(server, levels: list[int], args) -> dict:
         talk_runs[n]["queues_ms"] = queues = queue_trace(SPLITS)
         print("        queue / work, p50 / p95 ms: " + "; ".join(
             f"{name} {q[0]:.0f} / {q[1]:.0f}" for name, q in queues.items()))  # fmt: skip
+        talk_runs[n]["end_rules"] = rules = end_rules(SPLITS)
+        print("        turns ended by (endpointing p50 / p95 ms): " + rules_line(rules))
     return {"rows": rows, "talking": talk_runs, "lone_p95_ms": lone, "warmup": warmup,
             "largest_talking_within_tolerance": largest_within(talk_runs)}  # fmt: skip
+
+
+def end_rules(splits: list[dict]) -> dict[str, dict]:
+    """The turns by the rule that ended them (`end_rule`, turns.END_RULES), each rule's count
+    and its endpointing and voice-to-voice p50 / p95: which rule the slow turns ended on."""
+    by_rule: dict[str, list[dict]] = {}
+    for timings in splits:
+        by_rule.setdefault(timings.get("end_rule", "?"), []).append(timings)
+    found = {}
+    for rule, turns in sorted(by_rule.items(), key=lambda item: -len(item[1])):
+        found[rule] = {"turns": len(turns)}
+        for name in ("endpointing_ms", "voice_to_voice_ms"):
+            values = [t[name] for t in turns if name in t]
+            if values:
+                found[rule][name] = (median(values), p95(values))
+    return found
+
+
+def rules_line(rules: dict[str, dict]) -> str:
+    def one(rule, found):
+        ends = found.get("endpointing_ms", (0, 0))
+        return f"{rule} {found['turns']} ({ends[0]:.0f} / {ends[1]:.0f})"
+
+    return "; ".join(one(rule, found) for rule, found in rules.items())
 
 
 def queue_trace(splits: list[dict]) -> dict[str, tuple[float, float]]:
@@ -761,6 +788,11 @@ def main() -> None:
                 for n in levels for stage in STAGES
             ],
         )  # fmt: skip
+        print("Side by side: the turns by the rule that ended them, count (endpointing p50 / "
+              "p95 ms)")  # fmt: skip
+        for n in levels:
+            for name, r in results.items():
+                print(f"  {n} talking, {name}: {rules_line(r['talking'][n]['end_rules'])}")
     if "rounds_p95_ms" in next(iter(results.values()))["talking"][levels[0]]:
         print_spread(results, levels)
     print("load average (1, 5, 15 min): before "

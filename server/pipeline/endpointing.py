@@ -291,7 +291,13 @@ def _session(threads: int, exact: str):
     0.95). `session.x64quantprecision` makes it sum in 32 bits, as VNNI does: then the scores
     were those of the VNNI CPU exactly, in all 20 compared. It costs ~45 % more on a VNNI CPU
     (81 against 56 ms of CPU a look), so `auto` asks both sessions about `probe_features()`
-    at load and keeps the fast one where their answers agree (TURN_END_MODEL_EXACT)."""
+    at load and keeps the fast one where their answers agree (TURN_END_MODEL_EXACT).
+    On a real CPU without VNNI (a 2-core AMD EPYC with AVX2 alone, 2026-12-02,
+    bench/model_exact.py, load 1): of 124 looks (52 questions at 96 ms, 24 paused sentences at
+    96, 256 and 450 ms) the fast kernels put 20 on the other side of 0.5 and 20 of 0.95 (6 of
+    them a pause the fast kernels called finished), the largest difference 0.83 ("My name is
+    John and," at 450 ms: 0.869 fast, 0.037 exact); the probe scored 0.040 / 0.127 as under
+    qemu, and exact sums cost 1.16x the CPU a look (p50 88.6 against 76.3 ms)."""
     if exact == "false":
         return _new_session(threads, exact=False), False
     exact_session = _new_session(threads, exact=True)

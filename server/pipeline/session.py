@@ -531,7 +531,7 @@ class PipelineSession:
                 if self._ignoring_speech:
                     self._ignoring_speech = False
                 else:
-                    await self._user_finished(event.speech_end_s)
+                    await self._user_finished(event.speech_end_s, event.rule)
 
     def _watch_decision(self) -> None:
         """The turn-end model answers in a thread (turns.py): act on its answer the moment it
@@ -592,7 +592,7 @@ class PipelineSession:
         if not self.ptt_held:
             return
         self.ptt_held = False
-        await self._user_finished(self.clock.seconds)
+        await self._user_finished(self.clock.seconds, "push-to-talk")
 
     async def on_vad(self, message: p.VadEvent) -> None:
         """Client-side VAD hints (the official SDK): the end of speech ends the turn now."""
@@ -601,7 +601,7 @@ class PipelineSession:
                 if self._ignoring_speech:
                     self._ignoring_speech = False
                 else:
-                    await self._user_finished(event.speech_end_s)
+                    await self._user_finished(event.speech_end_s, event.rule)
 
     async def on_replay_finished(self, message: p.ReplayFinished) -> None:
         turn = self.agent_turn
@@ -767,7 +767,7 @@ class PipelineSession:
         self.log.warning("user turn ended early: %.0f s of audio waiting for recognition",
                          turn.utterance.max_bytes / 2 / RATE,
                          extra={"ctx": {"turn": turn.turn_id}})  # fmt: skip
-        await self._user_finished(self.clock.seconds)
+        await self._user_finished(self.clock.seconds, "backlog")
 
     def _send_interim(self, text: str) -> None:
         turn = self.user_turn
@@ -849,7 +849,7 @@ class PipelineSession:
             return False
         self.speculation = None
         agent = speculation.agent
-        for name in ("speech_end", "endpoint", "transcript"):
+        for name in ("speech_end", "endpoint", "transcript", "end_rule"):
             setattr(agent.timings, name, getattr(turn.timings, name))
         for name, seconds in turn.timings.stages.items():
             agent.timings.add_stage(name, seconds)
@@ -862,7 +862,9 @@ class PipelineSession:
     def _enough_words(self, words: int) -> bool:
         return words >= max(1, self.interruptions.min_words)
 
-    async def _user_finished(self, speech_end_s: float) -> None:
+    async def _user_finished(self, speech_end_s: float, rule: str = "") -> None:
+        """The user's turn is over, ended by `rule` (turns.END_RULES, "push-to-talk" or
+        "backlog"): its transcript, then the agent's answer."""
         turn, self.user_turn = self.user_turn, None
         if turn is None:
             return
@@ -870,6 +872,7 @@ class PipelineSession:
         timings = turn.timings
         timings.speech_end = self.clock.wall_time_of(speech_end_s)
         timings.endpoint = time.monotonic()
+        timings.end_rule = rule or None
         timings.add_stage("echo_work", self.echo.take_cpu_s())
         text = await turn.utterance.finish()
         turn.state = UserState.DONE

@@ -67,6 +67,7 @@ class TurnTimings:
     transcript: float | None = None  # the final transcript was ready
     webhook_first_event: float | None = None  # the agent's first SSE event arrived
     first_audio: float | None = None  # the first synthesized audio was queued to the client
+    end_rule: str | None = None  # what ended the user's turn (turns.END_RULES, push-to-talk)
     # The trace of the queues, in seconds by name (STAGES), summed over the turn's requests.
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -80,8 +81,8 @@ class TurnTimings:
             raise ValueError(f"unknown stage {name!r}")
         self.stages[name] = self.stages.get(name, 0.0) + max(0.0, seconds)
 
-    def report(self) -> dict[str, float]:
-        """Milliseconds per stage (only those measured), plus the totals.
+    def report(self) -> dict[str, float | str]:
+        """Milliseconds per stage (only those measured), plus the totals, and `end_rule`.
 
         A speculative answer (speculation.py) had its webhook answer before the turn ended:
         a stage done ahead counts the time it added after the stage before it (0 ms for the
@@ -98,7 +99,7 @@ class TurnTimings:
             ("after_endpoint_ms", self.endpoint, self.first_audio),
             ("voice_to_voice_ms", self.speech_end, self.first_audio),
         ]
-        report = {
+        report: dict[str, float | str] = {
             name: round(max(0.0, end - start) * 1000, 1)
             for name, start, end in stages
             if start is not None and end is not None
@@ -107,6 +108,8 @@ class TurnTimings:
         if first_event is not None and endpoint is not None and first_event < endpoint:
             report["speculative_ms"] = round((endpoint - first_event) * 1000, 1)
         report.update({f"{name}_ms": round(s * 1000, 1) for name, s in self.stages.items()})
+        if self.end_rule:
+            report["end_rule"] = self.end_rule
         if self.speech_end is not None:
             # On the wall clock, so a client on this machine can time its own playback from it.
             since = time.monotonic() - self.speech_end

@@ -119,6 +119,18 @@ log = logging.getLogger("server.pipeline")
 END_MODELS = ("off", "smart-turn")
 VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
 MAX_MODEL_THREADS = 4
+# What ended a turn (`SpeechEnded.rule`); "@first", "@middle" or "@second" follows the names
+# that a look decides, for the look that did. docs/protocol.md lists them as `end_rule`.
+END_RULES = {
+    "timer": "no turn-end model: `end_silence_ms` of silence",
+    "fallback": "`max_silence_ms` of silence, whatever the looks said",
+    "model": "the model's finished, no words asked (`text_veto` off)",
+    "model+words": "the model's finished and words that can end a sentence",
+    "weak-words": "the second look's words end a sentence only weakly: `weak_words_end_ms`",
+    "vetoed-words": "the second look's words veto a sure voice: `vetoed_words_end_ms`",
+    "late-words": "the words had not come by `late_words_end_ms`: the model alone",
+    "client": "the client's own VAD ended it (`force_end`)",
+}
 
 
 class ModelThreads:
@@ -358,6 +370,8 @@ class SpeechResumed:
 @dataclass
 class SpeechEnded:
     speech_end_s: float
+    # Which rule ended the turn (END_RULES), for the turn's timings: where a slow turn waited.
+    rule: str = ""
 
 
 @dataclass
@@ -482,6 +496,7 @@ class TurnDetector:
         )
         self._words_for = 0  # the look whose words came (`hint`; they are in `looks`)
         self._requests: list[WordsWanted] = []  # to go out with this feed's events
+        self._end_rule = ""  # the rule of the latest "finished" (END_RULES), for SpeechEnded
 
     @property
     def pending_decision(self) -> Future | None:
@@ -604,8 +619,10 @@ class TurnDetector:
         s = self.settings
         silent_ms = self._silent_frames * s.frame_ms
         if self._model is None:
+            self._end_rule = "timer"
             return silent_ms >= s.end_silence_ms
         if silent_ms >= s.max_silence_ms:
+            self._end_rule = "fallback"
             return True
         if self._hold is not None:
             return self._hold_is_over()
@@ -705,6 +722,7 @@ class TurnDetector:
             return False
         self._decision = None
         if not s.text_veto:
+            self._end_rule = f"model@{self._kind}"
             return self._verdict(look, True)
         few_words = len(words_of(look.words or "")) < s.clear_end_min_words
         if self._kind == "middle" and few_words:
@@ -727,6 +745,7 @@ class TurnDetector:
         end_probability = look.end_probability
         if end_probability is None or end_probability < wanted:
             if self._kind == "second" and s.vetoed_words_end_ms and probability > s.model_threshold:
+                self._end_rule = "vetoed-words"
                 return self._hold_finished(look, s.vetoed_words_end_ms)  # words misheard?
             return self._words_vetoed(look, probability)
         if (
@@ -739,9 +758,10 @@ class TurnDetector:
             look.held = f"clear words to be confirmed at {s.clear_words_confirm_ms} ms"
             return self._verdict(look, False)
         # Finished; it ends the turn once the silence is confirmed (at once, mostly).
-        silence_ms = 0
+        silence_ms, self._end_rule = 0, f"model+words@{self._kind}"
         if self._kind == "second" and end_probability < s.clear_end_min:
             silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
+            self._end_rule = "weak-words"
         return self._hold_finished(look, silence_ms)
 
     def _hold_finished(self, look: Look, silence_ms: int) -> bool:
@@ -783,6 +803,7 @@ class TurnDetector:
         look.held = f"words late at {self._silent_frames * self.settings.frame_ms} ms"
         if probability <= threshold:
             return self._verdict(look, False)
+        self._end_rule = f"late-words@{self._kind}"
         self._hold = (0, self.settings.finished_vad_frames)
         if self._hold_is_over():
             return self._verdict(look, True)
@@ -856,6 +877,7 @@ class TurnDetector:
         self._decision = None
 
     def _end(self) -> list[Event]:
+        rule, self._end_rule = self._end_rule, ""
         self._in_speech = False
         self._silent_frames = 0
         self._turn_audio = bytearray()
@@ -868,10 +890,11 @@ class TurnDetector:
         self._unheard.clear()
         self._paused = False
         self._requests = []
-        return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3))]
+        return [SpeechEnded(speech_end_s=round(self._last_voice_end_s, 3), rule=rule)]
 
     def force_end(self) -> list[SpeechEnded]:
         """End the turn in progress now (the client's own VAD said the speech is over)."""
         if not self._in_speech:
             return []
+        self._end_rule = "client"
         return self._end()

@@ -14,6 +14,7 @@ import pytest
 from server.app import create_app
 from server.config import Settings
 from server.pipeline.audio import resample
+from server.pipeline.turns import END_RULES
 from tests.support.aio import run
 from tests.support.servers import free_port, serve
 from tests.support.speech import silence, speak
@@ -95,6 +96,7 @@ def test_full_voice_turn_speech_in_audio_out(tmp_path):
                 for part in ("queue", "work"):
                     assert timings[f"{stage}_{part}_ms"] >= 0, (stage, part, timings)
             assert timings["model_work_ms"] > 0 and timings["tts_work_ms"] > 0, timings
+            assert timings["end_rule"].partition("@")[0] in END_RULES, timings  # what ended it
 
             await client.send({"type": "trigger.response.audio.replay_finished"})
             await client.wait_for("turn.end", lambda m: m.get("turn_id") == agent_turn)
