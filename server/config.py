@@ -204,10 +204,9 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "Embedded pipeline, with `TTS_ENGINE=piper`: `on` (the default): a sentence made while "
         "no other is made or waits runs on a two-thread voice (fastest alone: ~73 against ~120 "
         "ms on one thread); `off`: every sentence on a one-thread voice, so a synthesis never "
-        "takes both cores from the turn-end model's look or the recogniser; `between-looks`: "
-        "alone on two threads only while no turn-end look is queued or running (at ten "
-        "talkers no different from `on`: p95 1851 against 1832 ms; nor was `off`, one round "
-        "each way; docs/scaling.md).",
+        "takes both cores from the turn-end model's look or the recogniser (at ten talkers "
+        "within the noise of `on` in four runs, three rounds to two for `off`; "
+        "docs/scaling.md).",
     ),
     "TTS_REST_BESIDE_PHRASE": (
         "false",
@@ -314,15 +313,6 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "is asked about a synthetic voice both ways at start, and the exact way is kept only "
         "where the answers differ (logged); `true`: always exact; `false`: always fast, as "
         "before.",
-    ),
-    "TURN_END_MODEL_THREADS": (
-        "1",
-        "Embedded pipeline, with `TURN_END_MODEL=smart-turn`: how many turn-end looks the "
-        "process computes at once, on threads shared by every session (one onnxruntime session, "
-        "one intra-op thread per look; a look still queued is cancelled when the voice goes "
-        "on). 1-4; `1` (the default): one at a time. `2` on two cores: at ten talkers the "
-        "queue went (p95 101 -> 20 ms) but a look's work grew as much (280 -> 320 ms), the "
-        "endpointing p95 the same, voice-to-voice p95 1596 against 1474 ms (docs/scaling.md).",
     ),
     "TURN_END_LATE_WORDS_MS": (
         "700",
@@ -630,7 +620,7 @@ class Settings:
     tts_engine: str = "piper"
     tts_first_phrase_words: int = 2
     tts_rest_beside_phrase: bool = False
-    tts_piper_solo: str = "on"
+    tts_piper_solo: bool = True
     vad: str = "silero"
     turn_end_model: str = "smart-turn"
     turn_end_rules_off: tuple[str, ...] = ()
@@ -640,7 +630,6 @@ class Settings:
     turn_end_middle_clear_words_min: float = 0.8
     turn_end_look_ahead_ms: int = 0
     turn_end_model_exact: str = "auto"
-    turn_end_model_threads: int = 1
     speculative_answers: str = "auto"
     stt_profile: str = "tuned"
     stt_priority_lane: bool = True
@@ -748,9 +737,6 @@ class Settings:
                 f"TURN_END_RULES_OFF: unknown {', '.join(unknown)}; "
                 f"known: {', '.join(TURN_END_RULES)}"
             )
-        tts_piper_solo = _env("TTS_PIPER_SOLO", env)
-        if tts_piper_solo not in ("on", "off", "between-looks"):
-            raise SettingsError("TTS_PIPER_SOLO must be on, off or between-looks")
         speculative_answers = _env("SPECULATIVE_ANSWERS", env)
         if speculative_answers not in ("auto", "on", "off"):
             raise SettingsError("SPECULATIVE_ANSWERS must be auto, on or off")
@@ -794,7 +780,7 @@ class Settings:
             tts_engine=tts_engine,
             tts_first_phrase_words=_whole("TTS_FIRST_PHRASE_WORDS", env, 0, 20),
             tts_rest_beside_phrase=_bool("TTS_REST_BESIDE_PHRASE", env),
-            tts_piper_solo=tts_piper_solo,
+            tts_piper_solo=_bool("TTS_PIPER_SOLO", env),
             vad=vad,
             turn_end_model=turn_end_model,
             turn_end_rules_off=turn_end_rules_off,
@@ -808,7 +794,6 @@ class Settings:
             ),
             turn_end_look_ahead_ms=_milliseconds("TURN_END_LOOK_AHEAD_MS", env, 0, 64),
             turn_end_model_exact=turn_end_model_exact,
-            turn_end_model_threads=_count("TURN_END_MODEL_THREADS", env, most=4),
             speculative_answers=speculative_answers,
             stt_profile=stt_profile,
             stt_priority_lane=_bool("STT_PRIORITY_LANE", env),

@@ -34,7 +34,7 @@ from .speculation import speculation_enabled
 from .stores import Stores, StoreUnavailable, open_stores
 from .stt import RecognizerPool
 from .tts import make_tts
-from .turns import TurnSettings, model_threads, rules_off
+from .turns import TurnSettings, rules_off
 from .vad import SileroVad
 from .websocket import pipeline_socket
 
@@ -61,18 +61,13 @@ class EmbeddedPipeline:
             max_words_per_frame=settings.stt_max_words_per_frame,
             phrases=settings.stt_phrases,
         )
-        self.tts = make_tts(
-            settings.tts_engine,
-            piper_solo=settings.tts_piper_solo,
-            looks_busy=model_threads(settings.turn_end_model_threads).busy,
-        )
+        self.tts = make_tts(settings.tts_engine, piper_solo=settings.tts_piper_solo)
         self.turn_settings = TurnSettings(
             vad=settings.vad,
             end_model=settings.turn_end_model,
             late_words_end_ms=settings.turn_end_late_words_ms,
             recognised_silence_ms=settings.stt_silence_ms,
             model_exact=settings.turn_end_model_exact,
-            model_threads=settings.turn_end_model_threads,
             # a rule turned off by name (TURN_END_RULES_OFF=middle-look) wins over its setting
             **{
                 "middle_look_ms": settings.turn_end_middle_look_ms,

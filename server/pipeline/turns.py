@@ -99,9 +99,7 @@ last sound.
 from __future__ import annotations
 
 import collections
-import functools
 import logging
-import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -118,7 +116,11 @@ log = logging.getLogger("server.pipeline")
 
 END_MODELS = ("off", "smart-turn")
 VADS = {"webrtc": 20, "silero": 32}  # detector → its frame length in ms
-MAX_MODEL_THREADS = 4
+# The model's answers are computed here, one at a time: it runs only at pauses, and a request
+# that waits behind others is overtaken by the turn's own fallback timer, never lost. A second
+# thread (TURN_END_MODEL_THREADS, taken out) did not help on two cores: the queue went, a look's
+# work grew as much, and the ten-talker tail was no better in three runs (docs/scaling.md).
+_model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="turn-end-model")
 # What ended a turn (`SpeechEnded.rule`); "@first", "@middle" or "@second" follows the names
 # that a look decides, for the look that did. docs/protocol.md lists them as `end_rule`.
 END_RULES = {
@@ -131,50 +133,6 @@ END_RULES = {
     "late-words": "the words had not come by `late_words_end_ms`: the model alone",
     "client": "the client's own VAD ended it (`force_end`)",
 }
-
-
-class ModelThreads:
-    """The threads the model's answers are computed on, and how many looks are asked and not
-    yet answered or cancelled (`busy`: Piper keeps its second core free for them,
-    TTS_PIPER_SOLO=between-looks). The model runs only at pauses, and a request that waits
-    behind others is overtaken by the turn's own fallback timer, never lost."""
-
-    def __init__(self, count: int):
-        if not 1 <= count <= MAX_MODEL_THREADS:
-            raise ValueError(f"the turn-end model's threads must be 1..{MAX_MODEL_THREADS}")
-        self._executor = ThreadPoolExecutor(max_workers=count, thread_name_prefix="turn-end-model")
-        self._lock = threading.Lock()
-        self._in_flight = 0  # submitted, not yet done (answered, failed or cancelled)
-
-    def submit(self, work) -> Future:
-        with self._lock:
-            self._in_flight += 1
-        try:
-            future = self._executor.submit(work)
-        except BaseException:
-            self._finished(None)
-            raise
-        future.add_done_callback(self._finished)  # also called on cancel()
-        return future
-
-    def _finished(self, _future) -> None:
-        with self._lock:
-            self._in_flight -= 1
-
-    def busy(self) -> bool:
-        """A look is queued or running."""
-        return self._in_flight > 0
-
-
-@functools.cache
-def model_threads(count: int) -> ModelThreads:
-    """The pool shared by every session of the process that asks with this `count`
-    (TurnSettings.model_threads, TURN_END_MODEL_THREADS). One thread (the default) answers one
-    look at a time; with two, two sessions' looks run at once on the one shared onnxruntime
-    session (`run` is thread-safe), each on one intra-op thread. On two cores two did not help
-    (`./dev bench load`, ten talkers: the queue's p95 101 -> 20 ms, a look's work 280 -> 320 ms,
-    the endpointing's p95 the same; docs/scaling.md)."""
-    return ModelThreads(count)
 
 
 @dataclass
@@ -268,9 +226,6 @@ class TurnSettings:
     # Whether the int8 model sums its products exactly (endpointing.py `_session`): "auto"
     # where this CPU's fast kernels would saturate, "true", "false" (TURN_END_MODEL_EXACT).
     model_exact: str = "auto"
-    # The threads the model's looks run on, shared by every session (`model_threads`): 1, one
-    # look at a time; 2, two sessions' looks at once (TURN_END_MODEL_THREADS).
-    model_threads: int = 1
 
     def __post_init__(self) -> None:
         if self.vad not in VADS:
@@ -305,8 +260,6 @@ class TurnSettings:
             raise ValueError(f"model_exact must be one of {', '.join(EXACT_MODES)}")
         if not 0 <= self.look_ahead_ms < self.model_silence_ms:
             raise ValueError("look_ahead_ms must be 0 or more, under model_silence_ms")
-        if not 1 <= self.model_threads <= MAX_MODEL_THREADS:
-            raise ValueError(f"model_threads must be 1..{MAX_MODEL_THREADS}")
 
     @property
     def frame_ms(self) -> int:
@@ -866,7 +819,7 @@ class TurnDetector:
             except Exception as error:  # the model failing must never break the turn
                 future.set_exception(error)
             return future
-        return model_threads(self.settings.model_threads).submit(probability)
+        return _model_thread.submit(probability)
 
     def _drop_decision(self) -> None:
         """Forget this pause's look; one still waiting for the model's thread is cancelled, so

@@ -149,20 +149,13 @@ def test_piper_makes_overlapping_sentences_side_by_side():
         assert rms(pcm) > 0.02
 
 
-@pytest.mark.parametrize(
-    "solo, looks_busy, one_thread",
-    [("on", False, False), ("off", False, True), ("between-looks", True, True),
-     ("between-looks", False, False)],
-)  # fmt: skip
-def test_piper_makes_a_sentence_alone_on_two_threads_only_as_solo_allows(
-    solo, looks_busy, one_thread
-):
-    """TTS_PIPER_SOLO=off, or between-looks while a turn-end look is queued or running: even a
-    sentence made alone leaves one core to the rest (the turn-end model's look, the recogniser)
-    instead of taking the two-thread voice."""
+@pytest.mark.parametrize("solo", [True, False])
+def test_piper_makes_a_sentence_alone_on_two_threads_unless_solo_is_off(solo):
+    """TTS_PIPER_SOLO=off: even a sentence made alone leaves one core to the rest (the
+    turn-end model's look, the recogniser) instead of taking the two-thread voice."""
     from server.pipeline.tts.piper import PiperTTS
 
-    piper = PiperTTS(solo=solo, looks_busy=lambda: looks_busy)
+    piper = PiperTTS(solo=solo)
     piper.warm()
     taken = note_one_thread_voices_taken(piper)
 
@@ -170,5 +163,5 @@ def test_piper_makes_a_sentence_alone_on_two_threads_only_as_solo_allows(
         pcm = run(whole(piper, "A sentence made alone."))
     finally:
         piper.close()
-    assert taken == ([True] if one_thread else []), "the two-thread voice was taken or not"
+    assert taken == ([] if solo else [True]), "the two-thread voice was taken or not"
     assert len(pcm) / 2 / 16000 > 0.8 and rms(pcm) > 0.02

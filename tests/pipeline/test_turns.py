@@ -10,7 +10,6 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from server.pipeline import turns as turns_module
 from server.pipeline.turns import (
     SpeechAudio,
     SpeechEnded,
@@ -552,10 +551,9 @@ def test_words_that_end_a_sentence_weakly_do_not_end_the_turn_at_the_second_look
 
 
 @contextlib.contextmanager
-def model_thread_held(threads: int = 1):
-    """One of the turn-end model's shared threads (of the `threads` a detector with
-    `model_threads=threads` asks on) busy with another session's look until the block ends:
-    with one thread this detector's looks queue behind it, as under load."""
+def model_thread_held():
+    """The turn-end model's one thread, shared by every session, busy with another session's
+    look until the block ends: this detector's looks queue behind it, as under load."""
     from server.pipeline import turns
 
     busy, release = threading.Event(), threading.Event()
@@ -564,46 +562,13 @@ def model_thread_held(threads: int = 1):
         busy.set()
         release.wait()
 
-    blocker = turns.model_threads(threads).submit(other_session)
+    blocker = turns._model_thread.submit(other_session)
     try:
         busy.wait()
         yield
     finally:
         release.set()
         blocker.result()
-
-
-def test_with_two_model_threads_a_look_runs_beside_another_sessions():
-    """TURN_END_MODEL_THREADS=2: a look is not queued behind another session's look that holds
-    one of the threads; it is answered while that one still runs."""
-    with model_thread_held(threads=2):
-        settings = TurnSettings(vad="silero", end_model="smart-turn", model_threads=2)
-        detector = TurnDetector(settings)
-        feed_question(detector)
-        look = detector.looks[-1]
-        detector.pending_decision.result(timeout=60)  # a guard against a hang, not a condition
-        assert look.started_at is not None and look.answered_at is not None
-    with pytest.raises(ValueError, match="model_threads"):
-        TurnSettings(model_threads=0)
-    with pytest.raises(ValueError, match="model_threads"):
-        TurnSettings(model_threads=5)
-
-
-def test_the_model_threads_know_when_a_look_is_queued_or_running():
-    """What Piper's `between-looks` solo asks: busy from a look's submit until it is answered
-    or cancelled."""
-    pool = turns_module.ModelThreads(1)
-    started, release, counted = threading.Event(), threading.Event(), threading.Event()
-    assert not pool.busy()
-    running = pool.submit(lambda: (started.set(), release.wait()))
-    queued = pool.submit(lambda: None)
-    started.wait()
-    assert queued.cancel()
-    assert pool.busy()  # the first still runs
-    running.add_done_callback(lambda _: counted.set())  # after the pool's own callback
-    release.set()
-    counted.wait()
-    assert not pool.busy()
 
 
 def feed_question(detector: TurnDetector) -> list:

@@ -257,29 +257,13 @@ def test_the_turn_end_models_arithmetic_is_chosen_per_cpu_unless_set():
     assert EmbeddedPipeline(exact, http=None).turn_settings.model_exact == "true"
 
 
-def test_the_turn_end_model_runs_one_look_at_a_time_unless_set():
-    from server.pipeline.embedded import EmbeddedPipeline
-
-    assert Settings.from_env({}).turn_end_model_threads == 1
-    two = Settings.from_env({"TURN_END_MODEL_THREADS": "2"})
-    assert two.turn_end_model_threads == 2
-    assert EmbeddedPipeline(two, http=None).turn_settings.model_threads == 2
-    for bad in ("0", "5", "-1", "two", "1.5"):
-        with pytest.raises(SettingsError, match="TURN_END_MODEL_THREADS"):
-            Settings.from_env({"TURN_END_MODEL_THREADS": bad})
-
-
 def test_piper_makes_a_sentence_alone_on_two_threads_unless_turned_off():
     from server.pipeline.embedded import EmbeddedPipeline
-    from server.pipeline.turns import model_threads
 
-    assert Settings.from_env({}).tts_piper_solo == "on"
-    for mode in ("off", "between-looks"):
-        settings = Settings.from_env({"TTS_PIPER_SOLO": mode})
-        assert settings.tts_piper_solo == mode
-        assert EmbeddedPipeline(settings, http=None).tts.solo == mode
-    # between looks, Piper asks the pool the turn detectors submit their looks to
-    two = Settings.from_env({"TTS_PIPER_SOLO": "between-looks", "TURN_END_MODEL_THREADS": "2"})
-    assert EmbeddedPipeline(two, http=None).tts._looks_busy == model_threads(2).busy
-    with pytest.raises(SettingsError, match="TTS_PIPER_SOLO"):
-        Settings.from_env({"TTS_PIPER_SOLO": "sometimes"})
+    assert Settings.from_env({}).tts_piper_solo is True
+    settings = Settings.from_env({"TTS_PIPER_SOLO": "off"})
+    assert settings.tts_piper_solo is False
+    assert EmbeddedPipeline(settings, http=None).tts.solo is False
+    for bad in ("sometimes", "between-looks"):  # a mode that was measured and taken out
+        with pytest.raises(SettingsError, match="TTS_PIPER_SOLO"):
+            Settings.from_env({"TTS_PIPER_SOLO": bad})

@@ -52,13 +52,13 @@ def chunks(pcm: bytes) -> Iterator[bytes]:
 ENGINES = ("piper", "espeak")
 
 
-def make_tts(engine: str, piper_solo: str = "on", looks_busy=None) -> TextToSpeech:
-    """The engine by its name (TTS_ENGINE); `piper_solo`: when Piper's sentence made alone runs
-    on its two-thread voice (TTS_PIPER_SOLO; `looks_busy`: a turn-end look is queued or running)."""
+def make_tts(engine: str, piper_solo: bool = True) -> TextToSpeech:
+    """The engine by its name (TTS_ENGINE); `piper_solo`: whether Piper's sentence made alone
+    runs on its two-thread voice (TTS_PIPER_SOLO)."""
     if engine == "piper":
         from .piper import PiperTTS
 
-        return PiperTTS(solo=piper_solo, looks_busy=looks_busy)
+        return PiperTTS(solo=piper_solo)
     if engine == "espeak":
         from .espeak import EspeakTTS
 

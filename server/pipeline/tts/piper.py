@@ -5,10 +5,9 @@ its sentences are jobs on a `DeadlineExecutor`: one per core at a time, the one 
 answer's first sentence (due now) goes before other answers' later sentences (due when what came
 before them has played), so under load nobody waits in silence behind someone else's tail. A
 sentence made alone runs on two threads (fastest), overlapping ones on one thread each (more
-sentences per second). With `solo="off"` (TTS_PIPER_SOLO) every sentence runs on a one-thread
-voice, so a synthesis never takes both cores from the turn-end model's look; with
-`"between-looks"` a sentence goes solo only while no look is queued or running (`looks_busy`).
-Neither moved the p95 at ten talkers (`./dev bench load`, docs/scaling.md): `"on"` stays.
+sentences per second). With `solo=False` (TTS_PIPER_SOLO=off) every sentence runs on a
+one-thread voice, so a synthesis never takes both cores from the turn-end model's look; it did
+not move the p95 at ten talkers in four runs (`./dev bench load`, docs/scaling.md): on stays.
 """
 
 from __future__ import annotations
@@ -20,14 +19,12 @@ import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 from ..audio import RATE, resample
 from ..deadline import DeadlineExecutor
 from . import Timing, chunks
-
-SOLO_MODES = ("on", "off", "between-looks")
 
 
 class PiperTTS:
@@ -39,15 +36,11 @@ class PiperTTS:
         self,
         model: Path | None = None,
         workers: int | None = None,
-        solo: str = "on",
-        looks_busy: Callable[[], bool] | None = None,
+        solo: bool = True,
     ):
-        if solo not in SOLO_MODES:
-            raise ValueError(f"solo must be one of {SOLO_MODES}, not {solo!r}")
         self.model = model or self.bundled_voice()
         self.workers = workers or max(1, os.cpu_count() or 2)
-        self.solo = solo  # when a sentence made alone may take the two-thread voice
-        self._looks_busy = looks_busy or (lambda: False)  # a turn-end look queued or running
+        self.solo = solo  # a sentence made alone takes the two-thread voice
         self._executor = DeadlineExecutor(self.workers, "piper")
         self._lock = threading.Lock()
         self._phonemizer_lock = threading.Lock()
@@ -114,7 +107,7 @@ class PiperTTS:
 
     @contextlib.contextmanager
     def _voice(self) -> Iterator:
-        """The two-thread voice for a sentence alone (as `solo` allows), else a one-thread one.
+        """The two-thread voice for a sentence alone (unless `solo` is off), else a one-thread one.
 
         A sentence is alone when no other is being made or waits; while it runs on both cores,
         a sentence that comes meanwhile waits for it rather than crowd three threads onto two.
@@ -123,7 +116,7 @@ class PiperTTS:
         with self._turns:
             while self._solo_busy:
                 self._turns.wait()
-            alone = self.idle and self._may_go_solo()
+            alone = self.idle and self.solo
             self._solo_busy = alone
             self._running += 1
         voice = self._solo if alone else self._shared.get()
@@ -136,11 +129,6 @@ class PiperTTS:
                 self._running -= 1
                 self._solo_busy = False if alone else self._solo_busy
                 self._turns.notify_all()
-
-    def _may_go_solo(self) -> bool:
-        if self.solo == "between-looks":
-            return not self._looks_busy()
-        return self.solo == "on"
 
     @property
     def idle(self) -> bool:
