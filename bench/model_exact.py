@@ -48,13 +48,6 @@ def looks() -> list[tuple[str, bytes]]:
     return found
 
 
-def features_of(pcm: bytes) -> np.ndarray:
-    samples = np.frombuffer(pcm[: len(pcm) - len(pcm) % 2], "<i2")[-endpointing.WINDOW_S * RATE :]
-    audio = samples.astype(np.float32) / 32768.0
-    audio = np.pad(audio, (endpointing.WINDOW_S * RATE - audio.size, 0))
-    return endpointing._features()(audio, do_normalize=True)[None].astype(np.float32)
-
-
 def score(session, features: np.ndarray) -> tuple[float, float]:
     """(probability, CPU seconds of this thread)."""
     cpu = time.thread_time()
@@ -93,7 +86,7 @@ def main() -> None:
     scores: dict[str, list[float]] = {name: [] for name in sessions}
     cpu_ms: dict[str, list[float]] = {name: [] for name in sessions}
     for n, (_, pcm) in enumerate(all_looks):
-        features = features_of(pcm)
+        features = endpointing.input_features(pcm)
         order = list(sessions) if n % 2 == 0 else list(reversed(sessions))
         for round_ in range(args.rounds):
             for name in order:

@@ -263,6 +263,16 @@ def _new_session(threads: int, exact: bool):
     return ort.InferenceSession(str(packaged_file(MODEL_FILE)), sess_options=options)
 
 
+def input_features(pcm: bytes) -> np.ndarray:
+    """The model's input for a turn's audio (16 kHz PCM16 mono): its last `WINDOW_S`, padded
+    in front with silence, as Whisper log-mel features."""
+    usable = len(pcm) - len(pcm) % 2
+    samples = np.frombuffer(pcm[:usable], dtype="<i2")[-WINDOW_S * RATE :]
+    audio = samples.astype(np.float32) / 32768.0
+    audio = np.pad(audio, (WINDOW_S * RATE - audio.size, 0))
+    return _features()(audio, do_normalize=True)[None]
+
+
 def probe_features() -> np.ndarray:
     """The model's input for 1.5 s of a synthetic voice (a gliding 130 Hz pitch with 29
     harmonics, syllable-like swells) and a 96 ms pause: enough like speech for the int8
@@ -336,12 +346,8 @@ class SmartTurn:
             _session(self._threads, self._exact)
 
     def probability(self, pcm: bytes) -> float:
-        usable = len(pcm) - len(pcm) % 2
-        samples = np.frombuffer(pcm[:usable], dtype="<i2")[-WINDOW_S * RATE :]
-        audio = samples.astype(np.float32) / 32768.0
-        audio = np.pad(audio, (WINDOW_S * RATE - audio.size, 0))
         self.warm()
-        features = _features()(audio, do_normalize=True)[None]
+        features = input_features(pcm)
         session, _ = _session(self._threads, self._exact)
         (logits,) = session.run(None, {"input_features": features})
         return float(np.asarray(logits).reshape(-1)[0])  # already a sigmoid probability

@@ -572,8 +572,10 @@ class TurnDetector:
         s = self.settings
         silent_ms = self._silent_frames * s.frame_ms
         if self._model is None:
+            if silent_ms < s.end_silence_ms:
+                return False
             self._end_rule = "timer"
-            return silent_ms >= s.end_silence_ms
+            return True
         if silent_ms >= s.max_silence_ms:
             self._end_rule = "fallback"
             return True
@@ -698,8 +700,8 @@ class TurnDetector:
         end_probability = look.end_probability
         if end_probability is None or end_probability < wanted:
             if self._kind == "second" and s.vetoed_words_end_ms and probability > s.model_threshold:
-                self._end_rule = "vetoed-words"
-                return self._hold_finished(look, s.vetoed_words_end_ms)  # words misheard?
+                # words misheard?
+                return self._hold_finished(look, s.vetoed_words_end_ms, "vetoed-words")
             return self._words_vetoed(look, probability)
         if (
             probability <= threshold
@@ -711,15 +713,16 @@ class TurnDetector:
             look.held = f"clear words to be confirmed at {s.clear_words_confirm_ms} ms"
             return self._verdict(look, False)
         # Finished; it ends the turn once the silence is confirmed (at once, mostly).
-        silence_ms, self._end_rule = 0, f"model+words@{self._kind}"
         if self._kind == "second" and end_probability < s.clear_end_min:
-            silence_ms = s.weak_words_end_ms  # at the second look the words alone decide
-            self._end_rule = "weak-words"
-        return self._hold_finished(look, silence_ms)
+            # at the second look the words alone decide
+            return self._hold_finished(look, s.weak_words_end_ms, "weak-words")
+        return self._hold_finished(look, 0, f"model+words@{self._kind}")
 
-    def _hold_finished(self, look: Look, silence_ms: int) -> bool:
+    def _hold_finished(self, look: Look, silence_ms: int, rule: str) -> bool:
         """A "finished" that ends the turn once the silence reaches `silence_ms` and the VAD
-        model has heard `finished_vad_frames` silent frames in a row (at once, mostly)."""
+        model has heard `finished_vad_frames` silent frames in a row (at once, mostly); `rule`
+        (END_RULES) names it as what ended the turn."""
+        self._end_rule = rule
         frames = self.settings.finished_vad_frames
         if self._kind == "first":  # a look asked ahead (`look_ahead_ms`) ends no earlier
             silence_ms = max(silence_ms, self.settings.model_silence_ms)

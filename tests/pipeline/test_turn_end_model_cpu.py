@@ -79,9 +79,7 @@ def test_on_a_cpu_without_vnni_the_model_answers_as_exact_arithmetic_does(tmp_pa
     assert qemu, "qemu-user is missing: ./dev test installs it"
     pcm, pause_at = with_pause("I would like to speak to, the manager please.", 0.6)
     turn = pcm[: int((pause_at + 0.096) * 16000) * 2]  # the turn at its first look
-    samples = np.frombuffer(turn, "<i2").astype(np.float32) / 32768
-    audio = np.pad(samples, (8 * 16000 - samples.size, 0))
-    features = endpointing._features()(audio, do_normalize=True)[None].astype(np.float32)
+    features = endpointing.input_features(turn)
     np.save(tmp_path / "features.npy", features)
     here, _ = endpointing._session(1, "true")
     exact_score = float(here.run(None, {"input_features": features})[0].reshape(-1)[0])
