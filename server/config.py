@@ -151,7 +151,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
         "5",
         "Embedded pipeline: after a history store call failed, a session leaves the store alone "
         "this long (0-300 s): its turns are kept and the agent gets the session's own history "
-        "at once, instead of each turn waiting on the database driver's timeouts.",
+        "at once, instead of each turn waiting on the database driver's timeouts; while turns "
+        "are kept, it tries again once each interval is over, turn or no turn.",
     ),
     "HISTORY_MAX_DAYS": (
         "30",

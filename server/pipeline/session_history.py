@@ -16,13 +16,16 @@ session reads and writes its turns through this object:
   answer from the view and writes are kept at once, without a call, so a store whose
   connections hang (asyncpg waits 2 s to connect, 5 s per command) costs a turn at most one
   failed attempt per interval. The first read or write after the interval tries again, kept
-  writes first.
+  writes first; while writes are kept, a timer tries too once each interval is over, so a
+  session that stays silent after the store is back stores them (and tells its client) then,
+  not at its next turn.
 - The client is told once per outage: an `error` with code `history_unavailable`
   (docs/protocol.md), and when the store is back and the kept writes are stored, a `notice`
   with code `history_stored` that resolves it (the demo page takes its error down); the log
   says how many writes were kept and lost.
-- When the session ends, kept writes are tried once more (bounded by `FINAL_WRITE_S`); what
-  still cannot be written is lost and logged (docs/scaling.md, "When a store fails").
+- When the session ends, the timer stops and kept writes are tried once more (bounded by
+  `FINAL_WRITE_S`); what still cannot be written is lost and logged (docs/scaling.md, "When
+  a store fails").
 """
 
 from __future__ import annotations
@@ -109,6 +112,7 @@ class SessionHistory:
         self.retry_s = retry_s
         self.clock = clock
         self._retry_at = 0.0  # while down, the store is not called before this (`clock`)
+        self._retry_task: asyncio.Task | None = None  # stores the kept writes, turn or no turn
         self._lock = asyncio.Lock()  # writes reach the store in the order they were made
 
     async def turns(self) -> list[Turn]:
@@ -138,12 +142,15 @@ class SessionHistory:
 
     async def close(self) -> None:
         """The session ended: store what is kept if the store is back; log what is lost."""
-        if not self.kept:
+        if not self.kept:  # so no write is in flight, the timer's included
+            self._stop_retrying()
             return
         try:
             async with asyncio.timeout(FINAL_WRITE_S), self._lock:
+                self._stop_retrying()  # holding the lock: the timer is not in the middle of a write
                 await self._write_kept()
         except (StoreUnavailable, TimeoutError) as error:
+            self._stop_retrying()
             self.log.error("history: %d turns of this session were never stored (%s)",
                            len(self.kept) + self.dropped, str(error) or "timed out")  # fmt: skip
 
@@ -200,8 +207,40 @@ class SessionHistory:
         """The store failed less than `retry_s` ago: not to be asked again yet."""
         return self._down is not None and self.clock() < self._retry_at
 
+    def _retry_later(self) -> None:
+        """Writes are kept: try the store again once the interval is over, whether or not the
+        session makes another call (not with `retry_s` 0, where every call tries anyway)."""
+        if self.retry_s <= 0 or not self.kept:
+            return
+        if self._retry_task is None or self._retry_task.done():
+            self._retry_task = asyncio.get_running_loop().create_task(
+                self._retry_while_kept(), name="history-retry"
+            )
+
+    async def _retry_while_kept(self) -> None:
+        """The timer: when the interval is over, store the kept writes — unless a call stored
+        them meanwhile (nothing is kept: the timer ends) or failed since (the interval moved on:
+        the timer waits for its end)."""
+        while self.kept:
+            await asyncio.sleep(max(0.0, self._retry_at - self.clock()))
+            async with self._lock:
+                if not self.kept or self._resting():
+                    continue
+                try:
+                    await self._write_kept()
+                except StoreUnavailable as error:
+                    self._unavailable(error)
+                except UnknownSession:  # deleted meanwhile: nothing is kept any more
+                    return
+
+    def _stop_retrying(self) -> None:
+        task, self._retry_task = self._retry_task, None
+        if task is not None:
+            task.cancel()
+
     def _unavailable(self, error: StoreUnavailable) -> None:
         self._retry_at = self.clock() + self.retry_s
+        self._retry_later()
         if self._down is not None:
             return
         self._down = error

@@ -4,6 +4,7 @@ answered from the session's own view, the client told once per outage, and the b
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -160,3 +161,73 @@ def test_a_store_that_failed_is_not_asked_again_before_the_retry_interval(tmp_pa
     assert texts(view) == ["user:one", "user:two", "assistant:answer two"]
     assert texts(stored) == [*texts(view), "user:three", "user:four"]
     assert [e.code for e in errors] == ["history_unavailable", "history_stored"]
+
+
+class Watched(Failing):
+    """The failing store, with an event set at each failed call."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.failures = asyncio.Event()
+
+    async def _run(self, call, *args):
+        try:
+            return await super()._run(call, *args)
+        except StoreUnavailable:
+            self.failures.set()
+            raise
+
+
+async def a_timed_session(tmp_path, retry_s: float):
+    """A session on a failing store, on the real clock; `told` is set at each report."""
+    store = Watched(tmp_path / "h.sqlite3")
+    session_id = await store.create("p", {})
+    reports, told = [], asyncio.Event()
+
+    def report(message):
+        reports.append(message)
+        told.set()
+
+    history = SessionHistory(store, session_id, report, logging.getLogger("test"), retry_s=retry_s)
+    return store, session_id, history, reports, told
+
+
+def test_kept_writes_are_stored_when_the_store_returns_without_another_turn(tmp_path):
+    """A session that stays silent after the store is back (the user listening, or gone quiet):
+    its kept writes are stored, and its client told, once the interval is over — not only at
+    its next turn or when it ends."""
+
+    async def scenario():
+        store, session_id, history, reports, told = await a_timed_session(tmp_path, 0.05)
+        store.down = True
+        await history.append("user", "said while down", "t1")
+        await told.wait()  # history_unavailable
+        told.clear()
+        store.down = False  # back; the session makes no call from here on
+        await told.wait()
+        stored = await store.history(session_id)
+        await history.close()
+        return stored, reports, history.kept
+
+    stored, reports, kept = run(scenario(), timeout=30)
+    assert texts(stored) == ["user:said while down"] and kept == []
+    assert [m.code for m in reports] == ["history_unavailable", "history_stored"]
+
+
+def test_the_timer_tries_once_an_interval_while_the_store_stays_down_and_stops_at_close(tmp_path):
+    async def scenario():
+        store, _, history, reports, _ = await a_timed_session(tmp_path, 0.05)
+        store.down = True
+        await history.append("user", "one", "t1")
+        for _ in range(2):  # two more failed attempts, made by the timer alone
+            store.failures.clear()
+            await store.failures.wait()
+        timer = history._retry_task
+        await history.close()
+        await asyncio.wait([timer])
+        return store.failed, reports, timer
+
+    failed, reports, timer = run(scenario(), timeout=30)
+    assert failed == 3 + 1  # the write, two timer attempts, and close's last one
+    assert [m.code for m in reports] == ["history_unavailable"]  # told once per outage
+    assert timer.cancelled()

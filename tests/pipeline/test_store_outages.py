@@ -303,3 +303,48 @@ def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_
     ], stored  # fmt: skip
     answer = next(t for t in stored if t["turn_id"] == away and t["role"] == "assistant")
     assert answer["text"] == "Noted. Go on." and not answer["interrupted"], stored
+
+
+def test_turns_kept_while_postgres_was_down_are_stored_though_the_session_says_nothing_more(
+    tmp_path, postgres_engine_to_stop
+):
+    """The store comes back while the user only listens: the turns kept during the outage are
+    stored, and the client's error resolved, within `HISTORY_RETRY_SECONDS`, without waiting
+    for another turn (which may never come)."""
+    postgres = postgres_engine_to_stop
+    database = postgres.create_database()
+    agent = StreamingAgentApp(SECRET, sentences=["Noted."], interval_s=0.1)
+
+    async def scenario(url: str):
+        async with VoiceClient(url) as client:
+            await client.connect()
+            await client.wait_for("turn.start", lambda m: m["role"] == "assistant")  # welcome
+            mark = len(client.received)
+            await asyncio.to_thread(postgres.stop)
+            await client.send({"type": "client.response.text", "content": "I live in Paris"})
+            error = await client.wait_for("error", after=mark, timeout=60)
+            start = await client.wait_for(
+                "turn.start", lambda m: m["role"] == "assistant", after=mark, timeout=60
+            )
+            await client.finish_playback(start.message["turn_id"], timeout=60)  # heard: kept
+            await asyncio.to_thread(postgres.start)
+            notice = await client.wait_for("notice", after=mark, timeout=60)  # no turn since
+            stored = await stored_turns(database, client.session_id)
+            return error.message, notice.message, stored
+
+    with (
+        serve(agent.app) as agent_url,
+        pipeline_server(
+            tmp_path,
+            database_url=database,
+            agent_webhook_url=agent_url + PATH,
+            agent_webhook_secret=SECRET,
+            tts_engine="espeak",
+            history_retry_s=5,  # what the answer writes meanwhile is kept without a call
+        ) as url,
+    ):
+        error, notice, stored = run(scenario(url))
+
+    assert error["code"] == "history_unavailable", error
+    assert notice["code"] == "history_stored" and notice["resolves"] == error["code"], notice
+    assert "I live in Paris" in [t["text"] for t in stored if t["role"] == "user"], stored
