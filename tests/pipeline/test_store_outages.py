@@ -5,6 +5,7 @@ clients work again when the servers come back — no restart of the node."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 import redis.asyncio as redis_asyncio
@@ -238,6 +239,23 @@ def test_a_node_refuses_to_start_on_a_store_it_cannot_reach(tmp_path, redis_engi
         pass
 
 
+@contextlib.contextmanager
+def on_postgres_with_agent(tmp_path, database: str, agent, history_retry_s: float):
+    """A pipeline server keeping history in `database`, answered by the streaming `agent`."""
+    with (
+        serve(agent.app) as agent_url,
+        pipeline_server(
+            tmp_path,
+            database_url=database,
+            agent_webhook_url=agent_url + PATH,
+            agent_webhook_secret=SECRET,
+            tts_engine="espeak",
+            history_retry_s=history_retry_s,
+        ) as url,
+    ):
+        yield url
+
+
 def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_it_returns(
     tmp_path, postgres_engine_to_stop
 ):
@@ -275,17 +293,8 @@ def test_a_session_goes_on_while_postgres_is_down_and_its_turns_are_stored_when_
             assert client.close_code is None
             return client.session_id, away, error.message, notice.message
 
-    with (
-        serve(agent.app) as agent_url,
-        pipeline_server(
-            tmp_path,
-            database_url=database,
-            agent_webhook_url=agent_url + PATH,
-            agent_webhook_secret=SECRET,
-            tts_engine="espeak",
-            history_retry_s=0,  # the turn after the restart tries the store again
-        ) as url,
-    ):
+    # history_retry_s 0: the turn after the restart tries the store again
+    with on_postgres_with_agent(tmp_path, database, agent, history_retry_s=0) as url:
         session_id, away, error, notice = run(scenario(url))
 
     assert error["code"] == "history_unavailable", error
@@ -332,17 +341,8 @@ def test_turns_kept_while_postgres_was_down_are_stored_though_the_session_says_n
             stored = await stored_turns(database, client.session_id)
             return error.message, notice.message, stored
 
-    with (
-        serve(agent.app) as agent_url,
-        pipeline_server(
-            tmp_path,
-            database_url=database,
-            agent_webhook_url=agent_url + PATH,
-            agent_webhook_secret=SECRET,
-            tts_engine="espeak",
-            history_retry_s=5,  # what the answer writes meanwhile is kept without a call
-        ) as url,
-    ):
+    # history_retry_s 5: what the answer writes meanwhile is kept without a call
+    with on_postgres_with_agent(tmp_path, database, agent, history_retry_s=5) as url:
         error, notice, stored = run(scenario(url))
 
     assert error["code"] == "history_unavailable", error
