@@ -141,18 +141,19 @@ class SessionHistory:
         await self._write(_Write("record", role, text, turn_id, interrupted))
 
     async def close(self) -> None:
-        """The session ended: store what is kept if the store is back; log what is lost."""
-        if not self.kept:  # so no write is in flight, the timer's included
-            self._stop_retrying()
-            return
+        """The session ended: store what is kept if the store is back; log what is lost.
+
+        The timer stops last: a timer waiting for the lock runs only after this returns, so it
+        is stopped between writes (unless the final write timed out behind it)."""
         try:
-            async with asyncio.timeout(FINAL_WRITE_S), self._lock:
-                self._stop_retrying()  # holding the lock: the timer is not in the middle of a write
-                await self._write_kept()
+            if self.kept:
+                async with asyncio.timeout(FINAL_WRITE_S), self._lock:
+                    await self._write_kept()
         except (StoreUnavailable, TimeoutError) as error:
-            self._stop_retrying()
             self.log.error("history: %d turns of this session were never stored (%s)",
                            len(self.kept) + self.dropped, str(error) or "timed out")  # fmt: skip
+        finally:
+            self._stop_retrying()
 
     async def _write(self, write: _Write) -> None:
         async with self._lock:  # after a read in progress has replaced the view
