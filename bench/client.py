@@ -36,11 +36,17 @@ Our pages stream the microphone in `chunk_ms` chunks (by default 40 ms on MicroP
 on Pyodide); `--chunk-ms 40,100` adds both pages at those lengths (`?chunk_ms=`) to the same
 run.
 
+`--floors` adds, in the same run, each runtime started alone on a bare page (no PyScript, no
+client, no connect; bench_app's `/bench-floor.html`): Pyodide from the same memory snapshot and
+loader as the Pyodide page, with the same early requests, and MicroPython from its module; the
+figure is page load → Python ready, cold and warm. What no page on that runtime can beat: the
+goals' budget (the official SDK's page load → connected times 1.5 or 3) against it.
+
 `--reloads N` reloads each profile N more times after the warm load and prints every load's
 median: Chromium keeps compiled JavaScript for a script only from its third load (a service
 worker's cache would get it on the first), so the later loads show what such a cache could give.
 
-    ./dev bench client [--runs 5] [--window 8] [--chunk-ms 100] [--reloads 3]
+    ./dev bench client [--runs 5] [--window 8] [--chunk-ms 100] [--reloads 3] [--floors]
 """
 
 import argparse
@@ -53,7 +59,10 @@ import numpy as np
 from common import chromium_launch_args, median, print_table, save, serve
 from playwright.sync_api import sync_playwright
 from starlette.applications import Starlette
+from starlette.responses import HTMLResponse
+from starlette.routing import Route
 
+from server import snapshot, vendor
 from server.app import create_app
 from server.config import Settings
 from server.vendor import MICROPYTHON, OFFICIAL_SDK, PYODIDE
@@ -65,6 +74,42 @@ CLIENTS = {  # name → page
     "Pyodide page": "/?py=pyodide",
     "official SDK": "/official.html",
 }
+FLOORS = {  # name → page: a runtime alone (`--floors`), what no page on it can beat
+    "Pyodide alone (snapshot)": "/bench-floor.html?py=pyodide",
+    "MicroPython alone": "/bench-floor.html",
+}
+# The bare page: the runtime started as the demo page starts it (Pyodide from the snapshot's
+# loader, with the page's early requests; JSPI hidden), and `connected` marked when Python has
+# run a line. Its `connect` starts at 0: the click figure means nothing here.
+FLOOR_PAGE = """<!doctype html><html><head><meta charset="utf-8"><link rel="icon" href="data:,">
+<script>
+delete WebAssembly.Suspending;
+delete WebAssembly.promising;
+const pyodide = new URLSearchParams(location.search).get("py") === "pyodide";
+const early = (rel, href, as) => document.head.append(Object.assign(
+  document.createElement("link"), { rel, href }, as ? { as, crossOrigin: "anonymous" } : {}));
+let started;
+if (pyodide) {
+  const loader = "%(pyodide)s/%(loader)s";
+  if (loader.endsWith(".mjs") && !loader.endsWith("/pyodide.mjs"))
+    early("preload", loader.replace(/\\.mjs$/, ".bin"), "fetch");
+  for (const file of ["python_stdlib.zip", "pyodide-lock.json"])
+    early("preload", "%(pyodide)s/" + file, "fetch");
+  started = import(loader).then(({ loadPyodide }) => loadPyodide({}))
+    .then((python) => python.runPython("1 + 1"));
+} else {
+  const wasm = "%(micropython)s/micropython.wasm";
+  early("preload", wasm, "fetch");
+  started = import("%(micropython)s/micropython.mjs")
+    .then(({ loadMicroPython }) => loadMicroPython({ url: wasm }))
+    .then((python) => python.runPython("1 + 1"));
+}
+started.then(() => {
+  document.body.dataset.connectStartMs = "0";
+  document.body.dataset.connectedMs = String(performance.now());
+});
+</script></head><body></body></html>
+"""
 # Our page: click Connect the moment the page is ready, record the click and the moment the
 # status pill says connected, without changing the page.
 OUR_PROBE = """
@@ -94,8 +139,20 @@ def with_chunk_lengths(chunk_lengths: list[int]) -> dict[str, str]:
 
 
 def bench_app(settings: Settings) -> Starlette:
-    """Our app, plus a page that runs the official SDK, on one origin."""
-    return with_official_sdk(create_app(settings))
+    """Our app, plus a page that runs the official SDK and the runtimes' bare page, on one
+    origin."""
+    app = with_official_sdk(create_app(settings))
+    page = FLOOR_PAGE % {
+        "pyodide": vendor.pyodide_url(),
+        "loader": snapshot.loader_name() or "pyodide.mjs",
+        "micropython": vendor.micropython_url(),
+    }
+
+    async def floor(request):
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.router.routes.insert(0, Route("/bench-floor.html", floor))
+    return app
 
 
 def room_noise_wav(path: Path, seconds: float = 30) -> Path:
@@ -163,6 +220,11 @@ def one_run(
 ) -> dict:
     with fresh_profile(playwright, url + path, wav) as (context, page):
         cold = load_and_connect(page)
+        if which in FLOORS:  # no audio: only the two loads, as far apart as the pages'
+            page.wait_for_timeout(5000 + window * 1000)
+            warm = load_and_connect(page, reload=True)
+            return {"cold_connected_ms": cold["connected_ms"],
+                    "warm_connected_ms": warm["connected_ms"]}  # fmt: skip
         cdp = context.new_cdp_session(page)
         cdp.send("Performance.enable")
         page.wait_for_timeout(5000)  # the welcome plays out; then only the microphone streams
@@ -205,12 +267,19 @@ def main() -> None:
         "--chunk-ms", default="", help="also our pages with these chunk lengths, comma-separated"
     )
     parser.add_argument(
+        "--floors",
+        action="store_true",
+        help="also each runtime started alone on a bare page (no PyScript, no client)",
+    )
+    parser.add_argument(
         "--reloads", type=int, default=0,
         help="this many more reloads after the warm one, each timed (what a cache that fills "
         "only from the third load, such as Chromium's for compiled JavaScript, gives)",
     )  # fmt: skip
     args = parser.parse_args()
     clients = with_chunk_lengths([int(c) for c in args.chunk_ms.split(",") if c])
+    if args.floors:
+        clients.update(FLOORS)
 
     results: dict[str, list[dict]] = {which: [] for which in clients}
     with contextlib.ExitStack() as stack:
@@ -234,7 +303,7 @@ def main() -> None:
                           + ", ".join(f"{k} {v:.1f}" for k, v in run.items()))  # fmt: skip
 
     medians = {
-        which: {name: median([r[name] for r in runs]) for name, _ in FIGURES}
+        which: {name: median([r[name] for r in runs if name in r]) for name, _ in FIGURES}
         for which, runs in results.items()
     }
     rows = []
@@ -257,7 +326,18 @@ def main() -> None:
                    for k in ("cold_connected_ms", "warm_connected_ms", *loads))]
              for w in clients],
         )  # fmt: skip
-    extra = [w for w in clients if w not in CLIENTS]
+    if args.floors:
+        official = medians["official SDK"]
+        print_table(
+            "Each runtime alone on a bare page: page load → Python ready, median (ms), against "
+            "the official SDK's page load → connected",
+            ["runtime", "cold", "warm", "cold /official", "warm /official"],
+            [[w, f"{medians[w]['cold_connected_ms']:.0f}", f"{medians[w]['warm_connected_ms']:.0f}",
+              *(f"{medians[w][k] / official[k]:.2f}×"
+                for k in ("cold_connected_ms", "warm_connected_ms"))]
+             for w in FLOORS],
+        )  # fmt: skip
+    extra = [w for w in clients if w not in CLIENTS and w not in FLOORS]
     if extra:  # the pages at other chunk lengths, against the official SDK
         print_table(
             "Our pages at other chunk lengths (`?chunk_ms=`), main-thread CPU, median",

@@ -12,7 +12,8 @@ starts Chromium on a new, empty profile: the load is cold, the reload in that pr
 the same rotation as the reference.
 
     ./dev bench start_ab [--runs 4]
-                         [--variants plugins,wheel,late_recorder,gzip,raw,late_start,late_player]
+                         [--variants plugins,wheel,late_recorder,gzip,raw,late_start,late_player,
+                                     main_as_script]
                          [--pages micropython,pyodide]
 """
 
@@ -113,6 +114,16 @@ def with_late_start(page: str) -> str:
     return page.replace(now, 'early("modulepreload", layercodePage.runtime + loader);')
 
 
+def with_main_as_script(page: str) -> str:
+    """Before: the Pyodide page ran main.py as its script's source (`runPythonAsync`, which
+    tokenizes the code and walks its syntax tree in Python), as the MicroPython page still
+    does; now its script imports main.py, which its config writes into the file system."""
+    now = 'if (layercodePage.type === "py") main.textContent = "import main";\n    else main.src'
+    if now not in page:
+        raise SystemExit("index.html no longer imports main.py on Pyodide as this expects")
+    return page.replace(now, "main.src")
+
+
 def with_runtime_encoding(encoding: str | None):
     """Before: the runtime sent as gzip, not zstd (server/static.py): the page's runtime URLs
     under `/abenc/<encoding>/`, which the wrapper serves as the app does to a browser that
@@ -143,6 +154,7 @@ VARIANTS = {
     "raw": with_runtime_encoding(None),
     "late_start": with_late_start,
     "late_player": with_late_player,
+    "main_as_script": with_main_as_script,
 }
 PAGES = {"micropython": "/", "pyodide": "/?py=pyodide"}
 OFFICIAL = "/official.html"

@@ -231,8 +231,9 @@ def test_the_pyodide_page_starts_from_the_snapshot_setup_made(page):
 
 
 # The modules the page may import beyond the snapshot: those that hold JavaScript objects
-# (PyScript's package, `js`) and the client, which PyScript writes into the page at each load.
-NOT_IN_A_SNAPSHOT = ("_pyscript", "js", "layercode_client", "polyscript", "pyscript")
+# (PyScript's package, `js`) and the page's own (the client and main.py), which PyScript writes
+# into the page at each load.
+NOT_IN_A_SNAPSHOT = ("_pyscript", "js", "layercode_client", "main", "polyscript", "pyscript")
 MODULES_AT_RESTORE = """
 addEventListener("DOMContentLoaded", () => import("/runtime/pyscript/%s/core.js").then(
   ({ hooks }) => hooks.main.onReady.add(({ interpreter }) => {

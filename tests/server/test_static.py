@@ -248,7 +248,7 @@ def test_the_pages_load_the_client_files_the_server_serves(client):
     from server.wheel import MPY_URL_PATH, SOURCE_DIR, build_mpy_files, wheel_filename
 
     config = tomllib.loads((ROOT / "pyscript-pyodide.toml").read_text())
-    assert config["files"] == {f"./client/{wheel_filename()}": "./*"}
+    assert config["files"] == {f"./client/{wheel_filename()}": "./*", "./main.py": "./main.py"}
     files = tomllib.loads((ROOT / "pyscript.toml").read_text())["files"]
     compiled = build_mpy_files()
     assert files == {f".{MPY_URL_PATH}{name}": f"./{name}" for name in compiled}
@@ -335,12 +335,16 @@ def test_a_changed_page_file_gets_a_new_url(tmp_path, monkeypatch):
 
 def test_the_page_preloads_main_py_from_where_pyscript_fetches_it(client):
     """PyScript fetches main.py only once the interpreter is up; the page asks for it at the
-    start, under the same URL, so PyScript's fetch takes the preloaded response."""
+    start, under the same URL, so PyScript's fetch takes the preloaded response: as the
+    MicroPython page's script, and as a file of the Pyodide config (its script imports it)."""
     page = client.get("/").text
     preloaded = re.findall(r'early\("preload", "\./(v/[0-9a-f]+/main\.py)", "fetch"\)', page)
-    loaded = re.findall(r'\{ src: "\./(v/[0-9a-f]+/main\.py)" \}', page)
-    assert len(preloaded) == len(loaded) == 1 and preloaded == loaded
+    loaded = re.findall(r'main\.src = "\./(v/[0-9a-f]+/main\.py)";', page)
+    pyodide_files = served_configs(page)["py"]["files"]
+    written = [url.removeprefix("./") for url, to in pyodide_files.items() if to == "./main.py"]
+    assert len(preloaded) == len(loaded) == 1 and preloaded == loaded == written
     assert client.get("/" + loaded[0]).content == (ROOT / "main.py").read_bytes()
+    assert 'main.textContent = "import main"' in page
 
 
 def test_the_configs_leave_out_plugins_the_vendored_pyscript_has():
@@ -404,8 +408,10 @@ def test_the_pyodide_config_can_name_the_wheels_files_one_by_one(client, monkeyp
     files = static.current_page_files(client.app.state)
     config = json.loads(config_json(ROOT / "pyscript-pyodide.toml", files))
     members = wheel_members(build_wheel().data)
-    assert list(config["files"].values()) == [f"./{name}" for name in members]
+    assert list(config["files"].values()) == [*(f"./{name}" for name in members), "./main.py"]
     for url, target in config["files"].items():
         response = client.get(url.removeprefix("."))
         assert response.status_code == 200, url
-        assert response.content == members[target.removeprefix("./")]
+        name = target.removeprefix("./")
+        expected = (ROOT / name).read_bytes() if name == "main.py" else members[name]
+        assert response.content == expected
