@@ -240,6 +240,8 @@ addEventListener("DOMContentLoaded", () => import("/runtime/pyscript/%s/core.js"
     globalThis.layercodeTestInterpreter = interpreter;
     globalThis.layercodeModulesAtRestore = interpreter.runPython(
       "import json, sys; json.dumps(sorted(sys.modules))");
+    globalThis.layercodeFrozenAtRestore = interpreter.runPython(
+      "import gc; gc.get_freeze_count()");
   })));
 """
 
@@ -260,6 +262,18 @@ def test_the_pyodide_snapshot_holds_every_module_the_page_imports_at_start(page)
     stdlib = [m for m in imported if m.split(".")[0] not in NOT_IN_A_SNAPSHOT]
     assert stdlib == [], f"imported at start beyond the snapshot: {stdlib}"
     assert "pyscript" in imported  # the check saw the page's imports
+
+
+@pytest.mark.skipif(snapshot.loader_name() is None, reason="setup made no Pyodide snapshot")
+def test_the_pyodide_snapshot_leaves_its_heap_out_of_the_collectors_scans(page):
+    """The snapshot's objects are frozen (server/snapshot.py, PREPARE): the page's garbage
+    collections scan only what the page made since, not Pyodide's whole start-up again."""
+    page.add_init_script(MODULES_AT_RESTORE % vendor.PYSCRIPT.version)
+    with running_app(layercode_api_key="lc_never_used") as url:
+        page.goto(url + "/?py=pyodide")
+        wait_ready(page, timeout_ms=120_000)
+        frozen = page.evaluate("layercodeFrozenAtRestore")
+    assert frozen > 10_000, f"{frozen} objects frozen at the restore"
 
 
 def held_until_instantiating(app, released: list[str], holds):
