@@ -90,12 +90,9 @@ const early = (rel, href, as) => document.head.append(Object.assign(
   document.createElement("link"), { rel, href }, as ? { as, crossOrigin: "anonymous" } : {}));
 let started;
 if (pyodide) {
-  const loader = "%(pyodide)s/%(loader)s";
-  if (loader.endsWith(".mjs") && !loader.endsWith("/pyodide.mjs"))
-    early("preload", loader.replace(/\\.mjs$/, ".bin"), "fetch");
-  for (const file of ["python_stdlib.zip", "pyodide-lock.json"])
+  for (const file of [%(snapshot)s"python_stdlib.zip", "pyodide-lock.json"])
     early("preload", "%(pyodide)s/" + file, "fetch");
-  started = import(loader).then(({ loadPyodide }) => loadPyodide({}))
+  started = import("%(pyodide)s/%(loader)s").then(({ loadPyodide }) => loadPyodide({}))
     .then((python) => python.runPython("1 + 1"));
 } else {
   const wasm = "%(micropython)s/micropython.wasm";
@@ -142,9 +139,11 @@ def bench_app(settings: Settings) -> Starlette:
     """Our app, plus a page that runs the official SDK and the runtimes' bare page, on one
     origin."""
     app = with_official_sdk(create_app(settings))
+    loader = snapshot.loader_name()  # None: no snapshot, Pyodide starts plain
     page = FLOOR_PAGE % {
         "pyodide": vendor.pyodide_url(),
-        "loader": snapshot.loader_name() or "pyodide.mjs",
+        "loader": loader or "pyodide.mjs",
+        "snapshot": f'"{loader.removesuffix(".mjs")}.bin", ' if loader else "",
         "micropython": vendor.micropython_url(),
     }
 
