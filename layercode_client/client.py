@@ -163,7 +163,7 @@ class PreparedPlayer:
     and load its worklet (`addModule`, 18-24 ms) after the click, beside the authorization and
     longer than it. Made when the page is ready, they are done by the click: the connect only
     resumes the context (one made before a user gesture starts suspended; the browser's player
-    idles it either way). README's client section has the measurements.
+    idles it either way). docs/startup.md has the measurements.
 
     This one object owns the prepared player until a connect takes it (the session then owns
     it, as a player opened at connect) or `close()` releases it: the client closes it with

@@ -5,8 +5,9 @@ A warm load of the page then asks the server for the page alone. Before, each re
 the stylesheet (which holds back the page's scripts), the config, main.py and the client's 14
 files, one 304 each, in three waves (config, then the files, then main.py): 60-150 ms of a
 MicroPython page's reload in its resource timing (an end-to-end gain was lost in the noise of a
-loaded machine; README has the A/B). Now a file the page names is at `v/<digest>/<its path>`,
-cached for a year as immutable (a changed file gets a new digest, so a new URL), and
+loaded machine; docs/startup.md has the A/B). Now a file the page names is at
+`v/<digest>/<its path>`, cached for a year as immutable (a changed file gets a new digest, so a
+new URL), and
 index.html itself, always revalidated, carries the digests. The configs are inlined as JSON
 (PyScript takes a config attribute that is JSON text), which saves the config's round trip
 between PyScript's start and the interpreter's, and lets the page preload every client file at
@@ -16,8 +17,8 @@ The Pyodide config's wheel (`"./client/<wheel>" = "./*"`) can be written into th
 wheel's files one by one (WHEEL_FILES, FILE_BY_FILE), preloaded with the rest, instead of the
 zip PyScript unpacks in Python (Pyodide's unpackArchive). In the page that step went from
 78-123 ms warm and 146-265 ms cold to 19 and 47 ms (`./dev bench phases`, load 6-16), but end to
-end, on a quiet machine, the 26 requests cost more than the unzip saves (README has the A/Bs):
-the page names the wheel.
+end, on a quiet machine, the 26 requests cost more than the unzip saves (docs/startup.md has the
+A/Bs): the page names the wheel.
 
 pyscript.toml and pyscript-pyodide.toml stay the configs' source (and are still served as they
 are, for pages of your own); the runtime is already under versioned URLs (server/static.py).

@@ -185,7 +185,7 @@ def sparse(memory: bytes) -> bytes:
     Half of Pyodide's 30 MB snapshot is zero pages (free heap). The browser keeps the gzipped
     snapshot in its HTTP cache and inflates it again on every warm load, and the page waits for
     it before Pyodide starts: leaving the empty pages out halves what is inflated and handed to
-    the page (README, "How fast it starts", has the A/B).
+    the page (docs/startup.md has the A/B).
     """
     runs: list[list[int]] = []  # [offset, length] of the non-empty stretches
     for offset in range(0, len(memory), SPARSE_PAGE):

@@ -93,7 +93,7 @@ MIN_GZIP_SAVING = 0.10
 # Beside each `.gz`, a `.zst` (served to browsers that accept zstd: Chromium since 123). The
 # HTTP cache keeps a response as it came, so a warm load decodes the runtime again: for the
 # Pyodide page 25 MB (its wasm and the snapshot), which zstd decodes about 5x faster than gzip
-# inflates (README, "How fast it starts", has the figures). Level 19, made once by setup; a
+# inflates (docs/startup.md has the figures). Level 19, made once by setup; a
 # window of at most 8 MB, the most HTTP's zstd coding asks a browser to hold (RFC 9659).
 ZSTD_LEVEL = 19
 ZSTD_WINDOW_LOG = 23
