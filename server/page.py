@@ -7,11 +7,10 @@ files, one 304 each, in three waves (config, then the files, then main.py): 60-1
 MicroPython page's reload in its resource timing (an end-to-end gain was lost in the noise of a
 loaded machine; docs/startup.md has the A/B). Now a file the page names is at
 `v/<digest>/<its path>`, cached for a year as immutable (a changed file gets a new digest, so a
-new URL), and
-index.html itself, always revalidated, carries the digests. The configs are inlined as JSON
-(PyScript takes a config attribute that is JSON text), which saves the config's round trip
-between PyScript's start and the interpreter's, and lets the page preload every client file at
-once instead of after the interpreter is up.
+new URL), and index.html itself, always revalidated, carries the digests. The configs are
+inlined as JSON (PyScript takes a config attribute that is JSON text), which saves the config's
+round trip between PyScript's start and the interpreter's, and lets the page preload every
+client file at once instead of after the interpreter is up.
 
 The Pyodide config's wheel (`"./client/<wheel>" = "./*"`) can be written into the page as the
 wheel's files one by one (WHEEL_FILES, FILE_BY_FILE), preloaded with the rest, instead of the
