@@ -46,7 +46,14 @@ goals' budget (the official SDK's page load → connected times 1.5 or 3) agains
 median: Chromium keeps compiled JavaScript for a script only from its third load (a service
 worker's cache would get it on the first), so the later loads show what such a cache could give.
 
+`--idle-warm` adds our two pages reloaded after a first load that never connected (the page
+left ready and idle as long as the others stream), in the same rotation: the warm figure above
+reloads a connected, streaming page, whose teardown (its socket, audio and, on Pyodide, its
+interpreter's heap) shares the cores with the new page's start. The difference is that
+teardown's share of the warm figure.
+
     ./dev bench client [--runs 5] [--window 8] [--chunk-ms 100] [--reloads 3] [--floors]
+                       [--idle-warm]
 """
 
 import argparse
@@ -107,11 +114,19 @@ started.then(() => {
 });
 </script></head><body></body></html>
 """
+IDLE_FIRST = "#idle-first"  # `--idle-warm`: the page's first load does not connect
+IDLE = {  # name → page: our pages, reloaded after a first load that stayed idle
+    "MicroPython page, reloaded idle": "/" + IDLE_FIRST,
+    "Pyodide page, reloaded idle": "/?py=pyodide" + IDLE_FIRST,
+}
 # Our page: click Connect the moment the page is ready, record the click and the moment the
-# status pill says connected, without changing the page.
+# status pill says connected, without changing the page. With IDLE_FIRST in its address, the
+# tab's first load is left ready without a click (sessionStorage outlives a reload).
 OUR_PROBE = """
+const idleFirst = location.hash === "IDLE_FIRST" && !sessionStorage.getItem("benchLoaded");
+sessionStorage.setItem("benchLoaded", "1");
 new MutationObserver(() => {
-  if (document.body.dataset.state === "ready" && !document.body.dataset.clickMs)
+  if (document.body.dataset.state === "ready" && !document.body.dataset.clickMs && !idleFirst)
     document.getElementById("connect").click();
 }).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-state"]});
 document.addEventListener("click", (event) => {
@@ -123,7 +138,7 @@ new MutationObserver(() => {
   if (pill && pill.dataset.status === "connected" && !document.body.dataset.connectedMs)
     document.body.dataset.connectedMs = performance.now();
 }).observe(document, {subtree: true, attributes: true, attributeFilter: ["data-status"]});
-"""
+""".replace("IDLE_FIRST", IDLE_FIRST)
 
 
 def with_chunk_lengths(chunk_lengths: list[int]) -> dict[str, str]:
@@ -218,6 +233,11 @@ def one_run(
     playwright, url: str, wav: Path, which: str, path: str, window: float, reloads: int = 0
 ) -> dict:
     with fresh_profile(playwright, url + path, wav) as (context, page):
+        if which in IDLE:  # loaded, left ready as long as the others stream, then reloaded
+            page.goto(page.bench_url)
+            page.wait_for_selector("body[data-state=ready]", state="attached", timeout=120_000)
+            page.wait_for_timeout(5000 + window * 1000)
+            return {"warm_connected_ms": load_and_connect(page, reload=True)["connected_ms"]}
         cold = load_and_connect(page)
         if which in FLOORS:  # no audio: only the two loads, as far apart as the pages'
             page.wait_for_timeout(5000 + window * 1000)
@@ -275,10 +295,17 @@ def main() -> None:
         help="this many more reloads after the warm one, each timed (what a cache that fills "
         "only from the third load, such as Chromium's for compiled JavaScript, gives)",
     )  # fmt: skip
+    parser.add_argument(
+        "--idle-warm", action="store_true",
+        help="also our pages reloaded after a first load that did not connect (the warm "
+        "figure without the teardown of a live session)",
+    )  # fmt: skip
     args = parser.parse_args()
     clients = with_chunk_lengths([int(c) for c in args.chunk_ms.split(",") if c])
     if args.floors:
         clients.update(FLOORS)
+    if args.idle_warm:
+        clients.update(IDLE)
 
     results: dict[str, list[dict]] = {which: [] for which in clients}
     with contextlib.ExitStack() as stack:
@@ -336,7 +363,19 @@ def main() -> None:
                 for k in ("cold_connected_ms", "warm_connected_ms"))]
              for w in FLOORS],
         )  # fmt: skip
-    extra = [w for w in clients if w not in CLIENTS and w not in FLOORS]
+    if args.idle_warm:
+        official = medians["official SDK"]["warm_connected_ms"]
+        print_table(
+            "Warm load → connected: the reload of a live session against that of a page that "
+            "only loaded, median (ms)",
+            ["page", "after a session", "after an idle load", "difference", "idle /official"],
+            [[page, f"{medians[page]['warm_connected_ms']:.0f}",
+              f"{medians[idle]['warm_connected_ms']:.0f}",
+              f"{medians[page]['warm_connected_ms'] - medians[idle]['warm_connected_ms']:+.0f}",
+              f"{medians[idle]['warm_connected_ms'] / official:.2f}×"]
+             for page, idle in zip(list(CLIENTS)[:2], IDLE, strict=True)],
+        )  # fmt: skip
+    extra = [w for w in clients if w not in CLIENTS and w not in FLOORS and w not in IDLE]
     if extra:  # the pages at other chunk lengths, against the official SDK
         print_table(
             "Our pages at other chunk lengths (`?chunk_ms=`), main-thread CPU, median",
