@@ -103,6 +103,16 @@ answer p50 98, 90, 87 ms. Silero hears silence 64 ms after a question's end in f
 24 ahead), so the p50s differ within the run's noise; the p95 at 32 is one turn whose words
 came 419 ms after they were asked. The look's own cost (features ~6 ms, onnxruntime ~70 ms of
 CPU here) is profiled in server/pipeline/endpointing.py: none of the options tried lowered it.
+On a CPU without VNNI the model sums its int8 products exactly (TURN_END_MODEL_EXACT=auto
+chooses it there: the fast kernels saturate and change its answers), at ~1.16x the CPU a look.
+Whether that is what keeps the endpointing over 220 ms there: `--engines "" --browser-turns 10
+--browser-modes auto,auto#TURN_END_MODEL_EXACT=false,auto,auto#TURN_END_MODEL_EXACT=false`
+(2026-12-03, a 2-core AMD EPYC with AVX2 alone, load 0.9-1.1, 20 turns a mode), exact (as
+configured) -> fast kernels: voice-to-voice played p50 / p95 439 / 568 -> 440 / 522 ms,
+endpointing 256 / 409 -> 259 / 383 ms, the model's answer p50 138 -> 120 ms, the end of the
+voice to the look 114 -> 122 ms. It is not: with the fast kernels too the first look's 96 ms of
+silence, the chunk that brings it (~18 ms) and the model's answer (120-140 ms of wall time for
+its ~90 ms of CPU here) come to ~250 ms.
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first
