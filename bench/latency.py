@@ -37,7 +37,11 @@ quiet half.
     python bench/latency.py [--turns 20] [--engines piper,piper:off,espeak] [--browser-turns 20]
                             [--browser-modes auto,auto:middle-look+clear-words-confirm,auto@100]
 
-(`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `--engines ""` the browser alone.)
+(`engine:off` runs the engine with SPECULATIVE_ANSWERS=off; `engine@40` streams 40 ms chunks,
+the demo page's default on MicroPython, instead of the official SDK's 100; `--engines ""` the
+browser alone. The Python client's modes split the endpointing at its look too: with no browser
+on the machine, that is the server's own endpointing as a deployment has it, the browser
+elsewhere.)
 
 Run of 2026-11-30 after the microphone's chunks were framed in the worklet (12 turns a mode,
 load average 5-10 on the shared 2-core machine, so every stage is slow: Piper's first audio
@@ -113,6 +117,13 @@ endpointing 256 / 409 -> 259 / 383 ms, the model's answer p50 138 -> 120 ms, the
 voice to the look 114 -> 122 ms. It is not: with the fast kernels too the first look's 96 ms of
 silence, the chunk that brings it (~18 ms) and the model's answer (120-140 ms of wall time for
 its ~90 ms of CPU here) come to ~250 ms.
+Nor is it the browser sharing the server's two cores: the Python client instead, `--engines
+piper@40,piper,piper@40,piper --turns 10 --browser-turns 0` (the same machine and hour, load
+0.5-0.6, 20 turns a mode), 40 ms chunks / 100 ms chunks: voice-to-voice received p50 / p95 386 /
+683 and 410 / 705 ms, endpointing 262 / 652 and 273 / 669 ms, the end of the voice to the look
+p50 133 and 146 ms, the model's answer 122 and 112 ms. A turn that ends at its first look waits
+96 ms of silence, ~35 ms more for Silero's 32 ms frames and the chunk that brings them, and the
+model's ~110 ms: ~240 ms on this CPU, ~180 ms on the VNNI machines.
 
 Before the measured runs, `--warm-up` turns (3) go through the first mode, untimed: the first
 run in a process paid 20-60 ms more per turn than the same mode later (the models' first
@@ -123,6 +134,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -137,7 +149,7 @@ from server.app import create_app
 from server.config import Settings
 from server.pipeline.turns import Look
 from tests.support.speech import silence, speak, voiced_span
-from tests.support.voice_client import VoiceClient
+from tests.support.voice_client import CHUNK_S, VoiceClient
 
 QUESTIONS = [
     "What time is it?",
@@ -156,11 +168,11 @@ SPLIT = ("endpointing_ms", "transcript_ms", "webhook_ms", "tts_first_audio_ms", 
 LOOK_SPLIT = ("to_look_ms", "look_silence_ms", "model_ms", "words_ms", "verdict_to_end_ms")
 
 
-async def one_turn(client: VoiceClient, question: str) -> dict:
+async def one_turn(client: VoiceClient, question: str, chunk_s: float) -> dict:
     speech = speak(question)
     pcm = silence(LEAD_S) + speech + silence(TAIL_S)
     mark = len(client.received)
-    started = await client.stream(pcm)
+    started = await client.stream(pcm, chunk_s=chunk_s)
     speech_end = started + LEAD_S + voiced_span(speech)[1]  # the last voiced 10 ms
     end = await client.wait_for("response.end", lambda m: m.get("timings"), after=mark)
     turn_id = end.message["turn_id"]
@@ -179,16 +191,18 @@ async def one_turn(client: VoiceClient, question: str) -> dict:
     }
 
 
-async def measure(url: str, turns: int) -> list[dict]:
+async def measure(url: str, turns: int, chunk_s: float, looks: LookLog) -> list[dict]:
     async with VoiceClient(url) as client:
         await client.connect()
         welcome = await client.wait_for("turn.start", lambda m: m["role"] == "assistant")
         await client.finish_playback(welcome.message["turn_id"])
         results = []
         for n in range(turns):
-            results.append(await one_turn(client, QUESTIONS[n % len(QUESTIONS)]))
+            turn = await one_turn(client, QUESTIONS[n % len(QUESTIONS)], chunk_s)
+            results.append({**turn, **looks.split(turn)})
             last = results[-1]
-            print(f"  turn {n + 1:2d}: {last['client_ms']:6.0f} ms  {last['heard']!r}")
+            split = ", ".join(f"{name} {last.get(name) or 0:.0f}" for name in LOOK_SPLIT)
+            print(f"  turn {n + 1:2d}: {last['client_ms']:6.0f} ms  {last['heard']!r} ({split})")
         return results
 
 
@@ -201,14 +215,18 @@ def configured(environment: dict[str, str] | None = None, **overrides) -> Settin
 
 
 def run_engine(mode: str, turns: int) -> list[dict]:
+    """`mode`: the voice, then optionally `:` and the SPECULATIVE_ANSWERS value, then
+    optionally `@` and the client's chunk length in ms (100 by default, as the official SDK)."""
+    mode, _, chunk_ms = mode.partition("@")
     engine, _, speculative = mode.partition(":")
-    with tempfile.TemporaryDirectory() as data:
+    chunk_s = int(chunk_ms) / 1000 if chunk_ms else CHUNK_S
+    with tempfile.TemporaryDirectory() as data, looks_logged() as looks:
         settings = configured(
             tts_engine=engine, data_dir=Path(data), speculative_answers=speculative or "auto"
         )
         with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
-            print(f"\n{mode}: {turns} turns streamed in real time")
-            return asyncio.run(measure(url, turns))
+            print(f"\n{mode}: {turns} turns streamed in real time, {chunk_s * 1000:.0f} ms chunks")
+            return asyncio.run(measure(url, turns, chunk_s, looks))
 
 
 PLAYBACK_PROBE = """
@@ -283,6 +301,21 @@ class LookLog(logging.Handler):
         }
 
 
+@contextlib.contextmanager
+def looks_logged():
+    """A LookLog on the pipeline's logger (at debug level) while the block runs."""
+    looks = LookLog()
+    pipeline_log = logging.getLogger("server.pipeline")
+    level = pipeline_log.level
+    pipeline_log.setLevel(logging.DEBUG)
+    pipeline_log.addHandler(looks)
+    try:
+        yield looks
+    finally:
+        pipeline_log.removeHandler(looks)
+        pipeline_log.setLevel(level)
+
+
 def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
     """Voice-to-voice to the moment the page starts playing the answer. `mode`: the
     SPECULATIVE_ANSWERS value, then optionally `:` and the turn-end rules turned off
@@ -308,7 +341,9 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
 
         ws.on("framereceived", frame)
 
-    with tempfile.TemporaryDirectory() as data, sync_playwright() as playwright:
+    with contextlib.ExitStack() as stack:
+        data = stack.enter_context(tempfile.TemporaryDirectory())
+        playwright = stack.enter_context(sync_playwright())
         wav = write_wav(Path(data) / "questions.wav", loop, 16000)
         browser = playwright.chromium.launch(**chromium_launch_args(wav=wav))
         mode, *assigned = mode.split("#")
@@ -322,11 +357,7 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
             speculative_answers=speculative,
             turn_end_rules_off=off_rules,
         )
-        looks = LookLog()
-        pipeline_log = logging.getLogger("server.pipeline")
-        level = pipeline_log.level
-        pipeline_log.setLevel(logging.DEBUG)
-        pipeline_log.addHandler(looks)
+        looks = stack.enter_context(looks_logged())
         with serve(create_app(settings), start_timeout_s=START_TIMEOUT_S) as url:
             page = browser.new_page()
             page.add_init_script(PLAYBACK_PROBE)
@@ -344,8 +375,6 @@ def browser_turns(turns: int, mode: str = "auto") -> list[dict]:
                 " * 1000))"
             )
         browser.close()
-        pipeline_log.removeHandler(looks)
-        pipeline_log.setLevel(level)
     results = []
     for turn_id, timings in ends.items():
         if turn_id in played:
@@ -416,7 +445,9 @@ def main() -> None:
     engines = [engine for engine in args.engines.split(",") if engine]
     browser_modes = args.browser_modes.split(",") if args.browser_turns else []
     warm_up(args.warm_up, engines, browser_modes)
-    runs = {engine: run_engine(engine, args.turns) for engine in engines}
+    runs: dict[str, list[dict]] = {}
+    for engine in engines:  # an engine named twice is run twice, its turns pooled
+        runs.setdefault(engine, []).extend(run_engine(engine, args.turns))
     for mode in browser_modes:  # a mode named twice is run twice, its turns pooled
         runs.setdefault(f"browser:{mode}", []).extend(browser_turns(args.browser_turns, mode))
     summaries = {engine: summary(results) for engine, results in runs.items()}

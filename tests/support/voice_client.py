@@ -99,14 +99,15 @@ class VoiceClient:
     async def send(self, message: dict) -> None:
         await self._socket.send(json.dumps(message))
 
-    async def stream(self, pcm: bytes, *, speed: float = 1.0) -> float:
-        """Send `pcm` (at the session's input rate) in 100 ms chunks, paced at `speed`× real
-        time like a microphone: each chunk goes out once its last sample has been "captured".
+    async def stream(self, pcm: bytes, *, speed: float = 1.0, chunk_s: float = CHUNK_S) -> float:
+        """Send `pcm` (at the session's input rate) in `chunk_s` chunks (100 ms, as the
+        official SDK; the demo page's MicroPython default is 40), paced at `speed`× real time
+        like a microphone: each chunk goes out once its last sample has been "captured".
         Returns the monotonic time the stream's first sample was captured."""
-        step = int(self.input_rate * CHUNK_S) * 2
+        step = int(self.input_rate * chunk_s) * 2
         start = time.monotonic()
         for n, offset in enumerate(range(0, len(pcm), step)):
-            due = start + (n + 1) * CHUNK_S / speed
+            due = start + (n + 1) * chunk_s / speed
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             chunk = pcm[offset : offset + step]
             await self.send(
