@@ -115,9 +115,9 @@ started.then(() => {
 </script></head><body></body></html>
 """
 IDLE_FIRST = "#idle-first"  # `--idle-warm`: the page's first load does not connect
+OUR_PAGES = ("MicroPython page", "Pyodide page")
 IDLE = {  # name → page: our pages, reloaded after a first load that stayed idle
-    "MicroPython page, reloaded idle": "/" + IDLE_FIRST,
-    "Pyodide page, reloaded idle": "/?py=pyodide" + IDLE_FIRST,
+    f"{name}, reloaded idle": CLIENTS[name] + IDLE_FIRST for name in OUR_PAGES
 }
 # Our page: click Connect the moment the page is ready, record the click and the moment the
 # status pill says connected, without changing the page. With IDLE_FIRST in its address, the
@@ -233,17 +233,17 @@ def one_run(
     playwright, url: str, wav: Path, which: str, path: str, window: float, reloads: int = 0
 ) -> dict:
     with fresh_profile(playwright, url + path, wav) as (context, page):
-        if which in IDLE:  # loaded, left ready as long as the others stream, then reloaded
-            page.goto(page.bench_url)
-            page.wait_for_selector("body[data-state=ready]", state="attached", timeout=120_000)
-            page.wait_for_timeout(5000 + window * 1000)
-            return {"warm_connected_ms": load_and_connect(page, reload=True)["connected_ms"]}
-        cold = load_and_connect(page)
-        if which in FLOORS:  # no audio: only the two loads, as far apart as the pages'
+        if which in IDLE or which in FLOORS:  # no audio: two loads, as far apart as the pages'
+            if which in IDLE:  # left ready, never connected
+                page.goto(page.bench_url)
+                page.wait_for_selector("body[data-state=ready]", state="attached", timeout=120_000)
+                cold = {}
+            else:
+                cold = {"cold_connected_ms": load_and_connect(page)["connected_ms"]}
             page.wait_for_timeout(5000 + window * 1000)
             warm = load_and_connect(page, reload=True)
-            return {"cold_connected_ms": cold["connected_ms"],
-                    "warm_connected_ms": warm["connected_ms"]}  # fmt: skip
+            return {**cold, "warm_connected_ms": warm["connected_ms"]}
+        cold = load_and_connect(page)
         cdp = context.new_cdp_session(page)
         cdp.send("Performance.enable")
         page.wait_for_timeout(5000)  # the welcome plays out; then only the microphone streams
@@ -373,7 +373,7 @@ def main() -> None:
               f"{medians[idle]['warm_connected_ms']:.0f}",
               f"{medians[page]['warm_connected_ms'] - medians[idle]['warm_connected_ms']:+.0f}",
               f"{medians[idle]['warm_connected_ms'] / official:.2f}×"]
-             for page, idle in zip(list(CLIENTS)[:2], IDLE, strict=True)],
+             for page, idle in zip(OUR_PAGES, IDLE, strict=True)],
         )  # fmt: skip
     extra = [w for w in clients if w not in CLIENTS and w not in FLOORS and w not in IDLE]
     if extra:  # the pages at other chunk lengths, against the official SDK
@@ -382,7 +382,7 @@ def main() -> None:
             ["page", "CPU ms per s of audio", "/official"],
             [[w, f"{medians[w]['cpu_ms_per_s']:.1f}",
               f"{medians[w]['cpu_ms_per_s'] / medians['official SDK']['cpu_ms_per_s']:.2f}×"]
-             for w in [*list(CLIENTS)[:2], *extra]],
+             for w in [*OUR_PAGES, *extra]],
         )  # fmt: skip
     save("client", {"runs": args.runs, "medians": medians, "detail": results})
 
